@@ -1,0 +1,3 @@
+from foldcnn.cli import main
+
+raise SystemExit(main())

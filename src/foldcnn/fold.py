@@ -1,0 +1,97 @@
+"""Folding as pure tensor operations (DESIGN section 2).
+
+Layout contract, for a fold factor f:
+
+* images (N, C, H, W) with N a multiple of f become folded inputs (N/f, f*C, H, W);
+  image i goes to folded input i // f, channel slots [C*(i % f), C*(i % f) + C).
+* folded logits (N/f, f*K) become per-image logits (N, K); logits [j*K, (j+1)*K) of
+  folded row g belong to image g*f + j.
+
+Both directions are plain reshapes, so they are views of contiguous inputs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["check_fold", "fold_images", "unfold_logits", "pad_to_fold", "padded_count"]
+
+
+def check_fold(fold: object) -> int:
+    """Return ``fold`` as an int after checking it is an integer >= 1."""
+    if isinstance(fold, bool) or not isinstance(fold, int):
+        try:
+            import numpy as np
+
+            if isinstance(fold, np.integer):
+                fold = int(fold)
+        except ImportError:  # pragma: no cover - numpy is a core dependency
+            pass
+    if isinstance(fold, bool) or not isinstance(fold, int):
+        raise TypeError(f"fold must be an int >= 1 (1 means the unfolded CNN), got {fold!r}")
+    if fold < 1:
+        raise ValueError(f"fold must be an int >= 1 (1 means the unfolded CNN), got {fold}")
+    return fold
+
+
+def _check_multiple(n: int, fold: int, what: str) -> None:
+    if n % fold:
+        raise ValueError(
+            f"{what} has {n} rows, which is not a multiple of fold={fold}; "
+            f"pad it first with foldcnn.pad_to_fold(x, {fold}) and discard the padded outputs"
+        )
+
+
+def fold_images(x: torch.Tensor, fold: int) -> torch.Tensor:
+    """Stack groups of ``fold`` consecutive images along channels.
+
+    (N, C, H, W) -> (N/f, f*C, H, W). Returns a view when ``x`` is contiguous.
+    """
+    fold = check_fold(fold)
+    if x.dim() != 4:
+        raise ValueError(
+            f"fold_images expects a batch of images (N, C, H, W), got a tensor of shape "
+            f"{tuple(x.shape)}; add a batch axis with x.unsqueeze(0) for a single image"
+        )
+    n, c, h, w = x.shape
+    _check_multiple(n, fold, "the image batch")
+    return x.reshape(n // fold, fold * c, h, w)
+
+
+def unfold_logits(y: torch.Tensor, fold: int) -> torch.Tensor:
+    """Split folded logits back into per-image logits: (N/f, f*K) -> (N, K)."""
+    fold = check_fold(fold)
+    if y.dim() != 2:
+        raise ValueError(
+            f"unfold_logits expects folded logits (N/f, f*K), got a tensor of shape {tuple(y.shape)}"
+        )
+    g, fk = y.shape
+    if fk % fold:
+        raise ValueError(
+            f"folded logits have {fk} columns, which is not a multiple of fold={fold}; "
+            f"was the model built with fold={fold}?"
+        )
+    return y.reshape(g * fold, fk // fold)
+
+
+def padded_count(n: int, fold: int) -> int:
+    """Smallest multiple of ``fold`` that is >= ``n``."""
+    fold = check_fold(fold)
+    return -(-n // fold) * fold
+
+
+def pad_to_fold(x: torch.Tensor, fold: int) -> tuple[torch.Tensor, int]:
+    """Zero-pad the batch axis of ``x`` (N, ...) up to a multiple of ``fold``.
+
+    Returns ``(padded, n_real)``: callers keep the first ``n_real`` per-image outputs and
+    discard the rest. When N is already a multiple of ``fold`` the input itself is returned.
+    """
+    fold = check_fold(fold)
+    if x.dim() < 1:
+        raise ValueError("pad_to_fold expects a batch (N, ...), got a 0-d tensor")
+    n = x.shape[0]
+    target = padded_count(n, fold)
+    if target == n:
+        return x, n
+    pad = x.new_zeros((target - n, *x.shape[1:]))
+    return torch.cat([x, pad], dim=0), n

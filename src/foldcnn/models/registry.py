@@ -1,0 +1,94 @@
+"""Model registry: builders found by name (the CLI and checkpoints name models)."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from foldcnn.fold import check_fold
+from foldcnn.models.base import FoldedCNN, ModelConfig
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    builder: Callable[..., FoldedCNN]
+    family: str
+    description: str
+    num_classes: int
+    input_shape: tuple[int, int, int]
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(
+    name: str, *, family: str, description: str, num_classes: int, input_shape: tuple[int, int, int]
+) -> Callable[[Callable[..., FoldedCNN]], Callable[..., FoldedCNN]]:
+    """Decorator: register a builder ``builder(*, fold, width_mult, channel_multiple, **kw)``."""
+
+    def wrap(builder: Callable[..., FoldedCNN]) -> Callable[..., FoldedCNN]:
+        if name in _REGISTRY:
+            raise ValueError(f"model name {name!r} is registered twice")
+        _REGISTRY[name] = ModelEntry(name, builder, family, description, num_classes, tuple(input_shape))
+        return builder
+
+    return wrap
+
+
+def _lookup(name: str) -> ModelEntry:
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, _REGISTRY, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise KeyError(
+            f"unknown model {name!r}.{hint} Known models: {', '.join(sorted(_REGISTRY))}"
+        )
+    return _REGISTRY[name]
+
+
+def list_models(family: str | None = None) -> list[str]:
+    """Names of the registered models, sorted; optionally only one family (game, noscope, ...)."""
+    return sorted(n for n, e in _REGISTRY.items() if family is None or e.family == family)
+
+
+def model_entry(name: str) -> ModelEntry:
+    return _lookup(name)
+
+
+def create_model(
+    name: str,
+    fold: int = 1,
+    width_mult: float | None = None,
+    channel_multiple: int | None = None,
+    **kwargs,
+) -> FoldedCNN:
+    """Build a zoo model by name.
+
+    ``fold`` images are classified together; hidden widths scale by ``width_mult`` (default
+    sqrt(fold)), rounded up to a multiple of ``channel_multiple`` (1 = the paper's exact widths).
+    Extra keyword arguments go to the builder (game CNNs: ``num_classes``, ``input_size``).
+    """
+    entry = _lookup(name)
+    fold = check_fold(fold)
+    try:
+        model = entry.builder(fold=fold, width_mult=width_mult, channel_multiple=channel_multiple, **kwargs)
+    except TypeError as e:
+        raise TypeError(f"model {name!r} does not accept these options: {e}") from None
+    model.config = ModelConfig(name, fold, width_mult, channel_multiple, dict(kwargs))
+    return model
+
+
+def model_from_config(config: ModelConfig | dict) -> FoldedCNN:
+    """Rebuild a model (fresh weights) from the config saved with it."""
+    if isinstance(config, dict):
+        config = ModelConfig.from_dict(config)
+    return create_model(
+        config.name, config.fold, config.width_mult, config.channel_multiple, **config.kwargs
+    )
+
+
+def is_folded_cnn(m: nn.Module) -> bool:
+    return isinstance(m, FoldedCNN)
