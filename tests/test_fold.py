@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from foldcnn import fold_images, pad_to_fold, padded_count, unfold_logits
+
+shapes = st.tuples(
+    st.integers(1, 4),  # fold
+    st.integers(0, 6),  # groups
+    st.integers(1, 4),  # C
+    st.integers(1, 5),  # H
+    st.integers(1, 5),  # W
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(shapes)
+def test_fold_layout_matches_contract(s):
+    f, g, c, h, w = s
+    x = torch.randn(g * f, c, h, w)
+    y = fold_images(x, f)
+    assert y.shape == (g, f * c, h, w)
+    for i in range(g * f):
+        # image i -> folded input i // f, channel slots [C*(i % f), C*(i % f) + C)
+        torch.testing.assert_close(y[i // f, c * (i % f): c * (i % f) + c], x[i], rtol=0, atol=0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(shapes)
+def test_fold_is_a_view_of_contiguous_input(s):
+    f, g, c, h, w = s
+    x = torch.randn(g * f, c, h, w)
+    y = fold_images(x, f)
+    assert y.data_ptr() == x.data_ptr()
+    if x.numel():
+        x[0, 0, 0, 0] = 123.0
+        assert y[0, 0, 0, 0] == 123.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 5), st.integers(0, 6), st.integers(1, 7))
+def test_unfold_logits_layout(f, g, k):
+    y = torch.randn(g, f * k)
+    out = unfold_logits(y, f)
+    assert out.shape == (g * f, k)
+    for gi in range(g):
+        for j in range(f):
+            # logits [j*K, (j+1)*K) of folded row g belong to image g*f + j
+            assert torch.equal(out[gi * f + j], y[gi, j * k:(j + 1) * k])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 5), st.integers(0, 17), st.integers(1, 3))
+def test_pad_to_fold(f, n, c):
+    x = torch.randn(n, c, 2, 3)
+    padded, n_real = pad_to_fold(x, f)
+    assert n_real == n
+    assert padded.shape[0] == padded_count(n, f)
+    assert padded.shape[0] % f == 0 and padded.shape[0] - n < f
+    assert torch.equal(padded[:n], x)
+    assert torch.count_nonzero(padded[n:]) == 0
+
+
+def test_round_trip_through_identity_model():
+    # A "model" that maps each image's channel block to its own logits keeps per-image identity.
+    f, n, c = 3, 9, 2
+    x = torch.randn(n, c, 1, 1)
+    folded = fold_images(x, f)  # (3, 6, 1, 1)
+    logits = folded.flatten(1)  # (3, f*C): K = C
+    torch.testing.assert_close(unfold_logits(logits, f), x.flatten(1))
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.0, 1.5, "2", True, None])
+def test_bad_fold_values(bad):
+    with pytest.raises((TypeError, ValueError), match="fold must be an int >= 1"):
+        fold_images(torch.zeros(4, 3, 2, 2), bad)
+
+
+def test_numpy_int_fold_accepted():
+    assert fold_images(torch.zeros(4, 3, 2, 2), np.int64(2)).shape == (2, 6, 2, 2)
+
+
+def test_errors_say_what_to_do():
+    with pytest.raises(ValueError, match="pad_to_fold"):
+        fold_images(torch.zeros(5, 3, 2, 2), 2)
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        fold_images(torch.zeros(3, 2, 2), 1)
+    with pytest.raises(ValueError, match="not a multiple of fold=4"):
+        unfold_logits(torch.zeros(2, 10), 4)
+    with pytest.raises(ValueError, match=r"\(N/f, f\*K\)"):
+        unfold_logits(torch.zeros(2, 10, 1), 2)
