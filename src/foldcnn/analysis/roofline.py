@@ -1,0 +1,206 @@
+"""Roofline model: what throughput an arithmetic intensity allows on a device.
+
+attainable FLOP/s = min(peak FLOP/s, AI x memory bandwidth)    (Williams et al., CACM 2009)
+images/s          = attainable FLOP/s / FLOPs per image
+
+Peaks are vendor datasheet numbers, dense (no 2:4 structured sparsity); for int8 "FLOP/s" means
+integer ops/s. ``fp32`` on the GPUs is the plain (non-tensor-core) rate; ``tf32`` is the
+tensor-core rate for fp32 data. ``measure_peak`` builds the same record for the machine it runs on.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from foldcnn.analysis.counting import AnalysisReport
+
+__all__ = ["DTYPE_BYTES", "Device", "DEVICES", "Attainable", "attainable", "measure_peak"]
+
+# Bytes per element of each dtype name; tf32 is fp32 in memory.
+DTYPE_BYTES: dict[str, int] = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "int8": 1}
+
+_T = 1e12  # tera
+
+
+@dataclass(frozen=True)
+class Device:
+    """Peak compute per dtype (FLOP/s, dense) and memory bandwidth (bytes/s) of one device."""
+
+    name: str
+    peak_flops_per_s: dict[str, float]
+    bytes_per_s: float
+    source: str = field(default="")
+
+    def peak(self, dtype: str) -> float:
+        if dtype not in DTYPE_BYTES:
+            raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPE_BYTES)}")
+        if dtype not in self.peak_flops_per_s:
+            raise ValueError(
+                f"device {self.name!r} has no {dtype} peak (its datasheet lists none); "
+                f"available: {', '.join(self.peak_flops_per_s)}"
+            )
+        return self.peak_flops_per_s[dtype]
+
+
+DEVICES: dict[str, Device] = {
+    # NVIDIA H200 Tensor Core GPU datasheet, H200 SXM column (nvidia.com/en-us/data-center/h200):
+    # FP32 67 TFLOPS; TF32 989, BF16/FP16 1,979 TFLOPS and INT8 3,958 TOPS are "with sparsity",
+    # so dense is half; GPU memory bandwidth 4.8 TB/s.
+    "h200": Device(
+        "h200",
+        {"fp32": 67 * _T, "tf32": 494.5 * _T, "fp16": 989.5 * _T, "bf16": 989.5 * _T, "int8": 1979 * _T},
+        4.8e12,
+        "https://www.nvidia.com/en-us/data-center/h200/ (H200 SXM; sparse tensor figures halved)",
+    ),
+    # NVIDIA H100 Tensor Core GPU datasheet, H100 SXM column (nvidia.com/en-us/data-center/h100):
+    # same tensor-core figures as H200 (same GH100 silicon), sparse figures halved; 3.35 TB/s.
+    "h100": Device(
+        "h100",
+        {"fp32": 67 * _T, "tf32": 494.5 * _T, "fp16": 989.5 * _T, "bf16": 989.5 * _T, "int8": 1979 * _T},
+        3.35e12,
+        "https://www.nvidia.com/en-us/data-center/h100/ (H100 SXM; sparse tensor figures halved)",
+    ),
+    # NVIDIA A100 Tensor Core GPU datasheet, A100 80GB SXM column: FP32 19.5 TFLOPS, TF32 156,
+    # BF16/FP16 312 TFLOPS, INT8 624 TOPS (dense; the starred values are sparse); 2,039 GB/s.
+    "a100": Device(
+        "a100",
+        {"fp32": 19.5 * _T, "tf32": 156 * _T, "fp16": 312 * _T, "bf16": 312 * _T, "int8": 624 * _T},
+        2.039e12,
+        "https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a100/pdf/"
+        "nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf (A100 80GB SXM)",
+    ),
+    # NVIDIA Tesla V100 datasheet, V100 SXM2 column: single precision 15.7 TFLOPS, tensor
+    # (fp16) 125 TFLOPS, HBM2 900 GB/s. Volta has no bf16 and the datasheet lists no int8 rate.
+    "v100": Device(
+        "v100",
+        {"fp32": 15.7 * _T, "fp16": 125 * _T},
+        900e9,
+        "https://images.nvidia.com/content/technologies/volta/pdf/volta-v100-datasheet-update-us-1165301-r5.pdf"
+        " (V100 SXM2)",
+    ),
+    # NVIDIA T4 Tensor Core GPU datasheet: single precision 8.1 TFLOPS, mixed precision
+    # (FP16/FP32) 65 TFLOPS, INT8 130 TOPS; GDDR6 320 GB/s (256-bit bus at 10 Gbps).
+    # Turing has no bf16.
+    "t4": Device(
+        "t4",
+        {"fp32": 8.1 * _T, "fp16": 65 * _T, "int8": 130 * _T},
+        320e9,
+        "https://www.nvidia.com/en-us/data-center/tesla-t4/ (T4 datasheet)",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Attainable:
+    """Roofline prediction for one (model report, device, dtype)."""
+
+    device: str
+    dtype: str
+    images_per_s: float
+    flops_per_s: float  # attainable: min(peak, AI x bandwidth)
+    bound: str  # "compute" or "memory"
+    peak_flops_per_s: float
+    bytes_per_s: float
+    ridge_point: float  # FLOPs/byte where the two roofs meet: peak / bandwidth
+
+
+def attainable(report: AnalysisReport, device: Device, dtype: str) -> Attainable:
+    """Predicted images/s of ``report``'s model on ``device`` at ``dtype``.
+
+    The report must count the same element size as ``dtype`` (fp16 -> analyze(...,
+    bytes_per_element=2)); otherwise its intensity belongs to another precision.
+    """
+    peak = device.peak(dtype)
+    if report.bytes_per_element != DTYPE_BYTES[dtype]:
+        raise ValueError(
+            f"the report counts {report.bytes_per_element} bytes per element but {dtype} has "
+            f"{DTYPE_BYTES[dtype]}; rerun analyze(model, bytes_per_element={DTYPE_BYTES[dtype]})"
+        )
+    memory_roof = report.arithmetic_intensity * device.bytes_per_s
+    flops_per_s = min(peak, memory_roof)
+    return Attainable(
+        device=device.name,
+        dtype=dtype,
+        images_per_s=flops_per_s / report.flops_per_image,
+        flops_per_s=flops_per_s,
+        bound="compute" if peak <= memory_roof else "memory",
+        peak_flops_per_s=peak,
+        bytes_per_s=device.bytes_per_s,
+        ridge_point=peak / device.bytes_per_s,
+    )
+
+
+# ------------------------------------------------------------------------------ measured
+_TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _median_s(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up: first calls pay for allocation and kernel selection
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _matmul_fn(dtype: str, size: int) -> Callable[[], object]:
+    gen = torch.Generator().manual_seed(0)
+    if dtype == "int8":
+        if not hasattr(torch, "_int_mm"):
+            raise ValueError("this torch build has no int8 matrix multiply (torch._int_mm)")
+        a = torch.randint(-128, 128, (size, size), dtype=torch.int8, generator=gen)
+        b = torch.randint(-128, 128, (size, size), dtype=torch.int8, generator=gen)
+        return lambda: torch._int_mm(a, b)
+    if dtype not in _TORCH_DTYPES:
+        raise ValueError(
+            f"measure_peak supports {', '.join([*_TORCH_DTYPES, 'int8'])} on CPU, got {dtype!r}"
+        )
+    a = torch.randn(size, size, generator=gen).to(_TORCH_DTYPES[dtype])
+    b = torch.randn(size, size, generator=gen).to(_TORCH_DTYPES[dtype])
+    return lambda: torch.mm(a, b)
+
+
+def measure_peak(
+    dtype: str = "fp32",
+    threads: int | None = None,
+    *,
+    size: int = 2048,
+    copy_mib: int = 128,
+    repeats: int = 5,
+) -> Device:
+    """Measure this CPU: a ``size`` x ``size`` matmul (2*size^3 FLOPs) and a ``copy_mib`` MiB copy.
+
+    Bandwidth counts bytes read + bytes written. ``copy_mib`` should exceed the last-level cache
+    (128 MiB does on current desktop and server CPUs). ``threads`` sets torch's intra-op threads
+    for the measurement only. Takes about a second; medians over ``repeats`` after one warm-up.
+    Nothing is cached: call it in the same run as the benchmark it is compared with.
+    """
+    if repeats < 1 or size < 1 or copy_mib < 1:
+        raise ValueError("size, copy_mib and repeats must be >= 1")
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    try:
+        matmul = _matmul_fn(dtype, size)
+        flops_per_s = 2 * size**3 / _median_s(matmul, repeats)
+        src = torch.ones(copy_mib * 2**20 // 4, dtype=torch.float32)
+        dst = torch.empty_like(src)
+        bytes_per_s = 2 * src.numel() * 4 / _median_s(lambda: dst.copy_(src), repeats)
+        used = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(old_threads)
+    return Device(
+        name="measured",
+        peak_flops_per_s={dtype: flops_per_s},
+        bytes_per_s=bytes_per_s,
+        source=f"measured here: torch {dtype} {size}x{size} matmul and a {copy_mib} MiB copy, "
+        f"{used} thread(s), median of {repeats}",
+    )

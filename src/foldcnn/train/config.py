@@ -1,0 +1,45 @@
+"""Training configuration: a frozen, validated dataclass saved with every run."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
+SCHEDULES = ("onecycle", "cosine", "constant")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Fast defaults for a 2-core CPU: Adam(W) with a one-cycle schedule reaches the paper's
+    accuracy in tens of epochs where the paper's Adam 1e-4 took up to 1500 (DESIGN section 5)."""
+
+    epochs: int = 30
+    batch_size: int = 64  # images per step; rounded down to a multiple of fold (min fold)
+    lr: float = 3e-3
+    weight_decay: float = 1e-5
+    optimizer: str = "adamw"
+    schedule: str = "onecycle"
+    seed: int = 0
+    eval_batch_size: int = 1024
+    patience: int = 0  # early stopping: epochs without val improvement; 0 = off
+    threads: int = 0  # torch intra-op threads; 0 = leave as is
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ValueError("batch sizes must be >= 1")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.patience < 0:
+            raise ValueError("patience must be >= 0")
+
+    def images_per_step(self, fold: int) -> int:
+        return max(fold, self.batch_size - self.batch_size % fold)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
