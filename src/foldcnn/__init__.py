@@ -13,9 +13,12 @@ from foldcnn.models import (
     model_from_config,
 )
 
+from foldcnn.transform import FoldError, fold_model
+
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__", "fold_images", "unfold_logits", "pad_to_fold", "padded_count",
     "FoldedCNN", "ModelConfig", "count_params", "create_model", "list_models", "model_from_config",
+    "fold_model", "FoldError",
 ]
