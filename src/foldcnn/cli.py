@@ -138,6 +138,112 @@ def _add_analyze(sub) -> None:
     p.set_defaults(func=_cmd_analyze)
 
 
+# ------------------------------------------------------------------------------ train/eval
+def _parse_size(text: str | None) -> tuple[int, int] | None:
+    """'24x48' (H x W) -> (24, 48)."""
+    if text is None:
+        return None
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise CLIError(f"size must look like HxW, e.g. 22x52; got {text!r}") from None
+    if h < 1 or w < 1:
+        raise CLIError(f"size must be positive, got {text!r}")
+    return h, w
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from foldcnn.train.config import TrainConfig
+    from foldcnn.train.run import DataSpec, run_training
+
+    model = args.model or args.task
+    if model is None:
+        raise CLIError("name the model with --model (or give --task, whose model is used)")
+    data = DataSpec(task=args.task, data_dir=args.data, train_size=args.train_size,
+                    val_size=args.val_size, test_size=args.test_size, seed=args.data_seed,
+                    input_size=_parse_size(args.input_size))
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                      weight_decay=args.weight_decay, optimizer=args.optimizer, schedule=args.schedule,
+                      seed=args.seed, patience=args.patience, threads=args.threads)
+    run = run_training(model, data, cfg, args.out, fold=args.fold, channel_multiple=args.channel_multiple,
+                       progress=not args.quiet, command=["foldcnn", *sys.argv[1:]])
+    s = run["summary"]
+    print(f"{s['model']} fold={s['fold']}: test top-1 {s['test_top1']:.2%} (top-5 {s['test_top5']:.2%}), "
+          f"best val {s['best_val_top1']:.2%} at epoch {s['best_epoch']}/{s['epochs_run']}, "
+          f"{s['train_seconds']:.0f} s training")
+    print(f"checkpoint: {args.out}/checkpoint   run manifest: {args.out}/run.json")
+    return 0
+
+
+def _add_train(sub) -> None:
+    from foldcnn.train.config import OPTIMIZERS, SCHEDULES, TrainConfig
+
+    d = TrainConfig()
+    p = sub.add_parser("train", help="train a (folded) CNN on a generated task or an image folder",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--task", help="generate this synthetic game task in memory (see 'foldcnn data game')")
+    src.add_argument("--data", help="folder with train/, val/, test/ subfolders of class folders")
+    p.add_argument("--model", help="zoo model (default: the task's own model)")
+    p.add_argument("--fold", type=int, default=1, help="images classified together (1 = original CNN)")
+    p.add_argument("--channel-multiple", type=int, default=None,
+                   help="round widened layers up to this multiple (1 = paper's widths; default 8)")
+    p.add_argument("--input-size", help="resize folder images to HxW (default: their own size)")
+    p.add_argument("--out", required=True, help="run directory (checkpoint/, metrics.jsonl, run.json)")
+    p.add_argument("--train-size", type=int, default=6000, help="generated training images")
+    p.add_argument("--val-size", type=int, default=1000, help="generated validation images")
+    p.add_argument("--test-size", type=int, default=2000, help="generated test images")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the generated data")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
+    p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule)
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of initialization and fold groups")
+    p.add_argument("--patience", type=int, default=d.patience, help="early stopping (0 = off)")
+    p.add_argument("--threads", type=int, default=d.threads, help="torch threads (0 = default)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from foldcnn.data.base import ArrayDataset
+    from foldcnn.data.readers import load_image_folder
+    from foldcnn.train.checkpoint import load_checkpoint
+    from foldcnn.train.loop import evaluate
+
+    ck = load_checkpoint(args.checkpoint)
+    ds = load_image_folder(args.data, input_size=ck.model.input_shape[1:])
+    if ds.classes != ck.class_names:
+        # Folder classes come in sorted order; match them to the checkpoint's classes by name.
+        unknown = sorted(set(ds.classes) - set(ck.class_names))
+        if unknown:
+            raise CLIError(f"{args.data} has class folders the checkpoint does not know: {', '.join(unknown[:8])}; "
+                           f"it was trained on {len(ck.class_names)} classes: {', '.join(ck.class_names[:12])} ...")
+        remap = torch.tensor([ck.class_names.index(c) for c in ds.classes])
+        ds = ArrayDataset(ds.images, remap[ds.labels], ck.class_names, ds.meta)
+    m = evaluate(ck.model, ds, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps(m, indent=2))
+        return 0
+    print(f"{m['images']} images: top-1 {m['top1']:.2%}, top-5 {m['top5']:.2%}")
+    for c in m["worst_confusions"]:
+        print(f"  {c['true']} -> {c['predicted']}: {c['count']}")
+    return 0
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="accuracy of a checkpoint on a folder of class folders")
+    p.add_argument("checkpoint", help="checkpoint directory (model.safetensors + config.json)")
+    p.add_argument("--data", required=True, help="folder with one subfolder per class")
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_eval)
+
+
 # -------------------------------------------------------------------------------------- data
 # Each `foldcnn data KIND` subcommand adds itself to this list (a function taking the
 # sub-subparsers object), so generators and readers stay in their own sections below.
@@ -149,6 +255,124 @@ def _add_data(sub) -> None:
     data_sub = p.add_subparsers(dest="data_command", metavar="KIND", required=True)
     for add in _DATA_SUBCOMMANDS:
         add(data_sub)
+
+
+# ------------------------------------------------------------------------------ data game
+def _cmd_data_game(args: argparse.Namespace) -> int:
+    import os
+    import shlex
+
+    from tqdm import tqdm
+
+    from foldcnn.data.game_export import write_game_text
+    from foldcnn.data.game_tasks import list_game_tasks
+
+    tasks = list_game_tasks() if args.task == "all" else [args.task]
+    counts = {"train": args.train, "val": args.val, "test": args.test}
+    if min(counts.values()) < 0 or args.workers < 1:
+        raise CLIError("--train/--val/--test must be >= 0 and --workers >= 1")
+    if os.path.isdir(args.out) and os.listdir(args.out) and not args.overwrite:
+        raise CLIError(f"{args.out} is not empty; choose an empty directory or pass --overwrite")
+    # the command that reproduces the data (--workers and --overwrite do not change a byte)
+    command = shlex.join(["foldcnn", "data", "game", args.task, "--out", args.out, "--train", str(args.train),
+                          "--val", str(args.val), "--test", str(args.test), "--seed", str(args.seed)])
+    rows = []
+    with tqdm(total=sum(counts.values()) * len(tasks), unit="img", file=sys.stderr,
+              disable=args.quiet, desc="game text") as bar:
+        for task in tasks:
+            root = args.out if args.task != "all" else os.path.join(args.out, task)
+            m = write_game_text(task, root, counts, args.seed, workers=args.workers,
+                                overwrite=args.overwrite, command=command, progress=bar.update)
+            rows.append((task, m["files"], m["data_sha256"], root))
+    for task, files, sha, root in rows:
+        print(f"{task:18} {files:>8} images  data_sha256 {sha[:16]}  {os.path.join(root, 'manifest.json')}")
+    return 0
+
+
+def _add_data_game(data_sub) -> None:
+    from foldcnn.data.game_tasks import list_game_tasks
+
+    p = data_sub.add_parser(
+        "game", help="synthetic game-screen text for the paper's game tasks (class-per-directory PNGs)",
+        description="Write DIR/{train,val,test}/<class>/<index>.png and DIR/manifest.json. "
+        "The same arguments give byte-identical files.",
+    )
+    tasks = list_game_tasks()
+    p.add_argument("task", metavar="TASK", choices=tasks + ["all"],
+                   help=f"one of {', '.join(tasks)}; or 'all' (each into DIR/<task>/)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (must be empty)")
+    p.add_argument("--train", type=int, default=10_000, metavar="N", help="training images (default 10000)")
+    p.add_argument("--val", type=int, default=1_000, metavar="N", help="validation images (default 1000)")
+    p.add_argument("--test", type=int, default=1_000, metavar="N", help="test images (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="data seed; each split derives its own (default 0)")
+    p.add_argument("--workers", type=int, default=1, metavar="W", help="processes (default 1)")
+    p.add_argument("--overwrite", action="store_true", help="replace the splits and manifest in a non-empty DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_data_game)
+
+
+_DATA_SUBCOMMANDS.append(_add_data_game)
+
+
+# ----------------------------------------------------------------------------- data video
+def _parse_wxh(text: str) -> tuple[int, int]:
+    """'320x240' (W x H, as video sizes are written) -> (320, 240)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise CLIError(f"--size must look like WxH, e.g. 320x240; got {text!r}") from None
+    return w, h
+
+
+def _cmd_data_video(args: argparse.Namespace) -> int:
+    import shlex
+    import time
+
+    from foldcnn.data.video import generate_video
+
+    size = _parse_wxh(args.size)
+    command = shlex.join(["foldcnn", "data", "video", "--out", args.out, "--frames", str(args.frames),
+                          "--seed", str(args.seed), "--size", f"{size[0]}x{size[1]}", "--object", args.object,
+                          "--fps", str(args.fps)] + (["--no-distractors"] if args.no_distractors else [])
+                         + (["--codec", args.codec] if args.codec else []))
+    start = time.perf_counter()
+    try:
+        r = generate_video(args.out, args.frames, args.seed, size, args.object, args.fps,
+                           distractors=not args.no_distractors, codec=args.codec, overwrite=args.overwrite,
+                           progress=not args.quiet, command=command)
+    except (FileExistsError, ImportError) as e:
+        raise CLIError(str(e)) from None
+    m = r.manifest
+    print(f"{r.video_path}: {m['frames']} frames, {size[0]}x{size[1]} at {m['fps']} fps, {m['codec']['name']}; "
+          f"{m['object']} present in {m['positives']} frames ({m['positives_fraction']:.1%})")
+    print(f"labels: {r.labels_path}   manifest: {r.manifest_path}   "
+          f"({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def _add_data_video(data_sub) -> None:
+    from foldcnn.data.video import OBJECTS
+
+    p = data_sub.add_parser(
+        "video", help="synthetic NoScope-style video: a street scene, per-frame 'object present' labels",
+        description="Write DIR/video.mp4 (H.264, yuv420p), DIR/labels.csv (frame,label) and "
+        "DIR/manifest.json. The same arguments give the same labels (and, with the same "
+        "library versions, the same video bytes).",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--frames", type=int, required=True, metavar="N", help="number of frames (>= 20)")
+    p.add_argument("--seed", type=int, default=0, help="scene and schedule seed (default 0)")
+    p.add_argument("--size", default="320x240", metavar="WxH", help="frame size, width x height (default 320x240)")
+    p.add_argument("--object", choices=OBJECTS, default="car", help="class whose presence is labelled (default car)")
+    p.add_argument("--fps", type=int, default=30, help="frames per second (default 30)")
+    p.add_argument("--no-distractors", action="store_true", help="no objects of the other classes")
+    p.add_argument("--codec", help="encoder (default libx264, else mpeg4)")
+    p.add_argument("--overwrite", action="store_true", help="replace a video already in DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_data_video)
+
+
+_DATA_SUBCOMMANDS.append(_add_data_video)
 
 
 # ------------------------------------------------------------------------------------ main
@@ -167,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_SUBCOMMANDS = [_add_models, _add_analyze, _add_data]
+_SUBCOMMANDS = [_add_models, _add_analyze, _add_data, _add_train, _add_eval]
 
 
 def main(argv: list[str] | None = None) -> int:

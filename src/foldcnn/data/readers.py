@@ -1,0 +1,490 @@
+"""Read your own data: an image folder (one subdirectory per class) or the frames of a video.
+
+Training readers return an :class:`~foldcnn.data.base.ArrayDataset` (uint8 (N, 3, H, W) images,
+int64 labels). The inference side has no labels, so it gets plain uint8 (3, H, W) tensors from
+:func:`read_image`, :func:`iter_images`, :func:`load_images` and :func:`iter_video_frames`.
+
+Nothing is dropped silently: a file that cannot be read is either raised (``on_error="raise"``)
+or skipped and listed with its reason in a :class:`ReadReport` (``meta["read_report"]``).
+Sizes are ``input_size=(H, W)``, the order of a model's input shape (C, H, W).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from foldcnn.data.base import ArrayDataset
+
+__all__ = [
+    "IMAGE_EXTENSIONS", "DataReadError", "ImageReadError", "VideoReadError", "LabelsMismatchError",
+    "SkippedFile", "ReadReport", "read_image", "list_images", "iter_images", "load_images",
+    "load_image_folder", "iter_video_frames", "read_labels_csv", "load_video",
+]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
+RESIZE_MODES = ("bilinear", "nearest")
+VIDEO_CLASSES = ("absent", "present")
+
+
+class DataReadError(ValueError):
+    """Data that cannot be used as given; the message says which file and what to do."""
+
+
+class ImageReadError(DataReadError):
+    def __init__(self, path: str | Path, reason: str):
+        super().__init__(f"cannot read image {path}: {reason}")
+        self.path, self.reason = str(path), reason
+
+
+class VideoReadError(DataReadError):
+    pass
+
+
+class LabelsMismatchError(DataReadError):
+    pass
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    path: str
+    reason: str
+
+
+@dataclass
+class ReadReport:
+    """What a reader did: images read, files skipped (with reasons), non-image files ignored."""
+
+    read: int = 0
+    skipped: list[SkippedFile] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+    def skip(self, path: str | Path, reason: str) -> None:
+        self.skipped.append(SkippedFile(str(path), reason))
+
+    @property
+    def n_skipped(self) -> int:
+        return len(self.skipped)
+
+    def summary(self, limit: int = 5) -> str:
+        s = f"read {self.read} images, skipped {self.n_skipped}"
+        if self.skipped:
+            s += ": " + "; ".join(f"{f.path} ({f.reason})" for f in self.skipped[:limit])
+            s += f"; ... {self.n_skipped - limit} more" if self.n_skipped > limit else ""
+        if self.ignored:
+            s += f"; ignored {len(self.ignored)} non-image files"
+        return s
+
+    def to_dict(self) -> dict:
+        return {"read": self.read, "n_skipped": self.n_skipped,
+                "skipped": [{"path": f.path, "reason": f.reason} for f in self.skipped],
+                "ignored": list(self.ignored)}
+
+
+# ------------------------------------------------------------------------------------ images
+def _check_size(input_size) -> tuple[int, int] | None:
+    if input_size is None:
+        return None
+    try:
+        h, w = (int(v) for v in input_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"input_size must be (H, W), got {input_size!r}") from None
+    if h < 1 or w < 1:
+        raise ValueError(f"input_size must be positive (H, W), got {input_size!r}")
+    return h, w
+
+
+def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+def _nearest_index(src: int, dst: int) -> np.ndarray:
+    """Source rows/columns sampled by nearest-neighbour resizing (pixel-centre convention)."""
+    return np.minimum(((np.arange(dst) + 0.5) * (src / dst)).astype(np.int64), src - 1)
+
+
+def _resize(arr: np.ndarray, size: tuple[int, int] | None, mode: str) -> np.ndarray:
+    """uint8 (h, w, 3) -> uint8 (H, W, 3)."""
+    if size is None or arr.shape[:2] == size:
+        return arr
+    h, w = size
+    if mode == "nearest":
+        return arr[_nearest_index(arr.shape[0], h)[:, None], _nearest_index(arr.shape[1], w)[None, :]]
+    return np.asarray(Image.fromarray(arr).resize((w, h), Image.Resampling.BILINEAR))
+
+
+def _to_rgb(im: Image.Image) -> np.ndarray:
+    """Any Pillow mode -> uint8 (H, W, 3). 16-bit grey is scaled to 8 bits; alpha is dropped."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        grey = (np.asarray(im, dtype=np.float64) / 257.0).clip(0, 255).round().astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode != "RGB":
+        im = im.convert("RGB")
+    return np.asarray(im)
+
+
+def _decode(path: Path, max_pixels: int | None) -> tuple[np.ndarray, str]:
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    try:
+        with warnings.catch_warnings():
+            # We apply our own limit below; Pillow's warning would be noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if limit is not None and w * h > limit:
+                    raise ImageReadError(path, (
+                        f"{w}x{h} = {w * h:,} pixels is over the decompression-bomb limit of "
+                        f"{limit:,} pixels; pass max_pixels=... if you trust this file"))
+                im.load()  # decode now: truncated data fails here, not later
+                mode = im.mode
+                return _to_rgb(ImageOps.exif_transpose(im)), mode
+    except ImageReadError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise ImageReadError(path, f"decompression bomb: {e}") from None
+    except Exception as e:  # noqa: BLE001 - corrupt files raise many types; each becomes a reason
+        raise ImageReadError(path, f"{type(e).__name__}: {e}") from None
+
+
+def read_image(path: str | Path, input_size: tuple[int, int] | None = None, *, resize: str = "bilinear",
+               max_pixels: int | None = None) -> torch.Tensor:
+    """One image file -> uint8 (3, H, W) RGB, resized to ``input_size=(H, W)`` if given.
+
+    ``max_pixels`` guards against decompression bombs (default: Pillow's
+    ``Image.MAX_IMAGE_PIXELS``). Raises :class:`ImageReadError` naming the file and the reason.
+    """
+    size = _check_size(input_size)
+    _check_choice("resize", resize, RESIZE_MODES)
+    arr, _ = _decode(Path(path), max_pixels)
+    return torch.from_numpy(np.ascontiguousarray(_resize(arr, size, resize).transpose(2, 0, 1)))
+
+
+def _is_image(p: Path, extensions: Sequence[str]) -> bool:
+    return p.suffix.lower() in extensions
+
+
+def _walk(root: Path, recursive: bool) -> list[Path]:
+    it = root.rglob("*") if recursive else root.iterdir()
+    return sorted(p for p in it if p.is_file() and not any(
+        part.startswith(".") for part in p.relative_to(root).parts))
+
+
+def list_images(source: str | Path | Iterable[str | Path], *, extensions: Sequence[str] = IMAGE_EXTENSIONS,
+                recursive: bool = False, report: ReadReport | None = None) -> list[Path]:
+    """Image files of a flat folder (sorted) or of an explicit list (order kept).
+
+    Files in a folder without an image extension are ignored and listed in ``report.ignored``.
+    """
+    exts = tuple(e.lower() for e in extensions)
+    if isinstance(source, (str, Path)):
+        root = Path(source)
+        if root.is_file():
+            return [root]
+        if not root.is_dir():
+            raise FileNotFoundError(f"no such file or folder: {root}")
+        files = _walk(root, recursive)
+        if report is not None:
+            report.ignored += [str(p) for p in files if not _is_image(p, exts)]
+        return [p for p in files if _is_image(p, exts)]
+    return [Path(p) for p in source]
+
+
+def iter_images(source, input_size: tuple[int, int] | None = None, *, on_error: str = "raise",
+                report: ReadReport | None = None, resize: str = "bilinear",
+                max_pixels: int | None = None) -> Iterator[tuple[Path, torch.Tensor]]:
+    """Yield ``(path, uint8 (3, H, W))`` for a folder or list of images, for prediction.
+
+    ``on_error="skip"`` skips unreadable files and records them in ``report``; without a
+    report a warning lists them at the end.
+    """
+    _check_choice("on_error", on_error, ("skip", "raise"))
+    size = _check_size(input_size)
+    _check_choice("resize", resize, RESIZE_MODES)
+    rep = report if report is not None else ReadReport()
+    for p in list_images(source, report=rep):
+        try:
+            arr, _ = _decode(p, max_pixels)
+        except ImageReadError as e:
+            if on_error == "raise":
+                raise
+            rep.skip(p, e.reason)
+            continue
+        rep.read += 1
+        yield p, torch.from_numpy(np.ascontiguousarray(_resize(arr, size, resize).transpose(2, 0, 1)))
+    if report is None and rep.skipped:
+        warnings.warn(f"iter_images: {rep.summary()}", stacklevel=2)
+
+
+def load_images(source, input_size: tuple[int, int], *, on_error: str = "raise", resize: str = "bilinear",
+                max_pixels: int | None = None) -> tuple[torch.Tensor, list[Path], ReadReport]:
+    """All images of a folder or list -> ``(uint8 (N, 3, H, W), paths, report)`` for prediction."""
+    if _check_size(input_size) is None:
+        raise ValueError("load_images needs input_size=(H, W) to stack images of any size")
+    report = ReadReport()
+    pairs = list(iter_images(source, input_size, on_error=on_error, report=report, resize=resize,
+                             max_pixels=max_pixels))
+    if not pairs:
+        raise DataReadError(f"no readable images in {source}: {report.summary()}")
+    return torch.stack([t for _, t in pairs]), [p for p, _ in pairs], report
+
+
+def _class_files(root: Path, exts: tuple[str, ...], report: ReadReport,
+                 classes: Sequence[str] | None) -> dict[str, list[Path]]:
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder not found (or not a folder): {root}")
+    found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if classes is not None:
+        classes = [str(c) for c in classes]
+        if len(set(classes)) != len(classes):
+            raise ValueError(f"classes has duplicates: {classes}")
+        if extra := sorted(set(found) - set(classes)):
+            raise DataReadError(f"{root} has class folders that are not in classes: {extra}")
+        found = classes
+    classes = found
+    if not classes:
+        loose = [p for p in _walk(root, False) if _is_image(p, exts)]
+        hint = (f"it holds {len(loose)} images but no class subdirectories; for labelled data put each "
+                f"class in its own folder ({root}/CLASS/image.png); for unlabelled images use "
+                f"foldcnn.data.readers.load_images or iter_images") if loose else "it has no class subdirectories"
+        raise DataReadError(f"{root} is not an image folder: {hint}")
+    files = {}
+    for c in classes:
+        listed = _walk(root / c, True) if (root / c).is_dir() else []
+        report.ignored += [str(p) for p in listed if not _is_image(p, exts)]
+        files[c] = [p for p in listed if _is_image(p, exts)]
+    return files
+
+
+def load_image_folder(root: str | Path, input_size: tuple[int, int] | None = None, *,
+                      extensions: Sequence[str] = IMAGE_EXTENSIONS, on_error: str = "skip",
+                      max_pixels: int | None = None, resize: str = "bilinear",
+                      allow_empty_classes: bool = False, classes: Sequence[str] | None = None,
+                      progress: bool = False) -> ArrayDataset:
+    """Read ``root/CLASS/**/image`` into an ArrayDataset: uint8 (N, 3, H, W), labels by class.
+
+    Classes are the sorted subdirectory names, or ``classes`` in that order (label i is
+    ``classes[i]``; a folder not in it is an error, a missing one counts as empty). Images are converted to RGB (grey, palette,
+    RGBA, 16-bit and CMYK files too) and resized to ``input_size=(H, W)`` (``resize``:
+    ``"bilinear"`` or ``"nearest"``); without ``input_size`` all images must share one size.
+    Unreadable files (corrupt, truncated, over ``max_pixels``) are skipped and listed in
+    ``meta["read_report"]`` or, with ``on_error="raise"``, raised. A class folder without
+    images is an error unless ``allow_empty_classes`` (then a warning in ``meta["warnings"]``).
+    """
+    _check_choice("on_error", on_error, ("skip", "raise"))
+    _check_choice("resize", resize, RESIZE_MODES)
+    size = _check_size(input_size)
+    root = Path(root)
+    exts = tuple(e.lower() for e in extensions)
+    report = ReadReport()
+    files = _class_files(root, exts, report, classes)
+    warn: list[str] = []
+
+    def empty_classes(what: str, names: list[str]) -> None:
+        msg = f"class folders {what}: {', '.join(repr(str(root / n)) for n in names)}"
+        if not allow_empty_classes:
+            raise DataReadError(f"{msg}; add images, remove the folders, or pass allow_empty_classes=True"
+                                + (f" ({report.summary()})" if report.skipped else ""))
+        warn.append(msg)
+
+    if not any(files.values()):
+        raise DataReadError(f"no images under {root} (extensions {', '.join(exts)})")
+    if empties := [c for c, fs in files.items() if not fs]:
+        empty_classes(f"with no images (extensions {', '.join(exts)})", empties)
+
+    from tqdm import tqdm
+
+    arrays, labels, rel, modes = [], [], [], {}
+    first: tuple[Path, tuple[int, int]] | None = None
+    todo = [(label, p) for label, c in enumerate(files) for p in files[c]]
+    for label, p in tqdm(todo, desc=f"reading {root.name}", unit="img", disable=not progress):
+        try:
+            arr, mode = _decode(p, max_pixels)
+        except ImageReadError as e:
+            if on_error == "raise":
+                raise
+            report.skip(p.relative_to(root).as_posix(), e.reason)
+            continue
+        if size is None:
+            if first is None:
+                first = (p, arr.shape[:2])
+            elif arr.shape[:2] != first[1]:
+                (h0, w0), (h1, w1) = first[1], arr.shape[:2]
+                raise DataReadError(
+                    f"images differ in size: {first[0]} is {h0}x{w0} (HxW) but {p} is {h1}x{w1}; "
+                    f"pass input_size=(H, W) (e.g. input_size=({h0}, {w0})) to resize them all")
+        arrays.append(_resize(arr, size, resize))
+        labels.append(label)
+        rel.append(p.relative_to(root).as_posix())
+        modes[mode] = modes.get(mode, 0) + 1
+        report.read += 1
+    if not arrays:
+        raise DataReadError(f"no readable images under {root}: {report.summary()}")
+    seen = set(labels)
+    lost = [c for i, c in enumerate(files) if files[c] and i not in seen]
+    if lost:
+        empty_classes("whose every image failed to read", lost)
+    images = torch.from_numpy(np.ascontiguousarray(np.stack(arrays).transpose(0, 3, 1, 2)))
+    meta = {"source": "image_folder", "root": str(root), "input_size": list(images.shape[2:]),
+            "resize": resize if size is not None else None, "files": rel, "modes": modes,
+            "read_report": report.to_dict(), "warnings": warn}
+    return ArrayDataset(images, torch.tensor(labels, dtype=torch.int64), list(files), meta)
+
+
+# ------------------------------------------------------------------------------------- video
+def _import_av():
+    try:
+        import av
+    except ImportError:
+        raise ImportError("reading video needs PyAV: pip install 'foldcnn[video]'") from None
+    return av
+
+
+def iter_video_frames(path: str | Path, input_size: tuple[int, int] | None = (50, 50), stride: int = 1,
+                      resize: str = "nearest") -> Iterator[tuple[int, torch.Tensor]]:
+    """Decode a video and yield ``(frame_index, uint8 (3, H, W) RGB)`` for every ``stride``-th frame.
+
+    Frames are counted from 0 in presentation order. The default 50x50 nearest-neighbour resize
+    is what NoScope used (DESIGN section 6); ``input_size=None`` keeps the native size. Raises
+    :class:`VideoReadError` naming the file when it cannot be opened or decoded.
+    """
+    return ((i, img) for i, img in _decode_video(path, input_size, stride, resize) if img is not None)
+
+
+def _decode_video(path, input_size, stride, resize) -> Iterator[tuple[int, torch.Tensor | None]]:
+    """Every frame as ``(index, image)``; the image is None for frames the stride skips."""
+    size = _check_size(input_size)
+    _check_choice("resize", resize, RESIZE_MODES)
+    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
+        raise ValueError(f"stride must be an int >= 1, got {stride!r}")
+    av = _import_av()
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"video not found: {path}")
+    try:
+        container = av.open(str(path))
+    except av.FFmpegError as e:
+        raise VideoReadError(f"cannot read video {path}: {e}") from None
+    with container:
+        if not container.streams.video:
+            raise VideoReadError(f"cannot read video {path}: it has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        index = 0
+        try:
+            for frame in container.decode(stream):
+                img = None
+                if index % stride == 0:
+                    arr = _resize(frame.to_ndarray(format="rgb24"), size, resize)
+                    img = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+                yield index, img
+                index += 1
+        except av.FFmpegError as e:
+            raise VideoReadError(f"cannot read video {path}: decoding failed after {index} frames: {e}") from None
+        if index == 0:
+            raise VideoReadError(f"cannot read video {path}: no frame could be decoded")
+
+
+def read_labels_csv(path: str | Path, classes: Sequence[str] = VIDEO_CLASSES) -> np.ndarray:
+    """Per-frame labels from a CSV with header ``frame,label`` -> int64 (n_frames,).
+
+    Every frame 0..n-1 must appear exactly once (any order); a label is a class index or a
+    class name. Raises :class:`LabelsMismatchError` saying which row or frame is wrong.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"labels file not found: {path}")
+    names = {c: i for i, c in enumerate(classes)}
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]
+    if not rows:
+        raise LabelsMismatchError(f"{path} is empty; expected a header 'frame,label' and one row per frame")
+    header = [c.strip().lower() for c in rows[0]]
+    if header != ["frame", "label"]:
+        raise LabelsMismatchError(f"{path}: bad header {','.join(rows[0])!r}; expected 'frame,label'")
+    by_frame: dict[int, int] = {}
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != 2:
+            raise LabelsMismatchError(f"{path} line {line}: expected 2 fields (frame,label), got {len(row)}")
+        f_s, l_s = (c.strip() for c in row)
+        try:
+            frame = int(f_s)
+        except ValueError:
+            raise LabelsMismatchError(f"{path} line {line}: frame {f_s!r} is not an integer") from None
+        if frame < 0:
+            raise LabelsMismatchError(f"{path} line {line}: negative frame {frame}")
+        if frame in by_frame:
+            raise LabelsMismatchError(f"{path} line {line}: frame {frame} is labelled twice")
+        if l_s in names:
+            label = names[l_s]
+        elif l_s.lstrip("-").isdigit() and 0 <= int(l_s) < len(classes):
+            label = int(l_s)
+        else:
+            raise LabelsMismatchError(f"{path} line {line}: label {l_s!r} is neither a class index in "
+                                      f"[0, {len(classes)}) nor one of {list(classes)}")
+        by_frame[frame] = label
+    n = max(by_frame, default=-1) + 1
+    if n == 0:
+        raise LabelsMismatchError(f"{path} has a header but no labels")
+    if len(by_frame) != n:
+        missing = sorted(set(range(n)) - set(by_frame))
+        raise LabelsMismatchError(f"{path}: frames {_few(missing)} have no label ({len(missing)} of "
+                                  f"frames 0..{n - 1} are missing)")
+    labels = np.empty(n, np.int64)
+    labels[list(by_frame)] = list(by_frame.values())
+    return labels
+
+
+def _few(xs: Sequence[int], k: int = 5) -> str:
+    return ", ".join(map(str, xs[:k])) + (", ..." if len(xs) > k else "")
+
+
+def load_video(path: str | Path, input_size: tuple[int, int] | None = (50, 50), stride: int = 1,
+               labels_csv: str | Path | None = None, *, classes: Sequence[str] = VIDEO_CLASSES,
+               resize: str = "nearest", progress: bool = False) -> ArrayDataset:
+    """Frames of a labelled video -> ArrayDataset (uint8 (N, 3, H, W), one label per kept frame).
+
+    ``labels_csv`` defaults to ``labels.csv`` next to the video (what ``generate_video``
+    writes). The CSV must label exactly the frames the video has; otherwise
+    :class:`LabelsMismatchError` says what differs. Dataset item i is frame ``i * stride``.
+    """
+    path = Path(path)
+    labels_path = Path(labels_csv) if labels_csv is not None else path.parent / "labels.csv"
+    if labels_csv is None and not labels_path.is_file():
+        raise FileNotFoundError(f"no labels for {path}: {labels_path} does not exist; pass labels_csv= "
+                                "(header frame,label), or use iter_video_frames for unlabelled frames")
+    labels = read_labels_csv(labels_path, classes)
+    from tqdm import tqdm
+
+    frames, index = [], []
+    n_video = 0
+    for i, img in tqdm(_decode_video(path, input_size, stride, resize), total=len(labels),
+                       desc=f"decoding {path.name}", unit="frame", disable=not progress):
+        n_video = i + 1
+        if img is not None:
+            frames.append(img)
+            index.append(i)
+    if n_video != len(labels):
+        raise LabelsMismatchError(f"{labels_path} labels {len(labels)} frames (0..{len(labels) - 1}) but "
+                                  f"{path} has {n_video} frames")
+    meta = {"source": "video", "path": str(path), "labels_csv": str(labels_path), "n_video_frames": n_video,
+            "frame_stride": stride, "input_size": list(frames[0].shape[1:]),
+            "resize": resize if input_size is not None else None}
+    manifest = path.parent / "manifest.json"
+    if manifest.is_file():
+        try:
+            meta["video_manifest"] = json.loads(manifest.read_text())
+        except (OSError, ValueError):
+            pass  # a user's unrelated manifest.json: provenance is optional
+    return ArrayDataset(torch.stack(frames), torch.from_numpy(labels[index]), list(classes), meta)
+

@@ -1,0 +1,212 @@
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from foldcnn.cli import main
+from foldcnn.data import fonts as fonts_mod
+from foldcnn.data import game_text as gt
+from foldcnn.data.fonts import BUILTIN, font_faces, ink_box
+from foldcnn.data.game_export import SPLITS, game_text_grid, split_seed, write_game_text
+from foldcnn.data.game_tasks import OTHER, game_task
+from foldcnn.data.game_text import (
+    CHUNK, GameTextDataset, game_task_classes, game_text_arrays, game_text_chunk, generate_game_text,
+    list_game_tasks, place_readout,
+)
+from foldcnn.models import GAME_TASKS
+
+# The brief's class counts (DESIGN sections 3 and 6).
+EXPECTED_K = {"lol-gold-fraction": 11, "lol-gold-int": 111, "lol-timer-minutes": 62,
+              "apex-squad-count": 22, "sot-coin-count": 15, "sot-timer": 27}
+TASKS = list(EXPECTED_K)
+
+
+def test_task_list_and_class_lists():
+    assert list_game_tasks() == TASKS
+    for task, k in EXPECTED_K.items():
+        classes = game_task_classes(task)
+        assert len(classes) == k == GAME_TASKS[task][0]
+        assert len(set(classes)) == k and classes[-1] == OTHER
+    assert game_task_classes("lol-gold-int")[:12] == [str(i) for i in range(10)] + ["00", "01"]
+    assert game_task_classes("lol-timer-minutes")[-2] == "60"
+    assert game_task_classes("sot-coin-count")[0] == "1"
+
+
+def test_unknown_task_lists_known_ones():
+    with pytest.raises(KeyError, match="lol-gold-fraction"):
+        GameTextDataset("lol-gold", 4)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_readouts_spell_their_class(task):
+    spec = game_task(task)
+    rng = np.random.default_rng(0)
+    for c in range(spec.num_classes - 1):
+        for r in rng.integers(0, 1 << 30, (5, 4)).tolist():
+            ro = spec.make(c, r)
+            field = ro.text[ro.field[0] : ro.field[1]].replace(",", "")
+            assert field == spec.classes[c], (ro, spec.classes[c])
+            assert ro.keep[0] <= ro.field[0] and ro.field[1] <= ro.keep[1]
+    if spec.out_of_range is not None:
+        for r in rng.integers(0, 1 << 30, (50, 4)).tolist():
+            ro = spec.out_of_range(r)
+            assert ro.text[ro.field[0] : ro.field[1]].replace(",", "") not in spec.classes
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_field_inside_crop_and_cut_straddles_edge(task):
+    spec = game_task(task)
+    h, w = spec.size
+    rng = np.random.default_rng(1)
+    for face in font_faces():
+        for _ in range(20):
+            c = int(rng.integers(0, spec.num_classes - 1))
+            r = rng.integers(0, 1 << 30, 4).tolist()
+            u, tracking = rng.random(5), int(rng.choice(gt.TRACKING))
+            ro = spec.make(c, r)
+            placed, ox, oy, _ = place_readout(spec, ro, False, face, u, r, tracking)
+            x0, x1, y0, y1 = ink_box(placed, *ro.keep)
+            assert 1 <= x0 + ox and x1 + ox <= w - 1 and 1 <= y0 + oy and y1 + oy <= h - 1, (face, ro)
+            placed, ox, _, _ = place_readout(spec, ro, True, face, u, r, tracking)
+            gx0, gx1 = min((ink_box(placed, i, i + 1)[:2] for i in range(*ro.field)),
+                           key=lambda b: abs(b[0] + ox) if b[0] + ox < 0 else abs(b[1] + ox - w))
+            visible = min(gx1 + ox, w) - max(gx0 + ox, 0)
+            assert gx0 + ox < 0 < gx1 + ox or gx0 + ox < w < gx1 + ox, (face, ro)
+            assert 0 < visible <= 0.5 * (gx1 - gx0) + 1, (face, ro)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_shapes_dtype_balance_meta(task):
+    k, (h, w), _ = GAME_TASKS[task]
+    n = 2 * k + 5
+    ds = GameTextDataset(task, n, seed=3)
+    assert ds.images.shape == (n, 3, h, w) and ds.images.dtype.is_floating_point is False
+    assert str(ds.images.dtype) == "torch.uint8" and str(ds.labels.dtype) == "torch.int64"
+    counts = ds.class_counts()
+    assert max(counts) - min(counts) <= 1 and counts[-1] >= 2  # 'other' present
+    assert ds.classes == game_task_classes(task) and ds.num_classes == k
+    assert ds.meta["task"] == task and ds.meta["seed"] == 3
+    assert ds.meta["generator"] == gt.GENERATOR_VERSION and len(ds.meta["fonts"]) >= 1
+    x, y = ds[0]
+    assert x.shape == (3, h, w) and 0.0 <= float(x.min()) <= float(x.max()) <= 1.0
+
+
+def test_deterministic_by_seed_and_chunked_consistently():
+    a = generate_game_text("lol-gold-fraction", 1100, seed=7)
+    b = GameTextDataset("lol-gold-fraction", 1100, seed=7)
+    c = GameTextDataset("lol-gold-fraction", 1100, seed=8)
+    assert (a.images == b.images).all() and (a.labels == b.labels).all()
+    assert not (a.images == c.images).all()
+    imgs, labels = game_text_chunk("lol-gold-fraction", 1100, 7, 1)
+    assert len(imgs) == 1100 - CHUNK
+    assert np.array_equal(imgs, a.images[CHUNK:].numpy()) and np.array_equal(labels, a.labels[CHUNK:].numpy())
+
+
+def test_images_are_distinct_within_and_across_splits():
+    seen = set()
+    for split in SPLITS:
+        images, _ = game_text_arrays("apex-squad-count", 600, split_seed(11, split))
+        seen |= {img.tobytes() for img in images}
+    assert len(seen) == 3 * 600
+    assert len({split_seed(11, s) for s in SPLITS}) == 3
+
+
+def test_fonts_real_faces_and_builtin():
+    faces = font_faces()
+    assert faces[-1].name == BUILTIN and len(faces) >= 7  # matplotlib is installed in dev
+    assert {"DejaVuSans-Bold", "DejaVuSansMono-Oblique", "DejaVuSerif-Italic"} <= {f.name for f in faces}
+    rec = fonts_mod.face_record(faces[0])
+    assert len(rec["sha256"]) == 64 and len(rec["render_sha256"]) == 64
+
+
+@pytest.fixture
+def no_matplotlib(monkeypatch):
+    caches = (fonts_mod.font_faces, fonts_mod.glyph_set, gt.font_sizes)
+    for f in caches:
+        f.cache_clear()
+    monkeypatch.setattr(fonts_mod, "_matplotlib_font_dir", lambda: None)
+    yield
+    monkeypatch.undo()
+    for f in caches:
+        f.cache_clear()
+
+
+def test_without_matplotlib_falls_back_to_builtin_font(no_matplotlib):
+    assert [f.name for f in font_faces()] == [BUILTIN]
+    ds = GameTextDataset("sot-timer", 60, seed=0)
+    assert ds.meta["fonts"] == [BUILTIN] and "matplotlib is not installed" in ds.meta["font_source"]
+
+
+def test_grid_size():
+    im = game_text_grid("sot-timer", rows=2, cols=3, scale=2)
+    assert im.size[0] > 3 * 60 and im.size[1] > 2 * 44
+
+
+# ------------------------------------------------------------------------------------- CLI
+def _files(root):
+    out = {}
+    for d, _, names in os.walk(root):
+        for n in names:
+            p = os.path.join(d, n)
+            out[os.path.relpath(p, root)] = open(p, "rb").read()
+    return out
+
+
+ARGS = ["data", "game", "sot-timer", "--out", "ds", "--train", "40", "--val", "12", "--test", "9",
+        "--seed", "5", "--quiet"]
+
+
+def test_cli_round_trip_and_manifest(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(ARGS) == 0
+    root = tmp_path / "ds"
+    classes = game_task_classes("sot-timer")
+    m = json.loads((root / "manifest.json").read_text())
+    for split, n in (("train", 40), ("val", 12), ("test", 9)):
+        images, labels = game_text_arrays("sot-timer", n, split_seed(5, split))
+        for i, (img, lab) in enumerate(zip(images, labels)):
+            png = Image.open(root / split / classes[lab] / f"{i:06d}.png")
+            assert png.mode == "RGB" and np.array_equal(np.asarray(png).transpose(2, 0, 1), img)
+        assert m["splits"][split]["count"] == n == sum(m["splits"][split]["class_counts"].values())
+        assert m["splits"][split]["seed"] == split_seed(5, split)
+    assert m["task"] == "sot-timer" and m["seed"] == 5 and m["classes"] == classes
+    assert m["generator"] == gt.GENERATOR_VERSION and m["foldcnn_version"]
+    assert all(len(f["render_sha256"]) == 64 for f in m["fonts"])
+    assert all(len(f["sha256"]) == 64 for f in m["fonts"] if f["file"])
+    assert m["command"].startswith("foldcnn data game sot-timer --out ds --train 40")
+    listing = "".join(f"{hashlib.sha256(b).hexdigest()}  {p}\n"
+                      for p, b in sorted(_files(root).items()) if p != "manifest.json")
+    assert m["files"] == 61 and m["data_sha256"] == hashlib.sha256(listing.encode()).hexdigest()
+
+
+def test_cli_byte_identical_across_runs_and_workers(tmp_path, monkeypatch):
+    outs = []
+    for sub, workers in (("a", "1"), ("b", "2")):
+        (tmp_path / sub).mkdir()
+        monkeypatch.chdir(tmp_path / sub)
+        assert main(ARGS + ["--workers", workers]) == 0
+        outs.append(_files(tmp_path / sub / "ds"))
+    assert outs[0] == outs[1] and len(outs[0]) == 62
+
+
+def test_cli_refuses_non_empty_dir(tmp_path, capsys):
+    (tmp_path / "keep.txt").write_text("mine")
+    args = ["data", "game", "apex-squad-count", "--out", str(tmp_path), "--train", "5", "--val", "0",
+            "--test", "0", "--quiet"]
+    assert main(args) == 1
+    assert "not empty" in capsys.readouterr().err
+    assert main(args + ["--overwrite"]) == 0
+    assert (tmp_path / "keep.txt").read_text() == "mine"  # only the writer's own files are replaced
+    with pytest.raises(FileExistsError):
+        write_game_text("apex-squad-count", str(tmp_path), {"train": 1})
+
+
+def test_cli_all_tasks(tmp_path):
+    args = ["data", "game", "all", "--out", str(tmp_path), "--train", "3", "--val", "1", "--test", "1",
+            "--quiet"]
+    assert main(args) == 0
+    for task in TASKS:
+        assert json.loads((tmp_path / task / "manifest.json").read_text())["files"] == 5
