@@ -139,17 +139,17 @@ def _add_analyze(sub) -> None:
 
 
 # ------------------------------------------------------------------------------ train/eval
-def _parse_size(text: str | None) -> tuple[int, int] | None:
-    """'24x48' (H x W) -> (24, 48)."""
+def _parse_size(text: str | None, flag: str = "--input-size", example: str = "22x52") -> tuple[int, int] | None:
+    """'24x48' -> (24, 48): two positive ints joined by 'x', in the order the flag documents."""
     if text is None:
         return None
     try:
-        h, w = (int(v) for v in text.lower().split("x"))
+        a, b = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise CLIError(f"size must look like HxW, e.g. 22x52; got {text!r}") from None
-    if h < 1 or w < 1:
-        raise CLIError(f"size must be positive, got {text!r}")
-    return h, w
+        raise CLIError(f"{flag} must look like {example}; got {text!r}") from None
+    if a < 1 or b < 1:
+        raise CLIError(f"{flag} must be positive, got {text!r}")
+    return a, b
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -315,22 +315,13 @@ _DATA_SUBCOMMANDS.append(_add_data_game)
 
 
 # ----------------------------------------------------------------------------- data video
-def _parse_wxh(text: str) -> tuple[int, int]:
-    """'320x240' (W x H, as video sizes are written) -> (320, 240)."""
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise CLIError(f"--size must look like WxH, e.g. 320x240; got {text!r}") from None
-    return w, h
-
-
 def _cmd_data_video(args: argparse.Namespace) -> int:
     import shlex
     import time
 
     from foldcnn.data.video import generate_video
 
-    size = _parse_wxh(args.size)
+    size = _parse_size(args.size, flag="--size", example="320x240 (width x height)")
     command = shlex.join(["foldcnn", "data", "video", "--out", args.out, "--frames", str(args.frames),
                           "--seed", str(args.seed), "--size", f"{size[0]}x{size[1]}", "--object", args.object,
                           "--fps", str(args.fps)] + (["--no-distractors"] if args.no_distractors else [])
