@@ -224,7 +224,7 @@ def _write_csv(path, rows, header="frame,label"):
 @pytest.mark.parametrize("case, match", [
     ("short", "labels 39 frames .* has 40 frames"),
     ("long", "labels 41 frames .* has 40 frames"),
-    ("gap", "frames 7 have no label"),
+    ("gap", "1 of frames 0..39 has no label: 7"),
     ("duplicate", "frame 3 is labelled twice"),
     ("header", "bad header"),
     ("label", "label 'maybe'"),
@@ -295,3 +295,15 @@ def test_explicit_class_order(folder):
         load_image_folder(root, classes=["a_cat", "b_dog", "z_none"])
     ds = load_image_folder(root, classes=["a_cat", "b_dog", "z_none"], allow_empty_classes=True)
     assert ds.class_counts() == [3, 2, 0]
+
+
+def test_exif_orientation_applied(tmp_path):
+    a = np.zeros((4, 6, 3), np.uint8)
+    a[0, 0] = 255
+    im = Image.fromarray(a)
+    exif = im.getexif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    im.save(tmp_path / "sideways.png", exif=exif)
+    t = read_image(tmp_path / "sideways.png")
+    assert t.shape == (3, 6, 4)
+    assert torch.equal(t.permute(1, 2, 0), torch.from_numpy(np.rot90(a, -1).copy()))

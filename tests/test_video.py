@@ -42,7 +42,8 @@ def test_written_video_decodes_with_one_label_per_frame(clean_video):
     assert POSITIVE_RANGE[0] <= m["positives_fraction"] <= POSITIVE_RANGE[1]
     assert m["codec"]["name"] in ("libx264", "mpeg4") and m["codec"]["pix_fmt"] == "yuv420p"
     for name in ("video.mp4", "labels.csv"):
-        assert m["files"][name]["sha256"] == hashlib.sha256((r.video_path.parent / name).read_bytes()).hexdigest()
+        digest = hashlib.sha256((r.video_path.parent / name).read_bytes()).hexdigest()
+        assert m["files"][name]["sha256"] == digest
 
 
 def test_object_pixels_differ_from_background(clean_video):

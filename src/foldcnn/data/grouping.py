@@ -96,12 +96,12 @@ class FoldBatcher:
         elif isinstance(data, (tuple, list)) and len(data) == 2:
             images, labels = data
         else:
-            raise TypeError("FoldBatcher takes an ArrayDataset or a tuple (images (N, C, H, W), labels (N,)); "
-                            f"got {type(data).__name__} (load other datasets into memory first)")
+            raise TypeError("FoldBatcher takes an ArrayDataset or a tuple (images (N, C, H, W), "
+                            f"labels (N,)); got {type(data).__name__} (load other datasets into memory first)")
         labels = torch.as_tensor(labels, dtype=torch.int64)
         if not isinstance(images, torch.Tensor) or images.dim() != 4 or labels.shape != images.shape[:1]:
-            raise ValueError(f"need images (N, C, H, W) and labels (N,), got {getattr(images, 'shape', images)} "
-                             f"and {tuple(labels.shape)}")
+            got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ValueError(f"need images (N, C, H, W) and labels (N,), got {got} and {tuple(labels.shape)}")
         self.fold = check_fold(fold)
         batch_size = _check_int("batch_size", batch_size, 1)
         self.batch_size = max(self.fold, batch_size // self.fold * self.fold)

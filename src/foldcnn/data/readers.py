@@ -148,7 +148,8 @@ def _decode(path: Path, max_pixels: int | None) -> tuple[np.ndarray, str]:
                         f"{limit:,} pixels; pass max_pixels=... if you trust this file"))
                 im.load()  # decode now: truncated data fails here, not later
                 mode = im.mode
-                return _to_rgb(ImageOps.exif_transpose(im)), mode
+                ImageOps.exif_transpose(im, in_place=True)  # photos taken sideways
+                return _to_rgb(im), mode
     except ImageReadError:
         raise
     except Image.DecompressionBombError as e:
@@ -254,9 +255,11 @@ def _class_files(root: Path, exts: tuple[str, ...], report: ReadReport,
     classes = found
     if not classes:
         loose = [p for p in _walk(root, False) if _is_image(p, exts)]
-        hint = (f"it holds {len(loose)} images but no class subdirectories; for labelled data put each "
-                f"class in its own folder ({root}/CLASS/image.png); for unlabelled images use "
-                f"foldcnn.data.readers.load_images or iter_images") if loose else "it has no class subdirectories"
+        hint = "it has no class subdirectories"
+        if loose:
+            hint = (f"it holds {len(loose)} images but no class subdirectories; for labelled data put "
+                    f"each class in its own folder ({root}/CLASS/image.png); for unlabelled images use "
+                    f"foldcnn.data.readers.load_images or iter_images")
         raise DataReadError(f"{root} is not an image folder: {hint}")
     files = {}
     for c in classes:
@@ -274,9 +277,10 @@ def load_image_folder(root: str | Path, input_size: tuple[int, int] | None = Non
     """Read ``root/CLASS/**/image`` into an ArrayDataset: uint8 (N, 3, H, W), labels by class.
 
     Classes are the sorted subdirectory names, or ``classes`` in that order (label i is
-    ``classes[i]``; a folder not in it is an error, a missing one counts as empty). Images are converted to RGB (grey, palette,
-    RGBA, 16-bit and CMYK files too) and resized to ``input_size=(H, W)`` (``resize``:
-    ``"bilinear"`` or ``"nearest"``); without ``input_size`` all images must share one size.
+    ``classes[i]``; a folder not in it is an error, a missing one counts as empty). Images are
+    converted to RGB (grey, palette, RGBA, 16-bit and CMYK files too) and resized to
+    ``input_size=(H, W)`` (``resize``: ``"bilinear"`` or ``"nearest"``); without ``input_size``
+    all images must share one size.
     Unreadable files (corrupt, truncated, over ``max_pixels``) are skipped and listed in
     ``meta["read_report"]`` or, with ``on_error="raise"``, raised. A class folder without
     images is an error unless ``allow_empty_classes`` (then a warning in ``meta["warnings"]``).
@@ -390,7 +394,8 @@ def _decode_video(path, input_size, stride, resize) -> Iterator[tuple[int, torch
                 yield index, img
                 index += 1
         except av.FFmpegError as e:
-            raise VideoReadError(f"cannot read video {path}: decoding failed after {index} frames: {e}") from None
+            raise VideoReadError(
+                f"cannot read video {path}: decoding failed after {index} frames: {e}") from None
         if index == 0:
             raise VideoReadError(f"cannot read video {path}: no frame could be decoded")
 
@@ -438,8 +443,8 @@ def read_labels_csv(path: str | Path, classes: Sequence[str] = VIDEO_CLASSES) ->
         raise LabelsMismatchError(f"{path} has a header but no labels")
     if len(by_frame) != n:
         missing = sorted(set(range(n)) - set(by_frame))
-        raise LabelsMismatchError(f"{path}: frames {_few(missing)} have no label ({len(missing)} of "
-                                  f"frames 0..{n - 1} are missing)")
+        raise LabelsMismatchError(f"{path}: {len(missing)} of frames 0..{n - 1} "
+                                  f"{'has' if len(missing) == 1 else 'have'} no label: {_few(missing)}")
     labels = np.empty(n, np.int64)
     labels[list(by_frame)] = list(by_frame.values())
     return labels

@@ -202,7 +202,8 @@ def _background(rng, size: tuple[int, int]) -> np.ndarray:
     w, h = size
     img = np.empty((h, w, 3), np.float32)
     y = ((np.arange(h) + 0.5) / h)[:, None, None]
-    top, low = np.array([40, 90, 170]) * rng.uniform(0.7, 1.2), np.array([190, 210, 230]) * rng.uniform(0.85, 1.05)
+    top = np.array([40, 90, 170]) * rng.uniform(0.7, 1.2)
+    low = np.array([190, 210, 230]) * rng.uniform(0.85, 1.05)
     horizon = int(0.55 * h)
     img[:horizon] = (top + (low - top) * (y[:horizon] / 0.55)).astype(np.float32)
     for _ in range(max(4, w // 22)):  # buildings, with lit and unlit windows
@@ -262,8 +263,9 @@ class Scene:
         # fresh Gaussian noise for every frame took most of the rendering time). At most ~64 MB.
         w, h = size
         n_fields = int(np.clip(64e6 // ((h + 16) * (w + 16) * 12), 2, 8))
-        self._noise_bank = (np.random.default_rng(self._noise_seed)
-                            .standard_normal((n_fields, h + 16, w + 16, 3), dtype=np.float32) * self.noise_sigma)
+        noise = np.random.default_rng(self._noise_seed).standard_normal(
+            (n_fields, h + 16, w + 16, 3), dtype=np.float32)
+        self._noise_bank = noise * self.noise_sigma
 
     def gain(self, t: int) -> np.ndarray:
         """Per-channel light level at frame t: a slow drift with a slight colour tint."""
