@@ -69,8 +69,11 @@ def _folder_splits(spec: DataSpec) -> Splits:
             f"{root} must hold train/, val/ and test/ subfolders, each with one folder per class "
             "(as written by 'foldcnn data game')"
         )
-    parts = {n: load_image_folder(root / n, input_size=spec.input_size) for n in names}
+    parts = {"train": load_image_folder(root / "train", input_size=spec.input_size)}
     classes = parts["train"].classes
+    for n in ("val", "test"):  # a small split may lack a class: keep train's label order
+        parts[n] = load_image_folder(root / n, input_size=spec.input_size, classes=classes,
+                                     allow_empty_classes=True)
     for n in ("val", "test"):
         if parts[n].classes != classes:
             raise ValueError(f"{root / n} has classes {parts[n].classes}, but train/ has {classes}")
