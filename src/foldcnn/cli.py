@@ -164,7 +164,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                     input_size=_parse_size(args.input_size))
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       weight_decay=args.weight_decay, optimizer=args.optimizer, schedule=args.schedule,
-                      seed=args.seed, patience=args.patience, threads=args.threads)
+                      seed=args.seed, patience=args.patience, threads=args.threads,
+                      precision=args.precision)
     run = run_training(model, data, cfg, args.out, fold=args.fold, channel_multiple=args.channel_multiple,
                        progress=not args.quiet, command=["foldcnn", *sys.argv[1:]])
     s = run["summary"]
@@ -176,7 +177,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _add_train(sub) -> None:
-    from foldcnn.train.config import OPTIMIZERS, SCHEDULES, TrainConfig
+    from foldcnn.train.config import OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser("train", help="train a (folded) CNN on a generated task or an image folder",
@@ -197,6 +198,8 @@ def _add_train(sub) -> None:
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step")
     p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
+                   help="forward pass in bf16 autocast (auto: where the CPU/GPU has bf16 instructions)")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
     p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule)

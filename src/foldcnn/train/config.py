@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
+PRECISIONS = ("auto", "fp32", "bf16")
 SCHEDULES = ("onecycle", "cosine", "constant")
 
 
@@ -23,6 +24,11 @@ class TrainConfig:
     eval_batch_size: int = 1024
     patience: int = 0  # early stopping: epochs without val improvement; 0 = off
     threads: int = 0  # torch intra-op threads; 0 = leave as is
+    # bf16 autocast for the forward pass (weights and optimizer stay fp32); "auto" uses it where
+    # the CPU has bf16 instructions or on a CUDA GPU. Measured 4x faster training on this CPU
+    # (AMX) with channels_last; see docs/accuracy.md.
+    precision: str = "auto"
+    channels_last: bool = True
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -35,6 +41,8 @@ class TrainConfig:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.patience < 0:
             raise ValueError("patience must be >= 0")
 

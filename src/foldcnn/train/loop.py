@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -61,6 +62,28 @@ def evaluate(model: FoldedCNN, dataset: ArrayDataset, *, batch_size: int = 1024)
     return classification_metrics(logits, dataset.labels, dataset.classes)
 
 
+def bf16_supported(device: torch.device | str = "cpu") -> bool:
+    """Whether bf16 arithmetic is fast here: AVX-512 bf16 or AMX on a CPU, Ampere or later on CUDA."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(cpu, c, lambda: False)() for c in checks)
+
+
+def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str:
+    if precision == "auto":
+        return "bf16" if bf16_supported(device) else "fp32"
+    return precision
+
+
+def autocast_for(precision: str, device: torch.device | str = "cpu"):
+    """An autocast context for the forward pass (a no-op for fp32)."""
+    if precision != "bf16":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
 def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = model.parameters()
     if cfg.optimizer == "adamw":
@@ -118,6 +141,9 @@ def train_model(
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     fold = model.fold
+    precision = resolve_precision(cfg.precision)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
     batcher = FoldBatcher(train_ds, fold=fold, batch_size=cfg.images_per_step(fold), seed=cfg.seed, shuffle=True)
     steps = len(batcher)
     opt = _optimizer(model, cfg)
@@ -135,7 +161,9 @@ def train_model(
         batcher.set_epoch(epoch)
         t0, loss_sum, seen, correct = time.perf_counter(), 0.0, 0, 0
         for x, y, mask in batcher:
-            logits = unfold_logits(model(x), fold)[mask]
+            with autocast_for(precision):
+                out = model(x.contiguous(memory_format=memory_format))
+            logits = unfold_logits(out.float(), fold)[mask]
             y = y[mask]
             loss = F.cross_entropy(logits, y)
             opt.zero_grad(set_to_none=True)
