@@ -64,3 +64,17 @@ def test_class_names_must_match(tmp_path):
     model = create_model("sot-coin-count")
     with pytest.raises(CheckpointError, match="class names"):
         save_checkpoint(tmp_path / "x", model, ["a", "b"])
+
+
+def test_calibration_images_round_trip(tmp_path):
+    from foldcnn.train.checkpoint import load_calibration
+
+    model = create_model("sot-coin-count", fold=2)
+    images = torch.randint(0, 256, (5, *model.input_shape), dtype=torch.uint8)
+    save_checkpoint(tmp_path / "ck", model, [str(i) for i in range(model.num_classes)], calibration_images=images)
+    assert torch.equal(load_calibration(tmp_path / "ck"), images)
+    save_checkpoint(tmp_path / "plain", model, [str(i) for i in range(model.num_classes)])
+    assert load_calibration(tmp_path / "plain") is None
+    with pytest.raises(CheckpointError, match="uint8"):
+        save_checkpoint(tmp_path / "bad", model, [str(i) for i in range(model.num_classes)],
+                        calibration_images=images.float())

@@ -16,6 +16,9 @@ from foldcnn.models import FoldedCNN, ModelConfig, model_from_config
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+# A few of the model's own training images (uint8, N x C x H x W) for int8 calibration.
+CALIBRATION_FILE = "calibration.safetensors"
+CALIBRATION_IMAGES = 256
 FORMAT = "foldcnn-checkpoint"
 FORMAT_VERSION = 1
 
@@ -50,8 +53,13 @@ def save_checkpoint(
     *,
     metrics: dict | None = None,
     extra: dict | None = None,
+    calibration_images: torch.Tensor | None = None,
 ) -> Path:
-    """Write ``model`` (a zoo model, built by create_model) to ``out_dir``; returns the path."""
+    """Write ``model`` (a zoo model, built by create_model) to ``out_dir``; returns the path.
+
+    ``calibration_images`` (uint8 (N, C, H, W), a sample of the training images) are stored
+    beside the weights for int8 calibration at inference time (see load_calibration).
+    """
     from safetensors.torch import save
 
     config = getattr(model, "config", None)
@@ -81,8 +89,30 @@ def save_checkpoint(
     }
     # Weights first, config last: a config.json only exists next to complete weights.
     _atomic_write(out / WEIGHTS_FILE, save(state, metadata={"format": FORMAT}))
+    if calibration_images is not None:
+        cal = torch.as_tensor(calibration_images)
+        if cal.dtype != torch.uint8 or tuple(cal.shape[1:]) != tuple(model.input_shape):
+            raise CheckpointError(
+                f"calibration images must be uint8 (N, {', '.join(map(str, model.input_shape))}), "
+                f"got {cal.dtype} {tuple(cal.shape)}"
+            )
+        _atomic_write(out / CALIBRATION_FILE, save({"images": cal.contiguous()}, metadata={"format": FORMAT}))
     _atomic_write(out / CONFIG_FILE, json.dumps(body, indent=2).encode())
     return out
+
+
+def load_calibration(path: str | os.PathLike) -> torch.Tensor | None:
+    """The uint8 calibration images (N, C, H, W) stored with a checkpoint, or None if it has none."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    file = Path(path) / CALIBRATION_FILE
+    if not file.exists():
+        return None
+    try:
+        return load_file(str(file))["images"]
+    except (SafetensorError, OSError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{file} is damaged ({e}); re-save the checkpoint") from None
 
 
 def read_config(path: str | os.PathLike) -> dict:

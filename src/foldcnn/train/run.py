@@ -14,7 +14,7 @@ import torch
 
 from foldcnn.data.base import ArrayDataset
 from foldcnn.models import create_model, model_entry
-from foldcnn.train.checkpoint import save_checkpoint
+from foldcnn.train.checkpoint import CALIBRATION_IMAGES, save_checkpoint
 from foldcnn.train.config import TrainConfig
 from foldcnn.train.loop import evaluate, train_model
 
@@ -124,8 +124,11 @@ def run_training(
         "train_seconds": result.train_seconds,
         "test_seconds": round(time.perf_counter() - t0, 2),
     }
+    generator = torch.Generator().manual_seed(cfg.seed)
+    pick = torch.randperm(len(splits.train), generator=generator)[:CALIBRATION_IMAGES]
     save_checkpoint(out / "checkpoint", model, splits.train.classes,
-                    metrics=summary, extra={"data": splits.meta, "train_config": cfg.to_dict()})
+                    metrics=summary, extra={"data": splits.meta, "train_config": cfg.to_dict()},
+                    calibration_images=splits.train.images[pick])
     manifest = {
         "command": command or sys.argv,
         "summary": summary,
