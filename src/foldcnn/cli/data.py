@@ -1,0 +1,133 @@
+"""`foldcnn data game` and `foldcnn data video`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from foldcnn.cli.common import CLIError, parse_size
+
+
+# -------------------------------------------------------------------------------------- data
+# Each `foldcnn data KIND` subcommand adds itself to this list (a function taking the
+# sub-subparsers object), so generators and readers stay in their own sections below.
+_DATA_SUBCOMMANDS: list = []
+
+
+def _add_data(sub) -> None:
+    p = sub.add_parser("data", help="generate synthetic data sets (game text, NoScope-style video)")
+    data_sub = p.add_subparsers(dest="data_command", metavar="KIND", required=True)
+    for add in _DATA_SUBCOMMANDS:
+        add(data_sub)
+
+
+# ------------------------------------------------------------------------------ data game
+def _cmd_data_game(args: argparse.Namespace) -> int:
+    import os
+    import shlex
+
+    from tqdm import tqdm
+
+    from foldcnn.data.game_export import write_game_text
+    from foldcnn.data.game_tasks import list_game_tasks
+
+    tasks = list_game_tasks() if args.task == "all" else [args.task]
+    counts = {"train": args.train, "val": args.val, "test": args.test}
+    if min(counts.values()) < 0 or args.workers < 1:
+        raise CLIError("--train/--val/--test must be >= 0 and --workers >= 1")
+    if os.path.isdir(args.out) and os.listdir(args.out) and not args.overwrite:
+        raise CLIError(f"{args.out} is not empty; choose an empty directory or pass --overwrite")
+    # the command that reproduces the data (--workers and --overwrite do not change a byte)
+    command = shlex.join(["foldcnn", "data", "game", args.task, "--out", args.out, "--train", str(args.train),
+                          "--val", str(args.val), "--test", str(args.test), "--seed", str(args.seed)])
+    rows = []
+    with tqdm(total=sum(counts.values()) * len(tasks), unit="img", file=sys.stderr,
+              disable=args.quiet, desc="game text") as bar:
+        for task in tasks:
+            root = args.out if args.task != "all" else os.path.join(args.out, task)
+            m = write_game_text(task, root, counts, args.seed, workers=args.workers,
+                                overwrite=args.overwrite, command=command, progress=bar.update)
+            rows.append((task, m["files"], m["data_sha256"], root))
+    for task, files, sha, root in rows:
+        print(f"{task:18} {files:>8} images  data_sha256 {sha[:16]}  {os.path.join(root, 'manifest.json')}")
+    return 0
+
+
+def _add_data_game(data_sub) -> None:
+    from foldcnn.data.game_tasks import list_game_tasks
+
+    p = data_sub.add_parser(
+        "game", help="synthetic game-screen text for the paper's game tasks (class-per-directory PNGs)",
+        description="Write DIR/{train,val,test}/<class>/<index>.png and DIR/manifest.json. "
+        "The same arguments give byte-identical files.",
+    )
+    tasks = list_game_tasks()
+    p.add_argument("task", metavar="TASK", choices=tasks + ["all"],
+                   help=f"one of {', '.join(tasks)}; or 'all' (each into DIR/<task>/)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (must be empty)")
+    p.add_argument("--train", type=int, default=10_000, metavar="N", help="training images (default 10000)")
+    p.add_argument("--val", type=int, default=1_000, metavar="N", help="validation images (default 1000)")
+    p.add_argument("--test", type=int, default=1_000, metavar="N", help="test images (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="data seed; each split derives its own (default 0)")
+    p.add_argument("--workers", type=int, default=1, metavar="W", help="processes (default 1)")
+    p.add_argument("--overwrite", action="store_true", help="replace the splits and manifest in a non-empty DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_data_game)
+
+
+_DATA_SUBCOMMANDS.append(_add_data_game)
+
+
+# ----------------------------------------------------------------------------- data video
+def _cmd_data_video(args: argparse.Namespace) -> int:
+    import shlex
+    import time
+
+    from foldcnn.data.video import generate_video
+
+    size = parse_size(args.size, flag="--size", example="320x240 (width x height)")
+    command = shlex.join(["foldcnn", "data", "video", "--out", args.out, "--frames", str(args.frames),
+                          "--seed", str(args.seed), "--size", f"{size[0]}x{size[1]}", "--object", args.object,
+                          "--fps", str(args.fps)] + (["--no-distractors"] if args.no_distractors else [])
+                         + (["--codec", args.codec] if args.codec else []))
+    start = time.perf_counter()
+    try:
+        r = generate_video(args.out, args.frames, args.seed, size, args.object, args.fps,
+                           distractors=not args.no_distractors, codec=args.codec, overwrite=args.overwrite,
+                           progress=not args.quiet, command=command)
+    except (FileExistsError, ImportError) as e:
+        raise CLIError(str(e)) from None
+    m = r.manifest
+    print(f"{r.video_path}: {m['frames']} frames, {size[0]}x{size[1]} at {m['fps']} fps, {m['codec']['name']}; "
+          f"{m['object']} present in {m['positives']} frames ({m['positives_fraction']:.1%})")
+    print(f"labels: {r.labels_path}   manifest: {r.manifest_path}   "
+          f"({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def _add_data_video(data_sub) -> None:
+    from foldcnn.data.video import OBJECTS
+
+    p = data_sub.add_parser(
+        "video", help="synthetic NoScope-style video: a street scene, per-frame 'object present' labels",
+        description="Write DIR/video.mp4 (H.264, yuv420p), DIR/labels.csv (frame,label) and "
+        "DIR/manifest.json. The same arguments give the same labels (and, with the same "
+        "library versions, the same video bytes).",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--frames", type=int, required=True, metavar="N", help="number of frames (>= 20)")
+    p.add_argument("--seed", type=int, default=0, help="scene and schedule seed (default 0)")
+    p.add_argument("--size", default="320x240", metavar="WxH", help="frame size, width x height (default 320x240)")
+    p.add_argument("--object", choices=OBJECTS, default="car", help="class whose presence is labelled (default car)")
+    p.add_argument("--fps", type=int, default=30, help="frames per second (default 30)")
+    p.add_argument("--no-distractors", action="store_true", help="no objects of the other classes")
+    p.add_argument("--codec", help="encoder (default libx264, else mpeg4)")
+    p.add_argument("--overwrite", action="store_true", help="replace a video already in DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_data_video)
+
+
+_DATA_SUBCOMMANDS.append(_add_data_video)
+
+
+COMMANDS = [_add_data]
