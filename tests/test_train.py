@@ -87,3 +87,129 @@ def test_cli_unknown_model_fails_fast(capsys):
 
     assert main(["train", "--task", "sot-coin-count", "--model", "nope", "--out", "/tmp/x-never"]) == 1
     assert "unknown model" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ bad input, data sources, manifest
+def write_folder(root, layout: dict, seed: int = 0):
+    """layout: {split: {class: [(H, W), ...]}} -> PNG files with the class colour bright."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, classes in layout.items():
+        for ci, (name, sizes) in enumerate(sorted(classes.items())):
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            for i, (h, w) in enumerate(sizes):
+                arr = rng.integers(0, 60, (h, w, 3), dtype=np.uint8)
+                arr[..., ci % 3] += 150
+                Image.fromarray(arr).save(root / split / name / f"{i}.png")
+    return root
+
+
+def three_splits(classes=("a", "b", "c"), n=(12, 4, 4), size=(12, 12)):
+    return {s: {c: [size] * k for c in classes} for s, k in zip(("train", "val", "test"), n)}
+
+
+def test_folder_with_one_class_fails_before_reading(tmp_path, capsys):
+    from foldcnn.cli import main
+
+    root = write_folder(tmp_path / "d", three_splits(classes=("a",)))
+    assert main(["train", "--data", str(root), "--model", "lol-gold-fraction", "--out", str(tmp_path / "r")]) == 1
+    assert "only the class folder 'a'" in capsys.readouterr().err
+
+
+def test_mixed_sizes_need_input_size_then_train_end_to_end(tmp_path, capsys):
+    from foldcnn.cli import main
+
+    layout = three_splits(classes=("a", "b", "c", "d"))
+    layout["train"]["b"][3] = (14, 13)
+    root = write_folder(tmp_path / "d", layout)
+    args = ["train", "--data", str(root), "--model", "lol-gold-fraction", "--fold", "2", "--epochs", "1", "--quiet"]
+    assert main(args + ["--out", str(tmp_path / "r1")]) == 1
+    err = capsys.readouterr().err
+    assert "differ in size" in err and "--input-size HxW" in err
+    assert main(args + ["--out", str(tmp_path / "r2"), "--input-size", "13x12"]) == 0
+    ck = load_checkpoint(tmp_path / "r2" / "checkpoint")
+    # Class count from the folder, size from the flag, whatever the model's own defaults are.
+    assert ck.class_names == ["a", "b", "c", "d"] and ck.model.input_shape == (3, 13, 12) and ck.fold == 2
+
+
+def test_val_class_missing_from_train_fails_before_reading(tmp_path, capsys):
+    from foldcnn.cli import main
+
+    layout = three_splits()
+    layout["val"]["zz"] = [(12, 12)]
+    root = write_folder(tmp_path / "d", layout)
+    assert main(["train", "--data", str(root), "--model", "lol-gold-fraction", "--out", str(tmp_path / "r")]) == 1
+    assert "train/ lacks: zz" in capsys.readouterr().err
+
+
+def test_fold_larger_than_the_data(tmp_path, capsys):
+    from foldcnn.cli import main
+
+    root = write_folder(tmp_path / "d", three_splits(classes=("a", "b"), n=(1, 1, 1)))
+    assert main(["train", "--data", str(root), "--model", "lol-gold-fraction", "--fold", "4",
+                 "--out", str(tmp_path / "r")]) == 1
+    assert "fold=4 is larger than the 2 training images" in capsys.readouterr().err
+    model = create_model("lol-gold-fraction", fold=4, num_classes=3, input_size=(16, 16))
+    with pytest.raises(ValueError, match="larger than the 3 training images"):
+        train_model(model, easy_dataset(3, 0), easy_dataset(9, 1), TrainConfig(epochs=1), progress=False)
+
+
+def test_task_with_input_size_is_refused(capsys):
+    from foldcnn.cli import main
+
+    assert main(["train", "--task", "sot-coin-count", "--input-size", "20x20", "--out", "/tmp/x-never"]) == 1
+    assert "fixed size" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("how", ["video", "folder"])
+def test_train_on_a_video_with_a_temporal_split(tmp_path, how):
+    pytest.importorskip("av")
+    from foldcnn.cli import main
+    from foldcnn.data.video import generate_video
+
+    made = generate_video(tmp_path / "v", 100, seed=0, size=(64, 48), progress=False)
+    source = ["--video", str(made.video_path)] if how == "video" else ["--data", str(tmp_path / "v")]
+    out = tmp_path / "run"
+    assert main(["train", *source, "--model", "noscope-roundabout", "--fold", "2", "--epochs", "1",
+                 "--batch-size", "16", "--out", str(out), "--quiet"]) == 0
+    run = json.loads((out / "run.json").read_text())
+    d = run["data"]
+    assert d["source"] == "video" and d["splits"] == {"train": [0, 60], "val": [60, 80], "test": [80, 100]}
+    assert len(d["video_sha256"]) == 64 and run["test_metrics"]["images"] == 20
+    assert load_checkpoint(out / "checkpoint").model.input_shape == (3, 50, 50)  # NoScope's frame size
+
+
+def test_video_whose_training_part_has_one_class(tmp_path, capsys):
+    pytest.importorskip("av")
+    from foldcnn.cli import main
+    from foldcnn.data.video import generate_video
+
+    made = generate_video(tmp_path / "v", 40, seed=0, size=(64, 48), progress=False)
+    (tmp_path / "v" / "labels.csv").write_text("frame,label\n" + "".join(f"{i},{int(i > 30)}\n" for i in range(40)))
+    assert main(["train", "--video", str(made.video_path), "--model", "noscope-roundabout",
+                 "--out", str(tmp_path / "r")]) == 1
+    assert "holds only class 'absent'" in capsys.readouterr().err
+
+
+def test_run_manifest_records_how_the_run_was_made(tmp_path):
+    from foldcnn.train.run import DataSpec, run_training
+
+    cfg = TrainConfig(epochs=2, batch_size=16, curriculum=True, seed=3)
+    m = run_training("sot-coin-count", DataSpec(task="sot-coin-count", train_size=64, val_size=16, test_size=16),
+                     cfg, tmp_path, fold=2, progress=False, command=["foldcnn", "train", "..."])
+    assert m["command"] == ["foldcnn", "train", "..."] and m["seed"] == 3
+    assert {"python", "torch", "numpy", "foldcnn"} <= set(m["versions"])
+    assert set(m["data_sha256"]) == {"train", "val", "test"} and all(len(h) == 64 for h in m["data_sha256"].values())
+    f = m["features"]
+    assert f["curriculum"]["active_classes"][-1] == 15 and f["distillation"] is None and f["resumed_from"] is None
+    assert f["precision"] in ("bf16", "fp32") and f["distributed"] is None
+    assert json.loads((tmp_path / "run.json").read_text()) == json.loads(json.dumps(m))
+    assert (tmp_path / "train_state.pt").exists()
+    # --seed seeds the initialization: the same run again gives the same weights.
+    m2 = run_training("sot-coin-count", DataSpec(task="sot-coin-count", train_size=64, val_size=16, test_size=16),
+                      cfg, tmp_path / "again", fold=2, progress=False)
+    assert m2["summary"]["test_top1"] == m["summary"]["test_top1"]
+    a, b = (load_checkpoint(p / "checkpoint").model.state_dict() for p in (tmp_path, tmp_path / "again"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -10,22 +10,49 @@ from foldcnn.cli.common import CLIError, parse_size
 
 
 # ------------------------------------------------------------------------------ train/eval
-def _cmd_train(args: argparse.Namespace) -> int:
+def _train_inputs(args: argparse.Namespace):
+    """(model name, DataSpec, TrainConfig) from the flags; raises on bad combinations."""
     from foldcnn.train.config import TrainConfig
-    from foldcnn.train.run import DataSpec, run_training
+    from foldcnn.train.run import DataSpec
 
     model = args.model or args.task
     if model is None:
         raise CLIError("name the model with --model (or give --task, whose model is used)")
-    data = DataSpec(task=args.task, data_dir=args.data, train_size=args.train_size,
-                    val_size=args.val_size, test_size=args.test_size, seed=args.data_seed,
-                    input_size=parse_size(args.input_size))
+    if args.nproc < 1:
+        raise CLIError(f"--nproc must be >= 1, got {args.nproc}")
+    if args.distill is not None and args.teacher is None:
+        raise CLIError("--distill needs --teacher CKPT (an unfolded checkpoint of the same task)")
+    if args.video is None and args.labels is not None:
+        raise CLIError("--labels go with --video (a folder from 'foldcnn data video' has its own labels.csv)")
+    try:
+        split = tuple(float(v) for v in args.video_split.split(",")) if args.video_split else (0.6, 0.2, 0.2)
+    except ValueError:
+        raise CLIError(f"--video-split must look like 0.6,0.2,0.2 (train,val,test); "
+                       f"got {args.video_split!r}") from None
+    data = DataSpec(task=args.task, data_dir=args.data, video=args.video, labels=args.labels,
+                    train_size=args.train_size, val_size=args.val_size, test_size=args.test_size,
+                    seed=args.data_seed, input_size=parse_size(args.input_size), video_stride=args.video_stride,
+                    video_split=split, video_gap=args.video_gap)
+    distill = args.distill or ("mse" if args.teacher else "none")
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       weight_decay=args.weight_decay, optimizer=args.optimizer, schedule=args.schedule,
                       seed=args.seed, patience=args.patience, threads=args.threads,
-                      precision=args.precision)
+                      precision=args.precision, device=args.device, curriculum=args.curriculum,
+                      curriculum_end=args.curriculum_end, distill=distill, distill_weight=args.distill_weight,
+                      temperature=args.temperature)
+    return model, data, cfg
+
+
+def _train(args: argparse.Namespace) -> int:
+    from foldcnn.train.run import run_training
+
+    model, data, cfg = _train_inputs(args)
     run = run_training(model, data, cfg, args.out, fold=args.fold, channel_multiple=args.channel_multiple,
-                       progress=not args.quiet, command=["foldcnn", *sys.argv[1:]])
+                       progress=not args.quiet, command=args.command_line, teacher=args.teacher,
+                       allow_folded_teacher=args.allow_folded_teacher, resume=args.resume,
+                       state_every_steps=args.save_every_steps)
+    if "summary" not in run:  # not rank 0 of a multi-process run
+        return 0
     s = run["summary"]
     print(f"{s['model']} fold={s['fold']}: test top-1 {s['test_top1']:.2%} (top-5 {s['test_top5']:.2%}), "
           f"best val {s['best_val_top1']:.2%} at epoch {s['best_epoch']}/{s['epochs_run']}, "
@@ -34,36 +61,103 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_rank(args: argparse.Namespace) -> None:
+    """One process of `foldcnn train --nproc N` (started by foldcnn.train.distributed.launch)."""
+    _train(args)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import os
+
+    import torch
+
+    from foldcnn.train import distributed
+
+    args.command_line = ["foldcnn", *sys.argv[1:]]
+    under_torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.nproc > 1:
+        if under_torchrun:
+            raise CLIError("--nproc starts its own processes; under torchrun leave it out")
+        from foldcnn.models import model_entry
+        from foldcnn.train.sources import check_data_spec
+
+        model, data, _ = _train_inputs(args)  # bad flags, model or data fail here, not in N processes
+        model_entry(model)
+        check_data_spec(data)
+        try:
+            distributed.launch(_train_rank, args.nproc, (args,), device=device, threads=args.threads)
+        except distributed.DistributedError as e:
+            raise CLIError(str(e)) from None
+        return 0
+    if not under_torchrun:
+        return _train(args)
+    try:
+        distributed.init_from_env(device)
+    except distributed.DistributedError as e:
+        raise CLIError(str(e)) from None
+    try:
+        return _train(args)
+    finally:
+        distributed.shutdown()
+
+
 def _add_train(sub) -> None:
-    from foldcnn.train.config import OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
+    from foldcnn.train.config import DEFAULT_STATE_EVERY_STEPS, DEVICES, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
 
     d = TrainConfig()
-    p = sub.add_parser("train", help="train a (folded) CNN on a generated task or an image folder",
+    p = sub.add_parser("train", help="train a (folded) CNN on a generated task, an image folder or a video",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--task", help="generate this synthetic game task in memory (see 'foldcnn data game')")
-    src.add_argument("--data", help="folder with train/, val/, test/ subfolders of class folders")
+    src.add_argument("--data", help="folder with train/, val/, test/ subfolders of class folders, or a folder "
+                     "written by 'foldcnn data video' (video.mp4 + labels.csv)")
+    src.add_argument("--video", help="a video file; frames are split in time into train/val/test")
     p.add_argument("--model", help="zoo model (default: the task's own model)")
     p.add_argument("--fold", type=int, default=1, help="images classified together (1 = original CNN)")
     p.add_argument("--channel-multiple", type=int, default=None,
                    help="round widened layers up to this multiple (1 = paper's widths; default 8)")
-    p.add_argument("--input-size", help="resize folder images to HxW (default: their own size)")
-    p.add_argument("--out", required=True, help="run directory (checkpoint/, metrics.jsonl, run.json)")
+    p.add_argument("--input-size", help="resize folder images (or video frames; default 50x50) to HxW "
+                   "(default: their own size)")
+    p.add_argument("--out", required=True, help="run directory (checkpoint/, metrics.jsonl, run.json, "
+                   "train_state.pt)")
     p.add_argument("--train-size", type=int, default=6000, help="generated training images")
     p.add_argument("--val-size", type=int, default=1000, help="generated validation images")
     p.add_argument("--test-size", type=int, default=2000, help="generated test images")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the generated data")
+    p.add_argument("--labels", help="per-frame labels of --video, CSV frame,label (default: labels.csv beside it)")
+    p.add_argument("--video-stride", type=int, default=1, help="keep every N-th video frame")
+    p.add_argument("--video-split", default=None, metavar="TR,VA,TE",
+                   help="train,val,test fractions of the video in time order (default 0.6,0.2,0.2)")
+    p.add_argument("--video-gap", type=int, default=0, help="frames left out between two video splits")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step")
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
                    help="forward pass in bf16 autocast (auto: where the CPU/GPU has bf16 instructions)")
+    p.add_argument("--device", choices=DEVICES, default=d.device, help="where to train (auto: cuda if present)")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
     p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule)
     p.add_argument("--seed", type=int, default=d.seed, help="seed of initialization and fold groups")
     p.add_argument("--patience", type=int, default=d.patience, help="early stopping (0 = off)")
-    p.add_argument("--threads", type=int, default=d.threads, help="torch threads (0 = default)")
+    p.add_argument("--threads", type=int, default=d.threads, help="torch threads per process (0 = default)")
+    p.add_argument("--curriculum", action="store_true",
+                   help="start with max(K//10, fold) classes and add max(K//10, 1) at a time (paper's curriculum)")
+    p.add_argument("--curriculum-end", type=float, default=d.curriculum_end,
+                   help="fraction of the epochs by which all classes are in")
+    p.add_argument("--teacher", help="unfolded (fold=1) checkpoint of the same task to distill from")
+    p.add_argument("--distill", choices=("mse", "kl"), default=None,
+                   help="distillation loss: MSE on logits (paper) or KL with temperature (default mse with --teacher)")
+    p.add_argument("--distill-weight", type=float, default=d.distill_weight,
+                   help="loss = (1 - w) * cross-entropy + w * distillation")
+    p.add_argument("--temperature", type=float, default=d.temperature, help="softening temperature of --distill kl")
+    p.add_argument("--allow-folded-teacher", action="store_true", help="accept a teacher with fold > 1")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its train_state.pt")
+    p.add_argument("--save-every-steps", type=int, default=DEFAULT_STATE_EVERY_STEPS,
+                   help="also write train_state.pt every N steps within an epoch (0 = after each epoch only)")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="data-parallel processes (DDP: gloo on CPU, nccl on GPU); or start under torchrun")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 

@@ -7,6 +7,10 @@ from dataclasses import asdict, dataclass
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
 PRECISIONS = ("auto", "fp32", "bf16")
 SCHEDULES = ("onecycle", "cosine", "constant")
+DISTILL_KINDS = ("none", "mse", "kl")
+DEVICES = ("cpu", "cuda", "auto")
+# train_state.pt is written after every epoch and every this many steps within one (resume).
+DEFAULT_STATE_EVERY_STEPS = 500
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,15 @@ class TrainConfig:
     # (AMX) with channels_last; see docs/accuracy.md.
     precision: str = "auto"
     channels_last: bool = True
+    device: str = "cpu"  # "cuda" (one GPU per process under DDP) or "auto" (cuda when there is one)
+    # Curriculum (DESIGN section 5): start with max(K // 10, f) classes, all in by this fraction
+    # of the epochs; see foldcnn.train.curriculum.
+    curriculum: bool = False
+    curriculum_end: float = 0.6
+    # Distillation from an unfolded teacher: loss = (1 - w) * CE + w * distill; see foldcnn.train.distill.
+    distill: str = "none"
+    distill_weight: float = 0.5
+    temperature: float = 4.0  # KL only
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -45,6 +58,17 @@ class TrainConfig:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.patience < 0:
             raise ValueError("patience must be >= 0")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if not 0 < self.curriculum_end <= 1:
+            raise ValueError(f"curriculum_end is the fraction of the epochs by which all classes are in; "
+                             f"it must lie in (0, 1], got {self.curriculum_end}")
+        if self.distill not in DISTILL_KINDS:
+            raise ValueError(f"distill must be one of {', '.join(DISTILL_KINDS)}, got {self.distill!r}")
+        if not 0 <= self.distill_weight <= 1:
+            raise ValueError(f"distill_weight mixes the losses and must lie in [0, 1], got {self.distill_weight}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
     def images_per_step(self, fold: int) -> int:
         return max(fold, self.batch_size - self.batch_size % fold)

@@ -1,87 +1,36 @@
-"""One training run end to end: data -> model -> train -> test -> checkpoint + run manifest."""
+"""One training run end to end: data -> model -> train -> test -> checkpoint + run manifest.
+
+Every check that needs no training data (model name, teacher, resume state, data layout) runs
+before any image is generated or read; checks that need the data (classes, sizes, the
+teacher's task) run before the first training step.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from foldcnn.data.base import ArrayDataset
 from foldcnn.models import create_model, model_entry
-from foldcnn.train.checkpoint import CALIBRATION_IMAGES, save_checkpoint
-from foldcnn.train.config import TrainConfig
+from foldcnn.train.checkpoint import CALIBRATION_IMAGES, read_config, save_checkpoint
+from foldcnn.train.config import DEFAULT_STATE_EVERY_STEPS, TrainConfig
+from foldcnn.train.devices import resolve_device
+from foldcnn.train.distill import check_teacher_fold, load_teacher, teacher_logits, teacher_sha256
+from foldcnn.train.distributed import dist_info
 from foldcnn.train.loop import evaluate, train_model
+from foldcnn.train.resume import TRAIN_STATE_FILE, dataset_sha256, load_train_state
+from foldcnn.train.sources import SPLIT_SEED_OFFSETS, DataSpec, Splits, check_data_spec, load_splits
 
-# Seeds of the three splits of a generated task, derived from the run's data seed.
-SPLIT_SEED_OFFSETS = {"train": 0, "val": 1_000_003, "test": 2_000_029}
+__all__ = ["DataSpec", "Splits", "SPLIT_SEED_OFFSETS", "load_splits", "build_model_for", "run_training",
+           "TEACHER_CACHE"]
 
-
-@dataclass(frozen=True)
-class DataSpec:
-    """Where the data comes from: a generated game task or an image folder."""
-
-    task: str | None = None
-    data_dir: str | None = None
-    train_size: int = 6000
-    val_size: int = 1000
-    test_size: int = 2000
-    seed: int = 0
-    input_size: tuple[int, int] | None = None
-
-    def __post_init__(self):
-        if (self.task is None) == (self.data_dir is None):
-            raise ValueError("give exactly one data source: a generated task (--task) or a folder (--data)")
-
-
-@dataclass
-class Splits:
-    train: ArrayDataset
-    val: ArrayDataset
-    test: ArrayDataset
-    meta: dict = field(default_factory=dict)
-
-
-def load_splits(spec: DataSpec) -> Splits:
-    if spec.task is not None:
-        from foldcnn.data.game_text import GameTextDataset
-
-        sizes = {"train": spec.train_size, "val": spec.val_size, "test": spec.test_size}
-        parts = {k: GameTextDataset(spec.task, n, seed=spec.seed + SPLIT_SEED_OFFSETS[k]) for k, n in sizes.items()}
-        return Splits(**parts, meta={"source": "generated", "task": spec.task, "seed": spec.seed, "sizes": sizes})
-    return _folder_splits(spec)
-
-
-def _folder_splits(spec: DataSpec) -> Splits:
-    from foldcnn.data.readers import load_image_folder
-
-    root = Path(spec.data_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"data folder {root} does not exist")
-    names = ("train", "val", "test")
-    if not all((root / n).is_dir() for n in names):
-        raise ValueError(
-            f"{root} must hold train/, val/ and test/ subfolders, each with one folder per class "
-            "(as written by 'foldcnn data game')"
-        )
-    parts = {"train": load_image_folder(root / "train", input_size=spec.input_size)}
-    classes = parts["train"].classes
-    for n in ("val", "test"):  # a small split may lack a class: keep train's label order
-        parts[n] = load_image_folder(root / n, input_size=spec.input_size, classes=classes,
-                                     allow_empty_classes=True)
-    for n in ("val", "test"):
-        if parts[n].classes != classes:
-            raise ValueError(f"{root / n} has classes {parts[n].classes}, but train/ has {classes}")
-    if len(classes) < 2:
-        raise ValueError(f"{root / 'train'} has only {len(classes)} class folder(s); a classifier needs at least 2")
-    manifest = root / "manifest.json"
-    digest = hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.exists() else None
-    return Splits(**parts, meta={"source": "folder", "path": str(root), "manifest_sha256": digest})
+# Teacher logits (N_train, K) of a run, reused while teacher weights and training data are the same.
+TEACHER_CACHE = "teacher_logits.safetensors"
 
 
 def build_model_for(model_name: str, splits: Splits, fold: int, channel_multiple: int | None):
@@ -89,8 +38,54 @@ def build_model_for(model_name: str, splits: Splits, fold: int, channel_multiple
     _, h, w = splits.train.input_shape
     kw = {"num_classes": splits.train.num_classes, "input_size": (h, w)}
     if fold > len(splits.train):
-        raise ValueError(f"fold={fold} is larger than the {len(splits.train)} training images")
+        raise ValueError(f"fold={fold} is larger than the {len(splits.train)} training images; "
+                         "use a smaller --fold or more training data")
     return create_model(model_name, fold=fold, channel_multiple=channel_multiple, **kw)
+
+
+def _check_teacher_args(cfg: TrainConfig, teacher, allow_folded: bool) -> None:
+    if cfg.distill != "none" and teacher is None:
+        raise ValueError(f"distill={cfg.distill!r} needs a teacher checkpoint (--teacher CKPT)")
+    if teacher is not None:
+        if cfg.distill == "none":
+            raise ValueError("a teacher was given but distill is 'none'; choose --distill mse or kl")
+        check_teacher_fold(int(read_config(teacher).get("fold", 1)), str(teacher), allow_folded)
+
+
+def _teacher_logits(teacher, splits: Splits, cfg: TrainConfig, out: Path, allow_folded: bool, write: bool):
+    """Teacher logits (N_train, K), computed once per (teacher, training data) and cached in the run."""
+    from safetensors.torch import load_file, save_file
+
+    if teacher is None:
+        return None, None
+    model = load_teacher(teacher, splits.train, allow_folded=allow_folded)
+    key = {"teacher_sha256": teacher_sha256(teacher), "train_sha256": dataset_sha256(splits.train)}
+    info = {"teacher": str(teacher), **key, "kind": cfg.distill, "weight": cfg.distill_weight,
+            "temperature": cfg.temperature if cfg.distill == "kl" else None, "teacher_fold": model.fold}
+    cache = out / TEACHER_CACHE
+    if cache.is_file():
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(cache), "pt") as fh:
+                if (fh.metadata() or {}) == key:
+                    return load_file(str(cache))["logits"], {**info, "cached": True}
+        except Exception:  # a damaged cache is recomputed, never trusted
+            pass
+    model.to(resolve_device(cfg.device, dist_info().local_rank))
+    logits = teacher_logits(model, splits.train.images, batch_size=cfg.eval_batch_size)
+    if write:
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(cache.name + ".tmp")
+        save_file({"logits": logits.contiguous()}, str(tmp), metadata=key)
+        tmp.replace(cache)
+    return logits, {**info, "cached": False}
+
+
+def _versions() -> dict:
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "foldcnn": __import__("foldcnn").__version__, "threads": torch.get_num_threads(),
+            "machine": platform.machine(), "cuda": torch.version.cuda}
 
 
 def run_training(
@@ -103,14 +98,35 @@ def run_training(
     channel_multiple: int | None = None,
     progress: bool = True,
     command: list[str] | None = None,
+    teacher: str | Path | None = None,
+    allow_folded_teacher: bool = False,
+    resume: bool = False,
+    state_every_steps: int = DEFAULT_STATE_EVERY_STEPS,
 ) -> dict:
-    """Train, evaluate on the test split, save ``out_dir/checkpoint`` and ``out_dir/run.json``."""
+    """Train, evaluate on the test split, save ``out_dir/checkpoint`` and ``out_dir/run.json``.
+
+    ``teacher`` (a fold=1 checkpoint of the same task) with ``cfg.distill`` mixes distillation
+    into the loss; ``resume=True`` continues ``out_dir/train_state.pt``. Under an initialized
+    process group (torchrun) every rank trains and only rank 0 evaluates and writes; the
+    other ranks return ``{"rank": r}``. Returns the run manifest.
+    """
+    dist = dist_info()
     out = Path(out_dir)
     model_entry(model_name)  # an unknown model fails before any data is generated or read
-    splits = load_splits(data)
+    _check_teacher_args(cfg, teacher, allow_folded_teacher)
+    if resume:
+        load_train_state(out / TRAIN_STATE_FILE)  # missing or damaged: fail before the data
+    check_data_spec(data)
+    splits = load_splits(data, progress=progress and dist.is_main)
+    torch.manual_seed(cfg.seed)  # --seed seeds the initialization
     model = build_model_for(model_name, splits, fold, channel_multiple)
-    out.mkdir(parents=True, exist_ok=True)
-    result = train_model(model, splits.train, splits.val, cfg, out_dir=out, progress=progress)
+    t_logits, distill_info = _teacher_logits(teacher, splits, cfg, out, allow_folded_teacher, dist.is_main)
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    result = train_model(model, splits.train, splits.val, cfg, out_dir=out, progress=progress and dist.is_main,
+                         teacher_logits=t_logits, resume=resume, state_every_steps=state_every_steps)
+    if not dist.is_main:
+        return {"rank": dist.rank}
     t0 = time.perf_counter()
     test = evaluate(model, splits.test, batch_size=cfg.eval_batch_size)
     summary = {
@@ -124,6 +140,18 @@ def run_training(
         "train_seconds": result.train_seconds,
         "test_seconds": round(time.perf_counter() - t0, 2),
     }
+    f = result.features
+    features = {
+        "fold": fold, "channel_multiple": channel_multiple, "precision": f["precision"], "device": f["device"],
+        "channels_last": f["channels_last"],
+        "curriculum": {"end_fraction": cfg.curriculum_end, "active_classes": f["curriculum"]} if cfg.curriculum
+        else None,
+        "distillation": distill_info,
+        "resumed_from": f["resumed_from"],
+        "distributed": {"world_size": f["world_size"], "backend": f["backend"]} if f["world_size"] > 1 else None,
+        "early_stopping": {"patience": cfg.patience, "stopped": f["early_stopped"]} if cfg.patience else None,
+    }
+    data_sha = {n: dataset_sha256(getattr(splits, n)) for n in ("train", "val", "test")}
     generator = torch.Generator().manual_seed(cfg.seed)
     pick = torch.randperm(len(splits.train), generator=generator)[:CALIBRATION_IMAGES]
     save_checkpoint(out / "checkpoint", model, splits.train.classes,
@@ -131,13 +159,15 @@ def run_training(
                     calibration_images=splits.train.images[pick])
     manifest = {
         "command": command or sys.argv,
+        "seed": cfg.seed,
         "summary": summary,
         "test_metrics": test,
         "train_config": cfg.to_dict(),
+        "features": features,
         "data": splits.meta,
+        "data_sha256": data_sha,
         "model_config": model.config.to_dict(),
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "foldcnn": __import__("foldcnn").__version__, "threads": torch.get_num_threads()},
+        "versions": _versions(),
     }
     (out / "run.json").write_text(json.dumps(manifest, indent=2))
     return manifest

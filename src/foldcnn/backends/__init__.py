@@ -1,0 +1,37 @@
+"""Inference backends for folded models: one interface over torch eager, torch.compile,
+ONNX Runtime (fp32/int8) and CUDA graphs.
+
+    b = create_backend(model, "ort", precision="int8", calibration=images_uint8)
+    logits = b.run(folded)   # (B, f*C, H, W) float32 in [0, 1] -> (B, f*K) float32 numpy
+
+onnxruntime and onnx are imported only when an ONNX backend or export is used.
+"""
+
+from foldcnn.backends.base import (
+    DEVICES,
+    PRECISIONS,
+    Backend,
+    BackendError,
+    available_backends,
+    create_backend,
+    list_backends,
+    prediction_agreement,
+    register_backend,
+)
+from foldcnn.backends.onnx_export import check_onnx_parity, export_onnx
+from foldcnn.backends.select import select_backend
+
+__all__ = [
+    "DEVICES",
+    "PRECISIONS",
+    "Backend",
+    "BackendError",
+    "available_backends",
+    "check_onnx_parity",
+    "create_backend",
+    "export_onnx",
+    "list_backends",
+    "prediction_agreement",
+    "register_backend",
+    "select_backend",
+]

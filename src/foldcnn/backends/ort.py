@@ -1,0 +1,95 @@
+"""ONNX Runtime backend: fp32 (CPU, or CUDA provider when present) and int8 static QDQ (CPU)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import torch
+
+from foldcnn.backends.base import (
+    Backend,
+    BackendError,
+    default_threads,
+    register_backend,
+)
+from foldcnn.backends.onnx_export import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    fold_calibration,
+    onnx_bytes,
+    quantize_int8,
+)
+from foldcnn.models import FoldedCNN
+
+_NO_BF16 = ("ONNX Runtime's CPU provider has no bf16 convolution kernels (the session rejects the graph); "
+            "bf16 is available on the eager and compile backends")
+_NO_FP16 = "fp16 runs on the eager, compile and cuda-graphs backends with device='cuda'"
+
+
+def ort_support(device: str) -> dict[str, str | None]:
+    """{precision: None if usable, else why not} for the ort backend on ``device``."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        missing = "onnxruntime is not installed; pip install 'foldcnn[export]'"
+        return {p: missing for p in ("fp32", "int8", "bf16", "fp16")}
+    if device == "cuda":
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            none = "this onnxruntime has no CUDAExecutionProvider; pip install onnxruntime-gpu"
+            return {"fp32": none, "int8": none, "bf16": _NO_BF16, "fp16": _NO_FP16}
+        return {"fp32": None, "bf16": _NO_BF16, "fp16": _NO_FP16,
+                "int8": "ONNX Runtime's CUDA provider runs QDQ int8 graphs in float; use int8 with device='cpu'"}
+    return {"fp32": None, "int8": None, "bf16": _NO_BF16, "fp16": _NO_FP16}
+
+
+NO_CALIBRATION = (
+    "int8 needs calibration images: pass calibration= a few hundred uint8 training images (N, C, H, W); "
+    "checkpoints written by 'foldcnn train' carry 256 of them, read with "
+    "foldcnn.train.checkpoint.load_calibration(checkpoint_dir)"
+)
+
+
+class OrtBackend(Backend):
+    """An onnxruntime InferenceSession over the exported folded graph (dynamic batch axis)."""
+
+    def __init__(self, model: FoldedCNN, *, precision: str, threads: int | None, device: str,
+                 max_batch: int, calibration: torch.Tensor | None = None) -> None:
+        super().__init__(model, "ort", precision, device, max_batch)
+        import onnxruntime as ort
+
+        if precision == "int8" and calibration is None:
+            raise BackendError(NO_CALIBRATION)
+        data = onnx_bytes(model)
+        if precision == "int8":
+            data = quantize_int8(data, fold_calibration(calibration, model.fold, model.input_shape))
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = default_threads(threads)
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(data, opts, providers=providers)
+        except Exception as e:
+            raise BackendError(f"onnxruntime could not load the exported model ({e}); "
+                               "try another backend (eager) or another onnxruntime version") from e
+        self.threads = opts.intra_op_num_threads
+        self.providers = self.session.get_providers()
+
+    def _run(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+        if isinstance(x, torch.Tensor):
+            x = x.detach().to("cpu").contiguous().numpy()
+        # A fresh output per call: it is B x f*K floats, tiny beside the input, and a caller may
+        # keep it; a reused buffer would be overwritten by the next call.
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+
+    def close(self) -> None:
+        self.session = None
+        super().close()
+
+
+@register_backend("ort", supports=ort_support, description="ONNX Runtime (fp32; int8 static QDQ on CPU)")
+def _build_ort(model, *, precision, threads, device, max_batch, calibration=None) -> Backend:
+    return OrtBackend(model, precision=precision, threads=threads, device=device, max_batch=max_batch,
+                      calibration=calibration)

@@ -1,0 +1,124 @@
+"""PyTorch backends: eager (channels_last, inference_mode, autocast) and torch.compile."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+
+import numpy as np
+import torch
+
+from foldcnn.backends.base import Backend, BackendError, register_backend
+from foldcnn.models import FoldedCNN
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def cpu_has_bf16() -> bool:
+    """True when this CPU has native bf16 instructions (AVX512-BF16 or AMX); elsewhere autocast
+    bf16 still runs but emulated, slower than fp32, so it is not offered."""
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        fn = getattr(torch.cpu, probe, None)
+        try:
+            if fn is not None and fn():
+                return True
+        except Exception:  # noqa: BLE001 - a probe that fails means "no"
+            pass
+    return False
+
+
+def cuda_ready() -> bool:
+    return torch.cuda.is_available()
+
+
+def torch_support(device: str) -> dict[str, str | None]:
+    """{precision: None if usable, else why not} for the torch backends on ``device``."""
+    int8 = "int8 runs on the ort backend (ONNX Runtime static quantization); use name='ort'"
+    if device == "cuda":
+        if not cuda_ready():
+            gone = "no CUDA GPU is visible to torch here"
+            return {"fp32": gone, "bf16": gone, "fp16": gone, "int8": int8}
+        bf16 = None if torch.cuda.is_bf16_supported() else "this GPU has no bf16 support"
+        return {"fp32": None, "bf16": bf16, "fp16": None, "int8": int8}
+    bf16 = None if cpu_has_bf16() else "this CPU has no native bf16 (AVX512-BF16/AMX); use fp32"
+    return {"fp32": None, "bf16": bf16, "fp16": "fp16 runs on CUDA only; on CPU use bf16 or fp32", "int8": int8}
+
+
+def prepare_module(model: FoldedCNN, device: str) -> torch.nn.Module:
+    """A private eval-mode copy of ``model`` on ``device`` in channels_last (the caller's model is
+    left as it was)."""
+    module = copy.deepcopy(model).eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module.to(device=device, memory_format=torch.channels_last)
+
+
+class EagerBackend(Backend):
+    """torch eager: channels_last, inference_mode, bf16/fp16 via autocast."""
+
+    def __init__(self, model: FoldedCNN, *, name: str = "eager", precision: str, threads: int | None,
+                 device: str, max_batch: int) -> None:
+        super().__init__(model, name, precision, device, max_batch)
+        if threads is not None:
+            torch.set_num_threads(threads)  # process-wide: torch has no per-module thread count
+        self.threads = torch.get_num_threads()
+        self.module = prepare_module(model, device)
+        self._dtype = _DTYPES.get(precision)
+
+    def _autocast(self):
+        if self._dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device, dtype=self._dtype)
+
+    def _to_input(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
+        t = torch.from_numpy(x) if isinstance(x, np.ndarray) else x
+        t = t.to(self.device, non_blocking=True)
+        return t.contiguous(memory_format=torch.channels_last)
+
+    def _forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.module(t)
+
+    def _run(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+        with torch.inference_mode(), self._autocast():
+            y = self._forward(self._to_input(x))
+        return y.float().cpu().numpy()
+
+    def close(self) -> None:
+        self.module = None
+        super().close()
+
+
+class CompiledBackend(EagerBackend):
+    """torch.compile of the eager module (dynamic=False), compiled and warmed up at max_batch in
+    the constructor so that a missing compiler fails here, not in the middle of a job. Other batch
+    sizes compile once each on first use."""
+
+    def __init__(self, model: FoldedCNN, **kw) -> None:
+        super().__init__(model, name="compile", **kw)
+        self._compiled = torch.compile(self.module, dynamic=False)
+        warm = torch.rand(self.max_batch, *self.folded_input_shape)
+        try:
+            self._run(warm.numpy())
+        except Exception as e:
+            raise BackendError(
+                f"torch.compile failed for this model ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                "CPU compilation needs a working C++ compiler (g++/clang) on PATH. Use the eager or ort "
+                "backend instead"
+            ) from e
+
+    def _forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self._compiled(t)
+
+    def close(self) -> None:
+        self._compiled = None
+        super().close()
+
+
+@register_backend("eager", supports=torch_support, description="torch eager, channels_last, inference_mode")
+def _build_eager(model, *, precision, threads, device, max_batch, calibration=None) -> Backend:
+    return EagerBackend(model, precision=precision, threads=threads, device=device, max_batch=max_batch)
+
+
+@register_backend("compile", supports=torch_support, description="torch.compile (inductor), static shapes")
+def _build_compile(model, *, precision, threads, device, max_batch, calibration=None) -> Backend:
+    return CompiledBackend(model, precision=precision, threads=threads, device=device, max_batch=max_batch)

@@ -1,0 +1,249 @@
+"""Peak FLOP/s per (runtime, device, dtype) and memory bandwidth, measured in the benchmark's run.
+
+* torch on CPU: ``foldcnn.analysis.roofline.measure_peak`` (``torch.mm`` of two size x size
+  matrices, fp32 or bf16; bandwidth from a large ``copy_``).
+* torch on CUDA: ``torch.mm`` timed with CUDA events (fp32 without TF32, fp16, bf16); bandwidth
+  from a device-to-device ``copy_``.
+* ONNX Runtime: a one-node ONNX graph, ``MatMul`` (fp32) or ``MatMulInteger`` (uint8 x int8 ->
+  int32, "int8"), the right-hand matrix an initializer like a model's weights, run by an
+  InferenceSession with the same thread count as the backends.
+
+FLOPs of a size^3 matrix multiply are counted as 2 * size^3 (one multiply and one add per MAC;
+integer ops for int8). Bandwidth counts bytes read + bytes written. Every value is the median of
+``repeats`` timed calls after one warm-up; ``Peak.what`` says exactly what was run.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+__all__ = ["Bandwidth", "Peak", "PeakSet", "measure_peaks", "ort_matmul_peak", "peak_runtime"]
+
+_CUDA_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class Peak:
+    runtime: str  # "torch" or "ort"
+    device: str  # "cpu" or "cuda"
+    dtype: str
+    flops_per_s: float
+    what: str
+
+
+@dataclass(frozen=True)
+class Bandwidth:
+    device: str
+    bytes_per_s: float
+    what: str
+
+
+@dataclass
+class PeakSet:
+    """Everything measured for the roofs; ``skipped`` says which peaks could not be measured and why."""
+
+    peaks: list[Peak] = field(default_factory=list)
+    bandwidths: list[Bandwidth] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def flops_per_s(self, runtime: str, device: str, dtype: str) -> float | None:
+        runtime = peak_runtime(runtime)
+        for p in self.peaks:
+            if (p.runtime, p.device, p.dtype) == (runtime, device, dtype):
+                return p.flops_per_s
+        return None
+
+    def bytes_per_s(self, device: str) -> float | None:
+        vals = [b.bytes_per_s for b in self.bandwidths if b.device == device]
+        return max(vals) if vals else None
+
+    def to_dict(self) -> dict:
+        return {"peaks": [asdict(p) for p in self.peaks], "bandwidths": [asdict(b) for b in self.bandwidths],
+                "skipped": list(self.skipped)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PeakSet:
+        return cls([Peak(**p) for p in d.get("peaks", [])], [Bandwidth(**b) for b in d.get("bandwidths", [])],
+                   list(d.get("skipped", [])))
+
+
+def peak_runtime(runtime: str) -> str:
+    """The runtime whose matmul peak a backend's runtime is compared with (TensorRT: torch's)."""
+    return "torch" if runtime == "tensorrt" else runtime
+
+
+def _median_s(fn: Callable[[], object], repeats: int, sync: Callable[[], None] | None = None) -> float:
+    fn()
+    if sync:
+        sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+# ------------------------------------------------------------------------------------ torch
+def _torch_cpu(dtype: str, size: int, copy_mib: int, repeats: int, threads: int | None) -> tuple[Peak, Bandwidth]:
+    from foldcnn.analysis.roofline import measure_peak
+
+    dev = measure_peak(dtype, threads, size=size, copy_mib=copy_mib, repeats=repeats)
+    n = torch.get_num_threads() if threads is None else threads
+    what = f"torch.mm {size}x{size} {dtype} on CPU, {n} thread(s), median of {repeats}"
+    bw = Bandwidth("cpu", dev.bytes_per_s, f"torch copy_ of {copy_mib} MiB fp32 on CPU (read + write bytes), "
+                                            f"{n} thread(s), median of {repeats}")
+    return Peak("torch", "cpu", dtype, dev.peak_flops_per_s[dtype], what), bw
+
+
+def _cuda_events_s(fn: Callable[[], object], repeats: int) -> float:
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return statistics.median(times)
+
+
+def _torch_cuda(dtype: str, size: int, repeats: int) -> Peak:
+    if dtype not in _CUDA_DTYPES:
+        raise ValueError(f"no torch CUDA matmul peak for {dtype}")
+    a = torch.randn(size, size, device="cuda", dtype=_CUDA_DTYPES[dtype])
+    b = torch.randn(size, size, device="cuda", dtype=_CUDA_DTYPES[dtype])
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means plain fp32 here, as in the device table
+    try:
+        s = _cuda_events_s(lambda: torch.mm(a, b), repeats)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+    return Peak("torch", "cuda", dtype, 2 * size**3 / s,
+                f"torch.mm {size}x{size} {dtype} on {torch.cuda.get_device_name()} (TF32 off), "
+                f"CUDA events, median of {repeats}")
+
+
+def _cuda_bandwidth(copy_mib: int, repeats: int) -> Bandwidth:
+    src = torch.ones(copy_mib * 2**20 // 4, device="cuda")
+    dst = torch.empty_like(src)
+    s = _cuda_events_s(lambda: dst.copy_(src), repeats)
+    return Bandwidth("cuda", 2 * src.numel() * 4 / s,
+                     f"torch copy_ of {copy_mib} MiB fp32 on {torch.cuda.get_device_name()} "
+                     f"(read + write bytes), CUDA events, median of {repeats}")
+
+
+# -------------------------------------------------------------------------------------- ort
+def _matmul_graph(dtype: str, size: int, rng: np.random.Generator):
+    """(serialized one-node ONNX model, left-hand input array)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    if dtype == "fp32":
+        op, a_type, y_type = "MatMul", TensorProto.FLOAT, TensorProto.FLOAT
+        a = rng.standard_normal((size, size), dtype=np.float32)
+        b = rng.standard_normal((size, size), dtype=np.float32)
+    elif dtype == "int8":
+        op, a_type, y_type = "MatMulInteger", TensorProto.UINT8, TensorProto.INT32
+        a = rng.integers(0, 256, (size, size), dtype=np.uint8)
+        b = rng.integers(-128, 128, (size, size), dtype=np.int8)
+    else:
+        raise ValueError(f"no ONNX Runtime matmul peak for {dtype} (fp32 and int8 are measured)")
+    graph = helper.make_graph(
+        [helper.make_node(op, ["a", "b"], ["y"])], f"peak_{op}",
+        [helper.make_tensor_value_info("a", a_type, [size, size])],
+        [helper.make_tensor_value_info("y", y_type, [size, size])],
+        initializer=[numpy_helper.from_array(b, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # opset 17's IR; old enough for every onnxruntime that runs opset 17
+    return model.SerializeToString(), a, op
+
+
+def ort_matmul_peak(dtype: str = "fp32", *, size: int = 2048, repeats: int = 5, threads: int | None = None,
+                    device: str = "cpu") -> Peak:
+    """Peak of a one-node ONNX MatMul (fp32) / MatMulInteger (int8) run by onnxruntime."""
+    import onnxruntime as ort
+
+    blob, a, op = _matmul_graph(dtype, size, np.random.default_rng(0))
+    so = ort.SessionOptions()
+    if threads is not None:
+        so.intra_op_num_threads = threads
+    providers = ["CUDAExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+    if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise ValueError("this onnxruntime has no CUDAExecutionProvider")
+    sess = ort.InferenceSession(blob, so, providers=providers)
+    if device == "cuda":  # keep both matrices on the GPU: time the multiply, not the PCIe copies
+        binding = sess.io_binding()
+        binding.bind_ortvalue_input("a", ort.OrtValue.ortvalue_from_numpy(a, "cuda", 0))
+        binding.bind_output("y", "cuda")
+        s = _median_s(lambda: sess.run_with_iobinding(binding), repeats)
+    else:
+        s = _median_s(lambda: sess.run(None, {"a": a}), repeats)
+    n = "default" if threads is None else str(threads)
+    kind = "uint8 x int8 -> int32" if dtype == "int8" else "fp32"
+    return Peak("ort", device, dtype, 2 * size**3 / s,
+                f"onnxruntime {ort.__version__} one-node {op} {size}x{size} ({kind}) on {device}, "
+                f"{n} intra-op thread(s), median of {repeats}")
+
+
+# ------------------------------------------------------------------------------------- all
+def measure_peaks(
+    needed: Iterable[tuple[str, str, str]],
+    *,
+    size: int = 2048,
+    copy_mib: int = 128,
+    repeats: int = 5,
+    threads: int | None = None,
+) -> PeakSet:
+    """Measure every (runtime, device, dtype) in ``needed`` plus each device's copy bandwidth.
+
+    A peak that cannot be measured here (no CUDA, no onnxruntime, no kernel for the dtype) is
+    listed in ``skipped`` with the reason instead of raising.
+    """
+    out = PeakSet()
+    seen = set()
+    for runtime, device, dtype in needed:
+        key = (peak_runtime(runtime), device, dtype)
+        if key in seen:
+            continue
+        seen.add(key)
+        runtime = key[0]
+        try:
+            if device == "cuda" and not torch.cuda.is_available():
+                raise ValueError("skipped: no CUDA device")
+            if runtime == "torch" and device == "cpu":
+                peak, bw = _torch_cpu(dtype, size, copy_mib, repeats, threads)
+                if out.bytes_per_s("cpu") is None:
+                    out.bandwidths.append(bw)
+            elif runtime == "torch":
+                peak = _torch_cuda(dtype, max(size, 4096), repeats)
+            elif runtime == "ort":
+                from foldcnn.backends.base import (
+                    default_threads,  # the ORT backend's own default
+                )
+
+                peak = ort_matmul_peak(dtype, size=size, repeats=repeats, threads=default_threads(threads),
+                                       device=device)
+            else:
+                raise ValueError(f"no peak measurement for runtime {runtime!r}")
+            out.peaks.append(peak)
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types; reported, not fatal
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            out.skipped.append(f"{runtime}/{device}/{dtype}: {msg}")
+    devices = {d for _, d, _ in seen}
+    if "cpu" in devices and out.bytes_per_s("cpu") is None:
+        _, bw = _torch_cpu("fp32", 256, copy_mib, repeats, threads)
+        out.bandwidths.append(bw)
+    if "cuda" in devices and torch.cuda.is_available():
+        out.bandwidths.append(_cuda_bandwidth(max(copy_mib, 1024), repeats))
+    return out

@@ -1,0 +1,83 @@
+"""Named benchmark sweeps: the comparisons the project reports, runnable by one flag.
+
+    foldcnn bench --preset cpu-targets --json bench.json --plots plots/   # the CPU comparison
+    foldcnn bench --quick                                               # smoke test, seconds
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from foldcnn.bench.configs import BenchConfig, make_configs
+from foldcnn.models.game import GAME_TASKS
+
+__all__ = ["DEFAULT_BATCH_SIZES", "PRESETS", "Preset", "preset_configs"]
+
+GAME_MODELS = tuple(GAME_TASKS)
+BASELINES = tuple(f"{m}-scaled" for m in GAME_MODELS)  # the paper's compound-scaled baseline
+DEFAULT_BATCH_SIZES = (1, 16, 64, 256, 1024, 4096)  # images
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A sweep: models x folds x batch sizes x (backend, precision), plus baselines at fold 1."""
+
+    name: str
+    description: str
+    models: tuple[str, ...]
+    folds: tuple[int, ...]
+    batch_sizes: tuple[int, ...]
+    backends: tuple[tuple[str, str], ...]
+    device: str = "cpu"
+    baselines: tuple[str, ...] = ()  # run at fold 1 only (they are peers, not folded models)
+    baseline_batch_sizes: tuple[int, ...] | None = None  # default: batch_sizes
+    channel_multiples: tuple[int | None, ...] = (None,)
+    trials: int = 3
+    min_seconds: float = 0.2
+    peak_size: int = 2048
+    copy_mib: int = 128
+    peak_repeats: int = 5
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in [
+    Preset("default", "game CNNs, folds 1-4, batch 1-4096 images, torch eager and ONNX Runtime fp32, "
+           "plus the paper's scaled baselines", GAME_MODELS, (1, 2, 3, 4), DEFAULT_BATCH_SIZES,
+           (("eager", "fp32"), ("ort", "fp32")), baselines=BASELINES),
+    Preset("quick", "smoke test: one small game CNN, folds 1 and 2, two tiny batches, torch eager",
+           ("sot-coin-count",), (1, 2), (8, 32), (("eager", "fp32"),), baselines=("sot-coin-count-scaled",),
+           trials=2, min_seconds=0.02, peak_size=256, copy_mib=8, peak_repeats=2),
+    # What the CPU targets compare: each game CNN unfolded and at f=4, fp32 and int8 on the
+    # strongest CPU peer (ONNX Runtime) and torch eager (+ bf16), the scaled baselines as peers.
+    Preset("cpu-targets", "6 game CNNs, f=1 and f=4, batch 256/1024/4096, eager fp32/bf16 and ORT "
+           "fp32/int8, baselines at batch 1024, peaks", GAME_MODELS, (1, 4), (256, 1024, 4096),
+           (("eager", "fp32"), ("eager", "bf16"), ("ort", "fp32"), ("ort", "int8")),
+           baselines=BASELINES, baseline_batch_sizes=(1024,), trials=5, min_seconds=0.4, copy_mib=256),
+    # Peers side by side: the original on every CPU engine (torch.compile included: slow to
+    # build, minutes on 2 cores) and the scaled baseline, against f=4 on the same engines.
+    Preset("peers", "6 game CNNs, f=1 and f=4, batch 256/1024/4096, eager/compile/ORT fp32, baselines "
+           "at every batch", GAME_MODELS, (1, 4), (256, 1024, 4096),
+           (("eager", "fp32"), ("compile", "fp32"), ("ort", "fp32")), baselines=BASELINES, trials=3,
+           min_seconds=0.3, copy_mib=256),
+    # The paper's setting: a GPU at large batch, fp16 on every GPU engine, folds 1-4.
+    Preset("gpu", "game CNNs on CUDA, folds 1-4, batch 64-4096, eager fp32/fp16, cuda-graphs fp16, "
+           "compile fp16, TensorRT fp16 (if installed), ORT fp32", GAME_MODELS, (1, 2, 3, 4),
+           (64, 256, 1024, 4096),
+           (("eager", "fp32"), ("eager", "fp16"), ("cuda-graphs", "fp16"), ("compile", "fp16"),
+            ("tensorrt", "fp16"), ("ort", "fp32")),
+           device="cuda", baselines=BASELINES, baseline_batch_sizes=(1024,), trials=5, min_seconds=0.3,
+           peak_size=8192, copy_mib=1024),
+]}
+
+
+def preset_configs(preset: Preset | str, **overrides) -> tuple[Preset, list[BenchConfig]]:
+    """The preset (with ``overrides`` of its fields applied, None values ignored) and its configs."""
+    if isinstance(preset, str) and preset not in PRESETS:
+        raise KeyError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    p = PRESETS[preset] if isinstance(preset, str) else preset
+    p = replace(p, **{k: v for k, v in overrides.items() if v is not None})
+    configs = make_configs(p.models, p.folds, p.batch_sizes, p.backends, device=p.device,
+                           channel_multiples=p.channel_multiples)
+    if p.baselines:
+        configs += make_configs(p.baselines, (1,), p.baseline_batch_sizes or p.batch_sizes, p.backends,
+                                device=p.device)
+    return p, configs

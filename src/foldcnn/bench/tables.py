@@ -1,0 +1,140 @@
+"""Readable text tables of benchmark records, peaks and the peer comparison (pure formatting)."""
+
+from __future__ import annotations
+
+from foldcnn.bench.peak import PeakSet
+from foldcnn.bench.report import best_batches
+
+__all__ = [
+    "format_best",
+    "format_peaks",
+    "format_peers",
+    "format_records",
+    "format_skipped",
+    "format_table",
+    "peer_summary",
+]
+
+
+_DTYPE_ORDER = {"fp32": 0, "tf32": 1, "bf16": 2, "fp16": 3, "int8": 4}
+
+
+def format_table(headers: list[str], rows: list[list[str]]) -> str:
+    """Columns padded to their widest cell; first column left-aligned, the rest right-aligned."""
+    cells = [headers, *rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def line(r):
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+
+    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
+
+
+def _num(v: float | None, digits: int = 0) -> str:
+    return "-" if v is None else f"{v:,.{digits}f}"
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.0f}%"
+
+
+def _ratio(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def _cm(r: dict) -> str:
+    return "-" if r["fold"] == 1 else ("default" if r["channel_multiple"] is None else str(r["channel_multiple"]))
+
+
+def _spread(r: dict) -> str:
+    """Range of the trials relative to the median: (max - min) / median."""
+    return "-" if not r["images_per_s"] else f"{100 * (r['images_per_s_max'] - r['images_per_s_min']) / r['images_per_s']:.0f}%"
+
+
+def format_records(records: list[dict]) -> str:
+    """Every configuration: median images/s, trial range, GFLOP/s, AI, fraction of peak, ratio."""
+    headers = ["model", "f", "width", "batch", "backend", "dtype", "images/s", "range", "GFLOP/s", "AI",
+               "of peak", "vs f=1", "best"]
+    rows = [[r["model"], str(r["fold"]), _cm(r), str(r["batch_size"]), r["backend"],
+             r["dtype"] + ("" if r["device"] == "cpu" else f"@{r['device']}"), _num(r["images_per_s"]), _spread(r),
+             _num(r["flops_per_s"] / 1e9, 1), _num(r["arithmetic_intensity"], 1), _pct(r["fraction_of_peak"]),
+             _ratio(r["ratio_vs_original"]), "*" if r["best_batch"] else ""] for r in records]
+    return format_table(headers, rows)
+
+
+def format_best(records: list[dict]) -> str:
+    """Best batch size per (model, fold, width, backend, dtype) and the gain over fold=1 at its best."""
+    headers = ["model", "f", "width", "backend", "dtype", "best batch", "images/s", "of peak", "vs f=1 (best)"]
+    rows = [[r["model"], str(r["fold"]), _cm(r), r["backend"], r["dtype"], str(r["batch_size"]),
+             _num(r["images_per_s"]), _pct(r["fraction_of_peak"]), _ratio(r["ratio_vs_original_best"])]
+            for r in best_batches(records)]
+    return format_table(headers, rows)
+
+
+def _task(model: str) -> str:
+    return model.removesuffix("-scaled")
+
+
+def peer_summary(records: list[dict]) -> list[dict]:
+    """Per (task, dtype, device): the original CNN (fold 1) on each backend at its best batch
+    size, the paper's baseline (``<task>-scaled``) at its best, the best folded configuration,
+    and ``gain`` = best folded / best of all the peers (originals and baseline), like for like
+    in one dtype."""
+    best = [r for r in records if r["best_batch"]]
+    groups: dict[tuple, dict] = {}
+    for r in best:
+        g = groups.setdefault((_task(r["model"]), r["dtype"], r["device"]),
+                              {"task": _task(r["model"]), "dtype": r["dtype"], "device": r["device"],
+                               "original": {}, "baseline": None, "folded": None})
+        if r["family"] == "baseline":
+            if r["fold"] == 1 and (g["baseline"] is None or r["images_per_s"] > g["baseline"]["images_per_s"]):
+                g["baseline"] = r
+        elif r["fold"] == 1:
+            prev = g["original"].get(r["backend"])
+            if prev is None or r["images_per_s"] > prev["images_per_s"]:
+                g["original"][r["backend"]] = r
+        elif g["folded"] is None or r["images_per_s"] > g["folded"]["images_per_s"]:
+            g["folded"] = r
+    out = []
+    tasks = list(dict.fromkeys(k[0] for k in groups))
+    for _, g in sorted(groups.items(), key=lambda kv: (tasks.index(kv[0][0]), _DTYPE_ORDER.get(kv[0][1], 9), kv[0][2])):
+        peers = [*g["original"].values(), *([g["baseline"]] if g["baseline"] else [])]
+        top = max(peers, key=lambda r: r["images_per_s"]) if peers else None
+        g["best_peer"] = top
+        g["gain"] = g["folded"]["images_per_s"] / top["images_per_s"] if g["folded"] and top else None
+        out.append(g)
+    return out
+
+
+def format_peers(records: list[dict]) -> str:
+    """The peer table: originals per backend, baseline, best folded, gain over the best peer."""
+    summary = peer_summary(records)
+    backends = sorted({b for g in summary for b in g["original"]})
+
+    def cell(r):
+        return "-" if r is None else f"{r['images_per_s']:,.0f} (B={r['batch_size']})"
+
+    headers = ["task", "dtype", *[f"f=1 {b}" for b in backends], "baseline", "best folded", "gain vs best peer"]
+    rows = []
+    for g in summary:
+        fo = g["folded"]
+        folded = "-" if fo is None else f"{fo['images_per_s']:,.0f} (f={fo['fold']} {fo['backend']} B={fo['batch_size']})"
+        base = g["baseline"]
+        base_cell = "-" if base is None else f"{cell(base)} {base['backend']}"
+        rows.append([g["task"], g["dtype"] + ("" if g["device"] == "cpu" else f"@{g['device']}"),
+                     *[cell(g["original"].get(b)) for b in backends], base_cell, folded, _ratio(g["gain"])])
+    return format_table(headers, rows)
+
+
+def format_peaks(peaks: PeakSet) -> str:
+    """What was measured for the roofs, with the exact operation."""
+    lines = [f"  peak {p.runtime}/{p.device}/{p.dtype}: {p.flops_per_s / 1e9:,.1f} GFLOP/s  [{p.what}]"
+             for p in peaks.peaks]
+    lines += [f"  bandwidth {b.device}: {b.bytes_per_s / 1e9:,.1f} GB/s  [{b.what}]" for b in peaks.bandwidths]
+    lines += [f"  not measured: {s}" for s in peaks.skipped]
+    return "\n".join(lines) if lines else "  (no peaks measured)"
+
+
+def format_skipped(skipped: list[tuple]) -> str:
+    """One line per skipped configuration: its label and the reason."""
+    return "\n".join(f"  {c.label()}: {why}" for c, why in skipped)

@@ -1,0 +1,279 @@
+"""`foldcnn bench` (throughput sweeps with peaks, tables, JSON/CSV/plots) and `foldcnn tune`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from foldcnn.cli.common import CLIError
+
+
+# ---------------------------------------------------------------------------------- parsing
+def _ints(text: str | None, flag: str) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        vals = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise CLIError(f"{flag} takes comma-separated integers, e.g. 1,2,4; got {text!r}") from None
+    if not vals or min(vals) < 1:
+        raise CLIError(f"{flag} takes integers >= 1, got {text!r}")
+    return vals
+
+
+def _models(text: str | None) -> tuple[str, ...] | None:
+    """Comma-separated model names or family names (game, noscope, cifar, baseline)."""
+    if text is None:
+        return None
+    from foldcnn.models import list_models
+
+    families = {"game", "noscope", "cifar", "baseline"}
+    out: list[str] = []
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        out += list_models(item) if item in families else [item]
+    return tuple(dict.fromkeys(out))
+
+
+def _backends(text: str | None, dtypes: str | None) -> tuple[tuple[str, str], ...] | None:
+    """'eager/fp32,ort/int8' or 'eager,ort' combined with --dtypes."""
+    if text is None and dtypes is None:
+        return None
+    if text is None:
+        raise CLIError("--dtypes needs --backends (e.g. --backends eager,ort --dtypes fp32,int8)")
+    precisions = [d.strip() for d in (dtypes or "fp32").split(",") if d.strip()]
+    pairs: list[tuple[str, str]] = []
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        if "/" in item:
+            name, prec = item.split("/", 1)
+            pairs.append((name, prec))
+        else:
+            pairs += [(item, p) for p in precisions]
+    return tuple(dict.fromkeys(pairs))
+
+
+def _plan(args: argparse.Namespace):
+    from foldcnn.bench.presets import preset_configs
+
+    preset = "quick" if args.quick else args.preset
+    backends = _backends(args.backends, args.dtypes)
+    if args.compile:
+        from foldcnn.bench.presets import PRESETS
+
+        backends = tuple(dict.fromkeys([*(backends or PRESETS[preset].backends), ("compile", "fp32")]))
+    cms = None
+    if args.channel_multiples is not None:
+        text = args.channel_multiples.replace("default", "")
+        cms = (*(_ints(text, "--channel-multiples") if text.strip(", ") else ()),
+               *((None,) if "default" in args.channel_multiples else ()))
+    return preset_configs(
+        preset, models=_models(args.models), folds=_ints(args.folds, "--folds"),
+        batch_sizes=_ints(args.batch_sizes, "--batch-sizes"), backends=backends, device=args.device,
+        channel_multiples=cms, trials=args.trials, min_seconds=args.min_seconds,
+        peak_size=args.peak_size, baselines=() if args.no_baselines else None,
+    )
+
+
+# ------------------------------------------------------------------------------------ bench
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from foldcnn.bench import (
+        build_records,
+        estimate_seconds,
+        machine_info,
+        measure_peaks,
+        run_sweep,
+        skip_unavailable,
+    )
+    from foldcnn.bench.tables import (
+        format_best,
+        format_peaks,
+        format_peers,
+        format_records,
+        format_skipped,
+    )
+
+    preset, configs = _plan(args)
+    if args.trials is not None and args.trials < 1 or args.min_seconds is not None and args.min_seconds <= 0:
+        raise CLIError("--trials must be >= 1 and --min-seconds > 0")
+    runnable, skipped = skip_unavailable(configs)
+    machine = machine_info(preset.device)
+    est = estimate_seconds(runnable, preset.trials, preset.min_seconds) + (0 if args.no_peak else 10)
+    print(f"foldcnn bench: preset {preset.name}: {len(runnable)} configurations ({len(skipped)} skipped) x "
+          f"{preset.trials} trials of >= {preset.min_seconds:g} s, interleaved; estimated {est / 60:.1f} min")
+    print(f"machine: {machine['cpu_model']}, {machine['usable_cores']} usable cores, torch {machine['torch']}, "
+          f"onnxruntime {machine['onnxruntime'] or 'not installed'}" + (f", GPU {machine['gpu']}" if "gpu" in machine else ""))
+    if args.max_minutes is not None and est > 60 * args.max_minutes:
+        raise CLIError(f"the estimate ({est / 60:.1f} min) exceeds --max-minutes {args.max_minutes:g}; "
+                       "fewer --models/--batch-sizes/--trials or a smaller --min-seconds shortens it")
+    sys.stdout.flush()
+    peaks = None
+    if not args.no_peak and runnable:
+        needed = sorted({(c.runtime, c.device, c.dtype) for c in runnable})
+        peaks = measure_peaks(needed, size=preset.peak_size, copy_mib=preset.copy_mib,
+                              repeats=preset.peak_repeats, threads=args.threads)
+    outcome = run_sweep(runnable, trials=preset.trials, min_seconds=preset.min_seconds, threads=args.threads,
+                        seed=args.seed, group_by=None if args.interleave == "all" else "model",
+                        progress=not args.quiet)
+    skipped += outcome.skipped
+    records = build_records(outcome.results, peaks)
+    if records:
+        print("\nthroughput (median images/s over trials; range = (max - min) / median; all f images of a "
+              "folded input counted):")
+        print(format_records(records))
+        print("\nbest batch size per model, fold, backend and precision:")
+        print(format_best(records))
+        print("\npeers (fold 1 originals and the paper's scaled baseline at their best batch) vs the best folded model:")
+        print(format_peers(records))
+    if peaks is not None:
+        print("\nmeasured in this run (fraction of peak = model FLOP/s / peak of the same runtime and dtype):")
+        print(format_peaks(peaks))
+    if skipped:
+        print(f"\n{len(skipped)} configuration(s) not run:")
+        print(format_skipped(skipped))
+    _write_outputs(args, records, peaks, machine, skipped, preset)
+    return 0
+
+
+def _write_outputs(args, records, peaks, machine, skipped, preset) -> None:
+    from dataclasses import asdict
+
+    from foldcnn.bench import write_csv, write_json
+
+    if args.json:
+        settings = {**asdict(preset), "command": ["foldcnn", *sys.argv[1:]], "threads": args.threads,
+                    "seed": args.seed, "interleave": args.interleave}
+        write_json(args.json, records, peaks=peaks, machine=machine, settings=settings,
+                   skipped=[{"config": c.label(), "reason": why} for c, why in skipped])
+        print(f"json: {args.json}")
+    if args.csv:
+        write_csv(args.csv, records)
+        print(f"csv: {args.csv}")
+    if args.plots:
+        if not records:
+            print("plots: nothing was measured, no plots written")
+            return
+        from foldcnn.bench.peak import PeakSet
+        from foldcnn.bench.plots import write_plots
+
+        try:
+            paths = write_plots(records, peaks or PeakSet(), args.plots)
+        except ImportError as e:
+            raise CLIError(str(e)) from None
+        print(f"plots: {len(paths)} PNG file(s) in {args.plots}")
+
+
+def _add_bench(sub) -> None:
+    from foldcnn.bench.presets import PRESETS
+
+    p = sub.add_parser(
+        "bench", help="throughput sweep: models x folds x batch sizes x backends x precisions, with measured peaks",
+        description="Times every configuration in interleaved trials (round-robin, medians and spread), "
+        "measures matmul peaks and memory bandwidth in the same run, and prints images/s, FLOP/s, "
+        "arithmetic intensity, fraction of peak and the gain over the unfolded CNN. Presets: "
+        + "; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="default",
+                   help="the sweep to run; the flags below override its fields")
+    p.add_argument("--quick", action="store_true", help="same as --preset quick (a few seconds)")
+    p.add_argument("--models", help="comma-separated model names or families (game, noscope, cifar, baseline)")
+    p.add_argument("--folds", help="comma-separated folds, e.g. 1,2,3,4")
+    p.add_argument("--batch-sizes", help="comma-separated batch sizes in IMAGES (rounded up to a multiple of f)")
+    p.add_argument("--backends", help="comma-separated backend/precision pairs (eager/fp32,ort/int8) or "
+                   "backend names combined with --dtypes")
+    p.add_argument("--dtypes", help="precisions for bare --backends names, e.g. fp32,int8")
+    p.add_argument("--compile", action="store_true", help="add torch.compile fp32 to the backends (slow setup)")
+    p.add_argument("--channel-multiples", help="width rounding of folded models, e.g. 1,8,16 (1 = paper's widths)")
+    p.add_argument("--no-baselines", action="store_true", help="leave out the paper's scaled baseline models")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="device (default: the preset's)")
+    p.add_argument("--trials", type=int, default=None, help="interleaved trials per configuration (default: preset's)")
+    p.add_argument("--min-seconds", type=float, default=None, help="length of each timed block (default: preset's)")
+    p.add_argument("--interleave", choices=("model", "all"), default="model",
+                   help="interleave within each model's configurations (engines freed per model) or all at "
+                   "once (all engines alive: memory)")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads of every engine (default: all cores)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
+    p.add_argument("--peak-size", type=int, default=None, help="matrix size of the peak matmul (default: preset's)")
+    p.add_argument("--no-peak", action="store_true", help="skip the peak and bandwidth measurement")
+    p.add_argument("--max-minutes", type=float, default=None, help="refuse to start if the estimate is longer")
+    p.add_argument("--json", help="write the records, peaks, machine and settings as JSON here")
+    p.add_argument("--csv", help="write one CSV row per configuration here")
+    p.add_argument("--plots", help="write PNG plots (throughput vs batch size, rooflines) into this folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_bench)
+
+
+# ------------------------------------------------------------------------------------- tune
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from foldcnn.bench.tables import format_table
+    from foldcnn.bench.tune import predict_hint, tune
+
+    if args.model is None and args.checkpoint is None:
+        raise CLIError("name the model to tune (e.g. foldcnn tune lol-gold-fraction) or give --checkpoint")
+    if args.seconds <= 0:
+        raise CLIError(f"--seconds must be > 0, got {args.seconds}")
+    backends = _backends(args.backends, args.dtypes)
+    cms = _ints(args.channel_multiples, "--channel-multiples")
+    print(f"foldcnn tune: timing {args.model or args.checkpoint} on this machine within about "
+          f"{args.seconds:g} s (random weights; candidates with identical widths are timed once)")
+    sys.stdout.flush()
+    res = tune(args.model, checkpoint=args.checkpoint, folds=_ints(args.folds, "--folds"),
+               channel_multiples=cms, batch_sizes=_ints(args.batch_sizes, "--batch-sizes"),
+               backends=list(backends) if backends else None, device=args.device, seconds=args.seconds,
+               trials=args.trials, threads=args.threads, progress=not args.quiet)
+    for note in res.notes:
+        print(f"note: {note}")
+    if not res.ranking:
+        print("nothing could be timed here:")
+        for s in res.skipped:
+            print(f"  {s}")
+        return 1
+    rows = [[str(i + 1), str(r["fold"]), "-" if r["fold"] == 1 else str(r["channel_multiple"]), r["widths"],
+             str(r["batch_size"]), r["backend"], r["dtype"], f"{r['images_per_s']:,.0f}",
+             f"{r['images_per_s_min']:,.0f}-{r['images_per_s_max']:,.0f}", r["accuracy"]]
+            for i, r in enumerate(res.ranking[: args.top])]
+    print(f"\nranking of {len(res.ranking)} candidates (median images/s of {args.trials} interleaved trials "
+          f"of >= {res.min_seconds:.2g} s):")
+    print(format_table(["rank", "fold", "width", "conv widths", "batch", "backend", "dtype", "images/s",
+                        "min-max", "accuracy"], rows))
+    w = res.winner
+    print(f"\nwinner: {res.model} fold={w['fold']}" + ("" if w["fold"] == 1 else f" channel_multiple={w['channel_multiple']}")
+          + f", batch {w['batch_size']} images, {w['backend']}/{w['dtype']}: {w['images_per_s']:,.0f} images/s"
+          + ("" if w["accuracy"] == "-" else f"; accuracy: {w['accuracy']}"))
+    print("run it:")
+    for line in predict_hint(res):
+        print(f"  {line}")
+    if res.skipped:
+        print(f"\n{len(res.skipped)} candidate(s) not timed:")
+        for s in res.skipped:
+            print(f"  {s}")
+    return 0
+
+
+def _add_tune(sub) -> None:
+    p = sub.add_parser(
+        "tune", help="measure this machine and pick the fastest fold, width rounding, batch, backend and precision",
+        description="Times every candidate build of MODEL (folds x width roundings, identical widths once) "
+        "at several batch sizes on every backend/precision usable here, in interleaved trials within a "
+        "time budget, ranks them by images/s and prints the winner as a ready-to-run command. With "
+        "--checkpoint, each row shows what is known of its accuracy cost.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("model", nargs="?", help="zoo model name (default: the checkpoint's model)")
+    p.add_argument("--checkpoint", help="checkpoint directory: its model, and accuracy notes from its "
+                   "metrics and calibration images")
+    p.add_argument("--seconds", type=float, default=60.0, help="time budget (approximate) for the whole run")
+    p.add_argument("--folds", default="1,2,3,4", help="comma-separated folds to consider")
+    p.add_argument("--channel-multiples", default="8,1,16",
+                   help="width roundings to consider (1 = paper's widths; the first names ties)")
+    p.add_argument("--batch-sizes", default="256,1024",
+                   help="batch sizes in images (every engine is alive at once: 4096 needs ~0.5-1 GB per "
+                   "ONNX Runtime session)")
+    p.add_argument("--backends", help="backend/precision pairs (default: every pair usable here)")
+    p.add_argument("--dtypes", help="precisions for bare --backends names")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--trials", type=int, default=2, help="interleaved trials per candidate")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
+    p.add_argument("--top", type=int, default=15, help="rows of the ranking to print")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_tune)
+
+
+COMMANDS = [_add_bench, _add_tune]

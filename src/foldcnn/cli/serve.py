@@ -1,0 +1,124 @@
+"""`foldcnn serve`: an HTTP server with fold-aware dynamic batching (foldcnn.serve)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from foldcnn.cli.common import CLIError
+
+BACKEND_CHOICES = ("auto", "eager", "compile", "ort", "cuda-graphs")
+PRECISION_CHOICES = ("fp32", "bf16", "fp16", "int8")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def serve_config(args: argparse.Namespace):
+    """The ServeConfig the flags describe (also used by experiments/load_test.py)."""
+    from foldcnn.serve import ImageLimits, ServeConfig
+
+    api_key = args.api_key if args.api_key is not None else os.environ.get("FOLDCNN_API_KEY") or None
+    try:
+        limits = ImageLimits(max_image_bytes=args.max_image_bytes, max_body_bytes=args.max_body_bytes,
+                             max_pixels=args.max_pixels, max_images=args.max_images, resize=not args.no_resize)
+    except ValueError as e:
+        raise CLIError(str(e).replace("ImageLimits.", "--").replace("_", "-")) from None
+    for flag, v, lo in (("--max-batch", args.max_batch, 1), ("--workers", args.workers, 1),
+                        ("--max-wait-ms", args.max_wait_ms, 0)):
+        if v < lo:
+            raise CLIError(f"{flag} must be >= {lo}, got {v}")
+    return ServeConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, workers=args.workers,
+                       max_queue_images=args.max_queue_images, api_key=api_key,
+                       partial="fallback" if args.fallback else "pad", limits=limits)
+
+
+def _warm_up(predictors, max_batch: int) -> None:
+    """Run one fold and one full batch through each predictor, so the first clients do not pay
+    for lazy initialization (allocator, ONNX Runtime/compile graphs)."""
+    import torch
+
+    for p in predictors:
+        for n in sorted({p.fold, max_batch}):
+            p.predict_arrays(torch.zeros((n, *p.input_shape), dtype=torch.uint8))
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from foldcnn.serve import create_app
+    except ImportError as e:
+        raise CLIError(f"foldcnn serve needs fastapi and uvicorn (pip install 'foldcnn[serve]'): {e}") from None
+    from foldcnn.infer import Predictor
+
+    config = serve_config(args)
+    if args.host not in LOOPBACK and config.api_key is None:
+        print(f"warning: serving on {args.host} without an API key; anyone who can reach this port can use "
+              f"the model (set --api-key or FOLDCNN_API_KEY)")
+    options = dict(backend=args.backend, precision=args.precision, batch_size=args.max_batch, threads=args.threads,
+                   device=args.device, workers=0, resize=not args.no_resize,
+                   partial="fallback" if args.fallback else "pad", fallback=args.fallback)
+    predictors = [Predictor.from_checkpoint(args.checkpoint, **options) for _ in range(args.workers)]
+    app = create_app(predictors, config)
+    _warm_up(predictors, app.state.batcher.max_batch)
+    p = predictors[0]
+    print(f"serving {args.checkpoint}: fold {p.fold}, {p.num_classes} classes, input {p.input_shape}, "
+          f"backend {p.stats.backend}/{p.stats.precision}; batches of up to {app.state.batcher.max_batch} images "
+          f"or {args.max_wait_ms:g} ms; http://{args.host}:{args.port}/v1/classify"
+          + (" (API key required)" if config.api_key else ""))
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+                    timeout_graceful_shutdown=args.graceful_timeout_s, access_log=args.access_log)
+    finally:
+        for q in predictors:
+            q.close()
+    return 0
+
+
+def _add_serve(sub) -> None:
+    from foldcnn.serve.validation import ImageLimits
+
+    d = ImageLimits()
+    p = sub.add_parser("serve", help="serve a checkpoint over HTTP with fold-aware dynamic batching",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="POST /v1/classify takes one image (raw image/* body), several (multipart "
+                       "files) or JSON {\"images\": [base64...]}; GET /healthz, GET /metrics (Prometheus). "
+                       "Images of all clients share one queue: a batch goes to the model when it holds "
+                       "--max-batch images or its oldest image has waited --max-wait-ms. Ctrl-C / SIGTERM "
+                       "finishes the requests in flight before exiting.")
+    p.add_argument("checkpoint", help="checkpoint directory (model.safetensors + config.json)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (loopback only by default)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port")
+    p.add_argument("--max-wait-ms", type=float, default=5.0,
+                   help="longest an image waits for its batch to fill (the latency budget of batching)")
+    p.add_argument("--max-batch", type=int, default=1024,
+                   help="images per model call (rounded down to a multiple of f)")
+    p.add_argument("--max-queue-images", type=int, default=None,
+                   help="queued images before new requests get 503 (default 16 x --max-batch)")
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default="eager",
+                   help="inference engine; auto measures the usable ones briefly and keeps the fastest")
+    p.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32",
+                   help="int8 = ONNX Runtime static quantization calibrated on the checkpoint's stored images")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the model runs")
+    p.add_argument("--threads", type=int, default=None, help="the engine's compute threads (default: all cores)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="batches computed at once, each by its own copy of the model (1 is best on a small CPU)")
+    p.add_argument("--fallback", default=None,
+                   help="unfolded (fold=1) checkpoint of the same task for the partial last fold of a batch "
+                   "(default: zero-pad it)")
+    p.add_argument("--api-key", default=None,
+                   help="require 'Authorization: Bearer KEY' or 'X-API-Key: KEY' (default: env FOLDCNN_API_KEY)")
+    p.add_argument("--max-image-bytes", type=int, default=d.max_image_bytes, help="largest encoded image")
+    p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes, help="largest request body")
+    p.add_argument("--max-pixels", type=int, default=d.max_pixels,
+                   help="largest decoded image, width x height (decompression-bomb guard)")
+    p.add_argument("--max-images", type=int, default=d.max_images, help="most images in one request")
+    p.add_argument("--no-resize", action="store_true",
+                   help="reject images whose size differs from the model's instead of resizing them (bilinear)")
+    p.add_argument("--graceful-timeout-s", type=float, default=30.0,
+                   help="on shutdown, how long in-flight requests may take to finish")
+    p.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"), default="info")
+    p.add_argument("--access-log", action="store_true", help="log every request")
+    p.set_defaults(func=_cmd_serve)
+
+
+COMMANDS = [_add_serve]

@@ -1,0 +1,31 @@
+"""Inference: the Predictor turns any stream of images into per-image results, in input order.
+
+    p = Predictor.from_checkpoint("runs/lol/checkpoint", backend="ort", batch_size=1024)
+    for pred in p.predict_iter("frames/"):        # a folder, glob, video, tensor, PIL images, ...
+        print(pred.source, pred.class_name, pred.confidence)
+    print(p.stats.images_per_s, p.stats.padding_waste)
+"""
+
+from foldcnn.infer.arrays import ImageSizeError
+from foldcnn.infer.predictor import ON_ERROR, PARTIAL_MODES, Predictor
+from foldcnn.infer.results import (
+    Prediction,
+    PredictionWriter,
+    PredictStats,
+    SkippedInput,
+    write_predictions,
+)
+from foldcnn.infer.sources import VIDEO_EXTENSIONS
+
+__all__ = [
+    "ON_ERROR",
+    "PARTIAL_MODES",
+    "VIDEO_EXTENSIONS",
+    "ImageSizeError",
+    "PredictStats",
+    "Prediction",
+    "PredictionWriter",
+    "Predictor",
+    "SkippedInput",
+    "write_predictions",
+]

@@ -1,0 +1,303 @@
+"""The Predictor: a stream of images -> folds of f -> batches -> backend -> per-image results.
+
+Images are grouped in input order: image i goes to fold i // f (inference needs no random
+grouping), batches hold ``batch_size`` images (a multiple of f), so batch boundaries never split
+a fold and no result depends on how the input was chunked or on the batch size. The last fold
+of a stream may be partial: ``partial="pad"`` fills it with zero images whose outputs are
+discarded; ``partial="fallback"`` sends its images through an unfolded (fold=1) model instead.
+Note that the images of one fold do affect each other's logits (that is the method); nothing
+outside a fold, and no padding choice, changes a result.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from foldcnn.fold import check_fold, fold_images, unfold_logits
+from foldcnn.infer.arrays import as_nchw
+from foldcnn.infer.batching import ChunkBuffer, assemble, float_jobs, softmax
+from foldcnn.infer.pipeline import ordered_map
+from foldcnn.infer.results import Prediction, PredictStats, SkippedInput
+from foldcnn.infer.sources import Chunk, InputSpec, count_inputs, iter_jobs
+
+__all__ = ["ON_ERROR", "PARTIAL_MODES", "Predictor"]
+
+PARTIAL_MODES = ("pad", "fallback")
+ON_ERROR = ("raise", "skip")
+RESIZE_MODES = ("bilinear", "nearest")
+
+
+def _choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+def _positive_int(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _load_model(model_or_path, what: str):
+    """A FoldedCNN, or a checkpoint path -> (model, class_names or None)."""
+    if isinstance(model_or_path, (str, os.PathLike)):
+        from foldcnn.train.checkpoint import load_checkpoint
+
+        ck = load_checkpoint(model_or_path)
+        return ck.model, ck.class_names
+    if not isinstance(model_or_path, torch.nn.Module) or not hasattr(model_or_path, "fold"):
+        raise TypeError(f"{what} must be a FoldedCNN (foldcnn.create_model) or a checkpoint path, "
+                        f"got {type(model_or_path).__name__}")
+    return model_or_path, None
+
+
+class Predictor:
+    """Classify images with a (folded) model; results per image, in input order.
+
+    ``batch_size`` images per backend call, rounded down to a multiple of the fold f (at least
+    f). ``workers`` threads decode and preprocess ahead of the model (0: decode in the calling
+    thread). ``on_error`` applies to files and videos that cannot be read (or have the wrong
+    size with ``resize=False``): ``"raise"`` an error naming the file, or ``"skip"`` and list
+    it in ``p.skipped``. ``resize=True`` resizes other sizes to the model's (H, W) with
+    ``resize_mode``; the default (None) is bilinear for images and nearest neighbour for video
+    frames (what NoScope and ``foldcnn.data.readers.load_video`` use, so predictions see frames
+    as training did). ``backend`` is a name for :func:`foldcnn.backends.create_backend`,
+    ``"auto"`` (time the backends usable at ``precision`` for ``select_seconds`` and keep the
+    fastest; see ``p.stats.backend_selection``), or a ready Backend object (not closed by the
+    Predictor).
+    ``calibration`` uint8 (N, C, H, W) images are required for ``precision="int8"``.
+    Not thread-safe: use one Predictor per thread.
+    """
+
+    def __init__(self, model, class_names: Sequence[str] | None = None, *, backend="eager",
+                 precision: str = "fp32", batch_size: int = 1024, partial: str = "pad", fallback=None,
+                 workers: int = 2, on_error: str = "raise", resize: bool = True, resize_mode: str | None = None,
+                 threads: int | None = None, device: str = "cpu", calibration: torch.Tensor | None = None,
+                 max_pixels: int | None = None, select_seconds: float | None = None) -> None:
+        model, saved_names = _load_model(model, "model")
+        self.model = model
+        self.fold = check_fold(model.fold)
+        self.num_classes = int(model.num_classes)
+        self.input_shape = tuple(int(s) for s in model.input_shape)
+        names = class_names if class_names is not None else saved_names
+        self.class_names = [str(c) for c in names] if names is not None else [str(i) for i in range(self.num_classes)]
+        if len(self.class_names) != self.num_classes:
+            raise ValueError(f"{len(self.class_names)} class names for a model with {self.num_classes} classes")
+        _choice("partial", partial, PARTIAL_MODES)
+        _choice("on_error", on_error, ON_ERROR)
+        _choice("resize_mode", resize_mode, (None, *RESIZE_MODES))
+        self.batch_size = max(self.fold, _positive_int("batch_size", batch_size) // self.fold * self.fold)
+        self.workers = _positive_int("workers", workers, minimum=0)
+        self.partial = partial
+        self._spec = InputSpec(self.input_shape, bool(resize), resize_mode, on_error, 1, max_pixels,
+                               chunk=self.batch_size)
+        if partial == "pad" and fallback is not None:
+            raise ValueError("fallback= is only used with partial='fallback'; pass partial='fallback' or drop it")
+        if precision == "int8" and calibration is None and not (backend is not None and hasattr(backend, "run")):
+            raise ValueError("precision='int8' needs calibration images: pass calibration= (uint8 (N, C, H, W) "
+                             "training images) or use Predictor.from_checkpoint on a checkpoint from 'foldcnn train'")
+        self._owns_backend = isinstance(backend, str)
+        self.backend_selection: dict | None = None
+        self._backend = self._make_backend(backend, precision, threads, device, calibration, select_seconds)
+        try:
+            self._fallback = self._fallback_backend(fallback, threads) if partial == "fallback" else None
+        except BaseException:
+            if self._owns_backend:
+                self._backend.close()
+            raise
+        self.stats = self._new_stats()
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, **options) -> Predictor:
+        """Load a checkpoint directory (model.safetensors + config.json); options as for Predictor.
+
+        For ``precision="int8"`` the checkpoint's stored calibration images are used.
+        """
+        from foldcnn.train.checkpoint import load_calibration, load_checkpoint
+
+        ck = load_checkpoint(path)
+        if options.get("precision") == "int8" and options.get("calibration") is None:
+            options["calibration"] = load_calibration(path)
+            if options["calibration"] is None:
+                raise ValueError(f"precision='int8' needs calibration images but checkpoint {path} has none "
+                                 "(checkpoints from 'foldcnn train' store them); pass calibration= or use fp32")
+        return cls(ck.model, ck.class_names, **options)
+
+    # ------------------------------------------------------------------------------ backends
+    def _make_backend(self, backend, precision, threads, device, calibration, select_seconds):
+        max_batch = self.batch_size // self.fold
+        if not isinstance(backend, str):
+            if not hasattr(backend, "run"):
+                raise TypeError(f"backend must be a name or a Backend object, got {type(backend).__name__}")
+            if getattr(backend, "fold", self.fold) != self.fold or \
+                    tuple(getattr(backend, "input_shape", self.input_shape)) != self.input_shape:
+                raise ValueError("the backend object was built for another model (fold or input shape differ)")
+            return backend
+        from foldcnn.backends import create_backend, select_backend
+
+        if backend != "auto":
+            return create_backend(self.model, backend, precision=precision, threads=threads, device=device,
+                                  max_batch=max_batch, calibration=calibration)
+        extra = {} if select_seconds is None else {"seconds": select_seconds}
+        chosen, info = select_backend(self.model, precisions=(precision,), max_batch=max_batch,
+                                      calibration=calibration, device=device, threads=threads, **extra)
+        self.backend_selection = dict(info)
+        return chosen
+
+    def _fallback_backend(self, fallback, threads):
+        if fallback is None:
+            raise ValueError("partial='fallback' needs fallback= : an unfolded (fold=1) checkpoint path or model "
+                             "for the images of the last, partial fold")
+        fb, fb_names = _load_model(fallback, "fallback")
+        if fb.fold != 1:
+            raise ValueError(f"the fallback model must be unfolded (fold=1), got fold={fb.fold}")
+        if tuple(fb.input_shape) != self.input_shape or fb.num_classes != self.num_classes:
+            raise ValueError(f"the fallback model takes {tuple(fb.input_shape)} images into {fb.num_classes} "
+                             f"classes but the folded model takes {self.input_shape} into {self.num_classes}; "
+                             "use a fallback trained on the same task")
+        if fb_names is not None and list(fb_names) != self.class_names:
+            raise ValueError(f"the fallback model's classes {list(fb_names)[:6]}... differ from the folded "
+                             f"model's {self.class_names[:6]}...; use a fallback trained on the same task")
+        from foldcnn.backends import create_backend
+
+        # At most f-1 images per stream go this way: plain eager fp32 is enough.
+        return create_backend(fb, "eager", threads=threads, max_batch=max(1, self.fold - 1))
+
+    @property
+    def backend(self):
+        return self._backend
+
+    @property
+    def skipped(self) -> list[SkippedInput]:
+        """Inputs of the latest call that gave no prediction (``on_error="skip"``), with reasons."""
+        return self.stats.skipped_inputs
+
+    def _new_stats(self) -> PredictStats:
+        return PredictStats(backend=getattr(self._backend, "name", type(self._backend).__name__),
+                            precision=getattr(self._backend, "precision", ""), fold=self.fold,
+                            batch_size=self.batch_size, backend_selection=self.backend_selection)
+
+    def close(self) -> None:
+        if self._owns_backend:
+            self._backend.close()
+        if self._fallback is not None:
+            self._fallback.close()
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------------------------- core
+    def _probs(self, images: list[torch.Tensor], stats: PredictStats, fallback: bool = False) -> np.ndarray:
+        """Images (k, C, H, W) -> softmax probabilities (k, K) float32; pads the last fold if needed."""
+        f = 1 if fallback else self.fold
+        x, k = assemble(images, f)
+        t0 = time.perf_counter()
+        logits = (self._fallback if fallback else self._backend).run(fold_images(torch.from_numpy(x), f))
+        stats.seconds_model += time.perf_counter() - t0
+        stats.images += k
+        if fallback:
+            stats.fallback_images += k
+        else:
+            stats.folded_inputs += x.shape[0] // f
+            stats.padded_images += x.shape[0] - k
+        per_image = unfold_logits(torch.from_numpy(np.asarray(logits, dtype=np.float32)), f)[:k].numpy()
+        return softmax(per_image)
+
+    def _stream(self, chunks: Iterator[Chunk], stats: PredictStats) -> Iterator[tuple]:
+        """Chunks -> (indices, sources, frames, probabilities (k, K)) per batch, in input order."""
+        buf = ChunkBuffer()
+        while True:
+            t0 = time.perf_counter()
+            chunk = next(chunks, None)
+            stats.seconds_decode += time.perf_counter() - t0
+            if chunk is None:
+                break
+            if chunk.skipped:
+                stats.skipped_inputs.extend(chunk.skipped)
+                stats.skipped = len(stats.skipped_inputs)
+            stats.ignored_files.extend(chunk.ignored)
+            if chunk.images is None or not len(chunk.indices):
+                continue
+            buf.add(chunk)
+            while buf.n >= self.batch_size:
+                imgs, idx, src, frm = buf.take(self.batch_size)
+                yield idx, src, frm, self._probs(imgs, stats)
+        full = buf.n - buf.n % self.fold if self.partial == "fallback" else buf.n
+        if full:
+            imgs, idx, src, frm = buf.take(full)
+            yield idx, src, frm, self._probs(imgs, stats)
+        if buf.n:  # fallback: the images of the partial last fold, through the unfolded model
+            imgs, idx, src, frm = buf.take(buf.n)
+            yield idx, src, frm, self._probs(imgs, stats, fallback=True)
+
+    # ------------------------------------------------------------------------------- public
+    def predict_iter(self, source, *, stride: int = 1, progress: bool = False) -> Iterator[Prediction]:
+        """Stream :class:`Prediction` s for ``source`` (see foldcnn.infer.sources for the inputs
+        accepted), in input order, with bounded memory. ``stride``: every stride-th video frame.
+
+        ``p.stats`` describes this call once the iterator is exhausted (end-to-end time includes
+        the time the consumer spends between items). With ``workers > 0`` an iterable ``source``
+        is drawn from a background thread, a few items ahead: do not refill a tensor it already
+        yielded (or use ``workers=0``).
+        """
+        spec = replace(self._spec, stride=_positive_int("stride", stride))
+        stats = self.stats = self._new_stats()
+        t0 = time.perf_counter()
+        from tqdm import tqdm
+
+        bar = tqdm(total=count_inputs(source) if progress else None, disable=not progress, unit="img",
+                   desc="predict", smoothing=0.1)
+        chunks = ordered_map(float_jobs(iter_jobs(source, spec)), self.workers)
+        names = self.class_names
+        try:
+            for idx, src, frm, probs in self._stream(chunks, stats):
+                top = probs.argmax(axis=1)
+                conf = probs[np.arange(len(top)), top]
+                for j, c in enumerate(top.tolist()):
+                    yield Prediction(idx[j], src[j], frm[j], c, names[c], float(conf[j]), probs[j])
+                bar.update(stats.images + stats.skipped - bar.n)  # skipped inputs count as done
+        finally:
+            chunks.close()
+            bar.close()
+            stats.seconds_total = time.perf_counter() - t0
+
+    def predict(self, images, *, stride: int = 1, progress: bool = False) -> list[Prediction]:
+        """All :class:`Prediction` s for ``images`` (any input predict_iter accepts), in input order."""
+        return list(self.predict_iter(images, stride=stride, progress=progress))
+
+    def predict_arrays(self, images) -> tuple[np.ndarray, np.ndarray]:
+        """Fast path: images (N, C, H, W) uint8 (or float in [0, 1]; numpy NHWC too), any N >= 0
+        -> (class indices int64 (N,), probabilities float32 (N, K)), in input order. No
+        Prediction objects and no worker threads; results equal those of ``predict``."""
+        x = as_nchw(images, self.input_shape)
+        n = x.shape[0]
+        stats = self.stats = self._new_stats()
+        t0 = time.perf_counter()
+        probs = np.empty((n, self.num_classes), np.float32)
+        pos = 0
+        # In the calling thread: converting an in-memory tensor is cheap (~1-3 us per image) and
+        # measured here it cost about twice the CPU when handed to worker threads.
+        chunks = ordered_map(float_jobs(iter_jobs(x, self._spec)), workers=0)
+        try:
+            for _, _, _, p in self._stream(chunks, stats):
+                probs[pos:pos + len(p)] = p
+                pos += len(p)
+        finally:
+            chunks.close()
+            stats.seconds_total = time.perf_counter() - t0
+        return probs.argmax(axis=1).astype(np.int64), probs
+
+    def __repr__(self) -> str:
+        return (f"Predictor(fold={self.fold}, num_classes={self.num_classes}, input_shape={self.input_shape}, "
+                f"backend={self.stats.backend}/{self.stats.precision}, batch_size={self.batch_size}, "
+                f"partial={self.partial!r})")
+

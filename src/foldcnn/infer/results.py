@@ -1,0 +1,177 @@
+"""What prediction returns: per-image :class:`Prediction`, run statistics, and CSV / JSONL writers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "COLUMNS",
+    "OUTPUT_FORMATS",
+    "PredictStats",
+    "Prediction",
+    "PredictionWriter",
+    "SkippedInput",
+    "write_predictions",
+]
+
+OUTPUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
+COLUMNS = ("index", "source", "frame", "class_name", "class_index", "confidence")
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """The result for one input image.
+
+    ``index`` is the image's position in the input stream (files that were skipped count too, so
+    it maps back to the input list); ``source`` is the file it came from (None for arrays);
+    ``frame`` is the video frame number (None for images); ``probabilities`` is the softmax over
+    the model's K classes, float32 (K,).
+    """
+
+    index: int
+    source: str | None
+    frame: int | None
+    class_index: int
+    class_name: str
+    confidence: float
+    probabilities: np.ndarray
+
+    def to_dict(self, probabilities: bool = False) -> dict:
+        d = {"index": self.index, "source": self.source, "frame": self.frame, "class_name": self.class_name,
+             "class_index": self.class_index, "confidence": self.confidence}
+        if probabilities:
+            d["probabilities"] = [float(v) for v in self.probabilities]
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedInput:
+    """An input that gave no prediction (``on_error="skip"``): where it was and why."""
+
+    index: int
+    source: str | None
+    reason: str
+
+
+@dataclass
+class PredictStats:
+    """What one predict call did. Counts are images unless named otherwise.
+
+    ``padding_waste`` = padded images / image slots run through the model (folded inputs x f).
+    ``seconds_decode`` is the time the model loop waited for decoded input (decoding itself
+    overlaps with the model in worker threads, so this is the part that was not hidden).
+    """
+
+    backend: str = ""
+    precision: str = ""
+    fold: int = 1
+    batch_size: int = 0
+    images: int = 0
+    folded_inputs: int = 0
+    padded_images: int = 0
+    fallback_images: int = 0
+    skipped: int = 0
+    seconds_total: float = 0.0
+    seconds_model: float = 0.0
+    seconds_decode: float = 0.0
+    backend_selection: dict | None = None
+    skipped_inputs: list[SkippedInput] = field(default_factory=list, repr=False)
+    ignored_files: list[str] = field(default_factory=list, repr=False)  # non-image files in input folders
+
+    @property
+    def padding_waste(self) -> float:
+        slots = self.folded_inputs * self.fold
+        return self.padded_images / slots if slots else 0.0
+
+    @property
+    def images_per_s(self) -> float:
+        """End to end: decoding, batching, model and result objects."""
+        return self.images / self.seconds_total if self.seconds_total > 0 else 0.0
+
+    @property
+    def model_images_per_s(self) -> float:
+        """Images per second of time spent inside the backend's run() alone."""
+        return self.images / self.seconds_model if self.seconds_model > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "backend": self.backend, "precision": self.precision, "fold": self.fold,
+            "batch_size": self.batch_size, "images": self.images, "folded_inputs": self.folded_inputs,
+            "padded_images": self.padded_images, "padding_waste": self.padding_waste,
+            "fallback_images": self.fallback_images, "skipped": self.skipped,
+            "skipped_inputs": [{"index": s.index, "source": s.source, "reason": s.reason}
+                               for s in self.skipped_inputs],
+            "ignored_files": list(self.ignored_files), "seconds_total": self.seconds_total, "seconds_model": self.seconds_model,
+            "seconds_decode": self.seconds_decode, "images_per_s": self.images_per_s,
+            "model_images_per_s": self.model_images_per_s, "backend_selection": self.backend_selection,
+        }
+
+
+def _cell(v) -> str:
+    return "" if v is None else str(v)
+
+
+class PredictionWriter:
+    """Stream predictions to ``path`` as CSV or JSONL (format from the extension), one row each.
+
+    Columns: index, source, frame (video frame number; empty for images), class_name,
+    class_index, confidence. Rows go to ``path + ".partial"``, renamed to ``path`` by
+    ``close()``; a run that fails leaves only the ``.partial`` file, never a truncated ``path``.
+    """
+
+    def __init__(self, path: str | os.PathLike, format: str | None = None) -> None:
+        self.path = Path(path)
+        fmt = format or OUTPUT_FORMATS.get(self.path.suffix.lower())
+        if fmt not in OUTPUT_FORMATS.values():
+            raise ValueError(f"cannot tell the output format of {self.path}: name it *.csv or *.jsonl "
+                             f"(or pass format='csv' / 'jsonl')")
+        self.format = fmt
+        self.rows = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(self.path.name + ".partial")
+        self._file = open(self._tmp, "w", newline="", encoding="utf-8")
+        if fmt == "csv":
+            self._csv = csv.writer(self._file)
+            self._csv.writerow(COLUMNS)
+
+    def write(self, p: Prediction) -> None:
+        conf = round(float(p.confidence), 6)
+        if self.format == "csv":
+            self._csv.writerow((p.index, _cell(p.source), _cell(p.frame), p.class_name, p.class_index, conf))
+        else:
+            self._file.write(json.dumps({"index": p.index, "source": p.source, "frame": p.frame,
+                                         "class_name": p.class_name, "class_index": p.class_index,
+                                         "confidence": conf}) + "\n")
+        self.rows += 1
+
+    def write_all(self, preds: Iterable[Prediction]) -> int:
+        for p in preds:
+            self.write(p)
+        return self.rows
+
+    def close(self, ok: bool = True) -> None:
+        """Finish the file; with ``ok=False`` (a failed run) keep only the ``.partial`` file."""
+        if self._file.closed:
+            return
+        self._file.close()
+        if ok:
+            os.replace(self._tmp, self.path)
+
+    def __enter__(self) -> PredictionWriter:
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(ok=exc_type is None)
+
+
+def write_predictions(preds: Iterable[Prediction], path: str | os.PathLike, format: str | None = None) -> int:
+    """Write ``preds`` (any iterable, consumed lazily) to a CSV / JSONL file; returns the row count."""
+    with PredictionWriter(path, format) as w:
+        return w.write_all(preds)

@@ -1,0 +1,304 @@
+"""Any input -> a stream of decode jobs -> :class:`Chunk` s of images at the model's size, in order.
+
+Accepted inputs (``source``):
+
+* a torch tensor (N, C, H, W), uint8 (0-255) or float in [0, 1];
+* a numpy array (N, C, H, W) or (N, H, W, C), uint8 or float in [0, 1]; the layout is the one
+  whose channel axis has the model's C channels; when both axes do, the one whose other two
+  axes are the model's (H, W); when that still leaves both, a ValueError asks for a transpose;
+* a PIL image, a file path, a folder (its images, recursively, sorted by path), a glob
+  (``"frames/*.png"``, sorted) or a video file (every ``stride``-th frame);
+* an iterable (list, generator) of any of these, where a 3-D tensor / array is one image
+  (C, H, W) (numpy also (H, W, C)) and a 4-D one is a chunk of images.
+
+Files are converted to RGB (grey, palette, RGBA, 16-bit: see foldcnn.data.readers). With
+``resize=True`` images of another size are resized to the model's (H, W) with Pillow:
+bilinear for images and nearest neighbour for video frames (what NoScope and ``load_video``
+use) unless ``resize_mode`` names one for all; with ``resize=False`` they are an error naming
+the file and both sizes.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from foldcnn.data.readers import (
+    IMAGE_EXTENSIONS,
+    DataReadError,
+    ReadReport,
+    _to_rgb,
+    iter_video_frames,
+    list_images,
+    read_image,
+)
+from foldcnn.infer.arrays import ImageSizeError, as_nchw, fit_images, to_unit_float
+from foldcnn.infer.results import SkippedInput
+
+__all__ = ["VIDEO_EXTENSIONS", "Chunk", "InputSpec", "count_inputs", "is_video", "iter_jobs"]
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
+FILES_PER_JOB = 32  # files decoded per worker task: amortizes thread hand-off, keeps order cheap
+FRAMES_PER_JOB = 64
+_GLOB_CHARS = "*?["
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the model takes and how inputs are adapted to it."""
+
+    shape: tuple[int, int, int]  # (C, H, W) of one image
+    resize: bool = True
+    resize_mode: str | None = None  # None: bilinear for images, nearest for video frames
+    on_error: str = "raise"  # for files and videos: "raise" or "skip"
+    stride: int = 1  # video: every stride-th frame
+    max_pixels: int | None = None
+    chunk: int = 1024  # images per job for arrays
+
+
+@dataclass
+class Chunk:
+    """Decoded images (n, C, H, W) uint8 or float32 in [0, 1] (None when n == 0) and, per image,
+    its input position, source file and video frame; plus inputs skipped in this stretch."""
+
+    images: torch.Tensor | None
+    indices: Sequence[int]
+    sources: Sequence[str | None]
+    frames: Sequence[int | None]
+    skipped: list[SkippedInput] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # files in a folder without an image extension
+
+
+def is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_EXTENSIONS
+
+
+def _fit(x: torch.Tensor, spec: InputSpec, what: str) -> torch.Tensor:
+    return fit_images(x, spec.shape, spec.resize, spec.resize_mode, what)
+
+
+def _array_job(x: torch.Tensor, start: int, spec: InputSpec) -> Callable[[], Chunk]:
+    def run() -> Chunk:
+        t = _fit(x, spec, "images")
+        n = t.shape[0]
+        return Chunk(t, range(start, start + n), [None] * n, [None] * n)
+    run.inline = True  # in memory already: cheaper in the consumer's thread (see ordered_map)
+    return run
+
+
+# ---------------------------------------------------------------------------- single images
+def _load_single(kind: str, obj, spec: InputSpec) -> torch.Tensor:
+    """One image -> (1, C, H, W) at the model's size."""
+    if kind == "file":
+        if spec.shape[0] != 3:
+            raise ValueError(f"image files are decoded as RGB (3 channels) but the model takes {spec.shape[0]}; "
+                             "pass tensors (N, C, H, W) instead")
+        return _fit(read_image(obj, max_pixels=spec.max_pixels)[None], spec, f"image {obj}")
+    if kind == "pil":
+        if spec.shape[0] != 3:
+            raise ValueError(f"PIL images are converted to RGB but the model takes {spec.shape[0]} channels")
+        arr = _to_rgb(obj)
+        return _fit(torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))[None], spec, "PIL image")
+    return _fit(as_nchw(obj[None], spec.shape, "image"), spec, "image")
+
+
+def _singles_job(items: list[tuple[str, object]], start: int, spec: InputSpec) -> Callable[[], Chunk]:
+    def run() -> Chunk:
+        imgs, idx, srcs, skipped = [], [], [], []
+        for k, (kind, obj) in enumerate(items):
+            try:
+                img = _load_single(kind, obj, spec)
+            except DataReadError as e:
+                if spec.on_error == "raise" or kind != "file":
+                    raise
+                skipped.append(SkippedInput(start + k, str(obj), getattr(e, "reason", str(e))))
+                continue
+            imgs.append(img)
+            idx.append(start + k)
+            srcs.append(str(obj) if kind == "file" else None)
+        arrays = [t.numpy() for t in imgs]
+        if len({a.dtype for a in arrays}) > 1:  # a list mixing uint8 and float images
+            arrays = [to_unit_float(a) for a in arrays]
+        images = torch.from_numpy(np.concatenate(arrays)) if arrays else None
+        return Chunk(images, idx, srcs, [None] * len(idx), skipped)
+    return run
+
+
+# ----------------------------------------------------------------------------------- videos
+def _frames_job(path: Path, frames: list[torch.Tensor], numbers: list[int], pos: int) -> Callable[[], Chunk]:
+    return lambda: Chunk(torch.from_numpy(np.stack([f.numpy() for f in frames])), range(pos, pos + len(frames)),
+                         [str(path)] * len(frames), numbers)
+
+
+def _video_jobs(path: Path, start: int, spec: InputSpec) -> Iterator[tuple[Callable[[], Chunk], int]]:
+    """Decode (in the calling thread: PyAV decodes one frame after another; it threads inside)
+    into jobs of FRAMES_PER_JOB frames; yields ``(job, inputs it covers)``."""
+    if spec.shape[0] != 3:
+        raise ValueError(f"video frames are RGB (3 channels) but the model takes {spec.shape[0]}")
+    want = spec.shape[1:]
+    frames: list[torch.Tensor] = []
+    numbers: list[int] = []
+    pos = start
+    try:
+        for number, img in iter_video_frames(path, input_size=want if spec.resize else None, stride=spec.stride,
+                                             resize=spec.resize_mode or "nearest"):
+            if tuple(img.shape[1:]) != want:
+                raise ImageSizeError(f"video {path}", tuple(img.shape[1:]), want)
+            frames.append(img)
+            numbers.append(number)
+            if len(frames) == FRAMES_PER_JOB:
+                yield _frames_job(path, frames, numbers, pos), len(frames)
+                pos += len(frames)
+                frames, numbers = [], []
+    except (DataReadError, FileNotFoundError) as e:
+        if spec.on_error == "raise":
+            raise
+        if frames:
+            yield _frames_job(path, frames, numbers, pos), len(frames)
+            pos += len(frames)
+        reason = getattr(e, "reason", None) or str(e)
+        skip = SkippedInput(pos, str(path), f"{reason} (the frames before it were predicted)")
+        yield (lambda: Chunk(None, [], [], [], [skip])), 1
+        return
+    if frames:
+        yield _frames_job(path, frames, numbers, pos), len(frames)
+
+
+# ------------------------------------------------------------------------------------ inputs
+def _classify_file(path: Path) -> str:
+    if is_video(path):
+        return "video"
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        return "file"
+    try:  # unknown extension: Pillow only reads the header here
+        with Image.open(path):
+            return "file"
+    except Exception:  # noqa: BLE001 - not an image Pillow knows
+        pass
+    try:
+        import av
+
+        with av.open(str(path)) as c:
+            if c.streams.video:
+                return "video"
+    except Exception:  # noqa: BLE001 - not a video either: decoded as an image, whose error names it
+        pass
+    return "file"
+
+
+def _expand_path(p: str | os.PathLike, top: bool) -> list[tuple[str, object]]:
+    path = Path(p)
+    if path.is_dir():
+        report = ReadReport()
+        files = list_images(path, recursive=True, report=report)
+        if not files:
+            raise FileNotFoundError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in folder {path}")
+        return [("file", f) for f in files] + ([("ignored", report.ignored)] if report.ignored else [])
+    if path.is_file():
+        return [(_classify_file(path), path)]
+    if any(ch in str(p) for ch in _GLOB_CHARS):
+        matches = [Path(m) for m in sorted(glob.glob(str(p), recursive=True)) if Path(m).is_file()]
+        if not matches:
+            raise FileNotFoundError(f"no files match {p}")
+        return [(_classify_file(m), m) for m in matches]
+    if top:
+        raise FileNotFoundError(f"no such file, folder or glob match: {p}")
+    return [("file", path)]  # a missing file in a list: reported (or skipped) with its name
+
+
+def _units(source, spec: InputSpec, top: bool) -> Iterator[tuple[str, object]]:
+    """Flatten ``source`` into ("batch", (N, C, H, W) tensor) | ("file"|"video"|"pil"|"image", obj)."""
+    if isinstance(source, (torch.Tensor, np.ndarray)):
+        if source.ndim == 4:
+            yield "batch", as_nchw(source, spec.shape)
+        elif source.ndim == 3 and not top:
+            yield "image", source
+        else:
+            raise ValueError(f"expected images as a batch (N, C, H, W), got an array of shape {tuple(source.shape)}"
+                             + ("; for one image add a batch axis: x[None]" if source.ndim == 3 else ""))
+    elif isinstance(source, Image.Image):
+        yield "pil", source
+    elif isinstance(source, (str, os.PathLike)):
+        yield from _expand_path(source, top)
+    elif top and hasattr(source, "__iter__") and not isinstance(source, (bytes, dict)):
+        for item in source:
+            yield from _units(item, spec, top=False)
+    else:
+        raise TypeError(f"cannot predict on a {type(source).__name__}: pass a tensor/array of images, PIL "
+                        "images, file paths, a folder, a glob, a video file, or an iterable of these")
+
+
+def _ignored_job(files: list[str]) -> Callable[[], Chunk]:
+    def run() -> Chunk:
+        return Chunk(None, [], [], [], ignored=list(files))
+    run.inline = True
+    return run
+
+
+def iter_jobs(source, spec: InputSpec) -> Iterator[Callable[[], Chunk]]:
+    """Decode jobs for ``source``, in input order; each job returns one :class:`Chunk`.
+
+    Input positions (``Chunk.indices``) count every image, frame and skipped file from 0.
+    """
+    pos = 0
+    singles: list[tuple[str, object]] = []
+
+    def flush():
+        nonlocal pos, singles
+        job, n = _singles_job(singles, pos, spec), len(singles)
+        singles, pos = [], pos + n
+        return job
+
+    for kind, obj in _units(source, spec, top=True):
+        if kind in ("file", "pil", "image"):
+            singles.append((kind, obj))
+            if len(singles) == FILES_PER_JOB:
+                yield flush()
+            continue
+        if singles:
+            yield flush()
+        if kind == "ignored":
+            yield _ignored_job(obj)
+        elif kind == "batch":
+            for a in range(0, obj.shape[0], spec.chunk):
+                piece = obj[a:a + spec.chunk]
+                yield _array_job(piece, pos, spec)
+                pos += piece.shape[0]
+        else:  # video
+            for job, n in _video_jobs(obj, pos, spec):
+                yield job
+                pos += n
+    if singles:
+        yield flush()
+
+
+def count_inputs(source) -> int | None:
+    """How many images ``source`` will give (for a progress bar), or None when unknown (videos, generators)."""
+    if isinstance(source, (torch.Tensor, np.ndarray)):
+        return int(source.shape[0]) if source.ndim == 4 else None
+    if isinstance(source, Image.Image):
+        return 1
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            units = _expand_path(source, top=True)
+        except FileNotFoundError:
+            return None
+        return None if any(k == "video" for k, _ in units) else sum(k != "ignored" for k, _ in units)
+    if isinstance(source, (list, tuple)):
+        total = 0
+        for item in source:
+            if isinstance(item, (torch.Tensor, np.ndarray)) and item.ndim == 4:
+                total += int(item.shape[0])
+            elif isinstance(item, (str, os.PathLike)) and (Path(item).is_dir() or is_video(Path(item))):
+                return None
+            else:
+                total += 1
+        return total
+    return None

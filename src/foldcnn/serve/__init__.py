@@ -1,0 +1,13 @@
+"""Online serving with fold-aware dynamic batching (``foldcnn serve``).
+
+The batcher, metrics and validation are plain Python; fastapi/uvicorn are imported only when
+:func:`create_app` builds the app or the CLI runs the server.
+"""
+
+from foldcnn.serve.app import ServeConfig, create_app
+from foldcnn.serve.batcher import BatcherClosed, BatcherStats, BatchFailed, FoldBatcher, QueueFull
+from foldcnn.serve.metrics import ServeMetrics
+from foldcnn.serve.validation import ImageLimits, RequestError, decode_image, decode_images
+
+__all__ = ["ServeConfig", "create_app", "FoldBatcher", "BatcherStats", "BatchFailed", "BatcherClosed",
+           "QueueFull", "ServeMetrics", "ImageLimits", "RequestError", "decode_image", "decode_images"]

@@ -1,0 +1,290 @@
+"""Fold-aware dynamic batching: one queue of images shared by every request (asyncio + threads).
+
+    batcher = FoldBatcher(predictor.predict_arrays, fold=4, max_batch=1024, max_wait_ms=5)
+    await batcher.start()
+    indices, probs = await batcher.submit(images)        # uint8 (n, C, H, W) -> (n,), (n, K)
+    await batcher.close()                                 # drains the queue first
+
+Batching rule. Requests append their images to one FIFO queue. A batch is sent when the queue
+holds ``max_batch`` images or when its oldest image has waited ``max_wait_ms``, whichever comes
+first; at most ``workers`` batches run at once, and while they run new images keep queueing, so
+under load batches fill up by themselves. ``max_batch`` is a multiple of the fold f, so a full
+batch is whole folds; a batch sent on the deadline may end in a partial fold, which the predict
+function pads (the padding is counted as waste, never returned). Images of different requests
+share folds and batches; a request larger than the room left is split across batches, and every
+request keeps the offsets of its slices, so it gets exactly its own results in its own order.
+
+The model runs in a worker thread, never on the event loop. If the model raises for a batch,
+only the requests with images in that batch fail (:class:`BatchFailed`); the next batch runs as
+usual. A request whose caller was cancelled (the client went away) has its not yet batched
+images dropped (counted); slices already in a batch are computed and their results discarded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from foldcnn.fold import check_fold, padded_count
+
+__all__ = ["FoldBatcher", "BatcherStats", "BatchFailed", "BatcherClosed", "QueueFull", "PredictFn"]
+
+_log = logging.getLogger("foldcnn.serve")
+
+# uint8 (N, C, H, W) -> (class indices int64 (N,), probabilities float32 (N, K)), input order.
+PredictFn = Callable[[torch.Tensor], "tuple[np.ndarray, np.ndarray]"]
+
+
+class BatchFailed(RuntimeError):
+    """The model raised while computing a batch that held some of this request's images."""
+
+
+class BatcherClosed(RuntimeError):
+    """The batcher is shutting down and takes no new images."""
+
+
+class QueueFull(RuntimeError):
+    """Taking these images would exceed ``max_queue_images``; retry later."""
+
+
+@dataclass
+class BatcherStats:
+    requests: int = 0
+    batches: int = 0
+    images: int = 0
+    padded_images: int = 0
+    fallback_images: int = 0
+    failed_batches: int = 0
+    dropped_images: int = 0
+    batch_sizes: collections.deque = field(default_factory=lambda: collections.deque(maxlen=1000))  # latest
+
+
+@dataclass(eq=False)
+class _Request:
+    images: torch.Tensor  # uint8 (n, C, H, W)
+    future: asyncio.Future
+    enqueued_s: float
+    taken: int = 0  # images already put into a batch
+    done: int = 0  # images whose results are in
+    indices: np.ndarray | None = None
+    probs: np.ndarray | None = None
+
+    @property
+    def n(self) -> int:
+        return self.images.shape[0]
+
+
+class FoldBatcher:
+    """Dynamic batcher in front of a ``predict_fn`` (see the module docstring for the rule).
+
+    predict_fn: uint8 (N, C, H, W) -> (int64 (N,), float32 (N, K)), any N >= 1, input order
+    (``Predictor.predict_arrays``). ``partial``: what predict_fn does with a batch's partial
+    last fold, "pad" (counted as padded images) or "fallback" (an unfolded model; counted as
+    fallback images). ``metrics``: a :class:`~foldcnn.serve.metrics.ServeMetrics`
+    or anything with ``batch(...)`` and ``drop(...)``.
+    """
+
+    def __init__(self, predict_fn: PredictFn, *, fold: int = 1, max_batch: int = 1024, max_wait_ms: float = 5.0,
+                 workers: int = 1, max_queue_images: int | None = None, partial: str = "pad", metrics=None):
+        self.fold = check_fold(fold)
+        if partial not in ("pad", "fallback"):
+            raise ValueError(f"partial must be 'pad' or 'fallback' (what predict_fn does with a partial last "
+                             f"fold), got {partial!r}")
+        self.partial = partial
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < self.fold:
+            raise ValueError(f"max_batch must be an int >= fold={self.fold} (images per batch), got {max_batch!r}")
+        if not max_wait_ms >= 0:
+            raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms!r}")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be an int >= 1 (batches computed at once), got {workers!r}")
+        self.predict_fn = predict_fn
+        self.max_batch = max_batch // self.fold * self.fold  # full batches are whole folds
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.workers = workers
+        self.max_queue_images = max_queue_images or 16 * self.max_batch
+        self.metrics = metrics
+        self.stats = BatcherStats()
+        self._queue: collections.deque[_Request] = collections.deque()
+        self._queued = 0
+        self._closing = False
+        self._loop_task: asyncio.Task | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._running: set[asyncio.Task] = set()
+
+    # ------------------------------------------------------------------------------ public
+    @property
+    def queued_images(self) -> int:
+        """Images waiting for a batch (not counting batches being computed)."""
+        return self._queued
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    async def start(self) -> None:
+        """Start the batching loop on the running event loop (``submit`` does it if needed)."""
+        if self._loop_task is not None and not self._loop_task.done():
+            return
+        self._closing = False
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(self.workers)
+        self._executor = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="foldcnn-infer")
+        self._loop_task = asyncio.get_running_loop().create_task(self._batch_loop(), name="foldcnn-batcher")
+
+    async def submit(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Queue uint8 images (n, C, H, W); wait for their (indices (n,), probabilities (n, K))."""
+        if self._closing:
+            raise BatcherClosed("the server is shutting down; retry on another instance or after restart")
+        if not isinstance(images, torch.Tensor) or images.dim() != 4:
+            raise ValueError(f"submit takes a uint8 tensor (n, C, H, W), got {type(images).__name__} "
+                             f"{tuple(getattr(images, 'shape', ()))}")
+        if self._loop_task is None or self._loop_task.done():
+            await self.start()
+        n = images.shape[0]
+        if n == 0:
+            return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+        if self._queued + n > self.max_queue_images:
+            raise QueueFull(f"{self._queued} images are already queued (limit {self.max_queue_images}); "
+                            f"retry in a moment")
+        req = _Request(images, asyncio.get_running_loop().create_future(), time.monotonic())
+        self._queue.append(req)
+        self._queued += n
+        self.stats.requests += 1
+        self._wake.set()
+        return await req.future  # cancelling the caller cancels this future: its images get dropped
+
+    async def close(self, drain: bool = True) -> None:
+        """Stop taking images; with ``drain`` compute everything queued first, else fail it."""
+        self._closing = True
+        if self._loop_task is None:
+            return
+        if not drain:
+            while self._queue:
+                req = self._queue.popleft()
+                if not req.future.done():
+                    req.future.set_exception(BatcherClosed("the server shut down before computing this request"))
+            self._queued = 0
+        self._wake.set()
+        await self._loop_task
+        self._executor.shutdown(wait=True)
+
+    async def __aenter__(self) -> FoldBatcher:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    # ----------------------------------------------------------------------------- batching
+    async def _batch_loop(self) -> None:
+        while True:
+            if not self._queue:
+                if self._closing:
+                    break
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            # Wait for a full batch or the oldest image's deadline; closing flushes at once.
+            deadline = self._queue[0].enqueued_s + self.max_wait_s
+            while self._queued < self.max_batch and not self._closing:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), left)
+                except asyncio.TimeoutError:
+                    break
+            await self._slots.acquire()  # at most `workers` batches in flight; the queue keeps filling
+            slices = self._take()
+            if not slices:
+                self._slots.release()
+                continue
+            task = asyncio.get_running_loop().create_task(self._run_batch(slices))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    def _take(self) -> list[tuple[_Request, int, int]]:
+        """Up to max_batch images from the head of the queue, as (request, start, stop) slices."""
+        slices, n = [], 0
+        while self._queue and n < self.max_batch:
+            req = self._queue[0]
+            if req.future.done():  # the caller went away (cancelled) or the request already failed
+                left = req.n - req.taken
+                self._queue.popleft()
+                self._queued -= left
+                self.stats.dropped_images += left
+                if self.metrics is not None:
+                    self.metrics.drop(left)
+                continue
+            k = min(req.n - req.taken, self.max_batch - n)
+            slices.append((req, req.taken, req.taken + k))
+            req.taken += k
+            n += k
+            self._queued -= k
+            if req.taken == req.n:
+                self._queue.popleft()
+        return slices
+
+    def _timed_predict(self, parts: list[torch.Tensor]) -> tuple[np.ndarray, np.ndarray, float]:
+        t0 = time.perf_counter()
+        images = torch.cat(parts) if len(parts) > 1 else parts[0]  # here, not on the event loop
+        indices, probs = self.predict_fn(images)
+        return np.asarray(indices), np.asarray(probs), time.perf_counter() - t0
+
+    async def _run_batch(self, slices: list[tuple[_Request, int, int]]) -> None:
+        n = sum(b - a for _, a, b in slices)
+        queue_wait_s = time.monotonic() - min(r.enqueued_s for r, _, _ in slices)
+        parts = [r.images[a:b] for r, a, b in slices]
+        compute_s, error = 0.0, None
+        try:
+            loop = asyncio.get_running_loop()
+            indices, probs, compute_s = await loop.run_in_executor(self._executor, self._timed_predict, parts)
+            if indices.shape != (n,) or probs.ndim != 2 or probs.shape[0] != n:
+                raise RuntimeError(f"the model returned {indices.shape} indices and {probs.shape} probabilities "
+                                   f"for {n} images")
+        except Exception as e:  # any model failure fails this batch only; the server keeps serving
+            error = e
+        finally:
+            self._slots.release()
+        rest = padded_count(n, self.fold) - n
+        padded, fallback = (rest, 0) if self.partial == "pad" else (0, n % self.fold)
+        self.stats.batches += 1
+        self.stats.images += n
+        self.stats.padded_images += padded
+        self.stats.fallback_images += fallback
+        self.stats.batch_sizes.append(n)
+        if error is not None:
+            self.stats.failed_batches += 1
+            _log.error("the model failed on a batch of %d images", n, exc_info=error)
+        if self.metrics is not None:
+            self.metrics.batch(n, padded, queue_wait_s, compute_s, ok=error is None, fallback=fallback)
+        offset = 0
+        for req, a, b in slices:
+            k = b - a
+            if req.future.done():  # cancelled caller or a failure in another batch: discard
+                offset += k
+                continue
+            if error is not None:
+                req.future.set_exception(BatchFailed(f"the model failed on a batch of {n} images: "
+                                                     f"{type(error).__name__}: {error}"))
+                continue
+            if req.indices is None:
+                req.indices = np.empty(req.n, np.int64)
+                req.probs = np.empty((req.n, probs.shape[1]), np.float32)
+            req.indices[a:b] = indices[offset:offset + k]
+            req.probs[a:b] = probs[offset:offset + k]
+            offset += k
+            req.done += k
+            if req.done == req.n:
+                req.future.set_result((req.indices, req.probs))

@@ -1,0 +1,140 @@
+"""Check and decode the images of one request before any of them joins a fold.
+
+Every check fails with a :class:`RequestError` that carries an HTTP status (4xx) and one sentence
+saying what was wrong and what to send instead. Nothing here knows about the web framework: the
+app turns bytes into ``list[bytes]`` and this module turns those into uint8 (N, C, H, W).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["ImageLimits", "RequestError", "DEFAULT_FORMATS", "decode_image", "decode_images",
+           "split_json_images"]
+
+# Pillow format names accepted by default: the lossless and lossy still-image formats in common use.
+DEFAULT_FORMATS = ("PNG", "JPEG", "BMP", "WEBP", "GIF", "TIFF", "PPM")
+
+
+class RequestError(ValueError):
+    """A request the server refuses; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What one request may carry.
+
+    max_image_bytes: encoded size of one image; max_body_bytes: the whole request body;
+    max_pixels: decoded width * height of one image (decompression-bomb guard);
+    max_images: images per request; resize: resize to the model input (False: reject other sizes).
+    """
+
+    max_image_bytes: int = 8 * 1024 * 1024
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_pixels: int = 16_000_000
+    max_images: int = 1024
+    resize: bool = True
+    formats: tuple[str, ...] = DEFAULT_FORMATS
+
+    def __post_init__(self):
+        for name in ("max_image_bytes", "max_body_bytes", "max_pixels", "max_images"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"ImageLimits.{name} must be a positive int, got {v!r}")
+        object.__setattr__(self, "formats", tuple(f.upper() for f in self.formats))
+
+
+def _check_size(data: bytes, limits: ImageLimits, where: str) -> None:
+    if not data:
+        raise RequestError(400, f"{where} is empty; send the bytes of a PNG, JPEG, BMP or WebP file")
+    if len(data) > limits.max_image_bytes:
+        raise RequestError(413, f"{where} has {len(data):,} bytes, over the limit of "
+                                f"{limits.max_image_bytes:,} bytes per image; send a smaller file")
+
+
+def decode_image(data: bytes, input_shape: tuple[int, int, int], limits: ImageLimits,
+                 where: str = "the image") -> torch.Tensor:
+    """Encoded image bytes -> uint8 (C, H, W) in the model's input shape (C = 3 RGB or 1 grey)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    from foldcnn.data.readers import _resize, _to_rgb
+
+    c, h, w = input_shape
+    _check_size(data, limits, where)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Only the accepted decoders ever see the bytes (less parser surface for hostile input).
+            with Image.open(io.BytesIO(data), formats=list(limits.formats)) as im:
+                iw, ih = im.size
+                if iw * ih > limits.max_pixels:
+                    raise RequestError(413, f"{where} is {iw}x{ih} = {iw * ih:,} pixels, over the limit of "
+                                            f"{limits.max_pixels:,} pixels; send a smaller image")
+                if not limits.resize and (ih, iw) != (h, w):
+                    raise RequestError(400, f"{where} is {iw}x{ih} (width x height) but the model takes "
+                                            f"{w}x{h} and this server does not resize; resize it first")
+                im.load()  # decode now: truncated data fails here
+                ImageOps.exif_transpose(im, in_place=True)  # as foldcnn.data.readers does for files
+                arr = _to_rgb(im)
+    except RequestError:
+        raise
+    except UnidentifiedImageError:
+        raise RequestError(415, f"{where} is not an image in an accepted format; send one of "
+                                f"{', '.join(limits.formats)}") from None
+    except Image.DecompressionBombError:
+        raise RequestError(413, f"{where} is a decompression bomb (too many pixels); send a smaller image") from None
+    except Exception as e:  # corrupt files raise many types; each becomes a 400 with its reason
+        raise RequestError(400, f"{where} could not be decoded ({type(e).__name__}: {e}); "
+                                f"send a complete, valid image file") from None
+    arr = _resize(arr, (h, w), "bilinear")
+    if c == 1:  # grey model: ITU-R 601 luma, the weights Pillow's convert("L") uses
+        arr = (arr @ np.array([0.299, 0.587, 0.114]))[..., None].round().clip(0, 255).astype(np.uint8)
+    elif c != 3:
+        raise RequestError(500, f"the model takes {c}-channel images; the server decodes only 1 or 3 channels")
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+def decode_images(blobs: list[bytes], input_shape: tuple[int, int, int], limits: ImageLimits) -> torch.Tensor:
+    """Encoded images -> uint8 (N, C, H, W); the first bad image fails the whole request."""
+    if not blobs:
+        raise RequestError(400, "the request holds no images; send at least one")
+    if len(blobs) > limits.max_images:
+        raise RequestError(413, f"the request holds {len(blobs)} images, over the limit of "
+                                f"{limits.max_images} per request; split it")
+    where = (lambda i: "the image") if len(blobs) == 1 else (lambda i: f"image {i}")
+    return torch.stack([decode_image(b, input_shape, limits, where(i)) for i, b in enumerate(blobs)])
+
+
+def split_json_images(body: bytes) -> list[bytes]:
+    """``{"images": [base64, ...]}`` (plain base64 or data: URLs) -> the decoded image bytes."""
+    try:
+        doc = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RequestError(400, f"the body is not valid JSON ({e.__class__.__name__}: {e})") from None
+    images = doc.get("images") if isinstance(doc, dict) else None
+    if not isinstance(images, list) or not all(isinstance(s, str) for s in images):
+        raise RequestError(400, 'a JSON body must be {"images": ["<base64>", ...]} with one base64 string per image')
+    out = []
+    for i, s in enumerate(images):
+        if s.startswith("data:"):  # data:image/png;base64,....
+            s = s.partition(",")[2]
+        s = "".join(s.split())  # base64 wrapped at 76 columns is common
+        try:
+            out.append(base64.b64decode(s, validate=True))
+        except (binascii.Error, ValueError):
+            raise RequestError(400, f"images[{i}] is not valid base64; encode the file bytes with "
+                                    f"standard base64") from None
+    return out

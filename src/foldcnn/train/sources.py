@@ -1,0 +1,193 @@
+"""Where training data comes from: a generated game task, an image folder, or a labelled video.
+
+:func:`check_data_spec` runs the cheap checks (paths, folder layout, class folders) before any
+image is generated or read, so bad input fails before work is wasted; :func:`load_splits`
+then reads train/val/test. Video frames are split in time, not at random (consecutive frames
+are near duplicates; NoScope split its videos into contiguous chunks, DESIGN section 6).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from foldcnn.data.base import ArrayDataset
+
+__all__ = ["DataSpec", "Splits", "SPLIT_SEED_OFFSETS", "check_data_spec", "load_splits", "file_sha256"]
+
+# Seeds of the three splits of a generated task, derived from the run's data seed.
+SPLIT_SEED_OFFSETS = {"train": 0, "val": 1_000_003, "test": 2_000_029}
+SPLITS = ("train", "val", "test")
+VIDEO_FILE, LABELS_FILE = "video.mp4", "labels.csv"  # what `foldcnn data video` writes
+NOSCOPE_FRAME = (50, 50)  # NoScope resized frames to 50x50 (DESIGN section 6)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """A generated game task (``task``), a folder of train/val/test class folders or a folder
+    written by ``foldcnn data video`` (``data_dir``), or a video with per-frame labels (``video``)."""
+
+    task: str | None = None
+    data_dir: str | None = None
+    train_size: int = 6000
+    val_size: int = 1000
+    test_size: int = 2000
+    seed: int = 0
+    input_size: tuple[int, int] | None = None
+    video: str | None = None
+    labels: str | None = None  # frame,label CSV; default labels.csv beside the video
+    video_stride: int = 1
+    video_split: tuple[float, ...] = (0.6, 0.2, 0.2)  # train/val/test fractions, in time order
+    video_gap: int = 0  # frames left out between two splits
+
+    def __post_init__(self):
+        if sum(x is not None for x in (self.task, self.data_dir, self.video)) != 1:
+            raise ValueError("give exactly one data source: a generated task (--task), a folder (--data) "
+                             "or a video (--video)")
+        if self.labels is not None and self.video is None:
+            raise ValueError("labels (--labels) go with a video (--video)")
+        if self.task is not None and self.input_size is not None:
+            raise ValueError("input_size (--input-size) resizes folder or video images; a generated task "
+                             "has its own fixed size")
+        if self.task is not None and min(self.train_size, self.val_size, self.test_size) < 1:
+            raise ValueError("generated train/val/test sizes must be >= 1")
+        if len(self.video_split) != 3:
+            raise ValueError(f"video_split needs 3 fractions (train, val, test), got {self.video_split}")
+
+
+@dataclass
+class Splits:
+    train: ArrayDataset
+    val: ArrayDataset
+    test: ArrayDataset
+    meta: dict = field(default_factory=dict)
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _class_dirs(root: Path) -> list[str]:
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def _video_paths(spec: DataSpec) -> tuple[Path, Path]:
+    video = Path(spec.video if spec.video is not None else spec.data_dir)
+    if video.is_dir():
+        video = video / VIDEO_FILE
+    labels = Path(spec.labels) if spec.labels is not None else video.parent / LABELS_FILE
+    return video, labels
+
+
+def _is_video_folder(root: Path) -> bool:
+    return (root / VIDEO_FILE).is_file() and not (root / "train").is_dir()
+
+
+def check_data_spec(spec: DataSpec) -> None:
+    """Checks that need no image decoded: paths, folder layout, class folders, optional packages."""
+    if spec.task is not None:
+        from foldcnn.data.game_tasks import game_task
+
+        game_task(spec.task)  # KeyError naming the known tasks
+        return
+    if spec.data_dir is not None and not _is_video_folder(Path(spec.data_dir)):
+        _check_folder(Path(spec.data_dir))
+        return
+    video, labels = _video_paths(spec)
+    if not video.is_file():
+        raise FileNotFoundError(f"video {video} does not exist")
+    if not labels.is_file():
+        raise FileNotFoundError(f"no labels for {video}: {labels} does not exist; pass --labels CSV "
+                                "(header frame,label; one row per frame)")
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        raise ValueError("training on a video needs PyAV: pip install 'foldcnn[video]'") from None
+
+
+def _check_folder(root: Path) -> None:
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder {root} does not exist")
+    if not all((root / n).is_dir() for n in SPLITS):
+        raise ValueError(f"{root} must hold train/, val/ and test/ subfolders, each with one folder per class "
+                         "(as written by 'foldcnn data game'), or video.mp4 + labels.csv (as written by "
+                         "'foldcnn data video')")
+    classes = _class_dirs(root / "train")
+    if len(classes) < 2:
+        found = f"only the class folder {classes[0]!r}" if classes else "no class folders"
+        raise ValueError(f"{root / 'train'} has {found}; a classifier needs at least 2 classes, "
+                         "one folder of images each")
+    for n in ("val", "test"):
+        extra = sorted(set(_class_dirs(root / n)) - set(classes))
+        if extra:
+            raise ValueError(f"{root / n} has class folders that train/ lacks: {', '.join(extra[:8])}; the model "
+                             "can only learn classes with training images: add them to train/ or remove them")
+
+
+def load_splits(spec: DataSpec, *, progress: bool = False) -> Splits:
+    """Read or generate train/val/test; run :func:`check_data_spec` first for early errors."""
+    if spec.task is not None:
+        from foldcnn.data.game_text import GameTextDataset
+
+        sizes = {"train": spec.train_size, "val": spec.val_size, "test": spec.test_size}
+        parts = {k: GameTextDataset(spec.task, n, seed=spec.seed + SPLIT_SEED_OFFSETS[k]) for k, n in sizes.items()}
+        return Splits(**parts, meta={"source": "generated", "task": spec.task, "seed": spec.seed, "sizes": sizes})
+    if spec.data_dir is not None and not _is_video_folder(Path(spec.data_dir)):
+        return _folder_splits(spec, progress)
+    return _video_splits(spec, progress)
+
+
+def _folder_splits(spec: DataSpec, progress: bool) -> Splits:
+    from foldcnn.data.readers import DataReadError, load_image_folder
+
+    root = Path(spec.data_dir)
+    _check_folder(root)
+    try:
+        parts = {"train": load_image_folder(root / "train", input_size=spec.input_size, progress=progress)}
+        classes = parts["train"].classes
+        for n in ("val", "test"):  # a small split may lack a class: keep train's label order
+            parts[n] = load_image_folder(root / n, input_size=spec.input_size, classes=classes,
+                                         allow_empty_classes=True, progress=progress)
+    except DataReadError as e:
+        if spec.input_size is None and "differ in size" in str(e):
+            raise DataReadError(f"{e} (command line: --input-size HxW)") from None
+        raise
+    size = parts["train"].input_shape
+    for n in ("val", "test"):
+        if parts[n].input_shape != size:
+            raise ValueError(f"{root / n} images are {parts[n].input_shape[1]}x{parts[n].input_shape[2]} but "
+                             f"{root / 'train'} images are {size[1]}x{size[2]} (HxW); pass --input-size HxW "
+                             "(input_size=(H, W)) to resize them all")
+    manifest = root / "manifest.json"
+    digest = file_sha256(manifest) if manifest.exists() else None
+    return Splits(**parts, meta={"source": "folder", "path": str(root), "manifest_sha256": digest})
+
+
+def _video_splits(spec: DataSpec, progress: bool) -> Splits:
+    from foldcnn.data.readers import load_video
+    from foldcnn.data.splits import split_dataset, temporal_split
+
+    video, labels = _video_paths(spec)
+    ds = load_video(video, input_size=spec.input_size or NOSCOPE_FRAME, stride=spec.video_stride,
+                    labels_csv=labels, progress=progress)
+    ranges = temporal_split(len(ds), spec.video_split, gap=spec.video_gap)
+    parts = split_dataset(ds, ranges)
+    present = sorted(set(parts["train"].labels.tolist()))
+    if len(present) < 2:
+        only = ds.classes[present[0]] if present else "none"
+        raise ValueError(f"the training part of {video} (frames {ranges['train'].start}..{ranges['train'].stop - 1}"
+                         f" of the kept frames) holds only class {only!r}; a classifier needs both classes "
+                         "there: use a longer video or other --video-split fractions")
+    meta = {"source": "video", "path": str(video), "labels_csv": str(labels), "video_sha256": file_sha256(video),
+            "labels_sha256": file_sha256(labels), "frame_stride": spec.video_stride, "gap": spec.video_gap,
+            "input_size": list(ds.input_shape[1:]), "n_frames_kept": len(ds),
+            "splits": {n: [r.start, r.stop] for n, r in ranges.items()}}
+    made = ds.meta.get("video_manifest") or {}
+    if made.get("command"):
+        meta["video_command"] = made["command"]
+    return Splits(parts["train"], parts["val"], parts["test"], meta)

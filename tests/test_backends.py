@@ -1,0 +1,269 @@
+import numpy as np
+import pytest
+import torch
+
+from foldcnn import create_model, fold_images
+from foldcnn.backends import (
+    Backend,
+    BackendError,
+    available_backends,
+    create_backend,
+    list_backends,
+    prediction_agreement,
+    register_backend,
+    select_backend,
+)
+from foldcnn.backends.cuda_graphs import batch_buckets, bucket_for
+from foldcnn.data.base import ArrayDataset
+
+MAX_BATCH = 8  # folded inputs
+
+
+def easy_dataset(n: int, seed: int, size=(16, 16)) -> ArrayDataset:
+    """3 classes told apart by the bright colour channel: a model learns it in a few seconds."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 3
+    images = torch.randint(0, 60, (n, 3, *size), generator=g, dtype=torch.uint8)
+    images[torch.arange(n), labels] += 150
+    return ArrayDataset(images, labels, ["r", "g", "b"])
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return create_model("lol-gold-fraction", fold=2, num_classes=5, input_size=(16, 20)).eval()
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A briefly trained fold=2 model (100% on the easy task), its test images and labels."""
+    from foldcnn.train.config import TrainConfig
+    from foldcnn.train.loop import train_model
+
+    torch.manual_seed(0)
+    m = create_model("lol-gold-fraction", fold=2, num_classes=3, input_size=(16, 16))
+    train = easy_dataset(200, 0)
+    train_model(m, train, easy_dataset(64, 1), TrainConfig(epochs=4, batch_size=32, lr=3e-3), progress=False)
+    test = easy_dataset(96, 2)
+    return m.eval(), train.images[:64], test
+
+
+def reference(model, x: torch.Tensor) -> np.ndarray:
+    with torch.no_grad():
+        return model(x).numpy()
+
+
+def folded(model, n: int, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, *model.folded_input_shape, generator=torch.Generator().manual_seed(seed))
+
+
+# ------------------------------------------------------------------------------- registry
+def test_registry_lists_builtins_and_rejects_duplicates():
+    assert {"eager", "compile", "ort", "cuda-graphs"} <= set(list_backends())
+    pairs = available_backends("cpu")
+    assert ("eager", "fp32") in pairs and ("ort", "fp32") in pairs and ("ort", "int8") in pairs
+    assert all(name != "cuda-graphs" for name, _ in pairs)  # GPU only
+    with pytest.raises(ValueError, match="already registered"):
+        register_backend("eager", supports=lambda d: {"fp32": None})(lambda *a, **k: None)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(name="tensorrt"), "unknown backend 'tensorrt'.*eager"),
+    (dict(precision="fp64"), "precision must be one of fp32, bf16, fp16, int8"),
+    (dict(precision="fp16"), "fp16 runs on CUDA only.*usable on cpu: .*eager/fp32"),
+    (dict(precision="int8"), "int8 runs on the ort backend"),
+    (dict(name="ort", precision="bf16"), "bf16 is available on the eager and compile"),
+    (dict(name="cuda-graphs"), "needs device='cuda'"),
+    (dict(name="ort", precision="int8"), "int8 needs calibration images.*load_calibration"),
+    (dict(device="tpu"), "device must be one of cpu, cuda"),
+    (dict(max_batch=0), "max_batch must be an int >= 1"),
+    (dict(threads=0), "threads must be an int >= 1"),
+])
+def test_bad_requests_raise_backend_error_naming_what_works(model, kwargs, match):
+    kwargs = {"name": "eager", **kwargs}
+    with pytest.raises(BackendError, match=match):
+        create_backend(model, kwargs.pop("name"), **kwargs)
+
+
+def test_cuda_request_without_gpu_is_a_clear_error(model):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(BackendError, match="no CUDA GPU"):
+        create_backend(model, "eager", device="cuda")
+
+
+def test_int8_calibration_must_be_uint8_images(model):
+    pytest.importorskip("onnxruntime")
+    with pytest.raises(BackendError, match="must be uint8"):
+        create_backend(model, "ort", precision="int8", calibration=torch.rand(8, 3, 16, 20))
+    with pytest.raises(BackendError, match=r"uint8 \(N, 3, 16, 20\)"):
+        create_backend(model, "ort", precision="int8", calibration=torch.zeros(8, 3, 9, 9, dtype=torch.uint8))
+
+
+# ---------------------------------------------------------------------------- fp32 parity
+FP32 = ["eager", pytest.param("ort", marks=pytest.mark.filterwarnings("ignore"))]
+
+
+@pytest.mark.parametrize("name", FP32)
+def test_fp32_backends_equal_eager_at_any_batch(model, name):
+    if name == "ort":
+        pytest.importorskip("onnxruntime")
+    b = create_backend(model, name, max_batch=MAX_BATCH, threads=1)
+    assert isinstance(b, Backend) and b.name == name and b.precision == "fp32"
+    assert (b.fold, b.num_classes, b.input_shape) == (2, 5, (3, 16, 20))
+    for n in (1, 5, MAX_BATCH, MAX_BATCH + 3):  # one, odd, max_batch, and more than max_batch
+        x = folded(model, n, seed=n)
+        for given in (x, x.numpy()):
+            y = b.run(given)
+            assert isinstance(y, np.ndarray) and y.dtype == np.float32 and y.shape == (n, 10)
+            np.testing.assert_allclose(y, reference(model, x), rtol=1e-4, atol=1e-5)
+    b.close()
+    with pytest.raises(BackendError, match="closed"):
+        b.run(folded(model, 1))
+
+
+def test_ort_uses_the_thread_count_asked_for(model):
+    pytest.importorskip("onnxruntime")
+    b = create_backend(model, "ort", threads=1)
+    assert b.threads == 1 and b.providers == ["CPUExecutionProvider"]
+
+
+def test_run_rejects_unfolded_or_empty_input(model):
+    b = create_backend(model, "eager")
+    with pytest.raises(ValueError, match=r"expects folded inputs \(B, 6, 16, 20\).*fold_images"):
+        b.run(torch.rand(4, 3, 16, 20))
+    with pytest.raises(ValueError, match="B >= 1"):
+        b.run(np.zeros((0, 6, 16, 20), np.float32))
+    with pytest.raises(TypeError, match="numpy array or a torch tensor"):
+        b.run([[0.0]])
+
+
+def test_backend_leaves_the_callers_model_alone(model):
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    create_backend(model, "eager").run(folded(model, 2))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]) and v.is_contiguous()  # not moved to channels_last
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_backends_run_models_folded_by_fold_model():
+    from foldcnn.transform import fold_model
+
+    cnn = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 5))
+    folded_cnn = fold_model(cnn, fold=2, input_shape=(3, 16, 16)).eval()
+    x = folded(folded_cnn, 3)
+    names = ["eager"] + (["ort"] if ("ort", "fp32") in available_backends() else [])
+    for name in names:
+        np.testing.assert_allclose(create_backend(folded_cnn, name).run(x), reference(folded_cnn, x),
+                                   rtol=1e-4, atol=1e-6)
+
+
+def test_non_contiguous_and_float64_inputs_are_accepted(model):
+    b = create_backend(model, "eager")
+    x = folded(model, 6).double()[::2]  # strided float64
+    np.testing.assert_allclose(b.run(x.numpy()), reference(model, x.float()), rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------- lower precisions
+def _accuracy(logits: np.ndarray, labels: torch.Tensor) -> float:
+    return float((torch.from_numpy(logits).reshape(-1, 3).argmax(1) == labels).float().mean())
+
+
+@pytest.mark.parametrize("name, precision", [("eager", "bf16"), ("ort", "int8")])
+def test_lower_precision_keeps_predictions_of_a_trained_model(trained, name, precision):
+    if name == "ort":
+        pytest.importorskip("onnxruntime")
+    if (name, precision) not in available_backends("cpu"):
+        pytest.skip(f"{name}/{precision} is not usable on this CPU")
+    model, calibration, test = trained
+    x = fold_images(test.images.float() / 255, 2)
+    ref = reference(model, x)
+    assert _accuracy(ref, test.labels) == 1.0  # the premise: fp32 learned the task
+    b = create_backend(model, name, precision=precision, calibration=calibration, max_batch=len(x))
+    got = b.run(x)
+    assert got.dtype == np.float32 and got.shape == ref.shape
+    assert prediction_agreement(ref, got, fold=2) >= 0.98
+    assert _accuracy(got, test.labels) >= 0.98
+    # Logits stay close relative to their scale (int8: 256 levels per tensor).
+    assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max()
+
+
+# -------------------------------------------------------------------------------- compile
+@pytest.mark.slow  # about 10 s alone, 30 s on a busy 2-core machine: inductor compiles C++
+def test_compile_equals_eager_on_a_tiny_model():
+    model = create_model("lol-gold-fraction", fold=2, num_classes=3, input_size=(12, 12)).eval()
+    try:
+        b = create_backend(model, "compile", max_batch=4)
+    except BackendError as e:  # no C++ compiler on this machine: the error must say so
+        assert "C++ compiler" in str(e)
+        pytest.skip(str(e))
+    for n in (4, 1):
+        x = folded(model, n)
+        np.testing.assert_allclose(b.run(x), reference(model, x), rtol=1e-4, atol=1e-5)
+
+
+def test_compile_failure_is_reported_when_the_backend_is_built(model, monkeypatch):
+    def broken_compile(module, **kw):
+        def run(x):
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    with pytest.raises(BackendError, match="torch.compile failed.*C\\+\\+ compiler.*eager or ort"):
+        create_backend(model, "compile", max_batch=2)
+
+
+# ------------------------------------------------------------------------------ agreement
+def test_prediction_agreement_counts_equal_argmax_per_image():
+    ref = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]], np.float32)
+    got = ref.copy()
+    got[3] = [1.0, 0.0]
+    assert prediction_agreement(ref, ref) == 1.0
+    assert prediction_agreement(ref, got) == 0.75
+    # Folded (N/f, f*K) with fold=2: rows hold 2 images each; the same 4 images.
+    assert prediction_agreement(ref.reshape(2, 4), got.reshape(2, 4), fold=2) == 0.75
+    with pytest.raises(ValueError, match="one shape"):
+        prediction_agreement(ref, got[:3])
+
+
+# ------------------------------------------------------------------------------- auto pick
+def test_select_backend_times_candidates_and_returns_the_fastest(model):
+    pytest.importorskip("onnxruntime")
+    b, report = select_backend(model, candidates=["eager", "ort", ("ort", "int8"), ("eager", "fp16")],
+                               max_batch=4, seconds=0.5, threads=1)
+    assert report["picked"] == f"{b.name}/{b.precision}" and not b.closed
+    assert set(report["images_per_s"]) == {"eager/fp32", "ort/fp32"}
+    assert all(v > 0 for v in report["images_per_s"].values())
+    assert report["picked"] == max(report["images_per_s"], key=report["images_per_s"].get)
+    assert "calibration" in report["skipped"]["ort/int8"] and "eager/fp16" in report["skipped"]
+    np.testing.assert_allclose(b.run(folded(model, 3)), reference(model, folded(model, 3)), rtol=1e-4, atol=1e-5)
+
+
+def test_select_backend_default_candidates_are_fp32_only(model):
+    with pytest.raises(BackendError, match="no backend to choose from"):
+        select_backend(model, precisions=("fp16",), max_batch=2, seconds=0.1)
+
+
+# ---------------------------------------------------------------------------- cuda graphs
+def test_batch_buckets_are_powers_of_two_up_to_max_batch():
+    assert batch_buckets(1) == [1]
+    assert batch_buckets(8) == [1, 2, 4, 8]
+    assert batch_buckets(6) == [1, 2, 4, 6]
+    assert [bucket_for(n, batch_buckets(6)) for n in (1, 2, 3, 5, 6)] == [1, 2, 4, 6, 6]
+    with pytest.raises(ValueError, match="larger than the largest bucket"):
+        bucket_for(7, batch_buckets(6))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name, precision", [("cuda-graphs", "fp32"), ("cuda-graphs", "fp16"),
+                                             ("eager", "fp16"), ("eager", "fp32")])
+def test_gpu_backends_match_cpu_eager(model, name, precision):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    b = create_backend(model, name, precision=precision, device="cuda", max_batch=MAX_BATCH)
+    tol = 1e-2 if precision == "fp32" else 3e-2  # cuDNN may use TF32 for fp32 convolutions; fp16
+    for n in (1, 3, MAX_BATCH, MAX_BATCH + 5):
+        x = folded(model, n, seed=n)
+        ref = reference(model, x)
+        assert np.abs(b.run(x) - ref).max() <= tol * max(1.0, np.abs(ref).max())

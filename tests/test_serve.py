@@ -1,0 +1,508 @@
+"""The HTTP server: body formats, order, shared batches, validation, auth, failures, metrics, drain.
+
+Most tests drive the app in-process through httpx's ASGI transport; the concurrency, disconnect
+and shutdown tests run uvicorn on a real loopback socket in a background thread.
+"""
+
+import asyncio
+import base64
+import io
+import re
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("fastapi")
+httpx = pytest.importorskip("httpx")
+uvicorn = pytest.importorskip("uvicorn")
+
+from PIL import Image
+
+from foldcnn import create_model, fold_images, pad_to_fold, unfold_logits
+from foldcnn.serve import ImageLimits, RequestError, ServeConfig, create_app, decode_image
+
+
+# ---------------------------------------------------------------------------------- stand-ins
+class ModelPredictor:
+    """A tiny zoo model behind the Predictor's fast path (``predict_arrays``)."""
+
+    def __init__(self, fold=2):
+        torch.manual_seed(0)
+        self.model = create_model("apex-squad-count", fold=fold).eval()
+        self.fold, self.input_shape = fold, self.model.input_shape
+        self.class_names = [f"class{i}" for i in range(self.model.num_classes)]
+
+    def predict_arrays(self, images):
+        x, n = pad_to_fold(images.float() / 255, self.fold)
+        with torch.no_grad():
+            probs = unfold_logits(self.model(fold_images(x, self.fold)), self.fold)[:n].softmax(1)
+        return probs.argmax(1).numpy(), probs.numpy()
+
+
+class ColorPredictor:
+    """Folded stand-in whose answer names the image: class = red value of the top-left pixel."""
+
+    def __init__(self, fold=4, delay_s=0.0, poison=None):
+        self.fold, self.input_shape, self.delay_s, self.poison = fold, (3, 8, 8), delay_s, poison
+        self.class_names = [f"red{i}" for i in range(256)]
+        self.batches = []
+
+    def predict_arrays(self, images):
+        self.batches.append(images.shape[0])
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        idx = images[:, 0, 0, 0].long().numpy()
+        if self.poison is not None and (idx == self.poison).any():
+            raise RuntimeError("poisoned batch")
+        probs = np.full((len(idx), 256), 0.5 / 255, np.float32)
+        probs[np.arange(len(idx)), idx] = 0.5
+        return idx, probs
+
+
+def png(arr_or_color, size=(8, 8), mode="RGB", fmt="PNG") -> bytes:
+    im = Image.new(mode, size, arr_or_color) if not isinstance(arr_or_color, np.ndarray) \
+        else Image.fromarray(arr_or_color)
+    buf = io.BytesIO()
+    im.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def random_images(n, shape, seed=0):
+    g = np.random.default_rng(seed)
+    return [g.integers(0, 256, (shape[1], shape[2], 3), dtype=np.uint8) for _ in range(n)]
+
+
+def asgi(app, fn):
+    """Run ``fn(client)`` against the app in-process, with its lifespan (batcher start/drain)."""
+
+    async def main():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                return await fn(client)
+
+    return asyncio.run(main())
+
+
+class LiveServer:
+    """uvicorn on a free loopback port in a background thread."""
+
+    def __init__(self, app):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="error", timeout_graceful_shutdown=10))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.02)
+        return self
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(20)
+        assert not self.thread.is_alive()
+
+    def __exit__(self, *exc):
+        if self.thread.is_alive():
+            self.stop()
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def model_predictor():
+    return ModelPredictor(fold=2)
+
+
+# ------------------------------------------------------------------------------ body formats
+def test_single_raw_image_matches_the_offline_answer(model_predictor):
+    img = random_images(1, model_predictor.input_shape)[0]
+    app = create_app(model_predictor, ServeConfig(max_wait_ms=1))
+
+    async def fn(c):
+        return await c.post("/v1/classify", content=png(img), headers={"Content-Type": "image/png"})
+
+    r = asgi(app, fn)
+    assert r.status_code == 200, r.text
+    (res,) = r.json()["results"]
+    idx, probs = model_predictor.predict_arrays(torch.from_numpy(img).permute(2, 0, 1)[None])
+    assert res["class_index"] == int(idx[0]) and res["class_name"] == f"class{idx[0]}"
+    assert res["confidence"] == pytest.approx(float(probs[0, idx[0]]), abs=1e-6)
+
+
+@pytest.mark.parametrize("body", ["multipart", "json"])
+def test_many_images_come_back_in_order(model_predictor, body):
+    imgs = random_images(5, model_predictor.input_shape, seed=1)
+    blobs = [png(a) for a in imgs]
+    app = create_app(model_predictor, ServeConfig(max_wait_ms=1))
+
+    async def fn(c):
+        if body == "json":
+            return await c.post("/v1/classify", json={"images": [base64.b64encode(b).decode() for b in blobs]})
+        return await c.post("/v1/classify", files=[("files", (f"{i}.png", b, "image/png"))
+                                                  for i, b in enumerate(blobs)])
+
+    r = asgi(app, fn)
+    assert r.status_code == 200, r.text
+    got = r.json()["results"]
+    # Alone in its batch, the request is folded exactly as offline prediction folds it.
+    idx, probs = model_predictor.predict_arrays(torch.stack([torch.from_numpy(a).permute(2, 0, 1) for a in imgs]))
+    assert [g["class_index"] for g in got] == idx.tolist()
+    assert [g["confidence"] for g in got] == pytest.approx(probs[np.arange(5), idx].tolist(), abs=1e-6)
+
+
+def test_order_and_routing_with_a_folded_model_across_formats():
+    pred = ColorPredictor(fold=4)
+    app = create_app(pred, ServeConfig(max_wait_ms=1))
+    reds = [200, 3, 77, 15, 99, 1, 42]
+
+    async def fn(c):
+        raw = await c.post("/v1/classify", content=png((reds[0], 0, 0)), headers={"Content-Type": "image/png"})
+        multi = await c.post("/v1/classify", files=[("a", ("x.png", png((v, 0, 0)), "image/png")) for v in reds])
+        js = await c.post("/v1/classify", json={"images": [
+            "data:image/png;base64," + base64.b64encode(png((v, 0, 0))).decode() for v in reds]})
+        return raw, multi, js
+
+    raw, multi, js = asgi(app, fn)
+    assert [x["class_index"] for x in raw.json()["results"]] == reds[:1]
+    assert [x["class_index"] for x in multi.json()["results"]] == reds
+    assert [x["class_name"] for x in js.json()["results"]] == [f"red{v}" for v in reds]
+
+
+# ----------------------------------------------------------------------------- batching
+def test_concurrent_clients_share_batches_and_get_their_own_results():
+    pred = ColorPredictor(fold=4, delay_s=0.02)
+    app = create_app(pred, ServeConfig(max_wait_ms=150, max_batch=64))
+    clients = 8
+
+    async def one(c, k):
+        reds = [k * 10 + j for j in range(3)]  # colours unique to this client
+        r = await c.post("/v1/classify", files=[("files", ("i.png", png((v, 0, 0)), "image/png")) for v in reds])
+        assert r.status_code == 200, r.text
+        return reds, [x["class_index"] for x in r.json()["results"]]
+
+    async def main(url):
+        async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+            return await asyncio.gather(*(one(c, k) for k in range(clients)))
+
+    with LiveServer(app) as srv:
+        out = asyncio.run(main(srv.url))
+    for sent, got in out:
+        assert got == sent
+    stats = app.state.batcher.stats
+    assert stats.images == 3 * clients and stats.batches < clients
+    assert sum(pred.batches) == 3 * clients
+
+
+def test_lone_request_is_flushed_after_max_wait():
+    pred = ColorPredictor(fold=4)
+    app = create_app(pred, ServeConfig(max_wait_ms=30, max_batch=1024))
+
+    async def fn(c):
+        t0 = time.perf_counter()
+        r = await c.post("/v1/classify", content=png((5, 0, 0)), headers={"Content-Type": "image/png"})
+        return r, time.perf_counter() - t0
+
+    r, elapsed_s = asgi(app, fn)
+    assert r.status_code == 200 and r.json()["results"][0]["class_index"] == 5
+    assert 0.025 <= elapsed_s < 5
+    assert pred.batches == [1] and app.state.batcher.stats.padded_images == 3
+
+
+# --------------------------------------------------------------------------- validation, auth
+def test_bad_input_gets_4xx_with_one_sentence():
+    pred = ColorPredictor()
+    limits = ImageLimits(max_image_bytes=2000, max_pixels=50 * 50, max_images=3)
+    app = create_app(pred, ServeConfig(max_wait_ms=1, limits=limits))
+    noise = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+
+    async def fn(c):
+        post = c.post
+        return {
+            "garbage": await post("/v1/classify", content=b"not an image", headers={"Content-Type": "image/png"}),
+            "truncated": await post("/v1/classify", content=png(noise[:20])[:600],
+                                    headers={"Content-Type": "image/png"}),
+            "big_file": await post("/v1/classify", content=png(noise), headers={"Content-Type": "image/png"}),
+            "bomb": await post("/v1/classify", content=png((0, 0, 0), size=(60, 60)),
+                               headers={"Content-Type": "image/png"}),
+            "too_many": await post("/v1/classify", json={"images": [base64.b64encode(png((1, 1, 1))).decode()] * 4}),
+            "bad_json": await post("/v1/classify", content=b"{", headers={"Content-Type": "application/json"}),
+            "bad_b64": await post("/v1/classify", json={"images": ["***"]}),
+            "ctype": await post("/v1/classify", content=b"x", headers={"Content-Type": "text/plain"}),
+            "format": await post("/v1/classify", content=png((1, 1, 1), fmt="ICO"),
+                                 headers={"Content-Type": "image/x-icon"}),
+            "empty": await post("/v1/classify", json={"images": []}),
+        }
+
+    r = asgi(app, fn)
+    expected = {"garbage": 415, "truncated": 400, "big_file": 413, "bomb": 413, "too_many": 413,
+                "bad_json": 400, "bad_b64": 400, "ctype": 415, "format": 415, "empty": 400}
+    assert {k: v.status_code for k, v in r.items()} == expected
+    for v in r.values():
+        msg = v.json()["error"]
+        assert msg and "Traceback" not in msg and msg.count("\n") == 0
+    assert "pixels" in r["bomb"].json()["error"] and "bytes" in r["big_file"].json()["error"]
+    assert not pred.batches  # nothing bad reached the model
+    text = app.state.metrics.render()
+    assert 'foldcnn_requests_total{status="413"} 3' in text
+    assert 'foldcnn_request_errors_total{reason="too_large"} 3' in text
+
+
+def test_body_limit_gives_413():
+    app = create_app(ColorPredictor(), ServeConfig(limits=ImageLimits(max_body_bytes=100)))
+
+    async def fn(c):
+        return await c.post("/v1/classify", content=b"\0" * 500, headers={"Content-Type": "image/png"})
+
+    r = asgi(app, fn)
+    assert r.status_code == 413 and "limit" in r.json()["error"]
+
+
+def test_channels_and_size_are_converted_or_rejected():
+    limits = ImageLimits()
+    grey = decode_image(png(90, size=(16, 4), mode="L"), (3, 8, 8), limits)
+    assert grey.shape == (3, 8, 8) and grey.dtype == torch.uint8 and (grey == 90).all()
+    rgba = decode_image(png((10, 20, 30, 0), mode="RGBA"), (3, 8, 8), limits)
+    assert rgba[:, 0, 0].tolist() == [10, 20, 30]
+    assert decode_image(png((255, 0, 0)), (1, 8, 8), limits).shape == (1, 8, 8)
+    with pytest.raises(RequestError, match="does not resize") as e:
+        decode_image(png((1, 1, 1), size=(9, 8)), (3, 8, 8), ImageLimits(resize=False))
+    assert e.value.status == 400
+    assert decode_image(png((1, 1, 1)), (3, 8, 8), ImageLimits(resize=False)).shape == (3, 8, 8)
+
+
+def test_api_key_is_required_when_set():
+    app = create_app(ColorPredictor(), ServeConfig(max_wait_ms=1, api_key="s3cret"))
+    body = {"content": png((4, 0, 0)), "headers": {"Content-Type": "image/png"}}
+
+    async def fn(c):
+        out = {}
+        for name, extra in [("none", {}), ("wrong", {"Authorization": "Bearer nope"}),
+                            ("bearer", {"Authorization": "Bearer s3cret"}), ("x-api-key", {"X-API-Key": "s3cret"})]:
+            out[name] = await c.post("/v1/classify", content=body["content"], headers={**body["headers"], **extra})
+        out["metrics"] = await c.get("/metrics")
+        out["healthz"] = await c.get("/healthz")
+        return out
+
+    r = asgi(app, fn)
+    assert r["none"].status_code == 401 and r["wrong"].status_code == 401
+    assert "API key" in r["wrong"].json()["error"] and r["wrong"].headers["www-authenticate"] == "Bearer"
+    assert r["bearer"].status_code == 200 and r["x-api-key"].status_code == 200
+    assert r["metrics"].status_code == 401 and r["healthz"].status_code == 200
+
+
+# --------------------------------------------------------------------------- failures, metrics
+def test_model_exception_fails_that_batch_only_and_the_next_request_succeeds():
+    pred = ColorPredictor(poison=13)
+    app = create_app(pred, ServeConfig(max_wait_ms=1))
+
+    async def fn(c):
+        bad = await c.post("/v1/classify", content=png((13, 0, 0)), headers={"Content-Type": "image/png"})
+        good = await c.post("/v1/classify", content=png((14, 0, 0)), headers={"Content-Type": "image/png"})
+        return bad, good, await c.get("/metrics")
+
+    bad, good, metrics = asgi(app, fn)
+    assert bad.status_code == 500 and "poisoned batch" in bad.json()["error"]
+    assert good.status_code == 200 and good.json()["results"][0]["class_index"] == 14
+    assert "foldcnn_batch_errors_total 1" in metrics.text
+
+
+_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (-?[0-9.e+-]+|\+Inf|NaN)$')
+
+
+def parse_metrics(text):
+    samples = {}
+    for line in text.strip().splitlines():
+        if line.startswith("#"):
+            assert re.match(r"^# (HELP|TYPE) \w+ .+$", line), line
+            continue
+        m = _SAMPLE.match(line)
+        assert m, f"not a Prometheus sample line: {line!r}"
+        samples[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+    return samples
+
+
+def test_metrics_parse_and_count():
+    pred = ColorPredictor(fold=4)
+    app = create_app(pred, ServeConfig(max_wait_ms=1, max_batch=8))
+
+    async def fn(c):
+        for n in (1, 3, 8):
+            r = await c.post("/v1/classify", files=[("f", ("i.png", png((n, 0, 0)), "image/png"))] * n)
+            assert r.status_code == 200
+        await c.post("/v1/classify", content=b"junk", headers={"Content-Type": "image/png"})
+        r = await c.get("/metrics")
+        assert r.headers["content-type"].startswith("text/plain")
+        return r.text
+
+    s = parse_metrics(asgi(app, fn))
+    assert s['foldcnn_requests_total{status="200"}'] == 3
+    assert s['foldcnn_requests_total{status="415"}'] == 1
+    assert s["foldcnn_request_latency_seconds_count"] == 4
+    assert s["foldcnn_images_total"] == 12 and s["foldcnn_batches_total"] == 3
+    assert s["foldcnn_padded_images_total"] == 3 + 1 + 0  # 1 -> 4, 3 -> 4, 8 -> 8
+    assert s["foldcnn_batch_fill_ratio_sum"] == pytest.approx((1 + 3 + 8) / 8)
+    buckets = [v for k, v in s.items() if k.startswith("foldcnn_request_latency_seconds_bucket")]
+    assert buckets == sorted(buckets) and buckets[-1] == 4  # cumulative, +Inf holds all
+    assert s["foldcnn_batch_queue_wait_seconds_count"] == s["foldcnn_batch_compute_seconds_count"] == 3
+
+
+# ------------------------------------------------------------------------ real socket, lifecycle
+def test_graceful_shutdown_drains_in_flight_requests():
+    pred = ColorPredictor(fold=1, delay_s=0.15)
+    app = create_app(pred, ServeConfig(max_wait_ms=5, max_batch=2))
+    results = {}
+
+    def client(k):
+        r = httpx.post(srv.url + "/v1/classify", content=png((k, 0, 0)),
+                       headers={"Content-Type": "image/png"}, timeout=30)
+        results[k] = (r.status_code, r.json()["results"][0]["class_index"] if r.status_code == 200 else r.text)
+
+    with LiveServer(app) as srv:
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(6)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while app.state.batcher.stats.requests < 6 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert app.state.batcher.stats.requests == 6
+        srv.stop()  # 6 images at 2 per 0.15 s batch: most are still queued or computing now
+        for t in threads:
+            t.join(10)
+    assert results == {k: (200, k) for k in range(6)}
+    assert app.state.batcher.closing
+
+
+def test_client_that_goes_away_breaks_nothing():
+    pred = ColorPredictor(fold=1, delay_s=0.3)
+    app = create_app(pred, ServeConfig(max_wait_ms=1, max_batch=1))
+    with LiveServer(app) as srv:
+        def post(v, timeout):
+            return httpx.post(srv.url + "/v1/classify", content=png((v, 0, 0)),
+                              headers={"Content-Type": "image/png"}, timeout=timeout)
+
+        blocker = threading.Thread(target=post, args=(1, 30))
+        blocker.start()  # occupies the model for 0.3 s
+        deadline = time.monotonic() + 10
+        while not pred.batches and time.monotonic() < deadline:
+            time.sleep(0.005)
+        with pytest.raises(httpx.TimeoutException):
+            post(2, 0.1)  # gives up while its image is still queued
+        blocker.join()
+        r = post(3, 30)
+        assert r.status_code == 200 and r.json()["results"][0]["class_index"] == 3
+        time.sleep(0.1)
+        metrics = httpx.get(srv.url + "/metrics").text
+    assert 'foldcnn_requests_total{status="499"} 1' in metrics
+    assert "foldcnn_dropped_images_total 1" in metrics
+    assert pred.batches == [1, 1]  # images 1 and 3; image 2 was dropped before it reached the model
+
+
+def test_healthz_reports_the_model():
+    app = create_app(ColorPredictor(fold=4), ServeConfig(max_batch=10))
+
+    async def fn(c):
+        return await c.get("/healthz")
+
+    r = asgi(app, fn)
+    assert r.status_code == 200
+    assert r.json() | {"queue_images": 0} == {"status": "ok", "fold": 4, "input_shape": [3, 8, 8],
+                                              "num_classes": 256, "max_batch": 8, "max_wait_ms": 5.0,
+                                              "queue_images": 0}
+
+
+# ------------------------------------------------------------------------ real Predictor, CLI
+def test_real_predictor_behind_the_server_matches_offline():
+    infer = pytest.importorskip("foldcnn.infer")
+    torch.manual_seed(1)
+    model = create_model("apex-squad-count", fold=4).eval()
+    pred = infer.Predictor(model, workers=0, batch_size=64)
+    offline = infer.Predictor(model, workers=0, batch_size=64)
+    imgs = random_images(6, model.input_shape, seed=3)
+    app = create_app(pred, ServeConfig(max_wait_ms=1, max_batch=64))
+
+    async def fn(c):
+        return await c.post("/v1/classify", files=[("files", ("i.png", png(a), "image/png")) for a in imgs])
+
+    r = asgi(app, fn)
+    assert r.status_code == 200, r.text
+    idx, probs = offline.predict_arrays(torch.stack([torch.from_numpy(a).permute(2, 0, 1) for a in imgs]))
+    got = r.json()["results"]
+    assert [g["class_index"] for g in got] == idx.tolist()
+    assert [g["confidence"] for g in got] == pytest.approx(probs[np.arange(6), idx].tolist(), abs=1e-5)
+    assert app.state.batcher.stats.padded_images == 2  # 6 images -> 2 folds of 4
+
+
+def test_cli_flags_make_the_config(monkeypatch):
+    from foldcnn.cli import CLIError, build_parser
+    from foldcnn.cli.serve import serve_config
+
+    parse = build_parser().parse_args
+    monkeypatch.setenv("FOLDCNN_API_KEY", "from-env")
+    cfg = serve_config(parse(["serve", "ck", "--max-wait-ms", "2", "--max-batch", "256", "--max-pixels", "999",
+                              "--no-resize"]))
+    assert (cfg.max_wait_ms, cfg.max_batch, cfg.api_key) == (2.0, 256, "from-env")
+    assert cfg.limits.max_pixels == 999 and not cfg.limits.resize and cfg.partial == "pad"
+    assert serve_config(parse(["serve", "ck", "--api-key", "flag"])).api_key == "flag"
+    with pytest.raises(CLIError, match="--max-images"):
+        serve_config(parse(["serve", "ck", "--max-images", "0"]))
+
+
+@pytest.mark.slow
+def test_cli_server_serves_and_exits_cleanly_on_sigterm(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    pytest.importorskip("foldcnn.infer")
+    from foldcnn.train.checkpoint import save_checkpoint
+
+    model = create_model("apex-squad-count", fold=2)
+    save_checkpoint(tmp_path / "ck", model, [f"n{i}" for i in range(model.num_classes)])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "foldcnn", "serve", str(tmp_path / "ck"), "--port", str(port),
+                             "--max-batch", "16", "--log-level", "warning"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        img = random_images(1, model.input_shape)[0]
+        r = httpx.post(url + "/v1/classify", content=png(img), headers={"Content-Type": "image/png"})
+        assert r.status_code == 200 and r.json()["results"][0]["class_name"].startswith("n")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    # uvicorn re-raises the signal after its graceful shutdown, so the exit status is -SIGTERM.
+    assert proc.returncode in (0, -signal.SIGTERM) and "Traceback" not in err, err
+    assert "fold 2" in out
+
+
+def test_workers_need_one_predictor_each():
+    with pytest.raises(ValueError, match="one per worker"):
+        create_app(ColorPredictor(), ServeConfig(workers=2))
+    preds = [ColorPredictor(fold=1, delay_s=0.05), ColorPredictor(fold=1, delay_s=0.05)]
+    app = create_app(preds, ServeConfig(workers=2, max_batch=1, max_wait_ms=1))
+
+    async def fn(c):
+        return await asyncio.gather(*(c.post("/v1/classify", content=png((v, 0, 0)),
+                                             headers={"Content-Type": "image/png"}) for v in range(6)))
+
+    out = asgi(app, fn)
+    assert [r.json()["results"][0]["class_index"] for r in out] == list(range(6))
+    assert all(p.batches for p in preds)  # both copies of the model did work
