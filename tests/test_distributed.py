@@ -26,7 +26,7 @@ def test_no_process_group_means_one_rank():
     assert (info.rank, info.world_size, info.is_main, info.enabled) == (0, 1, True, False)
 
 
-def _train_rank(out: str, fold: int) -> None:
+def _train_rank(out: str, fold: int, bn: bool = False) -> None:
     """One rank: each starts from different random weights; DDP must make them one model."""
     sys.path.insert(0, TESTS)
     from test_train import easy_dataset
@@ -38,7 +38,7 @@ def _train_rank(out: str, fold: int) -> None:
     rank = dist_info().rank
     torch.manual_seed(100 + rank)
     model = create_model("lol-gold-fraction", fold=fold, num_classes=3, input_size=(16, 16))
-    cfg = TrainConfig(epochs=2, batch_size=24, precision="fp32", curriculum=True)
+    cfg = TrainConfig(epochs=2, batch_size=24, precision="fp32", curriculum=True, train_batchnorm=bn)
     result = train_model(model, easy_dataset(150, 0), easy_dataset(40, 1), cfg, out_dir=f"{out}/run",
                          progress=False, state_every_steps=2)
     torch.save({"state": model.state_dict(), "history": result.history, "world": result.features["world_size"]},
@@ -69,10 +69,20 @@ def test_two_cpu_processes_train_one_model(tmp_path):
 
     model = create_model("lol-gold-fraction", fold=2, num_classes=3, input_size=(16, 16))
     one = train_model(model, easy_dataset(150, 0), easy_dataset(40, 1),
-                      TrainConfig(epochs=2, batch_size=24, precision="fp32", curriculum=True), progress=False)
+                      TrainConfig(epochs=2, batch_size=24, precision="fp32", curriculum=True,
+                                  train_batchnorm=False), progress=False)
     assert [r["train_loss"] for r in one.history] == pytest.approx([r["train_loss"] for r in a["history"]], abs=2e-3)
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, a["state"][k], atol=2e-3, rtol=1e-2)
+
+
+def test_train_batchnorm_statistics_agree_across_ranks(tmp_path):
+    # Each rank normalizes its own shard; the running statistics are synced from rank 0 so the
+    # fused checkpoint is one model.
+    launch(_train_rank, 2, (str(tmp_path), 2, True))
+    a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    for k, v in a["state"].items():
+        assert torch.equal(v, b["state"][k]), k
 
 
 def _fail_on_rank_1() -> None:

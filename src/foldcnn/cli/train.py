@@ -38,6 +38,7 @@ def _train_inputs(args: argparse.Namespace):
                       weight_decay=args.weight_decay, optimizer=args.optimizer, schedule=args.schedule,
                       seed=args.seed, patience=args.patience, threads=args.threads,
                       precision=args.precision, device=args.device, curriculum=args.curriculum,
+                      train_batchnorm=not args.no_train_batchnorm, zero_init_head=not args.no_zero_init_head,
                       curriculum_end=args.curriculum_end, distill=distill, distill_weight=args.distill_weight,
                       temperature=args.temperature)
     return model, data, cfg
@@ -142,6 +143,11 @@ def _add_train(sub) -> None:
     p.add_argument("--seed", type=int, default=d.seed, help="seed of initialization and fold groups")
     p.add_argument("--patience", type=int, default=d.patience, help="early stopping (0 = off)")
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads per process (0 = default)")
+    p.add_argument("--no-train-batchnorm", action="store_true",
+                   help="train without the temporary BatchNorm layers (they are fused into the convs "
+                   "after training, so the saved model has the paper's layers either way)")
+    p.add_argument("--no-zero-init-head", action="store_true",
+                   help="keep the paper's N(0, 0.01) classifier init instead of zeros")
     p.add_argument("--curriculum", action="store_true",
                    help="start with max(K//10, fold) classes and add max(K//10, 1) at a time (paper's curriculum)")
     p.add_argument("--curriculum-end", type=float, default=d.curriculum_end,

@@ -33,6 +33,13 @@ class TrainConfig:
     # (AMX) with channels_last; see docs/accuracy.md.
     precision: str = "auto"
     channels_last: bool = True
+    # A BatchNorm after every conv while training, fused into the conv at the end, so the saved
+    # model has the paper's layers (foldcnn.train.batchnorm). Without it folded models sit at
+    # chance for thousands of steps on a 2-core budget (docs/accuracy.md).
+    train_batchnorm: bool = True
+    # Start the classifier at zero weights (a fresh model only): the first steps fit a readout of
+    # the random features instead of shrinking them, which kills the narrow last conv's ReLUs.
+    zero_init_head: bool = True
     device: str = "cpu"  # "cuda" (one GPU per process under DDP) or "auto" (cuda when there is one)
     # Curriculum (DESIGN section 5): start with max(K // 10, f) classes, all in by this fraction
     # of the epochs; see foldcnn.train.curriculum.

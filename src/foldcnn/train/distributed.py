@@ -151,3 +151,16 @@ def broadcast_floats(values: list[float], device: torch.device | str = "cpu", sr
     t = torch.tensor(values, dtype=torch.float64, device=device)
     torch.distributed.broadcast(t, src)
     return t.tolist()
+
+
+def broadcast_buffers_(model: torch.nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s buffers (BatchNorm running statistics) to every rank, in place.
+
+    DDP keeps parameters equal but each rank updates running statistics from its own shard;
+    this makes them equal before they are validated, saved or fused. No-op without a group.
+    """
+    if not _initialized() or torch.distributed.get_world_size() == 1:
+        return
+    with torch.no_grad():
+        for buf in model.buffers():
+            torch.distributed.broadcast(buf, src)

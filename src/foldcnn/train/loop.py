@@ -23,11 +23,12 @@ from foldcnn.data.base import ArrayDataset
 from foldcnn.data.grouping import fold_groups, gather_fold_batch
 from foldcnn.fold import unfold_logits
 from foldcnn.models import FoldedCNN
+from foldcnn.train.batchnorm import add_train_batchnorm_, fuse_train_batchnorm_
 from foldcnn.train.config import DEFAULT_STATE_EVERY_STEPS, TrainConfig
 from foldcnn.train.curriculum import active_pool, curriculum_schedule, stage_sizes
 from foldcnn.train.devices import autocast_for, bf16_supported, resolve_device, resolve_precision  # noqa: F401
 from foldcnn.train.distill import distill_loss_sum
-from foldcnn.train.distributed import all_reduce_sum, broadcast_floats, dist_info, shard_groups
+from foldcnn.train.distributed import all_reduce_sum, broadcast_buffers_, broadcast_floats, dist_info, shard_groups
 from foldcnn.train.metrics import classification_metrics
 from foldcnn.train.resume import (
     TRAIN_STATE_FILE,
@@ -179,6 +180,9 @@ def train_model(
 ) -> TrainResult:
     """Train ``model`` in place; at the end it holds the weights of the best validation epoch.
 
+    With ``cfg.train_batchnorm`` BatchNorm layers are added for training and fused into the
+    convolutions at the end, so ``model`` keeps its architecture (foldcnn.train.batchnorm).
+
     Images (N, C, H, W) are folded into (N/f, f*C, H, W) from random groups of f, regrouped
     every epoch. With ``out_dir`` writes ``metrics.jsonl`` (one line per epoch) and
     ``train_state.pt`` (after every epoch and every ``state_every_steps`` steps);
@@ -198,6 +202,8 @@ def train_model(
     fold, k = model.fold, model.num_classes
     precision = resolve_precision(cfg.precision, device)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    if cfg.train_batchnorm:
+        add_train_batchnorm_(model)
     model.to(device=device, memory_format=memory_format)
     schedule = curriculum_schedule(k, fold, cfg.epochs, cfg.curriculum_end) if cfg.curriculum else [k] * cfg.epochs
     per_step = cfg.images_per_step(fold)
@@ -275,6 +281,7 @@ def train_model(
             if on_step:
                 on_step({"epoch": epoch + 1, "step": loop.step, "steps": steps[epoch], "loss": loss_value})
         loss_sum, seen, correct = all_reduce_sum([loop.loss_sum, loop.seen, loop.correct], device)
+        broadcast_buffers_(model)  # one set of BatchNorm statistics for validation and the checkpoint
         if dist.is_main:
             val = evaluate(model, val_ds, batch_size=cfg.eval_batch_size)
             val_top1, val_top5 = val["top1"], val["top5"]
@@ -314,6 +321,8 @@ def train_model(
     bar.close()
     if loop.best_state is not None:
         model.load_state_dict(loop.best_state)
+    if cfg.train_batchnorm:
+        fuse_train_batchnorm_(model)
     features = {"precision": precision, "device": str(device), "channels_last": cfg.channels_last,
                 "world_size": dist.world_size, "backend": dist.backend, "resumed_from": resumed,
                 "curriculum": schedule if cfg.curriculum else None, "early_stopped": loop.stopped}

@@ -43,6 +43,14 @@ def build_model_for(model_name: str, splits: Splits, fold: int, channel_multiple
     return create_model(model_name, fold=fold, channel_multiple=channel_multiple, **kw)
 
 
+def zero_init_head_(model: torch.nn.Module) -> torch.nn.Module:
+    """Zero the weights of the model's last linear layer (its classifier), in place."""
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    if linears:
+        torch.nn.init.zeros_(linears[-1].weight)
+    return model
+
+
 def _check_teacher_args(cfg: TrainConfig, teacher, allow_folded: bool) -> None:
     if cfg.distill != "none" and teacher is None:
         raise ValueError(f"distill={cfg.distill!r} needs a teacher checkpoint (--teacher CKPT)")
@@ -120,6 +128,8 @@ def run_training(
     splits = load_splits(data, progress=progress and dist.is_main)
     torch.manual_seed(cfg.seed)  # --seed seeds the initialization
     model = build_model_for(model_name, splits, fold, channel_multiple)
+    if cfg.zero_init_head and not resume:
+        zero_init_head_(model)
     t_logits, distill_info = _teacher_logits(teacher, splits, cfg, out, allow_folded_teacher, dist.is_main)
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,285 @@
+"""Offline folded inference over many images and videos on a Ray cluster (Ray Data).
+
+    read tasks (Ray tasks, one per video / per group of images)
+        decode + resize -> fold rows uint8 (f, C, H, W)           see foldcnn.scaleout.tasks
+    actor pool (map_batches with a callable class, ``num_actors`` actors)
+        each actor loads the Predictor once; batches of batch_size/f fold rows
+        -> predict_arrays -> per-image (class_index, confidence)
+    driver
+        collects the small per-image rows, sorts by (source, frame), writes
+        predictions.parquet / predictions.csv / failed.csv / summary.json
+
+Which images share a fold is fixed before Ray sees the data (foldcnn.scaleout.inputs), so the
+results equal the single-process Predictor's and do not depend on scheduling. Paths are made
+absolute; on a multi-node cluster every node must see them (a shared filesystem).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+
+from foldcnn.data.readers import DataReadError
+from foldcnn.scaleout.inputs import expand_inputs, make_units
+from foldcnn.scaleout.outputs import write_failed, write_predictions
+from foldcnn.scaleout.tasks import FoldedInference, decode_units
+
+__all__ = ["FORMATS", "run_ray_predict"]
+
+FORMATS = ("parquet", "csv")
+# Images per read task, rounded up to a multiple of f: big enough that task overhead (about a
+# millisecond) is small next to decoding, small enough to spread a folder over many CPUs.
+IMAGES_PER_TASK = 256
+# Decoding is partly I/O (reading files), so two read tasks may share a core. The different
+# resource request from the actors' (whole CPUs or a GPU) also keeps Ray Data from fusing
+# decoding into the actors, which would serialize decoding with the model.
+DECODE_CPUS = 0.5
+_GPU_BACKENDS = ("cuda-graphs",)
+_QUIET_LOGGERS = ("ray", "ray.data", "ray.data._internal.progress")
+
+
+def _require_ray():
+    try:
+        import pyarrow  # noqa: F401
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise ImportError("the Ray engine needs Ray Data and pyarrow: pip install 'foldcnn[ray]'") from None
+
+
+def _check_args(batch_size, on_error, num_actors, stride, formats) -> tuple[str, ...]:
+    for name, v in (("batch_size", batch_size), ("stride", stride)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    if num_actors is not None and (isinstance(num_actors, bool) or not isinstance(num_actors, int)
+                                   or num_actors < 1):
+        raise ValueError(f"num_actors must be an int >= 1 or None (automatic), got {num_actors!r}")
+    if on_error not in ("skip", "raise"):
+        raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+    formats = (formats,) if isinstance(formats, str) else tuple(formats)
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise ValueError(f"formats must be a non-empty subset of {FORMATS}, got {formats!r}")
+    return formats
+
+
+def _load_meta(checkpoint) -> tuple[str, int, tuple[int, int, int], list[str]]:
+    """Read the checkpoint on the driver: a bad one fails here, before any cluster starts."""
+    from foldcnn.train.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    shape = tuple(int(v) for v in ckpt.model.input_shape)
+    if shape[0] != 3:
+        raise ValueError(f"the Ray engine reads RGB images and videos, but {checkpoint} expects "
+                         f"{shape[0]}-channel inputs")
+    return str(Path(checkpoint).resolve()), ckpt.fold, shape, list(ckpt.class_names)
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds: Ray itself retries an address nobody listens on for minutes."""
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return  # "auto" and other forms: left to Ray
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ConnectionError(f"cannot reach the Ray cluster at {address!r} ({e}); start one with "
+                              "'ray start --head' or pass address=None for a local cluster") from None
+
+
+@contextlib.contextmanager
+def _cluster(address: str | None, progress: bool):
+    """Start a local cluster (address None) and shut it down after, or join one and leave it.
+
+    A Ray session already open in this process is used as it is and left open.
+    """
+    import ray
+
+    if ray.is_initialized():
+        yield "existing"
+        return
+    kwargs = {"logging_level": logging.INFO if progress else logging.ERROR, "log_to_driver": progress}
+    if address is None:
+        # "local" always starts a new cluster, even when RAY_ADDRESS points at another one.
+        ray.init(address="local", include_dashboard=False, **kwargs)
+    else:
+        _check_reachable(address)
+        try:
+            ray.init(address=address, **kwargs)
+        except ConnectionError as e:
+            raise ConnectionError(
+                f"cannot join the Ray cluster at {address!r} ({e}); if it uses token authentication "
+                "(the default of recent Ray), set RAY_AUTH_MODE=token and give this machine the "
+                "cluster's token (~/.ray/auth_token or RAY_AUTH_TOKEN)") from None
+    try:
+        yield address or "local"
+    finally:
+        # A cluster we joined keeps running: only this driver disconnects.
+        ray.shutdown()
+
+
+@contextlib.contextmanager
+def _quiet(progress: bool):
+    """Ray Data's progress bars and logs on or off for this run only. Quiet silences even Ray's
+    error logs: every failure still reaches the caller as an exception."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    saved = ctx.enable_progress_bars
+    levels = {n: logging.getLogger(n).level for n in _QUIET_LOGGERS}
+    ctx.enable_progress_bars = progress
+    if not progress:
+        for n in _QUIET_LOGGERS:
+            logging.getLogger(n).setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        ctx.enable_progress_bars = saved
+        for n, level in levels.items():
+            logging.getLogger(n).setLevel(level)
+
+
+def _data_error(e: BaseException) -> str | None:
+    """The message of the DataReadError behind a Ray task failure, if that is what it was.
+
+    Ray re-raises a task's exception as ``RayTaskError(DataReadError)`` (a subclass of both,
+    carrying the remote traceback); the original is its ``cause``.
+    """
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, DataReadError) and not type(e).__module__.startswith("ray"):
+            return str(e).splitlines()[0]  # Ray appends its retry advice on further lines
+        e = getattr(e, "cause", None) or e.__cause__ or e.__context__
+    return None
+
+
+def _pipeline(units, *, checkpoint, backend, device, threads, fold, input_shape, batch_size, stride,
+              on_error, num_actors):
+    import ray.data
+
+    gpus = 1 if device != "cpu" else 0
+    decode_kwargs = {"fold": fold, "input_shape": input_shape, "stride": stride, "chunk": batch_size,
+                     "on_error": on_error}
+    ds = ray.data.from_items(units, override_num_blocks=len(units))
+    ds = ds.map_batches(decode_units, batch_size=1, batch_format="numpy", fn_kwargs=decode_kwargs,
+                        num_cpus=DECODE_CPUS)
+    return ds.map_batches(
+        FoldedInference, batch_size=batch_size // fold, batch_format="numpy",
+        fn_constructor_kwargs={"checkpoint": checkpoint, "backend": backend, "batch_size": batch_size,
+                               "threads": threads, "device": device},
+        compute=ray.data.ActorPoolStrategy(size=num_actors), num_cpus=threads, num_gpus=gpus)
+
+
+def _default_actors(device: str, threads: int) -> int:
+    """One actor per GPU on GPUs; on CPUs half the cores, leaving the rest to decoding."""
+    import ray
+
+    res = ray.cluster_resources()
+    if device != "cpu":
+        if res.get("GPU", 0) < 1:
+            raise ValueError(f"device={device!r} needs GPUs but the Ray cluster has none; use device='cpu'")
+        return int(res["GPU"])
+    return max(1, int(res.get("CPU", 1)) // 2 // threads)
+
+
+def _collect(ds) -> dict[str, np.ndarray]:
+    import pyarrow as pa
+
+    tables = list(ds.iter_batches(batch_format="pyarrow", batch_size=None))
+    if not tables:
+        return {"source_id": np.zeros(0, np.int64), "frame": np.zeros(0, np.int64),
+                "class_index": np.zeros(0, np.int64), "confidence": np.zeros(0, np.float32),
+                "error": np.zeros(0, object)}
+    t = pa.concat_tables(tables)
+    return {c: t.column(c).to_numpy(zero_copy_only=False) for c in t.column_names}
+
+
+def run_ray_predict(checkpoint, inputs, out_dir, *, address: str | None = None, batch_size: int = 1024,
+                    backend: str = "eager", on_error: str = "skip", progress: bool = True,
+                    num_actors: int | None = None, stride: int = 1, formats=("parquet", "csv"),
+                    device: str | None = None, threads_per_actor: int = 1) -> dict:
+    """Classify every image and video frame of ``inputs`` on a Ray cluster; write the results.
+
+    ``inputs``: folders, globs, image and video files, mixed. Images are resized (bilinear) to
+    the model's (H, W); video frames (every ``stride``-th) with nearest neighbour, as the
+    single-process Predictor does. ``batch_size`` images per model call, rounded down to a
+    multiple of the fold f (at least f). ``backend``: a Predictor backend name ("eager", "ort",
+    ...). ``num_actors`` inference actors, each holding ``threads_per_actor`` CPUs (default:
+    half the cluster's CPUs, the other half decode) or, with ``device="cuda"`` (the default
+    for GPU-only backends), one GPU each (default: one per GPU).
+    ``address=None`` starts a local Ray cluster on this machine and stops it after; an address
+    (``"auto"``, ``"host:6379"``, ``"ray://host:10001"``) joins a running cluster and leaves it
+    running; a Ray session already open in this process is used as it is.
+    Unreadable files are reported (``on_error="skip"``: in ``failed`` and ``failed.csv``) or
+    raised (``"raise"``: DataReadError naming the file).
+
+    Writes ``out_dir/predictions.{parquet,csv}`` (``formats``; columns source, frame (-1 for
+    images), class_index, class_name, confidence; one row per image or frame, sorted by
+    (source, frame)), ``failed.csv`` (source, reason) and ``summary.json``; returns the summary:
+    images, files, failed, seconds (decoding + inference on the cluster), images_per_s, outputs
+    (paths), padding, and the settings used.
+    """
+    t0 = time.perf_counter()
+    formats = _check_args(batch_size, on_error, num_actors, stride, formats)
+    if isinstance(threads_per_actor, bool) or not isinstance(threads_per_actor, int) or threads_per_actor < 1:
+        raise ValueError(f"threads_per_actor must be an int >= 1, got {threads_per_actor!r}")
+    device = device or ("cuda" if backend in _GPU_BACKENDS else "cpu")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    _require_ray()
+    ckpt_path, fold, input_shape, class_names = _load_meta(checkpoint)
+    files = expand_inputs(inputs)
+    if files.videos and importlib.util.find_spec("av") is None:
+        raise ImportError("reading video needs PyAV: pip install 'foldcnn[video]'")
+    out = Path(out_dir).resolve()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out_dir {out} is a file; give a directory for predictions.parquet/csv")
+    out.mkdir(parents=True, exist_ok=True)
+    batch_size = max(fold, batch_size // fold * fold)  # as the Predictor rounds it
+    sources, units, unit_of = make_units(files, -(-IMAGES_PER_TASK // fold) * fold)
+
+    with _quiet(progress), _cluster(address, progress) as where:
+        t1 = time.perf_counter()
+        actors = num_actors or _default_actors(device, threads_per_actor)
+        ds = _pipeline(units, checkpoint=ckpt_path, backend=backend, device=device, threads=threads_per_actor,
+                       fold=fold, input_shape=input_shape, batch_size=batch_size, stride=stride,
+                       on_error=on_error, num_actors=actors)
+        try:
+            rows = _collect(ds)
+        except Exception as e:
+            message = _data_error(e)
+            if message is None:
+                raise
+            raise DataReadError(message) from None
+        seconds = time.perf_counter() - t1
+    bad = rows["error"] != ""
+    failed = [{"source": sources[i], "reason": r} for i, r in
+              sorted(zip(rows["source_id"][bad].tolist(), rows["error"][bad].tolist()))]
+    good = {k: v[~bad] for k, v in rows.items() if k != "error"}
+    # Each unit (one video, or one group of images) pads its own last fold.
+    per_unit = np.bincount(np.asarray(unit_of, np.int64)[good["source_id"]], minlength=len(units))
+    padded = int(((-per_unit) % fold).sum())
+    n = len(good["source_id"])
+
+    outputs = write_predictions(out, good, sources, class_names, formats)
+    outputs["failed"] = write_failed(out, failed)
+    outputs["summary"] = str(out / "summary.json")
+    summary = {
+        "images": n, "files": files.n_files, "image_files": len(files.images), "video_files": len(files.videos),
+        "failed": failed, "ignored": files.ignored, "unmatched": files.unmatched,
+        "seconds": seconds, "images_per_s": n / seconds if seconds > 0 else 0.0,
+        "seconds_startup": t1 - t0, "seconds_total": time.perf_counter() - t0,
+        "fold": fold, "batch_size": batch_size, "padded_images": padded,
+        "padding_waste": padded / (n + padded) if n + padded else 0.0,
+        "num_actors": actors, "threads_per_actor": threads_per_actor, "backend": backend, "device": device,
+        "cluster": where, "checkpoint": ckpt_path, "outputs": outputs,
+    }
+    Path(outputs["summary"]).write_text(json.dumps(summary, indent=2))
+    return summary

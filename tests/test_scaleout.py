@@ -1,0 +1,320 @@
+"""foldcnn.scaleout: inputs -> units, the Ray task/actor functions in-process, and whole runs on a
+2-CPU local Ray cluster compared with the single-process Predictor."""
+
+import csv
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from foldcnn.data.readers import DataReadError
+from foldcnn.infer import Predictor
+from foldcnn.models import create_model
+from foldcnn.scaleout.inputs import expand_inputs, make_units
+from foldcnn.scaleout.tasks import FoldedInference, decode_units
+from foldcnn.train.checkpoint import CheckpointError, save_checkpoint
+
+FOLD = 4
+N_IMAGES = 7  # 7 = one full fold + 3: the last image fold is padded by 1
+N_FRAMES = 30  # 7 full folds + 2: the video's last fold is padded by 2
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    model = create_model("lol-gold-fraction", fold=FOLD)
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt"), model, [f"c{i}" for i in range(model.num_classes)])
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """imgs/: 7 PNGs of varied sizes (two in a subfolder), a corrupt PNG, a text file; vid/video.mp4."""
+    pytest.importorskip("av")
+    from foldcnn.data.video import generate_video
+
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    for i in range(N_IMAGES):
+        p = root / "imgs" / ("sub" if i >= 5 else "") / f"im{i}.png"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (20 + 3 * i, 50 + i, 3), dtype=np.uint8)).save(p)
+    (root / "imgs" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (root / "imgs" / "notes.txt").write_text("not an image")
+    video = generate_video(root / "vid", N_FRAMES, seed=1, size=(64, 48), progress=False).video_path
+    return {"root": root, "imgs": root / "imgs", "video": video, "bad": str(root / "imgs" / "bad.png"),
+            "images": sorted(str(p) for p in (root / "imgs").rglob("im*.png"))}
+
+
+# ------------------------------------------------------------------------------- inputs
+def test_expand_inputs_mixes_folders_globs_and_files(data):
+    root = data["root"]
+    files = expand_inputs([data["imgs"], str(root / "imgs" / "im*.png"), data["video"], str(root / "none*.jpg")])
+    assert files.images == sorted(data["images"] + [data["bad"]])  # recursive, sorted, no duplicates
+    assert files.videos == [str(data["video"])]
+    assert files.ignored == [str(root / "imgs" / "notes.txt")]
+    assert files.unmatched == [str(root / "none*.jpg")]
+    assert files.n_files == N_IMAGES + 2
+
+
+def test_expand_inputs_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="input not found"):
+        expand_inputs([tmp_path / "missing.png"])
+    (tmp_path / "readme.md").write_text("x")
+    with pytest.raises(ValueError, match="no image or video files matched"):
+        expand_inputs([tmp_path, str(tmp_path / "*.png")])
+    with pytest.raises(ValueError, match="no inputs"):
+        expand_inputs([])
+
+
+def test_make_units_numbers_files_by_path_and_groups_images(data):
+    files = expand_inputs([data["imgs"], data["video"]])
+    sources, units, unit_of = make_units(files, images_per_task=4)
+    assert sources == sorted(sources) and len(sources) == files.n_files
+    kinds = [u["kind"] for u in units]
+    assert kinds == ["images", "images", "video"]
+    assert [len(u["ids"]) for u in units] == [4, 4, 1]
+    for u, unit in enumerate(units):
+        assert [sources[i] for i in unit["ids"]] == unit["paths"]
+        assert all(unit_of[i] == u for i in unit["ids"])
+
+
+# ------------------------------------------------------ the Ray functions, run in-process
+def _run_in_process(units, ckpt, batch_size=8, stride=1, on_error="skip"):
+    rows = []
+    for unit in units:
+        batch = {k: np.array([unit[k]], dtype=object) for k in ("kind", "ids", "paths")}
+        rows += list(decode_units(batch, fold=FOLD, input_shape=(3, 22, 52), stride=stride, chunk=batch_size,
+                                  on_error=on_error))
+    actor = FoldedInference(str(ckpt), "eager", batch_size, threads=1)
+    return rows, [actor(r) for r in rows]
+
+
+def test_decode_emits_whole_padded_folds_and_failure_rows(data, ckpt):
+    files = expand_inputs([data["imgs"], data["video"]])
+    sources, units, _ = make_units(files, images_per_task=8)
+    rows, _ = _run_in_process(units, ckpt)
+    folds = [r for r in rows if (r["error"] == "").all()]
+    fails = [r for r in rows if (r["error"] != "").all()]
+    assert all(r["image"].shape[1:] == (FOLD, 3, 22, 52) and r["image"].dtype == np.uint8 for r in folds)
+    valid = np.concatenate([r["valid"].reshape(-1) for r in folds])
+    assert valid.sum() == N_IMAGES + N_FRAMES
+    # images: 7 -> 2 folds, 1 padded slot; video: 30 frames -> 8 folds, 2 padded slots
+    assert len(valid) - valid.sum() == 1 + 2
+    for r in folds:  # padded slots are zero images with no source
+        pad = ~r["valid"]
+        assert (r["image"][pad] == 0).all() and (r["source_id"][pad] == -1).all()
+    assert len(fails) == 1 and sources[fails[0]["source_id"][0, 0]] == data["bad"]
+    assert not fails[0]["valid"].any() and "cannot identify image" in fails[0]["error"][0]
+
+
+def _video_unit(path, source_id=3):
+    return {"kind": np.array(["video"], object), "ids": np.array([[source_id]], object),
+            "paths": np.array([[str(path)]], object)}
+
+
+def test_broken_video_keeps_frames_before_the_error(monkeypatch):
+    from foldcnn.data import readers
+
+    def five_then_fail(path, input_size, stride):
+        for t in range(5):
+            yield t * stride, torch.full((3, *input_size), t, dtype=torch.uint8)
+        raise readers.VideoReadError(f"cannot read video {path}: decoding failed after 5 frames")
+
+    monkeypatch.setattr(readers, "iter_video_frames", five_then_fail)
+    rows = list(decode_units(_video_unit("cam.mp4"), fold=FOLD, input_shape=(3, 22, 52), stride=2, chunk=4,
+                             on_error="skip"))
+    folds, fail = rows[:-1], rows[-1]
+    assert np.concatenate([r["frame"][r["valid"]] for r in folds]).tolist() == [0, 2, 4, 6, 8]
+    assert [int(r["image"][0, 0, 0, 0, 0]) for r in folds] == [0, 4]  # chunks of 4, the last one padded
+    assert fail["error"][0].endswith("decoding failed after 5 frames") and fail["source_id"][0, 0] == 3
+    with pytest.raises(DataReadError, match="after 5 frames"):
+        list(decode_units(_video_unit("cam.mp4"), fold=FOLD, input_shape=(3, 22, 52), stride=2, chunk=4,
+                          on_error="raise"))
+
+
+def test_undecodable_video_is_one_failure_row(tmp_path):
+    pytest.importorskip("av")
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\0" * 1000)
+    rows = list(decode_units(_video_unit(bad), fold=FOLD, input_shape=(3, 22, 52), stride=1, chunk=8,
+                             on_error="skip"))
+    assert len(rows) == 1 and not rows[0]["valid"].any() and "cannot read video" in rows[0]["error"][0]
+
+
+def test_in_process_inference_equals_predictor(data, ckpt):
+    files = expand_inputs([data["imgs"], data["video"]])
+    sources, units, _ = make_units(files, images_per_task=8)
+    _, outs = _run_in_process(units, ckpt, batch_size=8)
+    got = {}
+    for o in outs:
+        for s, fr, c, conf, err in zip(o["source_id"], o["frame"], o["class_index"], o["confidence"], o["error"]):
+            got[(sources[s], int(fr))] = (int(c), float(conf), err)
+    assert got[(data["bad"], -1)][0] == -1 and got[(data["bad"], -1)][2]
+    want = _predictor_results(ckpt, data["images"] + [data["bad"]], data["video"])
+    assert set(got) - {(data["bad"], -1)} == set(want)
+    for key, (c, conf) in want.items():
+        assert got[key][0] == c and abs(got[key][1] - conf) < 1e-5, key
+
+
+def _predictor_results(ckpt, images, video, stride=1):
+    """(source, frame) -> (class_index, confidence) from the single-process Predictor: the images
+    in sorted order as one stream, the video as another."""
+    p = Predictor.from_checkpoint(ckpt, batch_size=64, workers=0, on_error="skip")
+    preds = (p.predict(images) if images else []) + p.predict(video, stride=stride)
+    return {(str(q.source), -1 if q.frame is None else q.frame): (q.class_index, q.confidence) for q in preds}
+
+
+# ------------------------------------------------------------------ checks before Ray
+def test_missing_ray_gives_install_hint(monkeypatch, data, ckpt, tmp_path):
+    from foldcnn.scaleout import ray_engine
+
+    monkeypatch.setitem(sys.modules, "ray.data", None)  # makes "import ray.data" fail
+    with pytest.raises(ImportError, match=r"pip install 'foldcnn\[ray\]'"):
+        ray_engine.run_ray_predict(ckpt, [data["imgs"]], tmp_path)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"formats": ("parquet", "xlsx")}, "formats"), ({"batch_size": 0}, "batch_size"),
+    ({"on_error": "ignore"}, "on_error"), ({"num_actors": 0}, "num_actors"), ({"stride": 0}, "stride"),
+    ({"device": "tpu"}, "device"), ({"threads_per_actor": 0}, "threads_per_actor"),
+])
+def test_bad_arguments_are_rejected_first(kwargs, match, data, ckpt, tmp_path):
+    from foldcnn.scaleout import run_ray_predict
+
+    with pytest.raises(ValueError, match=match):
+        run_ray_predict(ckpt, [data["imgs"]], tmp_path, **kwargs)
+
+
+def test_bad_checkpoint_fails_before_a_cluster_starts(data, tmp_path):
+    ray = pytest.importorskip("ray")
+    from foldcnn.scaleout import run_ray_predict
+
+    with pytest.raises(CheckpointError, match="does not exist"):
+        run_ray_predict(tmp_path / "nope", [data["imgs"]], tmp_path / "out", progress=False)
+    assert not ray.is_initialized()
+    assert not (tmp_path / "out").exists()
+
+
+def test_cluster_starts_local_joins_address_and_reuses_a_session(monkeypatch):
+    ray = pytest.importorskip("ray")
+    from foldcnn.scaleout import ray_engine
+
+    calls = []
+    monkeypatch.setattr(ray_engine, "_check_reachable", lambda address: calls.append(("check", address)))
+    state = {"on": False}
+    monkeypatch.setattr(ray, "is_initialized", lambda: state["on"])
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(("init", kw.get("address"))))
+    monkeypatch.setattr(ray, "shutdown", lambda: calls.append(("shutdown", None)))
+    with ray_engine._cluster(None, progress=False) as where:
+        assert where == "local"
+    with ray_engine._cluster("ray://head:10001", progress=False) as where:
+        assert where == "ray://head:10001"
+    # a local cluster is always new ("local"), never whatever RAY_ADDRESS points at; a joined one
+    # is only disconnected from (ray.shutdown in a driver that connected leaves the cluster up)
+    assert calls == [("init", "local"), ("shutdown", None), ("check", "ray://head:10001"),
+                     ("init", "ray://head:10001"), ("shutdown", None)]
+    calls.clear()
+    state["on"] = True
+    with ray_engine._cluster(None, progress=False) as where:
+        assert where == "existing"
+    assert calls == []
+
+
+def test_unreachable_address_fails_fast():
+    import socket
+    import time
+
+    from foldcnn.scaleout.ray_engine import _check_reachable
+
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens on it
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    t0 = time.perf_counter()
+    with pytest.raises(ConnectionError, match="ray start --head"):
+        _check_reachable(f"127.0.0.1:{port}")
+    assert time.perf_counter() - t0 < 10
+    _check_reachable("auto")  # left to Ray
+
+
+@pytest.mark.slow
+def test_ray_run_starts_and_stops_its_own_cluster(data, ckpt, tmp_path):
+    ray = pytest.importorskip("ray")
+    from foldcnn.scaleout import run_ray_predict
+
+    if ray.is_initialized():
+        pytest.skip("a Ray session is already open in this process")
+    s = run_ray_predict(ckpt, [str(data["imgs"] / "im*.png")], tmp_path, progress=False)
+    assert s["cluster"] == "local" and s["images"] == 5 and s["failed"] == []
+    assert not ray.is_initialized()
+
+
+# ----------------------------------------------------------------- on a Ray cluster
+@pytest.fixture(scope="module")
+def cluster():
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("pyarrow")
+    ray.init(address="local", num_cpus=2, include_dashboard=False)  # a new cluster, never a running one
+    yield ray
+    ray.shutdown()
+
+
+def _read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_ray_run_equals_predictor_and_reports_failures(cluster, data, ckpt, tmp_path):
+    import pyarrow.parquet as pq
+
+    from foldcnn.scaleout import run_ray_predict
+
+    s = run_ray_predict(ckpt, [data["imgs"], data["video"]], tmp_path, batch_size=8, num_actors=1, progress=False)
+    n = N_IMAGES + N_FRAMES
+    assert (s["images"], s["files"], s["image_files"], s["video_files"]) == (n, N_IMAGES + 2, N_IMAGES + 1, 1)
+    assert [f["source"] for f in s["failed"]] == [data["bad"]] and "cannot identify" in s["failed"][0]["reason"]
+    assert s["padded_images"] == 3 and s["images_per_s"] > 0 and s["fold"] == FOLD
+    assert cluster.is_initialized()  # a session opened by the caller is left open
+
+    table = pq.read_table(s["outputs"]["parquet"]).to_pylist()
+    rows = _read_csv(s["outputs"]["csv"])
+    assert len(table) == len(rows) == n
+    keys = [(r["source"], r["frame"]) for r in table]
+    assert keys == sorted(keys)
+    assert [(r["source"], int(r["frame"]), r["class_name"]) for r in rows] == \
+        [(r["source"], r["frame"], r["class_name"]) for r in table]
+    want = _predictor_results(ckpt, data["images"] + [data["bad"]], data["video"])
+    assert set(keys) == set(want)
+    for r in table:
+        c, conf = want[(r["source"], r["frame"])]
+        assert r["class_index"] == c and r["class_name"] == f"c{c}" and abs(r["confidence"] - conf) < 1e-5
+    assert _read_csv(s["outputs"]["failed"]) == [{"source": data["bad"], "reason": s["failed"][0]["reason"]}]
+    assert json.loads((tmp_path / "summary.json").read_text())["images"] == n
+
+
+@pytest.mark.slow
+def test_ray_run_video_stride_and_csv_only(cluster, data, ckpt, tmp_path):
+    from foldcnn.scaleout import run_ray_predict
+
+    s = run_ray_predict(ckpt, data["video"], tmp_path, batch_size=1024, stride=3, formats=("csv",),
+                        progress=False)
+    rows = _read_csv(s["outputs"]["csv"])
+    assert [int(r["frame"]) for r in rows] == list(range(0, N_FRAMES, 3))
+    assert "parquet" not in s["outputs"] and not (tmp_path / "predictions.parquet").exists()
+    assert s["failed"] == [] and _read_csv(s["outputs"]["failed"]) == []
+    want = _predictor_results(ckpt, [], data["video"], stride=3)
+    for r in rows:
+        c, conf = want[(r["source"], int(r["frame"]))]
+        assert int(r["class_index"]) == c and abs(float(r["confidence"]) - conf) < 1e-5
+
+
+@pytest.mark.slow
+def test_ray_run_on_error_raise_names_the_file(cluster, data, ckpt, tmp_path):
+    from foldcnn.scaleout import run_ray_predict
+
+    with pytest.raises(DataReadError, match="bad.png"):
+        run_ray_predict(ckpt, [data["imgs"]], tmp_path, on_error="raise", progress=False)
+    assert cluster.is_initialized()
