@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # One module per command group; each lists its parser builders in COMMANDS.
-_MODULES = ("models", "data", "train", "export", "predict", "serve", "bench")
+_MODULES = ("demo", "models", "data", "train", "export", "predict", "serve", "bench")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,41 @@
+"""`foldcnn demo`: the pipeline end to end on a tiny budget (correctness, not speed)."""
+
+import json
+
+import pytest
+
+from foldcnn.cli import main
+from foldcnn.demo import DemoConfig, comparison_rows, run_demo
+
+TINY = dict(task="sot-coin-count", fold=2, train_size=120, val_size=40, test_size=60, epochs_original=1,
+            epochs_folded=1, trials=1, min_seconds=0.01, batch_size=32, backends=(("eager", "fp32"),))
+
+
+def test_demo_trains_both_measures_both_and_writes_report(tmp_path):
+    cfg = DemoConfig(**TINY)
+    stages = []
+    result = run_demo(tmp_path / "demo", cfg, progress=False, on_stage=stages.append)
+    assert len(stages) == 3
+    assert set(result.accuracy) == {1, 2}
+    for acc in result.accuracy.values():
+        assert 0.0 <= acc["test_top1"] <= 1.0 and acc["command"].startswith("foldcnn train --task sot-coin-count")
+    rows = comparison_rows(cfg, result)
+    assert len(rows) == 1 and rows[0]["original_images_per_s"] > 0 and rows[0]["folded_images_per_s"] > 0
+    assert rows[0]["ratio"] == pytest.approx(rows[0]["folded_images_per_s"] / rows[0]["original_images_per_s"])
+    report = (tmp_path / "demo" / "report.md").read_text()
+    assert "original (f=1)" in report and "folded (f=2)" in report and "foldcnn bench" in report
+    assert (tmp_path / "demo" / "original" / "checkpoint" / "model.safetensors").exists()
+    assert (tmp_path / "demo" / "folded-f2" / "checkpoint" / "model.safetensors").exists()
+    saved = json.loads((tmp_path / "demo" / "demo.json").read_text())
+    assert saved["config"]["fold"] == 2 and len(saved["throughput"]) == 2
+
+
+def test_demo_config_rejects_fold_one():
+    with pytest.raises(ValueError, match="fold must be >= 2"):
+        DemoConfig(fold=1)
+
+
+def test_demo_cli_unknown_task_is_one_line(capsys, tmp_path):
+    assert main(["demo", "--task", "nope", "--out", str(tmp_path / "d"), "--quick"]) == 1
+    err = capsys.readouterr().err
+    assert "nope" in err and "Traceback" not in err
