@@ -32,6 +32,13 @@ def _slug(*parts: str) -> str:
     return "_".join(p.replace("/", "-").replace(" ", "-") for p in parts)
 
 
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _fold_label(r: dict) -> str:
     if r["fold"] == 1:
         return "f=1 (original)"
@@ -70,11 +77,7 @@ def plot_throughput(records: list[dict], out_dir: str | os.PathLike) -> list[Pat
         for ax in list(axes.flat)[len(models):]:
             ax.set_visible(False)
         fig.suptitle(f"throughput vs batch size: {key[0]} {key[1]} on {key[2]} (median of trials, min-max bars)")
-        fig.tight_layout()
-        path = out_dir / f"throughput_{_slug(*key)}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(plt, fig, out_dir / f"throughput_{_slug(*key)}.png"))
     return paths
 
 
@@ -116,11 +119,7 @@ def plot_roofline(records: list[dict], peaks: PeakSet, out_dir: str | os.PathLik
         ax.set_title(f"roofline: {backend} {dtype} on {device} (best batch size per model and fold)", fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
-        fig.tight_layout()
-        path = out_dir / f"roofline_{_slug(backend, dtype, device)}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(plt, fig, out_dir / f"roofline_{_slug(backend, dtype, device)}.png"))
     return paths
 
 
