@@ -7,7 +7,9 @@ Each cell is one `foldcnn train` command (printed in the table), run as a subpro
 thread; `--jobs` runs that many at once. Finished runs (run.json present) are not re-run, so an
 interrupted table resumes. The original (f=1) and the folded models of a task see the same
 generated train/val/test images (same --data-seed); folded models get their own, longer budget
-(DESIGN section 5: they converge more slowly).
+(DESIGN section 5: they converge more slowly) and distill from their task's original (KL,
+`--distill`). The NoScope video row renders its video once with
+`foldcnn data video` and trains on it with `--data`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,11 +36,37 @@ def parse_epochs(text: str) -> dict[int, int]:
     return {int(f): int(e) for f, e in pairs}
 
 
+# NoScope-style video rows: (zoo model, `foldcnn data video` arguments). The video is rendered once
+# into OUT/data/<row> and split 60/20/20 in time with 30-frame gaps (DESIGN section 6).
+VIDEO_TASKS = {"noscope-car": ("noscope-roundabout", ["--object", "car", "--frames", "6000", "--seed", "5"])}
+VIDEO_GAP = 30
+
+
+def video_dir(task: str, args) -> Path:
+    return Path(args.out) / "data" / task
+
+
+def prepare_video(task: str, args) -> None:
+    """Render the row's video (once) with `foldcnn data video`."""
+    out = video_dir(task, args)
+    if (out / "video.mp4").exists():
+        return
+    exe = [sys.executable, "-m", "foldcnn", "data", "video", "--out", str(out), *VIDEO_TASKS[task][1], "--quiet"]
+    subprocess.run(exe, check=True)
+
+
 def command(task: str, fold: int, args) -> list[str]:
-    return ["foldcnn", "train", "--task", task, "--fold", str(fold), "--epochs", str(args.epochs[fold]),
-            "--train-size", str(TRAIN_SIZE.get(task, args.train_size)), "--test-size", str(args.test_size),
-            "--data-seed", "0", "--seed", "0", "--threads", "1", "--quiet",
-            "--out", str(Path(args.out) / f"{task}-f{fold}")]
+    if task in VIDEO_TASKS:
+        source = ["--data", str(video_dir(task, args)), "--model", VIDEO_TASKS[task][0],
+                  "--video-gap", str(VIDEO_GAP)]
+    else:
+        source = ["--task", task, "--train-size", str(TRAIN_SIZE.get(task, args.train_size)),
+                  "--test-size", str(args.test_size), "--data-seed", "0"]
+    teacher = []
+    if fold > 1 and args.distill != "none":  # the row's own original is the teacher
+        teacher = ["--teacher", str(Path(args.out) / f"{task}-f1" / "checkpoint"), "--distill", args.distill]
+    return ["foldcnn", "train", *source, "--fold", str(fold), "--epochs", str(args.epochs[fold]), *teacher,
+            "--seed", "0", "--threads", "1", "--quiet", "--out", str(Path(args.out) / f"{task}-f{fold}")]
 
 
 def run_one(cmd: list[str]) -> tuple[list[str], int, float]:
@@ -82,12 +111,15 @@ def report(args) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/accuracy")
-    p.add_argument("--tasks", nargs="+", default=list(GAME_TASKS))
+    p.add_argument("--tasks", nargs="+", default=[*GAME_TASKS, *VIDEO_TASKS],
+                   help=f"game tasks and video rows ({', '.join(VIDEO_TASKS)})")
     p.add_argument("--folds", nargs="+", type=int, default=[1, 2, 3, 4])
-    p.add_argument("--epochs", type=parse_epochs, default=parse_epochs("1:30,2:45,3:60,4:60"),
-                   help="epochs per fold, e.g. 1:30,2:45,3:60,4:60")
-    p.add_argument("--train-size", type=int, default=10000)
-    p.add_argument("--test-size", type=int, default=5000)
+    p.add_argument("--epochs", type=parse_epochs, default=parse_epochs("1:60,2:100,3:100,4:100"),
+                   help="epochs per fold, e.g. 1:60,2:100,3:100,4:100")
+    p.add_argument("--train-size", type=int, default=8000)
+    p.add_argument("--test-size", type=int, default=4000)
+    p.add_argument("--distill", choices=("kl", "mse", "none"), default="kl",
+                   help="folded rows distill from the row's f=1 checkpoint (trained first)")
     p.add_argument("--jobs", type=int, default=2, help="runs at once (each uses one thread)")
     p.add_argument("--report", help="only write the markdown table to this file (no training)")
     args = p.parse_args()
@@ -95,10 +127,30 @@ def main() -> int:
         Path(args.report).write_text(report(args))
         print(report(args))
         return 0
-    todo = [command(t, f, args) for t in args.tasks for f in args.folds if result(Path(args.out), t, f) is None]
+    for task in args.tasks:
+        if task in VIDEO_TASKS:
+            prepare_video(task, args)
+    # the original of every task first, so a partial table already has its baselines
+    cells = sorted(((t, f) for t in args.tasks for f in args.folds), key=lambda c: (c[1] != 1, c[0] == "lol-gold-int"))
+    todo = [(t, f) for t, f in cells if result(Path(args.out), t, f) is None]
     print(f"{len(todo)} runs to do, {args.jobs} at a time", flush=True)
+    originals = {t: threading.Event() for t in args.tasks}
+    for t in args.tasks:
+        if result(Path(args.out), t, 1) is not None or 1 not in args.folds:
+            originals[t].set()
+
+    def run_cell(cell):
+        task, fold = cell
+        if fold > 1 and args.distill != "none":
+            originals[task].wait()  # the teacher must be trained first
+        try:
+            return run_one(command(task, fold, args))
+        finally:
+            if fold == 1:
+                originals[task].set()
+
     with ThreadPoolExecutor(args.jobs) as pool:
-        failed = [c for c, rc, _ in pool.map(run_one, todo) if rc]
+        failed = [c for c, rc, _ in pool.map(run_cell, todo) if rc]
     print(report(args))
     return 1 if failed else 0
 

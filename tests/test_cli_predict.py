@@ -119,3 +119,19 @@ def test_ray_engine_missing_gives_a_clear_error(setup, capsys, monkeypatch):
                  "--engine", "ray", "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "--engine ray needs" in err and "pip install" in err and len(err.strip().splitlines()) == 1
+
+
+def test_ray_engine_unreachable_address_is_one_line(setup, capsys, monkeypatch):
+    root, ck, _ = setup
+    import types
+
+    def unreachable(*args, address=None, **kwargs):
+        raise ConnectionError(f"cannot reach the Ray cluster at {address!r}; start one with 'ray start --head'")
+
+    fake = types.ModuleType("foldcnn.scaleout.ray_engine")
+    fake.run_ray_predict = unreachable  # what the engine raises for an address nobody listens on
+    monkeypatch.setitem(sys.modules, "foldcnn.scaleout.ray_engine", fake)
+    assert main(["predict", str(ck), "--input", str(root / "imgs"), "--out", str(root / "ray"),
+                 "--engine", "ray", "--address", "127.0.0.1:9", "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot reach the Ray cluster at '127.0.0.1:9'" in err[0]

@@ -28,11 +28,18 @@ def test_demo_trains_both_measures_both_and_writes_report(tmp_path):
     assert (tmp_path / "demo" / "folded-f2" / "checkpoint" / "model.safetensors").exists()
     saved = json.loads((tmp_path / "demo" / "demo.json").read_text())
     assert saved["config"]["fold"] == 2 and len(saved["throughput"]) == 2
+    # the folded CNN distilled from the original it was compared with
+    run = json.loads((tmp_path / "demo" / "folded-f2" / "run.json").read_text())
+    assert run["features"]["distillation"]["kind"] == "kl"
+    assert run["features"]["distillation"]["teacher"] == str(tmp_path / "demo" / "original" / "checkpoint")
+    assert "--teacher" in result.accuracy[2]["command"] and "--teacher" not in result.accuracy[1]["command"]
 
 
-def test_demo_config_rejects_fold_one():
+def test_demo_config_rejects_fold_one_and_unknown_distillation():
     with pytest.raises(ValueError, match="fold must be >= 2"):
         DemoConfig(fold=1)
+    with pytest.raises(ValueError, match="distill must be"):
+        DemoConfig(distill="soft")
 
 
 def test_demo_cli_unknown_task_is_one_line(capsys, tmp_path):

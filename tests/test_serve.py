@@ -488,8 +488,8 @@ def test_cli_server_serves_and_exits_cleanly_on_sigterm(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
-    # uvicorn re-raises the signal after its graceful shutdown, so the exit status is -SIGTERM.
-    assert proc.returncode in (0, -signal.SIGTERM) and "Traceback" not in err, err
+    # uvicorn drains, then re-raises the signal to the handler foldcnn serve installed: a clean exit 0
+    assert proc.returncode == 0 and "Traceback" not in err, err
     assert "fold 2" in out
 
 

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (CLIError, KeyError, ValueError, FileNotFoundError, TypeError) as e:
+    except (CLIError, KeyError, ValueError, FileNotFoundError, TypeError, ConnectionError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"foldcnn {args.command}: error: {msg}", file=sys.stderr)
         return 1

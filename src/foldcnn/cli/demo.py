@@ -16,7 +16,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     base = DemoConfig(**quick) if args.quick else DemoConfig()
     overrides = {k: v for k, v in {"task": args.task, "fold": args.fold, "train_size": args.train_size,
                                    "epochs_original": args.epochs_original,
-                                   "epochs_folded": args.epochs_folded}.items() if v is not None}
+                                   "epochs_folded": args.epochs_folded, "distill": args.distill}.items()
+                 if v is not None}
     cfg = DemoConfig(**{**base.__dict__, **overrides})
     from foldcnn.models import model_entry
 
@@ -49,6 +50,8 @@ def _add_demo(sub) -> None:
     p.add_argument("--train-size", type=int, default=None, help=f"generated training images (default {d.train_size})")
     p.add_argument("--epochs-original", type=int, default=None, help=f"default {d.epochs_original}")
     p.add_argument("--epochs-folded", type=int, default=None, help=f"default {d.epochs_folded}")
+    p.add_argument("--distill", choices=("kl", "mse", "none"), default=None,
+                   help=f"the folded CNN distills from the original (default {d.distill}; none: labels only)")
     p.add_argument("--quick", action="store_true", help="a tiny run (under a minute) to check the set-up")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_demo)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import sys
 
 from foldcnn.cli.common import CLIError
 
@@ -65,10 +67,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
           f"backend {p.stats.backend}/{p.stats.precision}; batches of up to {app.state.batcher.max_batch} images "
           f"or {args.max_wait_ms:g} ms; http://{args.host}:{args.port}/v1/classify"
           + (" (API key required)" if config.api_key else ""))
+    # uvicorn drains in-flight requests on SIGTERM/SIGINT, then re-raises the signal with the
+    # handler that was in place before it started: make that a clean exit, not death by signal.
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
                     timeout_graceful_shutdown=args.graceful_timeout_s, access_log=args.access_log)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         for q in predictors:
             q.close()
     return 0

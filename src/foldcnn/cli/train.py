@@ -39,6 +39,7 @@ def _train_inputs(args: argparse.Namespace):
                       seed=args.seed, patience=args.patience, threads=args.threads,
                       precision=args.precision, device=args.device, curriculum=args.curriculum,
                       train_batchnorm=not args.no_train_batchnorm, zero_init_head=not args.no_zero_init_head,
+                      tie_slots=not args.no_tie_slots,
                       curriculum_end=args.curriculum_end, distill=distill, distill_weight=args.distill_weight,
                       temperature=args.temperature)
     return model, data, cfg
@@ -148,6 +149,9 @@ def _add_train(sub) -> None:
                    "after training, so the saved model has the paper's layers either way)")
     p.add_argument("--no-zero-init-head", action="store_true",
                    help="keep the paper's N(0, 0.01) classifier init instead of zeros")
+    p.add_argument("--no-tie-slots", action="store_true",
+                   help="train the folded layers freely instead of tied alike across fold slots (tied "
+                   "training is written back as the same dense layers; free training tends to learn one slot)")
     p.add_argument("--curriculum", action="store_true",
                    help="start with max(K//10, fold) classes and add max(K//10, 1) at a time (paper's curriculum)")
     p.add_argument("--curriculum-end", type=float, default=d.curriculum_end,

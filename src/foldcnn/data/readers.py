@@ -27,7 +27,7 @@ from foldcnn.data.base import ArrayDataset
 __all__ = [
     "IMAGE_EXTENSIONS", "DataReadError", "ImageReadError", "VideoReadError", "LabelsMismatchError",
     "SkippedFile", "ReadReport", "read_image", "list_images", "iter_images", "load_images",
-    "load_image_folder", "iter_video_frames", "read_labels_csv", "load_video",
+    "load_image_folder", "iter_video_frames", "read_labels_csv", "load_video", "resize_rgb", "to_rgb",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
@@ -112,7 +112,7 @@ def _nearest_index(src: int, dst: int) -> np.ndarray:
     return np.minimum(((np.arange(dst) + 0.5) * (src / dst)).astype(np.int64), src - 1)
 
 
-def _resize(arr: np.ndarray, size: tuple[int, int] | None, mode: str) -> np.ndarray:
+def resize_rgb(arr: np.ndarray, size: tuple[int, int] | None, mode: str) -> np.ndarray:
     """uint8 (h, w, 3) -> uint8 (H, W, 3)."""
     if size is None or arr.shape[:2] == size:
         return arr
@@ -122,7 +122,7 @@ def _resize(arr: np.ndarray, size: tuple[int, int] | None, mode: str) -> np.ndar
     return np.asarray(Image.fromarray(arr).resize((w, h), Image.Resampling.BILINEAR))
 
 
-def _to_rgb(im: Image.Image) -> np.ndarray:
+def to_rgb(im: Image.Image) -> np.ndarray:
     """Any Pillow mode -> uint8 (H, W, 3). 16-bit grey is scaled to 8 bits; alpha is dropped."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         grey = (np.asarray(im, dtype=np.float64) / 257.0).clip(0, 255).round().astype(np.uint8)
@@ -149,7 +149,7 @@ def _decode(path: Path, max_pixels: int | None) -> tuple[np.ndarray, str]:
                 im.load()  # decode now: truncated data fails here, not later
                 mode = im.mode
                 ImageOps.exif_transpose(im, in_place=True)  # photos taken sideways
-                return _to_rgb(im), mode
+                return to_rgb(im), mode
     except ImageReadError:
         raise
     except Image.DecompressionBombError as e:
@@ -168,7 +168,7 @@ def read_image(path: str | Path, input_size: tuple[int, int] | None = None, *, r
     size = _check_size(input_size)
     _check_choice("resize", resize, RESIZE_MODES)
     arr, _ = _decode(Path(path), max_pixels)
-    return torch.from_numpy(np.ascontiguousarray(_resize(arr, size, resize).transpose(2, 0, 1)))
+    return torch.from_numpy(np.ascontiguousarray(resize_rgb(arr, size, resize).transpose(2, 0, 1)))
 
 
 def _is_image(p: Path, extensions: Sequence[str]) -> bool:
@@ -222,7 +222,7 @@ def iter_images(source, input_size: tuple[int, int] | None = None, *, on_error: 
             rep.skip(p, e.reason)
             continue
         rep.read += 1
-        yield p, torch.from_numpy(np.ascontiguousarray(_resize(arr, size, resize).transpose(2, 0, 1)))
+        yield p, torch.from_numpy(np.ascontiguousarray(resize_rgb(arr, size, resize).transpose(2, 0, 1)))
     if report is None and rep.skipped:
         warnings.warn(f"iter_images: {rep.summary()}", stacklevel=2)
 
@@ -327,7 +327,7 @@ def load_image_folder(root: str | Path, input_size: tuple[int, int] | None = Non
                 raise DataReadError(
                     f"images differ in size: {first[0]} is {h0}x{w0} (HxW) but {p} is {h1}x{w1}; "
                     f"pass input_size=(H, W) (e.g. input_size=({h0}, {w0})) to resize them all")
-        arrays.append(_resize(arr, size, resize))
+        arrays.append(resize_rgb(arr, size, resize))
         labels.append(label)
         rel.append(p.relative_to(root).as_posix())
         modes[mode] = modes.get(mode, 0) + 1
@@ -389,7 +389,7 @@ def _decode_video(path, input_size, stride, resize) -> Iterator[tuple[int, torch
             for frame in container.decode(stream):
                 img = None
                 if index % stride == 0:
-                    arr = _resize(frame.to_ndarray(format="rgb24"), size, resize)
+                    arr = resize_rgb(frame.to_ndarray(format="rgb24"), size, resize)
                     img = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
                 yield index, img
                 index += 1

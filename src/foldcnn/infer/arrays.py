@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from foldcnn.data.readers import DataReadError, _resize
+from foldcnn.data.readers import DataReadError, resize_rgb
 
 __all__ = ["ImageSizeError", "as_nchw", "fit_images", "resize_images", "to_unit_float"]
 
@@ -78,7 +78,7 @@ def _resize_np(a: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
     out = np.empty((a.shape[0], a.shape[1], h, w), a.dtype)
     for i, img in enumerate(a):
         if img.dtype == np.uint8 and img.shape[0] == 3:  # the exact path read_image takes
-            out[i] = _resize(np.ascontiguousarray(img.transpose(1, 2, 0)), size, mode).transpose(2, 0, 1)
+            out[i] = resize_rgb(np.ascontiguousarray(img.transpose(1, 2, 0)), size, mode).transpose(2, 0, 1)
         else:  # grey / other channel counts, or float: each channel as an "L" or "F" image
             out[i] = [np.asarray(Image.fromarray(np.ascontiguousarray(ch)).resize((w, h), filt)) for ch in img]
     return out

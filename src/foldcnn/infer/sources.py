@@ -34,7 +34,7 @@ from foldcnn.data.readers import (
     IMAGE_EXTENSIONS,
     DataReadError,
     ReadReport,
-    _to_rgb,
+    to_rgb,
     iter_video_frames,
     list_images,
     read_image,
@@ -104,7 +104,7 @@ def _load_single(kind: str, obj, spec: InputSpec) -> torch.Tensor:
     if kind == "pil":
         if spec.shape[0] != 3:
             raise ValueError(f"PIL images are converted to RGB but the model takes {spec.shape[0]} channels")
-        arr = _to_rgb(obj)
+        arr = to_rgb(obj)
         return _fit(torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))[None], spec, "PIL image")
     return _fit(as_nchw(obj[None], spec.shape, "image"), spec, "image")
 

@@ -70,7 +70,7 @@ def decode_image(data: bytes, input_shape: tuple[int, int, int], limits: ImageLi
     """Encoded image bytes -> uint8 (C, H, W) in the model's input shape (C = 3 RGB or 1 grey)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    from foldcnn.data.readers import _resize, _to_rgb
+    from foldcnn.data.readers import resize_rgb, to_rgb
 
     c, h, w = input_shape
     _check_size(data, limits, where)
@@ -88,7 +88,7 @@ def decode_image(data: bytes, input_shape: tuple[int, int, int], limits: ImageLi
                                             f"{w}x{h} and this server does not resize; resize it first")
                 im.load()  # decode now: truncated data fails here
                 ImageOps.exif_transpose(im, in_place=True)  # as foldcnn.data.readers does for files
-                arr = _to_rgb(im)
+                arr = to_rgb(im)
     except RequestError:
         raise
     except UnidentifiedImageError:
@@ -99,7 +99,7 @@ def decode_image(data: bytes, input_shape: tuple[int, int, int], limits: ImageLi
     except Exception as e:  # corrupt files raise many types; each becomes a 400 with its reason
         raise RequestError(400, f"{where} could not be decoded ({type(e).__name__}: {e}); "
                                 f"send a complete, valid image file") from None
-    arr = _resize(arr, (h, w), "bilinear")
+    arr = resize_rgb(arr, (h, w), "bilinear")
     if c == 1:  # grey model: ITU-R 601 luma, the weights Pillow's convert("L") uses
         arr = (arr @ np.array([0.299, 0.587, 0.114]))[..., None].round().clip(0, 255).astype(np.uint8)
     elif c != 3:

@@ -40,6 +40,10 @@ class TrainConfig:
     # Start the classifier at zero weights (a fresh model only): the first steps fit a readout of
     # the random features instead of shrinking them, which kills the narrow last conv's ReLUs.
     zero_init_head: bool = True
+    # Train every fold slot alike (foldcnn.train.symmetry): weights tied block-circulant across
+    # the slots while training, written back as the paper's dense layers at the end. Without it
+    # a folded model learns one slot and leaves the others near chance (docs/accuracy.md).
+    tie_slots: bool = True
     device: str = "cpu"  # "cuda" (one GPU per process under DDP) or "auto" (cuda when there is one)
     # Curriculum (DESIGN section 5): start with max(K // 10, f) classes, all in by this fraction
     # of the epochs; see foldcnn.train.curriculum.

@@ -8,7 +8,6 @@ initialized (foldcnn.train.distributed). bf16 autocast and channels_last apply t
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
@@ -24,6 +23,7 @@ from foldcnn.data.grouping import fold_groups, gather_fold_batch
 from foldcnn.fold import unfold_logits
 from foldcnn.models import FoldedCNN
 from foldcnn.train.batchnorm import add_train_batchnorm_, fuse_train_batchnorm_
+from foldcnn.train.symmetry import plain_state_dict, tie_fold_slots_, untie_fold_slots_
 from foldcnn.train.config import DEFAULT_STATE_EVERY_STEPS, TrainConfig
 from foldcnn.train.curriculum import active_pool, curriculum_schedule, stage_sizes
 from foldcnn.train.devices import autocast_for, bf16_supported, resolve_device, resolve_precision  # noqa: F401
@@ -205,6 +205,10 @@ def train_model(
     if cfg.train_batchnorm:
         add_train_batchnorm_(model)
     model.to(device=device, memory_format=memory_format)
+    run_dir = Path(out_dir) if out_dir is not None else None
+    state_path = run_dir / TRAIN_STATE_FILE if run_dir is not None else None
+    if cfg.tie_slots:  # after .to(): the blocks are 5-D, which channels_last cannot convert
+        tie_fold_slots_(model, fold)
     schedule = curriculum_schedule(k, fold, cfg.epochs, cfg.curriculum_end) if cfg.curriculum else [k] * cfg.epochs
     per_step = cfg.images_per_step(fold)
     groups_per_step = per_step // fold
@@ -213,8 +217,6 @@ def train_model(
     sched = _scheduler(opt, cfg, sum(steps))
     teacher = teacher_logits.to(device=device, dtype=torch.float32) if teacher_logits is not None else None
 
-    run_dir = Path(out_dir) if out_dir is not None else None
-    state_path = run_dir / TRAIN_STATE_FILE if run_dir is not None else None
     fp = fingerprint(cfg, model, train_ds, val_ds, teacher_logits) if run_dir is not None else None
     loop, resumed = LoopState(), None
     if resume:
@@ -303,7 +305,7 @@ def train_model(
         # The best checkpoint is chosen only once every class is in the curriculum.
         if active == k and val_top1 > loop.best_val_top1:
             loop.best_val_top1, loop.best_epoch = val_top1, epoch + 1
-            loop.best_state = copy.deepcopy(model.state_dict())
+            loop.best_state = plain_state_dict(model)  # dense weights, whether the slots are tied or not
         elif cfg.patience and loop.best_epoch > 0 and epoch + 1 - loop.best_epoch >= cfg.patience:
             loop.stopped = True
         loop.history.append(row)
@@ -319,6 +321,7 @@ def train_model(
         if loop.stopped:
             break
     bar.close()
+    untie_fold_slots_(model)
     if loop.best_state is not None:
         model.load_state_dict(loop.best_state)
     if cfg.train_batchnorm:

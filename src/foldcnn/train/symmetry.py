@@ -1,0 +1,154 @@
+"""Fold-slot symmetric training: every fold slot is treated alike, so no slot can win the features.
+
+Observed (docs/accuracy.md): a folded model trained freely learns the image in one fold slot and
+leaves the others near chance; whichever slot first finds useful features owns them. The task is
+symmetric in the slots (groups are random mixtures, so a cyclic shift of the slots is as likely as
+the original order), so the ideal folded model is *equivariant*: shifting the input's fold slots by
+one shifts its per-slot outputs by one. This module trains inside exactly that family.
+
+Each hidden width ``w`` is split into ``f`` slot groups of ``g = w // f`` channels (channels
+``[a*g, (a+1)*g)`` belong to group ``a``) and ``r = w % f`` shared channels at the end. The input's
+groups are the fold slots (``C`` channels each) and the classifier's output groups are the
+per-image logits (``K`` each), as the folding contract says. A weight from input group ``b`` to
+output group ``a`` is ``B[(b - a) mod f]`` (block-circulant); a weight from any group to a shared
+channel is one block ``A``, from a shared channel to any group one block ``C``, shared to shared a
+free block ``D``; biases and BatchNorm scales repeat one vector per group. A linear layer after a
+flatten sees each channel as ``H*W`` consecutive features and uses the same split.
+
+The tying is a :mod:`torch.nn.utils.parametrize` parametrization of the ordinary ``Conv2d`` and
+``Linear`` weights: the model keeps its modules, and :func:`untie_fold_slots_` writes the dense
+weights back, so the trained model has exactly the paper's layers, parameters and FLOPs.
+It holds the original model's number of weights (``f * (w/f)^2 = w^2 / f``), i.e. no fewer than the
+unfolded CNN, and computes with the folded model's full width.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+__all__ = ["tie_fold_slots_", "untie_fold_slots_", "has_tied_fold_slots", "slot_split", "plain_state_dict"]
+
+
+def slot_split(width: int, fold: int, unit: int = 1) -> tuple[int, int]:
+    """(features per slot group, shared features) of a dimension of ``width`` features that come
+    in runs of ``unit`` per channel (``H*W`` after a flatten, else 1)."""
+    channels = width // unit
+    return (channels // fold) * unit, (channels % fold) * unit
+
+
+class _TiedMatrix(nn.Module):
+    """weight (O, I, *k) from blocks B (f, go, gi, *k), A (ro, gi, *k), C (go, ri, *k), D (ro, ri, *k)."""
+
+    def __init__(self, fold: int, out_split: tuple[int, int], in_split: tuple[int, int], channels_last: bool):
+        super().__init__()
+        self.fold, self.out_split, self.in_split = fold, out_split, in_split
+        self.channels_last = channels_last
+        f = fold
+        self.register_buffer("index", (torch.arange(f)[None, :] - torch.arange(f)[:, None]) % f, persistent=False)
+
+    def forward(self, b, a, c, d):
+        f, (go, ro), (gi, ri) = self.fold, self.out_split, self.in_split
+        k = b.shape[3:]
+        blocks = b[self.index]  # (f_out, f_in, go, gi, *k)
+        regular = blocks.transpose(1, 2).reshape(f * go, f * gi, *k)
+        top = torch.cat([regular, c.repeat(f, *([1] * (c.dim() - 1)))], dim=1)
+        bottom = torch.cat([a.repeat(1, f, *([1] * len(k))), d], dim=1)
+        weight = torch.cat([top, bottom], dim=0)
+        if self.channels_last:
+            weight = weight.contiguous(memory_format=torch.channels_last)
+        return weight
+
+    @torch.no_grad()
+    def right_inverse(self, w):
+        """Blocks that reproduce the first group's row and column of ``w`` (keeps the init's scale)."""
+        f, (go, ro), (gi, ri) = self.fold, self.out_split, self.in_split
+        b = torch.stack([w[:go, j * gi:(j + 1) * gi] for j in range(f)])
+        a = w[f * go:, :gi]
+        c = w[:go, f * gi:]
+        d = w[f * go:, f * gi:]
+        return b.clone(), a.clone(), c.clone(), d.clone()
+
+
+class _TiedVector(nn.Module):
+    """vector (O,) from one vector per group (go,) and the shared part (ro,)."""
+
+    def __init__(self, fold: int, split: tuple[int, int]):
+        super().__init__()
+        self.fold, self.split = fold, split
+
+    def forward(self, regular, shared):
+        return torch.cat([regular.repeat(self.fold), shared])
+
+    @torch.no_grad()
+    def right_inverse(self, v):
+        go = self.split[0]
+        return v[:go].clone(), v[self.fold * go:].clone()
+
+
+def _layers(model: nn.Module):
+    return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm))]
+
+
+def has_tied_fold_slots(model: nn.Module) -> bool:
+    return any(parametrize.is_parametrized(m) for m in _layers(model))
+
+
+def tie_fold_slots_(model: nn.Module, fold: int) -> nn.Module:
+    """Parametrize every conv, linear and BatchNorm of a folded ``model`` as fold-slot symmetric.
+
+    In place; returns ``model``. The current weights' first slot group seeds the blocks, so a
+    freshly initialized model keeps its initialization's scale. ``fold=1`` changes nothing.
+    Grouped or depthwise convolutions are refused (their channel groups would cut across slots).
+    """
+    if fold <= 1:
+        return model
+    if has_tied_fold_slots(model):
+        raise ValueError("the model's fold slots are already tied")
+    previous_width = None
+    for m in _layers(model):
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            if m.affine:
+                split = slot_split(m.num_features, fold)
+                parametrize.register_parametrization(m, "weight", _TiedVector(fold, split))
+                parametrize.register_parametrization(m, "bias", _TiedVector(fold, split))
+            continue
+        if isinstance(m, nn.Conv2d):
+            if m.groups != 1:
+                raise ValueError("fold-slot tying supports ordinary convolutions only (groups=1)")
+            n_in, n_out, unit = m.in_channels, m.out_channels, 1
+        else:
+            n_in, n_out = m.in_features, m.out_features
+            # after a flatten, each of the previous layer's channels is H*W consecutive features
+            unit = n_in // previous_width if previous_width and n_in % previous_width == 0 else 1
+        out_split, in_split = slot_split(n_out, fold), slot_split(n_in, fold, unit)
+        channels_last = m.weight.dim() == 4 and m.weight.is_contiguous(memory_format=torch.channels_last) \
+            and not m.weight.is_contiguous()
+        tied = _TiedMatrix(fold, out_split, in_split, channels_last)
+        parametrize.register_parametrization(m, "weight", tied, unsafe=True)
+        if m.bias is not None:
+            parametrize.register_parametrization(m, "bias", _TiedVector(fold, out_split))
+        previous_width = n_out
+    return model
+
+
+def untie_fold_slots_(model: nn.Module) -> nn.Module:
+    """Write the dense weights of every tied layer back as ordinary parameters, in place."""
+    # parametrize keeps the value as a Parameter only if it requires grad, i.e. not under no_grad
+    with torch.enable_grad():
+        for m in _layers(model):
+            if parametrize.is_parametrized(m):
+                for name in list(m.parametrizations.keys()):
+                    parametrize.remove_parametrizations(m, name, leave_parametrized=True)
+    return model
+
+
+def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the state dict ``model`` will have once untied (dense weights, plain keys)."""
+    state = {k: v.detach().clone() for k, v in model.state_dict().items() if ".parametrizations." not in k}
+    for name, m in model.named_modules():
+        if parametrize.is_parametrized(m):
+            for tensor in m.parametrizations.keys():
+                state[f"{name}.{tensor}" if name else tensor] = getattr(m, tensor).detach().clone()
+    return state

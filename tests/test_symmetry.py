@@ -1,0 +1,147 @@
+"""Fold-slot symmetric training: the tied model is equivariant to shifting fold slots, holds the
+unfolded model's weight count, and unties to plain layers computing the same function."""
+
+import pytest
+import torch
+from torch import nn
+
+from foldcnn import count_params, create_model
+from foldcnn.train.batchnorm import add_train_batchnorm_, fuse_train_batchnorm_
+from foldcnn.train.symmetry import has_tied_fold_slots, slot_split, tie_fold_slots_, untie_fold_slots_
+
+
+def _shift_slots(x: torch.Tensor, fold: int, by: int = 1) -> torch.Tensor:
+    n, fc = x.shape[:2]
+    return x.reshape(n, fold, fc // fold, *x.shape[2:]).roll(by, dims=1).reshape(x.shape)
+
+
+def _randomize_(model: nn.Module, statistics: bool = True) -> None:
+    """Move every parameter away from its init, so no check passes by zeros; with ``statistics``
+    also the BatchNorm running statistics (per channel, so not slot-symmetric)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+        for m in model.modules():
+            if statistics and isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+
+
+def test_slot_split_counts_channels_not_features():
+    assert slot_split(64, 4) == (16, 0)
+    assert slot_split(56, 3) == (18, 2)
+    assert slot_split(16 * 30, 3, unit=30) == (5 * 30, 1 * 30)
+
+
+@pytest.mark.parametrize("name,fold,cm", [("lol-gold-fraction", 4, None), ("sot-timer", 3, None),
+                                          ("apex-squad-count", 2, 1), ("noscope-roundabout", 2, None)])
+def test_tied_model_is_equivariant_to_shifting_fold_slots(name, fold, cm):
+    torch.manual_seed(0)
+    model = create_model(name, fold=fold, channel_multiple=cm)
+    add_train_batchnorm_(model)
+    tie_fold_slots_(model, fold)
+    assert has_tied_fold_slots(model)
+    _randomize_(model, statistics=False)  # the tying must hold for any block values, not only at init
+    model.eval()
+    x = torch.rand(3, *model.folded_input_shape)
+    with torch.no_grad():
+        out = model(x).reshape(3, fold, -1)
+        for by in range(1, fold):
+            shifted = model(_shift_slots(x, fold, by)).reshape(3, fold, -1)
+            torch.testing.assert_close(shifted, out.roll(by, dims=1), rtol=1e-4, atol=1e-5)
+    # and it is not trivially constant: different slots give different outputs
+    assert (out[:, 0] - out[:, 1]).abs().max() > 1e-3
+
+
+def test_tied_model_holds_about_the_unfolded_models_weights():
+    original = count_params(create_model("lol-gold-fraction", fold=1))
+    folded = create_model("lol-gold-fraction", fold=4)
+    dense = count_params(folded)
+    tie_fold_slots_(folded, 4)
+    tied = count_params(folded)
+    # widths 64/16 split evenly into 4 slots: every layer has w^2/4 weights, the original's w'^2
+    assert tied < dense / 3
+    assert abs(tied - original) / original < 0.15
+
+
+@pytest.mark.parametrize("fold", [2, 3, 4])
+def test_untie_keeps_the_function_and_the_plain_architecture(fold):
+    torch.manual_seed(1)
+    model = create_model("sot-coin-count", fold=fold)
+    params, keys = count_params(model), set(model.state_dict())
+    add_train_batchnorm_(model)
+    tie_fold_slots_(model, fold)
+    _randomize_(model)
+    model.eval()
+    x = torch.rand(4, *model.folded_input_shape)
+    with torch.no_grad():
+        before = model(x)
+        untie_fold_slots_(model)
+        fuse_train_batchnorm_(model)
+        after = model(x)
+    assert not has_tied_fold_slots(model)
+    assert count_params(model) == params and set(model.state_dict()) == keys
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
+
+
+def test_tying_seeds_blocks_from_the_first_slot_and_keeps_the_init_scale():
+    torch.manual_seed(2)
+    model = create_model("lol-gold-fraction", fold=4)
+    conv = model.features[0]
+    first_row = conv.weight[:16].detach().clone()  # output group 0, every input slot
+    std = conv.weight.std().item()
+    tie_fold_slots_(model, 4)
+    torch.testing.assert_close(conv.weight[:16], first_row)
+    assert abs(conv.weight.std().item() - std) / std < 0.2
+
+
+def test_fold_one_is_left_alone_and_tying_twice_or_grouped_convs_are_refused():
+    model = create_model("lol-gold-fraction", fold=1)
+    tie_fold_slots_(model, 1)
+    assert not has_tied_fold_slots(model)
+    folded = create_model("lol-gold-fraction", fold=2)
+    tie_fold_slots_(folded, 2)
+    with pytest.raises(ValueError, match="already tied"):
+        tie_fold_slots_(folded, 2)
+    grouped = nn.Sequential(nn.Conv2d(4, 8, 3, groups=2))
+    with pytest.raises(ValueError, match="groups=1"):
+        tie_fold_slots_(grouped, 2)
+
+
+def test_tied_training_step_updates_shared_blocks_and_stays_equivariant():
+    torch.manual_seed(3)
+    model = create_model("sot-coin-count", fold=2)
+    add_train_batchnorm_(model)
+    tie_fold_slots_(model, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.rand(8, *model.folded_input_shape)
+    y = torch.randint(0, model.num_classes, (16,))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    loss = nn.functional.cross_entropy(model(x).reshape(16, -1), y)
+    loss.backward()
+    opt.step()
+    moved = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
+    assert any("original0" in n for n in moved)
+    with torch.no_grad():  # train mode: batch statistics, which shift with the slots
+        torch.testing.assert_close(model(_shift_slots(x, 2)).reshape(8, 2, -1),
+                                   model(x).reshape(8, 2, -1).roll(1, dims=1), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_train_model_ties_slots_by_default_and_saves_plain_dense_layers(tie, tmp_path):
+    from tests.test_train import easy_dataset
+
+    from foldcnn.train.config import TrainConfig
+    from foldcnn.train.loop import evaluate, train_model
+
+    torch.manual_seed(0)
+    model = create_model("lol-gold-fraction", fold=2, num_classes=3, input_size=(16, 16))
+    keys = set(model.state_dict())
+    cfg = TrainConfig(epochs=2, batch_size=32, precision="fp32", train_batchnorm=False, tie_slots=tie)
+    assert TrainConfig().tie_slots  # the default
+    result = train_model(model, easy_dataset(200, 0), easy_dataset(60, 1), cfg, progress=False)
+    assert not has_tied_fold_slots(model) and set(model.state_dict()) == keys
+    assert evaluate(model, easy_dataset(60, 1))["top1"] == pytest.approx(result.best_val_top1)
+    w = model.features[3].weight.detach()  # a hidden conv, 48 channels: 2 slot groups of 24
+    circulant = torch.equal(w[:24, :24], w[24:, 24:]) and torch.equal(w[:24, 24:], w[24:, :24])
+    assert circulant == tie
