@@ -38,7 +38,9 @@ def parse_epochs(text: str) -> dict[int, int]:
 
 # NoScope-style video rows: (zoo model, `foldcnn data video` arguments). The video is rendered once
 # into OUT/data/<row> and split 60/20/20 in time with 30-frame gaps (DESIGN section 6).
+# Its epochs per fold are its own: a NoScope epoch costs about 5x a game epoch here.
 VIDEO_TASKS = {"noscope-car": ("noscope-roundabout", ["--object", "car", "--frames", "6000", "--seed", "5"])}
+VIDEO_EPOCHS = {"noscope-car": {1: 60, 4: 40}}  # the issue asks for f=4 on the video
 VIDEO_GAP = 30
 
 
@@ -65,7 +67,8 @@ def command(task: str, fold: int, args) -> list[str]:
     teacher = []
     if fold > 1 and args.distill != "none":  # the row's own original is the teacher
         teacher = ["--teacher", str(Path(args.out) / f"{task}-f1" / "checkpoint"), "--distill", args.distill]
-    return ["foldcnn", "train", *source, "--fold", str(fold), "--epochs", str(args.epochs[fold]), *teacher,
+    epochs = VIDEO_EPOCHS[task][fold] if task in VIDEO_TASKS else args.epochs[fold]
+    return ["foldcnn", "train", *source, "--fold", str(fold), "--epochs", str(epochs), *teacher,
             "--seed", "0", "--threads", "1", "--quiet", "--out", str(Path(args.out) / f"{task}-f{fold}")]
 
 
@@ -90,20 +93,25 @@ def result(out: Path, task: str, fold: int) -> dict | None:
             "command": shlex.join(run["command"])}
 
 
+def folds_of(task: str, args) -> list[int]:
+    return [f for f in args.folds if task not in VIDEO_TASKS or f in VIDEO_EPOCHS[task]]
+
+
 def report(args) -> str:
     out = Path(args.out)
     lines = ["| task | f | test top-1 | vs f=1 (points) | within 1.0? | best epoch / run | training s | command |",
              "|---|---|---|---|---|---|---|---|"]
     for task in args.tasks:
         base = result(out, task, 1)
-        for fold in args.folds:
+        for fold in folds_of(task, args):
             r = result(out, task, fold)
             if r is None:
                 lines.append(f"| {task} | {fold} | not run | | | | | |")
                 continue
-            delta = "" if base is None or fold == 1 else f"{100 * (r['top1'] - base['top1']):+.1f}"
-            ok = "" if not delta else ("yes" if float(delta) >= -BAR_POINTS else "**no**")
-            lines.append(f"| {task} | {fold} | {100 * r['top1']:.1f}% | {delta} | {ok} | "
+            gap = None if base is None or fold == 1 else 100 * (r["top1"] - base["top1"])
+            delta = "" if gap is None else f"{gap:+.2f}"
+            ok = "" if gap is None else ("yes" if gap >= -BAR_POINTS - 1e-9 else "**no**")  # exact, not rounded
+            lines.append(f"| {task} | {fold} | {100 * r['top1']:.2f}% | {delta} | {ok} | "
                          f"{r['best_epoch']} / {r['epochs']} | {r['seconds']:.0f} | `{r['command']}` |")
     return "\n".join(lines) + "\n"
 
@@ -131,7 +139,8 @@ def main() -> int:
         if task in VIDEO_TASKS:
             prepare_video(task, args)
     # the original of every task first, so a partial table already has its baselines
-    cells = sorted(((t, f) for t in args.tasks for f in args.folds), key=lambda c: (c[1] != 1, c[0] == "lol-gold-int"))
+    cells = sorted(((t, f) for t in args.tasks for f in folds_of(t, args)),
+                   key=lambda c: (c[1] != 1, c[0] == "lol-gold-int"))
     todo = [(t, f) for t, f in cells if result(Path(args.out), t, f) is None]
     print(f"{len(todo)} runs to do, {args.jobs} at a time", flush=True)
     originals = {t: threading.Event() for t in args.tasks}

@@ -49,7 +49,7 @@ class _TiedMatrix(nn.Module):
         self.register_buffer("index", (torch.arange(f)[None, :] - torch.arange(f)[:, None]) % f, persistent=False)
 
     def forward(self, b, a, c, d):
-        f, (go, ro), (gi, ri) = self.fold, self.out_split, self.in_split
+        f, go, gi = self.fold, self.out_split[0], self.in_split[0]
         k = b.shape[3:]
         blocks = b[self.index]  # (f_out, f_in, go, gi, *k)
         regular = blocks.transpose(1, 2).reshape(f * go, f * gi, *k)
@@ -63,7 +63,7 @@ class _TiedMatrix(nn.Module):
     @torch.no_grad()
     def right_inverse(self, w):
         """Blocks that reproduce the first group's row and column of ``w`` (keeps the init's scale)."""
-        f, (go, ro), (gi, ri) = self.fold, self.out_split, self.in_split
+        f, go, gi = self.fold, self.out_split[0], self.in_split[0]
         b = torch.stack([w[:go, j * gi:(j + 1) * gi] for j in range(f)])
         a = w[f * go:, :gi]
         c = w[:go, f * gi:]
