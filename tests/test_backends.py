@@ -203,6 +203,31 @@ def test_compile_equals_eager_on_a_tiny_model():
         np.testing.assert_allclose(b.run(x), reference(model, x), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # inductor compiles C++
+def test_compile_bf16_casts_weights_once_and_agrees_with_fp32():
+    if ("compile", "bf16") not in available_backends("cpu"):
+        pytest.skip("this CPU has no native bf16")
+    model = create_model("lol-gold-fraction", fold=2, num_classes=3, input_size=(12, 12)).eval()
+    b = create_backend(model, "compile", precision="bf16", max_batch=4)
+    assert {p.dtype for p in b.module.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in model.parameters()} == {torch.float32}  # the caller's model is untouched
+    x = folded(model, 4)
+    got, ref = b.run(x), reference(model, x)
+    assert got.dtype == np.float32 and got.shape == ref.shape
+    assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max() + 1e-3
+
+
+def test_compile_backends_raise_dynamos_recompile_limit(monkeypatch):
+    import torch._dynamo.config as dynamo_config
+
+    from foldcnn.backends.torch_backends import RECOMPILE_LIMIT, _raise_recompile_limit
+
+    name = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
+    monkeypatch.setattr(dynamo_config, name, 8)
+    _raise_recompile_limit()  # every compile backend calls this: past 8 models dynamo ran eager
+    assert getattr(dynamo_config, name) == RECOMPILE_LIMIT
+
+
 def test_compile_failure_is_reported_when_the_backend_is_built(model, monkeypatch):
     def broken_compile(module, **kw):
         def run(x):

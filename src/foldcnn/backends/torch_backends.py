@@ -88,13 +88,37 @@ class EagerBackend(Backend):
         super().close()
 
 
+RECOMPILE_LIMIT = 1024
+
+
+def _raise_recompile_limit() -> None:
+    """Every model of one class shares its ``forward`` code object, and dynamo compiles it again
+    for each new module and batch size; past its default limit of 8 it silently runs eager
+    instead, which made a sweep's later compile rows eager numbers. Raise it once."""
+    import torch._dynamo.config as dynamo_config
+
+    for name in ("recompile_limit", "cache_size_limit"):  # the name in torch >= 2.7, and before
+        if hasattr(dynamo_config, name):
+            setattr(dynamo_config, name, max(getattr(dynamo_config, name), RECOMPILE_LIMIT))
+            break
+    if hasattr(dynamo_config, "accumulated_recompile_limit"):
+        dynamo_config.accumulated_recompile_limit = max(dynamo_config.accumulated_recompile_limit,
+                                                        4 * RECOMPILE_LIMIT)
+
+
 class CompiledBackend(EagerBackend):
     """torch.compile of the eager module (dynamic=False), compiled and warmed up at max_batch in
     the constructor so that a missing compiler fails here, not in the middle of a job. Other batch
-    sizes compile once each on first use."""
+    sizes compile once each on first use.
+
+    bf16/fp16 cast the weights and inputs once instead of autocasting every call: the same
+    arithmetic, and inductor then sees one dtype (about 10% faster on a game CNN here)."""
 
     def __init__(self, model: FoldedCNN, **kw) -> None:
         super().__init__(model, name="compile", **kw)
+        _raise_recompile_limit()
+        if self._dtype is not None:
+            self.module.to(self._dtype)
         self._compiled = torch.compile(self.module, dynamic=False)
         warm = torch.rand(self.max_batch, *self.folded_input_shape)
         try:
@@ -105,6 +129,13 @@ class CompiledBackend(EagerBackend):
                 "CPU compilation needs a working C++ compiler (g++/clang) on PATH. Use the eager or ort "
                 "backend instead"
             ) from e
+
+    def _autocast(self):
+        return contextlib.nullcontext()  # weights are already in the low precision
+
+    def _to_input(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
+        t = super()._to_input(x)
+        return t if self._dtype is None else t.to(self._dtype)
 
     def _forward(self, t: torch.Tensor) -> torch.Tensor:
         return self._compiled(t)
