@@ -28,7 +28,7 @@ class DemoConfig:
     val_size: int = 1000
     test_size: int = 2000
     epochs_original: int = 30
-    epochs_folded: int = 100
+    epochs_folded: int = 200  # at 100 the folded CNN was still 2.6 points behind (measured: README)
     distill: str = "kl"  # the folded CNN distills from the original just trained ("none": plain labels)
     batch_size: int = 1024  # images per call in the throughput measurement
     backends: tuple[tuple[str, str], ...] = (("ort", "fp32"), ("ort", "int8"), ("eager", "fp32"))
