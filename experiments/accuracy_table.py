@@ -28,12 +28,24 @@ GAME_TASKS = ("lol-gold-fraction", "lol-timer-minutes", "apex-squad-count", "sot
               "lol-gold-int")
 # Training images per task: lol-gold-int has 111 classes and needs more (docs/data.md).
 TRAIN_SIZE = {"lol-gold-int": 20000}
-BAR_POINTS = 1.0  # the issue's parity bar: folded within 1.0 point of the original
+BAR_POINTS = 1.0
+DEFAULT_DECAY = 1e-5  # TrainConfig's; rows that use it do not pass --weight-decay  # the issue's parity bar: folded within 1.0 point of the original
 
 
 def parse_epochs(text: str) -> dict[int, int]:
     pairs = (item.split(":") for item in text.split(","))
     return {int(f): int(e) for f, e in pairs}
+
+
+def parse_per_fold(text: str) -> dict[int, float]:
+    pairs = (item.split(":") for item in text.split(","))
+    return {int(f): float(v) for f, v in pairs}
+
+
+# AdamW weight decay per fold. f=4 fits its training images (99.4-99.9% top-1) but generalizes
+# worse than the original; decay 0.05 took apex-squad-count f=4 from 97.67% to 98.20% (docs/accuracy.md).
+# f=1-3 keep foldcnn's default (1e-5), the setting their rows were measured with.
+WEIGHT_DECAY = "1:1e-5,2:1e-5,3:1e-5,4:0.05"
 
 
 # NoScope-style video rows: (zoo model, `foldcnn data video` arguments). The video is rendered once
@@ -68,11 +80,14 @@ def command(task: str, fold: int, args) -> list[str]:
     else:
         source = ["--task", task, "--train-size", str(TRAIN_SIZE.get(task, args.train_size)),
                   "--test-size", str(args.test_size), "--data-seed", "0"]
-    teacher = []
+    extra = []
     if fold > 1 and args.distill != "none":  # the row's own original is the teacher
-        teacher = ["--teacher", str(Path(args.out) / f"{task}-f1" / "checkpoint"), "--distill", args.distill]
+        extra = ["--teacher", str(Path(args.out) / f"{task}-f1" / "checkpoint"), "--distill", args.distill]
     epochs = VIDEO_EPOCHS[task][fold] if task in VIDEO_TASKS else args.epochs[fold]
-    return ["foldcnn", "train", *source, "--fold", str(fold), "--epochs", str(epochs), *teacher,
+    decay = args.weight_decay.get(fold, DEFAULT_DECAY)
+    if task not in VIDEO_TASKS and decay != DEFAULT_DECAY:
+        extra += ["--weight-decay", f"{decay:g}"]
+    return ["foldcnn", "train", *source, "--fold", str(fold), "--epochs", str(epochs), *extra,
             "--seed", "0", "--threads", "1", "--quiet", "--out", str(Path(args.out) / f"{task}-f{fold}")]
 
 
@@ -128,6 +143,8 @@ def main() -> int:
     p.add_argument("--folds", nargs="+", type=int, default=[1, 2, 3, 4])
     p.add_argument("--epochs", type=parse_epochs, default=parse_epochs("1:60,2:100,3:100,4:200"),
                    help="epochs per fold, e.g. 1:60,2:100,3:100,4:200")
+    p.add_argument("--weight-decay", type=parse_per_fold, default=parse_per_fold(WEIGHT_DECAY),
+                   help=f"AdamW weight decay per fold for the game rows (default {WEIGHT_DECAY})")
     p.add_argument("--train-size", type=int, default=8000)
     p.add_argument("--test-size", type=int, default=4000)
     p.add_argument("--distill", choices=("kl", "mse", "none"), default="kl",
