@@ -33,6 +33,11 @@ def test_demo_trains_both_measures_both_and_writes_report(tmp_path):
     assert run["features"]["distillation"]["kind"] == "kl"
     assert run["features"]["distillation"]["teacher"] == str(tmp_path / "demo" / "original" / "checkpoint")
     assert "--teacher" in result.accuracy[2]["command"] and "--teacher" not in result.accuracy[1]["command"]
+    # the folded CNN's own weight decay, recorded and in its reproduce command; the original's default
+    original = json.loads((tmp_path / "demo" / "original" / "run.json").read_text())
+    assert run["train_config"]["weight_decay"] == cfg.weight_decay_folded == 0.05
+    assert original["train_config"]["weight_decay"] == 1e-5
+    assert "--weight-decay 0.05" in result.accuracy[2]["command"] and "--weight-decay" not in result.accuracy[1]["command"]
 
 
 def test_demo_config_rejects_fold_one_and_unknown_distillation():
