@@ -14,18 +14,11 @@ from foldcnn.backends import (
     select_backend,
 )
 from foldcnn.backends.cuda_graphs import batch_buckets, bucket_for
-from foldcnn.data.base import ArrayDataset
+from tiny_data import easy_dataset
 
 MAX_BATCH = 8  # folded inputs
 
 
-def easy_dataset(n: int, seed: int, size=(16, 16)) -> ArrayDataset:
-    """3 classes told apart by the bright colour channel: a model learns it in a few seconds."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % 3
-    images = torch.randint(0, 60, (n, 3, *size), generator=g, dtype=torch.uint8)
-    images[torch.arange(n), labels] += 150
-    return ArrayDataset(images, labels, ["r", "g", "b"])
 
 
 @pytest.fixture(scope="module")

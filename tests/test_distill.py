@@ -1,24 +1,20 @@
 import json
+from functools import partial
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from foldcnn import create_model
-from foldcnn.data.base import ArrayDataset
 from foldcnn.train.checkpoint import save_checkpoint
 from foldcnn.train.config import TrainConfig
 from foldcnn.train.distill import TeacherError, check_teacher, distill_loss_sum, teacher_logits
 from foldcnn.train.loop import evaluate, train_model
 from foldcnn.train.run import DataSpec, run_training
+from tiny_data import easy_dataset as shared_easy_dataset
 
 
-def easy_dataset(n: int, seed: int, size=(12, 12)) -> ArrayDataset:
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % 3
-    images = torch.randint(0, 60, (n, 3, *size), generator=g, dtype=torch.uint8)
-    images[torch.arange(n), labels] += 150
-    return ArrayDataset(images, labels, ["r", "g", "b"])
+easy_dataset = partial(shared_easy_dataset, size=(12, 12))
 
 
 def test_losses_match_their_definitions():

@@ -4,20 +4,13 @@ import pytest
 import torch
 
 from foldcnn import create_model
-from foldcnn.data.base import ArrayDataset
 from foldcnn.train.checkpoint import load_checkpoint
 from foldcnn.train.config import TrainConfig
 from foldcnn.train.loop import evaluate, predict_logits, train_model
 from foldcnn.train.metrics import classification_metrics
+from tiny_data import easy_dataset
 
 
-def easy_dataset(n: int, seed: int, size=(16, 16)) -> ArrayDataset:
-    """3 classes told apart by which colour channel is bright: learnable in a few steps."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % 3
-    images = torch.randint(0, 60, (n, 3, *size), generator=g, dtype=torch.uint8)
-    images[torch.arange(n), labels] += 150
-    return ArrayDataset(images, labels, ["r", "g", "b"])
 
 
 @pytest.mark.parametrize("fold", [1, 2, 4])
