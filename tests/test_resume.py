@@ -41,6 +41,7 @@ def fresh_model():
 FEATURES = {
     "plain": {},
     "curriculum+distill": {"curriculum": True, "curriculum_end": 0.5, "distill": "kl", "distill_weight": 0.3},
+    "ema": {"ema_decay": 0.9},
 }
 
 
@@ -103,9 +104,28 @@ def test_resume_of_another_run_is_refused(tmp_path):
     other = data(91, 0)
     with pytest.raises(ResumeError, match="training data"):
         train_model(fresh_model(), other, data(30, 1), cfg, out_dir=tmp_path, progress=False, resume=True)
+    with pytest.raises(ResumeError, match=r"different config \(ema_decay: 0.0 -> 0.99\)"):
+        run(tmp_path, TrainConfig(epochs=1, batch_size=32, precision="fp32", ema_decay=0.99), None, resume=True)
     # Threads and evaluation batch size do not change the result: a resume may change them.
     run(tmp_path, TrainConfig(epochs=1, batch_size=32, precision="fp32", threads=1, eval_batch_size=7), None,
         resume=True)
+
+
+def test_state_from_before_a_new_config_field_resumes(tmp_path):
+    """A state written before a TrainConfig field existed counts that field as its default."""
+    cfg = TrainConfig(epochs=1, batch_size=32, precision="fp32")
+    run(tmp_path, cfg, None)
+    path = tmp_path / TRAIN_STATE_FILE
+    state = torch.load(path, weights_only=True)
+    config = json.loads(state["fingerprint"]["config"])
+    del config["ema_decay"]
+    state["fingerprint"]["config"] = json.dumps(config, sort_keys=True)
+    del state["ema"]
+    torch.save(state, path)
+    model, result = run(tmp_path, cfg, None, resume=True)
+    assert result.best_epoch == 1
+    with pytest.raises(ResumeError, match=r"ema_decay: 0.0 -> 0.5"):
+        run(tmp_path, TrainConfig(epochs=1, batch_size=32, precision="fp32", ema_decay=0.5), None, resume=True)
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")

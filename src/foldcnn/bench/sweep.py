@@ -34,6 +34,7 @@ from foldcnn.bench.timing import (
     time_block,
 )
 from foldcnn.models import FoldedCNN, create_model, model_entry
+from foldcnn.progress import progress_bar
 
 __all__ = ["BenchResult", "SweepOutcome", "default_backend_factory", "run_sweep"]
 
@@ -194,9 +195,7 @@ def run_sweep(
     groups: dict[object, list[BenchConfig]] = {}
     for c in runnable:
         groups.setdefault(c.model if group_by == "model" else None, []).append(c)
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(runnable) * trials, desc="bench", unit="trial", file=sys.stderr,
+    bar = progress_bar(total=len(runnable) * trials, desc="bench", unit="trial", file=sys.stderr,
                disable=not progress, leave=False)
     try:
         for group_configs in groups.values():

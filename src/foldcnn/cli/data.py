@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from foldcnn.cli.common import CLIError, parse_size
+from foldcnn.progress import progress_bar
 
 
 # -------------------------------------------------------------------------------------- data
@@ -26,8 +27,6 @@ def _cmd_data_game(args: argparse.Namespace) -> int:
     import os
     import shlex
 
-    from tqdm import tqdm
-
     from foldcnn.data.game_export import write_game_text
     from foldcnn.data.game_tasks import list_game_tasks
 
@@ -41,8 +40,8 @@ def _cmd_data_game(args: argparse.Namespace) -> int:
     command = shlex.join(["foldcnn", "data", "game", args.task, "--out", args.out, "--train", str(args.train),
                           "--val", str(args.val), "--test", str(args.test), "--seed", str(args.seed)])
     rows = []
-    with tqdm(total=sum(counts.values()) * len(tasks), unit="img", file=sys.stderr,
-              disable=args.quiet, desc="game text") as bar:
+    with progress_bar(total=sum(counts.values()) * len(tasks), unit="img", file=sys.stderr,
+                      disable=args.quiet, desc="game text") as bar:
         for task in tasks:
             root = args.out if args.task != "all" else os.path.join(args.out, task)
             m = write_game_text(task, root, counts, args.seed, workers=args.workers,

@@ -41,7 +41,7 @@ def _train_inputs(args: argparse.Namespace):
                       train_batchnorm=not args.no_train_batchnorm, zero_init_head=not args.no_zero_init_head,
                       tie_slots=not args.no_tie_slots,
                       curriculum_end=args.curriculum_end, distill=distill, distill_weight=args.distill_weight,
-                      temperature=args.temperature)
+                      temperature=args.temperature, ema_decay=args.ema)
     return model, data, cfg
 
 
@@ -164,6 +164,9 @@ def _add_train(sub) -> None:
     p.add_argument("--distill-weight", type=float, default=d.distill_weight,
                    help="loss = (1 - w) * cross-entropy + w * distillation")
     p.add_argument("--temperature", type=float, default=d.temperature, help="softening temperature of --distill kl")
+    p.add_argument("--ema", type=float, default=d.ema_decay, metavar="DECAY",
+                   help="validate and save an exponential moving average of the weights, updated every "
+                        "step with this decay (e.g. 0.999; 0 = off)")
     p.add_argument("--allow-folded-teacher", action="store_true", help="accept a teacher with fold > 1")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its train_state.pt")
     p.add_argument("--save-every-steps", type=int, default=DEFAULT_STATE_EVERY_STEPS,

@@ -23,6 +23,7 @@ import torch
 from PIL import Image, ImageOps
 
 from foldcnn.data.base import ArrayDataset
+from foldcnn.progress import progress_bar
 
 __all__ = [
     "IMAGE_EXTENSIONS", "DataReadError", "ImageReadError", "VideoReadError", "LabelsMismatchError",
@@ -306,12 +307,10 @@ def load_image_folder(root: str | Path, input_size: tuple[int, int] | None = Non
     if empties := [c for c, fs in files.items() if not fs]:
         empty_classes(f"with no images (extensions {', '.join(exts)})", empties)
 
-    from tqdm import tqdm
-
     arrays, labels, rel, modes = [], [], [], {}
     first: tuple[Path, tuple[int, int]] | None = None
     todo = [(label, p) for label, c in enumerate(files) for p in files[c]]
-    for label, p in tqdm(todo, desc=f"reading {root.name}", unit="img", disable=not progress):
+    for label, p in progress_bar(todo, desc=f"reading {root.name}", unit="img", disable=not progress):
         try:
             arr, mode = _decode(p, max_pixels)
         except ImageReadError as e:
@@ -469,12 +468,10 @@ def load_video(path: str | Path, input_size: tuple[int, int] | None = (50, 50), 
         raise FileNotFoundError(f"no labels for {path}: {labels_path} does not exist; pass labels_csv= "
                                 "(header frame,label), or use iter_video_frames for unlabelled frames")
     labels = read_labels_csv(labels_path, classes)
-    from tqdm import tqdm
-
     frames, index = [], []
     n_video = 0
-    for i, img in tqdm(_decode_video(path, input_size, stride, resize), total=len(labels),
-                       desc=f"decoding {path.name}", unit="frame", disable=not progress):
+    for i, img in progress_bar(_decode_video(path, input_size, stride, resize), total=len(labels),
+                              desc=f"decoding {path.name}", unit="frame", disable=not progress):
         n_video = i + 1
         if img is not None:
             frames.append(img)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from foldcnn.data.video_scene import MIN_FRAMES, OBJECTS, POSITIVE_RANGE, Scene, check_scene_args, make_scene
+from foldcnn.progress import progress_bar
 
 __all__ = ["OBJECTS", "POSITIVE_RANGE", "MIN_FRAMES", "make_scene", "generate_video", "VideoResult"]
 
@@ -99,8 +100,6 @@ def _yuv_frame(av, planes: list[np.ndarray]):
 
 def _encode(scene: Scene, path: Path, codec: str, crf: int, progress: bool) -> dict:
     av = _import_av()
-    from tqdm import tqdm
-
     w, h = scene.size
     # bitexact flags and one thread: the same seed and library versions give the same bytes.
     options = {"flags": "+bitexact"}
@@ -115,7 +114,7 @@ def _encode(scene: Scene, path: Path, codec: str, crf: int, progress: bool) -> d
         if codec != "libx264":
             stream.codec_context.bit_rate = w * h * scene.fps  # ~1 bit per pixel: near lossless
         stream.codec_context.options = options
-        bar = tqdm(total=scene.frames, unit="frame", desc="video", disable=not progress,
+        bar = progress_bar(total=scene.frames, unit="frame", desc="video", disable=not progress,
                    leave=False)
         for t in range(scene.frames):
             frame = _yuv_frame(av, _rgb_to_yuv420p(scene.frame(t)))

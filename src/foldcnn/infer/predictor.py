@@ -25,6 +25,7 @@ from foldcnn.infer.batching import ChunkBuffer, assemble, float_jobs, softmax
 from foldcnn.infer.pipeline import ordered_map
 from foldcnn.infer.results import Prediction, PredictStats, SkippedInput
 from foldcnn.infer.sources import Chunk, InputSpec, count_inputs, iter_jobs
+from foldcnn.progress import progress_bar
 
 __all__ = ["ON_ERROR", "PARTIAL_MODES", "Predictor"]
 
@@ -252,9 +253,7 @@ class Predictor:
         spec = replace(self._spec, stride=_positive_int("stride", stride))
         stats = self.stats = self._new_stats()
         t0 = time.perf_counter()
-        from tqdm import tqdm
-
-        bar = tqdm(total=count_inputs(source) if progress else None, disable=not progress, unit="img",
+        bar = progress_bar(total=count_inputs(source) if progress else None, disable=not progress, unit="img",
                    desc="predict", smoothing=0.1)
         chunks = ordered_map(float_jobs(iter_jobs(source, spec)), self.workers)
         names = self.class_names

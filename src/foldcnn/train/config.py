@@ -53,6 +53,9 @@ class TrainConfig:
     distill: str = "none"
     distill_weight: float = 0.5
     temperature: float = 4.0  # KL only
+    # Weight averaging (foldcnn.train.ema): validate and save an exponential moving average of the
+    # weights with this decay per step (e.g. 0.999); 0 = off.
+    ema_decay: float = 0.0
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -78,6 +81,8 @@ class TrainConfig:
             raise ValueError(f"distill must be one of {', '.join(DISTILL_KINDS)}, got {self.distill!r}")
         if not 0 <= self.distill_weight <= 1:
             raise ValueError(f"distill_weight mixes the losses and must lie in [0, 1], got {self.distill_weight}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must lie in [0, 1) (0 = no weight averaging), got {self.ema_decay}")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
 

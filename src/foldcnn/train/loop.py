@@ -1,13 +1,15 @@
 """The training loop: folded inputs from random groups of f images, per-image loss and metrics.
 
 On top of the plain loop, each off by default: a class curriculum (foldcnn.train.curriculum),
-distillation from precomputed teacher logits (foldcnn.train.distill), resume from
+distillation from precomputed teacher logits (foldcnn.train.distill), weight averaging
+(foldcnn.train.ema), resume from
 ``train_state.pt`` (foldcnn.train.resume) and DistributedDataParallel when a process group is
 initialized (foldcnn.train.distributed). bf16 autocast and channels_last apply to all of them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -22,13 +24,14 @@ from foldcnn.data.base import ArrayDataset
 from foldcnn.data.grouping import fold_groups, gather_fold_batch
 from foldcnn.fold import unfold_logits
 from foldcnn.models import FoldedCNN
+from foldcnn.progress import progress_bar
 from foldcnn.train.batchnorm import add_train_batchnorm_, fuse_train_batchnorm_
-from foldcnn.train.symmetry import plain_state_dict, tie_fold_slots_, untie_fold_slots_
 from foldcnn.train.config import DEFAULT_STATE_EVERY_STEPS, TrainConfig
 from foldcnn.train.curriculum import active_pool, curriculum_schedule, stage_sizes
 from foldcnn.train.devices import autocast_for, bf16_supported, resolve_device, resolve_precision  # noqa: F401
 from foldcnn.train.distill import distill_loss_sum
 from foldcnn.train.distributed import all_reduce_sum, broadcast_buffers_, broadcast_floats, dist_info, shard_groups
+from foldcnn.train.ema import WeightAverage
 from foldcnn.train.metrics import classification_metrics
 from foldcnn.train.resume import (
     TRAIN_STATE_FILE,
@@ -40,6 +43,7 @@ from foldcnn.train.resume import (
     save_train_state,
     unpack_state,
 )
+from foldcnn.train.symmetry import plain_state_dict, tie_fold_slots_, untie_fold_slots_
 
 EVAL_GROUP_SEED = 1234  # one fixed random grouping for every evaluation
 
@@ -191,8 +195,6 @@ def train_model(
     after each optimizer step. Under an initialized process group the model trains with DDP;
     only rank 0 writes files and shows progress.
     """
-    from tqdm.auto import tqdm
-
     _check_inputs(model, train_ds, val_ds, cfg, teacher_logits, out_dir, resume, state_every_steps)
     dist = dist_info()
     device = resolve_device(cfg.device, dist.local_rank)
@@ -215,6 +217,7 @@ def train_model(
     steps = [math.ceil(math.ceil(n / fold) / groups_per_step) for n in stage_sizes(train_ds.labels, k, schedule)]
     opt = _optimizer(model, cfg)
     sched = _scheduler(opt, cfg, sum(steps))
+    ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None  # after tying: averages the blocks
     teacher = teacher_logits.to(device=device, dtype=torch.float32) if teacher_logits is not None else None
 
     fp = fingerprint(cfg, model, train_ds, val_ds, teacher_logits) if run_dir is not None else None
@@ -222,7 +225,7 @@ def train_model(
     if resume:
         saved = load_train_state(state_path)
         check_fingerprint(saved.get("fingerprint") or {}, fp, state_path)
-        loop = unpack_state(saved, model, opt, sched, device, state_path)
+        loop = unpack_state(saved, model, opt, sched, device, state_path, ema=ema)
         resumed = {"epoch": loop.epoch, "step": loop.step}
         if not dist.is_main:  # rank 0 carries the partial epoch's sums
             loop.loss_sum, loop.seen, loop.correct = 0.0, 0, 0
@@ -242,10 +245,10 @@ def train_model(
             loop.loss_sum, loop.seen, loop.correct = (total[0], int(total[1]), int(total[2])) if dist.is_main \
                 else (0.0, 0, 0)
         if dist.is_main:
-            save_train_state(state_path, pack_state(loop, model, opt, sched, cfg, fp, device))
+            save_train_state(state_path, pack_state(loop, model, opt, sched, cfg, fp, device, ema=ema))
 
     seconds_before, t_start = loop.train_seconds, time.perf_counter()
-    bar = tqdm(total=sum(steps), initial=sum(steps[:loop.epoch]) + loop.step, disable=not (progress and dist.is_main),
+    bar = progress_bar(total=sum(steps), initial=sum(steps[:loop.epoch]) + loop.step, disable=not (progress and dist.is_main),
                unit="step", leave=False)
     for epoch in range(loop.epoch, cfg.epochs):
         if loop.stopped:
@@ -272,6 +275,8 @@ def train_model(
             loss.backward()
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update(model)
             loss_value = loss.item()
             loop.loss_sum += loss_value * (n_step / dist.world_size)
             loop.seen += len(y)
@@ -284,12 +289,18 @@ def train_model(
                 on_step({"epoch": epoch + 1, "step": loop.step, "steps": steps[epoch], "loss": loss_value})
         loss_sum, seen, correct = all_reduce_sum([loop.loss_sum, loop.seen, loop.correct], device)
         broadcast_buffers_(model)  # one set of BatchNorm statistics for validation and the checkpoint
-        if dist.is_main:
-            val = evaluate(model, val_ds, batch_size=cfg.eval_batch_size)
-            val_top1, val_top5 = val["top1"], val["top5"]
-        else:
-            val_top1 = val_top5 = 0.0
-        val_top1, val_top5 = broadcast_floats([val_top1, val_top5], device)
+        # With weight averaging, validation and the best checkpoint use the averaged weights.
+        with ema.swapped_in(model) if ema is not None else contextlib.nullcontext():
+            if dist.is_main:
+                val = evaluate(model, val_ds, batch_size=cfg.eval_batch_size)
+                val_top1, val_top5 = val["top1"], val["top5"]
+            else:
+                val_top1 = val_top5 = 0.0
+            val_top1, val_top5 = broadcast_floats([val_top1, val_top5], device)
+            # The best checkpoint is chosen only once every class is in the curriculum.
+            is_best = active == k and val_top1 > loop.best_val_top1
+            if is_best:
+                loop.best_state = plain_state_dict(model)  # dense weights, whether the slots are tied or not
         row = {
             "epoch": epoch + 1,
             "train_loss": round(loss_sum / max(seen, 1), 5),
@@ -302,10 +313,8 @@ def train_model(
         if cfg.curriculum:
             row["active_classes"] = active
         bar.set_postfix(loss=row["train_loss"], val=row["val_top1"])
-        # The best checkpoint is chosen only once every class is in the curriculum.
-        if active == k and val_top1 > loop.best_val_top1:
+        if is_best:
             loop.best_val_top1, loop.best_epoch = val_top1, epoch + 1
-            loop.best_state = plain_state_dict(model)  # dense weights, whether the slots are tied or not
         elif cfg.patience and loop.best_epoch > 0 and epoch + 1 - loop.best_epoch >= cfg.patience:
             loop.stopped = True
         loop.history.append(row)
@@ -328,6 +337,7 @@ def train_model(
         fuse_train_batchnorm_(model)
     features = {"precision": precision, "device": str(device), "channels_last": cfg.channels_last,
                 "world_size": dist.world_size, "backend": dist.backend, "resumed_from": resumed,
-                "curriculum": schedule if cfg.curriculum else None, "early_stopped": loop.stopped}
+                "curriculum": schedule if cfg.curriculum else None, "early_stopped": loop.stopped,
+                "weight_average": {"decay": cfg.ema_decay, "updates": ema.updates} if ema is not None else None}
     return TrainResult(best_epoch=loop.best_epoch, best_val_top1=loop.best_val_top1, history=loop.history,
                        train_seconds=round(loop.train_seconds, 2), features=features)

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from foldcnn.data.base import ArrayDataset
+from foldcnn.train.config import TrainConfig
 
 __all__ = ["TRAIN_STATE_FILE", "ResumeError", "LoopState", "dataset_sha256", "fingerprint",
            "check_fingerprint", "save_train_state", "load_train_state", "pack_state", "unpack_state"]
@@ -82,9 +83,13 @@ def fingerprint(cfg, model, train: ArrayDataset, val: ArrayDataset, teacher: tor
 def check_fingerprint(saved: dict, now: dict, where: str | Path) -> None:
     """Raise :class:`ResumeError` naming what differs between the saved run and this one."""
     problems = []
-    if saved.get("config") != now["config"]:
-        old, new = json.loads(saved.get("config") or "{}"), json.loads(now["config"])
-        keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    old, new = json.loads(saved.get("config") or "{}"), json.loads(now["config"])
+    # A field added to TrainConfig after the state was written counts as its default there.
+    defaults = {k: v for k, v in TrainConfig().to_dict().items() if k not in _FREE_FIELDS}
+    if old:
+        old = {**{k: v for k, v in defaults.items() if k not in old}, **old}
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if keys:
         problems.append("config (" + ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys) + ")")
     names = {"model": "model", "train_data": "training data", "val_data": "validation data",
              "teacher_logits": "teacher logits"}
@@ -111,7 +116,8 @@ def _cpu(state: dict) -> dict:
     return {k: v.detach().cpu() for k, v in state.items()}
 
 
-def pack_state(loop: LoopState, model, opt, sched, cfg, fp: dict, device: torch.device) -> dict:
+def pack_state(loop: LoopState, model, opt, sched, cfg, fp: dict, device: torch.device, ema=None) -> dict:
+    """Everything :func:`unpack_state` needs; ``ema`` is the run's WeightAverage, if any."""
     return {
         "format": STATE_FORMAT,
         "format_version": STATE_VERSION,
@@ -129,17 +135,20 @@ def pack_state(loop: LoopState, model, opt, sched, cfg, fp: dict, device: torch.
         "rng": _rng_state(device),
         "config": json.dumps(cfg.to_dict(), sort_keys=True),
         "fingerprint": fp,
+        "ema": ema.state_dict() if ema is not None else None,
     }
 
 
-def unpack_state(state: dict, model, opt, sched, device: torch.device, where: str | Path) -> LoopState:
-    """Load ``state`` into model, optimizer and scheduler; returns the loop position."""
+def unpack_state(state: dict, model, opt, sched, device: torch.device, where: str | Path, ema=None) -> LoopState:
+    """Load ``state`` into model, optimizer, scheduler and ``ema``; returns the loop position."""
     from foldcnn.train.checkpoint import CheckpointError, load_state_into
 
     try:
         load_state_into(model, state["model"], str(where))
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         _set_rng_state(state["rng"], device)
         best = state["best"]
         best_state = best["state"]
