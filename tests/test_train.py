@@ -66,10 +66,12 @@ def test_cli_train_on_generated_task_and_eval(tmp_path, capsys):
 
     out = tmp_path / "run"
     rc = main(["train", "--task", "sot-coin-count", "--fold", "2", "--out", str(out), "--train-size", "120",
-               "--val-size", "40", "--test-size", "40", "--epochs", "1", "--quiet"])
+               "--val-size", "40", "--test-size", "40", "--epochs", "1", "--ema", "0.99", "--quiet"])
     assert rc == 0
     run = json.loads((out / "run.json").read_text())
     assert run["summary"]["fold"] == 2 and run["test_metrics"]["images"] == 40
+    assert run["train_config"]["ema_decay"] == 0.99
+    assert run["features"]["weight_average"]["decay"] == 0.99 and run["features"]["weight_average"]["updates"] > 0
     ck = load_checkpoint(out / "checkpoint")
     assert ck.model.fold == 2 and ck.class_names[-1] == "other"
     assert "test top-1" in capsys.readouterr().out

@@ -160,6 +160,7 @@ def run_training(
         "resumed_from": f["resumed_from"],
         "distributed": {"world_size": f["world_size"], "backend": f["backend"]} if f["world_size"] > 1 else None,
         "early_stopping": {"patience": cfg.patience, "stopped": f["early_stopped"]} if cfg.patience else None,
+        "weight_average": f["weight_average"],
     }
     data_sha = {n: dataset_sha256(getattr(splits, n)) for n in ("train", "val", "test")}
     generator = torch.Generator().manual_seed(cfg.seed)
