@@ -35,14 +35,14 @@ BAR_POINTS = 1.0  # the issue's parity bar: folded within 1.0 point of the origi
 DEFAULT_DECAY = 1e-5  # TrainConfig's; rows that use it do not pass --weight-decay
 
 
+def parse_per_fold(text: str, kind=float) -> dict:
+    """"1:60,4:200" -> {1: 60, 4: 200} (values converted with ``kind``)."""
+    pairs = (item.split(":") for item in text.split(","))
+    return {int(f): kind(v) for f, v in pairs}
+
+
 def parse_epochs(text: str) -> dict[int, int]:
-    pairs = (item.split(":") for item in text.split(","))
-    return {int(f): int(e) for f, e in pairs}
-
-
-def parse_per_fold(text: str) -> dict[int, float]:
-    pairs = (item.split(":") for item in text.split(","))
-    return {int(f): float(v) for f, v in pairs}
+    return parse_per_fold(text, int)
 
 
 # AdamW weight decay per fold. f=3 and f=4 fit their training images but generalize worse than

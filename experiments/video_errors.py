@@ -43,14 +43,14 @@ def main() -> None:
     splits = load_splits(DataSpec(data_dir=a.data, video_gap=a.video_gap, video_stride=a.video_stride))
     test, first = splits.test, splits.meta["splits"]["test"][0]  # in kept frames
     labels = test.labels.numpy()
-    wrong = {}
+    wrong, names = {}, []
     for path in a.checkpoints:
         ck = load_checkpoint(path)
         pred = predict_logits(ck.model, test.images).argmax(1).numpy()
         wrong[path] = pred != labels
+        names.append(f"f={ck.fold} wrong")
         print(f"{path}: fold {ck.fold}, test top-1 {100 * (1 - wrong[path].mean()):.2f}% "
               f"({int(wrong[path].sum())} of {len(labels)} frames wrong)")
-    names = [f"f={load_checkpoint(p).fold} wrong" for p in a.checkpoints]
     print(f"\n{'frames (video index)':>22}  {'label':>8}  " + "  ".join(f"{n:>10}" for n in names))
     for start, stop, label in label_segments(labels):
         counts = "  ".join(f"{int(w[start:stop].sum()):>10}" for w in wrong.values())

@@ -31,5 +31,5 @@ def progress_bar(iterable=None, **kwargs):
     stream = kwargs.get("file") or sys.stderr
     if not notebook and "mininterval" not in kwargs and not _is_terminal(stream):
         kwargs["mininterval"] = LOG_INTERVAL_S
-        kwargs.setdefault("maxinterval", max(LOG_INTERVAL_S, 10.0))
+        kwargs.setdefault("maxinterval", LOG_INTERVAL_S)  # tqdm's default (10 s) is below it
     return tqdm(iterable, **kwargs)

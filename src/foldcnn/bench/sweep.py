@@ -196,7 +196,7 @@ def run_sweep(
     for c in runnable:
         groups.setdefault(c.model if group_by == "model" else None, []).append(c)
     bar = progress_bar(total=len(runnable) * trials, desc="bench", unit="trial", file=sys.stderr,
-               disable=not progress, leave=False)
+                       disable=not progress, leave=False)
     try:
         for group_configs in groups.values():
             outcome.results.extend(_run_group(group_configs, trials, min_seconds, warmup_calls, threads,

@@ -114,8 +114,7 @@ def _encode(scene: Scene, path: Path, codec: str, crf: int, progress: bool) -> d
         if codec != "libx264":
             stream.codec_context.bit_rate = w * h * scene.fps  # ~1 bit per pixel: near lossless
         stream.codec_context.options = options
-        bar = progress_bar(total=scene.frames, unit="frame", desc="video", disable=not progress,
-                   leave=False)
+        bar = progress_bar(total=scene.frames, unit="frame", desc="video", disable=not progress, leave=False)
         for t in range(scene.frames):
             frame = _yuv_frame(av, _rgb_to_yuv420p(scene.frame(t)))
             frame.pts = t

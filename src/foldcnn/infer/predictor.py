@@ -254,7 +254,7 @@ class Predictor:
         stats = self.stats = self._new_stats()
         t0 = time.perf_counter()
         bar = progress_bar(total=count_inputs(source) if progress else None, disable=not progress, unit="img",
-                   desc="predict", smoothing=0.1)
+                           desc="predict", smoothing=0.1)
         chunks = ordered_map(float_jobs(iter_jobs(source, spec)), self.workers)
         names = self.class_names
         try:

@@ -39,7 +39,7 @@ class WeightAverage:
         weight = 1.0 - self.current_decay()
         state = model.state_dict()
         for k, avg in self.shadow.items():
-            avg.lerp_(state[k].detach().to(avg.dtype), weight)
+            avg.lerp_(state[k], weight)
         self.updates += 1
 
     @contextmanager
@@ -47,7 +47,7 @@ class WeightAverage:
         """Inside the block ``model`` holds the averaged weights; the trained ones come back after."""
         state = model.state_dict()
         with torch.no_grad():
-            kept = {k: state[k].detach().clone() for k in self.shadow}
+            kept = {k: state[k].clone() for k in self.shadow}
             for k, avg in self.shadow.items():
                 state[k].copy_(avg)
         try:

@@ -248,8 +248,8 @@ def train_model(
             save_train_state(state_path, pack_state(loop, model, opt, sched, cfg, fp, device, ema=ema))
 
     seconds_before, t_start = loop.train_seconds, time.perf_counter()
-    bar = progress_bar(total=sum(steps), initial=sum(steps[:loop.epoch]) + loop.step, disable=not (progress and dist.is_main),
-               unit="step", leave=False)
+    bar = progress_bar(total=sum(steps), initial=sum(steps[:loop.epoch]) + loop.step,
+                       disable=not (progress and dist.is_main), unit="step", leave=False)
     for epoch in range(loop.epoch, cfg.epochs):
         if loop.stopped:
             break
