@@ -5,7 +5,7 @@ import torch
 
 from foldcnn import create_model
 from foldcnn.train.checkpoint import load_checkpoint
-from foldcnn.train.config import TrainConfig
+from foldcnn.train.config import TrainConfig, recommended_budget
 from foldcnn.train.loop import evaluate, predict_logits, train_model
 from foldcnn.train.metrics import classification_metrics
 from tiny_data import easy_dataset
@@ -59,6 +59,27 @@ def test_config_validation():
         TrainConfig(optimizer="lamb")
     assert TrainConfig(batch_size=30).images_per_step(4) == 28
     assert TrainConfig(batch_size=2).images_per_step(4) == 4
+
+
+@pytest.mark.parametrize("fold, epochs, decay", [(1, 60, 1e-5), (2, 100, 1e-5), (3, 100, 0.05), (4, 200, 0.05),
+                                                 (9, 200, 0.05)])
+def test_cli_budget_defaults_by_fold(fold, epochs, decay, capsys):
+    """Without --epochs / --weight-decay, `foldcnn train` uses the budget that matched the original
+    at that fold (docs/accuracy.md); a flag given overrides only its own field."""
+    from foldcnn.cli import build_parser
+    from foldcnn.cli.train import _train_inputs
+
+    base = ["train", "--task", "sot-coin-count", "--fold", str(fold), "--out", "/tmp/x-never"]
+    _, _, cfg = _train_inputs(build_parser().parse_args(base))
+    assert (cfg.epochs, cfg.weight_decay) == (epochs, decay) == tuple(recommended_budget(fold).values())
+    assert f"fold {fold}: {epochs} epochs" in capsys.readouterr().err
+    _, _, cfg = _train_inputs(build_parser().parse_args(base + ["--epochs", "3"]))
+    assert (cfg.epochs, cfg.weight_decay) == (3, decay)
+    assert capsys.readouterr().err.startswith(f"fold {fold}: weight decay {decay:g} (this fold's defaults")
+    _, _, cfg = _train_inputs(build_parser().parse_args(base + ["--weight-decay", "0.2", "--epochs", "3"]))
+    assert (cfg.epochs, cfg.weight_decay) == (3, 0.2)
+    assert "this fold's defaults" not in capsys.readouterr().err
+    assert TrainConfig.for_fold(fold, lr=1e-3) == TrainConfig(epochs=epochs, weight_decay=decay, lr=1e-3)
 
 
 def test_cli_train_on_generated_task_and_eval(tmp_path, capsys):

@@ -34,14 +34,23 @@ def _train_inputs(args: argparse.Namespace):
                     seed=args.data_seed, input_size=parse_size(args.input_size), video_stride=args.video_stride,
                     video_split=split, video_gap=args.video_gap)
     distill = args.distill or ("mse" if args.teacher else "none")
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                      weight_decay=args.weight_decay, optimizer=args.optimizer, schedule=args.schedule,
-                      seed=args.seed, patience=args.patience, threads=args.threads,
-                      precision=args.precision, device=args.device, curriculum=args.curriculum,
-                      train_batchnorm=not args.no_train_batchnorm, zero_init_head=not args.no_zero_init_head,
-                      tie_slots=not args.no_tie_slots,
-                      curriculum_end=args.curriculum_end, distill=distill, distill_weight=args.distill_weight,
-                      temperature=args.temperature, ema_decay=args.ema)
+    budget = {k: v for k, v in (("epochs", args.epochs), ("weight_decay", args.weight_decay)) if v is not None}
+    cfg = TrainConfig.for_fold(args.fold, **budget, batch_size=args.batch_size, lr=args.lr,
+                               optimizer=args.optimizer, schedule=args.schedule,
+                               seed=args.seed, patience=args.patience, threads=args.threads,
+                               precision=args.precision, device=args.device, curriculum=args.curriculum,
+                               train_batchnorm=not args.no_train_batchnorm,
+                               zero_init_head=not args.no_zero_init_head, tie_slots=not args.no_tie_slots,
+                               curriculum_end=args.curriculum_end, distill=distill,
+                               distill_weight=args.distill_weight, temperature=args.temperature, ema_decay=args.ema)
+    defaulted = [text for key, text in (("epochs", f"{cfg.epochs} epochs"),
+                                        ("weight_decay", f"weight decay {cfg.weight_decay:g}")) if key not in budget]
+    if defaulted and not args.quiet:
+        print(f"fold {args.fold}: {', '.join(defaulted)} (this fold's defaults, docs/accuracy.md; "
+              f"--epochs and --weight-decay change them)", file=sys.stderr)
+    if args.fold > 1 and args.teacher is None and not args.quiet:
+        print("tip: folded models get closer to the original with --teacher <its fold=1 checkpoint> "
+              "--distill kl (docs/accuracy.md)", file=sys.stderr)
     return model, data, cfg
 
 
@@ -132,18 +141,19 @@ def _add_train(sub) -> None:
     p.add_argument("--video-split", default=None, metavar="TR,VA,TE",
                    help="train,val,test fractions of the video in time order (default 0.6,0.2,0.2)")
     p.add_argument("--video-gap", type=int, default=0, help="frames left out between two video splits")
-    p.add_argument("--epochs", type=int, default=d.epochs,
-                   help="passes over the training images. Folded models converge more "
-                        "slowly: docs/accuracy.md matches the original with 100 epochs at f=2 and f=3 and 200 at "
-                        "f=4 (with --teacher, and --weight-decay 0.05 at f=3 and f=4), where the original takes 60")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="passes over the training images (default: by fold, the budgets that matched the "
+                        "original in docs/accuracy.md: 60 for the original, 100 at f=2 and f=3, 200 at f=4 and "
+                        "above; folded models also gain from --teacher)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step")
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
                    help="forward pass in bf16 autocast (auto: where the CPU/GPU has bf16 instructions)")
     p.add_argument("--device", choices=DEVICES, default=d.device, help="where to train (auto: cuda if present)")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay,
-                   help="AdamW weight decay (the paper's 1e-5); 0.05 gave folded f=4 models 0.3-0.9 "
-                        "points of test top-1 on five of six game tasks (docs/accuracy.md)")
+    p.add_argument("--weight-decay", type=float, default=None,
+                   help="AdamW weight decay (default: by fold, the paper's 1e-5 up to f=2 and 0.05 from f=3, "
+                        "which gave folded f=4 models 0.3-0.9 points of test top-1 on five of six game tasks; "
+                        "docs/accuracy.md)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
     p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule)
     p.add_argument("--seed", type=int, default=d.seed, help="seed of initialization and fold groups")
