@@ -103,7 +103,7 @@ class TrainConfig:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
     @classmethod
-    def for_fold(cls, fold: int, **overrides) -> "TrainConfig":
+    def for_fold(cls, fold: int, **overrides) -> TrainConfig:
         """A config with the budget that matched the original at this fold; ``overrides`` win."""
         return cls(**{**recommended_budget(fold), **overrides})
 
