@@ -34,7 +34,8 @@ def _train_inputs(args: argparse.Namespace):
                     seed=args.data_seed, input_size=parse_size(args.input_size), video_stride=args.video_stride,
                     video_split=split, video_gap=args.video_gap)
     distill = args.distill or ("mse" if args.teacher else "none")
-    budget = {k: v for k, v in (("epochs", args.epochs), ("weight_decay", args.weight_decay)) if v is not None}
+    given = {"epochs": args.epochs, "weight_decay": args.weight_decay}
+    budget = {k: v for k, v in given.items() if v is not None}
     cfg = TrainConfig.for_fold(args.fold, **budget, batch_size=args.batch_size, lr=args.lr,
                                optimizer=args.optimizer, schedule=args.schedule,
                                seed=args.seed, patience=args.patience, threads=args.threads,
@@ -43,8 +44,8 @@ def _train_inputs(args: argparse.Namespace):
                                zero_init_head=not args.no_zero_init_head, tie_slots=not args.no_tie_slots,
                                curriculum_end=args.curriculum_end, distill=distill,
                                distill_weight=args.distill_weight, temperature=args.temperature, ema_decay=args.ema)
-    defaulted = [text for key, text in (("epochs", f"{cfg.epochs} epochs"),
-                                        ("weight_decay", f"weight decay {cfg.weight_decay:g}")) if key not in budget]
+    shown = {"epochs": f"{cfg.epochs} epochs", "weight_decay": f"weight decay {cfg.weight_decay:g}"}
+    defaulted = [shown[k] for k in given if k not in budget]
     if defaulted and not args.quiet:
         print(f"fold {args.fold}: {', '.join(defaulted)} (this fold's defaults, docs/accuracy.md; "
               f"--epochs and --weight-decay change them)", file=sys.stderr)
