@@ -21,12 +21,18 @@ from foldcnn.models import create_model
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def profile_fold(name: str, fold: int, dtype: torch.dtype, batch_size: int, iters: int) -> dict[str, float]:
+def build(name: str, fold: int, dtype: torch.dtype, batch_size: int) -> tuple[torch.nn.Module, torch.Tensor]:
+    """The model as the torch backends run it (eval, channels_last, weights in ``dtype``) and one
+    random input of ``batch_size`` images, folded."""
     model = create_model(name, fold=fold).eval().to(dtype).to(memory_format=torch.channels_last)
     for p in model.parameters():
         p.requires_grad_(False)
     x = torch.randn(batch_size // fold, *model.folded_input_shape).to(dtype)
-    x = x.contiguous(memory_format=torch.channels_last)
+    return model, x.contiguous(memory_format=torch.channels_last)
+
+
+def profile_fold(name: str, fold: int, dtype: torch.dtype, batch_size: int, iters: int) -> dict[str, float]:
+    model, x = build(name, fold, dtype, batch_size)
     compiled = torch.compile(model, dynamic=False)
     with torch.inference_mode():
         for _ in range(3):
