@@ -132,9 +132,13 @@ def test_unavailable_backend_pairs_are_skipped_with_reason():
 def test_presets_build_their_configs():
     p, cfgs = preset_configs("cpu-targets")
     assert {c.fold for c in cfgs} == {1, 4} and {c.requested_batch_size for c in cfgs} >= {256, 1024, 4096}
-    assert {(c.backend, c.dtype) for c in cfgs} == {("eager", "fp32"), ("eager", "bf16"), ("ort", "fp32"),
-                                                    ("ort", "int8")}
-    assert all(c.fold == 1 and c.requested_batch_size == 1024 for c in cfgs if c.model.endswith("-scaled"))
+    # every precision's best CPU path is in the one run: compile for bf16, ORT and compile for fp32
+    assert {(c.backend, c.dtype) for c in cfgs} == {(b, d) for b in ("eager", "compile") for d in ("fp32", "bf16")} | {
+        ("ort", "fp32"), ("ort", "int8")}
+    # the baselines are peers at their best batch too: every batch size the originals get, fold 1 only
+    baselines = [c for c in cfgs if c.model.endswith("-scaled")]
+    assert all(c.fold == 1 for c in baselines)
+    assert {c.requested_batch_size for c in baselines} == {c.requested_batch_size for c in cfgs}
     assert len({c.model for c in cfgs}) == 12
     p, cfgs = preset_configs("quick", trials=1, folds=(1,))
     assert p.trials == 1 and {c.fold for c in cfgs} == {1}
@@ -336,6 +340,20 @@ def test_plots_write_png_files(tmp_path):
                      "throughput_eager_fp32_cpu.png", "throughput_ort_fp32_cpu.png"]
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 1000
+
+
+def test_plots_draw_the_baseline_in_its_tasks_panel():
+    from foldcnn.bench.plots import _fold_label, _panel
+
+    names = {"sot-timer", "sot-timer-scaled", "lone-scaled"}
+    base = {"model": "sot-timer-scaled", "family": "baseline", "fold": 1, "channel_multiple": None}
+    assert _panel(base, names) == "sot-timer" and _fold_label(base) == "scaled baseline"
+    orig = {"model": "sot-timer", "family": "game", "fold": 1, "channel_multiple": None}
+    folded = {**orig, "fold": 4, "channel_multiple": 8}
+    assert _panel(orig, names) == _panel(folded, names) == "sot-timer"
+    assert [_fold_label(r) for r in (orig, folded)] == ["f=1 (original)", "f=4 (width x8)"]
+    # a baseline whose task is not in the run keeps a panel of its own
+    assert _panel({**base, "model": "lone-scaled"}, names) == "lone-scaled"
 
 
 # ---------------------------------------------------------------------- real engines

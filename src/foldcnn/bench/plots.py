@@ -40,33 +40,50 @@ def _save(plt, fig, path: Path) -> Path:
 
 
 def _fold_label(r: dict) -> str:
+    """The series a record belongs to within its task's panel: a fold (and width), or the
+    paper's scaled baseline."""
+    if r.get("family") == "baseline":
+        return "scaled baseline"
     if r["fold"] == 1:
         return "f=1 (original)"
     return f"f={r['fold']}" + ("" if r["channel_multiple"] is None else f" (width x{r['channel_multiple']})")
 
 
+def _panel(r: dict, models: set[str]) -> str:
+    """The task a record is drawn with: the paper's baseline ``<task>-scaled`` joins ``<task>``'s
+    panel (and colour) when the run has that task, so each peer sits next to what it competes with."""
+    task = r["model"].removesuffix("-scaled")
+    return task if r.get("family") == "baseline" and task in models else r["model"]
+
+
+def _series_markers(labels) -> dict[str, str]:
+    return {label: _MARKERS[i % len(_MARKERS)] for i, label in enumerate(dict.fromkeys(labels))}
+
+
 def plot_throughput(records: list[dict], out_dir: str | os.PathLike) -> list[Path]:
     """One PNG per (backend, dtype, device): a panel per model, images/s (median, min-max bars)
-    against batch size in images, one line per fold."""
+    against batch size in images, one line per fold; the scaled baseline joins its task's panel."""
     plt = _pyplot()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for key in dict.fromkeys((r["backend"], r["dtype"], r["device"]) for r in records):
         rows = [r for r in records if (r["backend"], r["dtype"], r["device"]) == key]
-        models = list(dict.fromkeys(r["model"] for r in rows))
+        names = {r["model"] for r in rows}
+        models = list(dict.fromkeys(_panel(r, names) for r in rows))
+        markers = _series_markers(_fold_label(r) for r in rows)
         ncols = min(3, len(models))
         nrows = math.ceil(len(models) / ncols)
         fig, axes = plt.subplots(nrows, ncols, figsize=(4.5 * ncols, 3.4 * nrows), squeeze=False)
         for ax, model in zip(axes.flat, models):
-            mine = [r for r in rows if r["model"] == model]
-            for j, label in enumerate(dict.fromkeys(_fold_label(r) for r in mine)):
+            mine = [r for r in rows if _panel(r, names) == model]
+            for label in dict.fromkeys(_fold_label(r) for r in mine):
                 line = sorted((r for r in mine if _fold_label(r) == label), key=lambda r: r["batch_size"])
                 xs = [r["batch_size"] for r in line]
                 ys = [r["images_per_s"] for r in line]
                 err = [[y - r["images_per_s_min"] for y, r in zip(ys, line)],
                        [r["images_per_s_max"] - y for y, r in zip(ys, line)]]
-                ax.errorbar(xs, ys, yerr=err, marker=_MARKERS[j % len(_MARKERS)], capsize=2, label=label)
+                ax.errorbar(xs, ys, yerr=err, marker=markers[label], capsize=2, label=label)
             ax.set_xscale("log", base=2)
             ax.set_ylim(bottom=0)  # the plateau reads right only from zero
             ax.set_title(model, fontsize=10)
@@ -101,17 +118,18 @@ def plot_roofline(records: list[dict], peaks: PeakSet, out_dir: str | os.PathLik
         fig, ax = plt.subplots(figsize=(8.5, 4.5))
         ax.plot(xs, [min(peak, x * bw) for x in xs], color="black",
                 label=f"roof: {runtime} {dtype} peak {peak / 1e9:,.0f} GFLOP/s, {bw / 1e9:,.1f} GB/s copy")
-        models = list(dict.fromkeys(r["model"] for r in rows))
-        folds = list(dict.fromkeys(r["fold"] for r in rows))
+        names = {r["model"] for r in rows}
+        models = list(dict.fromkeys(_panel(r, names) for r in rows))
+        markers = _series_markers(_fold_label(r) for r in rows)
         colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
         for r in rows:
             ax.scatter(r["arithmetic_intensity"], r["flops_per_s"],
-                       color=colors[models.index(r["model"]) % len(colors)],
-                       marker=_MARKERS[folds.index(r["fold"]) % len(_MARKERS)], zorder=3)
-        for m in models:  # legend entries: colour = model, marker = fold
+                       color=colors[models.index(_panel(r, names)) % len(colors)],
+                       marker=markers[_fold_label(r)], zorder=3)
+        for m in models:  # legend entries: colour = task, marker = fold or baseline
             ax.scatter([], [], color=colors[models.index(m) % len(colors)], marker="o", label=m)
-        for f in folds:
-            ax.scatter([], [], color="gray", marker=_MARKERS[folds.index(f) % len(_MARKERS)], label=f"f={f}")
+        for label, marker in markers.items():
+            ax.scatter([], [], color="gray", marker=marker, label=label)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel(f"arithmetic intensity (FLOPs/byte, {dtype})")
