@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from foldcnn.bench.peak import PeakSet
+from foldcnn.bench.tables import task_of
 
 __all__ = ["plot_roofline", "plot_throughput", "write_plots"]
 
@@ -52,7 +53,7 @@ def _fold_label(r: dict) -> str:
 def _panel(r: dict, models: set[str]) -> str:
     """The task a record is drawn with: the paper's baseline ``<task>-scaled`` joins ``<task>``'s
     panel (and colour) when the run has that task, so each peer sits next to what it competes with."""
-    task = r["model"].removesuffix("-scaled")
+    task = task_of(r["model"])
     return task if r.get("family") == "baseline" and task in models else r["model"]
 
 

@@ -13,6 +13,7 @@ __all__ = [
     "format_skipped",
     "format_table",
     "peer_summary",
+    "task_of",
 ]
 
 
@@ -71,7 +72,8 @@ def format_best(records: list[dict]) -> str:
     return format_table(headers, rows)
 
 
-def _task(model: str) -> str:
+def task_of(model: str) -> str:
+    """The task a model serves: ``<task>-scaled`` (the paper's baseline) serves ``<task>``."""
     return model.removesuffix("-scaled")
 
 
@@ -83,8 +85,8 @@ def peer_summary(records: list[dict]) -> list[dict]:
     best = [r for r in records if r["best_batch"]]
     groups: dict[tuple, dict] = {}
     for r in best:
-        g = groups.setdefault((_task(r["model"]), r["dtype"], r["device"]),
-                              {"task": _task(r["model"]), "dtype": r["dtype"], "device": r["device"],
+        g = groups.setdefault((task_of(r["model"]), r["dtype"], r["device"]),
+                              {"task": task_of(r["model"]), "dtype": r["dtype"], "device": r["device"],
                                "original": {}, "baseline": None, "folded": None})
         if r["family"] == "baseline":
             if r["fold"] == 1 and (g["baseline"] is None or r["images_per_s"] > g["baseline"]["images_per_s"]):
