@@ -10,8 +10,9 @@ script measures what it costs in accuracy. For each task it writes the accuracy 
 with the images resized to the baseline's input size (`--input-size`) and the original's f=1
 recipe (60 epochs, decay 1e-5, seed 0, one thread), then evaluates the task's original and folded
 f=4 checkpoints from the accuracy table on the same test folder with `foldcnn eval`, so all three
-numbers come from the same 4,000 images. (`foldcnn data game` draws its splits with other seeds
-than `foldcnn train --task` does, so these test images are not the accuracy table's.)
+numbers come from the same 4,000 images. `foldcnn data game` draws the same images as
+`foldcnn train --task` for the same seed and sizes, so these are the accuracy table's own train,
+validation and test images, and the originals' numbers here equal docs/accuracy.md's.
 Finished runs (run.json present) are not re-run.
 """
 

@@ -210,3 +210,21 @@ def test_cli_all_tasks(tmp_path):
     assert main(args) == 0
     for task in TASKS:
         assert json.loads((tmp_path / task / "manifest.json").read_text())["files"] == 5
+
+
+def test_exported_splits_are_the_images_a_generated_task_run_uses(tmp_path, monkeypatch):
+    """`foldcnn data game T --seed S` writes exactly what `foldcnn train --task T --data-seed S`
+    trains, validates and tests on: the two derive their split seeds the same way."""
+    from foldcnn.train.sources import DataSpec, load_splits
+
+    monkeypatch.chdir(tmp_path)
+    assert main(ARGS) == 0  # sot-timer, seed 5, 40/12/9 images
+    splits = load_splits(DataSpec(task="sot-timer", train_size=40, val_size=12, test_size=9, seed=5))
+    classes = game_task_classes("sot-timer")
+    for split in SPLITS:
+        ds = getattr(splits, split)
+        for i, (img, lab) in enumerate(zip(ds.images.numpy(), ds.labels.numpy())):
+            png = Image.open(tmp_path / "ds" / split / classes[lab] / f"{i:06d}.png")
+            assert np.array_equal(np.asarray(png).transpose(2, 0, 1), img)
+    with pytest.raises(ValueError, match="split must be one of"):
+        split_seed(0, "holdout")

@@ -6,7 +6,7 @@ Layout written by ``write_game_text``::
     DIR/train/<class>/000000.png ...   (likewise val/, test/; index = position in the split)
 
 Each split is ``game_text_arrays(task, n, split_seed(seed, split))``, so a split can be rebuilt in
-memory and compared with the files. Output is byte-identical for the same arguments: PNGs are
+memory and compared with the files; these are the seeds ``foldcnn train --task`` uses too. Output is byte-identical for the same arguments: PNGs are
 written with fixed options and no timestamps, chunks are seeded independently (the worker count
 does not change a byte), and the manifest holds no time or host.
 """
@@ -29,6 +29,7 @@ from PIL import Image, ImageDraw, ImageFont
 from foldcnn.data.game_text import (
     CHUNK, game_task, game_text_arrays, game_text_chunk, generator_meta,
 )
+from foldcnn.data.splits import split_seed
 
 SPLITS = ("train", "val", "test")
 PNG_OPTIONS = {"format": "PNG", "compress_level": 6, "optimize": False}
@@ -37,12 +38,6 @@ DATA_SHA256_METHOD = (
     "sha256 of the sha256sum listing ('<file sha256>  <path>\\n') of every data file, sorted by "
     "path; in DIR: find train val test -type f | LC_ALL=C sort | xargs sha256sum | sha256sum"
 )
-
-
-def split_seed(seed: int, split: str) -> int:
-    """The seed of one split, derived from the data set's seed (different for every split)."""
-    key = SPLITS.index(split)
-    return int(np.random.SeedSequence(int(seed), spawn_key=(0xDA7A, key)).generate_state(1)[0])
 
 
 def _png_bytes(image_chw: np.ndarray) -> bytes:

@@ -15,9 +15,20 @@ import torch
 
 from foldcnn.data.base import ArrayDataset
 
-__all__ = ["temporal_split", "random_split", "split_dataset"]
+__all__ = ["SPLIT_SEED_OFFSETS", "split_seed", "temporal_split", "random_split", "split_dataset"]
 
 SPLIT_NAMES = ("train", "val", "test")
+# Seeds of the three splits of a generated data set, offset from its seed. `foldcnn train --task T
+# --data-seed S` and `foldcnn data game T --seed S` both use them, so the exported folders hold
+# exactly the images such a run trains, validates and tests on (for the same split sizes).
+SPLIT_SEED_OFFSETS = {"train": 0, "val": 1_000_003, "test": 2_000_029}
+
+
+def split_seed(seed: int, split: str) -> int:
+    """The seed of one split of a generated data set (different for every split)."""
+    if split not in SPLIT_SEED_OFFSETS:
+        raise ValueError(f"split must be one of {', '.join(SPLIT_NAMES)}, got {split!r}")
+    return int(seed) + SPLIT_SEED_OFFSETS[split]
 
 
 def _check(n: int, fractions: Sequence[float], names: Sequence[str]) -> tuple[np.ndarray, tuple[str, ...]]:

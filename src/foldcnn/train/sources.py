@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from foldcnn.data.base import ArrayDataset
+from foldcnn.data.splits import SPLIT_SEED_OFFSETS, split_seed
 
 __all__ = ["DataSpec", "Splits", "SPLIT_SEED_OFFSETS", "check_data_spec", "load_splits", "file_sha256"]
 
-# Seeds of the three splits of a generated task, derived from the run's data seed.
-SPLIT_SEED_OFFSETS = {"train": 0, "val": 1_000_003, "test": 2_000_029}
 SPLITS = ("train", "val", "test")
 VIDEO_FILE, LABELS_FILE = "video.mp4", "labels.csv"  # what `foldcnn data video` writes
 NOSCOPE_FRAME = (50, 50)  # NoScope resized frames to 50x50 (DESIGN section 6)
@@ -135,7 +134,7 @@ def load_splits(spec: DataSpec, *, progress: bool = False) -> Splits:
         from foldcnn.data.game_text import GameTextDataset
 
         sizes = {"train": spec.train_size, "val": spec.val_size, "test": spec.test_size}
-        parts = {k: GameTextDataset(spec.task, n, seed=spec.seed + SPLIT_SEED_OFFSETS[k]) for k, n in sizes.items()}
+        parts = {k: GameTextDataset(spec.task, n, seed=split_seed(spec.seed, k)) for k, n in sizes.items()}
         return Splits(**parts, meta={"source": "generated", "task": spec.task, "seed": spec.seed, "sizes": sizes})
     if spec.data_dir is not None and not _is_video_folder(Path(spec.data_dir)):
         return _folder_splits(spec, progress)
