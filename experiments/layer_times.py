@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
+from functools import partial
 
 import torch
 from profile_compile import DTYPES, build
 
+from foldcnn.bench.timing import WallTimer, time_block
 from foldcnn.models import list_models
 
 
@@ -38,16 +39,6 @@ def layer_steps(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
                          "and NoScope CNNs")
     head = torch.nn.Sequential(model.flatten, model.classifier)
     return [(type(m).__name__, m) for m in features] + [("Flatten+Linear", head)]
-
-
-def time_once(fn, x: torch.Tensor, min_seconds: float) -> float:
-    calls, start = 0, time.perf_counter()
-    while True:
-        fn(x)
-        calls += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_seconds:
-            return elapsed / calls
 
 
 def measure(name: str, folds: list[int], dtype: torch.dtype, batch_size: int, trials: int,
@@ -69,7 +60,8 @@ def measure(name: str, folds: list[int], dtype: torch.dtype, batch_size: int, tr
             for i in range(len(plans[folds[0]])):
                 for fold in folds:
                     step = plans[fold][i]
-                    step["s"].append(time_once(step["module"], step["input"], min_seconds))
+                    calls, seconds = time_block(partial(step["module"], step["input"]), min_seconds, WallTimer())
+                    step["s"].append(seconds / calls)
     return {fold: [{"layer": s["layer"], "ms": 1e3 * statistics.median(s["s"]), "flops": s["flops"]}
                    for s in steps] for fold, steps in plans.items()}
 

@@ -6,9 +6,10 @@ Layout written by ``write_game_text``::
     DIR/train/<class>/000000.png ...   (likewise val/, test/; index = position in the split)
 
 Each split is ``game_text_arrays(task, n, split_seed(seed, split))``, so a split can be rebuilt in
-memory and compared with the files; these are the seeds ``foldcnn train --task`` uses too. Output is byte-identical for the same arguments: PNGs are
-written with fixed options and no timestamps, chunks are seeded independently (the worker count
-does not change a byte), and the manifest holds no time or host.
+memory and compared with the files; these are the seeds ``foldcnn train --task`` uses too.
+Output is byte-identical for the same arguments: PNGs are written with fixed options and no
+timestamps, chunks are seeded independently (the worker count does not change a byte), and the
+manifest holds no time or host.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from PIL import Image, ImageDraw, ImageFont
 from foldcnn.data.game_text import (
     CHUNK, game_task, game_text_arrays, game_text_chunk, generator_meta,
 )
+from foldcnn.data.splits import SPLIT_NAMES as SPLITS
 from foldcnn.data.splits import split_seed
 
-SPLITS = ("train", "val", "test")
 PNG_OPTIONS = {"format": "PNG", "compress_level": 6, "optimize": False}
 MANIFEST = "manifest.json"
 DATA_SHA256_METHOD = (

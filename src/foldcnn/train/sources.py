@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from foldcnn.data.base import ArrayDataset
+from foldcnn.data.splits import SPLIT_NAMES as SPLITS
 from foldcnn.data.splits import SPLIT_SEED_OFFSETS, split_seed
 
 __all__ = ["DataSpec", "Splits", "SPLIT_SEED_OFFSETS", "check_data_spec", "load_splits", "file_sha256"]
 
-SPLITS = ("train", "val", "test")
 VIDEO_FILE, LABELS_FILE = "video.mp4", "labels.csv"  # what `foldcnn data video` writes
 NOSCOPE_FRAME = (50, 50)  # NoScope resized frames to 50x50 (DESIGN section 6)
 
