@@ -356,6 +356,24 @@ def test_plots_draw_the_baseline_in_its_tasks_panel():
     assert _panel({**base, "model": "lone-scaled"}, names) == "lone-scaled"
 
 
+def test_peakset_highest_keeps_the_higher_measurement_per_roof():
+    before = PeakSet([Peak("torch", "cpu", "fp32", 3e11, "mm a"), Peak("torch", "cpu", "bf16", 2e12, "mm b")],
+                     [Bandwidth("cpu", 4e10, "copy a")], ["ort/cpu/int8: no kernel"])
+    after = PeakSet([Peak("torch", "cpu", "fp32", 4e11, "mm c"), Peak("torch", "cpu", "bf16", 1e12, "mm d"),
+                     Peak("ort", "cpu", "int8", 5e12, "mmi")], [Bandwidth("cpu", 3e10, "copy b")], [])
+    both = before.highest(after)
+    assert both.flops_per_s("torch", "cpu", "fp32") == 4e11 and both.flops_per_s("torch", "cpu", "bf16") == 2e12
+    assert both.bytes_per_s("cpu") == 4e10 and len(both.bandwidths) == 1
+    whats = {(p.dtype, p.what) for p in both.peaks}
+    assert ("fp32", "mm c; the higher of 2 measurements") in whats
+    assert ("bf16", "mm b; the higher of 2 measurements") in whats
+    assert ("int8", "mmi") in whats  # measured once: said as it is
+    assert both.skipped == []  # measured after all
+    assert before.highest(PeakSet()).skipped == ["ort/cpu/int8: no kernel"]
+    # neither input is changed
+    assert before.flops_per_s("torch", "cpu", "fp32") == 3e11 and before.peaks[0].what == "mm a"
+
+
 # ---------------------------------------------------------------------- real engines
 def test_peaks_are_positive():
     needed = [("torch", "cpu", "fp32"), ("torch", "cuda", "fp16")]
@@ -365,7 +383,7 @@ def test_peaks_are_positive():
         needed += [("ort", "cpu", "fp32"), ("ort", "cpu", "int8")]
     except ImportError:
         pass
-    peaks = measure_peaks(needed, size=128, copy_mib=4, repeats=2, threads=1)
+    peaks = measure_peaks(needed, sizes=128, copy_mib=4, repeats=2, threads=1)
     assert len(peaks.peaks) == len(needed) - (0 if torch.cuda.is_available() else 1)
     for p in peaks.peaks:
         assert p.flops_per_s > 0 and p.what
@@ -388,7 +406,7 @@ def test_real_cuda_sweep():
     cfgs = make_configs([MODEL], [1, 4], [64], [("eager", "fp16"), ("cuda-graphs", "fp16")], device="cuda")
     out = run_sweep(cfgs, trials=2, min_seconds=0.01)
     assert len(out.results) == 4, out.skipped
-    peaks = measure_peaks([("torch", "cuda", "fp16")], size=1024, copy_mib=64, repeats=2)
+    peaks = measure_peaks([("torch", "cuda", "fp16")], sizes=1024, copy_mib=64, repeats=2)
     assert peaks.flops_per_s("torch", "cuda", "fp16") > 0 and peaks.bytes_per_s("cuda") > 0
 
 
@@ -402,6 +420,7 @@ def test_cli_bench_quick_end_to_end(tmp_path, capsys):
     assert rc == 0
     assert "6 configurations" in out and "estimated" in out
     assert "best batch size" in out and "peers" in out and "peak torch/cpu/fp32" in out
+    assert "the fastest of 128/256" in out and "the higher of 2 measurements" in out  # before + after
     doc = read_json(tmp_path / "q.json")
     assert len(doc["records"]) == 6 and doc["machine"]["cpu_model"] and doc["machine"]["torch"]
     assert read_csv(tmp_path / "q.csv") == doc["records"]
@@ -423,6 +442,8 @@ def test_cli_bad_flags_give_one_line_errors(capsys):
 
     assert main(["bench", "--quick", "--folds", "1,x"]) == 1
     assert "--folds takes comma-separated integers" in capsys.readouterr().err
+    assert main(["bench", "--quick", "--peak-sizes", "256,big"]) == 1
+    assert "--peak-sizes takes comma-separated integers" in capsys.readouterr().err
     assert main(["bench", "--quick", "--max-minutes", "0.0001"]) == 1
     assert "exceeds --max-minutes" in capsys.readouterr().err
 

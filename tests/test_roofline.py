@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from foldcnn.analysis import DEVICES, DTYPE_BYTES, Device, analyze, attainable, measure_peak
+from foldcnn.analysis.roofline import best_matmul_rate, size_note
 from foldcnn.models import create_model
 
 
@@ -84,6 +85,22 @@ def test_measure_peak_quick_and_restores_threads():
 def test_measure_peak_int8():
     d = measure_peak("int8", size=256, copy_mib=8, repeats=1)
     assert d.peak("int8") > 0
+
+
+def test_best_matmul_rate_takes_the_fastest_size():
+    secs = {1024: 2 * 1024**3 / 1e12, 2048: 2 * 2048**3 / 2.4e12, 3072: 2 * 3072**3 / 2.7e12}
+    rate, best = best_matmul_rate(secs.__getitem__, (1024, 2048, 3072))
+    assert best == 3072 and rate == pytest.approx(2.7e12)
+    assert size_note((1024, 2048, 3072), best) == "3072x3072 (the fastest of 1024/2048/3072)"
+    assert size_note(2048, 2048) == "2048x2048"
+    for bad in ((), (0,), (512, "x"), 1.5):
+        with pytest.raises(ValueError, match="matmul sizes"):
+            best_matmul_rate(secs.__getitem__, bad)
+
+
+def test_measure_peak_over_sizes_says_which_won():
+    d = measure_peak("fp32", threads=1, size=(64, 128), copy_mib=4, repeats=1)
+    assert "the fastest of 64/128" in d.source and d.peak("fp32") > 0
 
 
 def test_measure_peak_rejects_unmeasurable_dtype():

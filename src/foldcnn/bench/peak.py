@@ -1,6 +1,6 @@
 """Peak FLOP/s per (runtime, device, dtype) and memory bandwidth, measured in the benchmark's run.
 
-* torch on CPU: ``foldcnn.analysis.roofline.measure_peak`` (``torch.mm`` of two size x size
+* torch on CPU: ``foldcnn.analysis.roofline.matmul_peak`` (``torch.mm`` of two n x n
   matrices, fp32 or bf16; bandwidth from a large ``copy_``).
 * torch on CUDA: ``torch.mm`` timed with CUDA events (fp32 without TF32, fp16, bf16); bandwidth
   from a device-to-device ``copy_``.
@@ -8,20 +8,33 @@
   int32, "int8"), the right-hand matrix an initializer like a model's weights, run by an
   InferenceSession with the same thread count as the backends.
 
-FLOPs of a size^3 matrix multiply are counted as 2 * size^3 (one multiply and one add per MAC;
-integer ops for int8). Bandwidth counts bytes read + bytes written. Every value is the median of
-``repeats`` timed calls after one warm-up; ``Peak.what`` says exactly what was run.
+Each peak is the fastest of several sizes n (``PEAK_SIZES``: no one size is the fastest on
+every machine and dtype, and a peak set too low flatters every fraction of peak). FLOPs of an
+n x n matrix multiply are counted as 2 * n^3 (one multiply and one add per MAC; integer ops for
+int8). Bandwidth counts bytes read + bytes written. Every value is the median of ``repeats``
+timed calls after one warm-up; ``Peak.what`` says exactly what was run. ``PeakSet.highest``
+keeps the higher of two measurements (``foldcnn bench`` measures before and after its sweep, so
+that a slow moment of a shared machine does not set the roof).
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
+
+from foldcnn.analysis.roofline import (
+    PEAK_SIZES,
+    best_matmul_rate,
+    copy_bandwidth,
+    matmul_peak,
+    size_note,
+    torch_threads,
+)
 
 __all__ = ["Bandwidth", "Peak", "PeakSet", "measure_peaks", "ort_matmul_peak", "peak_runtime"]
 
@@ -63,6 +76,26 @@ class PeakSet:
         vals = [b.bytes_per_s for b in self.bandwidths if b.device == device]
         return max(vals) if vals else None
 
+    def highest(self, other: PeakSet) -> PeakSet:
+        """Per (runtime, device, dtype) and per device's bandwidth, the higher of ``self`` and
+        ``other``, its ``what`` saying it was the higher of two measurements; ``skipped`` keeps
+        what neither measured."""
+        def best(a: list, b: list, key, rate):
+            out = {}
+            for item in [*a, *b]:
+                k = key(item)
+                if k not in out or rate(item) > rate(out[k]):
+                    out[k] = item
+            both = {key(x) for x in a} & {key(x) for x in b}
+            return [replace(v, what=f"{v.what}; the higher of 2 measurements") if k in both else v
+                    for k, v in out.items()]
+
+        peaks = best(self.peaks, other.peaks, lambda p: (p.runtime, p.device, p.dtype), lambda p: p.flops_per_s)
+        bws = best(self.bandwidths, other.bandwidths, lambda b: b.device, lambda b: b.bytes_per_s)
+        got = {f"{p.runtime}/{p.device}/{p.dtype}" for p in peaks}
+        skipped = [s for s in dict.fromkeys([*self.skipped, *other.skipped]) if s.split(":")[0] not in got]
+        return PeakSet(peaks, bws, skipped)
+
     def to_dict(self) -> dict:
         return {"peaks": [asdict(p) for p in self.peaks], "bandwidths": [asdict(b) for b in self.bandwidths],
                 "skipped": list(self.skipped)}
@@ -93,15 +126,15 @@ def _median_s(fn: Callable[[], object], repeats: int, sync: Callable[[], None] |
 
 
 # ------------------------------------------------------------------------------------ torch
-def _torch_cpu(dtype: str, size: int, copy_mib: int, repeats: int, threads: int | None) -> tuple[Peak, Bandwidth]:
-    from foldcnn.analysis.roofline import measure_peak
-
-    dev = measure_peak(dtype, threads, size=size, copy_mib=copy_mib, repeats=repeats)
-    n = torch.get_num_threads() if threads is None else threads
-    what = f"torch.mm {size}x{size} {dtype} on CPU, {n} thread(s), median of {repeats}"
-    bw = Bandwidth("cpu", dev.bytes_per_s, f"torch copy_ of {copy_mib} MiB fp32 on CPU (read + write bytes), "
-                                            f"{n} thread(s), median of {repeats}")
-    return Peak("torch", "cpu", dtype, dev.peak_flops_per_s[dtype], what), bw
+def _torch_cpu(dtype: str, sizes: Sequence[int], copy_mib: int, repeats: int,
+               threads: int | None) -> tuple[Peak, Bandwidth]:
+    with torch_threads(threads) as n:
+        rate, best = matmul_peak(dtype, sizes, repeats)
+        bytes_per_s = copy_bandwidth(copy_mib, repeats)
+    what = f"torch.mm {size_note(sizes, best)} {dtype} on CPU, {n} thread(s), median of {repeats}"
+    bw = Bandwidth("cpu", bytes_per_s, f"torch copy_ of {copy_mib} MiB fp32 on CPU (read + write bytes), "
+                                       f"{n} thread(s), median of {repeats}")
+    return Peak("torch", "cpu", dtype, rate, what), bw
 
 
 def _cuda_events_s(fn: Callable[[], object], repeats: int) -> float:
@@ -118,19 +151,23 @@ def _cuda_events_s(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def _torch_cuda(dtype: str, size: int, repeats: int) -> Peak:
+def _torch_cuda(dtype: str, sizes: Sequence[int], repeats: int) -> Peak:
     if dtype not in _CUDA_DTYPES:
         raise ValueError(f"no torch CUDA matmul peak for {dtype}")
-    a = torch.randn(size, size, device="cuda", dtype=_CUDA_DTYPES[dtype])
-    b = torch.randn(size, size, device="cuda", dtype=_CUDA_DTYPES[dtype])
+
+    def seconds(n: int) -> float:
+        a = torch.randn(n, n, device="cuda", dtype=_CUDA_DTYPES[dtype])
+        b = torch.randn(n, n, device="cuda", dtype=_CUDA_DTYPES[dtype])
+        return _cuda_events_s(lambda: torch.mm(a, b), repeats)
+
     old = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means plain fp32 here, as in the device table
     try:
-        s = _cuda_events_s(lambda: torch.mm(a, b), repeats)
+        rate, best = best_matmul_rate(seconds, sizes)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = old
-    return Peak("torch", "cuda", dtype, 2 * size**3 / s,
-                f"torch.mm {size}x{size} {dtype} on {torch.cuda.get_device_name()} (TF32 off), "
+    return Peak("torch", "cuda", dtype, rate,
+                f"torch.mm {size_note(sizes, best)} {dtype} on {torch.cuda.get_device_name()} (TF32 off), "
                 f"CUDA events, median of {repeats}")
 
 
@@ -169,30 +206,36 @@ def _matmul_graph(dtype: str, size: int, rng: np.random.Generator):
     return model.SerializeToString(), a, op
 
 
-def ort_matmul_peak(dtype: str = "fp32", *, size: int = 2048, repeats: int = 5, threads: int | None = None,
-                    device: str = "cpu") -> Peak:
-    """Peak of a one-node ONNX MatMul (fp32) / MatMulInteger (int8) run by onnxruntime."""
+def ort_matmul_peak(dtype: str = "fp32", *, size: int | Sequence[int] = PEAK_SIZES, repeats: int = 5,
+                    threads: int | None = None, device: str = "cpu") -> Peak:
+    """Peak of a one-node ONNX MatMul (fp32) / MatMulInteger (int8) run by onnxruntime: the
+    fastest of ``size`` (one matrix size or several)."""
     import onnxruntime as ort
 
-    blob, a, op = _matmul_graph(dtype, size, np.random.default_rng(0))
     so = ort.SessionOptions()
     if threads is not None:
         so.intra_op_num_threads = threads
     providers = ["CUDAExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
     if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
         raise ValueError("this onnxruntime has no CUDAExecutionProvider")
-    sess = ort.InferenceSession(blob, so, providers=providers)
-    if device == "cuda":  # keep both matrices on the GPU: time the multiply, not the PCIe copies
-        binding = sess.io_binding()
-        binding.bind_ortvalue_input("a", ort.OrtValue.ortvalue_from_numpy(a, "cuda", 0))
-        binding.bind_output("y", "cuda")
-        s = _median_s(lambda: sess.run_with_iobinding(binding), repeats)
-    else:
-        s = _median_s(lambda: sess.run(None, {"a": a}), repeats)
+    op = ""
+
+    def seconds(n: int) -> float:
+        nonlocal op
+        blob, a, op = _matmul_graph(dtype, n, np.random.default_rng(0))
+        sess = ort.InferenceSession(blob, so, providers=providers)
+        if device == "cuda":  # keep both matrices on the GPU: time the multiply, not the PCIe copies
+            binding = sess.io_binding()
+            binding.bind_ortvalue_input("a", ort.OrtValue.ortvalue_from_numpy(a, "cuda", 0))
+            binding.bind_output("y", "cuda")
+            return _median_s(lambda: sess.run_with_iobinding(binding), repeats)
+        return _median_s(lambda: sess.run(None, {"a": a}), repeats)
+
+    rate, best = best_matmul_rate(seconds, size)
     n = "default" if threads is None else str(threads)
     kind = "uint8 x int8 -> int32" if dtype == "int8" else "fp32"
-    return Peak("ort", device, dtype, 2 * size**3 / s,
-                f"onnxruntime {ort.__version__} one-node {op} {size}x{size} ({kind}) on {device}, "
+    return Peak("ort", device, dtype, rate,
+                f"onnxruntime {ort.__version__} one-node {op} {size_note(size, best)} ({kind}) on {device}, "
                 f"{n} intra-op thread(s), median of {repeats}")
 
 
@@ -200,16 +243,18 @@ def ort_matmul_peak(dtype: str = "fp32", *, size: int = 2048, repeats: int = 5, 
 def measure_peaks(
     needed: Iterable[tuple[str, str, str]],
     *,
-    size: int = 2048,
+    sizes: int | Sequence[int] = PEAK_SIZES,
     copy_mib: int = 128,
     repeats: int = 5,
     threads: int | None = None,
 ) -> PeakSet:
-    """Measure every (runtime, device, dtype) in ``needed`` plus each device's copy bandwidth.
+    """Measure every (runtime, device, dtype) in ``needed``, each the fastest matmul over
+    ``sizes``, plus each device's copy bandwidth.
 
     A peak that cannot be measured here (no CUDA, no onnxruntime, no kernel for the dtype) is
     listed in ``skipped`` with the reason instead of raising.
     """
+    sizes = (sizes,) if isinstance(sizes, int) else tuple(sizes)
     out = PeakSet()
     seen = set()
     for runtime, device, dtype in needed:
@@ -222,17 +267,17 @@ def measure_peaks(
             if device == "cuda" and not torch.cuda.is_available():
                 raise ValueError("skipped: no CUDA device")
             if runtime == "torch" and device == "cpu":
-                peak, bw = _torch_cpu(dtype, size, copy_mib, repeats, threads)
+                peak, bw = _torch_cpu(dtype, sizes, copy_mib, repeats, threads)
                 if out.bytes_per_s("cpu") is None:
                     out.bandwidths.append(bw)
             elif runtime == "torch":
-                peak = _torch_cuda(dtype, max(size, 4096), repeats)
+                peak = _torch_cuda(dtype, sizes, repeats)
             elif runtime == "ort":
                 from foldcnn.backends.base import (
                     default_threads,  # the ORT backend's own default
                 )
 
-                peak = ort_matmul_peak(dtype, size=size, repeats=repeats, threads=default_threads(threads),
+                peak = ort_matmul_peak(dtype, size=sizes, repeats=repeats, threads=default_threads(threads),
                                        device=device)
             else:
                 raise ValueError(f"no peak measurement for runtime {runtime!r}")
@@ -242,7 +287,7 @@ def measure_peaks(
             out.skipped.append(f"{runtime}/{device}/{dtype}: {msg}")
     devices = {d for _, d, _ in seen}
     if "cpu" in devices and out.bytes_per_s("cpu") is None:
-        _, bw = _torch_cpu("fp32", 256, copy_mib, repeats, threads)
+        _, bw = _torch_cpu("fp32", (256,), copy_mib, repeats, threads)
         out.bandwidths.append(bw)
     if "cuda" in devices and torch.cuda.is_available():
         out.bandwidths.append(_cuda_bandwidth(max(copy_mib, 1024), repeats))

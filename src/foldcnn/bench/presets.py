@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from foldcnn.analysis.roofline import PEAK_SIZES
 from foldcnn.bench.configs import BenchConfig, make_configs
 from foldcnn.models.game import GAME_TASKS
 
@@ -34,7 +35,7 @@ class Preset:
     channel_multiples: tuple[int | None, ...] = (None,)
     trials: int = 3
     min_seconds: float = 0.2
-    peak_size: int = 2048
+    peak_sizes: tuple[int, ...] = PEAK_SIZES  # the peak is the fastest matmul of these sizes
     copy_mib: int = 128
     peak_repeats: int = 5
 
@@ -45,7 +46,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            (("eager", "fp32"), ("ort", "fp32")), baselines=BASELINES),
     Preset("quick", "smoke test: one small game CNN, folds 1 and 2, two tiny batches, torch eager",
            ("sot-coin-count",), (1, 2), (8, 32), (("eager", "fp32"),), baselines=("sot-coin-count-scaled",),
-           trials=2, min_seconds=0.02, peak_size=256, copy_mib=8, peak_repeats=2),
+           trials=2, min_seconds=0.02, peak_sizes=(128, 256), copy_mib=8, peak_repeats=2),
     # What the CPU targets compare: each game CNN unfolded and at f=4 on every CPU engine and
     # precision, so that each precision's best path is in the run (fp32: ONNX Runtime and
     # torch.compile run the originals about equally fast; bf16: torch.compile; int8: ONNX Runtime),
@@ -70,7 +71,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            (("eager", "fp32"), ("eager", "fp16"), ("cuda-graphs", "fp16"), ("compile", "fp16"),
             ("tensorrt", "fp16"), ("ort", "fp32")),
            device="cuda", baselines=BASELINES, baseline_batch_sizes=(1024,), trials=5, min_seconds=0.3,
-           peak_size=8192, copy_mib=1024),
+           peak_sizes=(4096, 8192, 16384), copy_mib=1024),
 ]}
 
 
