@@ -254,6 +254,15 @@ def test_estimate_grows_with_trials():
     assert 0 < estimate_seconds(cfgs, 1, 0.1) < estimate_seconds(cfgs, 3, 0.1)
 
 
+def test_estimate_counts_a_compile_per_batch_size():
+    one = make_configs([MODEL], [1], [8], [("compile", "fp32")])
+    three = make_configs([MODEL], [1], [8, 16, 32], [("compile", "fp32")])
+    eager = make_configs([MODEL], [1], [8, 16, 32], [("eager", "fp32")])
+    # each new shape compiles again (seconds on 2 cores); eager pays no such cost
+    assert estimate_seconds(three, 1, 0.01) - estimate_seconds(one, 1, 0.01) > 5.0
+    assert estimate_seconds(eager, 1, 0.01) < estimate_seconds(three, 1, 0.01) - 5.0
+
+
 # --------------------------------------------------------------------------- records
 def _records(speed=None):
     """Fake sweep: images/s = speed(config) exactly (one timed call of B / speed seconds)."""

@@ -16,14 +16,18 @@ __all__ = ["RUNTIMES", "BenchConfig", "estimate_seconds", "make_configs", "skip_
 # Which runtime executes each backend; the fraction of peak is taken against this runtime's peak.
 RUNTIMES = {"eager": "torch", "compile": "torch", "cuda-graphs": "torch", "tensorrt": "tensorrt", "ort": "ort"}
 _GPU_ONLY = {"cuda-graphs", "tensorrt"}
-# Rough setup seconds per backend (export, quantization, compilation) for the time estimate.
-_SETUP_S = {"eager": 0.5, "compile": 30.0, "ort": 2.0, "cuda-graphs": 5.0, "tensorrt": 60.0}
+# Rough setup seconds per backend (export, quantization, compilation) for the time estimate, and
+# per batch size where each new shape compiles again (torch.compile with a cold inductor cache on
+# 2 cores: about 3 s for the first and 2.5 s for each further batch size of a game CNN; a warm
+# cache takes well under a second).
+_SETUP_S = {"eager": 0.5, "compile": 5.0, "ort": 2.0, "cuda-graphs": 5.0, "tensorrt": 60.0}
+_PER_BATCH_SETUP_S = {"compile": 3.0}
 _INT8_SETUP_S = 8.0
-# Modest sustained rates for guessing how long one call takes, from a contended 2-core Xeon
-# (foldcnn bench, game CNNs: eager fp32 10-25 GFLOP/s, ORT fp32 30-50, ORT int8 60-100); a
-# GPU runs them at well over 1 TFLOP/s.
-_GUESS_FLOPS_PER_S = {("cpu", "fp32"): 2e10, ("cpu", "bf16"): 2e10, ("cpu", "int8"): 5e10}
-_GUESS_ORT_FACTOR = 2.0
+# Modest sustained rates for guessing how long one call takes: about the slowest tenth of the
+# game CNNs' rates on the 2-core Xeon of docs/benchmarks.md (foldcnn bench --preset cpu-targets,
+# session 8: eager fp32 91, compile fp32 126, ORT fp32 104, compile bf16 273, ORT int8 148
+# GFLOP/s); a GPU runs them at well over 1 TFLOP/s.
+_GUESS_FLOPS_PER_S = {("cpu", "fp32"): 1e11, ("cpu", "bf16"): 1.5e11, ("cpu", "int8"): 1.5e11}
 _GUESS_CUDA_FLOPS_PER_S = 1e12
 
 
@@ -196,11 +200,11 @@ def estimate_seconds(configs: Sequence[BenchConfig], trials: int, min_seconds: f
     cache: dict = {}
     total = 0.0
     for c in configs:
-        rate = _GUESS_CUDA_FLOPS_PER_S if c.device == "cuda" else _GUESS_FLOPS_PER_S.get(("cpu", c.dtype), 2e10)
-        rate *= _GUESS_ORT_FACTOR if c.backend == "ort" else 1.0
+        rate = _GUESS_CUDA_FLOPS_PER_S if c.device == "cuda" else _GUESS_FLOPS_PER_S.get(("cpu", c.dtype), 5e10)
         call_s = c.batch_size * _flops_per_image(c, cache) / rate
         untimed = call_s if call_s < min_seconds else 0.0
         total += trials * (untimed + max(min_seconds, call_s)) + max(warmup_calls, 1) * call_s
+        total += _PER_BATCH_SETUP_S.get(c.backend, 0.0)
     setups = {c.backend_key: _SETUP_S.get(c.backend, 5.0) + (_INT8_SETUP_S if c.dtype == "int8" else 0.0)
               for c in configs}
     return total + sum(setups.values())

@@ -51,7 +51,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     # precision, so that each precision's best path is in the run (fp32: ONNX Runtime and
     # torch.compile run the originals about equally fast; bf16: torch.compile; int8: ONNX Runtime),
     # with the scaled baselines as peers at the same batch sizes (each at its best, like the
-    # originals). About 25 minutes on 2 cores.
+    # originals). 21 minutes on 2 cores with a warm inductor cache (docs/benchmarks.md).
     Preset("cpu-targets", "6 game CNNs and their scaled baselines, f=1 and f=4, batch 256/512/1024/4096, "
            "eager and compile fp32/bf16, ORT fp32/int8, peaks", GAME_MODELS, (1, 4),
            (256, 512, 1024, 4096),
