@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from foldcnn.backends.base import Backend, BackendError, register_backend
+from foldcnn.backends.memory import keep_freed_memory
 from foldcnn.models import FoldedCNN
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -59,6 +60,8 @@ class EagerBackend(Backend):
     def __init__(self, model: FoldedCNN, *, name: str = "eager", precision: str, threads: int | None,
                  device: str, max_batch: int) -> None:
         super().__init__(model, name, precision, device, max_batch)
+        if device == "cpu":
+            keep_freed_memory()  # large activations reuse their pages instead of faulting them in per call
         if threads is not None:
             torch.set_num_threads(threads)  # process-wide: torch has no per-module thread count
         self.threads = torch.get_num_threads()

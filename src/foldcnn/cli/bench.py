@@ -143,8 +143,10 @@ def _write_outputs(args, records, peaks, machine, skipped, preset) -> None:
     from foldcnn.bench import write_csv, write_json
 
     if args.json:
+        from foldcnn.backends.memory import memory_policy
+
         settings = {**asdict(preset), "command": ["foldcnn", *sys.argv[1:]], "threads": args.threads,
-                    "seed": args.seed, "interleave": args.interleave}
+                    "seed": args.seed, "interleave": args.interleave, "memory": memory_policy()}
         write_json(args.json, records, peaks=peaks, machine=machine, settings=settings,
                    skipped=[{"config": c.label(), "reason": why} for c, why in skipped])
         print(f"json: {args.json}")
