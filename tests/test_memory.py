@@ -1,4 +1,4 @@
-"""foldcnn.backends.memory: large activations reuse their pages instead of being faulted in per call.
+"""foldcnn.memory: large activations reuse their pages instead of being faulted in per call.
 
 Each check runs in a fresh interpreter: the setting is process-wide and this test process may
 already have it from another test's backend.
@@ -19,7 +19,7 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="gl
 # faults in every page; with the setting it reuses the pages the first one left in the heap.
 _FAULTS = """
 import json, resource, torch
-from foldcnn.backends.memory import keep_freed_memory, memory_policy
+from foldcnn.memory import keep_freed_memory, memory_policy
 
 def second_alloc_faults():
     x = torch.ones(16 * 2**20); del x          # 64 MiB, written, freed
@@ -59,7 +59,7 @@ def test_cpu_torch_backends_apply_it():
     code = """
 import json
 from foldcnn.backends import create_backend
-from foldcnn.backends.memory import memory_policy
+from foldcnn.memory import memory_policy
 from foldcnn.models import create_model
 before = memory_policy()
 create_backend(create_model("sot-coin-count", fold=2), "eager", max_batch=4)
@@ -67,5 +67,21 @@ print(json.dumps({"before": before, "after": memory_policy()}))
 """
     r = _run(code, FOLDCNN_KEEP_MEMORY="1")
     assert r["before"] == "not set"
+    want = "kept" if sys.platform.startswith("linux") else "system default"
+    assert r["after"].startswith(want), r
+
+
+def test_cpu_evaluation_applies_it():
+    code = """
+import json, torch
+from foldcnn.memory import memory_policy
+from foldcnn.models import create_model
+from foldcnn.train.loop import predict_logits
+before = memory_policy()
+logits = predict_logits(create_model("sot-coin-count", fold=2), torch.zeros(6, 3, 17, 40, dtype=torch.uint8))
+print(json.dumps({"before": before, "after": memory_policy(), "shape": list(logits.shape)}))
+"""
+    r = _run(code, FOLDCNN_KEEP_MEMORY="1")
+    assert r["before"] == "not set" and r["shape"][0] == 6
     want = "kept" if sys.platform.startswith("linux") else "system default"
     assert r["after"].startswith(want), r

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from foldcnn.backends.base import Backend, BackendError, register_backend
-from foldcnn.backends.memory import keep_freed_memory
+from foldcnn.memory import keep_freed_memory
 from foldcnn.models import FoldedCNN
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}

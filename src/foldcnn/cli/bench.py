@@ -143,7 +143,7 @@ def _write_outputs(args, records, peaks, machine, skipped, preset) -> None:
     from foldcnn.bench import write_csv, write_json
 
     if args.json:
-        from foldcnn.backends.memory import memory_policy
+        from foldcnn.memory import memory_policy
 
         settings = {**asdict(preset), "command": ["foldcnn", *sys.argv[1:]], "threads": args.threads,
                     "seed": args.seed, "interleave": args.interleave, "memory": memory_policy()}

@@ -10,8 +10,9 @@ arena and is not affected; torch eager and torch.compile on CPU are.
 ``keep_freed_memory()`` asks glibc (``mallopt``) to serve large blocks from its heap and not to
 trim freed memory back to the OS: after the first call, a model's activations reuse the same
 pages. The cost is that the process keeps the memory of its largest call until it exits, which is
-what a process that runs inference over and over wants anyway. It is process-wide, so the torch
-CPU backends call it once when they are built. ``FOLDCNN_KEEP_MEMORY=0`` in the environment turns
+what a process that runs inference over and over wants anyway. It is process-wide; the torch CPU
+backends call it when they are built, and evaluation (``foldcnn.train.loop.predict_logits``, 1,024
+images per call) when it runs on the CPU. ``FOLDCNN_KEEP_MEMORY=0`` in the environment turns
 it off; on a C library without ``mallopt`` (macOS, musl) it does nothing.
 """
 
@@ -58,7 +59,7 @@ def keep_freed_memory() -> bool:
             elif (mallopt := _mallopt()) is None:
                 _state = "system default (no glibc mallopt here)"
             elif mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, _TRIM_NEVER) == 1:
-                _state = "kept: glibc mmap off, heap trim off (foldcnn.backends.memory)"
+                _state = "kept: glibc mmap off, heap trim off (foldcnn.memory)"
             else:
                 _state = "system default (mallopt refused)"
         return _state.startswith("kept")
