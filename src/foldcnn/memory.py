@@ -14,6 +14,12 @@ what a process that runs inference over and over wants anyway. It is process-wid
 backends call it when they are built, and evaluation (``foldcnn.train.loop.predict_logits``, 1,024
 images per call) when it runs on the CPU. ``FOLDCNN_KEEP_MEMORY=0`` in the environment turns
 it off; on a C library without ``mallopt`` (macOS, musl) it does nothing.
+
+Threads: glibc gives other threads their own arenas, whose large blocks it still maps and unmaps.
+A model run from a worker thread (``foldcnn serve`` runs it in a thread pool) may keep faulting:
+in a check here a fresh thread faulted in a 40 MiB block on every call, with this setting or with
+``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647 MALLOC_ARENA_MAX=1`` in the environment.
+Calls from the main thread (``foldcnn predict``, ``bench``, ``eval``, ``train``) are covered.
 """
 
 from __future__ import annotations
