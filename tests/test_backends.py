@@ -182,6 +182,39 @@ def test_lower_precision_keeps_predictions_of_a_trained_model(trained, name, pre
     assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max()
 
 
+# ------------------------------------------------------------------------- CPU chunking
+def test_cpu_chunk_keeps_every_activation_under_the_size(model, monkeypatch):
+    from foldcnn.analysis import analyze
+    from foldcnn.backends.torch_backends import DEFAULT_CPU_CHUNK_MIB, cpu_chunk
+
+    report = analyze(model, batch_size=model.fold, bytes_per_element=4)
+    largest = max(max(layer.input_elements, layer.output_elements) for layer in report.layers) * 4
+    monkeypatch.delenv("FOLDCNN_CPU_CHUNK_MIB", raising=False)
+    n = cpu_chunk(model, "fp32")
+    assert n * largest <= DEFAULT_CPU_CHUNK_MIB * 2**20 < (n + 1) * largest  # the most that fit
+    assert cpu_chunk(model, "bf16") in (2 * n, 2 * n + 1)  # half the bytes per element
+    monkeypatch.setenv("FOLDCNN_CPU_CHUNK_MIB", "0")
+    assert cpu_chunk(model, "fp32") is None
+    monkeypatch.setenv("FOLDCNN_CPU_CHUNK_MIB", "lots")
+    with pytest.raises(BackendError, match="FOLDCNN_CPU_CHUNK_MIB must be a number"):
+        cpu_chunk(model, "fp32")
+
+
+def test_chunked_cpu_calls_equal_one_call(model, monkeypatch):
+    from foldcnn.analysis import analyze
+
+    report = analyze(model, batch_size=model.fold, bytes_per_element=4)
+    largest = max(max(layer.input_elements, layer.output_elements) for layer in report.layers) * 4
+    monkeypatch.setenv("FOLDCNN_CPU_CHUNK_MIB", str(3 * largest / 2**20))  # three folded inputs per call
+    chunked = create_backend(model, "eager", max_batch=MAX_BATCH)
+    assert chunked.chunk == 3
+    x = folded(model, 8)  # 3 + 3 + 2
+    np.testing.assert_allclose(chunked.run(x), reference(model, x), rtol=1e-5, atol=1e-6)
+    assert chunked.run(x[:2]).shape == (2, model.fold * model.num_classes)
+    monkeypatch.setenv("FOLDCNN_CPU_CHUNK_MIB", "0")
+    assert create_backend(model, "eager", max_batch=MAX_BATCH).chunk is None
+
+
 # -------------------------------------------------------------------------------- compile
 @pytest.mark.slow  # about 10 s alone, 30 s on a busy 2-core machine: inductor compiles C++
 def test_compile_equals_eager_on_a_tiny_model():
@@ -194,6 +227,23 @@ def test_compile_equals_eager_on_a_tiny_model():
     for n in (4, 1):
         x = folded(model, n)
         np.testing.assert_allclose(b.run(x), reference(model, x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow  # inductor compiles C++, here for two chunk shapes
+def test_compile_runs_chunked_cpu_calls(monkeypatch):
+    from foldcnn.analysis import analyze
+
+    model = create_model("lol-gold-fraction", fold=2, num_classes=3, input_size=(12, 12)).eval()
+    report = analyze(model, batch_size=model.fold, bytes_per_element=4)
+    largest = max(max(layer.input_elements, layer.output_elements) for layer in report.layers) * 4
+    monkeypatch.setenv("FOLDCNN_CPU_CHUNK_MIB", str(3 * largest / 2**20))
+    try:
+        b = create_backend(model, "compile", max_batch=8)  # warms up chunks of 3 and the remainder 2
+    except BackendError as e:
+        pytest.skip(str(e))
+    assert b.chunk == 3
+    x = folded(model, 8)
+    np.testing.assert_allclose(b.run(x), reference(model, x), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.slow  # inductor compiles C++

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 
 import numpy as np
 import torch
@@ -13,6 +14,30 @@ from foldcnn.memory import keep_freed_memory
 from foldcnn.models import FoldedCNN
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+# On the CPU a call runs in chunks whose largest activation stays below this many MiB. glibc maps
+# every block above 32 MiB afresh and faults its pages in on each call, in worker threads even
+# with foldcnn.memory's setting; below it, the blocks are reused (docs/benchmarks.md, "CPU memory").
+CPU_CHUNK_ENV = "FOLDCNN_CPU_CHUNK_MIB"
+DEFAULT_CPU_CHUNK_MIB = 24.0
+
+
+def cpu_chunk(model: FoldedCNN, precision: str) -> int | None:
+    """Folded inputs per CPU call so that no layer's input or output passes the chunk size
+    (``FOLDCNN_CPU_CHUNK_MIB``, default 24; 0 turns chunking off: None)."""
+    text = os.environ.get(CPU_CHUNK_ENV, "").strip()
+    try:
+        mib = float(text) if text else DEFAULT_CPU_CHUNK_MIB
+    except ValueError:
+        raise BackendError(f"{CPU_CHUNK_ENV} must be a number of MiB (0 turns chunking off), got {text!r}") from None
+    if mib <= 0:
+        return None
+    from foldcnn.analysis import analyze
+
+    element = 2 if precision in _DTYPES else 4
+    report = analyze(model, batch_size=model.fold, bytes_per_element=element)
+    largest = max((max(layer.input_elements, layer.output_elements) for layer in report.layers), default=0)
+    return max(1, int(mib * 2**20 // max(1, largest * element)))
 
 
 def cpu_has_bf16() -> bool:
@@ -55,7 +80,8 @@ def prepare_module(model: FoldedCNN, device: str) -> torch.nn.Module:
 
 
 class EagerBackend(Backend):
-    """torch eager: channels_last, inference_mode, bf16/fp16 via autocast."""
+    """torch eager: channels_last, inference_mode, bf16/fp16 via autocast; on the CPU, calls run in
+    chunks of ``self.chunk`` folded inputs (``cpu_chunk``)."""
 
     def __init__(self, model: FoldedCNN, *, name: str = "eager", precision: str, threads: int | None,
                  device: str, max_batch: int) -> None:
@@ -67,6 +93,7 @@ class EagerBackend(Backend):
         self.threads = torch.get_num_threads()
         self.module = prepare_module(model, device)
         self._dtype = _DTYPES.get(precision)
+        self.chunk = cpu_chunk(model, precision) if device == "cpu" else None  # folded inputs per call
 
     def _autocast(self):
         if self._dtype is None:
@@ -82,6 +109,11 @@ class EagerBackend(Backend):
         return self.module(t)
 
     def _run(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+        if self.chunk is None or x.shape[0] <= self.chunk:
+            return self._run_chunk(x)
+        return np.concatenate([self._run_chunk(x[i:i + self.chunk]) for i in range(0, x.shape[0], self.chunk)])
+
+    def _run_chunk(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
         with torch.inference_mode(), self._autocast():
             y = self._forward(self._to_input(x))
         return y.float().cpu().numpy()
@@ -111,8 +143,9 @@ def _raise_recompile_limit() -> None:
 
 class CompiledBackend(EagerBackend):
     """torch.compile of the eager module (dynamic=False), compiled and warmed up at max_batch in
-    the constructor so that a missing compiler fails here, not in the middle of a job. Other batch
-    sizes compile once each on first use.
+    the constructor so that a missing compiler fails here, not in the middle of a job (on the CPU
+    that compiles the chunk size and max_batch's remainder). Other batch sizes compile once each
+    on first use.
 
     bf16/fp16 cast the weights and inputs once instead of autocasting every call: the same
     arithmetic, and inductor then sees one dtype (about 10% faster on a game CNN here)."""
