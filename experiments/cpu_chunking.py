@@ -15,24 +15,21 @@ from __future__ import annotations
 import argparse
 import os
 import threading
-import time
 
 import numpy as np
 import torch
 
 from foldcnn.backends import create_backend
 from foldcnn.backends.torch_backends import CPU_CHUNK_ENV
+from foldcnn.bench.timing import WallTimer, time_block
 from foldcnn.models import create_model
 
 
 def images_per_s(run, images: int, seconds: float) -> float:
     run()
     run()
-    calls, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        run()
-        calls += 1
-    return calls * images / (time.perf_counter() - t0)
+    calls, elapsed = time_block(run, seconds, WallTimer())
+    return calls * images / elapsed
 
 
 def in_thread(fn):
