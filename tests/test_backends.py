@@ -50,6 +50,14 @@ def folded(model, n: int, seed: int = 0) -> torch.Tensor:
     return torch.rand(n, *model.folded_input_shape, generator=torch.Generator().manual_seed(seed))
 
 
+def largest_fp32_activation_bytes(model) -> int:
+    """Bytes of the largest conv/linear input or output of one folded input, in fp32."""
+    from foldcnn.analysis import analyze
+
+    report = analyze(model, batch_size=model.fold, bytes_per_element=4)
+    return max(max(layer.input_elements, layer.output_elements) for layer in report.layers) * 4
+
+
 # ------------------------------------------------------------------------------- registry
 def test_registry_lists_builtins_and_rejects_duplicates():
     assert {"eager", "compile", "ort", "cuda-graphs"} <= set(list_backends())
@@ -184,11 +192,9 @@ def test_lower_precision_keeps_predictions_of_a_trained_model(trained, name, pre
 
 # ------------------------------------------------------------------------- CPU chunking
 def test_cpu_chunk_keeps_every_activation_under_the_size(model, monkeypatch):
-    from foldcnn.analysis import analyze
     from foldcnn.backends.torch_backends import DEFAULT_CPU_CHUNK_MIB, cpu_chunk
 
-    report = analyze(model, batch_size=model.fold, bytes_per_element=4)
-    largest = max(max(layer.input_elements, layer.output_elements) for layer in report.layers) * 4
+    largest = largest_fp32_activation_bytes(model)
     monkeypatch.delenv("FOLDCNN_CPU_CHUNK_MIB", raising=False)
     n = cpu_chunk(model, "fp32")
     assert n * largest <= DEFAULT_CPU_CHUNK_MIB * 2**20 < (n + 1) * largest  # the most that fit
@@ -201,10 +207,7 @@ def test_cpu_chunk_keeps_every_activation_under_the_size(model, monkeypatch):
 
 
 def test_chunked_cpu_calls_equal_one_call(model, monkeypatch):
-    from foldcnn.analysis import analyze
-
-    report = analyze(model, batch_size=model.fold, bytes_per_element=4)
-    largest = max(max(layer.input_elements, layer.output_elements) for layer in report.layers) * 4
+    largest = largest_fp32_activation_bytes(model)
     monkeypatch.setenv("FOLDCNN_CPU_CHUNK_MIB", str(3 * largest / 2**20))  # three folded inputs per call
     chunked = create_backend(model, "eager", max_batch=MAX_BATCH)
     assert chunked.chunk == 3
@@ -231,11 +234,8 @@ def test_compile_equals_eager_on_a_tiny_model():
 
 @pytest.mark.slow  # inductor compiles C++, here for two chunk shapes
 def test_compile_runs_chunked_cpu_calls(monkeypatch):
-    from foldcnn.analysis import analyze
-
     model = create_model("lol-gold-fraction", fold=2, num_classes=3, input_size=(12, 12)).eval()
-    report = analyze(model, batch_size=model.fold, bytes_per_element=4)
-    largest = max(max(layer.input_elements, layer.output_elements) for layer in report.layers) * 4
+    largest = largest_fp32_activation_bytes(model)
     monkeypatch.setenv("FOLDCNN_CPU_CHUNK_MIB", str(3 * largest / 2**20))
     try:
         b = create_backend(model, "compile", max_batch=8)  # warms up chunks of 3 and the remainder 2

@@ -21,7 +21,7 @@ import torch
 from foldcnn.analysis.counting import AnalysisReport
 
 __all__ = ["DTYPE_BYTES", "Device", "DEVICES", "PEAK_SIZES", "Attainable", "attainable", "best_matmul_rate",
-           "copy_bandwidth", "matmul_peak", "measure_peak", "size_note", "torch_threads"]
+           "copy_bandwidth", "matmul_peak", "matmul_sizes", "measure_peak", "size_note", "torch_threads"]
 
 # Bytes per element of each dtype name; tf32 is fp32 in memory.
 DTYPE_BYTES: dict[str, int] = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "int8": 1}
@@ -171,7 +171,8 @@ def _matmul_fn(dtype: str, size: int) -> Callable[[], object]:
 PEAK_SIZES = (1024, 2048, 3072, 4096)  # matmul sizes the measured peak is the best of
 
 
-def _sizes(size: int | Sequence[int]) -> tuple[int, ...]:
+def matmul_sizes(size: int | Sequence[int]) -> tuple[int, ...]:
+    """One matmul size or several, as a tuple of positive integers (ValueError otherwise)."""
     sizes = (size,) if isinstance(size, int) else tuple(size) if isinstance(size, Sequence) else ()
     if not sizes or any(not isinstance(n, int) or n < 1 for n in sizes):
         raise ValueError(f"matmul sizes must be integers >= 1, got {size!r}")
@@ -183,14 +184,14 @@ def best_matmul_rate(run_at: Callable[[int], float], size: int | Sequence[int]) 
     seconds of one n x n matmul (2*n^3 FLOPs). No single size is the fastest everywhere (a
     2048 bf16 matmul ran at 2.4 TFLOP/s here, a 3072 one at 2.7), and a peak set too low makes
     every "fraction of peak" look better than it is."""
-    rates = {n: 2 * n**3 / run_at(n) for n in _sizes(size)}
+    rates = {n: 2 * n**3 / run_at(n) for n in matmul_sizes(size)}
     best = max(rates, key=rates.get)
     return rates[best], best
 
 
 def size_note(size: int | Sequence[int], best: int) -> str:
     """``2048x2048`` or ``3072x3072 (the fastest of 1024/2048/3072/4096)``."""
-    sizes = _sizes(size)
+    sizes = matmul_sizes(size)
     if len(sizes) == 1:
         return f"{best}x{best}"
     return f"{best}x{best} (the fastest of {'/'.join(map(str, sizes))})"
@@ -242,7 +243,7 @@ def measure_peak(
     for the measurement only. Takes a few seconds; medians over ``repeats`` after one warm-up.
     Nothing is cached: call it in the same run as the benchmark it is compared with.
     """
-    sizes = _sizes(size)
+    sizes = matmul_sizes(size)
     if repeats < 1 or copy_mib < 1:
         raise ValueError("size, copy_mib and repeats must be >= 1")
     with torch_threads(threads) as used:

@@ -22,14 +22,19 @@ CPU_CHUNK_ENV = "FOLDCNN_CPU_CHUNK_MIB"
 DEFAULT_CPU_CHUNK_MIB = 24.0
 
 
-def cpu_chunk(model: FoldedCNN, precision: str) -> int | None:
-    """Folded inputs per CPU call so that no layer's input or output passes the chunk size
-    (``FOLDCNN_CPU_CHUNK_MIB``, default 24; 0 turns chunking off: None)."""
+def cpu_chunk_mib() -> float:
+    """The chunk size in MiB: ``FOLDCNN_CPU_CHUNK_MIB`` when set, else 24; 0 or less = no chunks."""
     text = os.environ.get(CPU_CHUNK_ENV, "").strip()
     try:
-        mib = float(text) if text else DEFAULT_CPU_CHUNK_MIB
+        return float(text) if text else DEFAULT_CPU_CHUNK_MIB
     except ValueError:
         raise BackendError(f"{CPU_CHUNK_ENV} must be a number of MiB (0 turns chunking off), got {text!r}") from None
+
+
+def cpu_chunk(model: FoldedCNN, precision: str) -> int | None:
+    """Folded inputs per CPU call so that no layer's input or output passes ``cpu_chunk_mib()``
+    (None: chunking off)."""
+    mib = cpu_chunk_mib()
     if mib <= 0:
         return None
     from foldcnn.analysis import analyze

@@ -32,6 +32,7 @@ from foldcnn.analysis.roofline import (
     best_matmul_rate,
     copy_bandwidth,
     matmul_peak,
+    matmul_sizes,
     size_note,
     torch_threads,
 )
@@ -254,7 +255,7 @@ def measure_peaks(
     A peak that cannot be measured here (no CUDA, no onnxruntime, no kernel for the dtype) is
     listed in ``skipped`` with the reason instead of raising.
     """
-    sizes = (sizes,) if isinstance(sizes, int) else tuple(sizes)
+    sizes = matmul_sizes(sizes)
     out = PeakSet()
     seen = set()
     for runtime, device, dtype in needed:

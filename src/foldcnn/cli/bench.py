@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import sys
 
 from foldcnn.cli.common import CLIError
@@ -144,13 +143,12 @@ def _write_outputs(args, records, peaks, machine, skipped, preset) -> None:
     from foldcnn.bench import write_csv, write_json
 
     if args.json:
-        from foldcnn.backends.torch_backends import CPU_CHUNK_ENV, DEFAULT_CPU_CHUNK_MIB
+        from foldcnn.backends.torch_backends import cpu_chunk_mib
         from foldcnn.memory import memory_policy
 
-        chunk = os.environ.get(CPU_CHUNK_ENV, "").strip() or f"{DEFAULT_CPU_CHUNK_MIB:g}"
         settings = {**asdict(preset), "command": ["foldcnn", *sys.argv[1:]], "threads": args.threads,
                     "seed": args.seed, "interleave": args.interleave, "memory": memory_policy(),
-                    "cpu_chunk_mib": chunk}
+                    "cpu_chunk_mib": f"{cpu_chunk_mib():g}"}
         write_json(args.json, records, peaks=peaks, machine=machine, settings=settings,
                    skipped=[{"config": c.label(), "reason": why} for c, why in skipped])
         print(f"json: {args.json}")
