@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from foldcnn.data.base import ArrayDataset
-from foldcnn.train.checkpoint import load_checkpoint
+from foldcnn.checkpoints import load_checkpoint
 from foldcnn.train.loop import evaluate
 from foldcnn.train.sources import DataSpec, load_splits
 

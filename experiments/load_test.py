@@ -385,7 +385,7 @@ def main() -> int:
 
     from foldcnn.data.game_text import GameTextDataset
     from foldcnn.infer import Predictor
-    from foldcnn.train.checkpoint import load_checkpoint, save_checkpoint
+    from foldcnn.checkpoints import load_checkpoint, save_checkpoint
 
     args = parse_args()
     opts = dict(backend=args.backend, batch_size=args.max_batch, workers=0)

@@ -15,7 +15,7 @@ import torch
 
 from foldcnn.data.grouping import fold_groups, gather_fold_batch
 from foldcnn.fold import unfold_logits
-from foldcnn.train.checkpoint import load_checkpoint
+from foldcnn.checkpoints import load_checkpoint
 from foldcnn.train.loop import EVAL_GROUP_SEED
 from foldcnn.train.sources import DataSpec, load_splits
 

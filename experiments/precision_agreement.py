@@ -25,7 +25,7 @@ import numpy as np
 from foldcnn.data.game_text import GameTextDataset
 from foldcnn.infer import Predictor
 from foldcnn.models.game import GAME_TASKS
-from foldcnn.train.checkpoint import load_checkpoint
+from foldcnn.checkpoints import load_checkpoint
 
 PATHS = (("eager", "bf16"), ("compile", "bf16"), ("ort", "int8"))
 

@@ -41,7 +41,7 @@ def load_model(task: str, fold: int, checkpoints: str | None):
     if checkpoints:
         path = Path(checkpoints) / f"{task}-f{fold}" / "checkpoint"
         if path.exists():
-            from foldcnn.train.checkpoint import load_checkpoint
+            from foldcnn.checkpoints import load_checkpoint
 
             return load_checkpoint(path).model, "trained"
     torch.manual_seed(0)

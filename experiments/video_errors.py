@@ -18,7 +18,7 @@ import argparse
 import numpy as np
 import torch
 
-from foldcnn.train.checkpoint import load_checkpoint
+from foldcnn.checkpoints import load_checkpoint
 from foldcnn.train.loop import predict_logits
 from foldcnn.train.sources import DataSpec, load_splits
 

@@ -222,6 +222,6 @@ def test_cli_table(capsys):
      (["analyze", "lol-gold-fraction", "--fold", "0"], "fold")],
 )
 def test_cli_errors_are_one_line(capsys, argv, message):
-    assert main(argv) == 1
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1

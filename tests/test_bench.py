@@ -449,11 +449,11 @@ def test_cli_gpu_preset_without_cuda_says_skipped(capsys):
 def test_cli_bad_flags_give_one_line_errors(capsys):
     from foldcnn.cli import main
 
-    assert main(["bench", "--quick", "--folds", "1,x"]) == 1
+    assert main(["bench", "--quick", "--folds", "1,x"]) == 2
     assert "--folds takes comma-separated integers" in capsys.readouterr().err
-    assert main(["bench", "--quick", "--peak-sizes", "256,big"]) == 1
+    assert main(["bench", "--quick", "--peak-sizes", "256,big"]) == 2
     assert "--peak-sizes takes comma-separated integers" in capsys.readouterr().err
-    assert main(["bench", "--quick", "--max-minutes", "0.0001"]) == 1
+    assert main(["bench", "--quick", "--max-minutes", "0.0001"]) == 2
     assert "exceeds --max-minutes" in capsys.readouterr().err
 
 

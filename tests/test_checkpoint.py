@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from foldcnn import create_model
-from foldcnn.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from foldcnn.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 
 
 def _ckpt(tmp_path, **kw):
@@ -67,7 +67,7 @@ def test_class_names_must_match(tmp_path):
 
 
 def test_calibration_images_round_trip(tmp_path):
-    from foldcnn.train.checkpoint import load_calibration
+    from foldcnn.checkpoints import load_calibration
 
     model = create_model("sot-coin-count", fold=2)
     images = torch.randint(0, 256, (5, *model.input_shape), dtype=torch.uint8)

@@ -10,7 +10,7 @@ from PIL import Image
 from foldcnn import create_model
 from foldcnn.cli import main
 from foldcnn.infer import Predictor
-from foldcnn.train.checkpoint import save_checkpoint
+from foldcnn.checkpoints import save_checkpoint
 
 H, W, K = 12, 16, 5
 
@@ -107,7 +107,7 @@ def test_video_input(setup):
 ])
 def test_errors_are_one_line(setup, capsys, args, message):
     root, ck, _ = setup
-    assert main([a.format(ck=ck, root=root) for a in args]) == 1
+    assert main([a.format(ck=ck, root=root) for a in args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("foldcnn predict: error:") and message in err[0]
 
@@ -116,7 +116,7 @@ def test_ray_engine_missing_gives_a_clear_error(setup, capsys, monkeypatch):
     root, ck, _ = setup
     monkeypatch.setitem(sys.modules, "foldcnn.scaleout.ray_engine", None)  # import fails as if absent
     assert main(["predict", str(ck), "--input", str(root / "imgs"), "--out", str(root / "ray"),
-                 "--engine", "ray", "--quiet"]) == 1
+                 "--engine", "ray", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "--engine ray needs" in err and "pip install" in err and len(err.strip().splitlines()) == 1
 
@@ -132,6 +132,6 @@ def test_ray_engine_unreachable_address_is_one_line(setup, capsys, monkeypatch):
     fake.run_ray_predict = unreachable  # what the engine raises for an address nobody listens on
     monkeypatch.setitem(sys.modules, "foldcnn.scaleout.ray_engine", fake)
     assert main(["predict", str(ck), "--input", str(root / "imgs"), "--out", str(root / "ray"),
-                 "--engine", "ray", "--address", "127.0.0.1:9", "--quiet"]) == 1
+                 "--engine", "ray", "--address", "127.0.0.1:9", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot reach the Ray cluster at '127.0.0.1:9'" in err[0]

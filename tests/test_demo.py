@@ -48,6 +48,6 @@ def test_demo_config_rejects_fold_one_and_unknown_distillation():
 
 
 def test_demo_cli_unknown_task_is_one_line(capsys, tmp_path):
-    assert main(["demo", "--task", "nope", "--out", str(tmp_path / "d"), "--quick"]) == 1
+    assert main(["demo", "--task", "nope", "--out", str(tmp_path / "d"), "--quick"]) == 2
     err = capsys.readouterr().err
     assert "nope" in err and "Traceback" not in err

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from foldcnn import create_model
-from foldcnn.train.checkpoint import save_checkpoint
+from foldcnn.checkpoints import save_checkpoint
 from foldcnn.train.config import TrainConfig
 from foldcnn.train.distill import TeacherError, check_teacher, distill_loss_sum, teacher_logits
 from foldcnn.train.loop import evaluate, train_model
@@ -131,11 +131,11 @@ def test_teacher_logits_are_in_image_order():
 def test_cli_distill_flags(tmp_path, capsys):
     from foldcnn.cli import main
 
-    assert main(["train", "--task", "sot-coin-count", "--distill", "kl", "--out", str(tmp_path / "x")]) == 1
+    assert main(["train", "--task", "sot-coin-count", "--distill", "kl", "--out", str(tmp_path / "x")]) == 2
     assert "--distill needs --teacher" in capsys.readouterr().err
     teacher = _teacher_for("lol-gold-fraction", tmp_path)
     assert main(["train", "--task", "sot-coin-count", "--teacher", str(teacher), "--fold", "2",
-                 "--train-size", "16", "--val-size", "8", "--test-size", "8", "--out", str(tmp_path / "y")]) == 1
+                 "--train-size", "16", "--val-size", "8", "--test-size", "8", "--out", str(tmp_path / "y")]) == 2
     assert "another task" in capsys.readouterr().err
 
 

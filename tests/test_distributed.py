@@ -111,10 +111,10 @@ def test_cli_nproc_2(tmp_path, capsys):
 def test_cli_nproc_checks_input_before_starting_processes(tmp_path, capsys):
     from foldcnn.cli import main
 
-    assert main(["train", "--task", "sot-coin-count", "--model", "nope", "--nproc", "2", "--out", str(tmp_path)]) == 1
+    assert main(["train", "--task", "sot-coin-count", "--model", "nope", "--nproc", "2", "--out", str(tmp_path)]) == 2
     assert "unknown model" in capsys.readouterr().err
     assert main(["train", "--data", str(tmp_path / "missing"), "--model", "sot-coin-count", "--nproc", "2",
-                 "--out", str(tmp_path)]) == 1
+                 "--out", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
 
 

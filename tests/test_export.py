@@ -15,7 +15,7 @@ from foldcnn.backends import (
 )
 from foldcnn.backends.onnx_export import fold_calibration
 from foldcnn.cli import main
-from foldcnn.train.checkpoint import save_checkpoint
+from foldcnn.checkpoints import save_checkpoint
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -150,7 +150,7 @@ def test_cli_export_round_trip(model, tmp_path, capsys):
     with torch.no_grad():
         np.testing.assert_allclose(run_file(out, x.numpy()), model(x).numpy(), rtol=1e-4, atol=1e-5)
     # An existing file is kept unless --force.
-    assert main(["export", str(ck), "--out", str(out)]) == 1
+    assert main(["export", str(ck), "--out", str(out)]) == 2
     assert "--force" in capsys.readouterr().err
     q = tmp_path / "q.onnx"
     assert main(["export", str(ck), "--out", str(q), "--int8"]) == 0
@@ -160,12 +160,12 @@ def test_cli_export_round_trip(model, tmp_path, capsys):
 
 def test_cli_int8_without_calibration_images_says_how_to_get_them(model, tmp_path, capsys):
     ck = _checkpoint(tmp_path, model, calibration=False)
-    assert main(["export", str(ck), "--out", str(tmp_path / "q.onnx"), "--int8"]) == 1
+    assert main(["export", str(ck), "--out", str(tmp_path / "q.onnx"), "--int8"]) == 2
     err = capsys.readouterr().err
     assert "has no calibration images" in err and "foldcnn train" in err and "calibration_images" in err
     assert not (tmp_path / "q.onnx").exists()
 
 
 def test_cli_bad_checkpoint_is_one_line(tmp_path, capsys):
-    assert main(["export", str(tmp_path / "nope"), "--out", str(tmp_path / "m.onnx")]) == 1
+    assert main(["export", str(tmp_path / "nope"), "--out", str(tmp_path / "m.onnx")]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -196,7 +196,7 @@ def test_cli_refuses_non_empty_dir(tmp_path, capsys):
     (tmp_path / "keep.txt").write_text("mine")
     args = ["data", "game", "apex-squad-count", "--out", str(tmp_path), "--train", "5", "--val", "0",
             "--test", "0", "--quiet"]
-    assert main(args) == 1
+    assert main(args) == 2
     assert "not empty" in capsys.readouterr().err
     assert main(args + ["--overwrite"]) == 0
     assert (tmp_path / "keep.txt").read_text() == "mine"  # only the writer's own files are replaced

@@ -19,7 +19,7 @@ from foldcnn.infer import (
 )
 from foldcnn.infer.arrays import resize_images
 from foldcnn.infer.pipeline import ordered_map
-from foldcnn.train.checkpoint import save_checkpoint
+from foldcnn.checkpoints import save_checkpoint
 
 H, W, K = 12, 16, 5  # tiny game CNN: fast on a busy CPU
 _MODELS: dict = {}

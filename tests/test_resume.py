@@ -161,13 +161,13 @@ def test_cli_resume(tmp_path, capsys):
 
     args = ["train", "--task", "sot-coin-count", "--fold", "2", "--out", str(tmp_path), "--train-size", "48",
             "--val-size", "16", "--test-size", "16", "--epochs", "1", "--quiet"]
-    assert main(args + ["--resume"]) == 1
+    assert main(args + ["--resume"]) == 2
     assert "no training state to resume" in capsys.readouterr().err
     assert main(args) == 0
     assert main(args + ["--resume"]) == 0
     run_json = json.loads((tmp_path / "run.json").read_text())
     assert run_json["features"]["resumed_from"] == {"epoch": 1, "step": 0}
-    assert main(args[:-2] + ["2", "--quiet", "--resume"]) == 1
+    assert main(args[:-2] + ["2", "--quiet", "--resume"]) == 2
     assert "epochs: 1 -> 2" in capsys.readouterr().err
 
 

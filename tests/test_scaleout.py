@@ -15,7 +15,7 @@ from foldcnn.infer import Predictor
 from foldcnn.models import create_model
 from foldcnn.scaleout.inputs import expand_inputs, make_units
 from foldcnn.scaleout.tasks import FoldedInference, decode_units
-from foldcnn.train.checkpoint import CheckpointError, save_checkpoint
+from foldcnn.checkpoints import CheckpointError, save_checkpoint
 
 FOLD = 4
 N_IMAGES = 7  # 7 = one full fold + 3: the last image fold is padded by 1

@@ -463,7 +463,7 @@ def test_cli_server_serves_and_exits_cleanly_on_sigterm(tmp_path):
     import sys
 
     pytest.importorskip("foldcnn.infer")
-    from foldcnn.train.checkpoint import save_checkpoint
+    from foldcnn.checkpoints import save_checkpoint
 
     model = create_model("apex-squad-count", fold=2)
     save_checkpoint(tmp_path / "ck", model, [f"n{i}" for i in range(model.num_classes)])

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from foldcnn import create_model
-from foldcnn.train.checkpoint import load_checkpoint
+from foldcnn.checkpoints import load_checkpoint
 from foldcnn.train.config import TrainConfig, recommended_budget
 from foldcnn.train.loop import evaluate, predict_logits, train_model
 from foldcnn.train.metrics import classification_metrics
@@ -101,7 +101,7 @@ def test_cli_train_on_generated_task_and_eval(tmp_path, capsys):
 def test_cli_unknown_model_fails_fast(capsys):
     from foldcnn.cli import main
 
-    assert main(["train", "--task", "sot-coin-count", "--model", "nope", "--out", "/tmp/x-never"]) == 1
+    assert main(["train", "--task", "sot-coin-count", "--model", "nope", "--out", "/tmp/x-never"]) == 2
     assert "unknown model" in capsys.readouterr().err
 
 
@@ -130,7 +130,7 @@ def test_folder_with_one_class_fails_before_reading(tmp_path, capsys):
     from foldcnn.cli import main
 
     root = write_folder(tmp_path / "d", three_splits(classes=("a",)))
-    assert main(["train", "--data", str(root), "--model", "lol-gold-fraction", "--out", str(tmp_path / "r")]) == 1
+    assert main(["train", "--data", str(root), "--model", "lol-gold-fraction", "--out", str(tmp_path / "r")]) == 2
     assert "only the class folder 'a'" in capsys.readouterr().err
 
 
@@ -141,7 +141,7 @@ def test_mixed_sizes_need_input_size_then_train_end_to_end(tmp_path, capsys):
     layout["train"]["b"][3] = (14, 13)
     root = write_folder(tmp_path / "d", layout)
     args = ["train", "--data", str(root), "--model", "lol-gold-fraction", "--fold", "2", "--epochs", "1", "--quiet"]
-    assert main(args + ["--out", str(tmp_path / "r1")]) == 1
+    assert main(args + ["--out", str(tmp_path / "r1")]) == 2
     err = capsys.readouterr().err
     assert "differ in size" in err and "--input-size HxW" in err
     assert main(args + ["--out", str(tmp_path / "r2"), "--input-size", "13x12"]) == 0
@@ -156,7 +156,7 @@ def test_val_class_missing_from_train_fails_before_reading(tmp_path, capsys):
     layout = three_splits()
     layout["val"]["zz"] = [(12, 12)]
     root = write_folder(tmp_path / "d", layout)
-    assert main(["train", "--data", str(root), "--model", "lol-gold-fraction", "--out", str(tmp_path / "r")]) == 1
+    assert main(["train", "--data", str(root), "--model", "lol-gold-fraction", "--out", str(tmp_path / "r")]) == 2
     assert "train/ lacks: zz" in capsys.readouterr().err
 
 
@@ -165,7 +165,7 @@ def test_fold_larger_than_the_data(tmp_path, capsys):
 
     root = write_folder(tmp_path / "d", three_splits(classes=("a", "b"), n=(1, 1, 1)))
     assert main(["train", "--data", str(root), "--model", "lol-gold-fraction", "--fold", "4",
-                 "--out", str(tmp_path / "r")]) == 1
+                 "--out", str(tmp_path / "r")]) == 2
     assert "fold=4 is larger than the 2 training images" in capsys.readouterr().err
     model = create_model("lol-gold-fraction", fold=4, num_classes=3, input_size=(16, 16))
     with pytest.raises(ValueError, match="larger than the 3 training images"):
@@ -175,7 +175,7 @@ def test_fold_larger_than_the_data(tmp_path, capsys):
 def test_task_with_input_size_is_refused(capsys):
     from foldcnn.cli import main
 
-    assert main(["train", "--task", "sot-coin-count", "--input-size", "20x20", "--out", "/tmp/x-never"]) == 1
+    assert main(["train", "--task", "sot-coin-count", "--input-size", "20x20", "--out", "/tmp/x-never"]) == 2
     assert "fixed size" in capsys.readouterr().err
 
 
@@ -205,7 +205,7 @@ def test_video_whose_training_part_has_one_class(tmp_path, capsys):
     made = generate_video(tmp_path / "v", 40, seed=0, size=(64, 48), progress=False)
     (tmp_path / "v" / "labels.csv").write_text("frame,label\n" + "".join(f"{i},{int(i > 30)}\n" for i in range(40)))
     assert main(["train", "--video", str(made.video_path), "--model", "noscope-roundabout",
-                 "--out", str(tmp_path / "r")]) == 1
+                 "--out", str(tmp_path / "r")]) == 2
     assert "holds only class 'absent'" in capsys.readouterr().err
 
 

@@ -16,7 +16,7 @@ from foldcnn.bench.tune import (
     tune,
 )
 from foldcnn.models import create_model
-from foldcnn.train.checkpoint import save_checkpoint
+from foldcnn.checkpoints import save_checkpoint
 
 MODEL = "apex-squad-count"
 ANY = {"cpu": None, "cuda": None}  # injected engines: every backend/precision "available"
@@ -153,7 +153,7 @@ def test_cli_tune_end_to_end(capsys):
     assert rc == 0, out
     assert "ranking of 2 candidates" in out and "winner:" in out
     assert "foldcnn predict" in out
-    assert main(["tune"]) == 1
+    assert main(["tune"]) == 2
 
 
 def test_tune_on_cuda_without_a_gpu_says_so():

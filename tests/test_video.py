@@ -123,6 +123,6 @@ def test_cli_data_video(tmp_path, capsys):
     assert "bus present in" in capsys.readouterr().out
     m = json.loads((out / "manifest.json").read_text())
     assert m["object"] == "bus" and m["size"] == [64, 48] and m["command"].startswith("foldcnn data video")
-    assert main(args) == 1  # exists: needs --overwrite
+    assert main(args) == 2  # exists: needs --overwrite
     assert "overwrite" in capsys.readouterr().err
     assert main(args + ["--overwrite"]) == 0

@@ -12,7 +12,6 @@ from foldcnn.models import (
     list_models,
     model_from_config,
 )
-
 from foldcnn.transform import FoldError, fold_model
 
 __version__ = "0.1.0"

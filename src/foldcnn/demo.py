@@ -17,6 +17,8 @@ from typing import Callable
 
 import torch
 
+from foldcnn.errors import UsageError
+
 
 @dataclass(frozen=True)
 class DemoConfig:
@@ -39,13 +41,13 @@ class DemoConfig:
 
     def __post_init__(self):
         if self.fold < 2:
-            raise ValueError(f"the demo compares a folded model with the original: fold must be >= 2, got {self.fold}")
+            raise UsageError(f"the demo compares a folded model with the original: fold must be >= 2, got {self.fold}")
         if min(self.train_size, self.val_size, self.test_size, self.epochs_original, self.epochs_folded) < 1:
-            raise ValueError("sizes and epochs must be >= 1")
+            raise UsageError("sizes and epochs must be >= 1")
         if self.weight_decay_folded < 0:
-            raise ValueError(f"weight_decay_folded must be >= 0, got {self.weight_decay_folded}")
+            raise UsageError(f"weight_decay_folded must be >= 0, got {self.weight_decay_folded}")
         if self.distill not in ("kl", "mse", "none"):
-            raise ValueError(f"distill must be kl, mse or none, got {self.distill!r}")
+            raise UsageError(f"distill must be kl, mse or none, got {self.distill!r}")
 
 
 @dataclass

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from foldcnn.errors import UsageError, UsageTypeError
+
 __all__ = ["check_fold", "fold_images", "unfold_logits", "pad_to_fold", "padded_count"]
 
 
@@ -28,15 +30,15 @@ def check_fold(fold: object) -> int:
         except ImportError:  # pragma: no cover - numpy is a core dependency
             pass
     if isinstance(fold, bool) or not isinstance(fold, int):
-        raise TypeError(f"fold must be an int >= 1 (1 means the unfolded CNN), got {fold!r}")
+        raise UsageTypeError(f"fold must be an int >= 1 (1 means the unfolded CNN), got {fold!r}")
     if fold < 1:
-        raise ValueError(f"fold must be an int >= 1 (1 means the unfolded CNN), got {fold}")
+        raise UsageError(f"fold must be an int >= 1 (1 means the unfolded CNN), got {fold}")
     return fold
 
 
 def _check_multiple(n: int, fold: int, what: str) -> None:
     if n % fold:
-        raise ValueError(
+        raise UsageError(
             f"{what} has {n} rows, which is not a multiple of fold={fold}; "
             f"pad it first with foldcnn.pad_to_fold(x, {fold}) and discard the padded outputs"
         )
@@ -49,7 +51,7 @@ def fold_images(x: torch.Tensor, fold: int) -> torch.Tensor:
     """
     fold = check_fold(fold)
     if x.dim() != 4:
-        raise ValueError(
+        raise UsageError(
             f"fold_images expects a batch of images (N, C, H, W), got a tensor of shape "
             f"{tuple(x.shape)}; add a batch axis with x.unsqueeze(0) for a single image"
         )
@@ -62,12 +64,12 @@ def unfold_logits(y: torch.Tensor, fold: int) -> torch.Tensor:
     """Split folded logits back into per-image logits: (N/f, f*K) -> (N, K)."""
     fold = check_fold(fold)
     if y.dim() != 2:
-        raise ValueError(
+        raise UsageError(
             f"unfold_logits expects folded logits (N/f, f*K), got a tensor of shape {tuple(y.shape)}"
         )
     g, fk = y.shape
     if fk % fold:
-        raise ValueError(
+        raise UsageError(
             f"folded logits have {fk} columns, which is not a multiple of fold={fold}; "
             f"was the model built with fold={fold}?"
         )
@@ -88,7 +90,7 @@ def pad_to_fold(x: torch.Tensor, fold: int) -> tuple[torch.Tensor, int]:
     """
     fold = check_fold(fold)
     if x.dim() < 1:
-        raise ValueError("pad_to_fold expects a batch (N, ...), got a 0-d tensor")
+        raise UsageError("pad_to_fold expects a batch (N, ...), got a 0-d tensor")
     n = x.shape[0]
     target = padded_count(n, fold)
     if target == n:

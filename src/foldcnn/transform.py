@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from foldcnn.errors import FoldcnnError
 from foldcnn.fold import check_fold
 from foldcnn.models.base import (
     FoldedCNN,
@@ -37,7 +38,7 @@ __all__ = ["FoldError", "FoldedGraphModule", "fold_model"]
 _BATCH = 2
 
 
-class FoldError(ValueError):
+class FoldError(FoldcnnError, ValueError):
     """``model`` (or one named layer of it) cannot be folded correctly by :func:`fold_model`."""
 
 

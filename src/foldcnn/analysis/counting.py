@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from foldcnn.errors import UsageError, UsageTypeError
 from foldcnn.fold import check_fold
 
 __all__ = ["LayerCount", "AnalysisReport", "count_layer", "summarize", "analyze"]
@@ -102,7 +103,7 @@ def count_layer(
         kind = "linear"
         macs = out_elems * module.in_features
     else:
-        raise TypeError(f"only Conv1d/2d/3d and Linear layers are counted, got {type(module).__name__}")
+        raise UsageTypeError(f"only Conv1d/2d/3d and Linear layers are counted, got {type(module).__name__}")
     has_bias = getattr(module, "bias", None) is not None
     bias_adds = out_elems if has_bias else 0
     return LayerCount(
@@ -122,10 +123,10 @@ def count_layer(
 
 def _check_batch(batch_size: object, bytes_per_element: object) -> None:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size counts images and must be an int >= 1, got {batch_size!r}")
+        raise UsageError(f"batch_size counts images and must be an int >= 1, got {batch_size!r}")
     if isinstance(bytes_per_element, bool) or not isinstance(bytes_per_element, (int, float)) \
             or not bytes_per_element > 0:
-        raise ValueError(
+        raise UsageError(
             f"bytes_per_element must be a positive number (2 for fp16/bf16, 4 for fp32, 1 for int8), "
             f"got {bytes_per_element!r}"
         )
@@ -148,7 +149,7 @@ def summarize(
     _check_batch(batch_size, bytes_per_element)
     layers = tuple(layers)
     if not layers:
-        raise ValueError("the model has no Conv or Linear layers to count")
+        raise UsageError("the model has no Conv or Linear layers to count")
     flops_per_input = sum(layer.flops for layer in layers)
     bias_per_input = sum(layer.bias_adds for layer in layers)
     weights = sum({layer.name: layer.weight_elements for layer in layers}.values())
@@ -176,7 +177,7 @@ def _dummy_input(model: nn.Module, input_shape, fold: int) -> torch.Tensor:
     if input_shape is None:
         input_shape = getattr(model, "input_shape", None)
     if input_shape is None:
-        raise ValueError(
+        raise UsageError(
             f"{type(model).__name__} has no input_shape attribute; pass the shape of one image, "
             f"e.g. analyze(model, input_shape=(3, 32, 32))"
         )

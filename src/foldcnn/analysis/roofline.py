@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from foldcnn.analysis.counting import AnalysisReport
+from foldcnn.errors import UsageError
 
 __all__ = ["DTYPE_BYTES", "Device", "DEVICES", "PEAK_SIZES", "Attainable", "attainable", "best_matmul_rate",
            "copy_bandwidth", "matmul_peak", "matmul_sizes", "measure_peak", "size_note", "torch_threads"]
@@ -40,9 +41,9 @@ class Device:
 
     def peak(self, dtype: str) -> float:
         if dtype not in DTYPE_BYTES:
-            raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPE_BYTES)}")
+            raise UsageError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPE_BYTES)}")
         if dtype not in self.peak_flops_per_s:
-            raise ValueError(
+            raise UsageError(
                 f"device {self.name!r} has no {dtype} peak (its datasheet lists none); "
                 f"available: {', '.join(self.peak_flops_per_s)}"
             )
@@ -119,7 +120,7 @@ def attainable(report: AnalysisReport, device: Device, dtype: str) -> Attainable
     """
     peak = device.peak(dtype)
     if report.bytes_per_element != DTYPE_BYTES[dtype]:
-        raise ValueError(
+        raise UsageError(
             f"the report counts {report.bytes_per_element} bytes per element but {dtype} has "
             f"{DTYPE_BYTES[dtype]}; rerun analyze(model, bytes_per_element={DTYPE_BYTES[dtype]})"
         )
@@ -155,12 +156,12 @@ def _matmul_fn(dtype: str, size: int) -> Callable[[], object]:
     gen = torch.Generator().manual_seed(0)
     if dtype == "int8":
         if not hasattr(torch, "_int_mm"):
-            raise ValueError("this torch build has no int8 matrix multiply (torch._int_mm)")
+            raise UsageError("this torch build has no int8 matrix multiply (torch._int_mm)")
         a = torch.randint(-128, 128, (size, size), dtype=torch.int8, generator=gen)
         b = torch.randint(-128, 128, (size, size), dtype=torch.int8, generator=gen)
         return lambda: torch._int_mm(a, b)
     if dtype not in _TORCH_DTYPES:
-        raise ValueError(
+        raise UsageError(
             f"measure_peak supports {', '.join([*_TORCH_DTYPES, 'int8'])} on CPU, got {dtype!r}"
         )
     a = torch.randn(size, size, generator=gen).to(_TORCH_DTYPES[dtype])
@@ -175,7 +176,7 @@ def matmul_sizes(size: int | Sequence[int]) -> tuple[int, ...]:
     """One matmul size or several, as a tuple of positive integers (ValueError otherwise)."""
     sizes = (size,) if isinstance(size, int) else tuple(size) if isinstance(size, Sequence) else ()
     if not sizes or any(not isinstance(n, int) or n < 1 for n in sizes):
-        raise ValueError(f"matmul sizes must be integers >= 1, got {size!r}")
+        raise UsageError(f"matmul sizes must be integers >= 1, got {size!r}")
     return sizes
 
 
@@ -203,7 +204,7 @@ def torch_threads(threads: int | None):
     old = torch.get_num_threads()
     if threads is not None:
         if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
+            raise UsageError(f"threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
     try:
         yield torch.get_num_threads()
@@ -214,14 +215,14 @@ def torch_threads(threads: int | None):
 def matmul_peak(dtype: str, size: int | Sequence[int] = PEAK_SIZES, repeats: int = 5) -> tuple[float, int]:
     """(FLOP/s, n) of the fastest torch n x n matmul over ``size``, at torch's current threads."""
     if repeats < 1:
-        raise ValueError("repeats must be >= 1")
+        raise UsageError("repeats must be >= 1")
     return best_matmul_rate(lambda n: _median_s(_matmul_fn(dtype, n), repeats), size)
 
 
 def copy_bandwidth(copy_mib: int = 128, repeats: int = 5) -> float:
     """Bytes/s (read + written) of a ``copy_mib`` MiB fp32 ``copy_``, at torch's current threads."""
     if copy_mib < 1 or repeats < 1:
-        raise ValueError("copy_mib and repeats must be >= 1")
+        raise UsageError("copy_mib and repeats must be >= 1")
     src = torch.ones(copy_mib * 2**20 // 4, dtype=torch.float32)
     dst = torch.empty_like(src)
     return 2 * src.numel() * 4 / _median_s(lambda: dst.copy_(src), repeats)
@@ -245,7 +246,7 @@ def measure_peak(
     """
     sizes = matmul_sizes(size)
     if repeats < 1 or copy_mib < 1:
-        raise ValueError("size, copy_mib and repeats must be >= 1")
+        raise UsageError("size, copy_mib and repeats must be >= 1")
     with torch_threads(threads) as used:
         flops_per_s, best = matmul_peak(dtype, sizes, repeats)
         bytes_per_s = copy_bandwidth(copy_mib, repeats)

@@ -7,18 +7,9 @@ ONNX Runtime (fp32/int8) and CUDA graphs.
 onnxruntime and onnx are imported only when an ONNX backend or export is used.
 """
 
-from foldcnn.backends.base import (
-    DEVICES,
-    PRECISIONS,
-    Backend,
-    BackendError,
-    available_backends,
-    create_backend,
-    list_backends,
-    prediction_agreement,
-    register_backend,
-)
+from foldcnn.backends.base import DEVICES, PRECISIONS, Backend, BackendError, BackendSpec, prediction_agreement
 from foldcnn.backends.onnx_export import check_onnx_parity, export_onnx
+from foldcnn.backends.registry import available_backends, create_backend, list_backends, register_backend
 from foldcnn.backends.select import select_backend
 
 __all__ = [
@@ -26,6 +17,7 @@ __all__ = [
     "PRECISIONS",
     "Backend",
     "BackendError",
+    "BackendSpec",
     "available_backends",
     "check_onnx_parity",
     "create_backend",

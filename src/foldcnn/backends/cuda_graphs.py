@@ -14,8 +14,9 @@ import threading
 import numpy as np
 import torch
 
-from foldcnn.backends.base import Backend, register_backend
+from foldcnn.backends.base import Backend, BackendSpec
 from foldcnn.backends.torch_backends import _DTYPES, prepare_module, torch_support
+from foldcnn.errors import UsageError
 from foldcnn.models import FoldedCNN
 
 WARMUP_RUNS = 3  # on a side stream before capture, as torch's CUDA graph notes ask
@@ -24,7 +25,7 @@ WARMUP_RUNS = 3  # on a side stream before capture, as torch's CUDA graph notes 
 def batch_buckets(max_batch: int) -> list[int]:
     """Powers of two below ``max_batch``, then ``max_batch``: [1, 2, 4, ..., max_batch]."""
     if max_batch < 1:
-        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        raise UsageError(f"max_batch must be >= 1, got {max_batch}")
     out, b = [], 1
     while b < max_batch:
         out.append(b)
@@ -37,7 +38,7 @@ def bucket_for(batch: int, buckets: list[int]) -> int:
     for b in buckets:
         if b >= batch:
             return b
-    raise ValueError(f"a batch of {batch} is larger than the largest bucket {buckets[-1]}; split it first")
+    raise UsageError(f"a batch of {batch} is larger than the largest bucket {buckets[-1]}; split it first")
 
 
 def cuda_graph_support(device: str) -> dict[str, str | None]:
@@ -104,6 +105,10 @@ class CudaGraphBackend(Backend):
         super().close()
 
 
-@register_backend("cuda-graphs", supports=cuda_graph_support, description="CUDA graphs per batch bucket (GPU)")
 def _build_cuda_graphs(model, *, precision, threads, device, max_batch, calibration=None) -> Backend:
     return CudaGraphBackend(model, precision=precision, max_batch=max_batch)
+
+
+BACKENDS = (
+    BackendSpec("cuda-graphs", _build_cuda_graphs, cuda_graph_support, "CUDA graphs per batch bucket (GPU)"),
+)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from foldcnn.backends.base import BackendError
+from foldcnn.errors import MissingInputError, UsageError
 from foldcnn.fold import fold_images
 from foldcnn.models import FoldedCNN
 
@@ -82,7 +83,7 @@ def onnx_bytes(model: FoldedCNN, *, opset: int | None = None, dynamic_batch: boo
     back to the torch.export-based one (needs onnxscript) where the former is gone or fails.
     """
     if exporter not in EXPORTERS:
-        raise ValueError(f"exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
+        raise UsageError(f"exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
     module = _plain_copy(model)
     example = torch.rand(2, *model.folded_input_shape)  # batch 2: a batch of 1 may get specialized
     errors = []
@@ -162,7 +163,7 @@ def write_sidecar(path: str | os.PathLike, model: FoldedCNN, *, class_names: lis
     path = Path(path)
     names = list(class_names) if class_names is not None else [str(i) for i in range(model.num_classes)]
     if len(names) != model.num_classes:
-        raise ValueError(f"{len(names)} class names for a model with {model.num_classes} classes")
+        raise UsageError(f"{len(names)} class names for a model with {model.num_classes} classes")
     config = getattr(model, "config", None)
     body = {
         "format": SIDECAR_FORMAT,
@@ -195,7 +196,7 @@ def export_onnx(model: FoldedCNN, path: str | os.PathLike, *, opset: int | None 
     """
     path = Path(path)
     if path.parent and not path.parent.exists():
-        raise FileNotFoundError(f"the folder {path.parent} does not exist; create it first")
+        raise MissingInputError(f"the folder {path.parent} does not exist; create it first")
     data = onnx_bytes(model, opset=opset, dynamic_batch=dynamic_batch, exporter=exporter)
     precision = "fp32"
     if int8_calibration is not None:

@@ -10,8 +10,8 @@ import torch
 from foldcnn.backends.base import (
     Backend,
     BackendError,
+    BackendSpec,
     default_threads,
-    register_backend,
 )
 from foldcnn.backends.onnx_export import (
     INPUT_NAME,
@@ -46,7 +46,7 @@ def ort_support(device: str) -> dict[str, str | None]:
 NO_CALIBRATION = (
     "int8 needs calibration images: pass calibration= a few hundred uint8 training images (N, C, H, W); "
     "checkpoints written by 'foldcnn train' carry 256 of them, read with "
-    "foldcnn.train.checkpoint.load_calibration(checkpoint_dir)"
+    "foldcnn.checkpoints.load_calibration(checkpoint_dir)"
 )
 
 
@@ -89,7 +89,11 @@ class OrtBackend(Backend):
         super().close()
 
 
-@register_backend("ort", supports=ort_support, description="ONNX Runtime (fp32; int8 static QDQ on CPU)")
 def _build_ort(model, *, precision, threads, device, max_batch, calibration=None) -> Backend:
     return OrtBackend(model, precision=precision, threads=threads, device=device, max_batch=max_batch,
                       calibration=calibration)
+
+
+BACKENDS = (
+    BackendSpec("ort", _build_ort, ort_support, "ONNX Runtime (fp32; int8 static QDQ on CPU)"),
+)

@@ -8,12 +8,8 @@ from collections.abc import Callable
 
 import torch
 
-from foldcnn.backends.base import (
-    Backend,
-    BackendError,
-    available_backends,
-    create_backend,
-)
+from foldcnn.backends.base import Backend, BackendError
+from foldcnn.backends.registry import available_backends, create_backend
 from foldcnn.models import FoldedCNN
 
 __all__ = ["select_backend"]
@@ -38,7 +34,7 @@ def _candidates(device: str, precisions, calibration, candidates) -> tuple[list[
         if precision == "int8" and calibration is None:
             chosen.remove((name, precision))
             skipped[f"{name}/{precision}"] = ("no calibration images: pass calibration= uint8 training images "
-                                               "(foldcnn.train.checkpoint.load_calibration)")
+                                               "(foldcnn.checkpoints.load_calibration)")
     return chosen, skipped
 
 

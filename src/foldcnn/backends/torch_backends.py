@@ -9,7 +9,7 @@ import os
 import numpy as np
 import torch
 
-from foldcnn.backends.base import Backend, BackendError, register_backend
+from foldcnn.backends.base import Backend, BackendError, BackendSpec
 from foldcnn.memory import keep_freed_memory
 from foldcnn.models import FoldedCNN
 
@@ -186,11 +186,15 @@ class CompiledBackend(EagerBackend):
         super().close()
 
 
-@register_backend("eager", supports=torch_support, description="torch eager, channels_last, inference_mode")
 def _build_eager(model, *, precision, threads, device, max_batch, calibration=None) -> Backend:
     return EagerBackend(model, precision=precision, threads=threads, device=device, max_batch=max_batch)
 
 
-@register_backend("compile", supports=torch_support, description="torch.compile (inductor), static shapes")
 def _build_compile(model, *, precision, threads, device, max_batch, calibration=None) -> Backend:
     return CompiledBackend(model, precision=precision, threads=threads, device=device, max_batch=max_batch)
+
+
+BACKENDS = (
+    BackendSpec("eager", _build_eager, torch_support, "torch eager, channels_last, inference_mode"),
+    BackendSpec("compile", _build_compile, torch_support, "torch.compile (inductor), static shapes"),
+)

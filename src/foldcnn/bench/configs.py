@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from foldcnn.analysis import DTYPE_BYTES
+from foldcnn.errors import UsageError
 from foldcnn.fold import check_fold, padded_count
 from foldcnn.models import model_entry
 
@@ -51,16 +52,16 @@ class BenchConfig:
     def __post_init__(self) -> None:
         check_fold(self.fold)
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size counts images and must be an int >= 1, got {self.batch_size!r}")
+            raise UsageError(f"batch_size counts images and must be an int >= 1, got {self.batch_size!r}")
         if self.batch_size % self.fold:
-            raise ValueError(f"batch_size {self.batch_size} is not a multiple of fold={self.fold}; "
+            raise UsageError(f"batch_size {self.batch_size} is not a multiple of fold={self.fold}; "
                              f"use {padded_count(self.batch_size, self.fold)} (make_configs rounds it up)")
         if self.dtype not in DTYPE_BYTES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPE_BYTES)}, got {self.dtype!r}")
+            raise UsageError(f"dtype must be one of {', '.join(DTYPE_BYTES)}, got {self.dtype!r}")
         if self.device not in ("cpu", "cuda"):
-            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+            raise UsageError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
         if self.backend not in RUNTIMES:
-            raise ValueError(f"unknown backend {self.backend!r}; choose from {', '.join(RUNTIMES)}")
+            raise UsageError(f"unknown backend {self.backend!r}; choose from {', '.join(RUNTIMES)}")
         if self.requested_batch_size is None:
             object.__setattr__(self, "requested_batch_size", self.batch_size)
 
@@ -118,7 +119,7 @@ def make_configs(
             for cm in (multiples if f > 1 else [None]):
                 for b in batch_sizes:
                     if isinstance(b, bool) or not isinstance(b, int) or b < 1:
-                        raise ValueError(f"batch sizes count images and must be ints >= 1, got {b!r}")
+                        raise UsageError(f"batch sizes count images and must be ints >= 1, got {b!r}")
                     for backend, dtype in backends:
                         c = BenchConfig(name, f, padded_count(b, f), backend, dtype, device, cm, b, kwargs)
                         # Two requested sizes that round to one batch are timed once, under the exact one.

@@ -36,6 +36,7 @@ from foldcnn.analysis.roofline import (
     size_note,
     torch_threads,
 )
+from foldcnn.errors import UsageError
 
 __all__ = ["Bandwidth", "Peak", "PeakSet", "measure_peaks", "ort_matmul_peak", "peak_runtime"]
 
@@ -154,7 +155,7 @@ def _cuda_events_s(fn: Callable[[], object], repeats: int) -> float:
 
 def _torch_cuda(dtype: str, sizes: Sequence[int], repeats: int) -> Peak:
     if dtype not in _CUDA_DTYPES:
-        raise ValueError(f"no torch CUDA matmul peak for {dtype}")
+        raise UsageError(f"no torch CUDA matmul peak for {dtype}")
 
     def seconds(n: int) -> float:
         a = torch.randn(n, n, device="cuda", dtype=_CUDA_DTYPES[dtype])
@@ -195,7 +196,7 @@ def _matmul_graph(dtype: str, size: int, rng: np.random.Generator):
         a = rng.integers(0, 256, (size, size), dtype=np.uint8)
         b = rng.integers(-128, 128, (size, size), dtype=np.int8)
     else:
-        raise ValueError(f"no ONNX Runtime matmul peak for {dtype} (fp32 and int8 are measured)")
+        raise UsageError(f"no ONNX Runtime matmul peak for {dtype} (fp32 and int8 are measured)")
     graph = helper.make_graph(
         [helper.make_node(op, ["a", "b"], ["y"])], f"peak_{op}",
         [helper.make_tensor_value_info("a", a_type, [size, size])],
@@ -218,7 +219,7 @@ def ort_matmul_peak(dtype: str = "fp32", *, size: int | Sequence[int] = PEAK_SIZ
         so.intra_op_num_threads = threads
     providers = ["CUDAExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
     if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
-        raise ValueError("this onnxruntime has no CUDAExecutionProvider")
+        raise UsageError("this onnxruntime has no CUDAExecutionProvider")
     op = ""
 
     def seconds(n: int) -> float:
@@ -266,7 +267,7 @@ def measure_peaks(
         runtime = key[0]
         try:
             if device == "cuda" and not torch.cuda.is_available():
-                raise ValueError("skipped: no CUDA device")
+                raise UsageError("skipped: no CUDA device")
             if runtime == "torch" and device == "cpu":
                 peak, bw = _torch_cpu(dtype, sizes, copy_mib, repeats, threads)
                 if out.bytes_per_s("cpu") is None:
@@ -281,7 +282,7 @@ def measure_peaks(
                 peak = ort_matmul_peak(dtype, size=sizes, repeats=repeats, threads=default_threads(threads),
                                        device=device)
             else:
-                raise ValueError(f"no peak measurement for runtime {runtime!r}")
+                raise UsageError(f"no peak measurement for runtime {runtime!r}")
             out.peaks.append(peak)
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types; reported, not fatal
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__

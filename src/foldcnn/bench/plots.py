@@ -12,6 +12,7 @@ from pathlib import Path
 
 from foldcnn.bench.peak import PeakSet
 from foldcnn.bench.tables import task_of
+from foldcnn.errors import MissingExtraError
 
 __all__ = ["plot_roofline", "plot_throughput", "write_plots"]
 
@@ -22,7 +23,7 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError:
-        raise ImportError("plots need matplotlib: pip install 'foldcnn[plots]'") from None
+        raise MissingExtraError("plots need matplotlib: pip install 'foldcnn[plots]'") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

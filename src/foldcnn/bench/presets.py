@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 
 from foldcnn.analysis.roofline import PEAK_SIZES
 from foldcnn.bench.configs import BenchConfig, make_configs
+from foldcnn.errors import UnknownNameError
 from foldcnn.models.game import GAME_TASKS
 
 __all__ = ["DEFAULT_BATCH_SIZES", "PRESETS", "Preset", "preset_configs"]
@@ -78,7 +79,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
 def preset_configs(preset: Preset | str, **overrides) -> tuple[Preset, list[BenchConfig]]:
     """The preset (with ``overrides`` of its fields applied, None values ignored) and its configs."""
     if isinstance(preset, str) and preset not in PRESETS:
-        raise KeyError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+        raise UnknownNameError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     p = PRESETS[preset] if isinstance(preset, str) else preset
     p = replace(p, **{k: v for k, v in overrides.items() if v is not None})
     configs = make_configs(p.models, p.folds, p.batch_sizes, p.backends, device=p.device,

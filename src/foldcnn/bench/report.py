@@ -19,6 +19,7 @@ from pathlib import Path
 
 from foldcnn.bench.peak import PeakSet
 from foldcnn.bench.sweep import BenchResult
+from foldcnn.errors import UsageError
 from foldcnn.models.base import resolve_channel_multiple
 
 __all__ = [
@@ -175,7 +176,7 @@ def read_json(path: str | os.PathLike) -> dict:
     """The document written by ``write_json``; ``peaks`` comes back as a PeakSet."""
     doc = json.loads(Path(path).read_text())
     if doc.get("format") != "foldcnn-bench":
-        raise ValueError(f"{path} was not written by foldcnn bench --json")
+        raise UsageError(f"{path} was not written by foldcnn bench --json")
     doc["peaks"] = PeakSet.from_dict(doc.get("peaks") or {})
     return doc
 

@@ -33,6 +33,7 @@ from foldcnn.bench.timing import (
     interleaved_order,
     time_block,
 )
+from foldcnn.errors import UsageError
 from foldcnn.models import FoldedCNN, create_model, model_entry
 from foldcnn.progress import progress_bar
 
@@ -152,7 +153,7 @@ class _Group:
 def _check_output(y, c: BenchConfig, num_classes: int) -> None:
     want = (c.folded_batch, c.fold * num_classes)
     if tuple(np.shape(y)) != want:
-        raise ValueError(f"{c.backend}/{c.dtype} returned logits of shape {tuple(np.shape(y))}, expected {want}")
+        raise UsageError(f"{c.backend}/{c.dtype} returned logits of shape {tuple(np.shape(y))}, expected {want}")
 
 
 def run_sweep(
@@ -182,11 +183,11 @@ def run_sweep(
     backend missing, engine build failure) are returned in ``skipped`` with a reason.
     """
     if trials < 1 or warmup_calls < 0:
-        raise ValueError(f"trials must be >= 1 and warmup_calls >= 0, got {trials} and {warmup_calls}")
+        raise UsageError(f"trials must be >= 1 and warmup_calls >= 0, got {trials} and {warmup_calls}")
     if not min_seconds > 0:
-        raise ValueError(f"min_seconds must be > 0, got {min_seconds}")
+        raise UsageError(f"min_seconds must be > 0, got {min_seconds}")
     if group_by not in ("model", None):
-        raise ValueError(f"group_by must be 'model' or None, got {group_by!r}")
+        raise UsageError(f"group_by must be 'model' or None, got {group_by!r}")
     factory = make_backend or default_backend_factory
     if make_backend is not None and available is None:
         available = {"cpu": None, "cuda": None}  # an injected factory builds whatever it is given

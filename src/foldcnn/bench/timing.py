@@ -10,6 +10,8 @@ from typing import Protocol
 
 import torch
 
+from foldcnn.errors import UsageError
+
 __all__ = ["CudaEventTimer", "Timer", "TrialStats", "WallTimer", "interleaved_order", "time_block"]
 
 
@@ -28,7 +30,7 @@ class TrialStats:
     def from_values(cls, values: Sequence[float]) -> TrialStats:
         vals = tuple(float(v) for v in values)
         if not vals:
-            raise ValueError("no trials to summarize")
+            raise UsageError("no trials to summarize")
         if len(vals) == 1:
             q1 = q3 = vals[0]
         else:
@@ -43,7 +45,7 @@ def interleaved_order(n_configs: int, trials: int) -> list[tuple[int, int]]:
     (right after a slow setup or another process's burst).
     """
     if trials < 1:
-        raise ValueError(f"trials must be >= 1, got {trials}")
+        raise UsageError(f"trials must be >= 1, got {trials}")
     order = []
     for t in range(trials):
         start = t % n_configs if n_configs else 0
@@ -91,7 +93,7 @@ class CudaEventTimer:
 def time_block(run: Callable[[], object], min_seconds: float, timer: Timer) -> tuple[int, float]:
     """Call ``run`` back to back until ``min_seconds`` have passed; returns (calls, seconds)."""
     if not min_seconds > 0:
-        raise ValueError(f"min_seconds must be > 0, got {min_seconds}")
+        raise UsageError(f"min_seconds must be > 0, got {min_seconds}")
     timer.start()
     calls = 0
     while True:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from foldcnn.errors import MissingExtraError, UsageError
 from foldcnn.models import FoldedCNN
 
 __all__ = ["TensorRTRunner"]
@@ -23,11 +24,11 @@ class TensorRTRunner:
         try:
             import torch_tensorrt
         except ImportError:
-            raise ImportError("the tensorrt backend needs torch-tensorrt: pip install torch-tensorrt") from None
+            raise MissingExtraError("the tensorrt backend needs torch-tensorrt: pip install torch-tensorrt") from None
         if precision not in _DTYPES:
-            raise ValueError(f"the tensorrt benchmark runs fp32 or fp16, got {precision!r}")
+            raise UsageError(f"the tensorrt benchmark runs fp32 or fp16, got {precision!r}")
         if not torch.cuda.is_available():
-            raise ValueError("skipped: no CUDA device")
+            raise UsageError("skipped: no CUDA device")
         self.name, self.precision, self.fold = "tensorrt", precision, model.fold
         self.num_classes, self.input_shape = model.num_classes, tuple(model.input_shape)
         dtype = _DTYPES[precision]

@@ -21,6 +21,7 @@ from foldcnn.bench.configs import (
     skip_unavailable,
 )
 from foldcnn.bench.sweep import run_sweep
+from foldcnn.errors import UsageError
 from foldcnn.models import DEFAULT_CHANNEL_MULTIPLE, FoldedCNN, create_model
 from foldcnn.models.game import GAME_TASKS
 
@@ -125,18 +126,18 @@ def tune(
     notes: list[str] = []
     kwargs: dict = {}
     if checkpoint is not None:
-        from foldcnn.train.checkpoint import read_config
+        from foldcnn.checkpoints import read_config
 
         cfg = read_config(checkpoint)["model"]
         if model is not None and model != cfg["name"]:
-            raise ValueError(f"the checkpoint {checkpoint} holds {cfg['name']!r}, not {model!r}; "
+            raise UsageError(f"the checkpoint {checkpoint} holds {cfg['name']!r}, not {model!r}; "
                              f"leave the model name out or give {cfg['name']}")
         model = cfg["name"]
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in (cfg.get("kwargs") or {}).items()}
     if model is None:
-        raise ValueError("name the model to tune (or give a checkpoint)")
+        raise UsageError("name the model to tune (or give a checkpoint)")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("skipped: no CUDA device; tune with --device cpu here, or on a machine with a GPU")
+        raise UsageError("skipped: no CUDA device; tune with --device cpu here, or on a machine with a GPU")
     if backends is None:
         from foldcnn.backends import available_backends
 
@@ -165,7 +166,7 @@ def tune(
 
 def _accuracy_notes(result: TuneResult, checkpoint: str, archs: dict, threads: int | None) -> None:
     """Fill ``accuracy`` of each ranking row from what the checkpoint tells."""
-    from foldcnn.train.checkpoint import load_calibration, load_checkpoint
+    from foldcnn.checkpoints import load_calibration, load_checkpoint
 
     ck = load_checkpoint(checkpoint)
     own = archs.get(architecture(ck.model))  # (fold, channel_multiple) of the checkpoint's build, if timed

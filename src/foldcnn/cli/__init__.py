@@ -8,6 +8,7 @@ import importlib
 import sys
 
 from foldcnn.cli.common import CLIError
+from foldcnn.errors import FoldcnnError
 
 __all__ = ["CLIError", "build_parser", "main"]
 
@@ -33,7 +34,20 @@ def build_parser() -> argparse.ArgumentParser:
 _MODULES = ("demo", "models", "data", "train", "export", "predict", "serve", "bench")
 
 
+def _user_message(e: BaseException) -> str | None:
+    """The one sentence to print for a user error, or None for a bug (which keeps its traceback)."""
+    if isinstance(e, FoldcnnError):
+        return str(e)
+    if isinstance(e, OSError) and e.filename is not None:  # a path that is missing, unreadable, not writable
+        return f"{e.strerror or e}: {e.filename}" + (f" -> {e.filename2}" if e.filename2 else "")
+    if isinstance(e, ConnectionError):
+        return str(e)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A user error (FoldcnnError, a path that cannot be read or written) prints
+    one sentence and exits 2; anything else is a bug in foldcnn and keeps its traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -41,13 +55,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (CLIError, KeyError, ValueError, FileNotFoundError, TypeError, ConnectionError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"foldcnn {args.command}: error: {msg}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        msg = _user_message(e)
+        if msg is None:
+            raise
+        print(f"foldcnn {args.command}: error: {msg}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

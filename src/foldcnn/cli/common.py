@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from foldcnn.errors import FoldcnnError
 
-class CLIError(Exception):
-    """An error whose message is meant for the user (printed without a traceback)."""
+
+class CLIError(FoldcnnError):
+    """A command-line usage error (a FoldcnnError: printed as one sentence, exit status 2)."""
 
 
 def parse_size(text: str | None, flag: str = "--input-size", example: str = "22x52") -> tuple[int, int] | None:

@@ -8,7 +8,6 @@ import sys
 from foldcnn.cli.common import CLIError, parse_size
 from foldcnn.progress import progress_bar
 
-
 # -------------------------------------------------------------------------------------- data
 # Each `foldcnn data KIND` subcommand adds itself to this list (a function taking the
 # sub-subparsers object), so generators and readers stay in their own sections below.

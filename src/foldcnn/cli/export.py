@@ -17,7 +17,7 @@ INT8_MIN_AGREEMENT = 0.95
 def _cmd_export(args: argparse.Namespace) -> int:
     from foldcnn.backends import BackendError, check_onnx_parity, export_onnx
     from foldcnn.backends.onnx_export import fold_calibration
-    from foldcnn.train.checkpoint import load_calibration, load_checkpoint
+    from foldcnn.checkpoints import load_calibration, load_checkpoint
 
     if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
         raise CLIError("export needs onnx and onnxruntime: pip install 'foldcnn[export]'")

@@ -194,9 +194,9 @@ def _add_train(sub) -> None:
 def _cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
+    from foldcnn.checkpoints import load_checkpoint
     from foldcnn.data.base import ArrayDataset
     from foldcnn.data.readers import load_image_folder
-    from foldcnn.train.checkpoint import load_checkpoint
     from foldcnn.train.loop import evaluate
 
     ck = load_checkpoint(args.checkpoint)

@@ -13,6 +13,8 @@ import functools
 import numpy as np
 from PIL import Image
 
+from foldcnn.errors import UsageError
+
 BANK_SEED = 0x6A3E  # fixed: the banks are part of the generator, not of the user's seed
 BANK_SIZE = (96, 160)  # (H, W) of every bank entry; crops must fit inside
 NUM_TEXTURES = 48
@@ -94,7 +96,7 @@ def bank_crops(rng: np.random.Generator, bank: np.ndarray, n: int, h: int, w: in
     """A random (h, w) crop of a random entry for each of n images: (n, h, w)."""
     bh, bw = bank.shape[1:]
     if h > bh or w > bw:
-        raise ValueError(f"crops of {h}x{w} do not fit the {bh}x{bw} background banks")
+        raise UsageError(f"crops of {h}x{w} do not fit the {bh}x{bw} background banks")
     k = rng.integers(0, bank.shape[0], n)
     y = rng.integers(0, bh - h + 1, n)[:, None, None] + np.arange(h)[None, :, None]
     x = rng.integers(0, bw - w + 1, n)[:, None, None] + np.arange(w)[None, None, :]

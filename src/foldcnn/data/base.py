@@ -7,6 +7,8 @@ from typing import Sequence
 import torch
 from torch.utils.data import Dataset
 
+from foldcnn.errors import UsageError
+
 
 class ArrayDataset(Dataset):
     """Images in memory as uint8 (N, C, H, W) with int64 labels (N,).
@@ -23,14 +25,14 @@ class ArrayDataset(Dataset):
         meta: dict | None = None,
     ):
         if images.dtype != torch.uint8 or images.dim() != 4:
-            raise ValueError(
+            raise UsageError(
                 f"images must be a uint8 tensor (N, C, H, W), got {images.dtype} {tuple(images.shape)}"
             )
         labels = torch.as_tensor(labels, dtype=torch.int64)
         if labels.shape != (images.shape[0],):
-            raise ValueError(f"{images.shape[0]} images but labels of shape {tuple(labels.shape)}")
+            raise UsageError(f"{images.shape[0]} images but labels of shape {tuple(labels.shape)}")
         if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
-            raise ValueError(f"labels must lie in [0, {len(classes)}) for {len(classes)} classes")
+            raise UsageError(f"labels must lie in [0, {len(classes)}) for {len(classes)} classes")
         self.images = images
         self.labels = labels
         self.classes = list(classes)

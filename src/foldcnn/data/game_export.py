@@ -28,10 +28,15 @@ import PIL
 from PIL import Image, ImageDraw, ImageFont
 
 from foldcnn.data.game_text import (
-    CHUNK, game_task, game_text_arrays, game_text_chunk, generator_meta,
+    CHUNK,
+    game_task,
+    game_text_arrays,
+    game_text_chunk,
+    generator_meta,
 )
 from foldcnn.data.splits import SPLIT_NAMES as SPLITS
 from foldcnn.data.splits import split_seed
+from foldcnn.errors import OutputExistsError, UsageError
 
 PNG_OPTIONS = {"format": "PNG", "compress_level": 6, "optimize": False}
 MANIFEST = "manifest.json"
@@ -65,7 +70,7 @@ def _write_chunk(task: str, split: str, n: int, seed: int, chunk: int, root: str
 def _prepare(root: str, classes, overwrite: bool) -> None:
     if os.path.isdir(root) and os.listdir(root):
         if not overwrite:
-            raise FileExistsError(f"{root} is not empty; choose an empty directory or overwrite it")
+            raise OutputExistsError(f"{root} is not empty; choose an empty directory or overwrite it")
         for name in SPLITS:  # only what this writer owns: never other files in the directory
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
         if os.path.exists(os.path.join(root, MANIFEST)):
@@ -83,9 +88,9 @@ def write_game_text(task: str, root: str, counts: dict[str, int], seed: int = 0,
     spec = game_task(task)
     unknown = set(counts) - set(SPLITS)
     if unknown or any(int(v) < 0 for v in counts.values()):
-        raise ValueError(f"counts must map {SPLITS} to counts >= 0, got {counts}")
+        raise UsageError(f"counts must map {SPLITS} to counts >= 0, got {counts}")
     if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+        raise UsageError(f"workers must be >= 1, got {workers}")
     _prepare(root, spec.classes, overwrite)
     counts = {s: int(counts.get(s, 0)) for s in SPLITS}
     digits = max(6, len(str(max(counts.values()) - 1)))

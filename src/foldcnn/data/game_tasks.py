@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Sequence
 
+from foldcnn.errors import UnknownNameError
 from foldcnn.models.game import GAME_TASKS
 
 OTHER = "other"
@@ -175,7 +176,7 @@ def game_task(task: str) -> GameTextTask:
     try:
         return GAME_TEXT_TASKS[task]
     except KeyError:
-        raise KeyError(f"unknown game task {task!r}; known tasks: {', '.join(GAME_TEXT_TASKS)}") from None
+        raise UnknownNameError(f"unknown game task {task!r}; known tasks: {', '.join(GAME_TEXT_TASKS)}") from None
 
 
 def game_task_classes(task: str) -> list[str]:

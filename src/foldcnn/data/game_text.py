@@ -27,11 +27,25 @@ from foldcnn.data.backgrounds import PALETTES, backgrounds, discs
 from foldcnn.data.base import ArrayDataset
 from foldcnn.data.effects import add_noise, blur, composite_text, jpeg, to_uint8
 from foldcnn.data.fonts import (
-    FontFace, face_record, font_faces, font_source, freetype_version, glyph_set, ink_box, layout, paste,
+    FontFace,
+    face_record,
+    font_faces,
+    font_source,
+    freetype_version,
+    glyph_set,
+    ink_box,
+    layout,
+    paste,
 )
 from foldcnn.data.game_tasks import (
-    OTHER, GameTextTask, Readout, game_task, game_task_classes, list_game_tasks,
+    OTHER,
+    GameTextTask,
+    Readout,
+    game_task,
+    game_task_classes,
+    list_game_tasks,
 )
+from foldcnn.errors import UsageError
 
 __all__ = ["GameTextDataset", "generate_game_text", "game_text_arrays", "game_text_chunk",
            "list_game_tasks", "game_task_classes", "game_task", "OTHER", "GENERATOR_VERSION"]
@@ -79,7 +93,7 @@ def font_sizes(task: str, face: FontFace) -> tuple[int, ...]:
         if max(gs[d].ink_y1 - gs[d].ink_y0 for d in DIGITS) >= max(MIN_DIGIT_PX, MIN_DIGIT_FRAC * h):
             sizes.append(size)
     if not sizes:
-        raise ValueError(f"font {face.name} has no legible size that fits {task}'s {h}x{w} crop")
+        raise UsageError(f"font {face.name} has no legible size that fits {task}'s {h}x{w} crop")
     return tuple(sizes)
 
 
@@ -190,7 +204,7 @@ def game_text_arrays(task: str, n: int, seed: int = 0,
     """uint8 images (N, 3, H, W) and int64 labels (N,); ``progress(k)`` after each k images."""
     spec = game_task(task)
     if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
+        raise UsageError(f"n must be >= 0, got {n}")
     h, w = spec.size
     images = np.empty((n, 3, h, w), np.uint8)
     labels = balanced_labels(spec.num_classes, n, seed)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from foldcnn.data.base import ArrayDataset
+from foldcnn.errors import UsageError, UsageTypeError
 from foldcnn.fold import check_fold, fold_images
 
 __all__ = ["fold_groups", "gather_fold_batch", "FoldBatcher"]
@@ -26,7 +27,7 @@ _EVAL_TAG, _TRAIN_TAG = 0xE7A1, 0x7A1
 
 def _check_int(name: str, v, low: int = 0) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
+        raise UsageError(f"{name} must be an int >= {low}, got {v!r}")
     return int(v)
 
 
@@ -47,7 +48,7 @@ def fold_groups(n: int, fold: int, seed: int | None = None, epoch: int | None = 
     n, fold = _check_int("n", n), check_fold(fold)
     if seed is None:
         if epoch is not None:
-            raise ValueError("epoch only changes a seeded grouping; pass a seed too")
+            raise UsageError("epoch only changes a seeded grouping; pass a seed too")
         order = torch.arange(n)
     else:
         seed = _check_int("seed", seed)
@@ -96,17 +97,17 @@ class FoldBatcher:
         elif isinstance(data, (tuple, list)) and len(data) == 2:
             images, labels = data
         else:
-            raise TypeError("FoldBatcher takes an ArrayDataset or a tuple (images (N, C, H, W), "
+            raise UsageTypeError("FoldBatcher takes an ArrayDataset or a tuple (images (N, C, H, W), "
                             f"labels (N,)); got {type(data).__name__} (load other datasets into memory first)")
         labels = torch.as_tensor(labels, dtype=torch.int64)
         if not isinstance(images, torch.Tensor) or images.dim() != 4 or labels.shape != images.shape[:1]:
             got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-            raise ValueError(f"need images (N, C, H, W) and labels (N,), got {got} and {tuple(labels.shape)}")
+            raise UsageError(f"need images (N, C, H, W) and labels (N,), got {got} and {tuple(labels.shape)}")
         self.fold = check_fold(fold)
         batch_size = _check_int("batch_size", batch_size, 1)
         self.batch_size = max(self.fold, batch_size // self.fold * self.fold)
         if shuffle and seed is None:
-            raise ValueError("shuffle=True needs a seed (seed=None means storage order)")
+            raise UsageError("shuffle=True needs a seed (seed=None means storage order)")
         self.images, self.labels = images, labels
         self.seed, self.shuffle, self.return_index = seed, shuffle, return_index
         self.epoch = 0

@@ -23,6 +23,7 @@ import torch
 from PIL import Image, ImageOps
 
 from foldcnn.data.base import ArrayDataset
+from foldcnn.errors import FoldcnnError, MissingExtraError, MissingInputError, UsageError
 from foldcnn.progress import progress_bar
 
 __all__ = [
@@ -36,7 +37,7 @@ RESIZE_MODES = ("bilinear", "nearest")
 VIDEO_CLASSES = ("absent", "present")
 
 
-class DataReadError(ValueError):
+class DataReadError(FoldcnnError, ValueError):
     """Data that cannot be used as given; the message says which file and what to do."""
 
 
@@ -97,15 +98,15 @@ def _check_size(input_size) -> tuple[int, int] | None:
     try:
         h, w = (int(v) for v in input_size)
     except (TypeError, ValueError):
-        raise ValueError(f"input_size must be (H, W), got {input_size!r}") from None
+        raise UsageError(f"input_size must be (H, W), got {input_size!r}") from None
     if h < 1 or w < 1:
-        raise ValueError(f"input_size must be positive (H, W), got {input_size!r}")
+        raise UsageError(f"input_size must be positive (H, W), got {input_size!r}")
     return h, w
 
 
 def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
     if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+        raise UsageError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
 
 
 def _nearest_index(src: int, dst: int) -> np.ndarray:
@@ -194,7 +195,7 @@ def list_images(source: str | Path | Iterable[str | Path], *, extensions: Sequen
         if root.is_file():
             return [root]
         if not root.is_dir():
-            raise FileNotFoundError(f"no such file or folder: {root}")
+            raise MissingInputError(f"no such file or folder: {root}")
         files = _walk(root, recursive)
         if report is not None:
             report.ignored += [str(p) for p in files if not _is_image(p, exts)]
@@ -232,7 +233,7 @@ def load_images(source, input_size: tuple[int, int], *, on_error: str = "raise",
                 max_pixels: int | None = None) -> tuple[torch.Tensor, list[Path], ReadReport]:
     """All images of a folder or list -> ``(uint8 (N, 3, H, W), paths, report)`` for prediction."""
     if _check_size(input_size) is None:
-        raise ValueError("load_images needs input_size=(H, W) to stack images of any size")
+        raise UsageError("load_images needs input_size=(H, W) to stack images of any size")
     report = ReadReport()
     pairs = list(iter_images(source, input_size, on_error=on_error, report=report, resize=resize,
                              max_pixels=max_pixels))
@@ -244,12 +245,12 @@ def load_images(source, input_size: tuple[int, int], *, on_error: str = "raise",
 def _class_files(root: Path, exts: tuple[str, ...], report: ReadReport,
                  classes: Sequence[str] | None) -> dict[str, list[Path]]:
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder not found (or not a folder): {root}")
+        raise MissingInputError(f"image folder not found (or not a folder): {root}")
     found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if classes is not None:
         classes = [str(c) for c in classes]
         if len(set(classes)) != len(classes):
-            raise ValueError(f"classes has duplicates: {classes}")
+            raise UsageError(f"classes has duplicates: {classes}")
         if extra := sorted(set(found) - set(classes)):
             raise DataReadError(f"{root} has class folders that are not in classes: {extra}")
         found = classes
@@ -349,7 +350,7 @@ def _import_av():
     try:
         import av
     except ImportError:
-        raise ImportError("reading video needs PyAV: pip install 'foldcnn[video]'") from None
+        raise MissingExtraError("reading video needs PyAV: pip install 'foldcnn[video]'") from None
     return av
 
 
@@ -369,11 +370,11 @@ def _decode_video(path, input_size, stride, resize) -> Iterator[tuple[int, torch
     size = _check_size(input_size)
     _check_choice("resize", resize, RESIZE_MODES)
     if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
-        raise ValueError(f"stride must be an int >= 1, got {stride!r}")
+        raise UsageError(f"stride must be an int >= 1, got {stride!r}")
     av = _import_av()
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"video not found: {path}")
+        raise MissingInputError(f"video not found: {path}")
     try:
         container = av.open(str(path))
     except av.FFmpegError as e:
@@ -407,7 +408,7 @@ def read_labels_csv(path: str | Path, classes: Sequence[str] = VIDEO_CLASSES) ->
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"labels file not found: {path}")
+        raise MissingInputError(f"labels file not found: {path}")
     names = {c: i for i, c in enumerate(classes)}
     with open(path, newline="", encoding="utf-8-sig") as f:
         rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]
@@ -465,7 +466,7 @@ def load_video(path: str | Path, input_size: tuple[int, int] | None = (50, 50), 
     path = Path(path)
     labels_path = Path(labels_csv) if labels_csv is not None else path.parent / "labels.csv"
     if labels_csv is None and not labels_path.is_file():
-        raise FileNotFoundError(f"no labels for {path}: {labels_path} does not exist; pass labels_csv= "
+        raise MissingInputError(f"no labels for {path}: {labels_path} does not exist; pass labels_csv= "
                                 "(header frame,label), or use iter_video_frames for unlabelled frames")
     labels = read_labels_csv(labels_path, classes)
     frames, index = [], []

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from foldcnn.data.base import ArrayDataset
+from foldcnn.errors import UsageError
 
 __all__ = ["SPLIT_SEED_OFFSETS", "split_seed", "temporal_split", "random_split", "split_dataset"]
 
@@ -27,21 +28,21 @@ SPLIT_SEED_OFFSETS = {"train": 0, "val": 1_000_003, "test": 2_000_029}
 def split_seed(seed: int, split: str) -> int:
     """The seed of one split of a generated data set (different for every split)."""
     if split not in SPLIT_SEED_OFFSETS:
-        raise ValueError(f"split must be one of {', '.join(SPLIT_NAMES)}, got {split!r}")
+        raise UsageError(f"split must be one of {', '.join(SPLIT_NAMES)}, got {split!r}")
     return int(seed) + SPLIT_SEED_OFFSETS[split]
 
 
 def _check(n: int, fractions: Sequence[float], names: Sequence[str]) -> tuple[np.ndarray, tuple[str, ...]]:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"the number of items must be an int >= 0, got {n!r}")
+        raise UsageError(f"the number of items must be an int >= 0, got {n!r}")
     fr = np.asarray(fractions, dtype=np.float64)
     if fr.ndim != 1 or len(fr) < 1 or (fr <= 0).any():
-        raise ValueError(f"fractions must be positive numbers, got {fractions!r}")
+        raise UsageError(f"fractions must be positive numbers, got {fractions!r}")
     if abs(fr.sum() - 1) > 1e-6:
-        raise ValueError(f"fractions must sum to 1, got {list(fractions)} (sum {fr.sum():g})")
+        raise UsageError(f"fractions must sum to 1, got {list(fractions)} (sum {fr.sum():g})")
     names = tuple(names)[: len(fr)] if len(fr) <= len(names) else ()
     if len(names) != len(fr) or len(set(names)) != len(names):
-        raise ValueError(f"need {len(fr)} distinct split names for fractions {list(fractions)}, got {names}")
+        raise UsageError(f"need {len(fr)} distinct split names for fractions {list(fractions)}, got {names}")
     return fr, names
 
 
@@ -61,11 +62,11 @@ def temporal_split(n_frames: int, fractions: Sequence[float] = (0.6, 0.2, 0.2), 
     """
     fr, names = _check(n_frames, fractions, names)
     if isinstance(gap, bool) or not isinstance(gap, (int, np.integer)) or gap < 0:
-        raise ValueError(f"gap must be an int >= 0, got {gap!r}")
+        raise UsageError(f"gap must be an int >= 0, got {gap!r}")
     usable = n_frames - gap * (len(fr) - 1)
     sizes = _sizes(max(usable, 0), fr)
     if usable <= 0 or min(sizes) < 1:
-        raise ValueError(f"{n_frames} frames are too few for fractions {list(fractions)} with gap={gap}: "
+        raise UsageError(f"{n_frames} frames are too few for fractions {list(fractions)} with gap={gap}: "
                          f"a split would be empty")
     out, start = {}, 0
     for name, size in zip(names, sizes):
@@ -83,7 +84,7 @@ def random_split(n: int, fractions: Sequence[float] = (0.8, 0.2), *, seed: int,
     fr, names = _check(n, fractions, names)
     sizes = _sizes(n, fr)
     if min(sizes) < 1:
-        raise ValueError(f"{n} items are too few for fractions {list(fractions)}: a split would be empty")
+        raise UsageError(f"{n} items are too few for fractions {list(fractions)}: a split would be empty")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
     parts = torch.split(perm, sizes)
     return {name: part.sort().values for name, part in zip(names, parts)}
@@ -98,14 +99,14 @@ def split_dataset(dataset: ArrayDataset, split: dict[str, range | torch.Tensor])
     for name, idx in split.items():
         if isinstance(idx, range):
             if idx.step != 1 or idx.start < 0 or idx.stop > len(dataset):
-                raise ValueError(f"split {name!r} {idx} does not fit a dataset of {len(dataset)} items")
+                raise UsageError(f"split {name!r} {idx} does not fit a dataset of {len(dataset)} items")
             part = ArrayDataset(dataset.images[idx.start : idx.stop], dataset.labels[idx.start : idx.stop],
                                 dataset.classes, dataset.meta)
             info = {"name": name, "start": idx.start, "stop": idx.stop}
         else:
             idx = torch.as_tensor(idx, dtype=torch.int64)
             if len(idx) and (idx.min() < 0 or idx.max() >= len(dataset)):
-                raise ValueError(f"split {name!r} has indices outside [0, {len(dataset)})")
+                raise UsageError(f"split {name!r} has indices outside [0, {len(dataset)})")
             part = dataset.subset(idx)
             info = {"name": name, "n": len(idx)}
         part.meta = {**dataset.meta, "split": info}

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from foldcnn.data.video_scene import MIN_FRAMES, OBJECTS, POSITIVE_RANGE, Scene, check_scene_args, make_scene
+from foldcnn.errors import MissingExtraError, OutputExistsError, UsageError
 from foldcnn.progress import progress_bar
 
 __all__ = ["OBJECTS", "POSITIVE_RANGE", "MIN_FRAMES", "make_scene", "generate_video", "VideoResult"]
@@ -54,14 +55,14 @@ def _pick_codec(codec: str | None) -> str:
             return name
         except Exception:  # noqa: BLE001 - PyAV raises several types for "no such encoder"
             continue
-    raise ValueError(f"no usable video encoder among {wanted} in this PyAV/FFmpeg build")
+    raise UsageError(f"no usable video encoder among {wanted} in this PyAV/FFmpeg build")
 
 
 def _import_av():
     try:
         import av
     except ImportError:
-        raise ImportError(
+        raise MissingExtraError(
             "writing and reading video needs PyAV: pip install 'foldcnn[video]'") from None
     return av
 
@@ -139,12 +140,12 @@ def generate_video(out_dir: str | Path, frames: int, seed: int, size: tuple[int,
     """
     size = check_scene_args(frames, size, obj, fps, seed)
     if isinstance(crf, bool) or not isinstance(crf, int) or not 0 <= crf <= 51:
-        raise ValueError(f"crf must be an int in [0, 51] (lower = better quality), got {crf!r}")
+        raise UsageError(f"crf must be an int in [0, 51] (lower = better quality), got {crf!r}")
     _import_av()
     out = Path(out_dir)
     paths = [out / n for n in (VIDEO_NAME, LABELS_NAME, MANIFEST_NAME)]
     if not overwrite and any(p.exists() for p in paths):
-        raise FileExistsError(f"{out} already holds a generated video; pass overwrite=True (--overwrite)")
+        raise OutputExistsError(f"{out} already holds a generated video; pass overwrite=True (--overwrite)")
     codec = _pick_codec(codec)
     out.mkdir(parents=True, exist_ok=True)
     scene = make_scene(frames, seed, size, obj, fps, distractors=distractors)

@@ -20,6 +20,8 @@ from typing import Iterator
 
 import numpy as np
 
+from foldcnn.errors import UsageError
+
 __all__ = ["OBJECTS", "POSITIVE_RANGE", "MIN_FRAMES", "SceneObject", "Scene", "make_scene"]
 
 OBJECTS = ("car", "person", "bus")
@@ -308,21 +310,21 @@ class Scene:
 
 def check_scene_args(frames, size, obj, fps, seed=0) -> tuple[int, int]:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+        raise UsageError(f"seed must be an int >= 0, got {seed!r}")
     if obj not in OBJECTS:
-        raise ValueError(f"object must be one of {', '.join(OBJECTS)}, got {obj!r}")
+        raise UsageError(f"object must be one of {', '.join(OBJECTS)}, got {obj!r}")
     if isinstance(frames, bool) or not isinstance(frames, (int, np.integer)) or frames < MIN_FRAMES:
-        raise ValueError(f"frames must be an int >= {MIN_FRAMES}, got {frames!r}")
+        raise UsageError(f"frames must be an int >= {MIN_FRAMES}, got {frames!r}")
     try:
         w, h = (int(v) for v in size)
     except (TypeError, ValueError):
-        raise ValueError(f"size must be (width, height), got {size!r}") from None
+        raise UsageError(f"size must be (width, height), got {size!r}") from None
     if w < 32 or h < 32 or w % 2 or h % 2:
-        raise ValueError(f"size must be even and at least 32x32 (yuv420p needs even sizes), got {w}x{h}")
+        raise UsageError(f"size must be even and at least 32x32 (yuv420p needs even sizes), got {w}x{h}")
     if not 0.5 <= w / h <= 4:
-        raise ValueError(f"size {w}x{h}: the aspect ratio width/height must lie in [0.5, 4]")
+        raise UsageError(f"size {w}x{h}: the aspect ratio width/height must lie in [0.5, 4]")
     if not (isinstance(fps, (int, np.integer)) and 1 <= fps <= 240):
-        raise ValueError(f"fps must be an int in [1, 240], got {fps!r}")
+        raise UsageError(f"fps must be an int in [1, 240], got {fps!r}")
     return w, h
 
 

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from foldcnn.data.readers import DataReadError, resize_rgb
+from foldcnn.errors import UsageError, UsageTypeError
 
 __all__ = ["ImageSizeError", "as_nchw", "fit_images", "resize_images", "to_unit_float"]
 
@@ -32,32 +33,32 @@ def as_nchw(x, shape: tuple[int, int, int], what: str = "images") -> torch.Tenso
     c, h, w = shape
     if isinstance(x, np.ndarray):
         if x.ndim != 4:
-            raise ValueError(f"{what}: expected a batch (N, C, H, W) or (N, H, W, C), got shape {x.shape}")
+            raise UsageError(f"{what}: expected a batch (N, C, H, W) or (N, H, W, C), got shape {x.shape}")
         layouts = [lay for lay, ch in (("NCHW", x.shape[1]), ("NHWC", x.shape[3])) if ch == c]
         if len(layouts) == 2:
             fits = [lay for lay, hw in (("NCHW", x.shape[2:4]), ("NHWC", x.shape[1:3])) if tuple(hw) == (h, w)]
             if len(fits) != 1:
-                raise ValueError(f"{what}: cannot tell whether an array of shape {x.shape} is (N, C, H, W) or "
+                raise UsageError(f"{what}: cannot tell whether an array of shape {x.shape} is (N, C, H, W) or "
                                  f"(N, H, W, C); transpose it to (N, {c}, H, W) and pass a torch tensor")
             layouts = fits
         if not layouts:
-            raise ValueError(f"{what}: an array of shape {x.shape} has neither {c} channels on axis 1 (N, C, H, W) "
+            raise UsageError(f"{what}: an array of shape {x.shape} has neither {c} channels on axis 1 (N, C, H, W) "
                              f"nor on axis 3 (N, H, W, C); the model takes {c}-channel images")
         if x.dtype != np.uint8 and not np.issubdtype(x.dtype, np.floating):
-            raise TypeError(f"{what}: images must be uint8 (0-255) or float in [0, 1], got {x.dtype}")
+            raise UsageTypeError(f"{what}: images must be uint8 (0-255) or float in [0, 1], got {x.dtype}")
         t = torch.from_numpy(x if x.flags.writeable else x.copy())
         return t.permute(0, 3, 1, 2) if layouts[0] == "NHWC" else t
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{what}: expected a torch tensor or numpy array, got {type(x).__name__}")
+        raise UsageTypeError(f"{what}: expected a torch tensor or numpy array, got {type(x).__name__}")
     if x.dim() != 4:
-        raise ValueError(f"{what}: expected a batch (N, {c}, H, W), got shape {tuple(x.shape)}; "
+        raise UsageError(f"{what}: expected a batch (N, {c}, H, W), got shape {tuple(x.shape)}; "
                          f"for one image (C, H, W) add a batch axis: x[None]")
     if x.shape[1] != c:
         hint = " (it looks like (N, H, W, C): use x.permute(0, 3, 1, 2))" if x.shape[3] == c else ""
-        raise ValueError(f"{what}: images have {x.shape[1]} channels but the model takes {c}: "
+        raise UsageError(f"{what}: images have {x.shape[1]} channels but the model takes {c}: "
                          f"expected (N, {c}, H, W), got {tuple(x.shape)}{hint}")
     if x.dtype != torch.uint8 and x.dtype not in _FLOATS:
-        raise TypeError(f"{what}: images must be uint8 (0-255) or float in [0, 1], got {x.dtype}")
+        raise UsageTypeError(f"{what}: images must be uint8 (0-255) or float in [0, 1], got {x.dtype}")
     return x
 
 
@@ -104,7 +105,7 @@ def fit_images(x: torch.Tensor, shape: tuple[int, int, int], resize: bool, resiz
         if a.size:
             lo, hi = a.min(), a.max()
             if not (lo >= 0 and hi <= 1):  # also catches NaN
-                raise ValueError(f"{what}: float images must be in [0, 1], got values in [{float(lo):.3g}, "
+                raise UsageError(f"{what}: float images must be in [0, 1], got values in [{float(lo):.3g}, "
                                  f"{float(hi):.3g}]; divide 0-255 data by 255 or pass uint8")
     want = tuple(shape[1:])
     if tuple(a.shape[2:]) != want:

@@ -19,6 +19,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from foldcnn.errors import UsageError, UsageTypeError
 from foldcnn.fold import check_fold, fold_images, unfold_logits
 from foldcnn.infer.arrays import as_nchw
 from foldcnn.infer.batching import ChunkBuffer, assemble, float_jobs, softmax
@@ -36,24 +37,24 @@ RESIZE_MODES = ("bilinear", "nearest")
 
 def _choice(name: str, value, choices) -> None:
     if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+        raise UsageError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
 
 
 def _positive_int(name: str, value, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+        raise UsageError(f"{name} must be an int >= {minimum}, got {value!r}")
     return int(value)
 
 
 def _load_model(model_or_path, what: str):
     """A FoldedCNN, or a checkpoint path -> (model, class_names or None)."""
     if isinstance(model_or_path, (str, os.PathLike)):
-        from foldcnn.train.checkpoint import load_checkpoint
+        from foldcnn.checkpoints import load_checkpoint
 
         ck = load_checkpoint(model_or_path)
         return ck.model, ck.class_names
     if not isinstance(model_or_path, torch.nn.Module) or not hasattr(model_or_path, "fold"):
-        raise TypeError(f"{what} must be a FoldedCNN (foldcnn.create_model) or a checkpoint path, "
+        raise UsageTypeError(f"{what} must be a FoldedCNN (foldcnn.create_model) or a checkpoint path, "
                         f"got {type(model_or_path).__name__}")
     return model_or_path, None
 
@@ -89,7 +90,7 @@ class Predictor:
         names = class_names if class_names is not None else saved_names
         self.class_names = [str(c) for c in names] if names is not None else [str(i) for i in range(self.num_classes)]
         if len(self.class_names) != self.num_classes:
-            raise ValueError(f"{len(self.class_names)} class names for a model with {self.num_classes} classes")
+            raise UsageError(f"{len(self.class_names)} class names for a model with {self.num_classes} classes")
         _choice("partial", partial, PARTIAL_MODES)
         _choice("on_error", on_error, ON_ERROR)
         _choice("resize_mode", resize_mode, (None, *RESIZE_MODES))
@@ -99,9 +100,9 @@ class Predictor:
         self._spec = InputSpec(self.input_shape, bool(resize), resize_mode, on_error, 1, max_pixels,
                                chunk=self.batch_size)
         if partial == "pad" and fallback is not None:
-            raise ValueError("fallback= is only used with partial='fallback'; pass partial='fallback' or drop it")
+            raise UsageError("fallback= is only used with partial='fallback'; pass partial='fallback' or drop it")
         if precision == "int8" and calibration is None and not (backend is not None and hasattr(backend, "run")):
-            raise ValueError("precision='int8' needs calibration images: pass calibration= (uint8 (N, C, H, W) "
+            raise UsageError("precision='int8' needs calibration images: pass calibration= (uint8 (N, C, H, W) "
                              "training images) or use Predictor.from_checkpoint on a checkpoint from 'foldcnn train'")
         self._owns_backend = isinstance(backend, str)
         self.backend_selection: dict | None = None
@@ -120,13 +121,13 @@ class Predictor:
 
         For ``precision="int8"`` the checkpoint's stored calibration images are used.
         """
-        from foldcnn.train.checkpoint import load_calibration, load_checkpoint
+        from foldcnn.checkpoints import load_calibration, load_checkpoint
 
         ck = load_checkpoint(path)
         if options.get("precision") == "int8" and options.get("calibration") is None:
             options["calibration"] = load_calibration(path)
             if options["calibration"] is None:
-                raise ValueError(f"precision='int8' needs calibration images but checkpoint {path} has none "
+                raise UsageError(f"precision='int8' needs calibration images but checkpoint {path} has none "
                                  "(checkpoints from 'foldcnn train' store them); pass calibration= or use fp32")
         return cls(ck.model, ck.class_names, **options)
 
@@ -135,10 +136,10 @@ class Predictor:
         max_batch = self.batch_size // self.fold
         if not isinstance(backend, str):
             if not hasattr(backend, "run"):
-                raise TypeError(f"backend must be a name or a Backend object, got {type(backend).__name__}")
+                raise UsageTypeError(f"backend must be a name or a Backend object, got {type(backend).__name__}")
             if getattr(backend, "fold", self.fold) != self.fold or \
                     tuple(getattr(backend, "input_shape", self.input_shape)) != self.input_shape:
-                raise ValueError("the backend object was built for another model (fold or input shape differ)")
+                raise UsageError("the backend object was built for another model (fold or input shape differ)")
             return backend
         from foldcnn.backends import create_backend, select_backend
 
@@ -153,17 +154,17 @@ class Predictor:
 
     def _fallback_backend(self, fallback, threads):
         if fallback is None:
-            raise ValueError("partial='fallback' needs fallback= : an unfolded (fold=1) checkpoint path or model "
+            raise UsageError("partial='fallback' needs fallback= : an unfolded (fold=1) checkpoint path or model "
                              "for the images of the last, partial fold")
         fb, fb_names = _load_model(fallback, "fallback")
         if fb.fold != 1:
-            raise ValueError(f"the fallback model must be unfolded (fold=1), got fold={fb.fold}")
+            raise UsageError(f"the fallback model must be unfolded (fold=1), got fold={fb.fold}")
         if tuple(fb.input_shape) != self.input_shape or fb.num_classes != self.num_classes:
-            raise ValueError(f"the fallback model takes {tuple(fb.input_shape)} images into {fb.num_classes} "
+            raise UsageError(f"the fallback model takes {tuple(fb.input_shape)} images into {fb.num_classes} "
                              f"classes but the folded model takes {self.input_shape} into {self.num_classes}; "
                              "use a fallback trained on the same task")
         if fb_names is not None and list(fb_names) != self.class_names:
-            raise ValueError(f"the fallback model's classes {list(fb_names)[:6]}... differ from the folded "
+            raise UsageError(f"the fallback model's classes {list(fb_names)[:6]}... differ from the folded "
                              f"model's {self.class_names[:6]}...; use a fallback trained on the same task")
         from foldcnn.backends import create_backend
 

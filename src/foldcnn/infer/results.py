@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from foldcnn.errors import UsageError
+
 __all__ = [
     "COLUMNS",
     "OUTPUT_FORMATS",
@@ -130,7 +132,7 @@ class PredictionWriter:
         self.path = Path(path)
         fmt = format or OUTPUT_FORMATS.get(self.path.suffix.lower())
         if fmt not in OUTPUT_FORMATS.values():
-            raise ValueError(f"cannot tell the output format of {self.path}: name it *.csv or *.jsonl "
+            raise UsageError(f"cannot tell the output format of {self.path}: name it *.csv or *.jsonl "
                              f"(or pass format='csv' / 'jsonl')")
         self.format = fmt
         self.rows = 0

@@ -34,11 +34,12 @@ from foldcnn.data.readers import (
     IMAGE_EXTENSIONS,
     DataReadError,
     ReadReport,
-    to_rgb,
     iter_video_frames,
     list_images,
     read_image,
+    to_rgb,
 )
+from foldcnn.errors import MissingInputError, UsageError, UsageTypeError
 from foldcnn.infer.arrays import ImageSizeError, as_nchw, fit_images, to_unit_float
 from foldcnn.infer.results import SkippedInput
 
@@ -98,12 +99,12 @@ def _load_single(kind: str, obj, spec: InputSpec) -> torch.Tensor:
     """One image -> (1, C, H, W) at the model's size."""
     if kind == "file":
         if spec.shape[0] != 3:
-            raise ValueError(f"image files are decoded as RGB (3 channels) but the model takes {spec.shape[0]}; "
+            raise UsageError(f"image files are decoded as RGB (3 channels) but the model takes {spec.shape[0]}; "
                              "pass tensors (N, C, H, W) instead")
         return _fit(read_image(obj, max_pixels=spec.max_pixels)[None], spec, f"image {obj}")
     if kind == "pil":
         if spec.shape[0] != 3:
-            raise ValueError(f"PIL images are converted to RGB but the model takes {spec.shape[0]} channels")
+            raise UsageError(f"PIL images are converted to RGB but the model takes {spec.shape[0]} channels")
         arr = to_rgb(obj)
         return _fit(torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))[None], spec, "PIL image")
     return _fit(as_nchw(obj[None], spec.shape, "image"), spec, "image")
@@ -141,7 +142,7 @@ def _video_jobs(path: Path, start: int, spec: InputSpec) -> Iterator[tuple[Calla
     """Decode (in the calling thread: PyAV decodes one frame after another; it threads inside)
     into jobs of FRAMES_PER_JOB frames; yields ``(job, inputs it covers)``."""
     if spec.shape[0] != 3:
-        raise ValueError(f"video frames are RGB (3 channels) but the model takes {spec.shape[0]}")
+        raise UsageError(f"video frames are RGB (3 channels) but the model takes {spec.shape[0]}")
     want = spec.shape[1:]
     frames: list[torch.Tensor] = []
     numbers: list[int] = []
@@ -199,17 +200,17 @@ def _expand_path(p: str | os.PathLike, top: bool) -> list[tuple[str, object]]:
         report = ReadReport()
         files = list_images(path, recursive=True, report=report)
         if not files:
-            raise FileNotFoundError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in folder {path}")
+            raise MissingInputError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in folder {path}")
         return [("file", f) for f in files] + ([("ignored", report.ignored)] if report.ignored else [])
     if path.is_file():
         return [(_classify_file(path), path)]
     if any(ch in str(p) for ch in _GLOB_CHARS):
         matches = [Path(m) for m in sorted(glob.glob(str(p), recursive=True)) if Path(m).is_file()]
         if not matches:
-            raise FileNotFoundError(f"no files match {p}")
+            raise MissingInputError(f"no files match {p}")
         return [(_classify_file(m), m) for m in matches]
     if top:
-        raise FileNotFoundError(f"no such file, folder or glob match: {p}")
+        raise MissingInputError(f"no such file, folder or glob match: {p}")
     return [("file", path)]  # a missing file in a list: reported (or skipped) with its name
 
 
@@ -221,7 +222,7 @@ def _units(source, spec: InputSpec, top: bool) -> Iterator[tuple[str, object]]:
         elif source.ndim == 3 and not top:
             yield "image", source
         else:
-            raise ValueError(f"expected images as a batch (N, C, H, W), got an array of shape {tuple(source.shape)}"
+            raise UsageError(f"expected images as a batch (N, C, H, W), got an array of shape {tuple(source.shape)}"
                              + ("; for one image add a batch axis: x[None]" if source.ndim == 3 else ""))
     elif isinstance(source, Image.Image):
         yield "pil", source
@@ -231,7 +232,7 @@ def _units(source, spec: InputSpec, top: bool) -> Iterator[tuple[str, object]]:
         for item in source:
             yield from _units(item, spec, top=False)
     else:
-        raise TypeError(f"cannot predict on a {type(source).__name__}: pass a tensor/array of images, PIL "
+        raise UsageTypeError(f"cannot predict on a {type(source).__name__}: pass a tensor/array of images, PIL "
                         "images, file paths, a folder, a glob, a video file, or an iterable of these")
 
 

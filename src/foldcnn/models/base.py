@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from foldcnn.errors import UsageError
 from foldcnn.fold import check_fold, fold_images, pad_to_fold, unfold_logits
 
 # Default rounding of widened layers. Measured on a 2-core AMD Zen 5 (ONNX Runtime, fp32,
@@ -21,7 +22,7 @@ def resolve_width_mult(fold: int, width_mult: float | None) -> float:
     if width_mult is None:
         return math.sqrt(fold)
     if not (isinstance(width_mult, (int, float)) and width_mult > 0):
-        raise ValueError(f"width_mult must be a positive number, got {width_mult!r}")
+        raise UsageError(f"width_mult must be a positive number, got {width_mult!r}")
     return float(width_mult)
 
 
@@ -29,7 +30,7 @@ def resolve_channel_multiple(channel_multiple: int | None) -> int:
     if channel_multiple is None:
         return DEFAULT_CHANNEL_MULTIPLE
     if isinstance(channel_multiple, bool) or not isinstance(channel_multiple, int) or channel_multiple < 1:
-        raise ValueError(
+        raise UsageError(
             f"channel_multiple must be an int >= 1 (1 = the paper's exact widths), got {channel_multiple!r}"
         )
     return channel_multiple
@@ -97,7 +98,7 @@ class FoldedCNN(nn.Module):
     def _set_interface(self, fold: int, num_classes: int, input_shape: tuple[int, int, int]) -> None:
         self.fold = check_fold(fold)
         if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+            raise UsageError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = int(num_classes)
         self.input_shape = tuple(int(s) for s in input_shape)
 
@@ -111,7 +112,7 @@ class FoldedCNN(nn.Module):
         expected = self.folded_input_shape
         if x.dim() != 4 or tuple(x.shape[1:]) != expected:
             c, h, w = self.input_shape
-            raise ValueError(
+            raise UsageError(
                 f"{type(self).__name__} (fold={self.fold}) expects folded inputs of shape "
                 f"(N/{self.fold}, {expected[0]}, {expected[1]}, {expected[2]}) made from images of "
                 f"shape ({c}, {h}, {w}); got {tuple(x.shape)}. Use model.classify(images) for "
@@ -122,7 +123,7 @@ class FoldedCNN(nn.Module):
         """Per-image logits for images (N, C, H, W), any N (zero padding, discarded)."""
         c, h, w = self.input_shape
         if images.dim() != 4 or tuple(images.shape[1:]) != (c, h, w):
-            raise ValueError(
+            raise UsageError(
                 f"expected images of shape (N, {c}, {h}, {w}), got {tuple(images.shape)}"
             )
         padded, n = pad_to_fold(images, self.fold)

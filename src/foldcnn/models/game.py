@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from foldcnn.errors import UsageError
 from foldcnn.models.base import (
     FoldedCNN,
     init_weights_,
@@ -63,13 +64,13 @@ class GameCNN(FoldedCNN):
         h, w = (int(s) for s in input_size)
         self._set_interface(fold, num_classes, (in_channels, h, w))
         if units < 0:
-            raise ValueError(f"units must be >= 0, got {units}")
+            raise UsageError(f"units must be >= 0, got {units}")
         wm = resolve_width_mult(self.fold, width_mult)
         cm = resolve_channel_multiple(channel_multiple)
         c1, ci, cn = (scaled_width(c, wm, cm) for c in widths)
         budget = 2 + CONVS_PER_UNIT * units if max_convs is None else max_convs
         if budget < 1:
-            raise ValueError("a game CNN needs at least one conv layer")
+            raise UsageError("a game CNN needs at least one conv layer")
 
         layers: list[nn.Module] = []
         cin, used = in_channels * self.fold, 0
@@ -90,7 +91,7 @@ class GameCNN(FoldedCNN):
             cin = cn
             h, w = pool_out(h, 3, 2), pool_out(w, 3, 2)
         if h < 1 or w < 1:
-            raise ValueError(
+            raise UsageError(
                 f"input size {input_size[0]}x{input_size[1]} is too small for this game CNN "
                 f"({units} unit(s)): the pooling layers shrink it below 1 pixel; use at least "
                 f"{7 + 4 * units}x{7 + 4 * units}"
@@ -120,7 +121,7 @@ def game_cnn(
     num_classes = num_classes if num_classes is not None else k
     input_size = tuple(input_size) if input_size is not None else size
     if num_classes is None or input_size is None:
-        raise ValueError("a game CNN without a task needs num_classes and input_size")
+        raise UsageError("a game CNN without a task needs num_classes and input_size")
     return GameCNN(
         num_classes,
         input_size,

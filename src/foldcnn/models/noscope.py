@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from foldcnn.errors import UsageError
 from foldcnn.models.base import (
     FoldedCNN,
     init_weights_,
@@ -45,7 +46,7 @@ class NoScopeCNN(FoldedCNN):
     ):
         super().__init__()
         if conv_layers not in (2, 4):
-            raise ValueError(f"NoScope CNNs have 2 or 4 conv layers, got {conv_layers}")
+            raise UsageError(f"NoScope CNNs have 2 or 4 conv layers, got {conv_layers}")
         h, w = (int(s) for s in input_size)
         self._set_interface(fold, num_classes, (in_channels, h, w))
         wm = resolve_width_mult(self.fold, width_mult)
@@ -65,7 +66,7 @@ class NoScopeCNN(FoldedCNN):
             ]
             c, h, w = f2, h // 2, w // 2
         if h < 1 or w < 1:
-            raise ValueError(f"input size {input_size} is too small for a {conv_layers}-layer NoScope CNN")
+            raise UsageError(f"input size {input_size} is too small for a {conv_layers}-layer NoScope CNN")
         self.features = nn.Sequential(*layers)
         self.flatten = nn.Flatten()
         self.classifier = nn.Sequential(

@@ -8,6 +8,7 @@ from typing import Callable
 
 from torch import nn
 
+from foldcnn.errors import UnknownNameError, UsageError, UsageTypeError
 from foldcnn.fold import check_fold
 from foldcnn.models.base import FoldedCNN, ModelConfig
 
@@ -32,7 +33,7 @@ def register_model(
 
     def wrap(builder: Callable[..., FoldedCNN]) -> Callable[..., FoldedCNN]:
         if name in _REGISTRY:
-            raise ValueError(f"model name {name!r} is registered twice")
+            raise UsageError(f"model name {name!r} is registered twice")
         _REGISTRY[name] = ModelEntry(name, builder, family, description, num_classes, tuple(input_shape))
         return builder
 
@@ -43,7 +44,7 @@ def _lookup(name: str) -> ModelEntry:
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, _REGISTRY, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise KeyError(
+        raise UnknownNameError(
             f"unknown model {name!r}.{hint} Known models: {', '.join(sorted(_REGISTRY))}"
         )
     return _REGISTRY[name]
@@ -76,7 +77,7 @@ def create_model(
     try:
         model = entry.builder(fold=fold, width_mult=width_mult, channel_multiple=channel_multiple, **kwargs)
     except TypeError as e:
-        raise TypeError(f"model {name!r} does not accept these options: {e}") from None
+        raise UsageTypeError(f"model {name!r} does not accept these options: {e}") from None
     model.config = ModelConfig(name, fold, width_mult, channel_multiple, dict(kwargs))
     return model
 

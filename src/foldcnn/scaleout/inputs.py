@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from foldcnn.data.readers import IMAGE_EXTENSIONS
+from foldcnn.errors import MissingInputError, UsageError
 
 __all__ = ["VIDEO_EXTENSIONS", "InputFiles", "expand_inputs", "make_units"]
 
@@ -70,7 +71,7 @@ def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> In
     """
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     if not items:
-        raise ValueError("no inputs given; pass image or video files, folders or globs")
+        raise UsageError("no inputs given; pass image or video files, folders or globs")
     found = InputFiles()
     seen: set[str] = set()
 
@@ -98,10 +99,10 @@ def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> In
                 for p in (_walk(m) if os.path.isdir(m) else [m]):
                     add(p, explicit=False)
         else:
-            raise FileNotFoundError(f"input not found: {s} (give image or video files, folders or globs)")
+            raise MissingInputError(f"input not found: {s} (give image or video files, folders or globs)")
     if not found.n_files:
         what = ", ".join(map(os.fspath, items[:5])) + (", ..." if len(items) > 5 else "")
-        raise ValueError(f"no image or video files matched the inputs ({what}); image extensions: "
+        raise UsageError(f"no image or video files matched the inputs ({what}); image extensions: "
                          f"{' '.join(IMAGE_EXTENSIONS)}; video extensions: {' '.join(VIDEO_EXTENSIONS)}")
     found.images.sort()
     found.videos.sort()

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from foldcnn.data.readers import DataReadError
+from foldcnn.errors import MissingExtraError, UsageError
 from foldcnn.scaleout.inputs import expand_inputs, make_units
 from foldcnn.scaleout.outputs import write_failed, write_predictions
 from foldcnn.scaleout.tasks import FoldedInference, decode_units
@@ -50,33 +51,33 @@ def _require_ray():
         import pyarrow  # noqa: F401
         import ray.data  # noqa: F401
     except ImportError:
-        raise ImportError("the Ray engine needs Ray Data and pyarrow: pip install 'foldcnn[ray]'") from None
+        raise MissingExtraError("the Ray engine needs Ray Data and pyarrow: pip install 'foldcnn[ray]'") from None
 
 
 def _check_args(batch_size, on_error, num_actors, stride, formats) -> tuple[str, ...]:
     for name, v in (("batch_size", batch_size), ("stride", stride)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+            raise UsageError(f"{name} must be an int >= 1, got {v!r}")
     if num_actors is not None and (isinstance(num_actors, bool) or not isinstance(num_actors, int)
                                    or num_actors < 1):
-        raise ValueError(f"num_actors must be an int >= 1 or None (automatic), got {num_actors!r}")
+        raise UsageError(f"num_actors must be an int >= 1 or None (automatic), got {num_actors!r}")
     if on_error not in ("skip", "raise"):
-        raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+        raise UsageError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
     formats = (formats,) if isinstance(formats, str) else tuple(formats)
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
-        raise ValueError(f"formats must be a non-empty subset of {FORMATS}, got {formats!r}")
+        raise UsageError(f"formats must be a non-empty subset of {FORMATS}, got {formats!r}")
     return formats
 
 
 def _load_meta(checkpoint) -> tuple[str, int, tuple[int, int, int], list[str]]:
     """Read the checkpoint on the driver: a bad one fails here, before any cluster starts."""
-    from foldcnn.train.checkpoint import load_checkpoint
+    from foldcnn.checkpoints import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
     shape = tuple(int(v) for v in ckpt.model.input_shape)
     if shape[0] != 3:
-        raise ValueError(f"the Ray engine reads RGB images and videos, but {checkpoint} expects "
+        raise UsageError(f"the Ray engine reads RGB images and videos, but {checkpoint} expects "
                          f"{shape[0]}-channel inputs")
     return str(Path(checkpoint).resolve()), ckpt.fold, shape, list(ckpt.class_names)
 
@@ -184,7 +185,7 @@ def _default_actors(device: str, threads: int) -> int:
     res = ray.cluster_resources()
     if device != "cpu":
         if res.get("GPU", 0) < 1:
-            raise ValueError(f"device={device!r} needs GPUs but the Ray cluster has none; use device='cpu'")
+            raise UsageError(f"device={device!r} needs GPUs but the Ray cluster has none; use device='cpu'")
         return int(res["GPU"])
     return max(1, int(res.get("CPU", 1)) // 2 // threads)
 
@@ -229,18 +230,18 @@ def run_ray_predict(checkpoint, inputs, out_dir, *, address: str | None = None, 
     t0 = time.perf_counter()
     formats = _check_args(batch_size, on_error, num_actors, stride, formats)
     if isinstance(threads_per_actor, bool) or not isinstance(threads_per_actor, int) or threads_per_actor < 1:
-        raise ValueError(f"threads_per_actor must be an int >= 1, got {threads_per_actor!r}")
+        raise UsageError(f"threads_per_actor must be an int >= 1, got {threads_per_actor!r}")
     device = device or ("cuda" if backend in _GPU_BACKENDS else "cpu")
     if device not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        raise UsageError(f"device must be 'cpu' or 'cuda', got {device!r}")
     _require_ray()
     ckpt_path, fold, input_shape, class_names = _load_meta(checkpoint)
     files = expand_inputs(inputs)
     if files.videos and importlib.util.find_spec("av") is None:
-        raise ImportError("reading video needs PyAV: pip install 'foldcnn[video]'")
+        raise MissingExtraError("reading video needs PyAV: pip install 'foldcnn[video]'")
     out = Path(out_dir).resolve()
     if out.exists() and not out.is_dir():
-        raise ValueError(f"out_dir {out} is a file; give a directory for predictions.parquet/csv")
+        raise UsageError(f"out_dir {out} is a file; give a directory for predictions.parquet/csv")
     out.mkdir(parents=True, exist_ok=True)
     batch_size = max(fold, batch_size // fold * fold)  # as the Predictor rounds it
     sources, units, unit_of = make_units(files, -(-IMAGES_PER_TASK // fold) * fold)

@@ -28,6 +28,7 @@ import queue
 import time
 from dataclasses import dataclass, field
 
+from foldcnn.errors import UsageError
 from foldcnn.serve.batcher import BatcherClosed, BatchFailed, FoldBatcher, QueueFull
 from foldcnn.serve.metrics import CONTENT_TYPE, ServeMetrics
 from foldcnn.serve.validation import ImageLimits, RequestError, decode_images, split_json_images
@@ -168,9 +169,9 @@ def create_app(predictor, config: ServeConfig | None = None):
     class_names = list(first.class_names)
     for p in predictors[1:]:
         if (p.fold, tuple(p.input_shape), list(p.class_names)) != (first.fold, input_shape, class_names):
-            raise ValueError("all predictors must serve the same model (fold, input shape and classes differ)")
+            raise UsageError("all predictors must serve the same model (fold, input shape and classes differ)")
     if config.workers > len(predictors):
-        raise ValueError(f"workers={config.workers} needs {config.workers} predictors, one per worker thread "
+        raise UsageError(f"workers={config.workers} needs {config.workers} predictors, one per worker thread "
                          f"(a Predictor is not thread-safe); got {len(predictors)}")
     batcher = FoldBatcher(_pooled(predictors), fold=int(first.fold), max_batch=config.max_batch,
                           max_wait_ms=config.max_wait_ms, workers=config.workers,

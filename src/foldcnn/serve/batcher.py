@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from foldcnn.errors import UsageError
 from foldcnn.fold import check_fold, padded_count
 
 __all__ = ["FoldBatcher", "BatcherStats", "BatchFailed", "BatcherClosed", "QueueFull", "PredictFn"]
@@ -96,15 +97,15 @@ class FoldBatcher:
                  workers: int = 1, max_queue_images: int | None = None, partial: str = "pad", metrics=None):
         self.fold = check_fold(fold)
         if partial not in ("pad", "fallback"):
-            raise ValueError(f"partial must be 'pad' or 'fallback' (what predict_fn does with a partial last "
+            raise UsageError(f"partial must be 'pad' or 'fallback' (what predict_fn does with a partial last "
                              f"fold), got {partial!r}")
         self.partial = partial
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < self.fold:
-            raise ValueError(f"max_batch must be an int >= fold={self.fold} (images per batch), got {max_batch!r}")
+            raise UsageError(f"max_batch must be an int >= fold={self.fold} (images per batch), got {max_batch!r}")
         if not max_wait_ms >= 0:
-            raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms!r}")
+            raise UsageError(f"max_wait_ms must be >= 0, got {max_wait_ms!r}")
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ValueError(f"workers must be an int >= 1 (batches computed at once), got {workers!r}")
+            raise UsageError(f"workers must be an int >= 1 (batches computed at once), got {workers!r}")
         self.predict_fn = predict_fn
         self.max_batch = max_batch // self.fold * self.fold  # full batches are whole folds
         self.max_wait_s = max_wait_ms / 1000.0
@@ -144,7 +145,7 @@ class FoldBatcher:
         if self._closing:
             raise BatcherClosed("the server is shutting down; retry on another instance or after restart")
         if not isinstance(images, torch.Tensor) or images.dim() != 4:
-            raise ValueError(f"submit takes a uint8 tensor (n, C, H, W), got {type(images).__name__} "
+            raise UsageError(f"submit takes a uint8 tensor (n, C, H, W), got {type(images).__name__} "
                              f"{tuple(getattr(images, 'shape', ()))}")
         if self._loop_task is None or self._loop_task.done():
             await self.start()

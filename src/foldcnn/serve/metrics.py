@@ -10,6 +10,8 @@ import math
 import threading
 from collections.abc import Callable
 
+from foldcnn.errors import UsageError
+
 __all__ = ["Counter", "Histogram", "ServeMetrics", "CONTENT_TYPE"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -41,7 +43,7 @@ class Counter:
     def inc(self, amount: float = 1.0, *label_values: str) -> None:
         key = tuple(str(v) for v in label_values)
         if len(key) != len(self.label_names):
-            raise ValueError(f"{self.name} takes labels {self.label_names}, got {key}")
+            raise UsageError(f"{self.name} takes labels {self.label_names}, got {key}")
         self.values[key] = self.values.get(key, 0.0) + amount
 
     def get(self, *label_values: str) -> float:

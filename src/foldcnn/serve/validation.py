@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from foldcnn.errors import FoldcnnError, UsageError
+
 __all__ = ["ImageLimits", "RequestError", "DEFAULT_FORMATS", "decode_image", "decode_images",
            "split_json_images"]
 
@@ -24,7 +26,7 @@ __all__ = ["ImageLimits", "RequestError", "DEFAULT_FORMATS", "decode_image", "de
 DEFAULT_FORMATS = ("PNG", "JPEG", "BMP", "WEBP", "GIF", "TIFF", "PPM")
 
 
-class RequestError(ValueError):
+class RequestError(FoldcnnError, ValueError):
     """A request the server refuses; ``status`` is the HTTP status to answer with."""
 
     def __init__(self, status: int, message: str):
@@ -53,7 +55,7 @@ class ImageLimits:
         for name in ("max_image_bytes", "max_body_bytes", "max_pixels", "max_images"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"ImageLimits.{name} must be a positive int, got {v!r}")
+                raise UsageError(f"ImageLimits.{name} must be a positive int, got {v!r}")
         object.__setattr__(self, "formats", tuple(f.upper() for f in self.formats))
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from foldcnn.errors import UsageError
+
 __all__ = ["ConvBN", "add_train_batchnorm_", "fuse_train_batchnorm_", "has_train_batchnorm"]
 
 
@@ -41,7 +43,7 @@ def add_train_batchnorm_(model: nn.Module) -> nn.Module:
     since a second BatchNorm would not fuse into the first.
     """
     if has_train_batchnorm(model):
-        raise ValueError("the model already has train-time BatchNorm layers")
+        raise UsageError("the model already has train-time BatchNorm layers")
     if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         return model
     for parent, name, conv in _children_to_replace(model, nn.Conv2d):

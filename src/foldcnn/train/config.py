@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from foldcnn.errors import UsageError
+
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
 PRECISIONS = ("auto", "fp32", "bf16")
 SCHEDULES = ("onecycle", "cosine", "constant")
@@ -75,32 +77,32 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+            raise UsageError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ValueError("batch sizes must be >= 1")
+            raise UsageError("batch sizes must be >= 1")
         if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+            raise UsageError(f"lr must be > 0, got {self.lr}")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+            raise UsageError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+            raise UsageError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+            raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.patience < 0:
-            raise ValueError("patience must be >= 0")
+            raise UsageError("patience must be >= 0")
         if self.device not in DEVICES:
-            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+            raise UsageError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if not 0 < self.curriculum_end <= 1:
-            raise ValueError(f"curriculum_end is the fraction of the epochs by which all classes are in; "
+            raise UsageError(f"curriculum_end is the fraction of the epochs by which all classes are in; "
                              f"it must lie in (0, 1], got {self.curriculum_end}")
         if self.distill not in DISTILL_KINDS:
-            raise ValueError(f"distill must be one of {', '.join(DISTILL_KINDS)}, got {self.distill!r}")
+            raise UsageError(f"distill must be one of {', '.join(DISTILL_KINDS)}, got {self.distill!r}")
         if not 0 <= self.distill_weight <= 1:
-            raise ValueError(f"distill_weight mixes the losses and must lie in [0, 1], got {self.distill_weight}")
+            raise UsageError(f"distill_weight mixes the losses and must lie in [0, 1], got {self.distill_weight}")
         if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"ema_decay must lie in [0, 1) (0 = no weight averaging), got {self.ema_decay}")
+            raise UsageError(f"ema_decay must lie in [0, 1) (0 = no weight averaging), got {self.ema_decay}")
         if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+            raise UsageError(f"temperature must be > 0, got {self.temperature}")
 
     @classmethod
     def for_fold(cls, fold: int, **overrides) -> TrainConfig:

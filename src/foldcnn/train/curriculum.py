@@ -12,6 +12,7 @@ import math
 
 import torch
 
+from foldcnn.errors import UsageError
 from foldcnn.fold import check_fold
 
 __all__ = ["DEFAULT_END_FRACTION", "curriculum_schedule", "active_pool", "stage_sizes"]
@@ -29,11 +30,11 @@ def curriculum_schedule(num_classes: int, fold: int, epochs: int, end_fraction: 
     list is non-decreasing, has ``epochs`` entries and ends with ``num_classes``.
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be an int >= 1, got {num_classes!r}")
+        raise UsageError(f"num_classes must be an int >= 1, got {num_classes!r}")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
+        raise UsageError(f"epochs must be an int >= 1, got {epochs!r}")
     if not (isinstance(end_fraction, (int, float)) and 0 < end_fraction <= 1):
-        raise ValueError(f"the curriculum end must be a fraction of the run in (0, 1], got {end_fraction!r}")
+        raise UsageError(f"the curriculum end must be a fraction of the run in (0, 1], got {end_fraction!r}")
     k, fold = num_classes, check_fold(fold)
     start, step = min(k, max(k // 10, fold)), max(k // 10, 1)
     end_epoch = min(epochs - 1, round(end_fraction * epochs))  # first epoch with every class
@@ -57,6 +58,6 @@ def stage_sizes(labels: torch.Tensor, num_classes: int, schedule: list[int]) -> 
     sizes = [counts[a - 1] for a in schedule]
     for e, (a, n) in enumerate(zip(schedule, sizes)):
         if n == 0:
-            raise ValueError(f"curriculum epoch {e + 1} trains on classes 0..{a - 1}, which have no training "
+            raise UsageError(f"curriculum epoch {e + 1} trains on classes 0..{a - 1}, which have no training "
                              "images; give every class training images or train without --curriculum")
     return sizes

@@ -6,6 +6,8 @@ import contextlib
 
 import torch
 
+from foldcnn.errors import UsageError
+
 __all__ = ["bf16_supported", "resolve_precision", "resolve_device", "autocast_for"]
 
 
@@ -30,7 +32,7 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' was asked for but no CUDA GPU is visible; use device 'cpu'")
+            raise UsageError("device 'cuda' was asked for but no CUDA GPU is visible; use device 'cpu'")
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
 

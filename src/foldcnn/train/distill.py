@@ -16,15 +16,18 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from foldcnn.checkpoints import WEIGHTS_FILE, load_checkpoint
 from foldcnn.data.base import ArrayDataset
+from foldcnn.errors import FoldcnnError, UsageError
 from foldcnn.models import FoldedCNN
 from foldcnn.train.config import DISTILL_KINDS
+from foldcnn.train.evaluation import predict_logits
 
 __all__ = ["DISTILL_KINDS", "TeacherError", "check_teacher_fold", "check_teacher", "load_teacher",
            "teacher_logits", "distill_loss_sum", "teacher_sha256"]
 
 
-class TeacherError(ValueError):
+class TeacherError(FoldcnnError, ValueError):
     """The teacher checkpoint cannot teach this student on this data."""
 
 
@@ -54,8 +57,6 @@ def check_teacher(model: FoldedCNN, class_names: list[str], data: ArrayDataset, 
 
 def load_teacher(path: str | os.PathLike, data: ArrayDataset, *, allow_folded: bool = False) -> FoldedCNN:
     """Load a checkpoint and check that it can teach on ``data``; returns the model in eval mode."""
-    from foldcnn.train.checkpoint import load_checkpoint
-
     ck = load_checkpoint(path)
     check_teacher(ck.model, ck.class_names, data, where=str(path), allow_folded=allow_folded)
     return ck.model.eval()
@@ -63,8 +64,6 @@ def load_teacher(path: str | os.PathLike, data: ArrayDataset, *, allow_folded: b
 
 def teacher_sha256(path: str | os.PathLike) -> str:
     """sha256 of the teacher's weights file: names the teacher in caches and manifests."""
-    from foldcnn.train.checkpoint import WEIGHTS_FILE
-
     h = hashlib.sha256()
     with open(Path(path) / WEIGHTS_FILE, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -75,8 +74,6 @@ def teacher_sha256(path: str | os.PathLike) -> str:
 @torch.no_grad()
 def teacher_logits(teacher: FoldedCNN, images: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
     """fp32 logits (N, K) of the teacher for uint8 images (N, C, H, W), in image order, on the CPU."""
-    from foldcnn.train.loop import predict_logits
-
     return predict_logits(teacher, images, batch_size=batch_size).float().cpu()
 
 
@@ -89,7 +86,7 @@ def distill_loss_sum(student: torch.Tensor, teacher: torch.Tensor, kind: str, te
     magnitudes comparable across temperatures).
     """
     if student.shape != teacher.shape:
-        raise ValueError(f"student logits {tuple(student.shape)} and teacher logits {tuple(teacher.shape)} differ")
+        raise UsageError(f"student logits {tuple(student.shape)} and teacher logits {tuple(teacher.shape)} differ")
     if kind == "mse":
         return (student - teacher).pow(2).mean(1).sum()
     if kind == "kl":
@@ -97,4 +94,4 @@ def distill_loss_sum(student: torch.Tensor, teacher: torch.Tensor, kind: str, te
         log_s = F.log_softmax(student / t, dim=1)
         log_t = F.log_softmax(teacher / t, dim=1)
         return F.kl_div(log_s, log_t, reduction="sum", log_target=True) * (t * t)
-    raise ValueError(f"distillation must be one of mse, kl; got {kind!r}")
+    raise UsageError(f"distillation must be one of mse, kl; got {kind!r}")

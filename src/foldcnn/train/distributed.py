@@ -17,11 +17,13 @@ from typing import Callable
 
 import torch
 
+from foldcnn.errors import FoldcnnError, UsageError
+
 __all__ = ["DistInfo", "DistributedError", "dist_info", "backend_for", "init_from_env", "shutdown",
            "free_port", "launch", "shard_groups", "all_reduce_sum", "broadcast_floats"]
 
 
-class DistributedError(RuntimeError):
+class DistributedError(FoldcnnError, RuntimeError):
     """A rank of a multi-process run failed; the message carries that rank's error."""
 
 
@@ -109,7 +111,7 @@ def launch(fn: Callable, nprocs: int, args: tuple = (), *, device: str = "cpu", 
     import torch.multiprocessing as mp
 
     if isinstance(nprocs, bool) or not isinstance(nprocs, int) or nprocs < 1:
-        raise ValueError(f"nprocs must be an int >= 1, got {nprocs!r}")
+        raise UsageError(f"nprocs must be an int >= 1, got {nprocs!r}")
     if torch.device(device).type == "cuda" and torch.cuda.device_count() < nprocs:
         raise DistributedError(f"{nprocs} processes on CUDA need {nprocs} GPUs; {torch.cuda.device_count()} visible")
     threads = threads or max(1, (os.cpu_count() or 1) // nprocs)

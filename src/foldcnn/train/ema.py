@@ -17,6 +17,8 @@ from contextlib import contextmanager
 
 import torch
 
+from foldcnn.errors import UsageError
+
 __all__ = ["WeightAverage"]
 
 
@@ -25,7 +27,7 @@ class WeightAverage:
 
     def __init__(self, model: torch.nn.Module, decay: float) -> None:
         if not 0 < decay < 1:
-            raise ValueError(f"the EMA decay must lie in (0, 1), got {decay}")
+            raise UsageError(f"the EMA decay must lie in (0, 1), got {decay}")
         self.decay = decay
         self.updates = 0
         self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
@@ -65,11 +67,11 @@ class WeightAverage:
         shadow = state["shadow"]
         if set(shadow) != set(self.shadow):
             missing, extra = sorted(set(self.shadow) - set(shadow)), sorted(set(shadow) - set(self.shadow))
-            raise ValueError(f"the saved weight average does not match this model (missing {missing[:4]}, "
+            raise UsageError(f"the saved weight average does not match this model (missing {missing[:4]}, "
                              f"unexpected {extra[:4]})")
         for k, avg in self.shadow.items():
             if shadow[k].shape != avg.shape:
-                raise ValueError(f"the saved weight average has {k} of shape {tuple(shadow[k].shape)}, "
+                raise UsageError(f"the saved weight average has {k} of shape {tuple(shadow[k].shape)}, "
                                  f"this model {tuple(avg.shape)}")
             avg.copy_(shadow[k])
         self.decay = float(state["decay"])

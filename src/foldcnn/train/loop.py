@@ -22,8 +22,8 @@ import torch.nn.functional as F
 
 from foldcnn.data.base import ArrayDataset
 from foldcnn.data.grouping import fold_groups, gather_fold_batch
+from foldcnn.errors import UsageError
 from foldcnn.fold import unfold_logits
-from foldcnn.memory import keep_freed_memory
 from foldcnn.models import FoldedCNN
 from foldcnn.progress import progress_bar
 from foldcnn.train.batchnorm import add_train_batchnorm_, fuse_train_batchnorm_
@@ -33,7 +33,7 @@ from foldcnn.train.devices import autocast_for, bf16_supported, resolve_device, 
 from foldcnn.train.distill import distill_loss_sum
 from foldcnn.train.distributed import all_reduce_sum, broadcast_buffers_, broadcast_floats, dist_info, shard_groups
 from foldcnn.train.ema import WeightAverage
-from foldcnn.train.metrics import classification_metrics
+from foldcnn.train.evaluation import EVAL_GROUP_SEED, evaluate, predict_logits  # noqa: F401 - re-exported
 from foldcnn.train.resume import (
     TRAIN_STATE_FILE,
     LoopState,
@@ -46,8 +46,6 @@ from foldcnn.train.resume import (
 )
 from foldcnn.train.symmetry import plain_state_dict, tie_fold_slots_, untie_fold_slots_
 
-EVAL_GROUP_SEED = 1234  # one fixed random grouping for every evaluation
-
 
 @dataclass
 class TrainResult:
@@ -56,39 +54,6 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     train_seconds: float = 0.0
     features: dict = field(default_factory=dict)  # what ran: precision, device, curriculum, resume, ranks
-
-
-@torch.no_grad()
-def predict_logits(model: FoldedCNN, images: torch.Tensor, *, batch_size: int = 1024,
-                   seed: int = EVAL_GROUP_SEED) -> torch.Tensor:
-    """Per-image logits (N, K) on the CPU for uint8 or float images (N, C, H, W).
-
-    Images are grouped into folds in a fixed random order (consecutive frames are near
-    duplicates, DESIGN section 2); the result is returned in input order. The last partial
-    fold is zero-padded and its padded outputs discarded. Runs on the model's device.
-    """
-    was_training = model.training
-    model.eval()
-    n, fold = images.shape[0], model.fold
-    device = next(model.parameters()).device
-    if device.type == "cpu":
-        keep_freed_memory()  # a 1,024-image batch's activations: reuse pages, do not fault them in per call
-    flat = fold_groups(n, fold, seed).view(-1)
-    no_labels = torch.zeros(n, dtype=torch.int64)
-    step = max(fold, batch_size - batch_size % fold)
-    out = torch.empty(n, model.num_classes)
-    for start in range(0, len(flat), step):
-        index = flat[start:start + step]
-        x, _, mask = gather_fold_batch(images, no_labels, index, fold)
-        out[index[mask]] = unfold_logits(model(x.to(device)), fold).float().cpu()[mask]
-    model.train(was_training)
-    return out
-
-
-def evaluate(model: FoldedCNN, dataset: ArrayDataset, *, batch_size: int = 1024) -> dict:
-    """top-1/top-5/per-class metrics of ``model`` on ``dataset``, per image."""
-    logits = predict_logits(model, dataset.images, batch_size=batch_size)
-    return classification_metrics(logits, dataset.labels, dataset.classes)
 
 
 def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -114,41 +79,41 @@ def _scheduler(opt, cfg: TrainConfig, total_steps: int):
 
 def check_compatible(model: FoldedCNN, dataset: ArrayDataset, what: str) -> None:
     if tuple(dataset.input_shape) != tuple(model.input_shape):
-        raise ValueError(
+        raise UsageError(
             f"the {what} images have shape {tuple(dataset.input_shape)} but the model expects "
             f"{tuple(model.input_shape)} (C, H, W); build the model with input_size="
             f"{tuple(dataset.input_shape[1:])} or resize the data"
         )
     if dataset.num_classes != model.num_classes:
-        raise ValueError(
+        raise UsageError(
             f"the {what} data has {dataset.num_classes} classes but the model has {model.num_classes}"
         )
     if len(dataset) < 1:
-        raise ValueError(f"the {what} data is empty")
+        raise UsageError(f"the {what} data is empty")
 
 
 def _check_inputs(model, train_ds, val_ds, cfg, teacher_logits, out_dir, resume, state_every_steps) -> None:
     check_compatible(model, train_ds, "training")
     check_compatible(model, val_ds, "validation")
     if model.fold > len(train_ds):
-        raise ValueError(f"fold={model.fold} is larger than the {len(train_ds)} training images; "
+        raise UsageError(f"fold={model.fold} is larger than the {len(train_ds)} training images; "
                          "use a smaller fold or more training data")
     if cfg.distill != "none":
         want = (len(train_ds), model.num_classes)
         if teacher_logits is None:
-            raise ValueError(f"distill={cfg.distill!r} needs teacher_logits {want} (one row per training image); "
+            raise UsageError(f"distill={cfg.distill!r} needs teacher_logits {want} (one row per training image); "
                              "compute them with foldcnn.train.distill.teacher_logits(teacher, train.images)")
         if tuple(teacher_logits.shape) != want:
-            raise ValueError(f"teacher_logits have shape {tuple(teacher_logits.shape)} but the training data "
+            raise UsageError(f"teacher_logits have shape {tuple(teacher_logits.shape)} but the training data "
                              f"needs {want}: one row of K logits per training image, in image order")
         if not bool(torch.isfinite(teacher_logits).all()):
-            raise ValueError("teacher_logits hold NaN or infinite values; check the teacher checkpoint")
+            raise UsageError("teacher_logits hold NaN or infinite values; check the teacher checkpoint")
     elif teacher_logits is not None:
-        raise ValueError("teacher_logits were given but distill is 'none'; set distill='mse' or 'kl'")
+        raise UsageError("teacher_logits were given but distill is 'none'; set distill='mse' or 'kl'")
     if resume and out_dir is None:
-        raise ValueError("resume=True needs out_dir, the run directory that holds train_state.pt")
+        raise UsageError("resume=True needs out_dir, the run directory that holds train_state.pt")
     if isinstance(state_every_steps, bool) or not isinstance(state_every_steps, int) or state_every_steps < 0:
-        raise ValueError(f"state_every_steps must be an int >= 0 (0 = only after each epoch), "
+        raise UsageError(f"state_every_steps must be an int >= 0 (0 = only after each epoch), "
                          f"got {state_every_steps!r}")
 
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import torch
 
+from foldcnn.errors import UsageError
+
 
 def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, class_names: list[str] | None = None,
                            worst: int = 5) -> dict:
     """top-1, top-5, per-class accuracy and the most frequent confusions (true -> predicted)."""
     n, k = logits.shape
     if n == 0:
-        raise ValueError("no images to evaluate")
+        raise UsageError("no images to evaluate")
     names = class_names or [str(i) for i in range(k)]
     pred = logits.argmax(1)
     correct = pred == labels

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from foldcnn.data.base import ArrayDataset
+from foldcnn.errors import FoldcnnError
 from foldcnn.train.config import TrainConfig
 
 __all__ = ["TRAIN_STATE_FILE", "ResumeError", "LoopState", "dataset_sha256", "fingerprint",
@@ -32,7 +33,7 @@ STATE_VERSION = 1
 _FREE_FIELDS = ("threads", "eval_batch_size", "device")
 
 
-class ResumeError(ValueError):
+class ResumeError(FoldcnnError, ValueError):
     """A training state that is missing, damaged, or belongs to another run."""
 
 
@@ -141,7 +142,7 @@ def pack_state(loop: LoopState, model, opt, sched, cfg, fp: dict, device: torch.
 
 def unpack_state(state: dict, model, opt, sched, device: torch.device, where: str | Path, ema=None) -> LoopState:
     """Load ``state`` into model, optimizer, scheduler and ``ema``; returns the loop position."""
-    from foldcnn.train.checkpoint import CheckpointError, load_state_into
+    from foldcnn.checkpoints import CheckpointError, load_state_into
 
     try:
         load_state_into(model, state["model"], str(where))

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from foldcnn.checkpoints import CALIBRATION_IMAGES, read_config, save_checkpoint
+from foldcnn.errors import UsageError
 from foldcnn.models import create_model, model_entry
-from foldcnn.train.checkpoint import CALIBRATION_IMAGES, read_config, save_checkpoint
 from foldcnn.train.config import DEFAULT_STATE_EVERY_STEPS, TrainConfig
 from foldcnn.train.devices import resolve_device
 from foldcnn.train.distill import check_teacher_fold, load_teacher, teacher_logits, teacher_sha256
@@ -38,7 +39,7 @@ def build_model_for(model_name: str, splits: Splits, fold: int, channel_multiple
     _, h, w = splits.train.input_shape
     kw = {"num_classes": splits.train.num_classes, "input_size": (h, w)}
     if fold > len(splits.train):
-        raise ValueError(f"fold={fold} is larger than the {len(splits.train)} training images; "
+        raise UsageError(f"fold={fold} is larger than the {len(splits.train)} training images; "
                          "use a smaller --fold or more training data")
     return create_model(model_name, fold=fold, channel_multiple=channel_multiple, **kw)
 
@@ -53,10 +54,10 @@ def zero_init_head_(model: torch.nn.Module) -> torch.nn.Module:
 
 def _check_teacher_args(cfg: TrainConfig, teacher, allow_folded: bool) -> None:
     if cfg.distill != "none" and teacher is None:
-        raise ValueError(f"distill={cfg.distill!r} needs a teacher checkpoint (--teacher CKPT)")
+        raise UsageError(f"distill={cfg.distill!r} needs a teacher checkpoint (--teacher CKPT)")
     if teacher is not None:
         if cfg.distill == "none":
-            raise ValueError("a teacher was given but distill is 'none'; choose --distill mse or kl")
+            raise UsageError("a teacher was given but distill is 'none'; choose --distill mse or kl")
         check_teacher_fold(int(read_config(teacher).get("fold", 1)), str(teacher), allow_folded)
 
 

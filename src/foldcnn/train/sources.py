@@ -15,6 +15,7 @@ from pathlib import Path
 from foldcnn.data.base import ArrayDataset
 from foldcnn.data.splits import SPLIT_NAMES as SPLITS
 from foldcnn.data.splits import SPLIT_SEED_OFFSETS, split_seed
+from foldcnn.errors import MissingInputError, UsageError
 
 __all__ = ["DataSpec", "Splits", "SPLIT_SEED_OFFSETS", "check_data_spec", "load_splits", "file_sha256"]
 
@@ -42,17 +43,17 @@ class DataSpec:
 
     def __post_init__(self):
         if sum(x is not None for x in (self.task, self.data_dir, self.video)) != 1:
-            raise ValueError("give exactly one data source: a generated task (--task), a folder (--data) "
+            raise UsageError("give exactly one data source: a generated task (--task), a folder (--data) "
                              "or a video (--video)")
         if self.labels is not None and self.video is None:
-            raise ValueError("labels (--labels) go with a video (--video)")
+            raise UsageError("labels (--labels) go with a video (--video)")
         if self.task is not None and self.input_size is not None:
-            raise ValueError("input_size (--input-size) resizes folder or video images; a generated task "
+            raise UsageError("input_size (--input-size) resizes folder or video images; a generated task "
                              "has its own fixed size")
         if self.task is not None and min(self.train_size, self.val_size, self.test_size) < 1:
-            raise ValueError("generated train/val/test sizes must be >= 1")
+            raise UsageError("generated train/val/test sizes must be >= 1")
         if len(self.video_split) != 3:
-            raise ValueError(f"video_split needs 3 fractions (train, val, test), got {self.video_split}")
+            raise UsageError(f"video_split needs 3 fractions (train, val, test), got {self.video_split}")
 
 
 @dataclass
@@ -99,32 +100,32 @@ def check_data_spec(spec: DataSpec) -> None:
         return
     video, labels = _video_paths(spec)
     if not video.is_file():
-        raise FileNotFoundError(f"video {video} does not exist")
+        raise MissingInputError(f"video {video} does not exist")
     if not labels.is_file():
-        raise FileNotFoundError(f"no labels for {video}: {labels} does not exist; pass --labels CSV "
+        raise MissingInputError(f"no labels for {video}: {labels} does not exist; pass --labels CSV "
                                 "(header frame,label; one row per frame)")
     try:
         import av  # noqa: F401
     except ImportError:
-        raise ValueError("training on a video needs PyAV: pip install 'foldcnn[video]'") from None
+        raise UsageError("training on a video needs PyAV: pip install 'foldcnn[video]'") from None
 
 
 def _check_folder(root: Path) -> None:
     if not root.is_dir():
-        raise FileNotFoundError(f"data folder {root} does not exist")
+        raise MissingInputError(f"data folder {root} does not exist")
     if not all((root / n).is_dir() for n in SPLITS):
-        raise ValueError(f"{root} must hold train/, val/ and test/ subfolders, each with one folder per class "
+        raise UsageError(f"{root} must hold train/, val/ and test/ subfolders, each with one folder per class "
                          "(as written by 'foldcnn data game'), or video.mp4 + labels.csv (as written by "
                          "'foldcnn data video')")
     classes = _class_dirs(root / "train")
     if len(classes) < 2:
         found = f"only the class folder {classes[0]!r}" if classes else "no class folders"
-        raise ValueError(f"{root / 'train'} has {found}; a classifier needs at least 2 classes, "
+        raise UsageError(f"{root / 'train'} has {found}; a classifier needs at least 2 classes, "
                          "one folder of images each")
     for n in ("val", "test"):
         extra = sorted(set(_class_dirs(root / n)) - set(classes))
         if extra:
-            raise ValueError(f"{root / n} has class folders that train/ lacks: {', '.join(extra[:8])}; the model "
+            raise UsageError(f"{root / n} has class folders that train/ lacks: {', '.join(extra[:8])}; the model "
                              "can only learn classes with training images: add them to train/ or remove them")
 
 
@@ -159,7 +160,7 @@ def _folder_splits(spec: DataSpec, progress: bool) -> Splits:
     size = parts["train"].input_shape
     for n in ("val", "test"):
         if parts[n].input_shape != size:
-            raise ValueError(f"{root / n} images are {parts[n].input_shape[1]}x{parts[n].input_shape[2]} but "
+            raise UsageError(f"{root / n} images are {parts[n].input_shape[1]}x{parts[n].input_shape[2]} but "
                              f"{root / 'train'} images are {size[1]}x{size[2]} (HxW); pass --input-size HxW "
                              "(input_size=(H, W)) to resize them all")
     manifest = root / "manifest.json"
@@ -179,7 +180,7 @@ def _video_splits(spec: DataSpec, progress: bool) -> Splits:
     present = sorted(set(parts["train"].labels.tolist()))
     if len(present) < 2:
         only = ds.classes[present[0]] if present else "none"
-        raise ValueError(f"the training part of {video} (frames {ranges['train'].start}..{ranges['train'].stop - 1}"
+        raise UsageError(f"the training part of {video} (frames {ranges['train'].start}..{ranges['train'].stop - 1}"
                          f" of the kept frames) holds only class {only!r}; a classifier needs both classes "
                          "there: use a longer video or other --video-split fractions")
     meta = {"source": "video", "path": str(video), "labels_csv": str(labels), "video_sha256": file_sha256(video),

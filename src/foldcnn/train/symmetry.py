@@ -28,6 +28,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from foldcnn.errors import UsageError
+
 __all__ = ["tie_fold_slots_", "untie_fold_slots_", "has_tied_fold_slots", "slot_split", "plain_state_dict"]
 
 
@@ -105,7 +107,7 @@ def tie_fold_slots_(model: nn.Module, fold: int) -> nn.Module:
     if fold <= 1:
         return model
     if has_tied_fold_slots(model):
-        raise ValueError("the model's fold slots are already tied")
+        raise UsageError("the model's fold slots are already tied")
     previous_width = None
     for m in _layers(model):
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -116,7 +118,7 @@ def tie_fold_slots_(model: nn.Module, fold: int) -> nn.Module:
             continue
         if isinstance(m, nn.Conv2d):
             if m.groups != 1:
-                raise ValueError("fold-slot tying supports ordinary convolutions only (groups=1)")
+                raise UsageError("fold-slot tying supports ordinary convolutions only (groups=1)")
             n_in, n_out, unit = m.in_channels, m.out_channels, 1
         else:
             n_in, n_out = m.in_features, m.out_features

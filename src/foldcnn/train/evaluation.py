@@ -1,0 +1,53 @@
+"""Evaluation of a model on a dataset, per image: logits in a fixed random fold grouping.
+
+Training validates this way (consecutive frames are near duplicates, so folds are random
+groups, DESIGN section 2). Shared by the training loop and distillation (teacher logits).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from foldcnn.data.base import ArrayDataset
+from foldcnn.data.grouping import fold_groups, gather_fold_batch
+from foldcnn.fold import unfold_logits
+from foldcnn.memory import keep_freed_memory
+from foldcnn.models import FoldedCNN
+from foldcnn.train.metrics import classification_metrics
+
+__all__ = ["EVAL_GROUP_SEED", "evaluate", "predict_logits"]
+
+EVAL_GROUP_SEED = 1234  # one fixed random grouping for every evaluation during training
+
+
+@torch.no_grad()
+def predict_logits(model: FoldedCNN, images: torch.Tensor, *, batch_size: int = 1024,
+                   seed: int = EVAL_GROUP_SEED) -> torch.Tensor:
+    """Per-image logits (N, K) on the CPU for uint8 or float images (N, C, H, W).
+
+    Images are grouped into folds in a fixed random order (consecutive frames are near
+    duplicates, DESIGN section 2); the result is returned in input order. The last partial
+    fold is zero-padded and its padded outputs discarded. Runs on the model's device.
+    """
+    was_training = model.training
+    model.eval()
+    n, fold = images.shape[0], model.fold
+    device = next(model.parameters()).device
+    if device.type == "cpu":
+        keep_freed_memory()  # a 1,024-image batch's activations: reuse pages, do not fault them in per call
+    flat = fold_groups(n, fold, seed).view(-1)
+    no_labels = torch.zeros(n, dtype=torch.int64)
+    step = max(fold, batch_size - batch_size % fold)
+    out = torch.empty(n, model.num_classes)
+    for start in range(0, len(flat), step):
+        index = flat[start:start + step]
+        x, _, mask = gather_fold_batch(images, no_labels, index, fold)
+        out[index[mask]] = unfold_logits(model(x.to(device)), fold).float().cpu()[mask]
+    model.train(was_training)
+    return out
+
+
+def evaluate(model: FoldedCNN, dataset: ArrayDataset, *, batch_size: int = 1024) -> dict:
+    """top-1/top-5/per-class metrics of ``model`` on ``dataset``, per image."""
+    logits = predict_logits(model, dataset.images, batch_size=batch_size)
+    return classification_metrics(logits, dataset.labels, dataset.classes)
