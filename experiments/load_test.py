@@ -187,7 +187,7 @@ def start_server(ckpt: str, args: argparse.Namespace) -> tuple[subprocess.Popen,
 
     port = free_port()
     cmd = [sys.executable, "-m", "foldcnn", "serve", ckpt, "--port", str(port), "--max-wait-ms",
-           str(args.max_wait_ms), "--max-batch", str(args.max_batch), "--backend", args.backend,
+           str(args.max_wait_ms), "--batch-size", str(args.max_batch), "--backend", args.backend,
            "--log-level", "warning"]
     cmd += ["--threads", str(args.threads)] if args.threads else []
     env = dict(os.environ, **({"FOLDCNN_API_KEY": args.api_key} if args.api_key else {}))

@@ -146,7 +146,7 @@ def test_fallback_runs_leftovers_through_the_unfolded_model(tmp_path):
 
 
 def test_fallback_errors(tmp_path):
-    with pytest.raises(ValueError, match="needs fallback="):
+    with pytest.raises(ValueError, match="needs --fallback"):
         Predictor(tiny(2), partial="fallback")
     with pytest.raises(ValueError, match="must be unfolded"):
         Predictor(tiny(2), partial="fallback", fallback=tiny(2))
@@ -157,7 +157,8 @@ def test_fallback_errors(tmp_path):
     with pytest.raises(ValueError, match="classes"):
         Predictor(tiny(2), [f"c{i}" for i in range(K)], partial="fallback", fallback=path)
     with pytest.raises(ValueError, match="only used with partial='fallback'"):
-        Predictor(tiny(2), fallback=tiny(1))
+        Predictor(tiny(2), partial="pad", fallback=tiny(1))
+    assert Predictor(tiny(2), fallback=tiny(1)).partial == "fallback"  # as --fallback alone does in the CLI
 
 
 # -------------------------------------------------------------------------------- inputs

@@ -7,6 +7,8 @@ import sys
 
 import numpy as np
 import pytest
+
+from foldcnn.infer.options import PredictOptions
 import torch
 from PIL import Image
 
@@ -88,7 +90,7 @@ def _run_in_process(units, ckpt, batch_size=8, stride=1, on_error="skip"):
         batch = {k: np.array([unit[k]], dtype=object) for k in ("kind", "ids", "paths")}
         rows += list(decode_units(batch, fold=FOLD, input_shape=(3, 22, 52), stride=stride, chunk=batch_size,
                                   on_error=on_error))
-    actor = FoldedInference(str(ckpt), "eager", batch_size, threads=1)
+    actor = FoldedInference(str(ckpt), PredictOptions(batch_size=batch_size, threads=1))
     return rows, [actor(r) for r in rows]
 
 
@@ -179,7 +181,9 @@ def test_missing_ray_gives_install_hint(monkeypatch, data, ckpt, tmp_path):
 @pytest.mark.parametrize("kwargs, match", [
     ({"formats": ("parquet", "xlsx")}, "formats"), ({"batch_size": 0}, "batch_size"),
     ({"on_error": "ignore"}, "on_error"), ({"num_actors": 0}, "num_actors"), ({"stride": 0}, "stride"),
-    ({"device": "tpu"}, "device"), ({"threads_per_actor": 0}, "threads_per_actor"),
+    ({"device": "tpu"}, "device"), ({"threads": 0}, "threads"),
+    ({"workers": 4}, "cannot honour workers"), ({"resize": False}, "cannot honour resize"),
+    ({"partial": "fallback", "fallback": "ck"}, "fallback is not available"), ({"backend": "auto"}, "auto"),
 ])
 def test_bad_arguments_are_rejected_first(kwargs, match, data, ckpt, tmp_path):
     from foldcnn.scaleout import run_ray_predict
@@ -272,7 +276,8 @@ def test_ray_run_equals_predictor_and_reports_failures(cluster, data, ckpt, tmp_
 
     from foldcnn.scaleout import run_ray_predict
 
-    s = run_ray_predict(ckpt, [data["imgs"], data["video"]], tmp_path, batch_size=8, num_actors=1, progress=False)
+    s = run_ray_predict(ckpt, [data["imgs"], data["video"]], tmp_path, batch_size=8, num_actors=1, progress=False,
+                        on_error="skip")
     n = N_IMAGES + N_FRAMES
     assert (s["images"], s["files"], s["image_files"], s["video_files"]) == (n, N_IMAGES + 2, N_IMAGES + 1, 1)
     assert [f["source"] for f in s["failed"]] == [data["bad"]] and "cannot identify" in s["failed"][0]["reason"]

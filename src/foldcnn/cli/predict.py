@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 
 from foldcnn.cli.common import CLIError
-
-BACKEND_CHOICES = ("auto", "eager", "compile", "ort", "cuda-graphs")
-PRECISION_CHOICES = ("fp32", "bf16", "fp16", "int8")
+from foldcnn.cli.options import add_predict_options, predict_options
 
 
 def _summary_lines(stats, out: str) -> list[str]:
@@ -32,15 +30,14 @@ def _summary_lines(stats, out: str) -> list[str]:
     return lines
 
 
-def _run_ray(args: argparse.Namespace) -> int:
+def _run_ray(args: argparse.Namespace, options) -> int:
     try:
         from foldcnn.scaleout.ray_engine import run_ray_predict
     except ImportError as e:
         raise CLIError(f"--engine ray needs foldcnn.scaleout.ray_engine and ray (pip install 'foldcnn[ray]'): {e}") \
             from None
     try:
-        result = run_ray_predict(args.checkpoint, args.input, args.out, address=args.address,
-                                 batch_size=args.batch_size, backend=args.backend, on_error=args.on_error,
+        result = run_ray_predict(args.checkpoint, args.input, args.out, options, address=args.address,
                                  progress=not args.quiet)
     except ImportError as e:
         raise CLIError(f"--engine ray needs ray (pip install 'foldcnn[ray]'): {e}") from None
@@ -50,33 +47,27 @@ def _run_ray(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    options = predict_options(args)
     if args.engine == "ray":
-        return _run_ray(args)
+        return _run_ray(args, options)
     if args.address:
         raise CLIError("--address is only used with --engine ray")
     from foldcnn.infer.results import OUTPUT_FORMATS
 
     if not any(args.out.lower().endswith(ext) for ext in OUTPUT_FORMATS):
         raise CLIError(f"--out must end in {' or '.join(OUTPUT_FORMATS)} (the format), got {args.out!r}")
-    partial = args.partial or ("fallback" if args.fallback else "pad")
-    if partial == "fallback" and not args.fallback:
-        raise CLIError("--partial fallback needs --fallback CKPT (an unfolded checkpoint of the same task)")
     try:
-        return _predict_local(args, partial)
+        return _predict_local(args, options)
     except ImportError as e:  # an optional engine (onnxruntime, av) that is not installed
         raise CLIError(f"{e}; install the extra it names (e.g. pip install 'foldcnn[export,video]')") from None
 
 
-def _predict_local(args: argparse.Namespace, partial: str) -> int:
+def _predict_local(args: argparse.Namespace, options) -> int:
     from foldcnn.infer import PredictionWriter, Predictor
 
-    with Predictor.from_checkpoint(
-            args.checkpoint, backend=args.backend, precision=args.precision, batch_size=args.batch_size,
-            partial=partial, fallback=args.fallback, workers=args.workers, on_error=args.on_error,
-            resize=not args.no_resize, resize_mode=args.resize_mode, threads=args.threads,
-            device=args.device) as p:
+    with Predictor.from_checkpoint(args.checkpoint, options) as p:
         with PredictionWriter(args.out) as writer:
-            writer.write_all(p.predict_iter(args.input, stride=args.stride, progress=not args.quiet))
+            writer.write_all(p.predict_iter(args.input, progress=not args.quiet))
         for line in _summary_lines(p.stats, args.out):
             print(line)
     return 0
@@ -91,26 +82,7 @@ def _add_predict(sub) -> None:
     p.add_argument("--input", required=True,
                    help="an image folder (recursive), a quoted glob ('frames/*.png'), one image, or a video file")
     p.add_argument("--out", required=True, help="output file, .csv or .jsonl (with --engine ray: a directory)")
-    p.add_argument("--backend", choices=BACKEND_CHOICES, default="eager",
-                   help="inference engine; auto measures the usable ones briefly and keeps the fastest")
-    p.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32",
-                   help="int8 = ONNX Runtime static quantization calibrated on the checkpoint's stored images")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the model runs")
-    p.add_argument("--batch-size", type=int, default=1024, help="images per model call (rounded to a multiple of f)")
-    p.add_argument("--workers", type=int, default=2, help="decoding threads (0 = decode in the main thread)")
-    p.add_argument("--threads", type=int, default=None, help="the engine's compute threads (None: all cores)")
-    p.add_argument("--partial", choices=("pad", "fallback"), default=None,
-                   help="last partial fold: zero-pad it, or run its images through --fallback "
-                   "(None: fallback when --fallback is given, else pad)")
-    p.add_argument("--fallback", default=None, help="unfolded (fold=1) checkpoint of the same task for --partial fallback")
-    p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
-                   help="unreadable files: stop with an error, or skip them (listed at the end)")
-    p.add_argument("--no-resize", action="store_true",
-                   help="error on images whose size differs from the model's instead of resizing them")
-    p.add_argument("--resize-mode", choices=("bilinear", "nearest"), default=None,
-                   help="how inputs of another size are resized (None: bilinear for images, nearest for "
-                   "video frames, as foldcnn.data.readers.load_video)")
-    p.add_argument("--stride", type=int, default=1, help="video: classify every N-th frame")
+    add_predict_options(p)
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local: this process; ray: a Ray cluster (foldcnn.scaleout)")
     p.add_argument("--address", default=None, help="Ray cluster address for --engine ray (None: start one locally)")

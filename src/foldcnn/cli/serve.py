@@ -8,9 +8,15 @@ import signal
 import sys
 
 from foldcnn.cli.common import CLIError
+from foldcnn.cli.options import add_predict_options, deprecated_alias, predict_options
 
-BACKEND_CHOICES = ("auto", "eager", "compile", "ort", "cuda-graphs")
-PRECISION_CHOICES = ("fp32", "bf16", "fp16", "int8")
+# PredictOptions the server does not take as flags, and why (foldcnn.cli.options).
+UNSUPPORTED = {
+    "stride": "the server classifies images, not videos",
+    "on_error": "the server answers each unreadable image with a 4xx naming it",
+    "workers": "the server decodes requests in its own pool; --replicas sets the model copies",
+    "resize_mode": "the server resizes bilinearly",
+}
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -21,16 +27,16 @@ def serve_config(args: argparse.Namespace):
     api_key = args.api_key if args.api_key is not None else os.environ.get("FOLDCNN_API_KEY") or None
     try:
         limits = ImageLimits(max_image_bytes=args.max_image_bytes, max_body_bytes=args.max_body_bytes,
-                             max_pixels=args.max_pixels, max_images=args.max_images, resize=not args.no_resize)
+                             max_pixels=args.max_pixels, max_images=args.max_images, resize=args.resize)
     except ValueError as e:
         raise CLIError(str(e).replace("ImageLimits.", "--").replace("_", "-")) from None
-    for flag, v, lo in (("--max-batch", args.max_batch, 1), ("--workers", args.workers, 1),
-                        ("--max-wait-ms", args.max_wait_ms, 0)):
+    options = predict_options(args)
+    for flag, v, lo in (("--replicas", args.replicas, 1), ("--max-wait-ms", args.max_wait_ms, 0)):
         if v < lo:
             raise CLIError(f"{flag} must be >= {lo}, got {v}")
-    return ServeConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, workers=args.workers,
-                       max_queue_images=args.max_queue_images, api_key=api_key,
-                       partial="fallback" if args.fallback else "pad", limits=limits)
+    return ServeConfig(max_batch=options.batch_size, max_wait_ms=args.max_wait_ms, workers=args.replicas,
+                       max_queue_images=args.max_queue_images, api_key=api_key, partial=options.partial_mode,
+                       limits=limits)
 
 
 def _warm_up(predictors, max_batch: int) -> None:
@@ -56,10 +62,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.host not in LOOPBACK and config.api_key is None:
         print(f"warning: serving on {args.host} without an API key; anyone who can reach this port can use "
               f"the model (set --api-key or FOLDCNN_API_KEY)")
-    options = dict(backend=args.backend, precision=args.precision, batch_size=args.max_batch, threads=args.threads,
-                   device=args.device, workers=0, resize=not args.no_resize,
-                   partial="fallback" if args.fallback else "pad", fallback=args.fallback)
-    predictors = [Predictor.from_checkpoint(args.checkpoint, **options) for _ in range(args.workers)]
+    # The Predictors get decoded arrays from the server: no decoding threads of their own.
+    options = predict_options(args).replace(workers=0)
+    predictors = [Predictor.from_checkpoint(args.checkpoint, options) for _ in range(args.replicas)]
     app = create_app(predictors, config)
     _warm_up(predictors, app.state.batcher.max_batch)
     p = predictors[0]
@@ -89,37 +94,25 @@ def _add_serve(sub) -> None:
                        description="POST /v1/classify takes one image (raw image/* body), several (multipart "
                        "files) or JSON {\"images\": [base64...]}; GET /healthz, GET /metrics (Prometheus). "
                        "Images of all clients share one queue: a batch goes to the model when it holds "
-                       "--max-batch images or its oldest image has waited --max-wait-ms. Ctrl-C / SIGTERM "
+                       "--batch-size images or its oldest image has waited --max-wait-ms. Ctrl-C / SIGTERM "
                        "finishes the requests in flight before exiting.")
     p.add_argument("checkpoint", help="checkpoint directory (model.safetensors + config.json)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (loopback only by default)")
     p.add_argument("--port", type=int, default=8000, help="TCP port")
     p.add_argument("--max-wait-ms", type=float, default=5.0,
                    help="longest an image waits for its batch to fill (the latency budget of batching)")
-    p.add_argument("--max-batch", type=int, default=1024,
-                   help="images per model call (rounded down to a multiple of f)")
     p.add_argument("--max-queue-images", type=int, default=None,
                    help="queued images before new requests get 503 (default 16 x --max-batch)")
-    p.add_argument("--backend", choices=BACKEND_CHOICES, default="eager",
-                   help="inference engine; auto measures the usable ones briefly and keeps the fastest")
-    p.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32",
-                   help="int8 = ONNX Runtime static quantization calibrated on the checkpoint's stored images")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the model runs")
-    p.add_argument("--threads", type=int, default=None, help="the engine's compute threads (default: all cores)")
-    p.add_argument("--workers", type=int, default=1,
+    p.add_argument("--replicas", type=int, default=1,
                    help="batches computed at once, each by its own copy of the model (1 is best on a small CPU)")
-    p.add_argument("--fallback", default=None,
-                   help="unfolded (fold=1) checkpoint of the same task for the partial last fold of a batch "
-                   "(default: zero-pad it)")
+    deprecated_alias(p, "--workers", "--replicas", dest="replicas", value_type=int)
+    add_predict_options(p, unsupported=UNSUPPORTED, defaults={"max_pixels": d.max_pixels})
+    deprecated_alias(p, "--max-batch", "--batch-size", dest="batch_size", value_type=int)
     p.add_argument("--api-key", default=None,
                    help="require 'Authorization: Bearer KEY' or 'X-API-Key: KEY' (default: env FOLDCNN_API_KEY)")
     p.add_argument("--max-image-bytes", type=int, default=d.max_image_bytes, help="largest encoded image")
     p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes, help="largest request body")
-    p.add_argument("--max-pixels", type=int, default=d.max_pixels,
-                   help="largest decoded image, width x height (decompression-bomb guard)")
     p.add_argument("--max-images", type=int, default=d.max_images, help="most images in one request")
-    p.add_argument("--no-resize", action="store_true",
-                   help="reject images whose size differs from the model's instead of resizing them (bilinear)")
     p.add_argument("--graceful-timeout-s", type=float, default=30.0,
                    help="on shutdown, how long in-flight requests may take to finish")
     p.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"), default="info")

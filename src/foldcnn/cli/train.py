@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from foldcnn.cli.common import CLIError, parse_size
 
@@ -191,40 +192,96 @@ def _add_train(sub) -> None:
     p.set_defaults(func=_cmd_train)
 
 
+# PredictOptions foldcnn eval does not take as flags, and why (foldcnn.cli.options).
+EVAL_UNSUPPORTED = {
+    "stride": "eval reads class folders of images, not videos",
+    "workers": "eval reads the folder first, then classifies the images in memory",
+    "on_error": "unreadable images in the folder are skipped and counted",
+    "max_pixels": "eval reads every image of the folder",
+}
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
+    """Accuracy through the Predictor, images in the folder's order: the answers `foldcnn predict`
+    gives for the same ordered files (same grouping into folds, same engine and options)."""
     import torch
 
-    from foldcnn.checkpoints import load_checkpoint
-    from foldcnn.data.base import ArrayDataset
+    from foldcnn.cli.options import predict_options
     from foldcnn.data.readers import load_image_folder
-    from foldcnn.train.loop import evaluate
+    from foldcnn.infer import Predictor
+    from foldcnn.infer.regrouping import regrouping_report
+    from foldcnn.train.metrics import classification_metrics
 
-    ck = load_checkpoint(args.checkpoint)
-    ds = load_image_folder(args.data, input_size=ck.model.input_shape[1:])
-    if ds.classes != ck.class_names:
-        # Folder classes come in sorted order; match them to the checkpoint's classes by name.
-        unknown = sorted(set(ds.classes) - set(ck.class_names))
-        if unknown:
-            raise CLIError(f"{args.data} has class folders the checkpoint does not know: {', '.join(unknown[:8])}; "
-                           f"it was trained on {len(ck.class_names)} classes: {', '.join(ck.class_names[:12])} ...")
-        remap = torch.tensor([ck.class_names.index(c) for c in ds.classes])
-        ds = ArrayDataset(ds.images, remap[ds.labels], ck.class_names, ds.meta)
-    m = evaluate(ck.model, ds, batch_size=args.batch_size)
+    options = predict_options(args).replace(workers=0)
+    with Predictor.from_checkpoint(args.checkpoint, options) as p:
+        ds = load_image_folder(args.data, input_size=p.input_shape[1:], resize=options.resize_mode or "bilinear")
+        labels = _labels_in_checkpoint_order(ds, p.class_names, args.data)
+        _, probs = p.predict_arrays(ds.images)
+        m = classification_metrics(torch.from_numpy(probs), labels, p.class_names)
+        m["grouping"] = "input order (the folder's sorted files, folded f at a time as foldcnn predict does)"
+        m["options"] = options.to_dict()
+        skipped = (ds.meta.get("read_report") or {}).get("skipped") or []
+        m["skipped"] = len(skipped)
+        if args.regroupings:
+            m["regrouping"] = regrouping_report(p, ds.images, labels.numpy(), regroupings=args.regroupings,
+                                                seed=args.regroup_seed).to_dict()
     if args.json:
-        print(json.dumps(m, indent=2))
-        return 0
-    print(f"{m['images']} images: top-1 {m['top1']:.2%}, top-5 {m['top5']:.2%}")
+        _write_json(m, args.json)
+        if args.json == "-":
+            return 0
+    print(f"{m['images']} images: top-1 {m['top1']:.2%}, top-5 {m['top5']:.2%} (folds in input order; "
+          f"{p.stats.backend}/{p.stats.precision}, fold {p.fold})")
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable image(s)")
     for c in m["worst_confusions"]:
         print(f"  {c['true']} -> {c['predicted']}: {c['count']}")
+    if args.regroupings:
+        r = m["regrouping"]
+        print(f"regrouped {r['regroupings']} times (seeds {r['seeds'][0]}..{r['seeds'][-1]}): {r['flip_rate']:.2%} of "
+              f"images changed class; top-1 {r['top1_min']:.2%} to {r['top1_max']:.2%} (median {r['top1_median']:.2%})")
     return 0
 
 
+def _labels_in_checkpoint_order(ds, class_names, root):
+    """The dataset's labels as indices into the checkpoint's classes (folders match by name)."""
+    import torch
+
+    if ds.classes == list(class_names):
+        return ds.labels
+    unknown = sorted(set(ds.classes) - set(class_names))
+    if unknown:
+        raise CLIError(f"{root} has class folders the checkpoint does not know: {', '.join(unknown[:8])}; "
+                       f"it was trained on {len(class_names)} classes: {', '.join(list(class_names)[:12])} ...")
+    remap = torch.tensor([list(class_names).index(c) for c in ds.classes])
+    return remap[ds.labels]
+
+
+def _write_json(obj, path: str) -> None:
+    text = json.dumps(obj, indent=2)
+    if path == "-":
+        print(text)
+        return
+    from foldcnn.checkpoints import atomic_write
+
+    atomic_write(Path(path), (text + "\n").encode())
+
+
 def _add_eval(sub) -> None:
-    p = sub.add_parser("eval", help="accuracy of a checkpoint on a folder of class folders")
+    from foldcnn.cli.options import add_json_flag, add_predict_options
+
+    p = sub.add_parser("eval", help="accuracy of a checkpoint on a folder of class folders",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Classifies the folder's images in sorted order, folded f at a time in that "
+                       "order, exactly as foldcnn predict does on the same files; --regroupings R also "
+                       "classifies them in R random orders and reports how many images change class "
+                       "(the answers of a folded model depend on its fold-mates).")
     p.add_argument("checkpoint", help="checkpoint directory (model.safetensors + config.json)")
     p.add_argument("--data", required=True, help="folder with one subfolder per class")
-    p.add_argument("--batch-size", type=int, default=1024)
-    p.add_argument("--json", action="store_true")
+    add_predict_options(p, unsupported=EVAL_UNSUPPORTED)
+    p.add_argument("--regroupings", type=int, default=0, metavar="R",
+                   help="also classify the images in R random groupings and report the flip rate and top-1 spread")
+    p.add_argument("--regroup-seed", type=int, default=0, help="seed of the first random grouping")
+    add_json_flag(p, what="the metrics")
     p.set_defaults(func=_cmd_eval)
 
 

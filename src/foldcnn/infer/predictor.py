@@ -22,6 +22,7 @@ import torch
 from foldcnn.errors import UsageError, UsageTypeError
 from foldcnn.fold import check_fold, fold_images, unfold_logits
 from foldcnn.infer.arrays import as_nchw
+from foldcnn.infer.options import ON_ERROR, PARTIAL_MODES, PredictOptions
 from foldcnn.infer.batching import ChunkBuffer, assemble, float_jobs, softmax
 from foldcnn.infer.pipeline import ordered_map
 from foldcnn.infer.results import Prediction, PredictStats, SkippedInput
@@ -30,20 +31,8 @@ from foldcnn.progress import progress_bar
 
 __all__ = ["ON_ERROR", "PARTIAL_MODES", "Predictor"]
 
-PARTIAL_MODES = ("pad", "fallback")
-ON_ERROR = ("raise", "skip")
-RESIZE_MODES = ("bilinear", "nearest")
-
-
-def _choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise UsageError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
-
-
-def _positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise UsageError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
+# Fields of PredictOptions the Predictor reads at call time rather than at construction.
+_DEFAULT_WORKERS = 2
 
 
 def _load_model(model_or_path, what: str):
@@ -62,26 +51,30 @@ def _load_model(model_or_path, what: str):
 class Predictor:
     """Classify images with a (folded) model; results per image, in input order.
 
-    ``batch_size`` images per backend call, rounded down to a multiple of the fold f (at least
-    f). ``workers`` threads decode and preprocess ahead of the model (0: decode in the calling
-    thread). ``on_error`` applies to files and videos that cannot be read (or have the wrong
-    size with ``resize=False``): ``"raise"`` an error naming the file, or ``"skip"`` and list
-    it in ``p.skipped``. ``resize=True`` resizes other sizes to the model's (H, W) with
-    ``resize_mode``; the default (None) is bilinear for images and nearest neighbour for video
-    frames (what NoScope and ``foldcnn.data.readers.load_video`` use, so predictions see frames
-    as training did). ``backend`` is a name for :func:`foldcnn.backends.create_backend`,
-    ``"auto"`` (time the backends usable at ``precision`` for ``select_seconds`` and keep the
-    fastest; see ``p.stats.backend_selection``), or a ready Backend object (not closed by the
-    Predictor).
+    ``options`` (:class:`foldcnn.infer.options.PredictOptions`) says how: backend, precision,
+    device, batch size (rounded down to a multiple of the fold f, at least f), threads, decoding
+    workers (0: decode in the calling thread), what to do with the partial last fold, unreadable
+    inputs (``on_error``), resizing and the video stride. Keyword ``overrides`` name the same
+    fields (``Predictor(model, batch_size=256)``). ``backend`` may also be a ready Backend
+    object (not closed by the Predictor). ``backend="auto"`` times the backends usable at the
+    precision and keeps the fastest (see ``p.stats.backend_selection``).
     ``calibration`` uint8 (N, C, H, W) images are required for ``precision="int8"``.
+
+    Answers depend on fold-mates: the f images folded together affect each other's logits
+    (that is the method). Images are folded in input order, so the same ordered input gives the
+    same answers; nothing outside a fold, and no padding or batching choice, changes a result.
     Not thread-safe: use one Predictor per thread.
     """
 
-    def __init__(self, model, class_names: Sequence[str] | None = None, *, backend="eager",
-                 precision: str = "fp32", batch_size: int = 1024, partial: str = "pad", fallback=None,
-                 workers: int = 2, on_error: str = "raise", resize: bool = True, resize_mode: str | None = None,
-                 threads: int | None = None, device: str = "cpu", calibration: torch.Tensor | None = None,
-                 max_pixels: int | None = None, select_seconds: float | None = None) -> None:
+    def __init__(self, model, class_names: Sequence[str] | None = None, options: PredictOptions | None = None, *,
+                 calibration: torch.Tensor | None = None, **overrides) -> None:
+        backend_object = None
+        if "backend" in overrides and not isinstance(overrides["backend"], str):
+            backend_object = overrides.pop("backend")
+        if options is not None and not isinstance(options, PredictOptions):
+            raise UsageTypeError(f"options must be a foldcnn.infer.PredictOptions, got {type(options).__name__}")
+        opts = (options or PredictOptions()).replace(**overrides)
+        self.options = opts
         model, saved_names = _load_model(model, "model")
         self.model = model
         self.fold = check_fold(model.fold)
@@ -91,24 +84,21 @@ class Predictor:
         self.class_names = [str(c) for c in names] if names is not None else [str(i) for i in range(self.num_classes)]
         if len(self.class_names) != self.num_classes:
             raise UsageError(f"{len(self.class_names)} class names for a model with {self.num_classes} classes")
-        _choice("partial", partial, PARTIAL_MODES)
-        _choice("on_error", on_error, ON_ERROR)
-        _choice("resize_mode", resize_mode, (None, *RESIZE_MODES))
-        self.batch_size = max(self.fold, _positive_int("batch_size", batch_size) // self.fold * self.fold)
-        self.workers = _positive_int("workers", workers, minimum=0)
-        self.partial = partial
-        self._spec = InputSpec(self.input_shape, bool(resize), resize_mode, on_error, 1, max_pixels,
+        self.batch_size = max(self.fold, opts.batch_size // self.fold * self.fold)
+        self.workers = _DEFAULT_WORKERS if opts.workers is None else opts.workers
+        self.partial = opts.partial_mode
+        self._spec = InputSpec(self.input_shape, opts.resize, opts.resize_mode, opts.on_error, 1, opts.max_pixels,
                                chunk=self.batch_size)
-        if partial == "pad" and fallback is not None:
-            raise UsageError("fallback= is only used with partial='fallback'; pass partial='fallback' or drop it")
-        if precision == "int8" and calibration is None and not (backend is not None and hasattr(backend, "run")):
+        if opts.precision == "int8" and calibration is None and backend_object is None:
             raise UsageError("precision='int8' needs calibration images: pass calibration= (uint8 (N, C, H, W) "
                              "training images) or use Predictor.from_checkpoint on a checkpoint from 'foldcnn train'")
-        self._owns_backend = isinstance(backend, str)
+        self._owns_backend = backend_object is None
         self.backend_selection: dict | None = None
-        self._backend = self._make_backend(backend, precision, threads, device, calibration, select_seconds)
+        self._backend = self._make_backend(backend_object if backend_object is not None else opts.backend,
+                                           opts.precision, opts.threads, opts.device, calibration, opts.select_seconds)
         try:
-            self._fallback = self._fallback_backend(fallback, threads) if partial == "fallback" else None
+            self._fallback = self._fallback_backend(opts.fallback, opts.threads) if self.partial == "fallback" \
+                else None
         except BaseException:
             if self._owns_backend:
                 self._backend.close()
@@ -116,20 +106,23 @@ class Predictor:
         self.stats = self._new_stats()
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, **options) -> Predictor:
+    def from_checkpoint(cls, path: str | os.PathLike, options: PredictOptions | None = None, **overrides) -> Predictor:
         """Load a checkpoint directory (model.safetensors + config.json); options as for Predictor.
 
         For ``precision="int8"`` the checkpoint's stored calibration images are used.
         """
         from foldcnn.checkpoints import load_calibration, load_checkpoint
 
+        calibration = overrides.pop("calibration", None)
+        extra = {} if isinstance(overrides.get("backend", ""), str) else {"backend": overrides.pop("backend")}
+        opts = (options or PredictOptions()).replace(**overrides)
         ck = load_checkpoint(path)
-        if options.get("precision") == "int8" and options.get("calibration") is None:
-            options["calibration"] = load_calibration(path)
-            if options["calibration"] is None:
+        if opts.precision == "int8" and calibration is None:
+            calibration = load_calibration(path)
+            if calibration is None:
                 raise UsageError(f"precision='int8' needs calibration images but checkpoint {path} has none "
                                  "(checkpoints from 'foldcnn train' store them); pass calibration= or use fp32")
-        return cls(ck.model, ck.class_names, **options)
+        return cls(ck.model, ck.class_names, opts, calibration=calibration, **extra)
 
     # ------------------------------------------------------------------------------ backends
     def _make_backend(self, backend, precision, threads, device, calibration, select_seconds):
@@ -153,9 +146,6 @@ class Predictor:
         return chosen
 
     def _fallback_backend(self, fallback, threads):
-        if fallback is None:
-            raise UsageError("partial='fallback' needs fallback= : an unfolded (fold=1) checkpoint path or model "
-                             "for the images of the last, partial fold")
         fb, fb_names = _load_model(fallback, "fallback")
         if fb.fold != 1:
             raise UsageError(f"the fallback model must be unfolded (fold=1), got fold={fb.fold}")
@@ -242,16 +232,18 @@ class Predictor:
             yield idx, src, frm, self._probs(imgs, stats, fallback=True)
 
     # ------------------------------------------------------------------------------- public
-    def predict_iter(self, source, *, stride: int = 1, progress: bool = False) -> Iterator[Prediction]:
+    def predict_iter(self, source, *, stride: int | None = None, progress: bool = False) -> Iterator[Prediction]:
         """Stream :class:`Prediction` s for ``source`` (see foldcnn.infer.sources for the inputs
-        accepted), in input order, with bounded memory. ``stride``: every stride-th video frame.
+        accepted), in input order, with bounded memory. ``stride``: every stride-th video frame
+        (default: the options' stride).
 
         ``p.stats`` describes this call once the iterator is exhausted (end-to-end time includes
         the time the consumer spends between items). With ``workers > 0`` an iterable ``source``
         is drawn from a background thread, a few items ahead: do not refill a tensor it already
         yielded (or use ``workers=0``).
         """
-        spec = replace(self._spec, stride=_positive_int("stride", stride))
+        stride = self.options.stride if stride is None else self.options.replace(stride=stride).stride
+        spec = replace(self._spec, stride=stride)
         stats = self.stats = self._new_stats()
         t0 = time.perf_counter()
         bar = progress_bar(total=count_inputs(source) if progress else None, disable=not progress, unit="img",
@@ -270,7 +262,7 @@ class Predictor:
             bar.close()
             stats.seconds_total = time.perf_counter() - t0
 
-    def predict(self, images, *, stride: int = 1, progress: bool = False) -> list[Prediction]:
+    def predict(self, images, *, stride: int | None = None, progress: bool = False) -> list[Prediction]:
         """All :class:`Prediction` s for ``images`` (any input predict_iter accepts), in input order."""
         return list(self.predict_iter(images, stride=stride, progress=progress))
 

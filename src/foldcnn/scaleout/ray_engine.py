@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from foldcnn.data.readers import DataReadError
+from foldcnn.infer.options import PredictOptions, check_supported
 from foldcnn.errors import MissingExtraError, UsageError
 from foldcnn.scaleout.inputs import expand_inputs, make_units
 from foldcnn.scaleout.outputs import write_failed, write_predictions
@@ -42,7 +43,6 @@ IMAGES_PER_TASK = 256
 # resource request from the actors' (whole CPUs or a GPU) also keeps Ray Data from fusing
 # decoding into the actors, which would serialize decoding with the model.
 DECODE_CPUS = 0.5
-_GPU_BACKENDS = ("cuda-graphs",)
 _QUIET_LOGGERS = ("ray", "ray.data", "ray.data._internal.progress")
 
 
@@ -54,15 +54,27 @@ def _require_ray():
         raise MissingExtraError("the Ray engine needs Ray Data and pyarrow: pip install 'foldcnn[ray]'") from None
 
 
-def _check_args(batch_size, on_error, num_actors, stride, formats) -> tuple[str, ...]:
-    for name, v in (("batch_size", batch_size), ("stride", stride)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise UsageError(f"{name} must be an int >= 1, got {v!r}")
+# What the Ray engine cannot honour yet (foldcnn.infer.options.check_supported refuses these
+# when set, with the reason, instead of ignoring them).
+UNSUPPORTED = {
+    "workers": "decoding runs in Ray read tasks, one per group of images or per video, not in threads",
+    "resize": "the Ray read tasks always resize images to the model's size",
+    "resize_mode": "the Ray read tasks resize images bilinearly and video frames with nearest neighbour",
+    "max_pixels": "the Ray read tasks have no decoded-size limit",
+    "select_seconds": "backend auto is not available on Ray; name a backend",
+}
+
+
+def _check_args(options, num_actors, formats) -> tuple[str, ...]:
+    check_supported(options, UNSUPPORTED, "the Ray engine (--engine ray)")
+    if options.partial_mode == "fallback":
+        raise UsageError("the Ray engine pads the partial last fold of each group of images or video; "
+                         "--partial fallback is not available with --engine ray")
+    if options.backend == "auto":
+        raise UsageError("backend auto is not available on Ray (each actor would time the backends); name one")
     if num_actors is not None and (isinstance(num_actors, bool) or not isinstance(num_actors, int)
                                    or num_actors < 1):
         raise UsageError(f"num_actors must be an int >= 1 or None (automatic), got {num_actors!r}")
-    if on_error not in ("skip", "raise"):
-        raise UsageError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
     formats = (formats,) if isinstance(formats, str) else tuple(formats)
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
@@ -161,20 +173,18 @@ def _data_error(e: BaseException) -> str | None:
     return None
 
 
-def _pipeline(units, *, checkpoint, backend, device, threads, fold, input_shape, batch_size, stride,
-              on_error, num_actors):
+def _pipeline(units, *, checkpoint, options, threads, fold, input_shape, batch_size, num_actors):
     import ray.data
 
-    gpus = 1 if device != "cpu" else 0
-    decode_kwargs = {"fold": fold, "input_shape": input_shape, "stride": stride, "chunk": batch_size,
-                     "on_error": on_error}
+    gpus = 1 if options.device != "cpu" else 0
+    decode_kwargs = {"fold": fold, "input_shape": input_shape, "stride": options.stride, "chunk": batch_size,
+                     "on_error": options.on_error}
     ds = ray.data.from_items(units, override_num_blocks=len(units))
     ds = ds.map_batches(decode_units, batch_size=1, batch_format="numpy", fn_kwargs=decode_kwargs,
                         num_cpus=DECODE_CPUS)
     return ds.map_batches(
         FoldedInference, batch_size=batch_size // fold, batch_format="numpy",
-        fn_constructor_kwargs={"checkpoint": checkpoint, "backend": backend, "batch_size": batch_size,
-                               "threads": threads, "device": device},
+        fn_constructor_kwargs={"checkpoint": checkpoint, "options": options.replace(threads=threads)},
         compute=ray.data.ActorPoolStrategy(size=num_actors), num_cpus=threads, num_gpus=gpus)
 
 
@@ -202,19 +212,19 @@ def _collect(ds) -> dict[str, np.ndarray]:
     return {c: t.column(c).to_numpy(zero_copy_only=False) for c in t.column_names}
 
 
-def run_ray_predict(checkpoint, inputs, out_dir, *, address: str | None = None, batch_size: int = 1024,
-                    backend: str = "eager", on_error: str = "skip", progress: bool = True,
-                    num_actors: int | None = None, stride: int = 1, formats=("parquet", "csv"),
-                    device: str | None = None, threads_per_actor: int = 1) -> dict:
+def run_ray_predict(checkpoint, inputs, out_dir, options: PredictOptions | None = None, *,
+                    address: str | None = None, progress: bool = True, num_actors: int | None = None,
+                    formats=("parquet", "csv"), **overrides) -> dict:
     """Classify every image and video frame of ``inputs`` on a Ray cluster; write the results.
 
     ``inputs``: folders, globs, image and video files, mixed. Images are resized (bilinear) to
     the model's (H, W); video frames (every ``stride``-th) with nearest neighbour, as the
-    single-process Predictor does. ``batch_size`` images per model call, rounded down to a
-    multiple of the fold f (at least f). ``backend``: a Predictor backend name ("eager", "ort",
-    ...). ``num_actors`` inference actors, each holding ``threads_per_actor`` CPUs (default:
-    half the cluster's CPUs, the other half decode) or, with ``device="cuda"`` (the default
-    for GPU-only backends), one GPU each (default: one per GPU).
+    single-process Predictor does. ``options`` (:class:`foldcnn.infer.options.PredictOptions`;
+    keyword ``overrides`` name its fields) as for the Predictor: backend, precision, device,
+    batch size, threads per actor (default 1), on_error, stride; those the engine cannot honour
+    (``UNSUPPORTED``) are refused when set. ``num_actors`` inference actors, each holding
+    ``threads`` CPUs (default: half the cluster's CPUs, the other half decode) or, with
+    ``device="cuda"``, one GPU each (default: one per GPU).
     ``address=None`` starts a local Ray cluster on this machine and stops it after; an address
     (``"auto"``, ``"host:6379"``, ``"ray://host:10001"``) joins a running cluster and leaves it
     running; a Ray session already open in this process is used as it is.
@@ -228,12 +238,10 @@ def run_ray_predict(checkpoint, inputs, out_dir, *, address: str | None = None, 
     (paths), padding, and the settings used.
     """
     t0 = time.perf_counter()
-    formats = _check_args(batch_size, on_error, num_actors, stride, formats)
-    if isinstance(threads_per_actor, bool) or not isinstance(threads_per_actor, int) or threads_per_actor < 1:
-        raise UsageError(f"threads_per_actor must be an int >= 1, got {threads_per_actor!r}")
-    device = device or ("cuda" if backend in _GPU_BACKENDS else "cpu")
-    if device not in ("cpu", "cuda"):
-        raise UsageError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    options = (options or PredictOptions()).replace(**overrides)
+    formats = _check_args(options, num_actors, formats)
+    threads_per_actor = options.threads or 1
+    device = options.device
     _require_ray()
     ckpt_path, fold, input_shape, class_names = _load_meta(checkpoint)
     files = expand_inputs(inputs)
@@ -243,15 +251,14 @@ def run_ray_predict(checkpoint, inputs, out_dir, *, address: str | None = None, 
     if out.exists() and not out.is_dir():
         raise UsageError(f"out_dir {out} is a file; give a directory for predictions.parquet/csv")
     out.mkdir(parents=True, exist_ok=True)
-    batch_size = max(fold, batch_size // fold * fold)  # as the Predictor rounds it
+    batch_size = max(fold, options.batch_size // fold * fold)  # as the Predictor rounds it
     sources, units, unit_of = make_units(files, -(-IMAGES_PER_TASK // fold) * fold)
 
     with _quiet(progress), _cluster(address, progress) as where:
         t1 = time.perf_counter()
         actors = num_actors or _default_actors(device, threads_per_actor)
-        ds = _pipeline(units, checkpoint=ckpt_path, backend=backend, device=device, threads=threads_per_actor,
-                       fold=fold, input_shape=input_shape, batch_size=batch_size, stride=stride,
-                       on_error=on_error, num_actors=actors)
+        ds = _pipeline(units, checkpoint=ckpt_path, options=options, threads=threads_per_actor, fold=fold,
+                       input_shape=input_shape, batch_size=batch_size, num_actors=actors)
         try:
             rows = _collect(ds)
         except Exception as e:
@@ -279,7 +286,8 @@ def run_ray_predict(checkpoint, inputs, out_dir, *, address: str | None = None, 
         "seconds_startup": t1 - t0, "seconds_total": time.perf_counter() - t0,
         "fold": fold, "batch_size": batch_size, "padded_images": padded,
         "padding_waste": padded / (n + padded) if n + padded else 0.0,
-        "num_actors": actors, "threads_per_actor": threads_per_actor, "backend": backend, "device": device,
+        "num_actors": actors, "threads_per_actor": threads_per_actor, "backend": options.backend,
+        "precision": options.precision, "device": device, "options": options.to_dict(),
         "cluster": where, "checkpoint": ckpt_path, "outputs": outputs,
     }
     Path(outputs["summary"]).write_text(json.dumps(summary, indent=2))

@@ -116,20 +116,20 @@ def decode_units(batch: Batch, *, fold: int, input_shape: tuple[int, int, int], 
             raise DataReadError(str(e)) from None
 
 
-def _load_predictor(checkpoint: str, backend: str, batch_size: int, threads: int | None, device: str):
+def _load_predictor(checkpoint: str, options):
     from foldcnn.infer import Predictor
 
-    # workers=0: the images arrive decoded; no decoding threads are needed in the actor.
-    return Predictor.from_checkpoint(checkpoint, backend=backend, batch_size=batch_size, threads=threads,
-                                     device=device, workers=0)
+    # workers=0: the images arrive decoded; no decoding threads are needed in the actor. The
+    # fold rows arrive padded already (partial "pad" per group), so the Predictor never pads.
+    return Predictor.from_checkpoint(checkpoint, options.replace(workers=0, partial=None, fallback=None))
 
 
 class FoldedInference:
     """Ray actor (a callable class for ``map_batches``): loads the Predictor once, then turns
     fold rows (R, f, C, H, W) into per-image predictions with ``Predictor.predict_arrays``."""
 
-    def __init__(self, checkpoint: str, backend: str, batch_size: int, threads: int | None, device: str = "cpu"):
-        self.predictor = _load_predictor(checkpoint, backend, batch_size, threads, device)
+    def __init__(self, checkpoint: str, options):
+        self.predictor = _load_predictor(checkpoint, options)
         self.fold = self.predictor.fold
 
     def __call__(self, batch: Batch) -> Batch:

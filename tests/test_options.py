@@ -1,0 +1,87 @@
+"""PredictOptions and the flags generated from it: one option set for every entry point."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+
+import pytest
+
+from foldcnn.cli import build_parser
+from foldcnn.cli.options import add_predict_options, predict_options
+from foldcnn.cli.common import CLIError
+from foldcnn.errors import UsageError
+from foldcnn.infer.options import PredictOptions, check_supported
+
+
+def test_defaults_validate_and_replace():
+    o = PredictOptions()
+    assert o.partial_mode == "pad" and o.non_default() == {}
+    assert o.replace(batch_size=8).batch_size == 8 and o.batch_size == 1024  # frozen: a copy
+    with pytest.raises(UsageError, match="batch_size"):
+        o.replace(batch_size=0)
+    with pytest.raises(UsageError, match="unknown prediction option"):
+        o.replace(batchsize=8)
+    with pytest.raises(UsageError, match="precision"):
+        PredictOptions(precision="fp8")
+    with pytest.raises(UsageError, match="--fallback"):
+        PredictOptions(partial="fallback")
+    assert PredictOptions(fallback="ck").partial_mode == "fallback"
+    with pytest.raises(UsageError, match="only used with partial='fallback'"):
+        PredictOptions(partial="pad", fallback="ck")
+
+
+def test_check_supported_refuses_what_an_engine_cannot_honour():
+    check_supported(PredictOptions(), {"stride": "no video"}, "engine")  # defaults pass
+    with pytest.raises(UsageError, match="engine cannot honour stride .*no video"):
+        check_supported(PredictOptions(stride=2), {"stride": "no video"}, "engine")
+
+
+def _subparser(command: str) -> argparse.ArgumentParser:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[command]
+
+
+@pytest.mark.parametrize("command, table", [("predict", {}), ("serve", "foldcnn.cli.serve:UNSUPPORTED"),
+                                            ("eval", "foldcnn.cli.train:EVAL_UNSUPPORTED")])
+def test_every_option_is_a_flag_or_refused_with_a_reason(command, table):
+    """A new PredictOptions field must reach each command as a flag or be listed with a reason."""
+    import importlib
+
+    if isinstance(table, str):
+        module, name = table.split(":")
+        table = getattr(importlib.import_module(module), name)
+    dests = {a.dest for a in _subparser(command)._actions}
+    for f in fields(PredictOptions):
+        assert (f.name in dests) != (f.name in table), f"{command}: {f.name}"
+        if f.name in table:
+            assert len(table[f.name]) > 10  # a reason, not a placeholder
+
+
+def test_ray_engine_lists_a_reason_for_each_option_it_refuses():
+    from foldcnn.scaleout.ray_engine import UNSUPPORTED
+
+    names = {f.name for f in fields(PredictOptions)}
+    assert set(UNSUPPORTED) <= names and all(len(why) > 10 for why in UNSUPPORTED.values())
+
+
+def test_generated_flags_round_trip_to_options():
+    p = argparse.ArgumentParser()
+    add_predict_options(p)
+    args = p.parse_args(["--backend", "ort", "--precision", "int8", "--batch-size", "64", "--threads", "1",
+                         "--workers", "0", "--no-resize", "--resize-mode", "nearest", "--stride", "3",
+                         "--on-error", "skip"])
+    o = predict_options(args)
+    assert (o.backend, o.precision, o.batch_size, o.threads, o.workers, o.resize, o.resize_mode, o.stride,
+            o.on_error) == ("ort", "int8", 64, 1, 0, False, "nearest", 3, "skip")
+    assert predict_options(p.parse_args([])) == PredictOptions()
+    with pytest.raises(CLIError, match="^--batch-size must be"):
+        predict_options(p.parse_args(["--batch-size", "0"]))
+
+
+def test_deprecated_serve_spellings_still_work(capsys):
+    args = build_parser().parse_args(["serve", "ck", "--max-batch", "256", "--workers", "2"])
+    assert args.batch_size == 256 and args.replicas == 2
+    err = capsys.readouterr().err
+    assert "--max-batch is deprecated" in err and "--workers is deprecated" in err
