@@ -29,7 +29,7 @@ from foldcnn.train.config import recommended_budget
 GAME_TASKS = ("lol-gold-fraction", "lol-timer-minutes", "apex-squad-count", "sot-coin-count", "sot-timer",
               "lol-gold-int")
 # Training images per task (--train-size overrides): 8,000 by default; the two tasks with the most
-# classes get more (session 5, docs/accuracy.md): lol-timer-minutes (62 classes) 20,000, on which
+# classes get more (commit 5e0618b, docs/accuracy.md): lol-timer-minutes (62 classes) 20,000, on which
 # the original gains 2.5 points over 8,000; lol-gold-int (111 classes) 40,000 (+1.15 over 20,000).
 DEFAULT_TRAIN_SIZE = 8000
 TRAIN_SIZE = {"lol-gold-int": 40000, "lol-timer-minutes": 20000}

@@ -26,7 +26,7 @@ _PER_BATCH_SETUP_S = {"compile": 3.0}
 _INT8_SETUP_S = 8.0
 # Modest sustained rates for guessing how long one call takes: about the slowest tenth of the
 # game CNNs' rates on the 2-core Xeon of docs/benchmarks.md (foldcnn bench --preset cpu-targets,
-# session 8: eager fp32 91, compile fp32 126, ORT fp32 104, compile bf16 273, ORT int8 148
+# 2026-11-21, commit 7075d2b: eager fp32 91, compile fp32 126, ORT fp32 104, compile bf16 273, ORT int8 148
 # GFLOP/s); a GPU runs them at well over 1 TFLOP/s.
 _GUESS_FLOPS_PER_S = {("cpu", "fp32"): 1e11, ("cpu", "bf16"): 1.5e11, ("cpu", "int8"): 1.5e11}
 _GUESS_CUDA_FLOPS_PER_S = 1e12
