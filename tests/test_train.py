@@ -92,6 +92,10 @@ def test_cli_train_on_generated_task_and_eval(tmp_path, capsys):
     run = json.loads((out / "run.json").read_text())
     assert run["summary"]["fold"] == 2 and run["test_metrics"]["images"] == 40
     assert run["train_config"]["ema_decay"] == 0.99
+    r = run["test_regrouping"]  # fold 2: the test images regrouped 10 times by default
+    assert r["images"] == 40 and r["regroupings"] == 10 and 0 <= r["flip_rate"] <= 1
+    assert r["top1_min"] <= run["test_metrics"]["top1"] <= r["top1_max"]  # the table's grouping is one of them
+    assert run["summary"]["test_flip_rate"] == r["flip_rate"]
     assert run["features"]["weight_average"]["decay"] == 0.99 and run["features"]["weight_average"]["updates"] > 0
     ck = load_checkpoint(out / "checkpoint")
     assert ck.model.fold == 2 and ck.class_names[-1] == "other"

@@ -63,7 +63,7 @@ def _train(args: argparse.Namespace) -> int:
     run = run_training(model, data, cfg, args.out, fold=args.fold, channel_multiple=args.channel_multiple,
                        progress=not args.quiet, command=args.command_line, teacher=args.teacher,
                        allow_folded_teacher=args.allow_folded_teacher, resume=args.resume,
-                       state_every_steps=args.save_every_steps)
+                       state_every_steps=args.save_every_steps, regroupings=args.regroupings)
     if "summary" not in run:  # not rank 0 of a multi-process run
         return 0
     s = run["summary"]
@@ -71,6 +71,9 @@ def _train(args: argparse.Namespace) -> int:
           f"best val {s['best_val_top1']:.2%} at epoch {s['best_epoch']}/{s['epochs_run']}, "
           f"{s['train_seconds']:.0f} s training")
     print(f"checkpoint: {args.out}/checkpoint   run manifest: {args.out}/run.json")
+    if "test_flip_rate" in s:
+        print(f"fold-mates: {s['test_flip_rate']:.2%} of test images change class over {args.regroupings} other "
+              f"random groupings; top-1 spread {s['test_top1_spread']:.2%} (run.json: test_regrouping)")
     return 0
 
 
@@ -87,6 +90,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from foldcnn.train import distributed
 
     args.command_line = ["foldcnn", *sys.argv[1:]]
+    if args.regroupings < 0:
+        raise CLIError(f"--regroupings must be >= 0 (0 = off), got {args.regroupings}")
     under_torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if args.nproc > 1:
@@ -183,6 +188,9 @@ def _add_train(sub) -> None:
                    help="validate and save an exponential moving average of the weights, updated every "
                         "step with this decay (e.g. 0.999; 0 = off)")
     p.add_argument("--allow-folded-teacher", action="store_true", help="accept a teacher with fold > 1")
+    p.add_argument("--regroupings", type=int, default=10, metavar="R",
+                   help="folded models: after training, classify the test images in R other random fold groupings "
+                        "and record the flip rate and top-1 spread in run.json (0 = off)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its train_state.pt")
     p.add_argument("--save-every-steps", type=int, default=DEFAULT_STATE_EVERY_STEPS,
                    help="also write train_state.pt every N steps within an epoch (0 = after each epoch only)")

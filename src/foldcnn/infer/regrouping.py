@@ -16,7 +16,7 @@ import torch
 
 from foldcnn.errors import UsageError
 
-__all__ = ["RegroupingReport", "regrouping_report"]
+__all__ = ["RegroupingReport", "regrouping_report", "summarize_regroupings"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,19 @@ class RegroupingReport:
         return out
 
 
+def summarize_regroupings(classes, labels=None, *, fold: int, seeds) -> RegroupingReport:
+    """Predicted classes (G, N) of the same N images under G groupings (the reference first) ->
+    flip rate and per-grouping top-1. Shared by evaluation here and in training."""
+    stacked = np.stack([np.asarray(c).reshape(-1) for c in classes])
+    y = None if labels is None else np.asarray(labels).reshape(-1)
+    if y is not None and len(y) != stacked.shape[1]:
+        raise UsageError(f"{len(y)} labels for {stacked.shape[1]} images")
+    flipped = (stacked != stacked[0]).any(axis=0)
+    top1 = None if y is None else tuple(float((c == y).mean()) for c in stacked)
+    return RegroupingReport(images=int(stacked.shape[1]), fold=int(fold), seeds=tuple(seeds),
+                            flip_rate=float(flipped.mean()), top1=top1, flipped=flipped)
+
+
 def regrouping_report(predictor, images, labels=None, *, regroupings: int = 10, seed: int = 0) -> RegroupingReport:
     """Classify ``images`` (N, C, H, W) with ``predictor`` (a foldcnn.infer.Predictor) in input
     order and in ``regroupings`` random orders (seeds ``seed .. seed + regroupings - 1``)."""
@@ -68,8 +81,4 @@ def regrouping_report(predictor, images, labels=None, *, regroupings: int = 10, 
         back = np.empty(n, np.int64)
         back[order.numpy()] = pred
         classes.append(back)
-    stacked = np.stack(classes)
-    flipped = (stacked != stacked[0]).any(axis=0)
-    top1 = None if y is None else tuple(float((c == y).mean()) for c in classes)
-    return RegroupingReport(images=n, fold=int(predictor.fold), seeds=seeds, flip_rate=float(flipped.mean()),
-                            top1=top1, flipped=flipped)
+    return summarize_regroupings(classes, y, fold=predictor.fold, seeds=seeds)

@@ -51,3 +51,17 @@ def evaluate(model: FoldedCNN, dataset: ArrayDataset, *, batch_size: int = 1024)
     """top-1/top-5/per-class metrics of ``model`` on ``dataset``, per image."""
     logits = predict_logits(model, dataset.images, batch_size=batch_size)
     return classification_metrics(logits, dataset.labels, dataset.classes)
+
+
+def regrouping_metrics(model: FoldedCNN, dataset: ArrayDataset, *, regroupings: int = 10, seed: int = 0,
+                       batch_size: int = 1024) -> dict:
+    """How much the answers depend on fold-mates: ``dataset`` classified in the evaluation's own
+    grouping (EVAL_GROUP_SEED) and in ``regroupings`` other random groupings (seeds ``seed ..``);
+    flip rate (share of images whose class changes) and top-1 per grouping. See
+    foldcnn.infer.regrouping; for fold=1 nothing is folded and the flip rate is 0."""
+    from foldcnn.infer.regrouping import summarize_regroupings
+
+    seeds = [s for s in range(seed, seed + regroupings + 1) if s != EVAL_GROUP_SEED][:regroupings]
+    classes = [predict_logits(model, dataset.images, batch_size=batch_size, seed=s).argmax(1).numpy()
+               for s in (EVAL_GROUP_SEED, *seeds)]
+    return summarize_regroupings(classes, dataset.labels.numpy(), fold=model.fold, seeds=seeds).to_dict()

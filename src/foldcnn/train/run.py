@@ -23,6 +23,7 @@ from foldcnn.train.config import DEFAULT_STATE_EVERY_STEPS, TrainConfig
 from foldcnn.train.devices import resolve_device
 from foldcnn.train.distill import check_teacher_fold, load_teacher, teacher_logits, teacher_sha256
 from foldcnn.train.distributed import dist_info
+from foldcnn.train.evaluation import regrouping_metrics
 from foldcnn.train.loop import evaluate, train_model
 from foldcnn.train.resume import TRAIN_STATE_FILE, dataset_sha256, load_train_state
 from foldcnn.train.sources import SPLIT_SEED_OFFSETS, DataSpec, Splits, check_data_spec, load_splits
@@ -111,13 +112,17 @@ def run_training(
     allow_folded_teacher: bool = False,
     resume: bool = False,
     state_every_steps: int = DEFAULT_STATE_EVERY_STEPS,
+    regroupings: int = 10,
 ) -> dict:
     """Train, evaluate on the test split, save ``out_dir/checkpoint`` and ``out_dir/run.json``.
 
     ``teacher`` (a fold=1 checkpoint of the same task) with ``cfg.distill`` mixes distillation
     into the loss; ``resume=True`` continues ``out_dir/train_state.pt``. Under an initialized
     process group (torchrun) every rank trains and only rank 0 evaluates and writes; the
-    other ranks return ``{"rank": r}``. Returns the run manifest.
+    other ranks return ``{"rank": r}``. ``regroupings`` (folded models only; 0 = off): the test
+    images are also classified in that many other random fold groupings, and the flip rate (share
+    of images whose class changes with their fold-mates) and the top-1 spread go into run.json.
+    Returns the run manifest.
     """
     dist = dist_info()
     out = Path(out_dir)
@@ -140,6 +145,8 @@ def run_training(
         return {"rank": dist.rank}
     t0 = time.perf_counter()
     test = evaluate(model, splits.test, batch_size=cfg.eval_batch_size)
+    regrouping = regrouping_metrics(model, splits.test, regroupings=regroupings, batch_size=cfg.eval_batch_size) \
+        if fold > 1 and regroupings > 0 else None
     summary = {
         "model": model_name,
         "fold": fold,
@@ -151,6 +158,9 @@ def run_training(
         "train_seconds": result.train_seconds,
         "test_seconds": round(time.perf_counter() - t0, 2),
     }
+    if regrouping is not None:
+        summary["test_flip_rate"] = regrouping["flip_rate"]
+        summary["test_top1_spread"] = regrouping["top1_spread"]
     f = result.features
     features = {
         "fold": fold, "channel_multiple": channel_multiple, "precision": f["precision"], "device": f["device"],
@@ -174,6 +184,7 @@ def run_training(
         "seed": cfg.seed,
         "summary": summary,
         "test_metrics": test,
+        "test_regrouping": regrouping,
         "train_config": cfg.to_dict(),
         "features": features,
         "data": splits.meta,
