@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 
 from foldcnn.serve.batcher import BatcherClosed, BatchFailed, FoldBatcher, QueueFull
-from foldcnn.serve.metrics import CONTENT_TYPE, ServeMetrics
+from foldcnn.serve.metrics import ServeMetrics
 from foldcnn.serve.validation import ImageLimits, RequestError, decode_images, split_json_images
 
 __all__ = ["ServeConfig", "create_app"]
@@ -248,6 +248,6 @@ def create_app(predictor, config: ServeConfig | None = None):
     async def prometheus(request: Request):
         if not _authorized(request.headers, config.api_key):
             return unauthorized()
-        return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE)
+        return PlainTextResponse(metrics.render(), media_type=metrics.content_type)
 
     return app
