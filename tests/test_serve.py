@@ -498,7 +498,6 @@ def test_cli_flags_make_the_config(monkeypatch):
         serve_config(parse(["serve", "ck", "--max-images", "0"]))
 
 
-@pytest.mark.slow
 def test_cli_server_serves_and_exits_cleanly_on_sigterm(tmp_path):
     import signal
     import subprocess
@@ -527,6 +526,9 @@ def test_cli_server_serves_and_exits_cleanly_on_sigterm(tmp_path):
         img = random_images(1, model.input_shape)[0]
         r = httpx.post(url + "/v1/classify", content=png(img), headers={"Content-Type": "image/png"})
         assert r.status_code == 200 and r.json()["results"][0]["class_name"].startswith("n")
+        metrics = httpx.get(url + "/metrics")
+        assert metrics.headers["content-type"].startswith("text/plain")
+        assert parse_metrics(metrics.text)['foldcnn_requests_total{status="200"}'] == 1
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
