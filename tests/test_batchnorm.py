@@ -63,3 +63,18 @@ def test_channels_last_is_kept():
     fuse_train_batchnorm_(model)
     conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_fusing_in_train_mode_gives_the_eval_mode_function():
+    # Training may end with the model in train mode; the fused conv must still use the running statistics.
+    torch.manual_seed(0)
+    model = add_train_batchnorm_(create_model("apex-squad-count", fold=2))
+    x = torch.rand(4, *model.folded_input_shape)
+    model.train()
+    with torch.no_grad():
+        model(x * 2)  # running statistics now differ from the batch statistics of x
+        expected = model.eval()(x)
+        fuse_train_batchnorm_(model.train())
+        got = model.eval()(x)
+    assert not has_train_batchnorm(model)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)

@@ -165,7 +165,7 @@ def _predictor_results(ckpt, images, video, stride=1):
     """(source, frame) -> (class_index, confidence) from the single-process Predictor: the images
     in sorted order as one stream, the video as another."""
     p = Predictor.from_checkpoint(ckpt, batch_size=64, workers=0, on_error="skip")
-    preds = (p.predict(images) if images else []) + p.predict(video, stride=stride)
+    preds = (p.predict(images) if images else []) + (p.predict(video, stride=stride) if video else [])
     return {(str(q.source), -1 if q.frame is None else q.frame): (q.class_index, q.confidence) for q in preds}
 
 
@@ -243,16 +243,24 @@ def test_unreachable_address_fails_fast():
     _check_reachable("auto")  # left to Ray
 
 
-@pytest.mark.slow
-def test_ray_run_starts_and_stops_its_own_cluster(data, ckpt, tmp_path):
+def test_cli_ray_engine_starts_and_stops_its_own_cluster(data, ckpt, tmp_path, capsys):
+    """The CLI entry point end to end: ``foldcnn predict --engine ray`` starts a local cluster,
+    answers as the single-process Predictor does, and shuts the cluster down."""
     ray = pytest.importorskip("ray")
-    from foldcnn.scaleout import run_ray_predict
+    pytest.importorskip("pyarrow")
+    from foldcnn.cli import main
 
-    if ray.is_initialized():
-        pytest.skip("a Ray session is already open in this process")
-    s = run_ray_predict(ckpt, [str(data["imgs"] / "im*.png")], tmp_path, progress=False)
-    assert s["cluster"] == "local" and s["images"] == 5 and s["failed"] == []
+    assert not ray.is_initialized(), "an earlier test left a Ray session open"
+    out = tmp_path / "out"
+    assert main(["predict", str(ckpt), "--input", str(data["imgs"] / "im*.png"), "--out", str(out),
+                 "--engine", "ray", "--batch-size", "8", "--quiet"]) == 0
+    assert "cluster: local" in capsys.readouterr().out
     assert not ray.is_initialized()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["images"] == 5 and summary["failed"] == []
+    want = _predictor_results(ckpt, sorted(str(p) for p in data["imgs"].glob("im*.png")), [])
+    rows = _read_csv(out / "predictions.csv")
+    assert [(r["source"], int(r["class_index"])) for r in rows] == [(k[0], c) for k, (c, _) in sorted(want.items())]
 
 
 # ----------------------------------------------------------------- on a Ray cluster
@@ -270,7 +278,6 @@ def _read_csv(path):
         return list(csv.DictReader(f))
 
 
-@pytest.mark.slow
 def test_ray_run_equals_predictor_and_reports_failures(cluster, data, ckpt, tmp_path):
     import pyarrow.parquet as pq
 
@@ -300,7 +307,6 @@ def test_ray_run_equals_predictor_and_reports_failures(cluster, data, ckpt, tmp_
     assert json.loads((tmp_path / "summary.json").read_text())["images"] == n
 
 
-@pytest.mark.slow
 def test_ray_run_video_stride_and_csv_only(cluster, data, ckpt, tmp_path):
     from foldcnn.scaleout import run_ray_predict
 
@@ -316,7 +322,6 @@ def test_ray_run_video_stride_and_csv_only(cluster, data, ckpt, tmp_path):
         assert int(r["class_index"]) == c and abs(float(r["confidence"]) - conf) < 1e-5
 
 
-@pytest.mark.slow
 def test_ray_run_on_error_raise_names_the_file(cluster, data, ckpt, tmp_path):
     from foldcnn.scaleout import run_ray_predict
 

@@ -19,6 +19,7 @@ import torch
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("prometheus_client")
 
 from PIL import Image
 
@@ -251,9 +252,9 @@ def test_bad_input_gets_4xx_with_one_sentence():
         assert msg and "Traceback" not in msg and msg.count("\n") == 0
     assert "pixels" in r["bomb"].json()["error"] and "bytes" in r["big_file"].json()["error"]
     assert not pred.batches  # nothing bad reached the model
-    text = app.state.metrics.render()
-    assert 'foldcnn_requests_total{status="413"} 3' in text
-    assert 'foldcnn_request_errors_total{reason="too_large"} 3' in text
+    s = parse_metrics(app.state.metrics.render())
+    assert s['foldcnn_requests_total{status="413"}'] == 3
+    assert s['foldcnn_request_errors_total{reason="too_large"}'] == 3
 
 
 def test_body_limit_gives_413():
@@ -312,7 +313,7 @@ def test_model_exception_fails_that_batch_only_and_the_next_request_succeeds():
     bad, good, metrics = asgi(app, fn)
     assert bad.status_code == 500 and "poisoned batch" in bad.json()["error"]
     assert good.status_code == 200 and good.json()["results"][0]["class_index"] == 14
-    assert "foldcnn_batch_errors_total 1" in metrics.text
+    assert parse_metrics(metrics.text)["foldcnn_batch_errors_total"] == 1
 
 
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (-?[0-9.e+-]+|\+Inf|NaN)$')
@@ -353,6 +354,46 @@ def test_metrics_parse_and_count():
     buckets = [v for k, v in s.items() if k.startswith("foldcnn_request_latency_seconds_bucket")]
     assert buckets == sorted(buckets) and buckets[-1] == 4  # cumulative, +Inf holds all
     assert s["foldcnn_batch_queue_wait_seconds_count"] == s["foldcnn_batch_compute_seconds_count"] == 3
+
+
+_SERVED_TYPES = {
+    "foldcnn_requests_total": "counter", "foldcnn_request_errors_total": "counter",
+    "foldcnn_request_latency_seconds": "histogram", "foldcnn_batch_queue_wait_seconds": "histogram",
+    "foldcnn_batch_compute_seconds": "histogram", "foldcnn_batch_fill_ratio": "histogram",
+    "foldcnn_batches_total": "counter", "foldcnn_batch_errors_total": "counter", "foldcnn_images_total": "counter",
+    "foldcnn_padded_images_total": "counter", "foldcnn_fallback_images_total": "counter",
+    "foldcnn_dropped_images_total": "counter", "foldcnn_queue_images": "gauge", "foldcnn_max_batch_images": "gauge",
+}
+
+
+def test_metrics_names_types_and_no_created_samples():
+    app = create_app(ColorPredictor(fold=4), ServeConfig(max_wait_ms=1, max_batch=8))
+
+    async def fn(c):
+        await c.post("/v1/classify", content=png((1, 0, 0)), headers={"Content-Type": "image/png"})
+        return await c.get("/metrics")
+
+    r = asgi(app, fn)
+    types = dict(re.findall(r"^# TYPE (\w+) (\w+)$", r.text, flags=re.M))
+    assert types == _SERVED_TYPES
+    assert "_created" not in r.text
+    assert r.headers["content-type"] == app.state.metrics.content_type
+    s = parse_metrics(r.text)
+    assert s["foldcnn_max_batch_images"] == 8 and s["foldcnn_queue_images"] == 0
+    assert s['foldcnn_batch_fill_ratio_bucket{le="+Inf"}'] == 1
+
+
+def test_two_apps_in_one_process_keep_separate_metrics():
+    apps = [create_app(ColorPredictor(fold=1), ServeConfig(max_wait_ms=1)) for _ in range(2)]
+
+    async def fn(c):
+        for _ in range(3):
+            await c.post("/v1/classify", content=png((2, 0, 0)), headers={"Content-Type": "image/png"})
+
+    asgi(apps[0], fn)
+    assert apps[0].state.metrics.value("foldcnn_requests_total", status="200") == 3
+    assert apps[1].state.metrics.value("foldcnn_requests_total", status="200") == 0
+    assert parse_metrics(apps[1].state.metrics.render())["foldcnn_images_total"] == 0
 
 
 # ------------------------------------------------------------------------ real socket, lifecycle
@@ -401,8 +442,9 @@ def test_client_that_goes_away_breaks_nothing():
         assert r.status_code == 200 and r.json()["results"][0]["class_index"] == 3
         time.sleep(0.1)
         metrics = httpx.get(srv.url + "/metrics").text
-    assert 'foldcnn_requests_total{status="499"} 1' in metrics
-    assert "foldcnn_dropped_images_total 1" in metrics
+    s = parse_metrics(metrics)
+    assert s['foldcnn_requests_total{status="499"}'] == 1
+    assert s["foldcnn_dropped_images_total"] == 1
     assert pred.batches == [1, 1]  # images 1 and 3; image 2 was dropped before it reached the model
 
 
@@ -456,7 +498,6 @@ def test_cli_flags_make_the_config(monkeypatch):
         serve_config(parse(["serve", "ck", "--max-images", "0"]))
 
 
-@pytest.mark.slow
 def test_cli_server_serves_and_exits_cleanly_on_sigterm(tmp_path):
     import signal
     import subprocess
@@ -485,6 +526,9 @@ def test_cli_server_serves_and_exits_cleanly_on_sigterm(tmp_path):
         img = random_images(1, model.input_shape)[0]
         r = httpx.post(url + "/v1/classify", content=png(img), headers={"Content-Type": "image/png"})
         assert r.status_code == 200 and r.json()["results"][0]["class_name"].startswith("n")
+        metrics = httpx.get(url + "/metrics")
+        assert metrics.headers["content-type"].startswith("text/plain")
+        assert parse_metrics(metrics.text)['foldcnn_requests_total{status="200"}'] == 1
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from foldcnn.errors import UsageError
 from foldcnn.serve.batcher import BatcherClosed, BatchFailed, FoldBatcher, QueueFull
-from foldcnn.serve.metrics import CONTENT_TYPE, ServeMetrics
+from foldcnn.serve.metrics import ServeMetrics
 from foldcnn.serve.validation import ImageLimits, RequestError, decode_images, split_json_images
 
 __all__ = ["ServeConfig", "create_app"]
@@ -249,6 +249,6 @@ def create_app(predictor, config: ServeConfig | None = None):
     async def prometheus(request: Request):
         if not _authorized(request.headers, config.api_key):
             return unauthorized()
-        return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE)
+        return PlainTextResponse(metrics.render(), media_type=metrics.content_type)
 
     return app

@@ -10,13 +10,17 @@ BatchNorm into the convolution before it. In eval mode a BatchNorm is a per-chan
 
 with ``W' = W * s`` and ``b' = (b - mean) * s + beta``, ``s = gamma / sqrt(var + eps)``, so the
 fused model computes the same function with exactly the original layers, parameter count and
-FLOPs; checkpoints, export and inference never see a BatchNorm.
+FLOPs; checkpoints, export and inference never see a BatchNorm. The arithmetic is torch's own
+(``torch.nn.utils.fusion.fuse_conv_bn_weights``).
 """
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from foldcnn.errors import UsageError
 
@@ -61,15 +65,14 @@ def has_train_batchnorm(model: nn.Module) -> bool:
 
 @torch.no_grad()
 def _fused(block: ConvBN) -> nn.Conv2d:
+    # fuse_conv_bn_weights, not fuse_conv_bn_eval: the latter refuses modules in train mode, and
+    # training may end in train mode; the fused function is the eval-mode one either way (it reads
+    # the running statistics). The copy keeps the conv's device, dtype, layout and settings.
     conv, bn = block[0], block[1]
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-                      padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
-                      bias=True, padding_mode=conv.padding_mode)
-    fused.to(device=conv.weight.device, dtype=conv.weight.dtype)
-    fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
-    fused.bias.copy_((conv.bias - bn.running_mean) * scale + bn.bias)
-    return fused.requires_grad_(conv.weight.requires_grad)
+    fused = copy.deepcopy(conv)
+    fused.weight, fused.bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var,
+                                                    bn.eps, bn.weight, bn.bias)
+    return fused
 
 
 def fuse_train_batchnorm_(model: nn.Module) -> nn.Module:
