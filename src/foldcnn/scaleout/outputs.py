@@ -39,9 +39,9 @@ def _write_parquet(path: str, result: list[dict]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema([("index", pa.int64()), ("source", pa.string()), ("frame", pa.int64()),
-                        ("class_name", pa.string()), ("class_index", pa.int64()), ("confidence", pa.float64())])
-    assert tuple(schema.names) == RESULT_COLUMNS
+    types = {"index": pa.int64(), "source": pa.string(), "frame": pa.int64(), "class_name": pa.string(),
+             "class_index": pa.int64(), "confidence": pa.float64()}  # result_row's Python types
+    schema = pa.schema([(c, types[c]) for c in RESULT_COLUMNS])
     pq.write_table(pa.Table.from_pylist(result, schema=schema), path)
 
 
