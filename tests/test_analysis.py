@@ -207,7 +207,7 @@ def test_cli_json_reproduces_paper(capsys):
 
 
 def test_cli_table(capsys):
-    assert main(["analyze", "lol-gold-fraction", "--fold", "1", "2", "--dtype", "fp32"]) == 0
+    assert main(["analyze", "lol-gold-fraction", "--fold", "1", "2", "--precision", "fp32"]) == 0
     out = capsys.readouterr().out
     assert "fp32 (4 bytes/element)" in out and "images/s" not in out
     rows = [line for line in out.splitlines() if line.startswith("lol-gold-fraction")]
@@ -218,7 +218,7 @@ def test_cli_table(capsys):
     "argv,message",
     [(["analyze", "no-such-model"], "unknown model"),
      (["analyze", "lol-gold-fraction", "--all"], "not both"),
-     (["analyze", "lol-gold-fraction", "--device", "t4", "--dtype", "bf16"], "no bf16 peak"),
+     (["analyze", "lol-gold-fraction", "--device", "t4", "--precision", "bf16"], "no bf16 peak"),
      (["analyze", "lol-gold-fraction", "--fold", "0"], "fold")],
 )
 def test_cli_errors_are_one_line(capsys, argv, message):

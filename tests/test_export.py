@@ -153,14 +153,14 @@ def test_cli_export_round_trip(model, tmp_path, capsys):
     assert main(["export", str(ck), "--out", str(out)]) == 2
     assert "--force" in capsys.readouterr().err
     q = tmp_path / "q.onnx"
-    assert main(["export", str(ck), "--out", str(q), "--int8"]) == 0
+    assert main(["export", str(ck), "--out", str(q), "--precision", "int8"]) == 0
     assert "int8" in capsys.readouterr().out
     assert json.loads((tmp_path / "q.onnx.json").read_text())["precision"] == "int8"
 
 
 def test_cli_int8_without_calibration_images_says_how_to_get_them(model, tmp_path, capsys):
     ck = _checkpoint(tmp_path, model, calibration=False)
-    assert main(["export", str(ck), "--out", str(tmp_path / "q.onnx"), "--int8"]) == 2
+    assert main(["export", str(ck), "--out", str(tmp_path / "q.onnx"), "--precision", "int8"]) == 2
     err = capsys.readouterr().err
     assert "has no calibration images" in err and "foldcnn train" in err and "calibration_images" in err
     assert not (tmp_path / "q.onnx").exists()

@@ -417,3 +417,35 @@ def test_writers_csv_and_jsonl(tmp_path):
         w.write(preds[0])
         raise RuntimeError("stream failed")
     assert not (tmp_path / "q.csv").exists() and (tmp_path / "q.csv.partial").exists()
+
+
+def test_result_row_is_the_one_schema_and_rounding():
+    from foldcnn.infer.results import RESULT_COLUMNS, result_row, round_confidence
+
+    row = result_row(np.int64(3), None, None, "c", np.int64(2), np.float32(0.123456789))
+    assert tuple(row) == RESULT_COLUMNS and row["frame"] is None and row["source"] is None
+    assert type(row["index"]) is int and type(row["class_index"]) is int and row["confidence"] == 0.123457
+    assert round_confidence(np.float32(1 / 3)) == 0.333333
+    p = Prediction(5, "v.mp4", 9, 1, "one", 0.98765432, np.zeros(2))
+    assert p.to_dict() == result_row(5, "v.mp4", 9, "one", 1, 0.98765432)
+
+
+# ----------------------------------------------------------------------- isolation rule
+def test_a_videos_frames_are_folded_only_with_frames_of_that_video(tmp_path):
+    pytest.importorskip("av")
+    from foldcnn.data.video import generate_video
+
+    video = generate_video(tmp_path / "v", 21, seed=2, size=(32, 32), progress=False).video_path
+    a = [save_png(tmp_path / f"a{i}.png", images(1, seed=10 + i)[0].permute(1, 2, 0).numpy()) for i in range(3)]
+    b = [save_png(tmp_path / f"b{i}.png", images(1, seed=20 + i)[0].permute(1, 2, 0).numpy()) for i in range(2)]
+    with Predictor(tiny(4), batch_size=8, workers=1) as p:
+        mixed = p.predict([*a, video, *b])
+        stats = p.stats
+        # each stream alone: the images before the video, the video, the images after it
+        alone = p.predict(a) + p.predict(video) + p.predict(b)
+    assert [q.index for q in mixed] == list(range(3 + 21 + 2))
+    assert [(q.source, q.frame) for q in mixed] == [(q.source, q.frame) for q in alone]
+    assert [q.frame for q in mixed[3:24]] == list(range(21))
+    np.testing.assert_array_equal(probs_of(mixed), probs_of(alone))
+    # 3 images: 1 padded slot; 21 frames: 3; 2 images after the video: 2 (not folded with the first 3)
+    assert stats.padded_images == 1 + 3 + 2 and stats.folded_inputs == 1 + 6 + 1

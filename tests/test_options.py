@@ -85,3 +85,54 @@ def test_deprecated_serve_spellings_still_work(capsys):
     assert args.batch_size == 256 and args.replicas == 2
     err = capsys.readouterr().err
     assert "--max-batch is deprecated" in err and "--workers is deprecated" in err
+
+
+# ------------------------------------------------------------------- flags named once
+def _visible_flags(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {s: a for a in parser._actions if a.help != argparse.SUPPRESS for s in a.option_strings}
+
+
+def test_every_command_spells_precision_and_json_one_way():
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, parser in sub.choices.items():
+        flags = _visible_flags(parser)
+        assert not {"--dtype", "--dtypes", "--int8"} & set(flags), name  # only as hidden deprecated aliases
+        if "--json" in flags:  # a PATH everywhere, never a bare switch ('-' or no value: stdout)
+            assert flags["--json"].nargs in (None, "?") and not isinstance(flags["--json"], argparse._StoreTrueAction)
+            assert flags["--json"].metavar == "PATH" or name == "bench", name
+
+
+@pytest.mark.parametrize("flag, old, new, value", [
+    ("--dtype", ["analyze", "--dtype", "fp32"], ["analyze", "--precision", "fp32"], "fp32"),
+    ("--int8", ["export", "ck", "--out", "m.onnx", "--int8"],
+     ["export", "ck", "--out", "m.onnx", "--precision", "int8"], "int8"),
+    ("--dtypes", ["bench", "--dtypes", "fp32,int8"], ["bench", "--precision", "fp32,int8"], "fp32,int8"),
+    ("--dtypes", ["tune", "m", "--dtypes", "bf16"], ["tune", "m", "--precision", "bf16"], "bf16"),
+])
+def test_old_spellings_are_deprecated_aliases_of_precision(capsys, flag, old, new, value):
+    assert build_parser().parse_args(new).precision == value
+    assert capsys.readouterr().err == ""
+    assert build_parser().parse_args(old).precision == value
+    err = capsys.readouterr().err
+    assert f"{flag} is deprecated" in err and "use --precision" in err
+
+
+def test_deprecated_alias_checks_choices(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["analyze", "--dtype", "fp8"])
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_json_path_or_stdout_for_models_and_analyze(tmp_path, capsys):
+    import json
+
+    from foldcnn.cli import main
+
+    assert main(["models", "--family", "game", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert main(["models", "--family", "game", "--json", str(tmp_path / "m.json")]) == 0
+    assert json.loads((tmp_path / "m.json").read_text()) == rows
+    assert "lol-gold-fraction" in capsys.readouterr().out  # with a PATH the table is printed too
+    assert main(["analyze", "apex-squad-count", "--fold", "1", "--precision", "fp32", "--json", "-"]) == 0
+    (rec,) = json.loads(capsys.readouterr().out)
+    assert rec["bytes_per_element"] == 4 and rec["fold"] == 1

@@ -3,7 +3,9 @@
 
 import csv
 import json
+import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ from PIL import Image
 
 from foldcnn.data.readers import DataReadError
 from foldcnn.infer import Predictor
+from foldcnn.infer.results import RESULT_COLUMNS
 from foldcnn.models import create_model
 from foldcnn.scaleout.inputs import expand_inputs, make_units
 from foldcnn.scaleout.tasks import FoldedInference, decode_units
@@ -51,14 +54,22 @@ def data(tmp_path_factory):
 
 
 # ------------------------------------------------------------------------------- inputs
-def test_expand_inputs_mixes_folders_globs_and_files(data):
+def test_expand_inputs_mixes_folders_globs_and_files_in_the_predictors_order(data):
+    from foldcnn.infer.sources import expand_path
+
     root = data["root"]
-    files = expand_inputs([data["imgs"], str(root / "imgs" / "im*.png"), data["video"], str(root / "none*.jpg")])
-    assert files.images == sorted(data["images"] + [data["bad"]])  # recursive, sorted, no duplicates
-    assert files.videos == [str(data["video"])]
+    glob_ = str(root / "imgs" / "im*.png")
+    files = expand_inputs([data["imgs"], glob_, data["video"], str(root / "none*.jpg")])
+    folder = sorted([data["bad"]] + data["images"], key=lambda p: Path(p).parts)  # recursive, sorted by path
+    top = sorted(str(root / "imgs" / f"im{i}.png") for i in range(5))
+    assert files.files == [("image", p) for p in folder + top] + [("video", str(data["video"]))]
+    assert files.images == folder + top and files.videos == [str(data["video"])]
     assert files.ignored == [str(root / "imgs" / "notes.txt")]
     assert files.unmatched == [str(root / "none*.jpg")]
-    assert files.n_files == N_IMAGES + 2
+    assert files.n_files == len(folder) + len(top) + 1
+    # the same list, in the same order, as the single-process Predictor expands it
+    local = [str(o) for item in (data["imgs"], glob_, data["video"]) for k, o in expand_path(item) if k != "ignored"]
+    assert [p for _, p in files.files] == local
 
 
 def test_expand_inputs_errors(tmp_path):
@@ -71,16 +82,29 @@ def test_expand_inputs_errors(tmp_path):
         expand_inputs([])
 
 
-def test_make_units_numbers_files_by_path_and_groups_images(data):
-    files = expand_inputs([data["imgs"], data["video"]])
+def test_make_units_cut_image_runs_and_isolate_videos(data, tmp_path):
+    files = expand_inputs([data["imgs"], data["video"], str(data["imgs"] / "im*.png")])
     sources, units, unit_of = make_units(files, images_per_task=4)
-    assert sources == sorted(sources) and len(sources) == files.n_files
-    kinds = [u["kind"] for u in units]
-    assert kinds == ["images", "images", "video"]
-    assert [len(u["ids"]) for u in units] == [4, 4, 1]
+    assert sources == [p for _, p in files.files]
+    # 8 images (a run: 4 + 4), the video alone, then a run of 5 (4 + 1): never a unit across a video
+    assert [(u["kind"], len(u["ids"])) for u in units] == [("images", 4), ("images", 4), ("video", 1),
+                                                          ("images", 4), ("images", 1)]
+    assert [i for u in units for i in u["ids"]] == list(range(len(sources)))
     for u, unit in enumerate(units):
-        assert [sources[i] for i in unit["ids"]] == unit["paths"]
+        assert [os.path.abspath(sources[i]) for i in unit["ids"]] == unit["paths"]
         assert all(unit_of[i] == u for i in unit["ids"])
+
+
+def test_number_rows_counts_positions_as_the_predictor():
+    from foldcnn.scaleout.outputs import number_rows
+
+    # files: 0 image, 1 image (failed), 2 video with 3 frames then a failure, 3 image
+    rows = {"source_id": np.array([3, 2, 0, 2, 2]), "frame": np.array([-1, 4, -1, 0, 2]),
+            "class_index": np.arange(5), "confidence": np.linspace(0, 1, 5, dtype=np.float32)}
+    out = number_rows(rows, np.array([1, 2]), n_files=4)
+    assert out["source_id"].tolist() == [0, 2, 2, 2, 3] and out["frame"].tolist() == [-1, 0, 2, 4, -1]
+    assert out["index"].tolist() == [0, 2, 3, 4, 6]  # 1: the failed image; 5: the video's failure
+    assert out["class_index"].tolist() == [2, 3, 4, 1, 0]
 
 
 # ------------------------------------------------------ the Ray functions, run in-process
@@ -120,7 +144,7 @@ def _video_unit(path, source_id=3):
 def test_broken_video_keeps_frames_before_the_error(monkeypatch):
     from foldcnn.data import readers
 
-    def five_then_fail(path, input_size, stride):
+    def five_then_fail(path, input_size, stride, resize):
         for t in range(5):
             yield t * stride, torch.full((3, *input_size), t, dtype=torch.uint8)
         raise readers.VideoReadError(f"cannot read video {path}: decoding failed after 5 frames")
@@ -147,26 +171,42 @@ def test_undecodable_video_is_one_failure_row(tmp_path):
 
 
 def test_in_process_inference_equals_predictor(data, ckpt):
-    files = expand_inputs([data["imgs"], data["video"]])
+    inputs = [data["imgs"], data["video"]]
+    files = expand_inputs(inputs)
     sources, units, _ = make_units(files, images_per_task=8)
     _, outs = _run_in_process(units, ckpt, batch_size=8)
     got = {}
     for o in outs:
         for s, fr, c, conf, err in zip(o["source_id"], o["frame"], o["class_index"], o["confidence"], o["error"]):
-            got[(sources[s], int(fr))] = (int(c), float(conf), err)
-    assert got[(data["bad"], -1)][0] == -1 and got[(data["bad"], -1)][2]
-    want = _predictor_results(ckpt, data["images"] + [data["bad"]], data["video"])
-    assert set(got) - {(data["bad"], -1)} == set(want)
+            got[(sources[s], None if fr < 0 else int(fr))] = (int(c), float(conf), err)
+    assert got[(data["bad"], None)][0] == -1 and got[(data["bad"], None)][2]
+    want = _predictor_results(ckpt, inputs)
+    assert set(got) - {(data["bad"], None)} == set(want)
     for key, (c, conf) in want.items():
         assert got[key][0] == c and abs(got[key][1] - conf) < 1e-5, key
 
 
-def _predictor_results(ckpt, images, video, stride=1):
-    """(source, frame) -> (class_index, confidence) from the single-process Predictor: the images
-    in sorted order as one stream, the video as another."""
+def _predictor_results(ckpt, inputs, stride=1):
+    """(source, frame) -> (class_index, confidence) from the single-process Predictor over the
+    same inputs (its isolation rule: the images as one stream, the video as another)."""
     p = Predictor.from_checkpoint(ckpt, batch_size=64, workers=0, on_error="skip")
-    preds = (p.predict(images) if images else []) + (p.predict(video, stride=stride) if video else [])
-    return {(str(q.source), -1 if q.frame is None else q.frame): (q.class_index, q.confidence) for q in preds}
+    return {(str(q.source), q.frame): (q.class_index, q.confidence) for q in p.predict(inputs, stride=stride)}
+
+
+def test_read_tasks_honour_resize_off_and_max_pixels(data, ckpt):
+    images = [{"kind": "images", "ids": [0, 1], "paths": data["images"][:2]}]
+    batch = {k: np.array([images[0][k]], dtype=object) for k in ("kind", "ids", "paths")}
+    kw = {"fold": FOLD, "input_shape": (3, 22, 52), "stride": 1, "chunk": 8, "on_error": "skip"}
+    fails = list(decode_units(batch, resize=False, **kw))  # the PNGs are not 22 x 52: refused, named
+    assert [r["source_id"][0, 0] for r in fails] == [0, 1] and all("22" in r["error"][0] for r in fails)
+    big = list(decode_units(batch, max_pixels=10, **kw))
+    assert len(big) == 2 and all(r["error"][0] for r in big)
+    ok = list(decode_units(batch, resize_mode="nearest", **kw))
+    local = Predictor.from_checkpoint(ckpt, workers=0, resize_mode="nearest")._spec
+    from foldcnn.infer.sources import load_image_file
+
+    want = np.stack([load_image_file(p, local)[0].numpy() for p in data["images"][:2]])
+    assert len(ok) == 1 and (ok[0]["image"][0, :2] == want).all()
 
 
 # ------------------------------------------------------------------ checks before Ray
@@ -182,7 +222,7 @@ def test_missing_ray_gives_install_hint(monkeypatch, data, ckpt, tmp_path):
     ({"formats": ("parquet", "xlsx")}, "formats"), ({"batch_size": 0}, "batch_size"),
     ({"on_error": "ignore"}, "on_error"), ({"num_actors": 0}, "num_actors"), ({"stride": 0}, "stride"),
     ({"device": "tpu"}, "device"), ({"threads": 0}, "threads"),
-    ({"workers": 4}, "cannot honour workers"), ({"resize": False}, "cannot honour resize"),
+    ({"workers": 4}, "cannot honour workers"), ({"select_seconds": 1.0}, "cannot honour select_seconds"),
     ({"partial": "fallback", "fallback": "ck"}, "fallback is not available"), ({"backend": "auto"}, "auto"),
 ])
 def test_bad_arguments_are_rejected_first(kwargs, match, data, ckpt, tmp_path):
@@ -258,7 +298,7 @@ def test_cli_ray_engine_starts_and_stops_its_own_cluster(data, ckpt, tmp_path, c
     assert not ray.is_initialized()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["images"] == 5 and summary["failed"] == []
-    want = _predictor_results(ckpt, sorted(str(p) for p in data["imgs"].glob("im*.png")), [])
+    want = _predictor_results(ckpt, sorted(str(p) for p in data["imgs"].glob("im*.png")))
     rows = _read_csv(out / "predictions.csv")
     assert [(r["source"], int(r["class_index"])) for r in rows] == [(k[0], c) for k, (c, _) in sorted(want.items())]
 
@@ -278,12 +318,21 @@ def _read_csv(path):
         return list(csv.DictReader(f))
 
 
-def test_ray_run_equals_predictor_and_reports_failures(cluster, data, ckpt, tmp_path):
+def _local_csv(ckpt, inputs, path, **options):
+    from foldcnn.infer import PredictionWriter
+
+    with Predictor.from_checkpoint(ckpt, workers=0, **options) as p, PredictionWriter(path) as w:
+        w.write_all(p.predict_iter(inputs))
+    return path.read_text()
+
+
+def test_ray_run_equals_predictor_row_for_row_and_reports_failures(cluster, data, ckpt, tmp_path):
     import pyarrow.parquet as pq
 
     from foldcnn.scaleout import run_ray_predict
 
-    s = run_ray_predict(ckpt, [data["imgs"], data["video"]], tmp_path, batch_size=8, num_actors=1, progress=False,
+    inputs = [data["imgs"], data["video"]]
+    s = run_ray_predict(ckpt, inputs, tmp_path / "ray", batch_size=8, num_actors=1, progress=False,
                         on_error="skip")
     n = N_IMAGES + N_FRAMES
     assert (s["images"], s["files"], s["image_files"], s["video_files"]) == (n, N_IMAGES + 2, N_IMAGES + 1, 1)
@@ -291,35 +340,41 @@ def test_ray_run_equals_predictor_and_reports_failures(cluster, data, ckpt, tmp_
     assert s["padded_images"] == 3 and s["images_per_s"] > 0 and s["fold"] == FOLD
     assert cluster.is_initialized()  # a session opened by the caller is left open
 
-    table = pq.read_table(s["outputs"]["parquet"]).to_pylist()
+    local = _local_csv(ckpt, inputs, tmp_path / "local.csv", batch_size=8, on_error="skip")
+    assert Path(s["outputs"]["csv"]).read_text() == local  # same schema, order, rounding, row for row
+    table = pq.read_table(s["outputs"]["parquet"])
+    assert tuple(table.column_names) == RESULT_COLUMNS
     rows = _read_csv(s["outputs"]["csv"])
-    assert len(table) == len(rows) == n
-    keys = [(r["source"], r["frame"]) for r in table]
-    assert keys == sorted(keys)
-    assert [(r["source"], int(r["frame"]), r["class_name"]) for r in rows] == \
-        [(r["source"], r["frame"], r["class_name"]) for r in table]
-    want = _predictor_results(ckpt, data["images"] + [data["bad"]], data["video"])
-    assert set(keys) == set(want)
-    for r in table:
-        c, conf = want[(r["source"], r["frame"])]
-        assert r["class_index"] == c and r["class_name"] == f"c{c}" and abs(r["confidence"] - conf) < 1e-5
+    assert [{k: ("" if v is None else str(v)) for k, v in r.items()} for r in table.to_pylist()] == rows
+    assert [int(r["index"]) for r in rows] == list(range(1, n + 1))  # position 0 is bad.png, which failed
+    assert all(r["frame"] == "" for r in rows[:N_IMAGES])  # images: no frame, never -1
     assert _read_csv(s["outputs"]["failed"]) == [{"source": data["bad"], "reason": s["failed"][0]["reason"]}]
-    assert json.loads((tmp_path / "summary.json").read_text())["images"] == n
+    assert json.loads((tmp_path / "ray" / "summary.json").read_text())["images"] == n
 
 
-def test_ray_run_video_stride_and_csv_only(cluster, data, ckpt, tmp_path):
+def test_cli_predict_local_and_ray_write_the_same_csv(cluster, data, ckpt, tmp_path, capsys):
+    from foldcnn.cli import main
+
+    args = ["predict", str(ckpt), "--input", str(data["imgs"]), str(data["video"]), "--batch-size", "8",
+            "--on-error", "skip", "--quiet", "--threads", "1"]
+    assert main(args + ["--out", str(tmp_path / "local.csv"), "--workers", "0"]) == 0
+    assert main(args + ["--out", str(tmp_path / "ray"), "--engine", "ray"]) == 0
+    local = (tmp_path / "local.csv").read_text()
+    assert local.count("\n") == 1 + N_IMAGES + N_FRAMES
+    assert (tmp_path / "ray" / "predictions.csv").read_text() == local
+
+
+def test_ray_run_video_stride_resize_options_and_csv_only(cluster, data, ckpt, tmp_path):
     from foldcnn.scaleout import run_ray_predict
 
-    s = run_ray_predict(ckpt, data["video"], tmp_path, batch_size=1024, stride=3, formats=("csv",),
-                        progress=False)
+    opts = {"stride": 3, "resize_mode": "bilinear", "max_pixels": 64 * 48}
+    s = run_ray_predict(ckpt, data["video"], tmp_path / "ray", batch_size=1024, formats=("csv",), progress=False,
+                        **opts)
     rows = _read_csv(s["outputs"]["csv"])
     assert [int(r["frame"]) for r in rows] == list(range(0, N_FRAMES, 3))
-    assert "parquet" not in s["outputs"] and not (tmp_path / "predictions.parquet").exists()
+    assert "parquet" not in s["outputs"] and not (tmp_path / "ray" / "predictions.parquet").exists()
     assert s["failed"] == [] and _read_csv(s["outputs"]["failed"]) == []
-    want = _predictor_results(ckpt, [], data["video"], stride=3)
-    for r in rows:
-        c, conf = want[(r["source"], int(r["frame"]))]
-        assert int(r["class_index"]) == c and abs(float(r["confidence"]) - conf) < 1e-5
+    assert Path(s["outputs"]["csv"]).read_text() == _local_csv(ckpt, data["video"], tmp_path / "l.csv", **opts)
 
 
 def test_ray_run_on_error_raise_names_the_file(cluster, data, ckpt, tmp_path):

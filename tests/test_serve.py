@@ -550,3 +550,75 @@ def test_workers_need_one_predictor_each():
     out = asgi(app, fn)
     assert [r.json()["results"][0]["class_index"] for r in out] == list(range(6))
     assert all(p.batches for p in preds)  # both copies of the model did work
+
+
+# ------------------------------------------------------------- server equals the Predictor
+class SlotwiseCNN(torch.nn.Module):
+    """A FoldedCNN-compatible model with exact routing: every slot's C channels go through the
+    same small CNN, so an image's answer depends neither on its fold-mates nor on its slot, and
+    the server (other fold-mates, other slots) must answer exactly what the Predictor writes."""
+
+    def __init__(self, fold=4, num_classes=7, input_shape=(3, 8, 8)):
+        super().__init__()
+        self.fold, self.num_classes, self.input_shape = fold, num_classes, input_shape
+        self.conv = torch.nn.Conv2d(input_shape[0], 8, 3, padding=1)
+        self.head = torch.nn.Linear(8, num_classes)
+
+    def forward(self, x):  # (N/f, f*C, H, W) -> (N/f, f*K)
+        rows = x.shape[0]
+        per_image = x.reshape(rows * self.fold, self.input_shape[0], *x.shape[2:])
+        logits = self.head(torch.relu(self.conv(per_image)).mean((2, 3)))
+        return logits.reshape(rows, self.fold * self.num_classes)
+
+
+def test_slotwise_model_routes_exactly():
+    torch.manual_seed(0)
+    model = SlotwiseCNN().eval()
+    x = torch.rand(8, 3, 8, 8)
+    y = x.clone()
+    y[1:4] = torch.rand(3, 3, 8, 8)  # image 0 keeps its slot, its fold-mates change
+    with torch.no_grad():
+        a, b = (unfold_logits(model(fold_images(t, 4)), 4) for t in (x, y))
+    torch.testing.assert_close(a[0], b[0], rtol=0, atol=1e-6)
+    assert not torch.allclose(a[1], b[1])
+    with torch.no_grad():  # and no slot is special: image 0 in slot 2 gives the same logits
+        c = unfold_logits(model(fold_images(torch.cat([y[1:3], x[:1], y[3:]]), 4)), 4)
+    torch.testing.assert_close(a[0], c[2], rtol=0, atol=1e-6)
+
+
+def test_server_over_http_answers_exactly_what_the_predictor_writes(tmp_path):
+    from foldcnn.infer import Predictor
+
+    torch.manual_seed(0)
+    model = SlotwiseCNN().eval()
+    imgs = random_images(11, model.input_shape, seed=5)
+    files = []
+    for i, a in enumerate(imgs):
+        files.append(tmp_path / f"im{i:02d}.png")
+        files[-1].write_bytes(png(a))
+    with Predictor(model, workers=0, batch_size=8) as offline:
+        want = [p.to_dict() for p in offline.predict(files)]
+    app = create_app(Predictor(model, workers=0, batch_size=8), ServeConfig(max_wait_ms=20, max_batch=8))
+    parts = [[3, 0, 7], [10, 1], [5, 2, 9, 4, 8, 6]]  # three clients, shuffled: other fold-mates than offline
+
+    with LiveServer(app) as server:
+        def post(ids, out):
+            out[tuple(ids)] = httpx.post(f"{server.url}/v1/classify", timeout=30,
+                                         files=[("f", (f"{i}.png", files[i].read_bytes(), "image/png")) for i in ids])
+
+        answers = {}
+        threads = [threading.Thread(target=post, args=(ids, answers)) for ids in parts]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    for ids in parts:
+        r = answers[tuple(ids)]
+        assert r.status_code == 200, r.text
+        got = r.json()["results"]
+        assert [g["index"] for g in got] == list(range(len(ids)))  # position in the request
+        assert all(g["source"] is None and g["frame"] is None for g in got)
+        for g, i in zip(got, ids):
+            assert list(g) == list(want[i])  # the same columns in the same order
+            assert (g["class_name"], g["class_index"], g["confidence"]) == \
+                (want[i]["class_name"], want[i]["class_index"], want[i]["confidence"])

@@ -35,20 +35,20 @@ def _models(text: str | None) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(out))
 
 
-def _backends(text: str | None, dtypes: str | None) -> tuple[tuple[str, str], ...] | None:
-    """'eager/fp32,ort/int8' or 'eager,ort' combined with --dtypes."""
-    if text is None and dtypes is None:
+def _backends(text: str | None, precisions: str | None) -> tuple[tuple[str, str], ...] | None:
+    """'eager/fp32,ort/int8' or 'eager,ort' combined with --precision fp32,int8."""
+    if text is None and precisions is None:
         return None
     if text is None:
-        raise CLIError("--dtypes needs --backends (e.g. --backends eager,ort --dtypes fp32,int8)")
-    precisions = [d.strip() for d in (dtypes or "fp32").split(",") if d.strip()]
+        raise CLIError("--precision needs --backends (e.g. --backends eager,ort --precision fp32,int8)")
+    names = [d.strip() for d in (precisions or "fp32").split(",") if d.strip()]
     pairs: list[tuple[str, str]] = []
     for item in (t.strip() for t in text.split(",") if t.strip()):
         if "/" in item:
             name, prec = item.split("/", 1)
             pairs.append((name, prec))
         else:
-            pairs += [(item, p) for p in precisions]
+            pairs += [(item, p) for p in names]
     return tuple(dict.fromkeys(pairs))
 
 
@@ -56,7 +56,7 @@ def _plan(args: argparse.Namespace):
     from foldcnn.bench.presets import preset_configs
 
     preset = "quick" if args.quick else args.preset
-    backends = _backends(args.backends, args.dtypes)
+    backends = _backends(args.backends, args.precision)
     if args.compile:
         from foldcnn.bench.presets import PRESETS
 
@@ -169,6 +169,13 @@ def _write_outputs(args, records, peaks, machine, skipped, preset) -> None:
         print(f"plots: {len(paths)} PNG file(s) in {args.plots}")
 
 
+def _add_precision(p, help_text: str) -> None:
+    from foldcnn.cli.options import deprecated_alias
+
+    p.add_argument("--precision", metavar="PRECISIONS", help=help_text)
+    deprecated_alias(p, "--dtypes", "--precision", dest="precision", value_type=str)
+
+
 def _add_bench(sub) -> None:
     from foldcnn.bench.presets import PRESETS
 
@@ -186,8 +193,8 @@ def _add_bench(sub) -> None:
     p.add_argument("--folds", help="comma-separated folds, e.g. 1,2,3,4")
     p.add_argument("--batch-sizes", help="comma-separated batch sizes in IMAGES (rounded up to a multiple of f)")
     p.add_argument("--backends", help="comma-separated backend/precision pairs (eager/fp32,ort/int8) or "
-                   "backend names combined with --dtypes")
-    p.add_argument("--dtypes", help="precisions for bare --backends names, e.g. fp32,int8")
+                   "backend names combined with --precision")
+    _add_precision(p, "precisions for bare --backends names, comma-separated, e.g. fp32,int8")
     p.add_argument("--compile", action="store_true", help="add torch.compile fp32 to the backends (slow setup)")
     p.add_argument("--channel-multiples", help="width rounding of folded models, e.g. 1,8,16 (1 = paper's widths)")
     p.add_argument("--no-baselines", action="store_true", help="leave out the paper's scaled baseline models")
@@ -220,7 +227,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         raise CLIError("name the model to tune (e.g. foldcnn tune lol-gold-fraction) or give --checkpoint")
     if args.seconds <= 0:
         raise CLIError(f"--seconds must be > 0, got {args.seconds}")
-    backends = _backends(args.backends, args.dtypes)
+    backends = _backends(args.backends, args.precision)
     cms = _ints(args.channel_multiples, "--channel-multiples")
     print(f"foldcnn tune: timing {args.model or args.checkpoint} on this machine within about "
           f"{args.seconds:g} s (random weights; candidates with identical widths are timed once)")
@@ -277,7 +284,7 @@ def _add_tune(sub) -> None:
                    help="batch sizes in images (every engine is alive at once: 4096 needs ~0.5-1 GB per "
                    "ONNX Runtime session)")
     p.add_argument("--backends", help="backend/precision pairs (default: every pair usable here)")
-    p.add_argument("--dtypes", help="precisions for bare --backends names")
+    _add_precision(p, "precisions for bare --backends names, comma-separated")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--trials", type=int, default=2, help="interleaved trials per candidate")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")

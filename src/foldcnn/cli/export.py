@@ -7,6 +7,7 @@ import importlib.util
 from pathlib import Path
 
 from foldcnn.cli.common import CLIError
+from foldcnn.cli.options import deprecated_alias
 
 # Largest |eager - onnx| logit difference accepted for fp32; exports agree to ~1e-6 in practice.
 FP32_TOLERANCE = 1e-3
@@ -27,12 +28,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
     ck = load_checkpoint(args.checkpoint)
     model = ck.model
     calibration = None
-    if args.int8:
+    int8 = args.precision == "int8"
+    if int8:
         calibration = load_calibration(args.checkpoint)
         if calibration is None:
             raise CLIError(
                 f"checkpoint {args.checkpoint} has no calibration images (calibration.safetensors), which "
-                "--int8 needs; checkpoints written by 'foldcnn train' have them, or save a few hundred uint8 "
+                "--precision int8 needs; checkpoints written by 'foldcnn train' have them, or save a few hundred uint8 "
                 "training images with save_checkpoint(..., calibration_images=images)")
     try:
         export_onnx(model, out, opset=args.opset, int8_calibration=calibration, class_names=ck.class_names)
@@ -47,18 +49,18 @@ def _cmd_export(args: argparse.Namespace) -> int:
                 fold_calibration(calibration, model.fold, model.input_shape)))
     except BackendError as e:
         raise CLIError(str(e)) from None
-    precision = "int8" if args.int8 else "fp32"
+    precision = args.precision
     side = out.with_name(out.name + ".json")
     on = (f"random inputs, batch sizes {parity['batch_sizes']}" if calibration is None
           else f"its {len(calibration)} calibration images")
     print(f"parity of the {precision} file vs torch eager fp32 ({on}): "
           f"max abs logit diff {parity['max_abs_diff']:.3g}, argmax agreement {parity['agreement']:.2%}")
-    if not args.int8 and parity["max_abs_diff"] > FP32_TOLERANCE:
+    if not int8 and parity["max_abs_diff"] > FP32_TOLERANCE:
         out.unlink(missing_ok=True)
         side.unlink(missing_ok=True)
         raise CLIError(f"the exported model differs from torch by {parity['max_abs_diff']:.3g} "
                        f"(> {FP32_TOLERANCE}); removed {out}. Try another --opset")
-    if args.int8 and parity["agreement"] < INT8_MIN_AGREEMENT:
+    if int8 and parity["agreement"] < INT8_MIN_AGREEMENT:
         print(f"warning: int8 agrees with fp32 on only {parity['agreement']:.1%} of the calibration images; "
               "check accuracy (foldcnn eval) before using it")
     c, h, w = model.input_shape
@@ -74,8 +76,9 @@ def _add_export(sub) -> None:
     p.add_argument("checkpoint", help="checkpoint directory (model.safetensors + config.json)")
     p.add_argument("--format", choices=("onnx",), default="onnx", help="export format")
     p.add_argument("--out", required=True, help="output file, e.g. model.onnx (the sidecar is <out>.json)")
-    p.add_argument("--int8", action="store_true",
-                   help="static int8 quantization (QDQ) calibrated on the checkpoint's stored training images")
+    p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                   help="int8: static quantization (QDQ) calibrated on the checkpoint's stored training images")
+    deprecated_alias(p, "--int8", "--precision int8", dest="precision", const="int8")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset; None = the exporter's default, 17")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.set_defaults(func=_cmd_export)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from foldcnn.cli.common import CLIError
+from foldcnn.cli.options import add_json_flag, deprecated_alias, write_json_output
 
 
 # ---------------------------------------------------------------------------------- models
@@ -19,8 +19,9 @@ def _cmd_models(args: argparse.Namespace) -> int:
         rows.append({"model": name, "family": e.family, "input_shape": list(e.input_shape),
                      "classes": e.num_classes, "params": params, "description": e.description})
     if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
+        write_json_output(rows, args.json)
+        if args.json == "-":
+            return 0
     header = f"{'model':28} {'family':9} {'input (C,H,W)':14} {'classes':>7} {'params':>11}  description"
     print(header)
     print("-" * len(header))
@@ -33,7 +34,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _add_models(sub) -> None:
     p = sub.add_parser("models", help="list the model zoo (input shape, classes, parameters)")
     p.add_argument("--family", choices=["game", "noscope", "cifar", "baseline"], help="only this family")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json_flag(p, what="the list")
     p.set_defaults(func=_cmd_models)
 
 
@@ -54,28 +55,28 @@ def _analyze_records(args: argparse.Namespace) -> tuple[list[dict], object]:
     names = args.models or list_models()
     for name in names:
         model_entry(name)  # an unknown name fails before any work
-    bpe = DTYPE_BYTES[args.dtype]
+    bpe = DTYPE_BYTES[args.precision]
     cm = args.channel_multiple if args.channel_multiple is not None else DEFAULT_CHANNEL_MULTIPLE
-    device = measure_peak(args.dtype) if args.device == "measured" else DEVICES.get(args.device)
+    device = measure_peak(args.precision) if args.device == "measured" else DEVICES.get(args.device)
     if device is not None:
-        device.peak(args.dtype)  # a dtype the device lacks fails before any work
+        device.peak(args.precision)  # a precision the device lacks fails before any work
     records = []
     for name in names:
         base = analyze(create_model(name, fold=1), args.batch, bpe)
-        base_pred = attainable(base, device, args.dtype) if device is not None else None
+        base_pred = attainable(base, device, args.precision) if device is not None else None
         for f in args.fold:
             r = analyze(create_model(name, fold=f, channel_multiple=cm), args.batch, bpe)
             rec = {
                 "model": name, "fold": f, "widths": _hidden_widths(r),
                 "width_rounding": "orig" if f == 1 else ("paper" if cm == 1 else f"x{cm}"),
                 "channel_multiple": cm, "params": r.params, "batch_size": r.batch_size,
-                "dtype": args.dtype, "bytes_per_element": bpe,
+                "dtype": args.precision, "bytes_per_element": bpe,
                 "flops_per_image": r.flops_per_image, "bytes_per_image": r.bytes_per_image,
                 "arithmetic_intensity": r.arithmetic_intensity,
                 "ai_vs_unfolded": r.arithmetic_intensity / base.arithmetic_intensity,
             }
             if device is not None:
-                pred = attainable(r, device, args.dtype)
+                pred = attainable(r, device, args.precision)
                 rec.update(device=device.name, images_per_s=pred.images_per_s,
                            flops_per_s=pred.flops_per_s, bound=pred.bound,
                            images_per_s_vs_unfolded=pred.images_per_s / base_pred.images_per_s)
@@ -86,15 +87,16 @@ def _analyze_records(args: argparse.Namespace) -> tuple[list[dict], object]:
 def _cmd_analyze(args: argparse.Namespace) -> int:
     records, device = _analyze_records(args)
     if args.json:
-        print(json.dumps(records, indent=2))
-        return 0
+        write_json_output(records, args.json)
+        if args.json == "-":
+            return 0
     cm = records[0]["channel_multiple"] if records else 1
     rounding = "the paper's exact widths" if cm == 1 else \
         f"widths rounded up to a multiple of {cm} (--channel-multiple 1: the paper's exact widths)"
-    print(f"batch {args.batch} images, {args.dtype} ({records[0]['bytes_per_element'] if records else '?'} "
+    print(f"batch {args.batch} images, {args.precision} ({records[0]['bytes_per_element'] if records else '?'} "
           f"bytes/element), {rounding}; FLOPs = 2 x MACs + bias adds, conv/linear only")
     if device is not None:
-        print(f"device {device.name}: peak {device.peak(args.dtype) / 1e12:,.4g} TFLOP/s {args.dtype} "
+        print(f"device {device.name}: peak {device.peak(args.precision) / 1e12:,.4g} TFLOP/s {args.precision} "
               f"(dense), {device.bytes_per_s / 1e9:,.0f} GB/s; {device.source}")
     head = f"{'model':26} {'fold':>4} {'widths':22} {'params':>10} {'MFLOP/img':>9} {'bytes/img':>10} " \
            f"{'AI':>7} {'AI x':>5}"
@@ -125,12 +127,14 @@ def _add_analyze(sub) -> None:
     p.add_argument("--all", action="store_true", help="every model of the zoo")
     p.add_argument("--fold", type=int, nargs="+", default=[1, 2, 3, 4], help="fold factors (default 1 2 3 4)")
     p.add_argument("--batch", type=int, default=1024, help="batch size in images (default 1024)")
-    p.add_argument("--dtype", choices=list(DTYPE_BYTES), default="fp16", help="element type (default fp16)")
+    p.add_argument("--precision", choices=list(DTYPE_BYTES), default="fp16",
+                   help="element type of weights and activations (default fp16)")
+    deprecated_alias(p, "--dtype", "--precision", dest="precision", value_type=str, choices=list(DTYPE_BYTES))
     p.add_argument("--device", choices=[*DEVICES, "measured"],
                    help="predict images/s on a datasheet device, or on this CPU as measured now")
     p.add_argument("--channel-multiple", type=int, default=None,
                    help="round widened layers up to this multiple (1 = paper's exact widths; default 8)")
-    p.add_argument("--json", action="store_true", help="one record per (model, fold)")
+    add_json_flag(p, what="one record per (model, fold)")
     p.set_defaults(func=_cmd_analyze)
 
 

@@ -8,14 +8,16 @@ spellings stay as deprecated aliases for one release (they warn on stderr).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 from dataclasses import MISSING, fields
 
 from foldcnn.cli.common import CLIError
 from foldcnn.errors import UsageError
 from foldcnn.infer.options import PredictOptions
 
-__all__ = ["add_json_flag", "add_predict_options", "deprecated_alias", "predict_options"]
+__all__ = ["add_json_flag", "add_predict_options", "deprecated_alias", "predict_options", "write_json_output"]
 
 _TYPES = {"str": str, "int": int, "float": float}
 
@@ -78,8 +80,9 @@ def _as_flags(message: str) -> str:
     return message
 
 
-def deprecated_alias(parser, old: str, new: str, *, dest: str, const=None, value_type=None) -> None:
-    """``old`` works as ``new`` for one release and says so on stderr; ``const`` makes it a switch."""
+def deprecated_alias(parser, old: str, new: str, *, dest: str, const=None, value_type=None, choices=None) -> None:
+    """``old`` works as ``new`` for one release and says so on stderr; ``const`` makes it a switch;
+    ``choices`` are checked as for ``new``."""
 
     class Alias(argparse.Action):
         def __call__(self, parser, namespace, values, option_string=None):
@@ -90,10 +93,22 @@ def deprecated_alias(parser, old: str, new: str, *, dest: str, const=None, value
     if const is not None:
         parser.add_argument(old, dest=dest, action=Alias, nargs=0, const=const, help=argparse.SUPPRESS)
     else:
-        parser.add_argument(old, dest=dest, action=Alias, type=value_type, help=argparse.SUPPRESS)
+        parser.add_argument(old, dest=dest, action=Alias, type=value_type, choices=choices, help=argparse.SUPPRESS)
 
 
 def add_json_flag(parser, *, what: str = "the results") -> None:
-    """``--json PATH`` everywhere: write ``what`` as JSON to PATH ('-' for standard output)."""
+    """``--json [PATH]`` everywhere: write ``what`` as JSON to PATH ('-' or no value: standard
+    output, instead of the table); write it with :func:`write_json_output`."""
     parser.add_argument("--json", metavar="PATH", nargs="?", const="-", default=None,
                         help=f"write {what} as JSON to PATH ('-' or no value: standard output)")
+
+
+def write_json_output(obj, path: str) -> None:
+    """What ``--json PATH`` writes: indented JSON to PATH (atomically), or to stdout for '-'."""
+    text = json.dumps(obj, indent=2)
+    if path == "-":
+        print(text)
+        return
+    from foldcnn.checkpoints import atomic_write
+
+    atomic_write(Path(path), (text + "\n").encode())

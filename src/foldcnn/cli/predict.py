@@ -30,6 +30,11 @@ def _summary_lines(stats, out: str) -> list[str]:
     return lines
 
 
+def _inputs(args: argparse.Namespace):
+    """One input as given (a folder, glob, file), several as a list read in order."""
+    return args.input[0] if len(args.input) == 1 else list(args.input)
+
+
 def _run_ray(args: argparse.Namespace, options) -> int:
     try:
         from foldcnn.scaleout.ray_engine import run_ray_predict
@@ -37,7 +42,7 @@ def _run_ray(args: argparse.Namespace, options) -> int:
         raise CLIError(f"--engine ray needs foldcnn.scaleout.ray_engine and ray (pip install 'foldcnn[ray]'): {e}") \
             from None
     try:
-        result = run_ray_predict(args.checkpoint, args.input, args.out, options, address=args.address,
+        result = run_ray_predict(args.checkpoint, _inputs(args), args.out, options, address=args.address,
                                  progress=not args.quiet)
     except ImportError as e:
         raise CLIError(f"--engine ray needs ray (pip install 'foldcnn[ray]'): {e}") from None
@@ -67,7 +72,7 @@ def _predict_local(args: argparse.Namespace, options) -> int:
 
     with Predictor.from_checkpoint(args.checkpoint, options) as p:
         with PredictionWriter(args.out) as writer:
-            writer.write_all(p.predict_iter(args.input, progress=not args.quiet))
+            writer.write_all(p.predict_iter(_inputs(args), progress=not args.quiet))
         for line in _summary_lines(p.stats, args.out):
             print(line)
     return 0
@@ -79,8 +84,9 @@ def _add_predict(sub) -> None:
                        description="Writes one row per input image in input order: index, source, frame "
                        "(video frame number), class_name, class_index, confidence.")
     p.add_argument("checkpoint", help="checkpoint directory (model.safetensors + config.json)")
-    p.add_argument("--input", required=True,
-                   help="an image folder (recursive), a quoted glob ('frames/*.png'), one image, or a video file")
+    p.add_argument("--input", required=True, nargs="+", action="extend",
+                   help="image folders (recursive: images and videos), quoted globs ('frames/*.png'), images or "
+                        "video files, one or more, read in the order given")
     p.add_argument("--out", required=True, help="output file, .csv or .jsonl (with --engine ray: a directory)")
     add_predict_options(p)
     p.add_argument("--engine", choices=("local", "ray"), default="local",

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 from foldcnn.cli.common import CLIError, parse_size
 
@@ -234,7 +232,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             m["regrouping"] = regrouping_report(p, ds.images, labels.numpy(), regroupings=args.regroupings,
                                                 seed=args.regroup_seed).to_dict()
     if args.json:
-        _write_json(m, args.json)
+        from foldcnn.cli.options import write_json_output
+
+        write_json_output(m, args.json)
         if args.json == "-":
             return 0
     print(f"{m['images']} images: top-1 {m['top1']:.2%}, top-5 {m['top5']:.2%} (folds in input order; "
@@ -262,16 +262,6 @@ def _labels_in_checkpoint_order(ds, class_names, root):
                        f"it was trained on {len(class_names)} classes: {', '.join(list(class_names)[:12])} ...")
     remap = torch.tensor([list(class_names).index(c) for c in ds.classes])
     return remap[ds.labels]
-
-
-def _write_json(obj, path: str) -> None:
-    text = json.dumps(obj, indent=2)
-    if path == "-":
-        print(text)
-        return
-    from foldcnn.checkpoints import atomic_write
-
-    atomic_write(Path(path), (text + "\n").encode())
 
 
 def _add_eval(sub) -> None:

@@ -1,10 +1,13 @@
 """The Predictor: a stream of images -> folds of f -> batches -> backend -> per-image results.
 
-Images are grouped in input order: image i goes to fold i // f (inference needs no random
-grouping), batches hold ``batch_size`` images (a multiple of f), so batch boundaries never split
-a fold and no result depends on how the input was chunked or on the batch size. The last fold
-of a stream may be partial: ``partial="pad"`` fills it with zero images whose outputs are
-discarded; ``partial="fallback"`` sends its images through an unfolded (fold=1) model instead.
+Images are grouped in input order (inference needs no random grouping): the n-th image of a
+fold stream goes to that stream's fold n // f. Every video is its own stream (its frames are
+folded only with frames of the same video, its last fold padded); the images, PIL images and
+arrays between videos form one stream in input order. Batches hold ``batch_size`` images (a
+multiple of f), so batch boundaries never split a fold and no result depends on how the input
+was chunked or on the batch size. The last fold of a stream may be partial: ``partial="pad"``
+fills it with zero images whose outputs are discarded; ``partial="fallback"`` sends its images
+through an unfolded (fold=1) model instead.
 Note that the images of one fold do affect each other's logits (that is the method); nothing
 outside a fold, and no padding choice, changes a result.
 """
@@ -63,6 +66,10 @@ class Predictor:
     Answers depend on fold-mates: the f images folded together affect each other's logits
     (that is the method). Images are folded in input order, so the same ordered input gives the
     same answers; nothing outside a fold, and no padding or batching choice, changes a result.
+    Isolation rule: a video's frames are folded only with frames of the same video (its last
+    fold padded, or sent to the fallback), never with images or another video's frames; the
+    images between videos are folded together in input order. The Ray engine groups the same
+    way (see docs/scaleout.md for the one case where it can differ).
     Not thread-safe: use one Predictor per thread.
     """
 
@@ -205,8 +212,13 @@ class Predictor:
         return softmax(per_image)
 
     def _stream(self, chunks: Iterator[Chunk], stats: PredictStats) -> Iterator[tuple]:
-        """Chunks -> (indices, sources, frames, probabilities (k, K)) per batch, in input order."""
+        """Chunks -> (indices, sources, frames, probabilities (k, K)) per batch, in input order.
+
+        A new fold stream (``Chunk.stream``: a video begins or ends) ends the current one: its
+        partial last fold is padded (or goes to the fallback) before the next stream's images.
+        """
         buf = ChunkBuffer()
+        stream = None
         while True:
             t0 = time.perf_counter()
             chunk = next(chunks, None)
@@ -217,12 +229,19 @@ class Predictor:
                 stats.skipped_inputs.extend(chunk.skipped)
                 stats.skipped = len(stats.skipped_inputs)
             stats.ignored_files.extend(chunk.ignored)
+            if chunk.stream != stream and not chunk.ignored:
+                yield from self._finish_stream(buf, stats)
+                stream = chunk.stream
             if chunk.images is None or not len(chunk.indices):
                 continue
             buf.add(chunk)
             while buf.n >= self.batch_size:
                 imgs, idx, src, frm = buf.take(self.batch_size)
                 yield idx, src, frm, self._probs(imgs, stats)
+        yield from self._finish_stream(buf, stats)
+
+    def _finish_stream(self, buf: ChunkBuffer, stats: PredictStats) -> Iterator[tuple]:
+        """Run what ``buf`` holds, its partial last fold padded or through the fallback model."""
         full = buf.n - buf.n % self.fold if self.partial == "fallback" else buf.n
         if full:
             imgs, idx, src, frm = buf.take(full)

@@ -15,16 +15,41 @@ from foldcnn.errors import UsageError
 
 __all__ = [
     "COLUMNS",
+    "CONFIDENCE_DECIMALS",
     "OUTPUT_FORMATS",
+    "RESULT_COLUMNS",
     "PredictStats",
     "Prediction",
     "PredictionWriter",
     "SkippedInput",
+    "result_row",
+    "round_confidence",
     "write_predictions",
 ]
 
 OUTPUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
-COLUMNS = ("index", "source", "frame", "class_name", "class_index", "confidence")
+# The one result schema: every writer (Predictor CSV/JSONL, the Ray engine's Parquet/CSV, the
+# server's JSON) emits these columns, in this order, built by result_row().
+RESULT_COLUMNS = ("index", "source", "frame", "class_name", "class_index", "confidence")
+COLUMNS = RESULT_COLUMNS  # the older name
+CONFIDENCE_DECIMALS = 6
+
+
+def round_confidence(confidence) -> float:
+    """The one rounding of a confidence written anywhere: a Python float, 6 decimals."""
+    return round(float(confidence), CONFIDENCE_DECIMALS)
+
+
+def result_row(index: int, source, frame, class_name: str, class_index: int, confidence) -> dict:
+    """One result in the shared schema (keys in RESULT_COLUMNS order).
+
+    ``index``: position in the expanded input list (int); ``source``: the file (str) or None;
+    ``frame``: the video frame number (int), None for images (never -1); ``class_index`` int;
+    ``confidence`` rounded by :func:`round_confidence`.
+    """
+    return {"index": int(index), "source": None if source is None else str(source),
+            "frame": None if frame is None else int(frame), "class_name": str(class_name),
+            "class_index": int(class_index), "confidence": round_confidence(confidence)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +71,8 @@ class Prediction:
     probabilities: np.ndarray
 
     def to_dict(self, probabilities: bool = False) -> dict:
-        d = {"index": self.index, "source": self.source, "frame": self.frame, "class_name": self.class_name,
-             "class_index": self.class_index, "confidence": self.confidence}
+        """The row every writer emits (:func:`result_row`), optionally with the probabilities."""
+        d = result_row(self.index, self.source, self.frame, self.class_name, self.class_index, self.confidence)
         if probabilities:
             d["probabilities"] = [float(v) for v in self.probabilities]
         return d
@@ -123,8 +148,8 @@ def _cell(v) -> str:
 class PredictionWriter:
     """Stream predictions to ``path`` as CSV or JSONL (format from the extension), one row each.
 
-    Columns: index, source, frame (video frame number; empty for images), class_name,
-    class_index, confidence. Rows go to ``path + ".partial"``, renamed to ``path`` by
+    Columns: RESULT_COLUMNS (index, source, frame (video frame number; empty in CSV and null in
+    JSONL for images), class_name, class_index, confidence), rows built by :func:`result_row`. Rows go to ``path + ".partial"``, renamed to ``path`` by
     ``close()``; a run that fails leaves only the ``.partial`` file, never a truncated ``path``.
     """
 
@@ -141,16 +166,17 @@ class PredictionWriter:
         self._file = open(self._tmp, "w", newline="", encoding="utf-8")
         if fmt == "csv":
             self._csv = csv.writer(self._file)
-            self._csv.writerow(COLUMNS)
+            self._csv.writerow(RESULT_COLUMNS)
 
     def write(self, p: Prediction) -> None:
-        conf = round(float(p.confidence), 6)
+        self.write_row(p.to_dict())
+
+    def write_row(self, row: dict) -> None:
+        """One :func:`result_row` dict (what other engines, e.g. Ray, write through this class)."""
         if self.format == "csv":
-            self._csv.writerow((p.index, _cell(p.source), _cell(p.frame), p.class_name, p.class_index, conf))
+            self._csv.writerow([_cell(row[c]) for c in RESULT_COLUMNS])
         else:
-            self._file.write(json.dumps({"index": p.index, "source": p.source, "frame": p.frame,
-                                         "class_name": p.class_name, "class_index": p.class_index,
-                                         "confidence": conf}) + "\n")
+            self._file.write(json.dumps({c: row[c] for c in RESULT_COLUMNS}) + "\n")
         self.rows += 1
 
     def write_all(self, preds: Iterable[Prediction]) -> int:

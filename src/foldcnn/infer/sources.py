@@ -6,8 +6,9 @@ Accepted inputs (``source``):
 * a numpy array (N, C, H, W) or (N, H, W, C), uint8 or float in [0, 1]; the layout is the one
   whose channel axis has the model's C channels; when both axes do, the one whose other two
   axes are the model's (H, W); when that still leaves both, a ValueError asks for a transpose;
-* a PIL image, a file path, a folder (its images, recursively, sorted by path), a glob
-  (``"frames/*.png"``, sorted) or a video file (every ``stride``-th frame);
+* a PIL image, a file path, a folder (its images and videos, recursively, sorted by path,
+  hidden entries skipped), a glob (``"frames/*.png"``, sorted) or a video file (every
+  ``stride``-th frame);
 * an iterable (list, generator) of any of these, where a 3-D tensor / array is one image
   (C, H, W) (numpy also (H, W, C)) and a 4-D one is a chunk of images.
 
@@ -16,6 +17,13 @@ Files are converted to RGB (grey, palette, RGBA, 16-bit: see foldcnn.data.reader
 bilinear for images and nearest neighbour for video frames (what NoScope and ``load_video``
 use) unless ``resize_mode`` names one for all; with ``resize=False`` they are an error naming
 the file and both sizes.
+
+Fold grouping follows the input order with one isolation rule: a video's frames are folded only
+with frames of the same video (each :class:`Chunk` names its ``stream``; the Predictor pads, or
+sends to the fallback, the partial last fold of a stream when the next stream begins). Images,
+PIL images and arrays between videos form one stream in input order. The Ray engine
+(foldcnn.scaleout) expands inputs with :func:`expand_path` and decodes with
+:func:`load_image_file` / :func:`iter_video`, so both number and group inputs alike.
 """
 
 from __future__ import annotations
@@ -34,7 +42,6 @@ from foldcnn.data.readers import (
     IMAGE_EXTENSIONS,
     DataReadError,
     ReadReport,
-    iter_video_frames,
     list_images,
     read_image,
     to_rgb,
@@ -43,7 +50,8 @@ from foldcnn.errors import MissingInputError, UsageError, UsageTypeError
 from foldcnn.infer.arrays import ImageSizeError, as_nchw, fit_images, to_unit_float
 from foldcnn.infer.results import SkippedInput
 
-__all__ = ["VIDEO_EXTENSIONS", "Chunk", "InputSpec", "count_inputs", "is_video", "iter_jobs"]
+__all__ = ["VIDEO_EXTENSIONS", "Chunk", "InputSpec", "classify_file", "count_inputs", "expand_path", "is_video",
+           "iter_jobs", "iter_video", "load_image_file"]
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
 FILES_PER_JOB = 32  # files decoded per worker task: amortizes thread hand-off, keeps order cheap
@@ -75,6 +83,7 @@ class Chunk:
     frames: Sequence[int | None]
     skipped: list[SkippedInput] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # files in a folder without an image extension
+    stream: object = None  # fold stream: None for images and arrays, the video's first position for a video
 
 
 def is_video(path: Path) -> bool:
@@ -95,13 +104,19 @@ def _array_job(x: torch.Tensor, start: int, spec: InputSpec) -> Callable[[], Chu
 
 
 # ---------------------------------------------------------------------------- single images
+def load_image_file(path, spec: InputSpec) -> torch.Tensor:
+    """One image file -> uint8 (1, 3, H, W) at the model's size (resize, resize_mode and
+    max_pixels of ``spec``); DataReadError naming the file when it cannot be used."""
+    if spec.shape[0] != 3:
+        raise UsageError(f"image files are decoded as RGB (3 channels) but the model takes {spec.shape[0]}; "
+                         "pass tensors (N, C, H, W) instead")
+    return _fit(read_image(path, max_pixels=spec.max_pixels)[None], spec, f"image {path}")
+
+
 def _load_single(kind: str, obj, spec: InputSpec) -> torch.Tensor:
     """One image -> (1, C, H, W) at the model's size."""
     if kind == "file":
-        if spec.shape[0] != 3:
-            raise UsageError(f"image files are decoded as RGB (3 channels) but the model takes {spec.shape[0]}; "
-                             "pass tensors (N, C, H, W) instead")
-        return _fit(read_image(obj, max_pixels=spec.max_pixels)[None], spec, f"image {obj}")
+        return load_image_file(obj, spec)
     if kind == "pil":
         if spec.shape[0] != 3:
             raise UsageError(f"PIL images are converted to RGB but the model takes {spec.shape[0]} channels")
@@ -133,47 +148,60 @@ def _singles_job(items: list[tuple[str, object]], start: int, spec: InputSpec) -
 
 
 # ----------------------------------------------------------------------------------- videos
-def _frames_job(path: Path, frames: list[torch.Tensor], numbers: list[int], pos: int) -> Callable[[], Chunk]:
+def iter_video(path, spec: InputSpec) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(frame number, uint8 (3, H, W))`` for every ``spec.stride``-th frame of a video, at the
+    model's size (nearest neighbour unless ``spec.resize_mode`` names another; with
+    ``resize=False`` a frame of another size is an ImageSizeError)."""
+    from foldcnn.data import readers  # looked up at call time, so tests can stand in a decoder
+
+    if spec.shape[0] != 3:
+        raise UsageError(f"video frames are RGB (3 channels) but the model takes {spec.shape[0]}")
+    want = spec.shape[1:]
+    for number, img in readers.iter_video_frames(path, input_size=want if spec.resize else None,
+                                                 stride=spec.stride, resize=spec.resize_mode or "nearest"):
+        if tuple(img.shape[1:]) != want:
+            raise ImageSizeError(f"video {path}", tuple(img.shape[1:]), want)
+        yield number, img
+
+
+def _frames_job(path: Path, frames: list[torch.Tensor], numbers: list[int], pos: int,
+                stream: int) -> Callable[[], Chunk]:
     return lambda: Chunk(torch.from_numpy(np.stack([f.numpy() for f in frames])), range(pos, pos + len(frames)),
-                         [str(path)] * len(frames), numbers)
+                         [str(path)] * len(frames), numbers, stream=stream)
 
 
 def _video_jobs(path: Path, start: int, spec: InputSpec) -> Iterator[tuple[Callable[[], Chunk], int]]:
     """Decode (in the calling thread: PyAV decodes one frame after another; it threads inside)
-    into jobs of FRAMES_PER_JOB frames; yields ``(job, inputs it covers)``."""
-    if spec.shape[0] != 3:
-        raise UsageError(f"video frames are RGB (3 channels) but the model takes {spec.shape[0]}")
-    want = spec.shape[1:]
+    into jobs of FRAMES_PER_JOB frames; yields ``(job, inputs it covers)``. Every chunk names
+    the video's own fold stream (``start``)."""
     frames: list[torch.Tensor] = []
     numbers: list[int] = []
     pos = start
     try:
-        for number, img in iter_video_frames(path, input_size=want if spec.resize else None, stride=spec.stride,
-                                             resize=spec.resize_mode or "nearest"):
-            if tuple(img.shape[1:]) != want:
-                raise ImageSizeError(f"video {path}", tuple(img.shape[1:]), want)
+        for number, img in iter_video(path, spec):
             frames.append(img)
             numbers.append(number)
             if len(frames) == FRAMES_PER_JOB:
-                yield _frames_job(path, frames, numbers, pos), len(frames)
+                yield _frames_job(path, frames, numbers, pos, start), len(frames)
                 pos += len(frames)
                 frames, numbers = [], []
     except (DataReadError, FileNotFoundError) as e:
         if spec.on_error == "raise":
             raise
         if frames:
-            yield _frames_job(path, frames, numbers, pos), len(frames)
+            yield _frames_job(path, frames, numbers, pos, start), len(frames)
             pos += len(frames)
         reason = getattr(e, "reason", None) or str(e)
         skip = SkippedInput(pos, str(path), f"{reason} (the frames before it were predicted)")
-        yield (lambda: Chunk(None, [], [], [], [skip])), 1
+        yield (lambda: Chunk(None, [], [], [], [skip], stream=start)), 1
         return
     if frames:
-        yield _frames_job(path, frames, numbers, pos), len(frames)
+        yield _frames_job(path, frames, numbers, pos, start), len(frames)
 
 
 # ------------------------------------------------------------------------------------ inputs
-def _classify_file(path: Path) -> str:
+def classify_file(path: Path) -> str:
+    """"video" or "file" (an image): by extension, else by what Pillow or PyAV can open."""
     if is_video(path):
         return "video"
     if path.suffix.lower() in IMAGE_EXTENSIONS:
@@ -194,21 +222,27 @@ def _classify_file(path: Path) -> str:
     return "file"
 
 
-def _expand_path(p: str | os.PathLike, top: bool) -> list[tuple[str, object]]:
+def expand_path(p: str | os.PathLike, top: bool = True) -> list[tuple[str, object]]:
+    """One path, folder or glob -> ``[(kind, Path), ...]`` in input order, kind "file" (an
+    image) or "video", plus ``("ignored", [files])`` for a folder's other files. Folders: images
+    and videos, recursively, sorted by path; globs: sorted matches. Every engine numbers inputs
+    by this list (the ``index`` column)."""
     path = Path(p)
     if path.is_dir():
         report = ReadReport()
-        files = list_images(path, recursive=True, report=report)
+        files = list_images(path, extensions=IMAGE_EXTENSIONS + VIDEO_EXTENSIONS, recursive=True, report=report)
         if not files:
-            raise MissingInputError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in folder {path}")
-        return [("file", f) for f in files] + ([("ignored", report.ignored)] if report.ignored else [])
+            raise MissingInputError(f"no image or video files ({', '.join(IMAGE_EXTENSIONS)}; "
+                                    f"{', '.join(VIDEO_EXTENSIONS)}) in folder {path}")
+        return [("video" if is_video(f) else "file", f) for f in files] + \
+            ([("ignored", report.ignored)] if report.ignored else [])
     if path.is_file():
-        return [(_classify_file(path), path)]
+        return [(classify_file(path), path)]
     if any(ch in str(p) for ch in _GLOB_CHARS):
         matches = [Path(m) for m in sorted(glob.glob(str(p), recursive=True)) if Path(m).is_file()]
         if not matches:
             raise MissingInputError(f"no files match {p}")
-        return [(_classify_file(m), m) for m in matches]
+        return [(classify_file(m), m) for m in matches]
     if top:
         raise MissingInputError(f"no such file, folder or glob match: {p}")
     return [("file", path)]  # a missing file in a list: reported (or skipped) with its name
@@ -227,7 +261,7 @@ def _units(source, spec: InputSpec, top: bool) -> Iterator[tuple[str, object]]:
     elif isinstance(source, Image.Image):
         yield "pil", source
     elif isinstance(source, (str, os.PathLike)):
-        yield from _expand_path(source, top)
+        yield from expand_path(source, top)
     elif top and hasattr(source, "__iter__") and not isinstance(source, (bytes, dict)):
         for item in source:
             yield from _units(item, spec, top=False)
@@ -288,7 +322,7 @@ def count_inputs(source) -> int | None:
         return 1
     if isinstance(source, (str, os.PathLike)):
         try:
-            units = _expand_path(source, top=True)
+            units = expand_path(source, top=True)
         except FileNotFoundError:
             return None
         return None if any(k == "video" for k, _ in units) else sum(k != "ignored" for k, _ in units)

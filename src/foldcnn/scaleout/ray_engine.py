@@ -6,12 +6,14 @@
         each actor loads the Predictor once; batches of batch_size/f fold rows
         -> predict_arrays -> per-image (class_index, confidence)
     driver
-        collects the small per-image rows, sorts by (source, frame), writes
-        predictions.parquet / predictions.csv / failed.csv / summary.json
+        collects the small per-image rows, numbers them as the Predictor does (``index``:
+        position in the expanded input list), writes predictions.parquet / predictions.csv
+        (foldcnn.infer.results' schema, input order) / failed.csv / summary.json
 
-Which images share a fold is fixed before Ray sees the data (foldcnn.scaleout.inputs), so the
-results equal the single-process Predictor's and do not depend on scheduling. Paths are made
-absolute; on a multi-node cluster every node must see them (a shared filesystem).
+Which images share a fold is fixed before Ray sees the data (foldcnn.scaleout.inputs, the
+Predictor's isolation rule), so the results equal the single-process Predictor's and do not
+depend on scheduling. Read tasks get absolute paths; on a multi-node cluster every node must see
+them (a shared filesystem).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from foldcnn.data.readers import DataReadError
 from foldcnn.infer.options import PredictOptions, check_supported
 from foldcnn.errors import MissingExtraError, UsageError
 from foldcnn.scaleout.inputs import expand_inputs, make_units
-from foldcnn.scaleout.outputs import write_failed, write_predictions
+from foldcnn.scaleout.outputs import number_rows, write_failed, write_predictions
 from foldcnn.scaleout.tasks import FoldedInference, decode_units
 
 __all__ = ["FORMATS", "run_ray_predict"]
@@ -57,10 +59,8 @@ def _require_ray():
 # What the Ray engine cannot honour yet (foldcnn.infer.options.check_supported refuses these
 # when set, with the reason, instead of ignoring them).
 UNSUPPORTED = {
-    "workers": "decoding runs in Ray read tasks, one per group of images or per video, not in threads",
-    "resize": "the Ray read tasks always resize images to the model's size",
-    "resize_mode": "the Ray read tasks resize images bilinearly and video frames with nearest neighbour",
-    "max_pixels": "the Ray read tasks have no decoded-size limit",
+    "workers": "decoding runs in Ray read tasks, one per group of images or per video, scheduled by Ray "
+               "(DECODE_CPUS each), not in threads",
     "select_seconds": "backend auto is not available on Ray; name a backend",
 }
 
@@ -178,7 +178,8 @@ def _pipeline(units, *, checkpoint, options, threads, fold, input_shape, batch_s
 
     gpus = 1 if options.device != "cpu" else 0
     decode_kwargs = {"fold": fold, "input_shape": input_shape, "stride": options.stride, "chunk": batch_size,
-                     "on_error": options.on_error}
+                     "on_error": options.on_error, "resize": options.resize, "resize_mode": options.resize_mode,
+                     "max_pixels": options.max_pixels}
     ds = ray.data.from_items(units, override_num_blocks=len(units))
     ds = ds.map_batches(decode_units, batch_size=1, batch_format="numpy", fn_kwargs=decode_kwargs,
                         num_cpus=DECODE_CPUS)
@@ -217,9 +218,8 @@ def run_ray_predict(checkpoint, inputs, out_dir, options: PredictOptions | None 
                     formats=("parquet", "csv"), **overrides) -> dict:
     """Classify every image and video frame of ``inputs`` on a Ray cluster; write the results.
 
-    ``inputs``: folders, globs, image and video files, mixed. Images are resized (bilinear) to
-    the model's (H, W); video frames (every ``stride``-th) with nearest neighbour, as the
-    single-process Predictor does. ``options`` (:class:`foldcnn.infer.options.PredictOptions`;
+    ``inputs``: folders, globs, image and video files, mixed, expanded and decoded as the
+    single-process Predictor does (resize, resize_mode, max_pixels, stride). ``options`` (:class:`foldcnn.infer.options.PredictOptions`;
     keyword ``overrides`` name its fields) as for the Predictor: backend, precision, device,
     batch size, threads per actor (default 1), on_error, stride; those the engine cannot honour
     (``UNSUPPORTED``) are refused when set. ``num_actors`` inference actors, each holding
@@ -231,9 +231,10 @@ def run_ray_predict(checkpoint, inputs, out_dir, options: PredictOptions | None 
     Unreadable files are reported (``on_error="skip"``: in ``failed`` and ``failed.csv``) or
     raised (``"raise"``: DataReadError naming the file).
 
-    Writes ``out_dir/predictions.{parquet,csv}`` (``formats``; columns source, frame (-1 for
-    images), class_index, class_name, confidence; one row per image or frame, sorted by
-    (source, frame)), ``failed.csv`` (source, reason) and ``summary.json``; returns the summary:
+    Writes ``out_dir/predictions.{parquet,csv}`` (``formats``; the schema every writer shares,
+    foldcnn.infer.results.RESULT_COLUMNS: index, source, frame (null for images), class_name,
+    class_index, confidence; one row per image or frame in input order, row for row what
+    ``foldcnn predict`` writes locally), ``failed.csv`` (source, reason) and ``summary.json``; returns the summary:
     images, files, failed, seconds (decoding + inference on the cluster), images_per_s, outputs
     (paths), padding, and the settings used.
     """
@@ -276,7 +277,9 @@ def run_ray_predict(checkpoint, inputs, out_dir, options: PredictOptions | None 
     padded = int(((-per_unit) % fold).sum())
     n = len(good["source_id"])
 
-    outputs = write_predictions(out, good, sources, class_names, formats)
+    kinds = [k for k, _ in files.files]
+    numbered = number_rows(good, rows["source_id"][bad], len(sources))
+    outputs = write_predictions(out, numbered, sources, kinds, class_names, formats)
     outputs["failed"] = write_failed(out, failed)
     outputs["summary"] = str(out / "summary.json")
     summary = {

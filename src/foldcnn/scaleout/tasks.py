@@ -51,28 +51,30 @@ def _failure_row(source_id: int, reason: str, fold: int, shape: tuple[int, int, 
             "error": np.array([reason or "unknown error"], dtype=object)}
 
 
-def _image_group(ids, paths, fold, shape, on_error) -> Iterator[Batch]:
-    from foldcnn.data.readers import ImageReadError, read_image
+def _image_group(ids, paths, fold, spec, on_error) -> Iterator[Batch]:
+    from foldcnn.data.readers import DataReadError
+    from foldcnn.infer.sources import load_image_file
 
     ok_ids, images = [], []
     for i, p in zip(ids, paths):
         try:
-            images.append(read_image(p, shape[1:]).numpy())
+            images.append(load_image_file(p, spec)[0].numpy())
             ok_ids.append(int(i))
-        except ImageReadError as e:
+        except DataReadError as e:
             if on_error == "raise":
                 raise
-            yield _failure_row(int(i), e.reason, fold, shape)
+            yield _failure_row(int(i), getattr(e, "reason", str(e)), fold, spec.shape)
     if images:
-        yield _fold_rows(ok_ids, [-1] * len(images), images, fold, shape)
+        yield _fold_rows(ok_ids, [-1] * len(images), images, fold, spec.shape)
 
 
-def _video(source_id, path, fold, shape, stride, chunk, on_error) -> Iterator[Batch]:
+def _video(source_id, path, fold, spec, chunk, on_error) -> Iterator[Batch]:
     """Frames in order, emitted every ``chunk`` frames (a multiple of f) to bound memory."""
-    from foldcnn.data.readers import iter_video_frames
+    from foldcnn.infer.sources import iter_video
 
+    shape = spec.shape
     frames, images = [], []
-    decoded = iter_video_frames(path, input_size=shape[1:], stride=stride)
+    decoded = iter_video(path, spec)
     while True:
         try:
             t, img = next(decoded)
@@ -98,18 +100,24 @@ def _video(source_id, path, fold, shape, stride, chunk, on_error) -> Iterator[Ba
 
 
 def decode_units(batch: Batch, *, fold: int, input_shape: tuple[int, int, int], stride: int,
-                 chunk: int, on_error: str) -> Iterator[Batch]:
-    """Ray map_batches function (a read task): units -> fold rows (see the module docstring)."""
-    from foldcnn.data.readers import DataReadError
+                 chunk: int, on_error: str, resize: bool = True, resize_mode: str | None = None,
+                 max_pixels: int | None = None) -> Iterator[Batch]:
+    """Ray map_batches function (a read task): units -> fold rows (see the module docstring).
 
-    shape = tuple(int(v) for v in input_shape)
+    Decoding is the Predictor's (foldcnn.infer.sources.load_image_file / iter_video with the
+    same resize, resize_mode, max_pixels and stride), so a file gives the same pixels here.
+    """
+    from foldcnn.data.readers import DataReadError
+    from foldcnn.infer.sources import InputSpec
+
+    spec = InputSpec(tuple(int(v) for v in input_shape), resize, resize_mode, on_error, stride, max_pixels)
     for kind, ids, paths in zip(batch["kind"], batch["ids"], batch["paths"]):
         ids, paths = [int(i) for i in ids], [str(p) for p in paths]
         try:
             if kind == "video":
-                yield from _video(ids[0], paths[0], fold, shape, stride, chunk, on_error)
+                yield from _video(ids[0], paths[0], fold, spec, chunk, on_error)
             else:
-                yield from _image_group(ids, paths, fold, shape, on_error)
+                yield from _image_group(ids, paths, fold, spec, on_error)
         except (DataReadError, OSError) as e:
             # on_error="raise". A plain one-argument DataReadError: Ray must rebuild it on the
             # driver, and ImageReadError's (path, reason) constructor cannot be rebuilt from args.

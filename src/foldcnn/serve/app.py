@@ -13,7 +13,9 @@ Request bodies (one image or many, answered in order):
   * raw bytes with ``Content-Type: image/*`` (or application/octet-stream): one image;
   * ``multipart/form-data``: every file part is an image, in the order sent;
   * ``application/json``: ``{"images": ["<base64>", ...]}``.
-Answer: ``{"results": [{"class_index", "class_name", "confidence"}, ...]}``; errors are
+Answer: ``{"results": [row, ...]}``, one row per image in the order sent, in the schema every
+writer shares (foldcnn.infer.results.result_row: index (position in the request), source and
+frame (null), class_name, class_index, confidence rounded to 6 decimals); errors are
 ``{"error": "<one sentence>"}`` with a 4xx status for bad input, 401 for a missing or wrong API
 key, 500 when the model failed on the batch that held the request, 503 while shutting down.
 """
@@ -29,6 +31,7 @@ import time
 from dataclasses import dataclass, field
 
 from foldcnn.errors import UsageError
+from foldcnn.infer.results import result_row
 from foldcnn.serve.batcher import BatcherClosed, BatchFailed, FoldBatcher, QueueFull
 from foldcnn.serve.metrics import ServeMetrics
 from foldcnn.serve.validation import ImageLimits, RequestError, decode_images, split_json_images
@@ -218,7 +221,7 @@ def create_app(predictor, config: ServeConfig | None = None):
                 status = 499
                 return error(499, "the client closed the connection before the answer was ready")
             indices, probs = job.result()
-            results = [{"class_index": int(k), "class_name": class_names[k], "confidence": float(probs[i, k])}
+            results = [result_row(i, None, None, class_names[k], k, probs[i, k])
                        for i, k in enumerate(indices.tolist())]
             return JSONResponse({"results": results})
         except RequestError as e:
