@@ -6,16 +6,16 @@ distillation from precomputed teacher logits (foldcnn.train.distill), weight ave
 DistributedDataParallel when a process group is initialized (foldcnn.train.distributed). bf16
 autocast and channels_last apply to all of them.
 
-train_model runs in phases, each a function below: ``_setup`` (seed, device, optimizer),
-``_resume``, ``_start`` (log, DDP, clock), ``_train_step``, ``_end_epoch`` (validation, best
-epoch, early stop, metrics row, state) and ``_finish`` (best weights, fused BatchNorm).
+train_model runs in phases: ``setup_run`` (foldcnn.train.setup: seed, device, optimizer, the
+TrainRun state), then, below, ``_resume``, ``_start`` (log, DDP, clock), ``_train_step``,
+``_end_epoch`` (validation, best epoch, early stop, metrics row, state) and ``_finish`` (best
+weights, fused BatchNorm).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,33 +28,16 @@ from foldcnn.data.grouping import gather_fold_batch
 from foldcnn.fold import unfold_logits
 from foldcnn.models import FoldedCNN
 from foldcnn.progress import progress_bar
-from foldcnn.train.batchnorm import add_train_batchnorm_, fuse_train_batchnorm_
+from foldcnn.train.batchnorm import fuse_train_batchnorm_
 from foldcnn.train.config import DEFAULT_STATE_EVERY_STEPS, TrainConfig
-from foldcnn.train.curriculum import curriculum_schedule, epoch_groups, stage_sizes
-from foldcnn.train.devices import autocast_for, bf16_supported, resolve_device, resolve_precision  # noqa: F401
+from foldcnn.train.curriculum import epoch_groups
+from foldcnn.train.devices import autocast_for, bf16_supported  # noqa: F401 - bf16_supported re-exported
 from foldcnn.train.distill import step_loss
-from foldcnn.train.distributed import (
-    DistInfo,
-    all_reduce_sum,
-    broadcast_buffers_,
-    broadcast_floats,
-    dist_info,
-    shard_groups,
-)
-from foldcnn.train.ema import WeightAverage
+from foldcnn.train.distributed import all_reduce_sum, broadcast_buffers_, broadcast_floats, shard_groups
 from foldcnn.train.evaluation import EVAL_GROUP_SEED, evaluate, predict_logits  # noqa: F401 - re-exported
-from foldcnn.train.resume import (
-    TRAIN_STATE_FILE,
-    LoopState,
-    check_fingerprint,
-    fingerprint,
-    load_train_state,
-    pack_state,
-    save_train_state,
-    unpack_state,
-)
-from foldcnn.train.setup import build_optimizer, build_scheduler, check_train_inputs
-from foldcnn.train.symmetry import plain_state_dict, tie_fold_slots_, untie_fold_slots_
+from foldcnn.train.resume import check_fingerprint, load_train_state, pack_state, save_train_state, unpack_state
+from foldcnn.train.setup import TrainRun, check_train_inputs, setup_run
+from foldcnn.train.symmetry import plain_state_dict, untie_fold_slots_
 
 
 @dataclass
@@ -66,72 +49,7 @@ class TrainResult:
     features: dict = field(default_factory=dict)  # what ran: precision, device, curriculum, resume, ranks
 
 
-@dataclass
-class _Run:
-    """One call of train_model: what _setup builds once and the phases after it share.
-
-    ``loop`` is the part that changes and is saved for resume (foldcnn.train.resume.LoopState);
-    everything else is fixed after set-up (the progress bar and clock aside).
-    """
-
-    cfg: TrainConfig
-    model: FoldedCNN
-    dist: DistInfo
-    device: torch.device
-    precision: str  # resolved: "fp32" or "bf16"
-    memory_format: torch.memory_format
-    schedule: list[int]  # active classes per epoch (all K without a curriculum)
-    steps: list[int]  # optimizer steps per epoch
-    groups_per_step: int
-    opt: torch.optim.Optimizer
-    sched: torch.optim.lr_scheduler.LRScheduler
-    ema: WeightAverage | None
-    teacher: torch.Tensor | None  # (N_train, K) fp32 on device
-    state_path: Path | None
-    fp: dict | None  # fingerprint of config, model and data, checked on resume
-    net: torch.nn.Module | None = None  # the model, or its DDP wrapper
-    loop: LoopState = field(default_factory=LoopState)
-    resumed: dict | None = None
-    log_path: Path | None = None
-    bar: object = None
-    seconds_before: float = 0.0  # training time of the runs this one resumes
-    t_start: float = 0.0
-
-
-def _setup(model: FoldedCNN, train_ds: ArrayDataset, val_ds: ArrayDataset, cfg: TrainConfig,
-           out_dir: str | Path | None, teacher_logits: torch.Tensor | None) -> _Run:
-    """Seed, device, training BatchNorm, slot tying, schedule, optimizer: in this order, which the
-    random state and the recorded results (tests/test_loop.py) depend on."""
-    dist = dist_info()
-    device = resolve_device(cfg.device, dist.local_rank)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    fold, k = model.fold, model.num_classes
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    if cfg.train_batchnorm:
-        add_train_batchnorm_(model)
-    model.to(device=device, memory_format=memory_format)
-    if cfg.tie_slots:  # after .to(): the blocks are 5-D, which channels_last cannot convert
-        tie_fold_slots_(model, fold)
-    schedule = curriculum_schedule(k, fold, cfg.epochs, cfg.curriculum_end) if cfg.curriculum else [k] * cfg.epochs
-    groups_per_step = cfg.images_per_step(fold) // fold
-    steps = [math.ceil(math.ceil(n / fold) / groups_per_step) for n in stage_sizes(train_ds.labels, k, schedule)]
-    opt = build_optimizer(model, cfg)
-    sched = build_scheduler(opt, cfg, sum(steps))
-    ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None  # after tying: averages the blocks
-    run_dir = Path(out_dir) if out_dir is not None else None
-    return _Run(
-        cfg=cfg, model=model, dist=dist, device=device, precision=resolve_precision(cfg.precision, device),
-        memory_format=memory_format, schedule=schedule, steps=steps, groups_per_step=groups_per_step,
-        opt=opt, sched=sched, ema=ema,
-        teacher=teacher_logits.to(device=device, dtype=torch.float32) if teacher_logits is not None else None,
-        state_path=run_dir / TRAIN_STATE_FILE if run_dir is not None else None,
-        fp=fingerprint(cfg, model, train_ds, val_ds, teacher_logits) if run_dir is not None else None,
-    )
-
-
-def _resume(run: _Run) -> None:
+def _resume(run: TrainRun) -> None:
     """Continue from ``train_state.pt`` after checking it was written by this very run."""
     saved = load_train_state(run.state_path)
     check_fingerprint(saved.get("fingerprint") or {}, run.fp, run.state_path)
@@ -141,7 +59,7 @@ def _resume(run: _Run) -> None:
         run.loop.loss_sum, run.loop.seen, run.loop.correct = 0.0, 0, 0
 
 
-def _start(run: _Run, progress: bool) -> None:
+def _start(run: TrainRun, progress: bool) -> None:
     """Rewrite ``metrics.jsonl`` from the (resumed) history, wrap DDP, start the clock and the bar."""
     if run.state_path is not None and run.dist.is_main:
         run.log_path = run.state_path.parent / "metrics.jsonl"
@@ -158,7 +76,7 @@ def _start(run: _Run, progress: bool) -> None:
                            disable=not (progress and run.dist.is_main), unit="step", leave=False)
 
 
-def _save_state(run: _Run, mid_epoch: bool) -> None:
+def _save_state(run: TrainRun, mid_epoch: bool) -> None:
     """Write ``train_state.pt`` (rank 0); every rank must call it, for the DDP sums it gathers."""
     loop, dist = run.loop, run.dist
     if mid_epoch and dist.enabled:  # fold every rank's partial sums into rank 0's
@@ -170,7 +88,7 @@ def _save_state(run: _Run, mid_epoch: bool) -> None:
                                                     run.device, ema=run.ema))
 
 
-def _train_step(run: _Run, train_ds: ArrayDataset, chunk: torch.Tensor, active: int) -> float:
+def _train_step(run: TrainRun, train_ds: ArrayDataset, chunk: torch.Tensor, active: int) -> float:
     """One optimizer step on ``chunk`` (G, f) of fold groups; adds to the epoch's running sums."""
     fold, k, dist, loop = run.model.fold, run.model.num_classes, run.dist, run.loop
     n_step = int((chunk >= 0).sum())
@@ -198,7 +116,7 @@ def _train_step(run: _Run, train_ds: ArrayDataset, chunk: torch.Tensor, active: 
     return loss_value
 
 
-def _validate(run: _Run, val_ds: ArrayDataset, active: int) -> tuple[float, float, bool]:
+def _validate(run: TrainRun, val_ds: ArrayDataset, active: int) -> tuple[float, float, bool]:
     """(val_top1, val_top5, is_best), evaluated on rank 0 and shared; keeps the best weights.
 
     With weight averaging, validation and the best checkpoint use the averaged weights."""
@@ -216,7 +134,7 @@ def _validate(run: _Run, val_ds: ArrayDataset, active: int) -> tuple[float, floa
     return val_top1, val_top5, is_best
 
 
-def _end_epoch(run: _Run, val_ds: ArrayDataset, epoch: int, t0: float) -> dict:
+def _end_epoch(run: TrainRun, val_ds: ArrayDataset, epoch: int, t0: float) -> dict:
     """Validation, best-epoch and early-stopping bookkeeping, the metrics row, state and log saved."""
     loop, cfg, active = run.loop, run.cfg, run.schedule[epoch]
     loss_sum, seen, correct = all_reduce_sum([loop.loss_sum, loop.seen, loop.correct], run.device)
@@ -249,7 +167,7 @@ def _end_epoch(run: _Run, val_ds: ArrayDataset, epoch: int, t0: float) -> dict:
     return row
 
 
-def _finish(run: _Run) -> TrainResult:
+def _finish(run: TrainRun) -> TrainResult:
     """Dense best weights back in the model, training BatchNorm fused away, and what ran."""
     model, cfg, loop, ema = run.model, run.cfg, run.loop, run.ema
     run.bar.close()
@@ -294,7 +212,7 @@ def train_model(
     only rank 0 writes files and shows progress.
     """
     check_train_inputs(model, train_ds, val_ds, cfg, teacher_logits, out_dir, resume, state_every_steps)
-    run = _setup(model, train_ds, val_ds, cfg, out_dir, teacher_logits)
+    run = setup_run(model, train_ds, val_ds, cfg, out_dir, teacher_logits)
     if resume:
         _resume(run)
     _start(run, progress)
