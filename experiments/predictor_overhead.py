@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from foldcnn.backends import create_backend
+from foldcnn.bench.timing import WallTimer, time_block
 from foldcnn.data.game_text import GameTextDataset
 from foldcnn.fold import fold_images
 from foldcnn.infer import Predictor
@@ -29,12 +29,9 @@ from foldcnn.models.game import GAME_TASKS
 
 
 def images_per_s(fn, n_images: int, min_seconds: float) -> float:
-    fn()
-    calls, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < min_seconds:
-        fn()
-        calls += 1
-    return calls * n_images / (time.perf_counter() - t0)
+    fn()  # warm-up
+    calls, seconds = time_block(fn, min_seconds, WallTimer())
+    return calls * n_images / seconds
 
 
 def load_model(task: str, fold: int, checkpoints: str | None):

@@ -17,8 +17,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from foldcnn.models import create_model
+from foldcnn.precision import TORCH_DTYPES
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DTYPES = {p: TORCH_DTYPES[p] for p in ("fp32", "bf16")}
 
 
 def build(name: str, fold: int, dtype: torch.dtype, batch_size: int) -> tuple[torch.nn.Module, torch.Tensor]:

@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 from foldcnn import create_model
 from foldcnn.data.base import ArrayDataset
 from foldcnn.train.config import TrainConfig
-from foldcnn.train.curriculum import curriculum_schedule, stage_sizes
-from foldcnn.train.loop import _epoch_groups, train_model
+from foldcnn.train.curriculum import curriculum_schedule, epoch_groups, stage_sizes
+from foldcnn.train.loop import train_model
 
 
 @settings(max_examples=200, deadline=None)
@@ -42,11 +42,11 @@ def test_paper_example_and_short_runs():
 
 def test_epoch_groups_hold_only_active_images_once():
     labels = torch.arange(50) % 5
-    groups = _epoch_groups(labels, 3, 5, 4, seed=0, epoch=2)
+    groups = epoch_groups(labels, 3, 5, 4, seed=0, epoch=2)
     real = groups[groups >= 0]
     assert sorted(real.tolist()) == (labels < 3).nonzero().view(-1).tolist()
     assert (groups < 0).sum() == -len(real) % 4
-    full = _epoch_groups(labels, 5, 5, 4, seed=0, epoch=2)
+    full = epoch_groups(labels, 5, 5, 4, seed=0, epoch=2)
     assert sorted(full[full >= 0].tolist()) == list(range(50))
 
 

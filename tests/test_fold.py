@@ -91,3 +91,23 @@ def test_errors_say_what_to_do():
         unfold_logits(torch.zeros(2, 10), 4)
     with pytest.raises(ValueError, match=r"\(N/f, f\*K\)"):
         unfold_logits(torch.zeros(2, 10, 1), 2)
+
+
+@given(st.integers(1, 5000), st.integers(1, 16))
+def test_round_batch_is_the_largest_whole_fold_batch(batch_size, fold):
+    from foldcnn.fold import round_batch
+
+    b = round_batch(batch_size, fold)
+    assert b % fold == 0 and b >= fold
+    assert b <= batch_size or batch_size < fold
+    assert b + fold > batch_size  # no larger multiple of fold fits
+
+
+def test_round_batch_refuses_what_is_not_a_count():
+    from foldcnn.fold import round_batch
+
+    for bad in (0, -4, 2.0, True):
+        with pytest.raises(ValueError, match="batch_size"):
+            round_batch(bad, 2)
+    with pytest.raises(ValueError, match="fold"):
+        round_batch(8, 0)

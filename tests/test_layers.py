@@ -30,6 +30,9 @@ FORBIDDEN = {
     "foldcnn.serve": ("foldcnn.train", "foldcnn.cli"),
     "foldcnn.scaleout": ("foldcnn.train", "foldcnn.cli", "foldcnn.serve"),
 }
+# The shared tables and timers sit under every layer that names a precision or times a call.
+for _low in ("foldcnn.precision", "foldcnn.timing"):
+    FORBIDDEN[_low] = ("foldcnn.fold", "foldcnn.analysis", *FORBIDDEN["foldcnn.fold"])
 ALLOWED_EXCEPTIONS = {"foldcnn.train.checkpoint"}  # the alias module that re-exports foldcnn.checkpoints
 
 

@@ -16,7 +16,7 @@ import torch
 
 from foldcnn.errors import UsageError, UsageTypeError
 
-__all__ = ["check_fold", "fold_images", "unfold_logits", "pad_to_fold", "padded_count"]
+__all__ = ["check_fold", "fold_images", "unfold_logits", "pad_to_fold", "padded_count", "round_batch"]
 
 
 def check_fold(fold: object) -> int:
@@ -80,6 +80,18 @@ def padded_count(n: int, fold: int) -> int:
     """Smallest multiple of ``fold`` that is >= ``n``."""
     fold = check_fold(fold)
     return -(-n // fold) * fold
+
+
+def round_batch(batch_size: int, fold: int) -> int:
+    """Images per batch rounded down to whole folded inputs: a multiple of ``fold``, at least ``fold``.
+
+    Every batch size the user gives (training step, evaluation, Predictor, Ray engine, server,
+    batch loader) goes through this, so a size that is not a multiple of f means the same everywhere.
+    """
+    fold = check_fold(fold)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UsageError(f"batch_size counts images and must be an int >= 1, got {batch_size!r}")
+    return max(fold, batch_size // fold * fold)
 
 
 def pad_to_fold(x: torch.Tensor, fold: int) -> tuple[torch.Tensor, int]:

@@ -11,8 +11,6 @@ tensor-core rate for fp32 data. ``measure_peak`` builds the same record for the 
 from __future__ import annotations
 
 import contextlib
-import statistics
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -20,12 +18,14 @@ import torch
 
 from foldcnn.analysis.counting import AnalysisReport
 from foldcnn.errors import UsageError
+from foldcnn.precision import BYTES_PER_ELEMENT, TORCH_DTYPES
+from foldcnn.timing import median_seconds
 
 __all__ = ["DTYPE_BYTES", "Device", "DEVICES", "PEAK_SIZES", "Attainable", "attainable", "best_matmul_rate",
            "copy_bandwidth", "matmul_peak", "matmul_sizes", "measure_peak", "size_note", "torch_threads"]
 
 # Bytes per element of each dtype name; tf32 is fp32 in memory.
-DTYPE_BYTES: dict[str, int] = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "int8": 1}
+DTYPE_BYTES: dict[str, int] = BYTES_PER_ELEMENT
 
 _T = 1e12  # tera
 
@@ -139,19 +139,6 @@ def attainable(report: AnalysisReport, device: Device, dtype: str) -> Attainable
 
 
 # ------------------------------------------------------------------------------ measured
-_TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def _median_s(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up: first calls pay for allocation and kernel selection
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def _matmul_fn(dtype: str, size: int) -> Callable[[], object]:
     gen = torch.Generator().manual_seed(0)
     if dtype == "int8":
@@ -160,12 +147,12 @@ def _matmul_fn(dtype: str, size: int) -> Callable[[], object]:
         a = torch.randint(-128, 128, (size, size), dtype=torch.int8, generator=gen)
         b = torch.randint(-128, 128, (size, size), dtype=torch.int8, generator=gen)
         return lambda: torch._int_mm(a, b)
-    if dtype not in _TORCH_DTYPES:
+    if dtype not in TORCH_DTYPES:
         raise UsageError(
-            f"measure_peak supports {', '.join([*_TORCH_DTYPES, 'int8'])} on CPU, got {dtype!r}"
+            f"measure_peak supports {', '.join([*TORCH_DTYPES, 'int8'])} on CPU, got {dtype!r}"
         )
-    a = torch.randn(size, size, generator=gen).to(_TORCH_DTYPES[dtype])
-    b = torch.randn(size, size, generator=gen).to(_TORCH_DTYPES[dtype])
+    a = torch.randn(size, size, generator=gen).to(TORCH_DTYPES[dtype])
+    b = torch.randn(size, size, generator=gen).to(TORCH_DTYPES[dtype])
     return lambda: torch.mm(a, b)
 
 
@@ -216,7 +203,7 @@ def matmul_peak(dtype: str, size: int | Sequence[int] = PEAK_SIZES, repeats: int
     """(FLOP/s, n) of the fastest torch n x n matmul over ``size``, at torch's current threads."""
     if repeats < 1:
         raise UsageError("repeats must be >= 1")
-    return best_matmul_rate(lambda n: _median_s(_matmul_fn(dtype, n), repeats), size)
+    return best_matmul_rate(lambda n: median_seconds(_matmul_fn(dtype, n), repeats), size)
 
 
 def copy_bandwidth(copy_mib: int = 128, repeats: int = 5) -> float:
@@ -225,7 +212,7 @@ def copy_bandwidth(copy_mib: int = 128, repeats: int = 5) -> float:
         raise UsageError("copy_mib and repeats must be >= 1")
     src = torch.ones(copy_mib * 2**20 // 4, dtype=torch.float32)
     dst = torch.empty_like(src)
-    return 2 * src.numel() * 4 / _median_s(lambda: dst.copy_(src), repeats)
+    return 2 * src.numel() * 4 / median_seconds(lambda: dst.copy_(src), repeats)
 
 
 def measure_peak(

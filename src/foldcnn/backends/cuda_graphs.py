@@ -15,9 +15,10 @@ import numpy as np
 import torch
 
 from foldcnn.backends.base import Backend, BackendSpec
-from foldcnn.backends.torch_backends import _DTYPES, prepare_module, torch_support
+from foldcnn.backends.torch_backends import prepare_module, torch_support
 from foldcnn.errors import UsageError
 from foldcnn.models import FoldedCNN
+from foldcnn.precision import cast_dtype
 
 WARMUP_RUNS = 3  # on a side stream before capture, as torch's CUDA graph notes ask
 
@@ -55,7 +56,7 @@ class CudaGraphBackend(Backend):
         super().__init__(model, "cuda-graphs", precision, "cuda", max_batch)
         self.module = prepare_module(model, "cuda")
         self.buckets = batch_buckets(self.max_batch)
-        self._dtype = _DTYPES.get(precision)
+        self._dtype = cast_dtype(precision)
         self._lock = threading.Lock()  # static buffers: one replay at a time
         self._pool = torch.cuda.graph_pool_handle()
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}

@@ -12,8 +12,7 @@ import torch
 from foldcnn.backends.base import Backend, BackendError, BackendSpec
 from foldcnn.memory import keep_freed_memory
 from foldcnn.models import FoldedCNN
-
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+from foldcnn.precision import cast_dtype
 
 # On the CPU a call runs in chunks whose largest activation stays below this many MiB. glibc maps
 # every block above 32 MiB afresh and faults its pages in on each call, in worker threads even
@@ -39,7 +38,7 @@ def cpu_chunk(model: FoldedCNN, precision: str) -> int | None:
         return None
     from foldcnn.analysis import analyze
 
-    element = 2 if precision in _DTYPES else 4
+    element = (cast_dtype(precision) or torch.float32).itemsize
     report = analyze(model, batch_size=model.fold, bytes_per_element=element)
     largest = max((max(layer.input_elements, layer.output_elements) for layer in report.layers), default=0)
     return max(1, int(mib * 2**20 // max(1, largest * element)))
@@ -97,7 +96,7 @@ class EagerBackend(Backend):
             torch.set_num_threads(threads)  # process-wide: torch has no per-module thread count
         self.threads = torch.get_num_threads()
         self.module = prepare_module(model, device)
-        self._dtype = _DTYPES.get(precision)
+        self._dtype = cast_dtype(precision)
         self.chunk = cpu_chunk(model, precision) if device == "cpu" else None  # folded inputs per call
 
     def _autocast(self):

@@ -19,9 +19,7 @@ that a slow moment of a shared machine does not set the roof).
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -36,12 +34,11 @@ from foldcnn.analysis.roofline import (
     size_note,
     torch_threads,
 )
+from foldcnn.bench.timing import CudaEventTimer, median_seconds
 from foldcnn.errors import UsageError
+from foldcnn.precision import TORCH_DTYPES
 
 __all__ = ["Bandwidth", "Peak", "PeakSet", "measure_peaks", "ort_matmul_peak", "peak_runtime"]
-
-_CUDA_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
 
 @dataclass(frozen=True)
 class Peak:
@@ -113,20 +110,6 @@ def peak_runtime(runtime: str) -> str:
     return "torch" if runtime == "tensorrt" else runtime
 
 
-def _median_s(fn: Callable[[], object], repeats: int, sync: Callable[[], None] | None = None) -> float:
-    fn()
-    if sync:
-        sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        if sync:
-            sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 # ------------------------------------------------------------------------------------ torch
 def _torch_cpu(dtype: str, sizes: Sequence[int], copy_mib: int, repeats: int,
                threads: int | None) -> tuple[Peak, Bandwidth]:
@@ -139,28 +122,14 @@ def _torch_cpu(dtype: str, sizes: Sequence[int], copy_mib: int, repeats: int,
     return Peak("torch", "cpu", dtype, rate, what), bw
 
 
-def _cuda_events_s(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return statistics.median(times)
-
-
 def _torch_cuda(dtype: str, sizes: Sequence[int], repeats: int) -> Peak:
-    if dtype not in _CUDA_DTYPES:
+    if dtype not in TORCH_DTYPES:
         raise UsageError(f"no torch CUDA matmul peak for {dtype}")
 
     def seconds(n: int) -> float:
-        a = torch.randn(n, n, device="cuda", dtype=_CUDA_DTYPES[dtype])
-        b = torch.randn(n, n, device="cuda", dtype=_CUDA_DTYPES[dtype])
-        return _cuda_events_s(lambda: torch.mm(a, b), repeats)
+        a = torch.randn(n, n, device="cuda", dtype=TORCH_DTYPES[dtype])
+        b = torch.randn(n, n, device="cuda", dtype=TORCH_DTYPES[dtype])
+        return median_seconds(lambda: torch.mm(a, b), repeats, CudaEventTimer(), sync=torch.cuda.synchronize)
 
     old = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means plain fp32 here, as in the device table
@@ -176,7 +145,7 @@ def _torch_cuda(dtype: str, sizes: Sequence[int], repeats: int) -> Peak:
 def _cuda_bandwidth(copy_mib: int, repeats: int) -> Bandwidth:
     src = torch.ones(copy_mib * 2**20 // 4, device="cuda")
     dst = torch.empty_like(src)
-    s = _cuda_events_s(lambda: dst.copy_(src), repeats)
+    s = median_seconds(lambda: dst.copy_(src), repeats, CudaEventTimer(), sync=torch.cuda.synchronize)
     return Bandwidth("cuda", 2 * src.numel() * 4 / s,
                      f"torch copy_ of {copy_mib} MiB fp32 on {torch.cuda.get_device_name()} "
                      f"(read + write bytes), CUDA events, median of {repeats}")
@@ -230,8 +199,8 @@ def ort_matmul_peak(dtype: str = "fp32", *, size: int | Sequence[int] = PEAK_SIZ
             binding = sess.io_binding()
             binding.bind_ortvalue_input("a", ort.OrtValue.ortvalue_from_numpy(a, "cuda", 0))
             binding.bind_output("y", "cuda")
-            return _median_s(lambda: sess.run_with_iobinding(binding), repeats)
-        return _median_s(lambda: sess.run(None, {"a": a}), repeats)
+            return median_seconds(lambda: sess.run_with_iobinding(binding), repeats)
+        return median_seconds(lambda: sess.run(None, {"a": a}), repeats)
 
     rate, best = best_matmul_rate(seconds, size)
     n = "default" if threads is None else str(threads)

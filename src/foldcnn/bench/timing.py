@@ -1,18 +1,16 @@
-"""Timing: interleaved trial order, timed blocks, timers (wall clock or CUDA events), medians."""
+"""Benchmark timing: interleaved trial order and trial statistics, on top of foldcnn.timing's timers,
+timed blocks and medians (re-exported here)."""
 
 from __future__ import annotations
 
 import statistics
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
-
-import torch
 
 from foldcnn.errors import UsageError
+from foldcnn.timing import CudaEventTimer, Timer, WallTimer, median_seconds, time_block
 
-__all__ = ["CudaEventTimer", "Timer", "TrialStats", "WallTimer", "interleaved_order", "time_block"]
+__all__ = ["CudaEventTimer", "Timer", "TrialStats", "WallTimer", "interleaved_order", "median_seconds", "time_block"]
 
 
 @dataclass(frozen=True)
@@ -51,54 +49,3 @@ def interleaved_order(n_configs: int, trials: int) -> list[tuple[int, int]]:
         start = t % n_configs if n_configs else 0
         order.extend((t, (start + i) % n_configs) for i in range(n_configs))
     return order
-
-
-# ---------------------------------------------------------------------------------- timing
-class Timer(Protocol):
-    def start(self) -> None: ...
-    def elapsed_s(self) -> float: ...
-
-
-class WallTimer:
-    """Wall-clock timer (``time.perf_counter`` unless another clock is injected)."""
-
-    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
-        self._clock = clock
-        self._t0 = 0.0
-
-    def start(self) -> None:
-        self._t0 = self._clock()
-
-    def elapsed_s(self) -> float:
-        return self._clock() - self._t0
-
-
-class CudaEventTimer:
-    """GPU timer: CUDA events recorded on the current stream; ``elapsed_s`` synchronizes."""
-
-    def __init__(self) -> None:
-        self._start = None
-
-    def start(self) -> None:
-        self._start = torch.cuda.Event(enable_timing=True)
-        self._start.record()
-
-    def elapsed_s(self) -> float:
-        end = torch.cuda.Event(enable_timing=True)
-        end.record()
-        end.synchronize()
-        return self._start.elapsed_time(end) / 1e3
-
-
-def time_block(run: Callable[[], object], min_seconds: float, timer: Timer) -> tuple[int, float]:
-    """Call ``run`` back to back until ``min_seconds`` have passed; returns (calls, seconds)."""
-    if not min_seconds > 0:
-        raise UsageError(f"min_seconds must be > 0, got {min_seconds}")
-    timer.start()
-    calls = 0
-    while True:
-        run()
-        calls += 1
-        seconds = timer.elapsed_s()
-        if seconds >= min_seconds:
-            return calls, seconds

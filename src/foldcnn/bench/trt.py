@@ -11,10 +11,11 @@ import torch
 
 from foldcnn.errors import MissingExtraError, UsageError
 from foldcnn.models import FoldedCNN
+from foldcnn.precision import torch_dtype
 
 __all__ = ["TensorRTRunner"]
 
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+_PRECISIONS = ("fp32", "fp16")
 
 
 class TensorRTRunner:
@@ -25,13 +26,13 @@ class TensorRTRunner:
             import torch_tensorrt
         except ImportError:
             raise MissingExtraError("the tensorrt backend needs torch-tensorrt: pip install torch-tensorrt") from None
-        if precision not in _DTYPES:
+        if precision not in _PRECISIONS:
             raise UsageError(f"the tensorrt benchmark runs fp32 or fp16, got {precision!r}")
         if not torch.cuda.is_available():
             raise UsageError("skipped: no CUDA device")
         self.name, self.precision, self.fold = "tensorrt", precision, model.fold
         self.num_classes, self.input_shape = model.num_classes, tuple(model.input_shape)
-        dtype = _DTYPES[precision]
+        dtype = torch_dtype(precision)
         module = model.eval().to("cuda", dtype)
         shape = tuple(model.folded_input_shape)
         spec = torch_tensorrt.Input(min_shape=(1, *shape), opt_shape=(max_batch, *shape),

@@ -17,7 +17,7 @@ import torch
 
 from foldcnn.data.base import ArrayDataset
 from foldcnn.errors import UsageError, UsageTypeError
-from foldcnn.fold import check_fold, fold_images
+from foldcnn.fold import check_fold, fold_images, round_batch
 
 __all__ = ["fold_groups", "gather_fold_batch", "FoldBatcher"]
 
@@ -104,8 +104,7 @@ class FoldBatcher:
             got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise UsageError(f"need images (N, C, H, W) and labels (N,), got {got} and {tuple(labels.shape)}")
         self.fold = check_fold(fold)
-        batch_size = _check_int("batch_size", batch_size, 1)
-        self.batch_size = max(self.fold, batch_size // self.fold * self.fold)
+        self.batch_size = round_batch(_check_int("batch_size", batch_size, 1), self.fold)
         if shuffle and seed is None:
             raise UsageError("shuffle=True needs a seed (seed=None means storage order)")
         self.images, self.labels = images, labels

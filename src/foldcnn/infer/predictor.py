@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from foldcnn.errors import UsageError, UsageTypeError
-from foldcnn.fold import check_fold, fold_images, unfold_logits
+from foldcnn.fold import check_fold, fold_images, round_batch, unfold_logits
 from foldcnn.infer.arrays import as_nchw
 from foldcnn.infer.options import ON_ERROR, PARTIAL_MODES, PredictOptions
 from foldcnn.infer.batching import ChunkBuffer, assemble, float_jobs, softmax
@@ -91,7 +91,7 @@ class Predictor:
         self.class_names = [str(c) for c in names] if names is not None else [str(i) for i in range(self.num_classes)]
         if len(self.class_names) != self.num_classes:
             raise UsageError(f"{len(self.class_names)} class names for a model with {self.num_classes} classes")
-        self.batch_size = max(self.fold, opts.batch_size // self.fold * self.fold)
+        self.batch_size = round_batch(opts.batch_size, self.fold)
         self.workers = _DEFAULT_WORKERS if opts.workers is None else opts.workers
         self.partial = opts.partial_mode
         self._spec = InputSpec(self.input_shape, opts.resize, opts.resize_mode, opts.on_error, 1, opts.max_pixels,

@@ -31,6 +31,7 @@ import numpy as np
 from foldcnn.data.readers import DataReadError
 from foldcnn.infer.options import PredictOptions, check_supported
 from foldcnn.errors import MissingExtraError, UsageError
+from foldcnn.fold import padded_count, round_batch
 from foldcnn.scaleout.inputs import expand_inputs, make_units
 from foldcnn.scaleout.outputs import number_rows, write_failed, write_predictions
 from foldcnn.scaleout.tasks import FoldedInference, decode_units
@@ -252,8 +253,8 @@ def run_ray_predict(checkpoint, inputs, out_dir, options: PredictOptions | None 
     if out.exists() and not out.is_dir():
         raise UsageError(f"out_dir {out} is a file; give a directory for predictions.parquet/csv")
     out.mkdir(parents=True, exist_ok=True)
-    batch_size = max(fold, options.batch_size // fold * fold)  # as the Predictor rounds it
-    sources, units, unit_of = make_units(files, -(-IMAGES_PER_TASK // fold) * fold)
+    batch_size = round_batch(options.batch_size, fold)  # as the Predictor rounds it
+    sources, units, unit_of = make_units(files, padded_count(IMAGES_PER_TASK, fold))
 
     with _quiet(progress), _cluster(address, progress) as where:
         t1 = time.perf_counter()

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from foldcnn.errors import UsageError
-from foldcnn.fold import check_fold, padded_count
+from foldcnn.fold import check_fold, padded_count, round_batch
 
 __all__ = ["FoldBatcher", "BatcherStats", "BatchFailed", "BatcherClosed", "QueueFull", "PredictFn"]
 
@@ -107,7 +107,7 @@ class FoldBatcher:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise UsageError(f"workers must be an int >= 1 (batches computed at once), got {workers!r}")
         self.predict_fn = predict_fn
-        self.max_batch = max_batch // self.fold * self.fold  # full batches are whole folds
+        self.max_batch = round_batch(max_batch, self.fold)  # full batches are whole folds
         self.max_wait_s = max_wait_ms / 1000.0
         self.workers = workers
         self.max_queue_images = max_queue_images or 16 * self.max_batch

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from foldcnn.errors import UsageError
+from foldcnn.fold import round_batch
 
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -110,7 +111,7 @@ class TrainConfig:
         return cls(**{**recommended_budget(fold), **overrides})
 
     def images_per_step(self, fold: int) -> int:
-        return max(fold, self.batch_size - self.batch_size % fold)
+        return round_batch(self.batch_size, fold)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -12,10 +12,11 @@ import math
 
 import torch
 
+from foldcnn.data.grouping import fold_groups
 from foldcnn.errors import UsageError
 from foldcnn.fold import check_fold
 
-__all__ = ["DEFAULT_END_FRACTION", "curriculum_schedule", "active_pool", "stage_sizes"]
+__all__ = ["DEFAULT_END_FRACTION", "curriculum_schedule", "active_pool", "stage_sizes", "epoch_groups"]
 
 DEFAULT_END_FRACTION = 0.6
 
@@ -61,3 +62,12 @@ def stage_sizes(labels: torch.Tensor, num_classes: int, schedule: list[int]) -> 
             raise UsageError(f"curriculum epoch {e + 1} trains on classes 0..{a - 1}, which have no training "
                              "images; give every class training images or train without --curriculum")
     return sizes
+
+
+def epoch_groups(labels: torch.Tensor, active: int, num_classes: int, fold: int, seed: int, epoch: int):
+    """This epoch's fold groups (G, f) of training-image indices (-1 = padding), active classes only."""
+    if active >= num_classes:
+        return fold_groups(len(labels), fold, seed, epoch)
+    pool = active_pool(labels, active)
+    local = fold_groups(len(pool), fold, seed, epoch)
+    return torch.where(local >= 0, pool[local.clamp(min=0)], local)

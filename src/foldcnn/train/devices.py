@@ -7,6 +7,7 @@ import contextlib
 import torch
 
 from foldcnn.errors import UsageError
+from foldcnn.precision import torch_dtype
 
 __all__ = ["bf16_supported", "resolve_precision", "resolve_device", "autocast_for"]
 
@@ -41,4 +42,4 @@ def autocast_for(precision: str, device: torch.device | str = "cpu"):
     """An autocast context for the forward pass (a no-op for fp32)."""
     if precision != "bf16":
         return contextlib.nullcontext()
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+    return torch.autocast(torch.device(device).type, dtype=torch_dtype(precision))

@@ -20,11 +20,11 @@ from foldcnn.checkpoints import WEIGHTS_FILE, load_checkpoint
 from foldcnn.data.base import ArrayDataset
 from foldcnn.errors import FoldcnnError, UsageError
 from foldcnn.models import FoldedCNN
-from foldcnn.train.config import DISTILL_KINDS
+from foldcnn.train.config import DISTILL_KINDS, TrainConfig
 from foldcnn.train.evaluation import predict_logits
 
 __all__ = ["DISTILL_KINDS", "TeacherError", "check_teacher_fold", "check_teacher", "load_teacher",
-           "teacher_logits", "distill_loss_sum", "teacher_sha256"]
+           "teacher_logits", "distill_loss_sum", "step_loss", "teacher_sha256"]
 
 
 class TeacherError(FoldcnnError, ValueError):
@@ -95,3 +95,13 @@ def distill_loss_sum(student: torch.Tensor, teacher: torch.Tensor, kind: str, te
         log_t = F.log_softmax(teacher / t, dim=1)
         return F.kl_div(log_s, log_t, reduction="sum", log_target=True) * (t * t)
     raise UsageError(f"distillation must be one of mse, kl; got {kind!r}")
+
+
+def step_loss(logits, y, teacher, cfg: TrainConfig, per_rank_images: float) -> torch.Tensor:
+    """(1 - w) * CE + w * distill, summed over this rank's images and divided by the step's
+    images per rank, so that DDP's gradient average is the mean over all images of the step."""
+    loss = F.cross_entropy(logits, y, reduction="sum")
+    if teacher is not None:
+        w = cfg.distill_weight
+        loss = (1 - w) * loss + w * distill_loss_sum(logits, teacher, cfg.distill, cfg.temperature)
+    return loss / per_rank_images

@@ -10,7 +10,7 @@ import torch
 
 from foldcnn.data.base import ArrayDataset
 from foldcnn.data.grouping import fold_groups, gather_fold_batch
-from foldcnn.fold import unfold_logits
+from foldcnn.fold import round_batch, unfold_logits
 from foldcnn.memory import keep_freed_memory
 from foldcnn.models import FoldedCNN
 from foldcnn.train.metrics import classification_metrics
@@ -37,7 +37,7 @@ def predict_logits(model: FoldedCNN, images: torch.Tensor, *, batch_size: int = 
         keep_freed_memory()  # a 1,024-image batch's activations: reuse pages, do not fault them in per call
     flat = fold_groups(n, fold, seed).view(-1)
     no_labels = torch.zeros(n, dtype=torch.int64)
-    step = max(fold, batch_size - batch_size % fold)
+    step = round_batch(batch_size, fold)
     out = torch.empty(n, model.num_classes)
     for start in range(0, len(flat), step):
         index = flat[start:start + step]

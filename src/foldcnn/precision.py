@@ -1,0 +1,37 @@
+"""Precision names, their torch dtypes and their bytes per element: one table for every layer.
+
+Backends, the roofline, the benchmarks and training's autocast all name precisions by these
+strings; they used to keep their own maps, which could drift. ``tf32`` is fp32 storage with
+TF32 tensor-core matmuls (NVIDIA A100 whitepaper, 2020) and ``int8`` a quantized element, so
+neither has a float dtype to cast to.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from foldcnn.errors import UnknownNameError
+
+__all__ = ["BYTES_PER_ELEMENT", "TORCH_DTYPES", "HALF_PRECISIONS", "torch_dtype", "cast_dtype"]
+
+# Bytes per element of each precision, in the order the CLI lists them.
+BYTES_PER_ELEMENT: dict[str, int] = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "int8": 1}
+# Float storage types: what a tensor of this precision is made of.
+TORCH_DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# Precisions under which weights and inputs are cast down from fp32.
+HALF_PRECISIONS = ("bf16", "fp16")
+
+
+def torch_dtype(precision: str) -> torch.dtype:
+    """The float dtype of ``precision`` (fp32, fp16, bf16)."""
+    try:
+        return TORCH_DTYPES[precision]
+    except KeyError:
+        raise UnknownNameError(f"precision {precision!r} has no float dtype; choose one of "
+                               f"{', '.join(TORCH_DTYPES)}") from None
+
+
+def cast_dtype(precision: str) -> torch.dtype | None:
+    """The dtype a model and its inputs are cast to under ``precision``; None keeps fp32 tensors
+    (fp32, and int8, whose quantized layers take fp32 activations)."""
+    return TORCH_DTYPES[precision] if precision in HALF_PRECISIONS else None

@@ -1,0 +1,22 @@
+import pytest
+import torch
+
+from foldcnn.precision import BYTES_PER_ELEMENT, HALF_PRECISIONS, TORCH_DTYPES, cast_dtype, torch_dtype
+
+
+def test_dtype_table_agrees_with_torch():
+    for name, dtype in TORCH_DTYPES.items():
+        assert torch_dtype(name) is dtype
+        assert BYTES_PER_ELEMENT[name] == dtype.itemsize
+    assert BYTES_PER_ELEMENT["tf32"] == BYTES_PER_ELEMENT["fp32"]  # tf32 is fp32 in memory
+    assert BYTES_PER_ELEMENT["int8"] == torch.int8.itemsize
+
+
+def test_cast_dtype_only_for_half_precisions():
+    assert [cast_dtype(p) for p in HALF_PRECISIONS] == [torch.bfloat16, torch.float16]
+    assert cast_dtype("fp32") is None and cast_dtype("int8") is None
+
+
+def test_unknown_precision_names_the_known_ones():
+    with pytest.raises(KeyError, match="fp32, fp16, bf16"):
+        torch_dtype("int8")
