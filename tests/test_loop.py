@@ -33,9 +33,12 @@ CASES = {
         epochs=3, batch_size=20, precision="bf16", ema_decay=0.9, optimizer="rmsprop", schedule="constant",
         train_batchnorm=False, tie_slots=False, zero_init_head=False)),
 }
+# Re-recorded after the merge of conv-BN fusion on torch.nn.utils.fusion.fuse_conv_bn_weights: the
+# two cases with train-time BatchNorm differ from 215a6ca only by the fusion's float rounding (with
+# the old fusion arithmetic the refactored loop reproduced 215a6ca's hashes exactly).
 REFERENCE = {
-    'plain': '2d5d01bfbbe41efa1bd9514ab11405a8096b7549228981ec6b0a717164c53e1c',
-    'curriculum+distill+patience': '70562fae040fa7b9de0c5a33cf597e8c93db1fadf23bfb1e81bc3924e31081e0',
+    'plain': 'ab7452b68a96b7dfa1561e5854b7c726fa088698b67ed157275aa93b9935e3af',
+    'curriculum+distill+patience': 'e5706b80e28e77f127dcf924d98ba3dea49d86eef4b780519e5deb884a55ddb5',
     'ema+bf16+untied': 'bd027e53596e9a77993016a51c59d8ed84a2d127529b933385b3f669e47b9d58',
 }
 

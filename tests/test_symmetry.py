@@ -129,7 +129,7 @@ def test_tied_training_step_updates_shared_blocks_and_stays_equivariant():
 
 @pytest.mark.parametrize("tie", [True, False])
 def test_train_model_ties_slots_by_default_and_saves_plain_dense_layers(tie, tmp_path):
-    from tests.test_train import easy_dataset
+    from tiny_data import easy_dataset
 
     from foldcnn.train.config import TrainConfig
     from foldcnn.train.loop import evaluate, train_model
