@@ -35,3 +35,46 @@ def test_divergence_is_zero_for_equal_outputs_positive_and_symmetric_otherwise(k
     assert consistency_loss_sum(a, b, kind) == pytest.approx(consistency_loss_sum(b, a, kind).item(), rel=1e-5)
     with pytest.raises(UsageError):
         consistency_loss_sum(a, b, "l1")
+
+
+def _train(cfg_kwargs, tmp_path=None, seed=0):
+    from tiny_data import easy_dataset
+
+    from foldcnn.models import create_model
+    from foldcnn.train.config import TrainConfig
+    from foldcnn.train.loop import train_model
+
+    torch.manual_seed(seed)
+    model = create_model("sot-coin-count", fold=2, num_classes=3, input_size=(16, 16))
+    cfg = TrainConfig(epochs=2, batch_size=12, threads=1, precision="fp32", **cfg_kwargs)
+    result = train_model(model, easy_dataset(36, 0), easy_dataset(12, 1), cfg, progress=False)
+    return model, result
+
+
+def test_training_with_consistency_is_deterministic_and_uses_two_groupings(monkeypatch):
+    import foldcnn.train.loop as loop
+
+    calls = []
+    real = loop.consistency_loss_sum
+
+    def spy(a, b, kind):
+        calls.append((tuple(a.shape), tuple(b.shape), kind))
+        return real(a, b, kind)
+
+    monkeypatch.setattr(loop, "consistency_loss_sum", spy)
+    m1, r1 = _train({"consistency": 1.0})
+    assert calls and all(sa == sb and sa[1] == 3 and kind == "kl" for sa, sb, kind in calls)
+    m2, _ = _train({"consistency": 1.0})
+    assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
+    m0, _ = _train({})  # off: another run
+    assert not all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m0.state_dict().values()))
+    assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in r1.history)
+
+
+def test_consistency_options_are_validated():
+    from foldcnn.train.config import TrainConfig
+
+    with pytest.raises(UsageError, match="consistency"):
+        TrainConfig(consistency=-1)
+    with pytest.raises(UsageError, match="consistency_kind"):
+        TrainConfig(consistency_kind="l1")

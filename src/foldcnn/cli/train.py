@@ -42,7 +42,8 @@ def _train_inputs(args: argparse.Namespace):
                                train_batchnorm=not args.no_train_batchnorm,
                                zero_init_head=not args.no_zero_init_head, tie_slots=not args.no_tie_slots,
                                curriculum_end=args.curriculum_end, distill=distill,
-                               distill_weight=args.distill_weight, temperature=args.temperature, ema_decay=args.ema)
+                               distill_weight=args.distill_weight, temperature=args.temperature, ema_decay=args.ema,
+                               consistency=args.consistency, consistency_kind=args.consistency_kind)
     shown = {"epochs": f"{cfg.epochs} epochs", "weight_decay": f"weight decay {cfg.weight_decay:g}"}
     defaulted = [shown[k] for k in given if k not in budget]
     if defaulted and not args.quiet:
@@ -182,6 +183,12 @@ def _add_train(sub) -> None:
     p.add_argument("--distill-weight", type=float, default=d.distill_weight,
                    help="loss = (1 - w) * cross-entropy + w * distillation")
     p.add_argument("--temperature", type=float, default=d.temperature, help="softening temperature of --distill kl")
+    p.add_argument("--consistency", type=float, default=d.consistency, metavar="WEIGHT",
+                   help="folded models: also run each step's images in a second random grouping and add WEIGHT x the "
+                        "divergence between an image's two outputs, so answers stop depending on fold-mates "
+                        "(0 = off; doubles a step's work; docs/accuracy.md 'Fold-mates')")
+    p.add_argument("--consistency-kind", choices=("kl", "mse"), default=d.consistency_kind,
+                   help="divergence of --consistency: symmetric KL of the softmaxes, or squared logit difference")
     p.add_argument("--ema", type=float, default=d.ema_decay, metavar="DECAY",
                    help="validate and save an exponential moving average of the weights, updated every "
                         "step with this decay (e.g. 0.999; 0 = off)")

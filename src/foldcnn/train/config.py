@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 
 from foldcnn.errors import UsageError
 from foldcnn.fold import round_batch
+from foldcnn.train.consistency import CONSISTENCY_KINDS
 
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -75,6 +76,11 @@ class TrainConfig:
     # Weight averaging (foldcnn.train.ema): validate and save an exponential moving average of the
     # weights with this decay per step (e.g. 0.999); 0 = off.
     ema_decay: float = 0.0
+    # Fold-mate consistency (foldcnn.train.consistency): each step also runs its images in a second
+    # random grouping and adds this weight x the divergence between an image's two outputs, so the
+    # answers stop depending on fold-mates. 0 = off; doubles a step's work.
+    consistency: float = 0.0
+    consistency_kind: str = "kl"
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -102,6 +108,11 @@ class TrainConfig:
             raise UsageError(f"distill_weight mixes the losses and must lie in [0, 1], got {self.distill_weight}")
         if not 0 <= self.ema_decay < 1:
             raise UsageError(f"ema_decay must lie in [0, 1) (0 = no weight averaging), got {self.ema_decay}")
+        if not self.consistency >= 0:
+            raise UsageError(f"consistency is a loss weight and must be >= 0 (0 = off), got {self.consistency}")
+        if self.consistency_kind not in CONSISTENCY_KINDS:
+            raise UsageError(f"consistency_kind must be one of {', '.join(CONSISTENCY_KINDS)}, "
+                             f"got {self.consistency_kind!r}")
         if not self.temperature > 0:
             raise UsageError(f"temperature must be > 0, got {self.temperature}")
 

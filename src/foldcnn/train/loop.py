@@ -35,6 +35,7 @@ from foldcnn.train.devices import autocast_for, bf16_supported  # noqa: F401 - b
 from foldcnn.train.distill import step_loss
 from foldcnn.train.distributed import all_reduce_sum, broadcast_buffers_, broadcast_floats, shard_groups
 from foldcnn.train.evaluation import EVAL_GROUP_SEED, evaluate, predict_logits  # noqa: F401 - re-exported
+from foldcnn.train.consistency import align_to, consistency_loss_sum, regroup_index
 from foldcnn.train.resume import check_fingerprint, load_train_state, pack_state, save_train_state, unpack_state
 from foldcnn.train.setup import TrainRun, check_train_inputs, setup_run
 from foldcnn.train.symmetry import plain_state_dict, untie_fold_slots_
@@ -94,15 +95,27 @@ def _train_step(run: TrainRun, train_ds: ArrayDataset, chunk: torch.Tensor, acti
     n_step = int((chunk >= 0).sum())
     index = shard_groups(chunk, dist.rank, dist.world_size).reshape(-1)
     x, y, mask = gather_fold_batch(train_ds.images, train_ds.labels, index, fold)
+    consistent = run.cfg.consistency > 0 and fold > 1
+    if consistent:  # the same images in a second grouping, in the same forward pass (DDP: one per step)
+        other = _second_grouping(run, index)
+        x2, _, mask2 = gather_fold_batch(train_ds.images, train_ds.labels, other, fold)
+        x = torch.cat([x, x2])
     x = x.to(run.device, non_blocking=True).contiguous(memory_format=run.memory_format)
     with autocast_for(run.precision, run.device):
         out = run.net(x)
+    if consistent:
+        out, out2 = out[: len(out) // 2], out[len(out) // 2:]
     logits = unfold_logits(out.float(), fold)[mask.to(run.device)]
     y = y[mask].to(run.device)
     if active < k:  # the loss covers only the classes in the curriculum so far
         logits = logits[:, :active]
     t = run.teacher[index[mask].to(run.device)][:, :active] if run.teacher is not None else None
     loss = step_loss(logits, y, t, run.cfg, n_step / dist.world_size)
+    if consistent:
+        logits2 = unfold_logits(out2.float(), fold)[mask2.to(run.device)][:, :active]
+        pos = align_to(index[mask], other[mask2]).to(run.device)  # row of each image of `logits` in `logits2`
+        divergence = consistency_loss_sum(logits, logits2[pos], run.cfg.consistency_kind)
+        loss = loss + run.cfg.consistency * divergence / (n_step / dist.world_size)
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
     run.opt.step()
@@ -114,6 +127,14 @@ def _train_step(run: TrainRun, train_ds: ArrayDataset, chunk: torch.Tensor, acti
     loop.seen += len(y)
     loop.correct += (logits.argmax(1) == y).sum().item()
     return loss_value
+
+
+def _second_grouping(run: TrainRun, index: torch.Tensor) -> torch.Tensor:
+    """This step's images regrouped (foldcnn.train.consistency.regroup_index). The seed comes
+    from (seed, epoch, step, rank), so a resumed run draws the same groupings."""
+    key = (run.cfg.seed * 1_000_003 + run.loop.epoch) * 1_000_003 + run.loop.step
+    g = torch.Generator().manual_seed((key * 101 + run.dist.rank) % 2**63)
+    return regroup_index(index, run.model.fold, g)
 
 
 def _validate(run: TrainRun, val_ds: ArrayDataset, active: int) -> tuple[float, float, bool]:
