@@ -12,6 +12,7 @@ from foldcnn.data.readers import (
     LabelsMismatchError,
     ReadReport,
     VideoReadError,
+    VideoTruncatedError,
     iter_images,
     iter_video_frames,
     load_image_folder,
@@ -270,6 +271,19 @@ def test_unreadable_video_errors_name_the_file(video, tmp_path):
         list(iter_video_frames(tmp_path / "nothere.mp4"))
     with pytest.raises(FileNotFoundError, match="labels_csv"):
         load_video(junk)  # no labels.csv next to it
+
+
+def test_truncated_video_is_an_error_naming_file_and_frame(tmp_path):
+    pytest.importorskip("av")
+    from tiny_data import truncated_video
+
+    cut, whole = truncated_video(tmp_path / "cut.mp4", frames=40, keep=17)
+    assert len(list(iter_video_frames(whole))) == 40  # the whole file passes the count check
+    got = []
+    with pytest.raises(VideoTruncatedError, match=r"cut.mp4 is truncated: decoding stopped at frame 17 .* "
+                       r"declares 40 frames") as e:
+        got.extend(i for i, _ in iter_video_frames(cut, stride=2))
+    assert e.value.frames_read == 17 and got == list(range(0, 17, 2))  # frames before the cut still come
 
 
 def test_missing_pyav_says_what_to_install(video, monkeypatch):

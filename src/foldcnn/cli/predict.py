@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from foldcnn.cli.common import CLIError
 
@@ -25,6 +26,9 @@ def _summary_lines(stats, out: str) -> list[str]:
             " (" + ", ".join(f"{k}: {v:,.0f} images/s" for k, v in rates.items()) + ")" if rates else ""))
     lines.append(f"skipped {s.skipped} file(s)" + (":" if s.skipped else ""))
     lines += [f"  {x.source} ({x.reason})" for x in s.skipped_inputs]
+    if s.incomplete_inputs:
+        lines.append(f"incomplete {len(s.incomplete_inputs)} video(s) (rows written up to the cut):")
+        lines += [f"  {x.source} ({x.reason})" for x in s.incomplete_inputs]
     if s.ignored_files:
         few = ", ".join(s.ignored_files[:5]) + (", ..." if len(s.ignored_files) > 5 else "")
         lines.append(f"ignored {len(s.ignored_files)} file(s) without an image extension: {few}")
@@ -79,6 +83,15 @@ def _predict_local(args: argparse.Namespace, partial: str) -> int:
             writer.write_all(p.predict_iter(args.input, stride=args.stride, progress=not args.quiet))
         for line in _summary_lines(p.stats, args.out):
             print(line)
+        return _partial_status(p.stats, args.allow_partial)
+
+
+def _partial_status(stats, allow_partial: bool) -> int:
+    """Exit status 1 when a video was cut short (its rows are written), unless --allow-partial."""
+    if stats.incomplete_inputs and not allow_partial:
+        print(f"foldcnn predict: {len(stats.incomplete_inputs)} video(s) incomplete; exit status 1 "
+              "(pass --allow-partial to accept them)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -105,6 +118,9 @@ def _add_predict(sub) -> None:
     p.add_argument("--fallback", default=None, help="unfolded (fold=1) checkpoint of the same task for --partial fallback")
     p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                    help="unreadable files: stop with an error, or skip them (listed at the end)")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="with --on-error skip: exit 0 even when a video decodes fewer frames than its container "
+                   "declares (its rows up to the cut are written and it is listed as incomplete; default: exit 1)")
     p.add_argument("--no-resize", action="store_true",
                    help="error on images whose size differs from the model's instead of resizing them")
     p.add_argument("--resize-mode", choices=("bilinear", "nearest"), default=None,

@@ -227,6 +227,7 @@ class Predictor:
                 stats.skipped_inputs.extend(chunk.skipped)
                 stats.skipped = len(stats.skipped_inputs)
             stats.ignored_files.extend(chunk.ignored)
+            stats.incomplete_inputs.extend(chunk.incomplete)
             if chunk.images is None or not len(chunk.indices):
                 continue
             buf.add(chunk)
