@@ -123,6 +123,7 @@ def test_truncated_video_is_incomplete_not_success(setup, capsys):
      "needs --fallback"),
     (["predict", "{ck}", "--input", "{root}/imgs", "--out", "{root}/o.csv", "--no-resize", "--quiet"],
      "z_big.png: it is 20x30"),
+    (["predict", "{ck}", "--input", "{root}/imgs", "--out", "{root}/imgs/0.png/o.csv", "--quiet"], "0.png"),
 ])
 def test_errors_are_one_line(setup, capsys, args, message):
     root, ck, _ = setup

@@ -107,6 +107,17 @@ def test_grey_rgba_palette_and_16bit_converted(tmp_path):
     assert sum(ds.meta["modes"].values()) == 4
 
 
+def test_float_tiff_is_scaled_from_unit_range_or_refused(tmp_path):
+    ramp = np.linspace(0, 1, 30, dtype=np.float32).reshape(5, 6)
+    Image.fromarray(ramp, mode="F").save(tmp_path / "unit.tif")
+    got = read_image(tmp_path / "unit.tif")
+    want = np.repeat((ramp.astype(np.float64) * 255).round().astype(np.uint8)[None], 3, axis=0)
+    assert got.dtype == torch.uint8 and np.array_equal(got.numpy(), want)  # not black: Pillow alone clips to 0/1
+    Image.fromarray(ramp * 1000, mode="F").save(tmp_path / "raw.tif")
+    with pytest.raises(ImageReadError, match=r"raw.tif: a float image with values in \[0, 1000\].*rescale"):
+        read_image(tmp_path / "raw.tif")
+
+
 def test_empty_class_dir_is_an_error_naming_it(folder):
     root, _ = folder
     (root / "c_empty").mkdir()

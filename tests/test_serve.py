@@ -456,6 +456,37 @@ def test_cli_flags_make_the_config(monkeypatch):
         serve_config(parse(["serve", "ck", "--max-images", "0"]))
 
 
+@pytest.mark.parametrize("key", ["", "caf\u00e9", "two words"])
+def test_unusable_api_key_is_refused(monkeypatch, key):
+    from foldcnn.cli import build_parser
+    from foldcnn.cli.serve import serve_config
+
+    with pytest.raises(ValueError, match="non-empty printable ASCII"):
+        ServeConfig(api_key=key)
+    with pytest.raises(ValueError, match="non-empty printable ASCII"):
+        serve_config(build_parser().parse_args(["serve", "ck", "--api-key", key]))
+    monkeypatch.setenv("FOLDCNN_API_KEY", key)  # set but empty is not "no key"
+    with pytest.raises(ValueError, match="FOLDCNN_API_KEY"):
+        serve_config(build_parser().parse_args(["serve", "ck"]))
+
+
+def test_cli_port_out_of_range_or_in_use_is_one_line(tmp_path, capsys):
+    from foldcnn.checkpoints import save_checkpoint
+    from foldcnn.cli import main
+
+    model = create_model("apex-squad-count", fold=2)
+    ck = save_checkpoint(tmp_path / "ck", model, [f"n{i}" for i in range(model.num_classes)])
+    assert main(["serve", str(ck), "--port", "99999"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--port must be from 0 to 65535, got 99999" in err[0]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        assert main(["serve", str(ck), "--port", str(s.getsockname()[1])]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot listen on 127.0.0.1:" in err[0]
+
+
 @pytest.mark.slow
 def test_cli_server_serves_and_exits_cleanly_on_sigterm(tmp_path):
     import signal

@@ -18,7 +18,7 @@ def serve_config(args: argparse.Namespace):
     """The ServeConfig the flags describe (also used by experiments/load_test.py)."""
     from foldcnn.serve import ImageLimits, ServeConfig
 
-    api_key = args.api_key if args.api_key is not None else os.environ.get("FOLDCNN_API_KEY") or None
+    api_key = args.api_key if args.api_key is not None else os.environ.get("FOLDCNN_API_KEY")
     try:
         limits = ImageLimits(max_image_bytes=args.max_image_bytes, max_body_bytes=args.max_body_bytes,
                              max_pixels=args.max_pixels, max_images=args.max_images, resize=not args.no_resize)
@@ -31,6 +31,25 @@ def serve_config(args: argparse.Namespace):
     return ServeConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, workers=args.workers,
                        max_queue_images=args.max_queue_images, api_key=api_key,
                        partial="fallback" if args.fallback else "pad", limits=limits)
+
+
+def check_listen(host: str, port: int) -> None:
+    """Fail before the model loads when ``host:port`` cannot be listened on (bad port, port in use)."""
+    import socket
+
+    if not 0 <= port <= 65535:
+        raise CLIError(f"--port must be from 0 to 65535, got {port}")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise CLIError(f"--host {host!r} is not an address this machine can listen on ({e.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds it
+        try:
+            sock.bind(address)
+        except OSError as e:
+            raise CLIError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
 
 
 def _warm_up(predictors, max_batch: int) -> None:
@@ -53,6 +72,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from foldcnn.infer import Predictor
 
     config = serve_config(args)
+    check_listen(args.host, args.port)
     if args.host not in LOOPBACK and config.api_key is None:
         print(f"warning: serving on {args.host} without an API key; anyone who can reach this port can use "
               f"the model (set --api-key or FOLDCNN_API_KEY)")

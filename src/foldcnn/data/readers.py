@@ -133,7 +133,19 @@ def resize_rgb(arr: np.ndarray, size: tuple[int, int] | None, mode: str) -> np.n
 
 
 def to_rgb(im: Image.Image) -> np.ndarray:
-    """Any Pillow mode -> uint8 (H, W, 3). 16-bit grey is scaled to 8 bits; alpha is dropped."""
+    """Any Pillow mode -> uint8 (H, W, 3). 16-bit grey is scaled to 8 bits; alpha is dropped.
+
+    Floating-point grey (mode "F", e.g. a float32 TIFF) is read as [0, 1], the range of foldcnn's
+    float images, and scaled to 0-255; values outside [0, 1] raise :class:`DataReadError` (Pillow
+    would clip them to black or white without a word)."""
+    if im.mode == "F":
+        grey = np.asarray(im, dtype=np.float64)
+        lo, hi = (float(grey.min()), float(grey.max())) if grey.size else (0.0, 0.0)
+        if not (np.isfinite(grey).all() and 0.0 <= lo and hi <= 1.0):
+            raise DataReadError(f"a float image with values in [{lo:g}, {hi:g}]; foldcnn reads float images as "
+                                "[0, 1]: rescale it to [0, 1] or save it as 8-bit")
+        grey = (grey * 255.0).round().astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         grey = (np.asarray(im, dtype=np.float64) / 257.0).clip(0, 255).round().astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=2)
@@ -162,6 +174,8 @@ def _decode(path: Path, max_pixels: int | None) -> tuple[np.ndarray, str]:
                 return to_rgb(im), mode
     except ImageReadError:
         raise
+    except DataReadError as e:  # pixels to_rgb cannot convert faithfully
+        raise ImageReadError(path, str(e)) from None
     except Image.DecompressionBombError as e:
         raise ImageReadError(path, f"decompression bomb: {e}") from None
     except Exception as e:  # noqa: BLE001 - corrupt files raise many types; each becomes a reason

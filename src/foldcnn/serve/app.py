@@ -60,6 +60,13 @@ class ServeConfig:
     partial: str = "pad"
     limits: ImageLimits = field(default_factory=ImageLimits)
 
+    def __post_init__(self):
+        key = self.api_key
+        if key is not None and not (key and all("!" <= ch <= "~" for ch in key)):
+            # An empty key would accept an empty header; a header value is ASCII, so any other key never matches.
+            raise UsageError("the API key (--api-key or FOLDCNN_API_KEY) must be non-empty printable ASCII without "
+                             "spaces, e.g. from: python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+
 
 def _authorized(headers, api_key: str | None) -> bool:
     if api_key is None:

@@ -93,6 +93,8 @@ def decode_image(data: bytes, input_shape: tuple[int, int, int], limits: ImageLi
                 arr = to_rgb(im)
     except RequestError:
         raise
+    except FoldcnnError as e:  # pixels to_rgb cannot convert faithfully (a float image outside [0, 1])
+        raise RequestError(400, f"{where} is {e}") from None
     except UnidentifiedImageError:
         raise RequestError(415, f"{where} is not an image in an accepted format; send one of "
                                 f"{', '.join(limits.formats)}") from None
