@@ -30,7 +30,18 @@ def serve_config(args: argparse.Namespace):
             raise CLIError(f"{flag} must be >= {lo}, got {v}")
     return ServeConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, workers=args.workers,
                        max_queue_images=args.max_queue_images, api_key=api_key,
-                       partial="fallback" if args.fallback else "pad", limits=limits)
+                       partial="fallback" if args.fallback else "pad", limits=limits,
+                       **_bounds_config(args))
+
+
+def _bounds_config(args: argparse.Namespace) -> dict:
+    """The per-client bounds of issue 21 (bodies at once, body timeout, decoding threads)."""
+    for flag, v in (("--max-bodies", args.max_bodies), ("--decode-threads", args.decode_threads)):
+        if v < 1:
+            raise CLIError(f"{flag} must be >= 1, got {v}")
+    if not args.body_timeout_s > 0:
+        raise CLIError(f"--body-timeout-s must be > 0, got {args.body_timeout_s}")
+    return dict(max_bodies=args.max_bodies, body_timeout_s=args.body_timeout_s, decode_threads=args.decode_threads)
 
 
 def check_listen(host: str, port: int) -> None:
@@ -90,9 +101,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # uvicorn drains in-flight requests on SIGTERM/SIGINT, then re-raises the signal with the
     # handler that was in place before it started: make that a clean exit, not death by signal.
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            app.state.draining = True  # body reads stop with a JSON 503 now, not after the graceful timeout
+            super().handle_exit(sig, frame)
+
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                    timeout_graceful_shutdown=args.graceful_timeout_s, access_log=args.access_log)
+        DrainingServer(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
+                                      timeout_graceful_shutdown=args.graceful_timeout_s,
+                                      access_log=args.access_log)).run()
     finally:
         signal.signal(signal.SIGTERM, previous)
         for q in predictors:
@@ -140,6 +158,13 @@ def _add_serve(sub) -> None:
     p.add_argument("--max-images", type=int, default=d.max_images, help="most images in one request")
     p.add_argument("--no-resize", action="store_true",
                    help="reject images whose size differs from the model's instead of resizing them (bilinear)")
+    p.add_argument("--max-bodies", type=int, default=16,
+                   help="requests read and decoded at once; more get 503 with Retry-After")
+    p.add_argument("--body-timeout-s", type=float, default=30.0,
+                   help="longest a request body may take to arrive (408 after it)")
+    p.add_argument("--decode-threads", type=int, default=2,
+                   help="the image-decoding pool's threads (large images also share a budget of --max-pixels "
+                   "pixels decoding at once, so small requests are not stuck behind them)")
     p.add_argument("--graceful-timeout-s", type=float, default=30.0,
                    help="on shutdown, how long in-flight requests may take to finish")
     p.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"), default="info")
