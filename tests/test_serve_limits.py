@@ -182,3 +182,24 @@ def test_shutdown_answers_in_flight_requests_with_json_503(no_tracebacks):
         assert time.monotonic() - t0 < 3  # the graceful timeout (0.5 s), not the 3 s model call
     r = replies["model"]
     assert r.status_code == 503 and r.headers["content-type"] == "application/json" and "retry" in r.json()["error"]
+
+
+def test_body_memory_is_bounded_server_wide(no_tracebacks):
+    limits = ImageLimits(max_body_bytes=2000)
+    app = create_app(ColorPredictor(), ServeConfig(limits=limits, body_memory_bytes=3000))
+    with LiveServer(app) as srv:
+        first = open_body(srv.url, 2000, b"-" * 1800, ctype="application/json")  # holds 1,800 of 3,000 bytes
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            second = open_body(srv.url, 2000, b"-" * 1800, ctype="application/json")
+            status, headers, body = answer(second)
+            second.close()
+            if status == 503:
+                break
+            time.sleep(0.05)  # the first body had not reached the server yet
+        assert status == 503 and "bytes of request bodies" in body["error"] and headers["retry-after"] == "1"
+        first.sendall(b" " * 200)  # completes: not valid JSON, but it was read in full
+        assert answer(first)[0] == 400
+        first.close()
+        r = httpx.post(srv.url + "/v1/classify", content=png((3, 0, 0)), headers={"Content-Type": "image/png"})
+        assert r.status_code == 200  # the meter is back to zero

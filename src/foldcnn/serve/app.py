@@ -62,6 +62,31 @@ class ClientGone(Exception):
     """The client closed the connection before its request was answered."""
 
 
+class _BodyMemory:
+    """Bytes of request bodies held at once, server-wide (event loop only): past ``limit`` a
+    request gets 503 instead of more memory. ``with meter.held() as take: take(n)``."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used = limit, 0
+
+    @contextlib.contextmanager
+    def held(self):
+        mine = 0
+
+        def take(n: int) -> None:
+            nonlocal mine
+            if self.used + n > self.limit:
+                raise RequestError(503, f"the server holds {self.used:,} bytes of request bodies, its limit; "
+                                        "retry in a moment")
+            self.used += n
+            mine += n
+
+        try:
+            yield take
+        finally:
+            self.used -= mine
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     """How the server batches and what it accepts.
@@ -72,7 +97,8 @@ class ServeConfig:
     api_key: required as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` when set;
     partial: how the predictor treats a batch's partial last fold, "pad" (zeros, counted as
     padding waste) or "fallback" (its images go through an unfolded model; Predictor partial=);
-    max_bodies: requests read and decoded at once (more get 503 + Retry-After);
+    max_bodies: requests read and decoded at once (more get 503 + Retry-After); body_memory_bytes:
+    bytes of bodies held at once, server-wide (default 4 x limits.max_body_bytes; more: 503);
     body_timeout_s: longest a body may take to arrive (408 after it);
     decode_threads: the decoding pool's threads; decode_pixels: pixels of large images decoding
     at once, server-wide (default: limits.max_pixels, one largest image); request_decode_pixels:
@@ -87,13 +113,14 @@ class ServeConfig:
     partial: str = "pad"
     limits: ImageLimits = field(default_factory=ImageLimits)
     max_bodies: int = 16
+    body_memory_bytes: int | None = None
     body_timeout_s: float = 30.0
     decode_threads: int = 2
     decode_pixels: int | None = None
     request_decode_pixels: int | None = None
 
     def __post_init__(self):
-        for name in ("max_bodies", "decode_threads", "decode_pixels", "request_decode_pixels"):
+        for name in ("max_bodies", "body_memory_bytes", "decode_threads", "decode_pixels", "request_decode_pixels"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise UsageError(f"ServeConfig.{name} must be a positive int, got {v!r}")
@@ -116,9 +143,10 @@ def _authorized(headers, api_key: str | None) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), api_key.encode())
 
 
-async def _read_body(request, limit: int, timeout_s: float, draining) -> bytes:
+async def _read_body(request, limit: int, timeout_s: float, draining, take) -> bytes:
     """The body, read as it arrives: 413 as soon as it passes ``limit``, 408 past ``timeout_s``,
-    503 once the server starts shutting down, :class:`ClientGone` if the client disconnects."""
+    503 once the server starts shutting down or ``take(n)`` (the server-wide body memory) refuses,
+    :class:`ClientGone` if the client disconnects."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise RequestError(413, f"the body has {int(declared):,} bytes, over the limit of {limit:,}; "
@@ -138,12 +166,14 @@ async def _read_body(request, limit: int, timeout_s: float, draining) -> bytes:
             continue
         if message["type"] == "http.disconnect":
             raise ClientGone()
-        body += message.get("body", b"")
+        chunk = message.get("body", b"")
+        take(len(chunk))
+        body += chunk
         if len(body) > limit:
             raise RequestError(413, f"the body is over the limit of {limit:,} bytes; send fewer or smaller "
                                     f"images per request")
         if not message.get("more_body", False):
-            return bytes(body)
+            return body  # a bytearray: no second copy of up to max_body_bytes
 
 
 async def _multipart_blobs(request, body: bytes, limits: ImageLimits) -> list[bytes]:
@@ -172,7 +202,7 @@ async def _multipart_blobs(request, body: bytes, limits: ImageLimits) -> list[by
     return blobs
 
 
-async def _request_blobs(request, config: "ServeConfig", decoder: DecodePool, draining) -> list[bytes]:
+async def _request_blobs(request, config: "ServeConfig", decoder: DecodePool, draining, take) -> list[bytes]:
     """The encoded images of a request, by Content-Type."""
     limits = config.limits
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -182,11 +212,11 @@ async def _request_blobs(request, config: "ServeConfig", decoder: DecodePool, dr
                                 f"multipart/form-data files or application/json {{\"images\": [base64...]}}")
     raw = ctype not in ("application/json", "multipart/form-data")  # one image: its own limit applies
     limit = min(limits.max_image_bytes, limits.max_body_bytes) if raw else limits.max_body_bytes
-    body = await _read_body(request, limit, config.body_timeout_s, draining)
+    body = await _read_body(request, limit, config.body_timeout_s, draining, take)
     if ctype == "application/json":
         return await decoder.call(split_json_images, body)  # parsing 64 MiB must not stall the event loop
     if ctype == "multipart/form-data":
-        return await _multipart_blobs(request, body, limits)
+        return await _multipart_blobs(request, bytes(body), limits)
     return [body]
 
 
@@ -255,6 +285,7 @@ def create_app(predictor, config: ServeConfig | None = None):
     decoder = DecodePool(config.decode_threads, config.decode_pixels or limits.max_pixels,
                          config.request_decode_pixels or limits.max_pixels)
     bodies = 0  # requests being read and decoded now (event loop only)
+    body_memory = _BodyMemory(config.body_memory_bytes or 4 * limits.max_body_bytes)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -294,8 +325,9 @@ def create_app(predictor, config: ServeConfig | None = None):
             raise RequestError(503, f"the server is reading {bodies} requests already, its limit; retry in a moment")
         bodies += 1
         try:
-            blobs = await _request_blobs(request, config, decoder, draining)
-            return await _decode_request(blobs, input_shape, limits, decoder)
+            with body_memory.held() as take:
+                blobs = await _request_blobs(request, config, decoder, draining, take)
+                return await _decode_request(blobs, input_shape, limits, decoder)
         finally:
             bodies -= 1
 
