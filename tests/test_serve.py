@@ -277,6 +277,11 @@ def test_channels_and_size_are_converted_or_rejected():
         decode_image(png((1, 1, 1), size=(9, 8)), (3, 8, 8), ImageLimits(resize=False))
     assert e.value.status == 400
     assert decode_image(png((1, 1, 1)), (3, 8, 8), ImageLimits(resize=False)).shape == (3, 8, 8)
+    from foldcnn.data.readers import resize_rgb
+
+    big = random_images(1, (3, 37, 53), seed=3)[0]  # resized as files are: the same pixels exactly
+    want = resize_rgb(big, (8, 8), "bilinear").transpose(2, 0, 1)
+    assert np.array_equal(decode_image(png(big), (3, 8, 8), limits).numpy(), want)
 
 
 def test_api_key_is_required_when_set():

@@ -111,7 +111,7 @@ def image_pixels(data: bytes, limits: ImageLimits, where: str = "the image") -> 
 def decode_image(data: bytes, input_shape: tuple[int, int, int], limits: ImageLimits,
                  where: str = "the image") -> torch.Tensor:
     """Encoded image bytes -> uint8 (C, H, W) in the model's input shape (C = 3 RGB or 1 grey)."""
-    from PIL import ImageOps
+    from PIL import Image, ImageOps
 
     from foldcnn.data.readers import resize_rgb, to_rgb
 
@@ -123,6 +123,10 @@ def decode_image(data: bytes, input_shape: tuple[int, int, int], limits: ImageLi
                                     f"{w}x{h} and this server does not resize; resize it first")
         im.load()  # decode now: truncated data fails here
         ImageOps.exif_transpose(im, in_place=True)  # as foldcnn.data.readers does for files
+        if im.mode == "RGB" and im.size != (w, h):
+            # The same bilinear resize resize_rgb does, before the full-size numpy copies: a large
+            # image costs its decode, not two more copies of its pixels (holding the GIL).
+            im = im.resize((w, h), Image.Resampling.BILINEAR)
         arr = to_rgb(im)
     arr = resize_rgb(arr, (h, w), "bilinear")
     if c == 1:  # grey model: ITU-R 601 luma, the weights Pillow's convert("L") uses
