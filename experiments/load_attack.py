@@ -3,6 +3,8 @@
     flock /tmp/bench.lock .venv/bin/python experiments/load_attack.py --seconds 20
     # prints a markdown table; about 1 min on 2 cores. --checkpoint CKPT serves a trained model
     # (default: a random-weight apex-squad-count f=4 one: latency does not depend on the weights)
+    flock /tmp/bench.lock .venv/bin/python experiments/load_attack.py --big-bodies 20
+    # issue 21 item 2 instead: 20 concurrent raw bodies of 60 MiB; answers and server memory
 
 One `foldcnn serve` on a free loopback port (the running Python's foldcnn, so PYTHONPATH picks the
 version under test). --attackers clients (a separate process) each send, back to back, multipart
@@ -44,6 +46,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--max-batch", type=int, default=1024)
     p.add_argument("--backend", default="eager")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--big-bodies", type=int, default=0,
+                   help="instead of the decoding attack: this many concurrent raw image bodies of --body-mib")
+    p.add_argument("--body-mib", type=int, default=60)
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
     args.api_key = None  # what load_test.start_server reads
@@ -56,12 +61,52 @@ def zeros_png(width: int, height: int) -> bytes:
     return buf.getvalue()
 
 
-def peak_rss_mib(pid: int) -> float:
-    """VmHWM: the most resident memory the process ever had (Linux /proc)."""
+def rss_mib(pid: int, field: str = "VmHWM") -> float:
+    """VmHWM: the most resident memory the process ever had; VmRSS: now (Linux /proc)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def send_big_body(url: str, size: int) -> str:
+    """POST ``size`` zero bytes as one raw image; the answer's status, or what stopped the upload."""
+    import socket
+
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=120) as s:
+        s.sendall(f"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                  f"Content-Length: {size}\r\n\r\n".encode())
+        block = b"\0" * (1 << 20)
+        try:
+            for _ in range(size >> 20):
+                s.sendall(block)
+        except OSError as e:  # the server answered and closed before the rest was sent
+            outcome = type(e).__name__
+        else:
+            outcome = "sent"
+        try:
+            head = s.recv(64)
+            return head.split()[1].decode() if head else f"closed ({outcome})"
+        except OSError as e:
+            return f"{type(e).__name__} ({outcome})"
+
+
+def big_bodies(url: str, pid: int, n: int, mib: int) -> dict:
+    """Issue 21 item 2: ``n`` concurrent raw bodies of ``mib`` MiB; answers, time, server memory."""
+    import concurrent.futures
+
+    before = rss_mib(pid, "VmRSS")
+    t0 = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(n) as ex:
+        outcomes = list(ex.map(lambda _: send_big_body(url, mib << 20), range(n)))
+    seconds = time.perf_counter() - t0
+    time.sleep(1.0)
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o] = counts.get(o, 0) + 1
+    return {"bodies": n, "body_mib": mib, "answers": counts, "seconds": seconds, "rss_before_mib": before,
+            "rss_after_mib": rss_mib(pid, "VmRSS"), "peak_rss_mib": rss_mib(pid)}
 
 
 async def _attack(url: str, blob: bytes, n_images: int, clients: int, seconds: float) -> dict:
@@ -126,6 +171,20 @@ def main() -> int:
         small = zeros_png(iw, ih)
         heavy = zeros_png(w, h)
         proc, url = start_server(ckpt, args)
+        if args.big_bodies:
+            try:
+                asyncio.run(victim(url, small, 1.0))  # warm-up: the model's memory is in the baseline
+                got = big_bodies(url, proc.pid, args.big_bodies, args.body_mib)
+            finally:
+                stop_server(proc)
+            print(f"{got['bodies']} concurrent raw bodies of {got['body_mib']} MiB: answers {got['answers']} in "
+                  f"{got['seconds']:.1f} s; server RSS {got['rss_before_mib']:,.0f} MiB before, "
+                  f"{got['rss_after_mib']:,.0f} MiB after, peak {got['peak_rss_mib']:,.0f} MiB")
+            if args.json:
+                import json
+
+                Path(args.json).write_text(json.dumps({"args": vars(args), **got}, indent=2))
+            return 0
         try:
             asyncio.run(victim(url, small, 1.0))  # warm-up
             quiet = summary(asyncio.run(victim(url, small, args.quiet_seconds)))
@@ -137,7 +196,7 @@ def main() -> int:
             loaded = summary(asyncio.run(victim(url, small, args.seconds - 1.0)))
             statuses = results.get(timeout=300)
             attackers.join()
-            peak = peak_rss_mib(proc.pid)
+            peak = rss_mib(proc.pid)
         finally:
             stop_server(proc)
     import foldcnn
