@@ -305,9 +305,10 @@ def create_app(predictor, config: ServeConfig | None = None):
     def draining() -> bool:
         return app.state.draining or batcher.closing
 
-    def error(status: int, message: str) -> JSONResponse:
+    def error(status: int, message: str, close: bool = False) -> JSONResponse:
+        """The JSON error; ``close`` when the rest of the body may still be coming (do not read it)."""
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
-        if status in (408, 413, 499, 503):  # the rest of the body may still be coming: do not read it
+        if close:
             headers["Connection"] = "close"
         if status == 503:
             headers["Retry-After"] = "1"
@@ -357,10 +358,10 @@ def create_app(predictor, config: ServeConfig | None = None):
             return JSONResponse({"results": results})
         except RequestError as e:
             status = e.status
-            return error(e.status, e.message)
+            return error(e.status, e.message, close=e.status in (408, 413, 503))  # these may come mid-body
         except ClientGone:  # nobody to answer; not an error of the server (no traceback)
             status = 499
-            return error(499, "the client closed the connection before the answer was ready")
+            return error(499, "the client closed the connection before the answer was ready", close=True)
         except BatchFailed as e:
             status = 500
             return error(500, str(e))
