@@ -203,3 +203,44 @@ def test_body_memory_is_bounded_server_wide(no_tracebacks):
         first.close()
         r = httpx.post(srv.url + "/v1/classify", content=png((3, 0, 0)), headers={"Content-Type": "image/png"})
         assert r.status_code == 200  # the meter is back to zero
+
+
+@pytest.mark.slow
+def test_cli_sigterm_does_not_wait_for_a_trickling_body(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from foldcnn import create_model
+    from foldcnn.checkpoints import save_checkpoint
+
+    model = create_model("apex-squad-count", fold=2)
+    save_checkpoint(tmp_path / "ck", model, [f"n{i}" for i in range(model.num_classes)])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "foldcnn", "serve", str(tmp_path / "ck"), "--port", str(port),
+                             "--log-level", "warning"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        trickle = open_body(url, 1000, b"\x89PNG")
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        status, _, body = answer(trickle)
+        trickle.close()
+        out, err = proc.communicate(timeout=30)
+        elapsed_s = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert status == 503 and "shutting down" in body["error"]
+    assert proc.returncode == 0 and elapsed_s < 10 and "Traceback" not in err, err  # not the 30 s graceful timeout
