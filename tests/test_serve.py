@@ -492,13 +492,12 @@ def test_cli_port_out_of_range_or_in_use_is_one_line(tmp_path, capsys):
     assert len(err) == 1 and "cannot listen on 127.0.0.1:" in err[0]
 
 
-@pytest.mark.slow
-def test_cli_server_serves_and_exits_cleanly_on_sigterm(tmp_path):
-    import signal
+def start_cli_server(tmp_path, *flags):
+    """`foldcnn serve` of a random-weight apex-squad-count f=2 checkpoint in a subprocess on a free
+    loopback port, once /healthz answers; returns (process, url, model)."""
     import subprocess
     import sys
 
-    pytest.importorskip("foldcnn.infer")
     from foldcnn.checkpoints import save_checkpoint
 
     model = create_model("apex-squad-count", fold=2)
@@ -507,17 +506,27 @@ def test_cli_server_serves_and_exits_cleanly_on_sigterm(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "foldcnn", "serve", str(tmp_path / "ck"), "--port", str(port),
-                             "--max-batch", "16", "--log-level", "warning"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                             "--log-level", "warning", *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
+    while True:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"server did not start: {proc.communicate()[1]}")
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return proc, url, model
+        except httpx.HTTPError:
+            time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_cli_server_serves_and_exits_cleanly_on_sigterm(tmp_path):
+    import signal
+
+    pytest.importorskip("foldcnn.infer")
+    proc, url, model = start_cli_server(tmp_path, "--max-batch", "16")
     try:
-        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
-        while True:
-            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
         img = random_images(1, model.input_shape)[0]
         r = httpx.post(url + "/v1/classify", content=png(img), headers={"Content-Type": "image/png"})
         assert r.status_code == 200 and r.json()["results"][0]["class_name"].startswith("n")

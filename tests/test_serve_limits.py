@@ -15,7 +15,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 from foldcnn.serve import ImageLimits, ServeConfig, create_app  # noqa: E402
-from test_serve import ColorPredictor, LiveServer, png  # noqa: E402 - the stand-ins and server of test_serve
+from test_serve import ColorPredictor, LiveServer, png, start_cli_server  # noqa: E402 - the stand-ins and server of test_serve
 
 
 def open_body(url: str, declared: int | None, first: bytes, ctype: str = "image/png") -> socket.socket:
@@ -208,29 +208,9 @@ def test_body_memory_is_bounded_server_wide(no_tracebacks):
 @pytest.mark.slow
 def test_cli_sigterm_does_not_wait_for_a_trickling_body(tmp_path):
     import signal
-    import subprocess
-    import sys
 
-    from foldcnn import create_model
-    from foldcnn.checkpoints import save_checkpoint
-
-    model = create_model("apex-squad-count", fold=2)
-    save_checkpoint(tmp_path / "ck", model, [f"n{i}" for i in range(model.num_classes)])
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "foldcnn", "serve", str(tmp_path / "ck"), "--port", str(port),
-                             "--log-level", "warning"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
+    proc, url, _ = start_cli_server(tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
         trickle = open_body(url, 1000, b"\x89PNG")
         time.sleep(0.3)
         t0 = time.monotonic()
