@@ -96,6 +96,25 @@ def test_video_input(setup):
     assert [int(r["class_index"]) for r in rows] == [p.class_index for p in _expected(ck, video, stride=3)]
 
 
+def test_truncated_video_is_incomplete_not_success(setup, capsys):
+    pytest.importorskip("av")
+    from tiny_data import truncated_video
+
+    root, ck, _ = setup
+    cut, _ = truncated_video(root / "cut.mp4", frames=30, keep=12)
+    out = root / "cut.csv"
+    base = ["predict", str(ck), "--input", str(cut), "--out", str(out), "--quiet"]
+    assert main(base) == 2  # the default --on-error raise: one sentence naming the file and the frame
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cut.mp4 is truncated: decoding stopped at frame 12" in err[0] and not out.exists()
+    assert main(base + ["--on-error", "skip"]) == 1  # rows kept, listed as incomplete, exit 1
+    captured = capsys.readouterr()
+    assert [int(r["frame"]) for r in csv.DictReader(out.open())] == list(range(12))
+    assert "incomplete 1 video(s)" in captured.out and "skipped 0 file(s)" in captured.out
+    assert "--allow-partial" in captured.err
+    assert main(base + ["--on-error", "skip", "--allow-partial"]) == 0
+
+
 @pytest.mark.parametrize("args, message", [
     (["predict", "NOPE", "--input", "x", "--out", "o.csv"], "checkpoint NOPE does not exist"),
     (["predict", "{ck}", "--input", "{root}/imgs", "--out", "o.txt"], "--out must end in .csv or .jsonl"),
@@ -104,6 +123,7 @@ def test_video_input(setup):
      "needs --fallback"),
     (["predict", "{ck}", "--input", "{root}/imgs", "--out", "{root}/o.csv", "--no-resize", "--quiet"],
      "z_big.png: it is 20x30"),
+    (["predict", "{ck}", "--input", "{root}/imgs", "--out", "{root}/imgs/0.png/o.csv", "--quiet"], "0.png"),
 ])
 def test_errors_are_one_line(setup, capsys, args, message):
     root, ck, _ = setup

@@ -99,7 +99,8 @@ def test_run_computes_teacher_logits_once_and_caches_them(tmp_path, monkeypatch)
     assert len(calls) == 1  # once per data set, not per epoch
     d = m["features"]["distillation"]
     assert d["kind"] == "kl" and d["teacher_fold"] == 1 and not d["cached"] and len(d["teacher_sha256"]) == 64
-    m = run_training("sot-coin-count", data, cfg, out, fold=2, progress=False, teacher=teacher)
+    # A new run in the same folder (overwrite=True: never silently) reuses the cached logits.
+    m = run_training("sot-coin-count", data, cfg, out, fold=2, progress=False, teacher=teacher, overwrite=True)
     assert len(calls) == 1 and m["features"]["distillation"]["cached"]
     json.loads((out / "run.json").read_text())
 

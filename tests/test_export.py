@@ -169,3 +169,33 @@ def test_cli_int8_without_calibration_images_says_how_to_get_them(model, tmp_pat
 def test_cli_bad_checkpoint_is_one_line(tmp_path, capsys):
     assert main(["export", str(tmp_path / "nope"), "--out", str(tmp_path / "m.onnx")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("opset", ["5", "99"])
+def test_cli_unusable_opset_is_one_line_and_writes_nothing(model, tmp_path, capsys, opset):
+    ck = _checkpoint(tmp_path, model, calibration=False)
+    assert main(["export", str(ck), "--out", str(tmp_path / "m.onnx"), "--opset", opset]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"opset {opset} is not one torch" in err[0] and "from 7 to" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
+
+
+def test_cli_export_that_onnxruntime_cannot_run_leaves_no_file(model, tmp_path, capsys, monkeypatch):
+    import foldcnn.backends
+
+    ck = _checkpoint(tmp_path, model, calibration=False)
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"the previous export")
+
+    def refuse(*args, **kwargs):  # what onnxruntime raises for a graph it has no kernels for
+        raise RuntimeError("[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : Could not find an implementation for Relu(1)")
+
+    monkeypatch.setattr(foldcnn.backends, "check_onnx_parity", refuse)
+    assert main(["export", str(ck), "--out", str(out), "--force"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "onnxruntime cannot run the exported file" in err[0] and "NOT_IMPLEMENTED" in err[0]
+    assert out.read_bytes() == b"the previous export"  # --force replaces only with a file that works
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck", "m.onnx"]
+    (tmp_path / "afile").write_text("x")
+    assert main(["export", str(ck), "--out", str(tmp_path / "afile" / "m.onnx")]) == 2
+    assert "afile is a file, not a folder" in capsys.readouterr().err

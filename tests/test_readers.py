@@ -12,6 +12,7 @@ from foldcnn.data.readers import (
     LabelsMismatchError,
     ReadReport,
     VideoReadError,
+    VideoTruncatedError,
     iter_images,
     iter_video_frames,
     load_image_folder,
@@ -104,6 +105,17 @@ def test_grey_rgba_palette_and_16bit_converted(tmp_path):
     assert np.array_equal(img["b/deep.png"], np.repeat(grey[..., None], 3, axis=2))  # 16 -> 8 bits
     assert np.array_equal(img["b/pal.png"], np.asarray(pal.convert("RGBA"))[..., :3])
     assert sum(ds.meta["modes"].values()) == 4
+
+
+def test_float_tiff_is_scaled_from_unit_range_or_refused(tmp_path):
+    ramp = np.linspace(0, 1, 30, dtype=np.float32).reshape(5, 6)
+    Image.fromarray(ramp, mode="F").save(tmp_path / "unit.tif")
+    got = read_image(tmp_path / "unit.tif")
+    want = np.repeat((ramp.astype(np.float64) * 255).round().astype(np.uint8)[None], 3, axis=0)
+    assert got.dtype == torch.uint8 and np.array_equal(got.numpy(), want)  # not black: Pillow alone clips to 0/1
+    Image.fromarray(ramp * 1000, mode="F").save(tmp_path / "raw.tif")
+    with pytest.raises(ImageReadError, match=r"raw.tif: a float image with values in \[0, 1000\].*rescale"):
+        read_image(tmp_path / "raw.tif")
 
 
 def test_empty_class_dir_is_an_error_naming_it(folder):
@@ -270,6 +282,19 @@ def test_unreadable_video_errors_name_the_file(video, tmp_path):
         list(iter_video_frames(tmp_path / "nothere.mp4"))
     with pytest.raises(FileNotFoundError, match="labels_csv"):
         load_video(junk)  # no labels.csv next to it
+
+
+def test_truncated_video_is_an_error_naming_file_and_frame(tmp_path):
+    pytest.importorskip("av")
+    from tiny_data import truncated_video
+
+    cut, whole = truncated_video(tmp_path / "cut.mp4", frames=40, keep=17)
+    assert len(list(iter_video_frames(whole))) == 40  # the whole file passes the count check
+    got = []
+    with pytest.raises(VideoTruncatedError, match=r"cut.mp4 is truncated: decoding stopped at frame 17 .* "
+                       r"declares 40 frames") as e:
+        got.extend(i for i, _ in iter_video_frames(cut, stride=2))
+    assert e.value.frames_read == 17 and got == list(range(0, 17, 2))  # frames before the cut still come
 
 
 def test_missing_pyav_says_what_to_install(video, monkeypatch):

@@ -278,6 +278,11 @@ def test_channels_and_size_are_converted_or_rejected():
         decode_image(png((1, 1, 1), size=(9, 8)), (3, 8, 8), ImageLimits(resize=False))
     assert e.value.status == 400
     assert decode_image(png((1, 1, 1)), (3, 8, 8), ImageLimits(resize=False)).shape == (3, 8, 8)
+    from foldcnn.data.readers import resize_rgb
+
+    big = random_images(1, (3, 37, 53), seed=3)[0]  # resized as files are: the same pixels exactly
+    want = resize_rgb(big, (8, 8), "bilinear").transpose(2, 0, 1)
+    assert np.array_equal(decode_image(png(big), (3, 8, 8), limits).numpy(), want)
 
 
 def test_api_key_is_required_when_set():
@@ -498,12 +503,43 @@ def test_cli_flags_make_the_config(monkeypatch):
         serve_config(parse(["serve", "ck", "--max-images", "0"]))
 
 
-def test_cli_server_serves_and_exits_cleanly_on_sigterm(tmp_path):
-    import signal
+@pytest.mark.parametrize("key", ["", "caf\u00e9", "two words"])
+def test_unusable_api_key_is_refused(monkeypatch, key):
+    from foldcnn.cli import build_parser
+    from foldcnn.cli.serve import serve_config
+
+    with pytest.raises(ValueError, match="non-empty printable ASCII"):
+        ServeConfig(api_key=key)
+    with pytest.raises(ValueError, match="non-empty printable ASCII"):
+        serve_config(build_parser().parse_args(["serve", "ck", "--api-key", key]))
+    monkeypatch.setenv("FOLDCNN_API_KEY", key)  # set but empty is not "no key"
+    with pytest.raises(ValueError, match="FOLDCNN_API_KEY"):
+        serve_config(build_parser().parse_args(["serve", "ck"]))
+
+
+def test_cli_port_out_of_range_or_in_use_is_one_line(tmp_path, capsys):
+    from foldcnn.checkpoints import save_checkpoint
+    from foldcnn.cli import main
+
+    model = create_model("apex-squad-count", fold=2)
+    ck = save_checkpoint(tmp_path / "ck", model, [f"n{i}" for i in range(model.num_classes)])
+    assert main(["serve", str(ck), "--port", "99999"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--port must be from 0 to 65535, got 99999" in err[0]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        assert main(["serve", str(ck), "--port", str(s.getsockname()[1])]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot listen on 127.0.0.1:" in err[0]
+
+
+def start_cli_server(tmp_path, *flags):
+    """`foldcnn serve` of a random-weight apex-squad-count f=2 checkpoint in a subprocess on a free
+    loopback port, once /healthz answers; returns (process, url, model)."""
     import subprocess
     import sys
 
-    pytest.importorskip("foldcnn.infer")
     from foldcnn.checkpoints import save_checkpoint
 
     model = create_model("apex-squad-count", fold=2)
@@ -512,17 +548,26 @@ def test_cli_server_serves_and_exits_cleanly_on_sigterm(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "foldcnn", "serve", str(tmp_path / "ck"), "--port", str(port),
-                             "--max-batch", "16", "--log-level", "warning"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                             "--log-level", "warning", *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
+    while True:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"server did not start: {proc.communicate()[1]}")
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return proc, url, model
+        except httpx.HTTPError:
+            time.sleep(0.2)
+
+
+def test_cli_server_serves_and_exits_cleanly_on_sigterm(tmp_path):
+    import signal
+
+    pytest.importorskip("foldcnn.infer")
+    proc, url, model = start_cli_server(tmp_path, "--batch-size", "16")
     try:
-        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
-        while True:
-            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
         img = random_images(1, model.input_shape)[0]
         r = httpx.post(url + "/v1/classify", content=png(img), headers={"Content-Type": "image/png"})
         assert r.status_code == 200 and r.json()["results"][0]["class_name"].startswith("n")

@@ -154,6 +154,46 @@ def test_mixed_sizes_need_input_size_then_train_end_to_end(tmp_path, capsys):
     assert ck.class_names == ["a", "b", "c", "d"] and ck.model.input_shape == (3, 13, 12) and ck.fold == 2
 
 
+def test_existing_out_needs_resume_or_overwrite(tmp_path, capsys):
+    from foldcnn.cli import main
+
+    out = tmp_path / "r"
+    args = ["train", "--task", "sot-coin-count", "--out", str(out), "--train-size", "24", "--val-size", "8",
+            "--test-size", "8", "--epochs", "1", "--quiet"]
+    assert main(args) == 0
+    first = (out / "run.json").read_bytes()
+    capsys.readouterr()
+    assert main(args) == 2  # a finished run is never silently replaced
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not empty" in err[0] and "--resume" in err[0] and "--overwrite" in err[0]
+    assert (out / "run.json").read_bytes() == first
+    assert main(args + ["--resume", "--overwrite"]) == 2 and "exclude each other" in capsys.readouterr().err
+    assert main(args + ["--overwrite", "--seed", "5"]) == 0
+    assert json.loads((out / "run.json").read_text())["seed"] == 5
+    (tmp_path / "file").write_text("x")  # --out under a file: one sentence, nothing trained
+    assert main(args[:4] + [str(tmp_path / "file" / "r")] + args[5:]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(tmp_path / "file") in err[0]
+
+
+def test_unreadable_training_images_counted_listed_or_raised(tmp_path, capsys):
+    from foldcnn.cli import main
+
+    root = write_folder(tmp_path / "d", three_splits())
+    (root / "train" / "a" / "empty.png").write_bytes(b"")
+    (root / "val" / "b" / "junk.png").write_bytes(b"not a png")
+    args = ["train", "--data", str(root), "--model", "lol-gold-fraction", "--epochs", "1", "--quiet"]
+    assert main(args + ["--out", str(tmp_path / "r")]) == 0
+    err = capsys.readouterr().err
+    assert "skipped 2 unreadable image(s)" in err and "train/a/empty.png" in err
+    data = json.loads((tmp_path / "r" / "run.json").read_text())["data"]
+    assert data["n_skipped_images"] == 2
+    assert [f["path"] for f in data["skipped_images"]] == ["train/a/empty.png", "val/b/junk.png"]
+    assert main(args + ["--out", str(tmp_path / "r2"), "--on-error", "raise"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "empty.png" in err[0] and not (tmp_path / "r2" / "run.json").exists()
+
+
 def test_val_class_missing_from_train_fails_before_reading(tmp_path, capsys):
     from foldcnn.cli import main
 

@@ -12,3 +12,28 @@ def easy_dataset(n: int, seed: int, size=(16, 16)) -> ArrayDataset:
     images = torch.randint(0, 60, (n, 3, *size), generator=g, dtype=torch.uint8)
     images[torch.arange(n), labels] += 150
     return ArrayDataset(images, labels, ["r", "g", "b"])
+
+
+def truncated_video(path, frames: int = 40, keep: int = 17, size=(32, 32)):
+    """A "faststart" MP4 (index first, as web videos are) of ``frames`` noise frames, cut at the start
+    of packet ``keep``: it declares ``frames`` frames but decodes ``keep`` of them without an error,
+    which is what a half-copied download looks like. Returns ``(cut_path, whole_path)``."""
+    import av
+    import numpy as np
+
+    whole = path.with_name(path.stem + "_whole.mp4")
+    h, w = size
+    with av.open(str(whole), "w", options={"movflags": "faststart"}) as c:
+        s = c.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=25)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        rng = np.random.default_rng(0)
+        for _ in range(frames):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), format="rgb24")
+            for pkt in s.encode(frame):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    with av.open(str(whole)) as c:
+        starts = sorted(p.pos for p in c.demux(c.streams.video[0]) if p.size)
+    path.write_bytes(whole.read_bytes()[:starts[keep]])
+    return path, whole

@@ -27,6 +27,7 @@ from foldcnn.models import FoldedCNN
 
 __all__ = [
     "DEFAULT_OPSET",
+    "MIN_OPSET",
     "INPUT_NAME",
     "OUTPUT_NAME",
     "check_onnx_parity",
@@ -41,6 +42,9 @@ INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
 # Opset of the TorchScript exporter: 17 is read by every onnxruntime >= 1.14 and has all ops we use.
 DEFAULT_OPSET = 17
+# The oldest opset torch.onnx writes (torch.onnx._constants.ONNX_MIN_OPSET); onnxruntime has no kernels
+# for the opset-1 ReLU an opset-5 graph would hold.
+MIN_OPSET = 7
 EXPORTERS = ("auto", "legacy", "dynamo")
 SIDECAR_FORMAT = "foldcnn-onnx"
 
@@ -84,6 +88,9 @@ def onnx_bytes(model: FoldedCNN, *, opset: int | None = None, dynamic_batch: boo
     """
     if exporter not in EXPORTERS:
         raise UsageError(f"exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
+    if opset is not None and not MIN_OPSET <= opset <= _max_opset():
+        raise UsageError(f"opset {opset} is not one torch {torch.__version__} exports and onnxruntime runs; pass "
+                         f"an opset from {MIN_OPSET} to {_max_opset()} (the default is {DEFAULT_OPSET})")
     module = _plain_copy(model)
     example = torch.rand(2, *model.folded_input_shape)  # batch 2: a batch of 1 may get specialized
     errors = []
@@ -91,11 +98,28 @@ def onnx_bytes(model: FoldedCNN, *, opset: int | None = None, dynamic_batch: boo
         if exporter not in ("auto", name):
             continue
         try:
-            return fn(module, example, opset, dynamic_batch)
+            data = fn(module, example, opset, dynamic_batch)
         except Exception as e:  # noqa: BLE001 - report every exporter's failure together
             errors.append(f"{name} exporter: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
+            continue
+        written = graph_opset(data)
+        if opset is not None and written not in (None, opset):  # the dynamo exporter falls back silently
+            raise BackendError(f"torch {torch.__version__} cannot write opset {opset} (its {name} exporter wrote "
+                               f"opset {written}); pass an opset from {MIN_OPSET} to {_max_opset()} or leave it "
+                               f"out for {DEFAULT_OPSET}")
+        return data
     hint = " (the dynamo exporter needs onnxscript: pip install onnxscript)" if exporter != "legacy" else ""
     raise BackendError(f"torch could not export {type(model).__name__} to ONNX{hint}: " + "; ".join(errors))
+
+
+def _max_opset() -> int:
+    """Newest opset torch's exporters write (torch 2.13: 23; above 20 only the dynamo exporter);
+    DEFAULT_OPSET where torch does not say."""
+    try:
+        from torch.onnx import _constants
+    except ImportError:
+        return DEFAULT_OPSET
+    return int(getattr(_constants, "ONNX_MAX_OPSET", DEFAULT_OPSET))
 
 
 def fold_calibration(images: torch.Tensor, fold: int, input_shape: tuple[int, int, int]) -> np.ndarray:

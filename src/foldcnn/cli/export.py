@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 from pathlib import Path
 
 from foldcnn.cli.common import CLIError
@@ -16,8 +17,6 @@ INT8_MIN_AGREEMENT = 0.95
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from foldcnn.backends import BackendError, check_onnx_parity, export_onnx
-    from foldcnn.backends.onnx_export import fold_calibration
     from foldcnn.checkpoints import load_calibration, load_checkpoint
 
     if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
@@ -25,42 +24,37 @@ def _cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.force:
         raise CLIError(f"{out} exists; pass --force to overwrite it")
+    folder = out.parent
+    if folder.exists() and (not folder.is_dir() or not os.access(folder, os.W_OK)):
+        why = "is a file, not a folder" if not folder.is_dir() else "is not writable"
+        raise CLIError(f"cannot write {out}: {folder} {why}")
     ck = load_checkpoint(args.checkpoint)
     model = ck.model
     calibration = None
-    int8 = args.precision == "int8"
-    if int8:
+    if args.precision == "int8":
         calibration = load_calibration(args.checkpoint)
         if calibration is None:
             raise CLIError(
                 f"checkpoint {args.checkpoint} has no calibration images (calibration.safetensors), which "
                 "--precision int8 needs; checkpoints written by 'foldcnn train' have them, or save a few hundred uint8 "
                 "training images with save_checkpoint(..., calibration_images=images)")
+    # Written under a staging name and renamed into place only once onnxruntime has run it and
+    # agrees with torch: a failed export never leaves a broken (or half-written) --out behind.
+    staging = out.with_name(f".{out.name}.partial")
     try:
-        export_onnx(model, out, opset=args.opset, int8_calibration=calibration, class_names=ck.class_names)
-        # fp32: random inputs at two batch sizes (checks the dynamic batch axis too).
-        # int8: the calibration images, where agreement with fp32 means something.
-        if calibration is None:
-            parity = check_onnx_parity(model, out, batch_sizes=(1, 3))
-        else:
-            import torch
-
-            parity = check_onnx_parity(model, out, inputs=torch.from_numpy(
-                fold_calibration(calibration, model.fold, model.input_shape)))
-    except BackendError as e:
-        raise CLIError(str(e)) from None
-    precision = args.precision
+        parity = _export_checked(model, staging, args, calibration, ck.class_names)
+    except BaseException:
+        _remove_export(staging)
+        raise
     side = out.with_name(out.name + ".json")
+    os.replace(staging.with_name(staging.name + ".json"), side)
+    os.replace(staging, out)
+    precision = args.precision
     on = (f"random inputs, batch sizes {parity['batch_sizes']}" if calibration is None
           else f"its {len(calibration)} calibration images")
     print(f"parity of the {precision} file vs torch eager fp32 ({on}): "
           f"max abs logit diff {parity['max_abs_diff']:.3g}, argmax agreement {parity['agreement']:.2%}")
-    if not int8 and parity["max_abs_diff"] > FP32_TOLERANCE:
-        out.unlink(missing_ok=True)
-        side.unlink(missing_ok=True)
-        raise CLIError(f"the exported model differs from torch by {parity['max_abs_diff']:.3g} "
-                       f"(> {FP32_TOLERANCE}); removed {out}. Try another --opset")
-    if int8 and parity["agreement"] < INT8_MIN_AGREEMENT:
+    if args.precision == "int8" and parity["agreement"] < INT8_MIN_AGREEMENT:
         print(f"warning: int8 agrees with fp32 on only {parity['agreement']:.1%} of the calibration images; "
               "check accuracy (foldcnn eval) before using it")
     c, h, w = model.input_shape
@@ -68,6 +62,40 @@ def _cmd_export(args: argparse.Namespace) -> int:
           f"(N/{model.fold}, {model.fold * c}, {h}, {w}) -> 'logits' (N/{model.fold}, "
           f"{model.fold * model.num_classes})) and {side}")
     return 0
+
+
+def _export_checked(model, path: Path, args: argparse.Namespace, calibration, class_names) -> dict:
+    """Export to ``path`` (+ sidecar) and check it against eager torch in onnxruntime; returns the parity."""
+    from foldcnn.backends import BackendError, check_onnx_parity, export_onnx
+    from foldcnn.backends.onnx_export import fold_calibration
+
+    try:
+        export_onnx(model, path, opset=args.opset, int8_calibration=calibration, class_names=class_names)
+    except BackendError as e:
+        raise CLIError(str(e)) from None
+    try:
+        # fp32: random inputs at two batch sizes (checks the dynamic batch axis too).
+        # int8: the calibration images, where agreement with fp32 means something.
+        if calibration is None:
+            parity = check_onnx_parity(model, path, batch_sizes=(1, 3))
+        else:
+            import torch
+
+            parity = check_onnx_parity(model, path, inputs=torch.from_numpy(
+                fold_calibration(calibration, model.fold, model.input_shape)))
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types for graphs it cannot run
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CLIError(f"onnxruntime cannot run the exported file ({first}); nothing was written to {args.out}: "
+                       "try another --opset") from None
+    if args.precision != "int8" and parity["max_abs_diff"] > FP32_TOLERANCE:
+        raise CLIError(f"the exported model differs from torch by {parity['max_abs_diff']:.3g} "
+                       f"(> {FP32_TOLERANCE}); nothing was written to {args.out}. Try another --opset")
+    return parity
+
+
+def _remove_export(staging: Path) -> None:
+    staging.unlink(missing_ok=True)
+    staging.with_name(staging.name + ".json").unlink(missing_ok=True)
 
 
 def _add_export(sub) -> None:

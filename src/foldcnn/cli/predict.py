@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from foldcnn.cli.common import CLIError
 from foldcnn.cli.options import add_predict_options, predict_options
@@ -23,6 +24,9 @@ def _summary_lines(stats, out: str) -> list[str]:
             " (" + ", ".join(f"{k}: {v:,.0f} images/s" for k, v in rates.items()) + ")" if rates else ""))
     lines.append(f"skipped {s.skipped} file(s)" + (":" if s.skipped else ""))
     lines += [f"  {x.source} ({x.reason})" for x in s.skipped_inputs]
+    if s.incomplete_inputs:
+        lines.append(f"incomplete {len(s.incomplete_inputs)} video(s) (rows written up to the cut):")
+        lines += [f"  {x.source} ({x.reason})" for x in s.incomplete_inputs]
     if s.ignored_files:
         few = ", ".join(s.ignored_files[:5]) + (", ..." if len(s.ignored_files) > 5 else "")
         lines.append(f"ignored {len(s.ignored_files)} file(s) without an image extension: {few}")
@@ -75,6 +79,15 @@ def _predict_local(args: argparse.Namespace, options) -> int:
             writer.write_all(p.predict_iter(_inputs(args), progress=not args.quiet))
         for line in _summary_lines(p.stats, args.out):
             print(line)
+        return _partial_status(p.stats, args.allow_partial)
+
+
+def _partial_status(stats, allow_partial: bool) -> int:
+    """Exit status 1 when a video was cut short (its rows are written), unless --allow-partial."""
+    if stats.incomplete_inputs and not allow_partial:
+        print(f"foldcnn predict: {len(stats.incomplete_inputs)} video(s) incomplete; exit status 1 "
+              "(pass --allow-partial to accept them)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -89,6 +102,9 @@ def _add_predict(sub) -> None:
                         "video files, one or more, read in the order given")
     p.add_argument("--out", required=True, help="output file, .csv or .jsonl (with --engine ray: a directory)")
     add_predict_options(p)
+    p.add_argument("--allow-partial", action="store_true",
+                   help="with --on-error skip: exit 0 even when a video decodes fewer frames than its container "
+                   "declares (its rows up to the cut are written and it is listed as incomplete; default: exit 1)")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local: this process; ray: a Ray cluster (foldcnn.scaleout)")
     p.add_argument("--address", default=None, help="Ray cluster address for --engine ray (None: start one locally)")

@@ -14,7 +14,8 @@ from foldcnn.cli.options import add_predict_options, deprecated_alias, predict_o
 UNSUPPORTED = {
     "stride": "the server classifies images, not videos",
     "on_error": "the server answers each unreadable image with a 4xx naming it",
-    "workers": "the server decodes requests in its own pool; --replicas sets the model copies",
+    "workers": "the server decodes requests in its own pool (--decode-threads); --workers is, for one release, "
+               "the deprecated name of --replicas",
     "resize_mode": "the server resizes bilinearly",
 }
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -24,7 +25,7 @@ def serve_config(args: argparse.Namespace):
     """The ServeConfig the flags describe (also used by experiments/load_test.py)."""
     from foldcnn.serve import ImageLimits, ServeConfig
 
-    api_key = args.api_key if args.api_key is not None else os.environ.get("FOLDCNN_API_KEY") or None
+    api_key = args.api_key if args.api_key is not None else os.environ.get("FOLDCNN_API_KEY")
     try:
         limits = ImageLimits(max_image_bytes=args.max_image_bytes, max_body_bytes=args.max_body_bytes,
                              max_pixels=args.max_pixels, max_images=args.max_images, resize=args.resize)
@@ -36,7 +37,37 @@ def serve_config(args: argparse.Namespace):
             raise CLIError(f"{flag} must be >= {lo}, got {v}")
     return ServeConfig(max_batch=options.batch_size, max_wait_ms=args.max_wait_ms, workers=args.replicas,
                        max_queue_images=args.max_queue_images, api_key=api_key, partial=options.partial_mode,
-                       limits=limits)
+                       limits=limits,
+                       **_bounds_config(args))
+
+
+def _bounds_config(args: argparse.Namespace) -> dict:
+    """The per-client bounds of issue 21 (bodies at once, body timeout, decoding threads)."""
+    for flag, v in (("--max-bodies", args.max_bodies), ("--decode-threads", args.decode_threads)):
+        if v < 1:
+            raise CLIError(f"{flag} must be >= 1, got {v}")
+    if not args.body_timeout_s > 0:
+        raise CLIError(f"--body-timeout-s must be > 0, got {args.body_timeout_s}")
+    return dict(max_bodies=args.max_bodies, body_timeout_s=args.body_timeout_s, decode_threads=args.decode_threads)
+
+
+def check_listen(host: str, port: int) -> None:
+    """Fail before the model loads when ``host:port`` cannot be listened on (bad port, port in use)."""
+    import socket
+
+    if not 0 <= port <= 65535:
+        raise CLIError(f"--port must be from 0 to 65535, got {port}")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise CLIError(f"--host {host!r} is not an address this machine can listen on ({e.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds it
+        try:
+            sock.bind(address)
+        except OSError as e:
+            raise CLIError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
 
 
 def _warm_up(predictors, max_batch: int) -> None:
@@ -59,6 +90,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from foldcnn.infer import Predictor
 
     config = serve_config(args)
+    check_listen(args.host, args.port)
     if args.host not in LOOPBACK and config.api_key is None:
         print(f"warning: serving on {args.host} without an API key; anyone who can reach this port can use "
               f"the model (set --api-key or FOLDCNN_API_KEY)")
@@ -75,9 +107,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # uvicorn drains in-flight requests on SIGTERM/SIGINT, then re-raises the signal with the
     # handler that was in place before it started: make that a clean exit, not death by signal.
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            app.state.draining = True  # body reads stop with a JSON 503 now, not after the graceful timeout
+            super().handle_exit(sig, frame)
+
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                    timeout_graceful_shutdown=args.graceful_timeout_s, access_log=args.access_log)
+        DrainingServer(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
+                                      timeout_graceful_shutdown=args.graceful_timeout_s,
+                                      access_log=args.access_log)).run()
     finally:
         signal.signal(signal.SIGTERM, previous)
         for q in predictors:
@@ -113,6 +152,13 @@ def _add_serve(sub) -> None:
     p.add_argument("--max-image-bytes", type=int, default=d.max_image_bytes, help="largest encoded image")
     p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes, help="largest request body")
     p.add_argument("--max-images", type=int, default=d.max_images, help="most images in one request")
+    p.add_argument("--max-bodies", type=int, default=16,
+                   help="requests read and decoded at once; more get 503 with Retry-After")
+    p.add_argument("--body-timeout-s", type=float, default=30.0,
+                   help="longest a request body may take to arrive (408 after it)")
+    p.add_argument("--decode-threads", type=int, default=2,
+                   help="the image-decoding pool's threads (large images also share a budget of --max-pixels "
+                   "pixels decoding at once, so small requests are not stuck behind them)")
     p.add_argument("--graceful-timeout-s", type=float, default=30.0,
                    help="on shutdown, how long in-flight requests may take to finish")
     p.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"), default="info")

@@ -31,7 +31,7 @@ def _train_inputs(args: argparse.Namespace):
     data = DataSpec(task=args.task, data_dir=args.data, video=args.video, labels=args.labels,
                     train_size=args.train_size, val_size=args.val_size, test_size=args.test_size,
                     seed=args.data_seed, input_size=parse_size(args.input_size), video_stride=args.video_stride,
-                    video_split=split, video_gap=args.video_gap)
+                    video_split=split, video_gap=args.video_gap, on_error=args.on_error)
     distill = args.distill or ("mse" if args.teacher else "none")
     given = {"epochs": args.epochs, "weight_decay": args.weight_decay}
     budget = {k: v for k, v in given.items() if v is not None}
@@ -62,9 +62,11 @@ def _train(args: argparse.Namespace) -> int:
     run = run_training(model, data, cfg, args.out, fold=args.fold, channel_multiple=args.channel_multiple,
                        progress=not args.quiet, command=args.command_line, teacher=args.teacher,
                        allow_folded_teacher=args.allow_folded_teacher, resume=args.resume,
-                       state_every_steps=args.save_every_steps, regroupings=args.regroupings)
+                       overwrite=args.overwrite, state_every_steps=args.save_every_steps,
+                       regroupings=args.regroupings)
     if "summary" not in run:  # not rank 0 of a multi-process run
         return 0
+    _print_skipped(run["data"], args.out)
     s = run["summary"]
     print(f"{s['model']} fold={s['fold']}: test top-1 {s['test_top1']:.2%} (top-5 {s['test_top5']:.2%}), "
           f"best val {s['best_val_top1']:.2%} at epoch {s['best_epoch']}/{s['epochs_run']}, "
@@ -74,6 +76,14 @@ def _train(args: argparse.Namespace) -> int:
         print(f"fold-mates: {s['test_flip_rate']:.2%} of test images change class over {args.regroupings} other "
               f"random groupings; top-1 spread {s['test_top1_spread']:.2%} (run.json: test_regrouping)")
     return 0
+
+
+def _print_skipped(data_meta: dict, out: str) -> None:
+    """Unreadable images of a training folder (skipped with --on-error skip): a count on stderr."""
+    skipped = data_meta.get("skipped_images") or []
+    if skipped:
+        few = "; ".join(f"{f['path']} ({f['reason']})" for f in skipped[:3]) + ("; ..." if len(skipped) > 3 else "")
+        print(f"skipped {len(skipped)} unreadable image(s), listed in {out}/run.json: {few}", file=sys.stderr)
 
 
 def _train_rank(args: argparse.Namespace) -> None:
@@ -99,9 +109,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from foldcnn.models import model_entry
         from foldcnn.train.sources import check_data_spec
 
+        from foldcnn.train.run import check_out_dir
+
         model, data, _ = _train_inputs(args)  # bad flags, model or data fail here, not in N processes
         model_entry(model)
         check_data_spec(data)
+        check_out_dir(args.out, resume=args.resume, overwrite=args.overwrite)
         try:
             distributed.launch(_train_rank, args.nproc, (args,), device=device, threads=args.threads)
         except distributed.DistributedError as e:
@@ -197,6 +210,12 @@ def _add_train(sub) -> None:
                    help="folded models: after training, classify the test images in R other random fold groupings "
                         "and record the flip rate and top-1 spread in run.json (0 = off)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its train_state.pt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run in a non-empty --out, replacing the run there (without it or --resume "
+                   "a non-empty --out is an error)")
+    p.add_argument("--on-error", choices=("skip", "raise"), default="skip",
+                   help="unreadable images in a --data folder: skip them (counted on stderr, listed in run.json) "
+                   "or stop on the first")
     p.add_argument("--save-every-steps", type=int, default=DEFAULT_STATE_EVERY_STEPS,
                    help="also write train_state.pt every N steps within an epoch (0 = after each epoch only)")
     p.add_argument("--nproc", type=int, default=1,

@@ -28,7 +28,7 @@ from foldcnn.progress import progress_bar
 
 __all__ = [
     "IMAGE_EXTENSIONS", "DataReadError", "ImageReadError", "VideoReadError", "LabelsMismatchError",
-    "SkippedFile", "ReadReport", "read_image", "list_images", "iter_images", "load_images",
+    "VideoTruncatedError", "SkippedFile", "ReadReport", "read_image", "list_images", "iter_images", "load_images",
     "load_image_folder", "iter_video_frames", "read_labels_csv", "load_video", "resize_rgb", "to_rgb",
 ]
 
@@ -48,7 +48,15 @@ class ImageReadError(DataReadError):
 
 
 class VideoReadError(DataReadError):
-    pass
+    """A video that cannot be opened or decoded to its end; ``frames_read`` frames came before the failure."""
+
+    def __init__(self, message: str, frames_read: int = 0):
+        super().__init__(message)
+        self.frames_read = frames_read
+
+
+class VideoTruncatedError(VideoReadError):
+    """A video whose decoded frames fall short of the count its container declares (a cut file)."""
 
 
 class LabelsMismatchError(DataReadError):
@@ -125,7 +133,19 @@ def resize_rgb(arr: np.ndarray, size: tuple[int, int] | None, mode: str) -> np.n
 
 
 def to_rgb(im: Image.Image) -> np.ndarray:
-    """Any Pillow mode -> uint8 (H, W, 3). 16-bit grey is scaled to 8 bits; alpha is dropped."""
+    """Any Pillow mode -> uint8 (H, W, 3). 16-bit grey is scaled to 8 bits; alpha is dropped.
+
+    Floating-point grey (mode "F", e.g. a float32 TIFF) is read as [0, 1], the range of foldcnn's
+    float images, and scaled to 0-255; values outside [0, 1] raise :class:`DataReadError` (Pillow
+    would clip them to black or white without a word)."""
+    if im.mode == "F":
+        grey = np.asarray(im, dtype=np.float64)
+        lo, hi = (float(grey.min()), float(grey.max())) if grey.size else (0.0, 0.0)
+        if not (np.isfinite(grey).all() and 0.0 <= lo and hi <= 1.0):
+            raise DataReadError(f"a float image with values in [{lo:g}, {hi:g}]; foldcnn reads float images as "
+                                "[0, 1]: rescale it to [0, 1] or save it as 8-bit")
+        grey = (grey * 255.0).round().astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         grey = (np.asarray(im, dtype=np.float64) / 257.0).clip(0, 255).round().astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=2)
@@ -154,6 +174,8 @@ def _decode(path: Path, max_pixels: int | None) -> tuple[np.ndarray, str]:
                 return to_rgb(im), mode
     except ImageReadError:
         raise
+    except DataReadError as e:  # pixels to_rgb cannot convert faithfully
+        raise ImageReadError(path, str(e)) from None
     except Image.DecompressionBombError as e:
         raise ImageReadError(path, f"decompression bomb: {e}") from None
     except Exception as e:  # noqa: BLE001 - corrupt files raise many types; each becomes a reason
@@ -360,7 +382,9 @@ def iter_video_frames(path: str | Path, input_size: tuple[int, int] | None = (50
 
     Frames are counted from 0 in presentation order. The default 50x50 nearest-neighbour resize
     is what NoScope used (DESIGN section 6); ``input_size=None`` keeps the native size. Raises
-    :class:`VideoReadError` naming the file when it cannot be opened or decoded.
+    :class:`VideoReadError` naming the file when it cannot be opened or decoded, after the frames
+    decoded before the failure; :class:`VideoTruncatedError` when fewer frames decode than the
+    container declares (a file cut short decodes "successfully" up to the cut).
     """
     return ((i, img) for i, img in _decode_video(path, input_size, stride, resize) if img is not None)
 
@@ -394,10 +418,15 @@ def _decode_video(path, input_size, stride, resize) -> Iterator[tuple[int, torch
                 yield index, img
                 index += 1
         except av.FFmpegError as e:
-            raise VideoReadError(
-                f"cannot read video {path}: decoding failed after {index} frames: {e}") from None
+            raise VideoReadError(f"cannot read video {path}: decoding failed at frame {index}: {e}",
+                                 frames_read=index) from None
         if index == 0:
             raise VideoReadError(f"cannot read video {path}: no frame could be decoded")
+        declared = int(stream.frames or 0)  # 0: the container does not say (e.g. some MKV/WebM)
+        if index < declared:
+            raise VideoTruncatedError(
+                f"video {path} is truncated: decoding stopped at frame {index} but its container "
+                f"declares {declared} frames", frames_read=index)
 
 
 def read_labels_csv(path: str | Path, classes: Sequence[str] = VIDEO_CLASSES) -> np.ndarray:

@@ -229,6 +229,7 @@ class Predictor:
                 stats.skipped_inputs.extend(chunk.skipped)
                 stats.skipped = len(stats.skipped_inputs)
             stats.ignored_files.extend(chunk.ignored)
+            stats.incomplete_inputs.extend(chunk.incomplete)
             if chunk.stream != stream and not chunk.ignored:
                 yield from self._finish_stream(buf, stats)
                 stream = chunk.stream

@@ -111,6 +111,8 @@ class PredictStats:
     backend_selection: dict | None = None
     skipped_inputs: list[SkippedInput] = field(default_factory=list, repr=False)
     ignored_files: list[str] = field(default_factory=list, repr=False)  # non-image files in input folders
+    # Videos whose decoding stopped early (truncated, corrupt mid-stream): their earlier frames have rows.
+    incomplete_inputs: list[SkippedInput] = field(default_factory=list, repr=False)
 
     @property
     def padding_waste(self) -> float:
@@ -135,6 +137,8 @@ class PredictStats:
             "fallback_images": self.fallback_images, "skipped": self.skipped,
             "skipped_inputs": [{"index": s.index, "source": s.source, "reason": s.reason}
                                for s in self.skipped_inputs],
+            "incomplete_inputs": [{"index": s.index, "source": s.source, "reason": s.reason}
+                                  for s in self.incomplete_inputs],
             "ignored_files": list(self.ignored_files), "seconds_total": self.seconds_total, "seconds_model": self.seconds_model,
             "seconds_decode": self.seconds_decode, "images_per_s": self.images_per_s,
             "model_images_per_s": self.model_images_per_s, "backend_selection": self.backend_selection,

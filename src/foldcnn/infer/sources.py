@@ -84,6 +84,7 @@ class Chunk:
     skipped: list[SkippedInput] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # files in a folder without an image extension
     stream: object = None  # fold stream: None for images and arrays, the video's first position for a video
+    incomplete: list[SkippedInput] = field(default_factory=list)  # videos cut short: their frames before it kept
 
 
 def is_video(path: Path) -> bool:
@@ -192,8 +193,12 @@ def _video_jobs(path: Path, start: int, spec: InputSpec) -> Iterator[tuple[Calla
             yield _frames_job(path, frames, numbers, pos, start), len(frames)
             pos += len(frames)
         reason = getattr(e, "reason", None) or str(e)
-        skip = SkippedInput(pos, str(path), f"{reason} (the frames before it were predicted)")
-        yield (lambda: Chunk(None, [], [], [], [skip], stream=start)), 1
+        if getattr(e, "frames_read", 0):  # some frames were predicted: the video is incomplete, not skipped
+            cut = SkippedInput(pos, str(path), f"{reason} (the frames before it were predicted)")
+            yield (lambda: Chunk(None, [], [], [], incomplete=[cut], stream=start)), 0
+        else:
+            skip = SkippedInput(pos, str(path), reason)
+            yield (lambda: Chunk(None, [], [], [], [skip], stream=start)), 1
         return
     if frames:
         yield _frames_job(path, frames, numbers, pos, start), len(frames)

@@ -17,7 +17,16 @@ Answer: ``{"results": [row, ...]}``, one row per image in the order sent, in the
 writer shares (foldcnn.infer.results.result_row: index (position in the request), source and
 frame (null), class_name, class_index, confidence rounded to 6 decimals); errors are
 ``{"error": "<one sentence>"}`` with a 4xx status for bad input, 401 for a missing or wrong API
-key, 500 when the model failed on the batch that held the request, 503 while shutting down.
+key, 408 for a body that did not arrive within ``body_timeout_s``, 500 when the model failed on
+the batch that held the request, 503 (with ``Retry-After``) when ``max_bodies`` requests are
+already being read and decoded, when the queue is full, and while shutting down.
+
+Bounded work per client. A body is read as a stream and refused (413) as soon as it passes its
+limit (``max_image_bytes`` for a raw image, ``max_body_bytes`` otherwise), whether or not it
+declared a Content-Length; at most ``max_bodies`` requests are read and decoded at once; images
+decode in a pool of their own metered in pixels (:mod:`foldcnn.serve.decoding`), so a request of
+heavy images waits for its own turn and one small image from another client stays fast. A client
+that goes away before its answer is counted as ``client_gone`` (status 499 in the metrics).
 """
 
 # No `from __future__ import annotations`: FastAPI must see the real Request class in the handlers'
@@ -33,14 +42,52 @@ from dataclasses import dataclass, field
 from foldcnn.errors import UsageError
 from foldcnn.infer.results import result_row
 from foldcnn.serve.batcher import BatcherClosed, BatchFailed, FoldBatcher, QueueFull
+from foldcnn.serve.decoding import DecodePool
 from foldcnn.serve.metrics import ServeMetrics
-from foldcnn.serve.validation import ImageLimits, RequestError, decode_images, split_json_images
+from foldcnn.serve.validation import (
+    ImageLimits,
+    RequestError,
+    check_image_count,
+    decode_image,
+    image_pixels,
+    split_json_images,
+)
 
 __all__ = ["ServeConfig", "create_app"]
 
 _log = logging.getLogger("foldcnn.serve")
-_REASONS = {400: "bad_request", 401: "unauthorized", 413: "too_large", 415: "unsupported_media_type",
-            499: "client_gone", 500: "model_error", 503: "unavailable"}
+_REASONS = {400: "bad_request", 401: "unauthorized", 408: "body_timeout", 413: "too_large",
+            415: "unsupported_media_type", 499: "client_gone", 500: "model_error", 503: "unavailable"}
+_POLL_S = 0.25  # how often a body read looks at its deadline and at shutdown
+
+
+class ClientGone(Exception):
+    """The client closed the connection before its request was answered."""
+
+
+class _BodyMemory:
+    """Bytes of request bodies held at once, server-wide (event loop only): past ``limit`` a
+    request gets 503 instead of more memory. ``with meter.held() as take: take(n)``."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used = limit, 0
+
+    @contextlib.contextmanager
+    def held(self):
+        mine = 0
+
+        def take(n: int) -> None:
+            nonlocal mine
+            if self.used + n > self.limit:
+                raise RequestError(503, f"the server holds {self.used:,} bytes of request bodies, its limit; "
+                                        "retry in a moment")
+            self.used += n
+            mine += n
+
+        try:
+            yield take
+        finally:
+            self.used -= mine
 
 
 @dataclass(frozen=True)
@@ -52,7 +99,13 @@ class ServeConfig:
     workers: batches computed at once (threads); max_queue_images: queued images before 503;
     api_key: required as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` when set;
     partial: how the predictor treats a batch's partial last fold, "pad" (zeros, counted as
-    padding waste) or "fallback" (its images go through an unfolded model; Predictor partial=).
+    padding waste) or "fallback" (its images go through an unfolded model; Predictor partial=);
+    max_bodies: requests read and decoded at once (more get 503 + Retry-After); body_memory_bytes:
+    bytes of bodies held at once, server-wide (default 4 x limits.max_body_bytes; more: 503);
+    body_timeout_s: longest a body may take to arrive (408 after it);
+    decode_threads: the decoding pool's threads; decode_pixels: pixels of large images decoding
+    at once, server-wide (default: limits.max_pixels, one largest image); request_decode_pixels:
+    pixels of one request decoding at once (default: limits.max_pixels).
     """
 
     max_batch: int = 1024
@@ -62,6 +115,25 @@ class ServeConfig:
     api_key: str | None = None
     partial: str = "pad"
     limits: ImageLimits = field(default_factory=ImageLimits)
+    max_bodies: int = 16
+    body_memory_bytes: int | None = None
+    body_timeout_s: float = 30.0
+    decode_threads: int = 2
+    decode_pixels: int | None = None
+    request_decode_pixels: int | None = None
+
+    def __post_init__(self):
+        for name in ("max_bodies", "body_memory_bytes", "decode_threads", "decode_pixels", "request_decode_pixels"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise UsageError(f"ServeConfig.{name} must be a positive int, got {v!r}")
+        if not self.body_timeout_s > 0:
+            raise UsageError(f"ServeConfig.body_timeout_s must be > 0 seconds, got {self.body_timeout_s!r}")
+        key = self.api_key
+        if key is not None and not (key and all("!" <= ch <= "~" for ch in key)):
+            # An empty key would accept an empty header; a header value is ASCII, so any other key never matches.
+            raise UsageError("the API key (--api-key or FOLDCNN_API_KEY) must be non-empty printable ASCII without "
+                             "spaces, e.g. from: python -c 'import secrets; print(secrets.token_urlsafe(32))'")
 
 
 def _authorized(headers, api_key: str | None) -> bool:
@@ -74,19 +146,37 @@ def _authorized(headers, api_key: str | None) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), api_key.encode())
 
 
-async def _read_body(request, limit: int) -> bytes:
+async def _read_body(request, limit: int, timeout_s: float, draining, take) -> bytes:
+    """The body, read as it arrives: 413 as soon as it passes ``limit``, 408 past ``timeout_s``,
+    503 once the server starts shutting down or ``take(n)`` (the server-wide body memory) refuses,
+    :class:`ClientGone` if the client disconnects."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise RequestError(413, f"the body has {int(declared):,} bytes, over the limit of {limit:,}; "
                                 f"send fewer or smaller images per request")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    body = bytearray()
+    while True:
+        if draining():
+            raise RequestError(503, "the server is shutting down; retry the request (on another instance)")
+        left = deadline - loop.time()
+        if left <= 0:
+            raise RequestError(408, f"the body did not arrive within {timeout_s:g} s; send it at once")
+        try:  # receive() is cancel-safe: a timeout here loses no data
+            message = await asyncio.wait_for(request.receive(), min(left, _POLL_S))
+        except TimeoutError:
+            continue
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        chunk = message.get("body", b"")
+        take(len(chunk))
+        body += chunk
+        if len(body) > limit:
             raise RequestError(413, f"the body is over the limit of {limit:,} bytes; send fewer or smaller "
                                     f"images per request")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return body  # a bytearray: no second copy of up to max_body_bytes
 
 
 async def _multipart_blobs(request, body: bytes, limits: ImageLimits) -> list[bytes]:
@@ -115,19 +205,33 @@ async def _multipart_blobs(request, body: bytes, limits: ImageLimits) -> list[by
     return blobs
 
 
-async def _request_blobs(request, limits: ImageLimits) -> list[bytes]:
+async def _request_blobs(request, config: "ServeConfig", decoder: DecodePool, draining, take) -> list[bytes]:
     """The encoded images of a request, by Content-Type."""
+    limits = config.limits
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if not (ctype.startswith("image/") or ctype in ("application/octet-stream", "application/json",
                                                      "multipart/form-data")):
         raise RequestError(415, f"Content-Type {ctype or '(none)'} is not accepted; send image/* bytes, "
                                 f"multipart/form-data files or application/json {{\"images\": [base64...]}}")
-    body = await _read_body(request, limits.max_body_bytes)
+    raw = ctype not in ("application/json", "multipart/form-data")  # one image: its own limit applies
+    limit = min(limits.max_image_bytes, limits.max_body_bytes) if raw else limits.max_body_bytes
+    body = await _read_body(request, limit, config.body_timeout_s, draining, take)
     if ctype == "application/json":
-        return split_json_images(body)
+        return await decoder.call(split_json_images, body)  # parsing 64 MiB must not stall the event loop
     if ctype == "multipart/form-data":
-        return await _multipart_blobs(request, body, limits)
+        return await _multipart_blobs(request, bytes(body), limits)
     return [body]
+
+
+async def _decode_request(blobs: list[bytes], input_shape, limits: ImageLimits, decoder: DecodePool):
+    """Encoded images -> uint8 (N, C, H, W) through the metered pool; the first bad image fails all."""
+    import torch
+
+    check_image_count(len(blobs), limits)
+    where = (lambda i: "the image") if len(blobs) == 1 else (lambda i: f"image {i}")
+    pixels = [image_pixels(b, limits, where(i)) for i, b in enumerate(blobs)]  # headers only: cheap
+    images = await decoder.map(lambda i: decode_image(blobs[i], input_shape, limits, where(i)), pixels)
+    return torch.stack(images)
 
 
 async def _until_disconnect(request) -> None:
@@ -181,22 +285,55 @@ def create_app(predictor, config: ServeConfig | None = None):
                           max_queue_images=config.max_queue_images, partial=config.partial)
     metrics = ServeMetrics(batcher.max_batch, queue_images=lambda: batcher.queued_images)
     batcher.metrics = metrics
+    decoder = DecodePool(config.decode_threads, config.decode_pixels or limits.max_pixels,
+                         config.request_decode_pixels or limits.max_pixels)
+    bodies = 0  # requests being read and decoded now (event loop only)
+    body_memory = _BodyMemory(config.body_memory_bytes or 4 * limits.max_body_bytes)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         await batcher.start()
         yield
+        app.state.draining = True
         await batcher.close(drain=True)  # uvicorn has already let in-flight requests finish
+        decoder.close()
 
     app = FastAPI(title="foldcnn", summary="Folded CNN image classification", lifespan=lifespan)
     app.state.batcher, app.state.metrics, app.state.config = batcher, metrics, config
+    # Set by whoever runs the app when shutdown begins (`foldcnn serve` does it on SIGTERM/SIGINT),
+    # before uvicorn waits for in-flight requests: body reads then stop with a JSON 503.
+    app.state.draining = False
+    app.state.decoder = decoder
 
-    def error(status: int, message: str) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    def draining() -> bool:
+        return app.state.draining or batcher.closing
+
+    def error(status: int, message: str, close: bool = False) -> JSONResponse:
+        """The JSON error; ``close`` when the rest of the body may still be coming (do not read it)."""
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+        if close:
+            headers["Connection"] = "close"
+        if status == 503:
+            headers["Retry-After"] = "1"
         return JSONResponse({"error": message}, status_code=status, headers=headers)
 
     def unauthorized() -> JSONResponse:
         return error(401, "missing or wrong API key; send it as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'")
+
+    async def read_and_decode(request: Request):
+        """The request's images as uint8 (N, C, H, W), holding one of the ``max_bodies`` places."""
+        nonlocal bodies
+        if draining():
+            raise RequestError(503, "the server is shutting down; retry the request (on another instance)")
+        if bodies >= config.max_bodies:
+            raise RequestError(503, f"the server is reading {bodies} requests already, its limit; retry in a moment")
+        bodies += 1
+        try:
+            with body_memory.held() as take:
+                blobs = await _request_blobs(request, config, decoder, draining, take)
+                return await _decode_request(blobs, input_shape, limits, decoder)
+        finally:
+            bodies -= 1
 
     @app.post("/v1/classify")
     async def classify(request: Request):
@@ -206,8 +343,7 @@ def create_app(predictor, config: ServeConfig | None = None):
             if not _authorized(request.headers, config.api_key):
                 status = 401
                 return unauthorized()
-            blobs = await _request_blobs(request, limits)
-            images = await asyncio.to_thread(decode_images, blobs, input_shape, limits)
+            images = await read_and_decode(request)
             job = asyncio.ensure_future(batcher.submit(images))
             gone = asyncio.ensure_future(_until_disconnect(request))
             try:
@@ -218,21 +354,29 @@ def create_app(predictor, config: ServeConfig | None = None):
                     job.cancel()
                     await asyncio.wait({job})  # let the cancellation land (never raises)
             if job.cancelled():
-                status = 499
-                return error(499, "the client closed the connection before the answer was ready")
+                raise ClientGone()
             indices, probs = job.result()
             results = [result_row(i, None, None, class_names[k], k, probs[i, k])
                        for i, k in enumerate(indices.tolist())]
             return JSONResponse({"results": results})
         except RequestError as e:
             status = e.status
-            return error(e.status, e.message)
+            return error(e.status, e.message, close=e.status in (408, 413, 503))  # these may come mid-body
+        except ClientGone:  # nobody to answer; not an error of the server (no traceback)
+            status = 499
+            return error(499, "the client closed the connection before the answer was ready", close=True)
         except BatchFailed as e:
             status = 500
             return error(500, str(e))
         except (BatcherClosed, QueueFull) as e:
             status = 503
-            return JSONResponse({"error": str(e)}, status_code=503, headers={"Retry-After": "1"})
+            return error(503, str(e))
+        except asyncio.CancelledError:
+            if not draining():
+                raise
+            # uvicorn's graceful timeout ran out: answer the documented JSON 503, not its plain-text 500
+            status = 503
+            return error(503, "the server shut down before the answer was ready; retry the request")
         except Exception as e:  # a bug here must not take the server down; log it, answer 500
             status = 500
             _log.exception("classify failed")
@@ -242,11 +386,11 @@ def create_app(predictor, config: ServeConfig | None = None):
 
     @app.get("/healthz")
     async def healthz():
-        body = {"status": "draining" if batcher.closing else "ok", "fold": batcher.fold,
+        body = {"status": "draining" if draining() else "ok", "fold": batcher.fold,
                 "input_shape": list(input_shape), "num_classes": len(class_names),
                 "max_batch": batcher.max_batch, "max_wait_ms": config.max_wait_ms,
                 "queue_images": batcher.queued_images}
-        return JSONResponse(body, status_code=503 if batcher.closing else 200)
+        return JSONResponse(body, status_code=503 if draining() else 200)
 
     @app.get("/metrics")
     async def prometheus(request: Request):

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from foldcnn.checkpoints import CALIBRATION_IMAGES, read_config, save_checkpoint
-from foldcnn.errors import UsageError
+from foldcnn.checkpoints import CALIBRATION_IMAGES, atomic_write, read_config, save_checkpoint
+from foldcnn.errors import OutputExistsError, UsageError
 from foldcnn.models import create_model, model_entry
 from foldcnn.train.config import DEFAULT_STATE_EVERY_STEPS, TrainConfig
 from foldcnn.train.devices import resolve_device
@@ -29,10 +29,35 @@ from foldcnn.train.resume import TRAIN_STATE_FILE, dataset_sha256, load_train_st
 from foldcnn.train.sources import SPLIT_SEED_OFFSETS, DataSpec, Splits, check_data_spec, load_splits
 
 __all__ = ["DataSpec", "Splits", "SPLIT_SEED_OFFSETS", "load_splits", "build_model_for", "run_training",
-           "TEACHER_CACHE"]
+           "TEACHER_CACHE", "check_out_dir"]
 
 # Teacher logits (N_train, K) of a run, reused while teacher weights and training data are the same.
 TEACHER_CACHE = "teacher_logits.safetensors"
+
+STALE_RUN_FILES = ("run.json", TRAIN_STATE_FILE)  # removed by overwrite=True: never mistaken for the new run's
+
+
+def check_out_dir(out_dir: str | Path, *, resume: bool = False, overwrite: bool = False) -> Path:
+    """Refuse to start a new run over an earlier one: a non-empty ``out_dir`` needs ``resume``
+    (continue it) or ``overwrite`` (replace it). Creates the folder, so an unwritable path fails
+    here, before any data is read, with the OSError naming it."""
+    out = Path(out_dir)
+    if resume and overwrite:
+        raise UsageError("resume and overwrite exclude each other: --resume continues the run in --out, "
+                         "--overwrite starts a new one there")
+    held = sorted(p.name for p in out.iterdir() if p.name != TEACHER_CACHE) if out.is_dir() else []
+    if held and not (resume or overwrite):
+        few = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
+        raise OutputExistsError(f"{out} is not empty (it holds {few}); pass --resume to continue the run in it, "
+                                "--overwrite to start a new run there, or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    probe = out / ".foldcnn-write-test"
+    probe.touch()
+    probe.unlink()
+    if overwrite:
+        for name in STALE_RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+    return out
 
 
 def build_model_for(model_name: str, splits: Splits, fold: int, channel_multiple: int | None):
@@ -111,13 +136,15 @@ def run_training(
     teacher: str | Path | None = None,
     allow_folded_teacher: bool = False,
     resume: bool = False,
+    overwrite: bool = False,
     state_every_steps: int = DEFAULT_STATE_EVERY_STEPS,
     regroupings: int = 10,
 ) -> dict:
     """Train, evaluate on the test split, save ``out_dir/checkpoint`` and ``out_dir/run.json``.
 
     ``teacher`` (a fold=1 checkpoint of the same task) with ``cfg.distill`` mixes distillation
-    into the loss; ``resume=True`` continues ``out_dir/train_state.pt``. Under an initialized
+    into the loss; ``resume=True`` continues ``out_dir/train_state.pt``; a non-empty ``out_dir``
+    needs ``resume`` or ``overwrite`` (:func:`check_out_dir`). Under an initialized
     process group (torchrun) every rank trains and only rank 0 evaluates and writes; the
     other ranks return ``{"rank": r}``. ``regroupings`` (folded models only; 0 = off): the test
     images are also classified in that many other random fold groupings, and the flip rate (share
@@ -128,9 +155,11 @@ def run_training(
     out = Path(out_dir)
     model_entry(model_name)  # an unknown model fails before any data is generated or read
     _check_teacher_args(cfg, teacher, allow_folded_teacher)
+    check_data_spec(data)
+    if dist.is_main:
+        check_out_dir(out, resume=resume, overwrite=overwrite)
     if resume:
         load_train_state(out / TRAIN_STATE_FILE)  # missing or damaged: fail before the data
-    check_data_spec(data)
     splits = load_splits(data, progress=progress and dist.is_main)
     torch.manual_seed(cfg.seed)  # --seed seeds the initialization
     model = build_model_for(model_name, splits, fold, channel_multiple)
@@ -192,5 +221,5 @@ def run_training(
         "model_config": model.config.to_dict(),
         "versions": _versions(),
     }
-    (out / "run.json").write_text(json.dumps(manifest, indent=2))
+    atomic_write(out / "run.json", json.dumps(manifest, indent=2).encode())
     return manifest

@@ -40,6 +40,7 @@ class DataSpec:
     video_stride: int = 1
     video_split: tuple[float, ...] = (0.6, 0.2, 0.2)  # train/val/test fractions, in time order
     video_gap: int = 0  # frames left out between two splits
+    on_error: str = "skip"  # image folders: skip unreadable images (listed in meta) or "raise" on the first
 
     def __post_init__(self):
         if sum(x is not None for x in (self.task, self.data_dir, self.video)) != 1:
@@ -52,6 +53,8 @@ class DataSpec:
                              "has its own fixed size")
         if self.task is not None and min(self.train_size, self.val_size, self.test_size) < 1:
             raise UsageError("generated train/val/test sizes must be >= 1")
+        if self.on_error not in ("skip", "raise"):
+            raise UsageError(f"on_error (--on-error) must be 'skip' or 'raise', got {self.on_error!r}")
         if len(self.video_split) != 3:
             raise UsageError(f"video_split needs 3 fractions (train, val, test), got {self.video_split}")
 
@@ -148,11 +151,12 @@ def _folder_splits(spec: DataSpec, progress: bool) -> Splits:
     root = Path(spec.data_dir)
     _check_folder(root)
     try:
-        parts = {"train": load_image_folder(root / "train", input_size=spec.input_size, progress=progress)}
+        parts = {"train": load_image_folder(root / "train", input_size=spec.input_size, on_error=spec.on_error,
+                                            progress=progress)}
         classes = parts["train"].classes
         for n in ("val", "test"):  # a small split may lack a class: keep train's label order
             parts[n] = load_image_folder(root / n, input_size=spec.input_size, classes=classes,
-                                         allow_empty_classes=True, progress=progress)
+                                         allow_empty_classes=True, on_error=spec.on_error, progress=progress)
     except DataReadError as e:
         if spec.input_size is None and "differ in size" in str(e):
             raise DataReadError(f"{e} (command line: --input-size HxW)") from None
@@ -165,7 +169,10 @@ def _folder_splits(spec: DataSpec, progress: bool) -> Splits:
                              "(input_size=(H, W)) to resize them all")
     manifest = root / "manifest.json"
     digest = file_sha256(manifest) if manifest.exists() else None
-    return Splits(**parts, meta={"source": "folder", "path": str(root), "manifest_sha256": digest})
+    skipped = [{"path": f"{n}/{f['path']}", "reason": f["reason"]}
+               for n in SPLITS for f in parts[n].meta["read_report"]["skipped"]]
+    return Splits(**parts, meta={"source": "folder", "path": str(root), "manifest_sha256": digest,
+                                 "n_skipped_images": len(skipped), "skipped_images": skipped})
 
 
 def _video_splits(spec: DataSpec, progress: bool) -> Splits:
