@@ -181,7 +181,7 @@ def test_order_and_routing_with_a_folded_model_across_formats():
 # ----------------------------------------------------------------------------- batching
 def test_concurrent_clients_share_batches_and_get_their_own_results():
     pred = ColorPredictor(fold=4, delay_s=0.02)
-    app = create_app(pred, ServeConfig(max_wait_ms=150, max_batch=64))
+    app = create_app(pred, ServeConfig(max_wait_ms=150, max_batch=64, isolation="none"))  # folds shared too
     clients = 8
 
     async def one(c, k):
@@ -201,6 +201,22 @@ def test_concurrent_clients_share_batches_and_get_their_own_results():
     stats = app.state.batcher.stats
     assert stats.images == 3 * clients and stats.batches < clients
     assert sum(pred.batches) == 3 * clients
+
+
+def test_request_isolation_pads_each_request_to_whole_folds():
+    pred = ColorPredictor(fold=4)
+    app = create_app(pred, ServeConfig(max_wait_ms=150, max_batch=64))  # isolation "request", the default
+
+    async def fn(c):
+        return await asyncio.gather(*(c.post("/v1/classify", files=[("f", ("i.png", png((k * 10 + j, 0, 0)),
+                                                                            "image/png")) for j in range(3)])
+                                      for k in range(4)))
+
+    out = asgi(app, fn)
+    assert [[x["class_index"] for x in r.json()["results"]] for r in out] == [[k * 10 + j for j in range(3)]
+                                                                              for k in range(4)]
+    stats = app.state.batcher.stats
+    assert stats.images == 12 and stats.padded_images == 4  # one padding slot per 3-image request
 
 
 def test_lone_request_is_flushed_after_max_wait():

@@ -25,7 +25,8 @@ def serve_config(args: argparse.Namespace):
     """The ServeConfig the flags describe (also used by experiments/load_test.py)."""
     from foldcnn.serve import ImageLimits, ServeConfig
 
-    api_key = args.api_key if args.api_key is not None else os.environ.get("FOLDCNN_API_KEY")
+    keys = args.api_key if args.api_key is not None else os.environ.get("FOLDCNN_API_KEY")
+    api_key = keys[0] if isinstance(keys, list) and len(keys) == 1 else (tuple(keys) if isinstance(keys, list) else keys)
     try:
         limits = ImageLimits(max_image_bytes=args.max_image_bytes, max_body_bytes=args.max_body_bytes,
                              max_pixels=args.max_pixels, max_images=args.max_images, resize=args.resize)
@@ -37,6 +38,7 @@ def serve_config(args: argparse.Namespace):
             raise CLIError(f"{flag} must be >= {lo}, got {v}")
     return ServeConfig(max_batch=options.batch_size, max_wait_ms=args.max_wait_ms, workers=args.replicas,
                        max_queue_images=args.max_queue_images, api_key=api_key, partial=options.partial_mode,
+                       isolation=args.isolation,
                        limits=limits,
                        **_bounds_config(args))
 
@@ -103,7 +105,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     print(f"serving {args.checkpoint}: fold {p.fold}, {p.num_classes} classes, input {p.input_shape}, "
           f"backend {p.stats.backend}/{p.stats.precision}; batches of up to {app.state.batcher.max_batch} images "
           f"or {args.max_wait_ms:g} ms; http://{args.host}:{args.port}/v1/classify"
-          + (" (API key required)" if config.api_key else ""))
+          + (" (API key required)" if config.api_key else "") + f"; fold isolation: {config.isolation}")
     # uvicorn drains in-flight requests on SIGTERM/SIGINT, then re-raises the signal with the
     # handler that was in place before it started: make that a clean exit, not death by signal.
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -147,8 +149,13 @@ def _add_serve(sub) -> None:
     deprecated_alias(p, "--workers", "--replicas", dest="replicas", value_type=int)
     add_predict_options(p, unsupported=UNSUPPORTED, defaults={"max_pixels": d.max_pixels})
     deprecated_alias(p, "--max-batch", "--batch-size", dest="batch_size", value_type=int)
-    p.add_argument("--api-key", default=None,
-                   help="require 'Authorization: Bearer KEY' or 'X-API-Key: KEY' (default: env FOLDCNN_API_KEY)")
+    p.add_argument("--api-key", default=None, action="append",
+                   help="require 'Authorization: Bearer KEY' or 'X-API-Key: KEY' (default: env FOLDCNN_API_KEY); "
+                        "repeat it for one key per client or tenant")
+    p.add_argument("--isolation", choices=("request", "key", "none"), default="request",
+                   help="who may share a fold: request = only images of one request (no client's images change "
+                        "another's answers; padding costs throughput on small requests), key = only images sent "
+                        "with the same API key, none = anyone (fullest folds; answers depend on other clients)")
     p.add_argument("--max-image-bytes", type=int, default=d.max_image_bytes, help="largest encoded image")
     p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes, help="largest request body")
     p.add_argument("--max-images", type=int, default=d.max_images, help="most images in one request")

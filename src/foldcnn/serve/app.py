@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 from foldcnn.errors import UsageError
 from foldcnn.infer.results import result_row
-from foldcnn.serve.batcher import BatcherClosed, BatchFailed, FoldBatcher, QueueFull
+from foldcnn.serve.batcher import ISOLATION_MODES, BatcherClosed, BatchFailed, FoldBatcher, QueueFull
 from foldcnn.serve.decoding import DecodePool
 from foldcnn.serve.metrics import ServeMetrics
 from foldcnn.serve.validation import (
@@ -97,7 +97,11 @@ class ServeConfig:
     max_batch: images per model call (rounded down to a multiple of the fold);
     max_wait_ms: the longest the oldest queued image waits for a batch to fill;
     workers: batches computed at once (threads); max_queue_images: queued images before 503;
-    api_key: required as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` when set;
+    api_key: required as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` when set (one key,
+    or several: a tuple, one per client or tenant);
+    isolation: who may share a fold (foldcnn.serve.batcher): "request" (default: only images of
+    one request, so no client's images change another's answers), "key" (only images of one API
+    key) or "none" (anyone: fullest folds, but answers depend on other clients' images);
     partial: how the predictor treats a batch's partial last fold, "pad" (zeros, counted as
     padding waste) or "fallback" (its images go through an unfolded model; Predictor partial=);
     max_bodies: requests read and decoded at once (more get 503 + Retry-After); body_memory_bytes:
@@ -112,8 +116,9 @@ class ServeConfig:
     max_wait_ms: float = 5.0
     workers: int = 1
     max_queue_images: int | None = None
-    api_key: str | None = None
+    api_key: str | tuple[str, ...] | None = None
     partial: str = "pad"
+    isolation: str = "request"
     limits: ImageLimits = field(default_factory=ImageLimits)
     max_bodies: int = 16
     body_memory_bytes: int | None = None
@@ -129,21 +134,38 @@ class ServeConfig:
                 raise UsageError(f"ServeConfig.{name} must be a positive int, got {v!r}")
         if not self.body_timeout_s > 0:
             raise UsageError(f"ServeConfig.body_timeout_s must be > 0 seconds, got {self.body_timeout_s!r}")
-        key = self.api_key
-        if key is not None and not (key and all("!" <= ch <= "~" for ch in key)):
+        if self.isolation not in ISOLATION_MODES:
+            raise UsageError(f"isolation must be one of {', '.join(ISOLATION_MODES)}, got {self.isolation!r}")
+        if self.isolation == "key" and self.api_key is None:
+            raise UsageError("isolation 'key' folds together only images sent with the same API key; set one or "
+                             "more API keys (--api-key) or choose isolation 'request'")
+        keys = (self.api_key,) if isinstance(self.api_key, str) else tuple(self.api_key or ())
+        if self.api_key is not None and not keys:
+            raise UsageError("api_key is an empty list; give at least one key or None")
+        if any(not (key and all("!" <= ch <= "~" for ch in key)) for key in keys):
             # An empty key would accept an empty header; a header value is ASCII, so any other key never matches.
             raise UsageError("the API key (--api-key or FOLDCNN_API_KEY) must be non-empty printable ASCII without "
                              "spaces, e.g. from: python -c 'import secrets; print(secrets.token_urlsafe(32))'")
 
 
-def _authorized(headers, api_key: str | None) -> bool:
+def _client_key(headers, api_key: str | tuple[str, ...] | None) -> int | None:
+    """Which configured key the request presented (its position), 0 when no key is required, or
+    None when it presented none of them. Every key is compared, in constant time each."""
     if api_key is None:
-        return True
+        return 0
+    keys = (api_key,) if isinstance(api_key, str) else api_key
     given = headers.get("x-api-key")
     auth = headers.get("authorization", "")
     if auth[:7].lower() == "bearer ":
         given = auth[7:].strip()
-    return given is not None and hmac.compare_digest(given.encode(), api_key.encode())
+    if given is None:
+        return None
+    matches = [hmac.compare_digest(given.encode(), k.encode()) for k in keys]
+    return matches.index(True) if any(matches) else None
+
+
+def _authorized(headers, api_key) -> bool:
+    return _client_key(headers, api_key) is not None
 
 
 async def _read_body(request, limit: int, timeout_s: float, draining, take) -> bytes:
@@ -282,7 +304,8 @@ def create_app(predictor, config: ServeConfig | None = None):
                          f"(a Predictor is not thread-safe); got {len(predictors)}")
     batcher = FoldBatcher(_pooled(predictors), fold=int(first.fold), max_batch=config.max_batch,
                           max_wait_ms=config.max_wait_ms, workers=config.workers,
-                          max_queue_images=config.max_queue_images, partial=config.partial)
+                          max_queue_images=config.max_queue_images, partial=config.partial,
+                          isolation=config.isolation)
     metrics = ServeMetrics(batcher.max_batch, queue_images=lambda: batcher.queued_images)
     batcher.metrics = metrics
     decoder = DecodePool(config.decode_threads, config.decode_pixels or limits.max_pixels,
@@ -340,11 +363,12 @@ def create_app(predictor, config: ServeConfig | None = None):
         t0 = time.perf_counter()
         status = 200
         try:
-            if not _authorized(request.headers, config.api_key):
+            client = _client_key(request.headers, config.api_key)
+            if client is None:
                 status = 401
                 return unauthorized()
             images = await read_and_decode(request)
-            job = asyncio.ensure_future(batcher.submit(images))
+            job = asyncio.ensure_future(batcher.submit(images, key=client))
             gone = asyncio.ensure_future(_until_disconnect(request))
             try:
                 await asyncio.wait({job, gone}, return_when=asyncio.FIRST_COMPLETED)

@@ -14,6 +14,14 @@ function pads (the padding is counted as waste, never returned). Images of diffe
 share folds and batches; a request larger than the room left is split across batches, and every
 request keeps the offsets of its slices, so it gets exactly its own results in its own order.
 
+Isolation. A folded model's answer for an image depends on the other images of its fold, so
+sharing folds lets one client's images change another client's answers. ``isolation`` decides
+who may share a fold: ``"none"`` (anyone: the fullest folds), ``"request"`` (only images of one
+request: each request's images are folded in its own order, its last fold padded, so an image
+gets the answer it gets when its request is alone on the server) or ``"key"`` (only images of
+requests that came with the same API key and follow each other in the queue). Padding slots are
+zero images whose results are discarded and counted as padding waste.
+
 The model runs in a worker thread, never on the event loop. If the model raises for a batch,
 only the requests with images in that batch fail (:class:`BatchFailed`); the next batch runs as
 usual. A request whose caller was cancelled (the client went away) has its not yet batched
@@ -36,9 +44,13 @@ import torch
 from foldcnn.errors import UsageError
 from foldcnn.fold import check_fold, padded_count, round_batch
 
-__all__ = ["FoldBatcher", "BatcherStats", "BatchFailed", "BatcherClosed", "QueueFull", "PredictFn"]
+__all__ = ["ISOLATION_MODES", "FoldBatcher", "BatcherStats", "BatchFailed", "BatcherClosed", "QueueFull",
+           "PredictFn"]
+
+ISOLATION_MODES = ("none", "request", "key")
 
 _log = logging.getLogger("foldcnn.serve")
+_NO_GROUP = object()  # before the first slice of a batch
 
 # uint8 (N, C, H, W) -> (class indices int64 (N,), probabilities float32 (N, K)), input order.
 PredictFn = Callable[[torch.Tensor], "tuple[np.ndarray, np.ndarray]"]
@@ -73,6 +85,7 @@ class _Request:
     images: torch.Tensor  # uint8 (n, C, H, W)
     future: asyncio.Future
     enqueued_s: float
+    group: object = None  # who may share this request's folds (isolation); None: anyone
     taken: int = 0  # images already put into a batch
     done: int = 0  # images whose results are in
     indices: np.ndarray | None = None
@@ -94,8 +107,12 @@ class FoldBatcher:
     """
 
     def __init__(self, predict_fn: PredictFn, *, fold: int = 1, max_batch: int = 1024, max_wait_ms: float = 5.0,
-                 workers: int = 1, max_queue_images: int | None = None, partial: str = "pad", metrics=None):
+                 workers: int = 1, max_queue_images: int | None = None, partial: str = "pad", metrics=None,
+                 isolation: str = "none"):
         self.fold = check_fold(fold)
+        if isolation not in ISOLATION_MODES:
+            raise UsageError(f"isolation must be one of {', '.join(ISOLATION_MODES)}, got {isolation!r}")
+        self.isolation = isolation
         if partial not in ("pad", "fallback"):
             raise UsageError(f"partial must be 'pad' or 'fallback' (what predict_fn does with a partial last "
                              f"fold), got {partial!r}")
@@ -140,8 +157,9 @@ class FoldBatcher:
         self._executor = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="foldcnn-infer")
         self._loop_task = asyncio.get_running_loop().create_task(self._batch_loop(), name="foldcnn-batcher")
 
-    async def submit(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """Queue uint8 images (n, C, H, W); wait for their (indices (n,), probabilities (n, K))."""
+    async def submit(self, images: torch.Tensor, key: object = None) -> tuple[np.ndarray, np.ndarray]:
+        """Queue uint8 images (n, C, H, W); wait for their (indices (n,), probabilities (n, K)).
+        ``key`` names the client for ``isolation="key"`` (e.g. which API key it presented)."""
         if self._closing:
             raise BatcherClosed("the server is shutting down; retry on another instance or after restart")
         if not isinstance(images, torch.Tensor) or images.dim() != 4:
@@ -156,6 +174,7 @@ class FoldBatcher:
             raise QueueFull(f"{self._queued} images are already queued (limit {self.max_queue_images}); "
                             f"retry in a moment")
         req = _Request(images, asyncio.get_running_loop().create_future(), time.monotonic())
+        req.group = {"none": None, "request": id(req), "key": ("key", key)}[self.isolation]
         self._queue.append(req)
         self._queued += n
         self.stats.requests += 1
@@ -215,9 +234,11 @@ class FoldBatcher:
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
 
-    def _take(self) -> list[tuple[_Request, int, int]]:
-        """Up to max_batch images from the head of the queue, as (request, start, stop) slices."""
-        slices, n = [], 0
+    def _take(self) -> list[tuple[_Request | None, int, int]]:
+        """Up to max_batch image slots from the head of the queue, as (request, start, stop) slices;
+        with isolation, a (None, 0, k) slice pads the previous group to whole folds."""
+        slices, n, group = [], 0, _NO_GROUP
+        isolated = self.isolation != "none"
         while self._queue and n < self.max_batch:
             req = self._queue[0]
             if req.future.done():  # the caller went away (cancelled) or the request already failed
@@ -228,11 +249,20 @@ class FoldBatcher:
                 if self.metrics is not None:
                     self.metrics.drop(left)
                 continue
+            if isolated and req.group != group and n % self.fold:
+                pad = self.fold - n % self.fold  # the previous group's last fold: no stranger joins it
+                slices.append((None, 0, pad))
+                n += pad
+                if n >= self.max_batch:
+                    break
+            # With isolation n is a multiple of f here, and so is the room left: a request split
+            # across batches is cut at a fold boundary and keeps its own grouping.
             k = min(req.n - req.taken, self.max_batch - n)
             slices.append((req, req.taken, req.taken + k))
             req.taken += k
             n += k
             self._queued -= k
+            group = req.group
             if req.taken == req.n:
                 self._queue.popleft()
         return slices
@@ -243,23 +273,27 @@ class FoldBatcher:
         indices, probs = self.predict_fn(images)
         return np.asarray(indices), np.asarray(probs), time.perf_counter() - t0
 
-    async def _run_batch(self, slices: list[tuple[_Request, int, int]]) -> None:
-        n = sum(b - a for _, a, b in slices)
-        queue_wait_s = time.monotonic() - min(r.enqueued_s for r, _, _ in slices)
-        parts = [r.images[a:b] for r, a, b in slices]
+    async def _run_batch(self, slices: list[tuple[_Request | None, int, int]]) -> None:
+        slots = sum(b - a for _, a, b in slices)
+        n = sum(b - a for r, a, b in slices if r is not None)  # real images; the rest pads folds
+        queue_wait_s = time.monotonic() - min(r.enqueued_s for r, _, _ in slices if r is not None)
+        like = next(r.images for r, _, _ in slices if r is not None)
+        parts = [r.images[a:b] if r is not None else like.new_zeros((b - a, *like.shape[1:]))
+                 for r, a, b in slices]
         compute_s, error = 0.0, None
         try:
             loop = asyncio.get_running_loop()
             indices, probs, compute_s = await loop.run_in_executor(self._executor, self._timed_predict, parts)
-            if indices.shape != (n,) or probs.ndim != 2 or probs.shape[0] != n:
+            if indices.shape != (slots,) or probs.ndim != 2 or probs.shape[0] != slots:
                 raise RuntimeError(f"the model returned {indices.shape} indices and {probs.shape} probabilities "
-                                   f"for {n} images")
+                                   f"for {slots} images")
         except Exception as e:  # any model failure fails this batch only; the server keeps serving
             error = e
         finally:
             self._slots.release()
-        rest = padded_count(n, self.fold) - n
-        padded, fallback = (rest, 0) if self.partial == "pad" else (0, n % self.fold)
+        rest = padded_count(slots, self.fold) - slots
+        padded, fallback = (rest, 0) if self.partial == "pad" else (0, slots % self.fold)
+        padded += slots - n  # the isolation's padding slots
         self.stats.batches += 1
         self.stats.images += n
         self.stats.padded_images += padded
@@ -273,7 +307,7 @@ class FoldBatcher:
         offset = 0
         for req, a, b in slices:
             k = b - a
-            if req.future.done():  # cancelled caller or a failure in another batch: discard
+            if req is None or req.future.done():  # cancelled caller or a failure in another batch: discard
                 offset += k
                 continue
             if error is not None:
