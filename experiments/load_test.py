@@ -78,6 +78,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--regroupings", type=int, default=4, help="random fold groupings an image must be stable under")
     p.add_argument("--min-confidence", type=float, default=0.9)
     p.add_argument("--api-key", default=None)
+    p.add_argument("--isolation", choices=("request", "key", "none"), default="request",
+                   help="the servers' fold isolation (foldcnn serve --isolation)")
     p.add_argument("--json", help="also write the results here")
     return p.parse_args()
 
@@ -187,7 +189,8 @@ def start_server(ckpt: str, args: argparse.Namespace) -> tuple[subprocess.Popen,
 
     port = free_port()
     cmd = [sys.executable, "-m", "foldcnn", "serve", ckpt, "--port", str(port), "--max-wait-ms",
-           str(args.max_wait_ms), "--batch-size", str(args.max_batch), "--backend", args.backend,
+           str(args.max_wait_ms), "--batch-size", str(args.max_batch), "--isolation", args.isolation,
+           "--backend", args.backend,
            "--log-level", "warning"]
     cmd += ["--threads", str(args.threads)] if args.threads else []
     env = dict(os.environ, **({"FOLDCNN_API_KEY": args.api_key} if args.api_key else {}))
