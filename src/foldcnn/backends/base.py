@@ -129,7 +129,7 @@ def register_backend(name: str, *, supports: Callable[[str], dict[str, str | Non
 def _ensure_builtin() -> None:
     # The built-in backends register themselves on import; imported lazily so that
     # `import foldcnn.backends.base` stays cheap and cycle-free.
-    from foldcnn.backends import cuda_graphs, ort, torch_backends  # noqa: F401
+    from foldcnn.backends import cuda_graphs, openvino, ort, torch_backends  # noqa: F401
 
 
 def list_backends() -> list[str]:

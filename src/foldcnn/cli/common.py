@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 
+# The backend names predict and serve offer (foldcnn.backends registers them; "auto" times them).
+BACKEND_CHOICES = ("auto", "eager", "compile", "ort", "openvino", "cuda-graphs")
+PRECISION_CHOICES = ("fp32", "bf16", "fp16", "int8")
+
+
 class CLIError(Exception):
     """An error whose message is meant for the user (printed without a traceback)."""
 

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from foldcnn.cli.common import CLIError
-
-BACKEND_CHOICES = ("auto", "eager", "compile", "ort", "cuda-graphs")
-PRECISION_CHOICES = ("fp32", "bf16", "fp16", "int8")
+from foldcnn.cli.common import BACKEND_CHOICES, PRECISION_CHOICES, CLIError
 
 
 def _summary_lines(stats, out: str) -> list[str]:

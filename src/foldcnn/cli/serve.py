@@ -7,10 +7,7 @@ import os
 import signal
 import sys
 
-from foldcnn.cli.common import CLIError
-
-BACKEND_CHOICES = ("auto", "eager", "compile", "ort", "cuda-graphs")
-PRECISION_CHOICES = ("fp32", "bf16", "fp16", "int8")
+from foldcnn.cli.common import BACKEND_CHOICES, PRECISION_CHOICES, CLIError
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
