@@ -138,9 +138,9 @@ class OpenVINOBackend(Backend):
             data = quantize_int8(data, cal)
         core = _core()
         try:
-            self._model = core.read_model(data, b"")
+            self.ov_model = core.read_model(data, b"")
             if cal is not None and options.int8 == "nncf":
-                self._model = nncf_int8(self._model, cal)
+                self.ov_model = nncf_int8(self.ov_model, cal)
         except BackendError:
             raise
         except Exception as e:
@@ -164,7 +164,7 @@ class OpenVINOBackend(Backend):
         if batch not in self._compiled:
             import openvino as ov
 
-            model = self._model
+            model = self.ov_model
             if batch is not None:
                 model = model.clone()
                 model.reshape([batch, *self.folded_input_shape])
@@ -202,7 +202,7 @@ class OpenVINOBackend(Backend):
 
     def close(self) -> None:
         self._compiled.clear()
-        self._model = None
+        self.ov_model = None
         super().close()
 
 
