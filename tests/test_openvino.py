@@ -94,6 +94,21 @@ def test_options_are_validated():
         OpenVINOOptions(int8="dynamic")
 
 
+@needs_openvino
+def test_hint_can_be_chosen_by_environment(model, monkeypatch):
+    from foldcnn.backends.openvino import DEFAULTS, HINT_ENV, default_options
+
+    monkeypatch.delenv(HINT_ENV, raising=False)
+    assert default_options() == DEFAULTS
+    other = "throughput" if DEFAULTS.hint == "latency" else "latency"
+    monkeypatch.setenv(HINT_ENV, other.upper())
+    assert default_options().hint == other
+    assert create_backend(model, "openvino", max_batch=2, threads=1).settings()["hint"] == other
+    monkeypatch.setenv(HINT_ENV, "fastest")
+    with pytest.raises(BackendError, match="FOLDCNN_OPENVINO_HINT must be one of latency, throughput"):
+        create_backend(model, "openvino", max_batch=2)
+
+
 # ------------------------------------------------------------------------------- parity
 OPTIONS = [dict(), dict(shapes="dynamic"), dict(hint="throughput")]
 

@@ -13,7 +13,8 @@
   ``MAX_STATIC_SHAPES`` of them calls run the dynamic-batch model, which is always built).
 
 The defaults (``DEFAULTS``) are the fastest settings measured here (docs/benchmarks.md,
-"OpenVINO settings"; experiments/openvino_settings.py measures them again).
+"OpenVINO settings"; experiments/openvino_settings.py measures them again);
+``FOLDCNN_OPENVINO_HINT`` overrides the hint for backends built by name.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ import functools
 import importlib.util
 import io
 import logging
+import os
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -34,7 +36,8 @@ from foldcnn.backends.onnx_export import fold_calibration, onnx_bytes, quantize_
 from foldcnn.backends.ort import NO_CALIBRATION
 from foldcnn.models import FoldedCNN
 
-__all__ = ["DEFAULTS", "HINTS", "INT8_METHODS", "OpenVINOBackend", "OpenVINOOptions", "openvino_support"]
+__all__ = ["DEFAULTS", "HINTS", "HINT_ENV", "INT8_METHODS", "OpenVINOBackend", "OpenVINOOptions", "default_options",
+           "openvino_support"]
 
 HINTS = ("latency", "throughput")
 INT8_METHODS = ("qdq", "nncf")
@@ -61,6 +64,18 @@ class OpenVINOOptions:
 
 
 DEFAULTS = OpenVINOOptions()
+HINT_ENV = "FOLDCNN_OPENVINO_HINT"  # overrides DEFAULTS.hint for every backend built by name
+
+
+def default_options() -> OpenVINOOptions:
+    """The options ``create_backend(model, "openvino")`` uses: DEFAULTS, with the hint taken from
+    ``FOLDCNN_OPENVINO_HINT`` (latency or throughput) when it is set."""
+    hint = os.environ.get(HINT_ENV, "").strip().lower()
+    if not hint:
+        return DEFAULTS
+    if hint not in HINTS:
+        raise BackendError(f"{HINT_ENV} must be one of {', '.join(HINTS)}, got {hint!r}")
+    return replace(DEFAULTS, hint=hint)
 
 
 @functools.lru_cache(maxsize=1)
@@ -89,7 +104,7 @@ def openvino_support(device: str) -> dict[str, str | None]:
         return {p: gone for p in ("fp32", "bf16", "int8", "fp16")}
     caps = _core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     bf16 = None if "BF16" in caps else "this CPU has no native bf16 (AVX512-BF16/AMX) for OpenVINO; use fp32"
-    return {"fp32": None, "bf16": bf16, "int8": _int8_missing(DEFAULTS.int8), "fp16": fp16}
+    return {"fp32": None, "bf16": bf16, "int8": _int8_missing(default_options().int8), "fp16": fp16}
 
 
 def _quiet():
@@ -210,4 +225,4 @@ class OpenVINOBackend(Backend):
                   description="OpenVINO on the CPU (fp32, bf16; int8 from the QDQ graph or NNCF)")
 def _build_openvino(model, *, precision, threads, device, max_batch, calibration=None) -> Backend:
     return OpenVINOBackend(model, precision=precision, threads=threads, device=device, max_batch=max_batch,
-                           calibration=calibration)
+                           calibration=calibration, options=default_options())

@@ -153,11 +153,11 @@ def _write_outputs(args, records, peaks, machine, skipped, preset) -> None:
         from foldcnn.backends.torch_backends import cpu_chunk_mib
         from foldcnn.memory import memory_policy
 
-        from foldcnn.backends.openvino import DEFAULTS as OPENVINO_DEFAULTS
+        from foldcnn.backends.openvino import default_options
 
         settings = {**asdict(preset), "command": ["foldcnn", *sys.argv[1:]], "threads": args.threads,
                     "seed": args.seed, "interleave": args.interleave, "memory": memory_policy(),
-                    "cpu_chunk_mib": f"{cpu_chunk_mib():g}", "openvino": asdict(OPENVINO_DEFAULTS)}
+                    "cpu_chunk_mib": f"{cpu_chunk_mib():g}", "openvino": asdict(default_options())}
         write_json(args.json, records, peaks=peaks, machine=machine, settings=settings,
                    skipped=[{"config": c.label(), "reason": why} for c, why in skipped])
         print(f"json: {args.json}")
