@@ -154,7 +154,7 @@ def test_precision_and_threads_are_set_explicitly(model, calibration, precision)
         assert compiled.get_property("INFERENCE_PRECISION_HINT") == getattr(ov.Type, want)
         assert int(compiled.get_property("INFERENCE_NUM_THREADS")) == 1
     s = b.settings()
-    assert s["threads"] == 1 and s["streams"] == 1 and s["inference_precision"] == want and s["hint"] == "latency"
+    assert s["threads"] == 1 and s["streams"] == 1 and s["inference_precision"] == want  # one thread: one stream
 
 
 @needs_openvino
