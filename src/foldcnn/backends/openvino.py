@@ -86,7 +86,7 @@ def _core():
 
 
 def _int8_missing(method: str) -> str | None:
-    module, extra = ("onnxruntime", "export") if method == "qdq" else ("nncf", "openvino")
+    module, extra = ("onnxruntime", "openvino") if method == "qdq" else ("nncf", "nncf")
     if importlib.util.find_spec(module) is None:
         return f"int8 ({method}) needs {module}: pip install 'foldcnn[{extra}]'"
     return None
