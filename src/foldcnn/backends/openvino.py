@@ -175,7 +175,8 @@ class OpenVINOBackend(Backend):
                 "inference_precision": self.config["INFERENCE_PRECISION_HINT"]}
 
     def _runner(self, batch: int | None):
-        """(compiled model, infer requests) for folded batch ``batch`` (None: dynamic batch)."""
+        """(compiled model, infer request or, with several streams, an AsyncInferQueue) for folded
+        batch ``batch`` (None: dynamic batch)."""
         if batch not in self._compiled:
             import openvino as ov
 
@@ -187,7 +188,6 @@ class OpenVINOBackend(Backend):
             streams = int(compiled.get_property("NUM_STREAMS"))
             requests = ov.AsyncInferQueue(compiled, streams) if streams > 1 else compiled.create_infer_request()
             self._compiled[batch] = (compiled, requests)
-            self._queue_type = ov.AsyncInferQueue
         return self._compiled[batch]
 
     def _pick(self, batch: int):
@@ -200,7 +200,7 @@ class OpenVINOBackend(Backend):
         if isinstance(x, torch.Tensor):
             x = x.detach().to("cpu").contiguous().numpy()
         _, requests = self._pick(x.shape[0])
-        if not isinstance(requests, self._queue_type):
+        if not hasattr(requests, "wait_all"):  # one stream: one InferRequest (a queue has wait_all)
             # share_inputs: no copy of the input; the outputs are copied (a caller may keep them).
             return requests.infer({0: x}, share_inputs=True)[0]
         parts = np.array_split(x, min(len(requests), x.shape[0]))
