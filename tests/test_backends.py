@@ -14,7 +14,7 @@ from foldcnn.backends import (
     select_backend,
 )
 from foldcnn.backends.cuda_graphs import batch_buckets, bucket_for
-from tiny_data import easy_dataset
+from tiny_data import trained_easy_model
 
 MAX_BATCH = 8  # folded inputs
 
@@ -29,16 +29,8 @@ def model():
 
 @pytest.fixture(scope="module")
 def trained():
-    """A briefly trained fold=2 model (100% on the easy task), its test images and labels."""
-    from foldcnn.train.config import TrainConfig
-    from foldcnn.train.loop import train_model
-
-    torch.manual_seed(0)
-    m = create_model("lol-gold-fraction", fold=2, num_classes=3, input_size=(16, 16))
-    train = easy_dataset(200, 0)
-    train_model(m, train, easy_dataset(64, 1), TrainConfig(epochs=4, batch_size=32, lr=3e-3), progress=False)
-    test = easy_dataset(96, 2)
-    return m.eval(), train.images[:64], test
+    """A briefly trained fold=2 model (100% on the easy task), calibration images, test set."""
+    return trained_easy_model()
 
 
 def reference(model, x: torch.Tensor) -> np.ndarray:
@@ -72,8 +64,8 @@ def test_registry_lists_builtins_and_rejects_duplicates():
     (dict(name="tensorrt"), "unknown backend 'tensorrt'.*eager"),
     (dict(precision="fp64"), "precision must be one of fp32, bf16, fp16, int8"),
     (dict(precision="fp16"), "fp16 runs on CUDA only.*usable on cpu: .*eager/fp32"),
-    (dict(precision="int8"), "int8 runs on the ort backend"),
-    (dict(name="ort", precision="bf16"), "bf16 is available on the eager and compile"),
+    (dict(precision="int8"), "int8 runs on the ort and openvino backends"),
+    (dict(name="ort", precision="bf16"), "bf16 is available on the eager, compile and openvino"),
     (dict(name="cuda-graphs"), "needs device='cuda'"),
     (dict(name="ort", precision="int8"), "int8 needs calibration images.*load_calibration"),
     (dict(device="tpu"), "device must be one of cpu, cuda"),

@@ -12,6 +12,7 @@ import torch
 
 from foldcnn.analysis import analyze
 from foldcnn.bench import (
+    PRESETS,
     RECORD_KEYS,
     Bandwidth,
     BenchConfig,
@@ -35,6 +36,7 @@ from foldcnn.bench import (
 )
 from foldcnn.bench.tables import format_best, format_peers, format_records, peer_summary
 from foldcnn.models import create_model
+from foldcnn.models.game import GAME_TASKS
 
 MODEL = "apex-squad-count"  # the smallest game CNN (19 x 25 crops)
 
@@ -132,14 +134,18 @@ def test_unavailable_backend_pairs_are_skipped_with_reason():
 def test_presets_build_their_configs():
     p, cfgs = preset_configs("cpu-targets")
     assert {c.fold for c in cfgs} == {1, 4} and {c.requested_batch_size for c in cfgs} >= {256, 1024, 4096}
-    # every precision's best CPU path is in the one run: compile for bf16, ORT and compile for fp32
+    # every precision's best CPU path is in the one run, whichever engine it is on
     assert {(c.backend, c.dtype) for c in cfgs} == {(b, d) for b in ("eager", "compile") for d in ("fp32", "bf16")} | {
-        ("ort", "fp32"), ("ort", "int8")}
+        ("ort", "fp32"), ("ort", "int8"), ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8")}
+    assert ("openvino", "fp32") in PRESETS["peers"].backends
     # the baselines are peers at their best batch too: every batch size the originals get, fold 1 only
     baselines = [c for c in cfgs if c.model.endswith("-scaled")]
     assert all(c.fold == 1 for c in baselines)
     assert {c.requested_batch_size for c in baselines} == {c.requested_batch_size for c in cfgs}
     assert len({c.model for c in cfgs}) == 12
+    p, cfgs = preset_configs("gpu-check")
+    assert p.device == "cuda" and {c.fold for c in cfgs} == {1, 4} and {c.batch_size for c in cfgs} == {1024}
+    assert {c.model for c in cfgs} == set(GAME_TASKS) and ("tensorrt", "fp16") in p.backends
     p, cfgs = preset_configs("quick", trials=1, folds=(1,))
     assert p.trials == 1 and {c.fold for c in cfgs} == {1}
     with pytest.raises(KeyError, match="unknown preset"):
@@ -288,7 +294,8 @@ def test_record_keys_types_and_flops():
         assert isinstance(r["model"], str) and isinstance(r["fold"], int) and isinstance(r["batch_size"], int)
         assert isinstance(r["images_per_s"], float) and isinstance(r["best_batch"], bool)
         assert r["flops_per_s"] == pytest.approx(r["images_per_s"] * r["flops_per_image"])
-        assert r["fraction_of_peak"] == pytest.approx(r["flops_per_s"] / (2e11 if r["backend"] == "ort" else 1e11))
+        # the roof of fp32 is the higher matmul peak (ORT's here), whichever engine ran the model
+        assert r["fraction_of_peak"] == pytest.approx(r["flops_per_s"] / 2e11) and r["roof"] == "ort matmul"
         assert r["arithmetic_intensity"] == pytest.approx(r["flops_per_image"] * 1 / r["bytes_per_image"])
         if r["family"] == "game":
             assert r["flops_per_image"] == pytest.approx(flops[r["fold"]])
@@ -317,6 +324,53 @@ def test_best_batch_and_peers():
     assert g["gain"] == pytest.approx(g["folded"]["images_per_s"] / peer)
     for text in (format_records(records), format_best(records), format_peers(records)):
         assert MODEL in text
+
+
+def _rec(model, fold, backend, dtype, images_per_s, flops_per_image=1e7, family="game"):
+    return {"model": model, "family": family, "fold": fold, "backend": backend, "dtype": dtype, "device": "cpu",
+            "batch_size": 1024, "images_per_s": images_per_s, "flops_per_s": images_per_s * flops_per_image,
+            "best_batch": True}
+
+
+def test_roof_is_the_highest_peak_of_the_precision_and_never_below_a_model():
+    from foldcnn.bench.report import add_roofs
+
+    peaks = PeakSet([Peak("torch", "cpu", "fp32", 1e11, "mm"), Peak("ort", "cpu", "fp32", 2e11, "MatMul"),
+                     Peak("openvino", "cpu", "int8", 3e11, "QDQ MatMul"), Peak("ort", "cpu", "int8", 1e11, "MMI")])
+    assert peaks.roof("cpu", "fp32").runtime == "ort" and peaks.roof("cpu", "bf16") is None
+    records = [_rec("a", 1, "eager", "fp32", 5_000), _rec("a", 4, "compile", "fp32", 25_000),  # 2.5e11 > 2e11
+               _rec("a", 1, "ort", "int8", 10_000), _rec("a", 4, "openvino", "int8", 20_000),
+               _rec("a", 4, "openvino", "bf16", 20_000)]
+    add_roofs(records, peaks)
+    fp32, _, ort8, ov8, bf16 = records
+    assert fp32["peak_flops_per_s"] == pytest.approx(2.5e11) and "model: a f=4 compile" in fp32["roof"]
+    assert records[1]["fraction_of_peak"] == pytest.approx(1.0)  # the fastest model is its own roof
+    assert ort8["roof"] == "openvino matmul" and ort8["fraction_of_peak"] == pytest.approx(1e11 / 3e11)
+    assert ov8["fraction_of_peak"] == pytest.approx(2e11 / 3e11)
+    assert bf16["fraction_of_peak"] is None and bf16["roof"] is None  # no bf16 matmul measured: no claim
+    assert all(r["fraction_of_peak"] is None or r["fraction_of_peak"] <= 1.0 for r in records)
+
+
+def test_verdicts_compare_best_engine_with_best_engine_and_headline_any_precision():
+    from foldcnn.bench.tables import format_headline, headline
+
+    records = [_rec("t", 1, "ort", "int8", 16_000), _rec("t", 1, "openvino", "int8", 29_000),
+               _rec("t", 4, "ort", "int8", 30_000), _rec("t", 4, "openvino", "int8", 38_000),
+               _rec("t", 1, "ort", "fp32", 11_000), _rec("t", 4, "ort", "fp32", 11_500),
+               _rec("t-scaled", 1, "ort", "fp32", 12_000, family="baseline"),
+               _rec("t", 1, "openvino", "bf16", 18_000), _rec("t", 4, "openvino", "bf16", 40_000)]
+    by_dtype = {g["dtype"]: g for g in peer_summary(records)}
+    # int8: the folded best (OpenVINO) over the original's best on any engine (OpenVINO), not ORT over ORT
+    assert by_dtype["int8"]["gain_vs_original"] == pytest.approx(38_000 / 29_000)
+    assert by_dtype["fp32"]["gain_vs_original"] == pytest.approx(11_500 / 11_000)
+    assert by_dtype["fp32"]["gain"] == pytest.approx(11_500 / 12_000)  # the baseline is a peer, not the original
+    (g,) = headline(records)
+    assert (g["original"]["dtype"], g["folded"]["dtype"]) == ("int8", "bf16")
+    assert g["gain"] == pytest.approx(40_000 / 29_000)
+    (g,) = headline(records, {"t": {"fp32", "int8"}})  # bf16 disagreed with fp32 too often: left out
+    assert g["gain"] == pytest.approx(38_000 / 29_000)
+    assert "f=4 openvino/int8 B=1024" in format_headline(records, {"t": {"fp32", "int8"}})
+    assert headline(records, {}) == []
 
 
 def test_json_and_csv_round_trip(tmp_path):

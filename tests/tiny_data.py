@@ -37,3 +37,17 @@ def truncated_video(path, frames: int = 40, keep: int = 17, size=(32, 32)):
         starts = sorted(p.pos for p in c.demux(c.streams.video[0]) if p.size)
     path.write_bytes(whole.read_bytes()[:starts[keep]])
     return path, whole
+
+
+def trained_easy_model():
+    """A briefly trained fold=2 game CNN (100% on the easy task): (model in eval mode, 64 uint8
+    training images for int8 calibration, a 96-image test set)."""
+    from foldcnn.models import create_model
+    from foldcnn.train.config import TrainConfig
+    from foldcnn.train.loop import train_model
+
+    torch.manual_seed(0)
+    m = create_model("lol-gold-fraction", fold=2, num_classes=3, input_size=(16, 16))
+    train = easy_dataset(200, 0)
+    train_model(m, train, easy_dataset(64, 1), TrainConfig(epochs=4, batch_size=32, lr=3e-3), progress=False)
+    return m.eval(), train.images[:64], easy_dataset(96, 2)

@@ -1,10 +1,10 @@
 """Inference backends for folded models: one interface over torch eager, torch.compile,
-ONNX Runtime (fp32/int8) and CUDA graphs.
+ONNX Runtime (fp32/int8), OpenVINO (CPU: fp32/bf16/int8) and CUDA graphs.
 
     b = create_backend(model, "ort", precision="int8", calibration=images_uint8)
     logits = b.run(folded)   # (B, f*C, H, W) float32 in [0, 1] -> (B, f*K) float32 numpy
 
-onnxruntime and onnx are imported only when an ONNX backend or export is used.
+onnxruntime, onnx, openvino and nncf are imported only when a backend or export uses them.
 """
 
 from foldcnn.backends.base import DEVICES, PRECISIONS, Backend, BackendError, BackendSpec, prediction_agreement

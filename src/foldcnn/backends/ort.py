@@ -23,7 +23,7 @@ from foldcnn.backends.onnx_export import (
 from foldcnn.models import FoldedCNN
 
 _NO_BF16 = ("ONNX Runtime's CPU provider has no bf16 convolution kernels (the session rejects the graph); "
-            "bf16 is available on the eager and compile backends")
+            "bf16 is available on the eager, compile and openvino backends")
 _NO_FP16 = "fp16 runs on the eager, compile and cuda-graphs backends with device='cuda'"
 
 

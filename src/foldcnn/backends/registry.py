@@ -44,9 +44,9 @@ def _ensure_builtin() -> None:
     if _BUILTIN_LOADED:
         return
     _BUILTIN_LOADED = True
-    from foldcnn.backends import cuda_graphs, ort, torch_backends
+    from foldcnn.backends import cuda_graphs, openvino, ort, torch_backends
 
-    for module in (torch_backends, ort, cuda_graphs):
+    for module in (torch_backends, ort, openvino, cuda_graphs):
         for spec in module.BACKENDS:
             _add(spec)
 

@@ -63,7 +63,7 @@ def cuda_ready() -> bool:
 
 def torch_support(device: str) -> dict[str, str | None]:
     """{precision: None if usable, else why not} for the torch backends on ``device``."""
-    int8 = "int8 runs on the ort backend (ONNX Runtime static quantization); use name='ort'"
+    int8 = "int8 runs on the ort and openvino backends (static quantization); use name='ort' or 'openvino'"
     if device == "cuda":
         if not cuda_ready():
             gone = "no CUDA GPU is visible to torch here"

@@ -15,13 +15,14 @@ from foldcnn.models import model_entry
 __all__ = ["RUNTIMES", "BenchConfig", "estimate_seconds", "make_configs", "skip_unavailable"]
 
 # Which runtime executes each backend; the fraction of peak is taken against this runtime's peak.
-RUNTIMES = {"eager": "torch", "compile": "torch", "cuda-graphs": "torch", "tensorrt": "tensorrt", "ort": "ort"}
+RUNTIMES = {"eager": "torch", "compile": "torch", "cuda-graphs": "torch", "tensorrt": "tensorrt", "ort": "ort",
+            "openvino": "openvino"}
 _GPU_ONLY = {"cuda-graphs", "tensorrt"}
 # Rough setup seconds per backend (export, quantization, compilation) for the time estimate, and
 # per batch size where each new shape compiles again (torch.compile with a cold inductor cache on
 # 2 cores: about 3 s for the first and 2.5 s for each further batch size of a game CNN; a warm
 # cache takes well under a second).
-_SETUP_S = {"eager": 0.5, "compile": 5.0, "ort": 2.0, "cuda-graphs": 5.0, "tensorrt": 60.0}
+_SETUP_S = {"eager": 0.5, "compile": 5.0, "ort": 2.0, "openvino": 2.0, "cuda-graphs": 5.0, "tensorrt": 60.0}
 _PER_BATCH_SETUP_S = {"compile": 3.0}
 _INT8_SETUP_S = 8.0
 # Modest sustained rates for guessing how long one call takes: about the slowest tenth of the

@@ -7,6 +7,14 @@
 * ONNX Runtime: a one-node ONNX graph, ``MatMul`` (fp32) or ``MatMulInteger`` (uint8 x int8 ->
   int32, "int8"), the right-hand matrix an initializer like a model's weights, run by an
   InferenceSession with the same thread count as the backends.
+* OpenVINO: the fp32 ``MatMul`` graph compiled with the inference precision set to f32 or bf16,
+  and for int8 a QDQ ``MatMul`` (uint8 activations, int8 weights), which OpenVINO runs as an int8
+  matmul; the same thread count as the backends.
+
+The roof of a precision (``PeakSet.roof``) is the highest of these peaks on any runtime: a model
+is judged against the fastest matmul this machine ran at that precision, whichever engine ran it
+(``foldcnn.bench.report`` raises it further to any model that ran faster still, so that no
+fraction of peak reads above 100%).
 
 Each peak is the fastest of several sizes n (``PEAK_SIZES``: no one size is the fastest on
 every machine and dtype, and a peak set too low flatters every fraction of peak). FLOPs of an
@@ -38,11 +46,11 @@ from foldcnn.bench.timing import CudaEventTimer, median_seconds
 from foldcnn.errors import UsageError
 from foldcnn.precision import TORCH_DTYPES
 
-__all__ = ["Bandwidth", "Peak", "PeakSet", "measure_peaks", "ort_matmul_peak", "peak_runtime"]
+__all__ = ["Bandwidth", "Peak", "PeakSet", "measure_peaks", "openvino_matmul_peak", "ort_matmul_peak", "peak_runtime"]
 
 @dataclass(frozen=True)
 class Peak:
-    runtime: str  # "torch" or "ort"
+    runtime: str  # "torch", "ort" or "openvino"
     device: str  # "cpu" or "cuda"
     dtype: str
     flops_per_s: float
@@ -70,6 +78,11 @@ class PeakSet:
             if (p.runtime, p.device, p.dtype) == (runtime, device, dtype):
                 return p.flops_per_s
         return None
+
+    def roof(self, device: str, dtype: str) -> Peak | None:
+        """The highest peak measured for ``dtype`` on ``device`` on any runtime (None: none measured)."""
+        mine = [p for p in self.peaks if (p.device, p.dtype) == (device, dtype)]
+        return max(mine, key=lambda p: p.flops_per_s) if mine else None
 
     def bytes_per_s(self, device: str) -> float | None:
         vals = [b.bytes_per_s for b in self.bandwidths if b.device == device]
@@ -210,6 +223,55 @@ def ort_matmul_peak(dtype: str = "fp32", *, size: int | Sequence[int] = PEAK_SIZ
                 f"{n} intra-op thread(s), median of {repeats}")
 
 
+# --------------------------------------------------------------------------------- openvino
+def _qdq_matmul_graph(size: int, rng: np.random.Generator) -> tuple[bytes, np.ndarray]:
+    """A float MatMul between QuantizeLinear/DequantizeLinear pairs (uint8 activations, int8
+    weights): OpenVINO's low-precision transformations run it as one int8 matmul."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    a = rng.random((size, size), dtype=np.float32)
+    b = rng.integers(-127, 128, (size, size), dtype=np.int8)
+    init = [numpy_helper.from_array(b, "b_q"), numpy_helper.from_array(np.float32(1 / 255), "a_scale"),
+            numpy_helper.from_array(np.uint8(0), "a_zero"), numpy_helper.from_array(np.float32(0.01), "b_scale"),
+            numpy_helper.from_array(np.int8(0), "b_zero")]
+    nodes = [helper.make_node("QuantizeLinear", ["a", "a_scale", "a_zero"], ["a_q"]),
+             helper.make_node("DequantizeLinear", ["a_q", "a_scale", "a_zero"], ["a_dq"]),
+             helper.make_node("DequantizeLinear", ["b_q", "b_scale", "b_zero"], ["b_dq"]),
+             helper.make_node("MatMul", ["a_dq", "b_dq"], ["y"])]
+    graph = helper.make_graph(nodes, "peak_qdq_matmul", [helper.make_tensor_value_info("a", TensorProto.FLOAT, [size, size])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [size, size])], initializer=init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString(), a
+
+
+def openvino_matmul_peak(dtype: str = "fp32", *, size: int | Sequence[int] = PEAK_SIZES, repeats: int = 5,
+                         threads: int | None = None) -> Peak:
+    """Peak of a one-node MatMul run by OpenVINO on the CPU with the inference precision set to
+    ``dtype`` (fp32 or bf16), or of a QDQ MatMul for int8: the fastest of ``size``."""
+    import openvino as ov
+
+    if dtype not in ("fp32", "bf16", "int8"):
+        raise ValueError(f"no OpenVINO matmul peak for {dtype} (fp32, bf16 and int8 are measured)")
+    core = ov.Core()
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "bf16" if dtype == "bf16" else "f32"}
+    if threads is not None:
+        config["INFERENCE_NUM_THREADS"] = threads
+
+    def seconds(n: int) -> float:
+        rng = np.random.default_rng(0)
+        blob, a = _qdq_matmul_graph(n, rng) if dtype == "int8" else _matmul_graph("fp32", n, rng)[:2]
+        request = core.compile_model(core.read_model(blob, b""), "CPU", config).create_infer_request()
+        return median_seconds(lambda: request.infer({0: a}, share_inputs=True), repeats)
+
+    rate, best = best_matmul_rate(seconds, size)
+    kind = "QDQ MatMul (uint8 x int8)" if dtype == "int8" else f"MatMul, inference precision {config['INFERENCE_PRECISION_HINT']}"
+    n = "default" if threads is None else str(threads)
+    return Peak("openvino", "cpu", dtype, rate,
+                f"openvino {ov.__version__} one-node {kind} {size_note(size, best)} on cpu, {n} thread(s), "
+                f"median of {repeats}")
+
+
 # ------------------------------------------------------------------------------------- all
 def measure_peaks(
     needed: Iterable[tuple[str, str, str]],
@@ -250,8 +312,12 @@ def measure_peaks(
 
                 peak = ort_matmul_peak(dtype, size=sizes, repeats=repeats, threads=default_threads(threads),
                                        device=device)
+            elif runtime == "openvino" and device == "cpu":
+                from foldcnn.backends.base import default_threads
+
+                peak = openvino_matmul_peak(dtype, size=sizes, repeats=repeats, threads=default_threads(threads))
             else:
-                raise UsageError(f"no peak measurement for runtime {runtime!r}")
+                raise UsageError(f"no peak measurement for runtime {runtime!r} on {device}")
             out.peaks.append(peak)
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types; reported, not fatal
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__

@@ -49,22 +49,22 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            ("sot-coin-count",), (1, 2), (8, 32), (("eager", "fp32"),), baselines=("sot-coin-count-scaled",),
            trials=2, min_seconds=0.02, peak_sizes=(128, 256), copy_mib=8, peak_repeats=2),
     # What the CPU targets compare: each game CNN unfolded and at f=4 on every CPU engine and
-    # precision, so that each precision's best path is in the run (fp32: ONNX Runtime and
-    # torch.compile run the originals about equally fast; bf16: torch.compile; int8: ONNX Runtime),
+    # precision, so that each precision's best path is in the run whichever engine it is on
+    # (on the AMD EPYC of docs/benchmarks.md OpenVINO ran the originals' int8 and bf16 fastest),
     # with the scaled baselines as peers at the same batch sizes (each at its best, like the
-    # originals). 21 minutes on 2 cores with a warm inductor cache (docs/benchmarks.md).
+    # originals). About 25 minutes on 2 cores with a warm inductor cache before OpenVINO joined.
     Preset("cpu-targets", "6 game CNNs and their scaled baselines, f=1 and f=4, batch 256/512/1024/4096, "
-           "eager and compile fp32/bf16, ORT fp32/int8, peaks", GAME_MODELS, (1, 4),
+           "eager and compile fp32/bf16, ORT fp32/int8, OpenVINO fp32/bf16/int8, peaks", GAME_MODELS, (1, 4),
            (256, 512, 1024, 4096),
            (("eager", "fp32"), ("eager", "bf16"), ("compile", "fp32"), ("compile", "bf16"), ("ort", "fp32"),
-            ("ort", "int8")),
+            ("ort", "int8"), ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8")),
            baselines=BASELINES, trials=5, min_seconds=0.4, copy_mib=256),
     # Peers side by side: the original on every CPU engine (torch.compile included: slow to
     # build, minutes on 2 cores) and the scaled baseline, against f=4 on the same engines.
-    Preset("peers", "6 game CNNs, f=1 and f=4, batch 256/1024/4096, eager/compile/ORT fp32, baselines "
+    Preset("peers", "6 game CNNs, f=1 and f=4, batch 256/1024/4096, eager/compile/ORT/OpenVINO fp32, baselines "
            "at every batch", GAME_MODELS, (1, 4), (256, 1024, 4096),
-           (("eager", "fp32"), ("compile", "fp32"), ("ort", "fp32")), baselines=BASELINES, trials=3,
-           min_seconds=0.3, copy_mib=256),
+           (("eager", "fp32"), ("compile", "fp32"), ("ort", "fp32"), ("openvino", "fp32")), baselines=BASELINES,
+           trials=3, min_seconds=0.3, copy_mib=256),
     # The paper's setting: a GPU at large batch, fp16 on every GPU engine, folds 1-4.
     Preset("gpu", "game CNNs on CUDA, folds 1-4, batch 64-4096, eager fp32/fp16, cuda-graphs fp16, "
            "compile fp16, TensorRT fp16 (if installed), ORT fp32", GAME_MODELS, (1, 2, 3, 4),
@@ -73,6 +73,13 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
             ("tensorrt", "fp16"), ("ort", "fp32")),
            device="cuda", baselines=BASELINES, baseline_batch_sizes=(1024,), trials=5, min_seconds=0.3,
            peak_sizes=(4096, 8192, 16384), copy_mib=1024),
+    # The paper's headline on one GPU in a few minutes (experiments/gpu_check.py runs it after
+    # checking every CUDA backend against eager fp32): f=1 vs f=4 at batch 1,024, fp16 on every
+    # CUDA engine (ONNX Runtime's CUDA provider runs fp32 only here).
+    Preset("gpu-check", "6 game CNNs on CUDA, f=1 and f=4, batch 1024, fp16 on eager, CUDA graphs, compile and "
+           "TensorRT (if installed), ORT CUDA fp32", GAME_MODELS, (1, 4), (1024,),
+           (("eager", "fp16"), ("cuda-graphs", "fp16"), ("compile", "fp16"), ("tensorrt", "fp16"), ("ort", "fp32")),
+           device="cuda", trials=3, min_seconds=0.2, peak_sizes=(4096, 8192), copy_mib=1024, peak_repeats=3),
 ]}
 
 

@@ -6,12 +6,15 @@ from foldcnn.bench.peak import PeakSet
 from foldcnn.bench.report import best_batches
 
 __all__ = [
+    "config_cell",
     "format_best",
+    "format_headline",
     "format_peaks",
     "format_peers",
     "format_records",
     "format_skipped",
     "format_table",
+    "headline",
     "peer_summary",
     "task_of",
 ]
@@ -104,8 +107,51 @@ def peer_summary(records: list[dict]) -> list[dict]:
         top = max(peers, key=lambda r: r["images_per_s"]) if peers else None
         g["best_peer"] = top
         g["gain"] = g["folded"]["images_per_s"] / top["images_per_s"] if g["folded"] and top else None
+        best_original = max(g["original"].values(), key=lambda r: r["images_per_s"]) if g["original"] else None
+        g["best_original"] = best_original
+        g["gain_vs_original"] = (g["folded"]["images_per_s"] / best_original["images_per_s"]
+                                 if g["folded"] and best_original else None)
         out.append(g)
     return out
+
+
+def headline(records: list[dict], precisions: dict[str, set[str]] | None = None) -> list[dict]:
+    """Per (task, device): the fastest folded configuration overall against the fastest original
+    (fold 1, not the baseline) configuration overall: any engine, batch size and precision.
+
+    ``precisions`` maps a task to the precisions allowed for it (those whose predictions agree
+    with fp32 on >= 99% of images on trained checkpoints); None allows every precision measured.
+    Returns dicts with ``task``, ``device``, ``original``, ``folded`` (records) and ``gain``."""
+    groups: dict[tuple, dict] = {}
+    for r in records:
+        if r["family"] == "baseline":
+            continue
+        task = task_of(r["model"])
+        if precisions is not None and r["dtype"] not in precisions.get(task, ()):
+            continue
+        g = groups.setdefault((task, r["device"]), {"task": task, "device": r["device"], "original": None,
+                                                    "folded": None})
+        side = "original" if r["fold"] == 1 else "folded"
+        if g[side] is None or r["images_per_s"] > g[side]["images_per_s"]:
+            g[side] = r
+    out = []
+    for g in groups.values():
+        if g["original"] and g["folded"]:
+            g["gain"] = g["folded"]["images_per_s"] / g["original"]["images_per_s"]
+            out.append(g)
+    return out
+
+
+def config_cell(r: dict) -> str:
+    """``12,345 (f=4 openvino/int8 B=1024)``: images/s and the configuration that ran them."""
+    return f"{r['images_per_s']:,.0f} (f={r['fold']} {r['backend']}/{r['dtype']} B={r['batch_size']})"
+
+
+def format_headline(records: list[dict], precisions: dict[str, set[str]] | None = None) -> str:
+    """The headline table: fastest original vs fastest folded configuration per task."""
+    rows = [[g["task"] + ("" if g["device"] == "cpu" else f"@{g['device']}"), config_cell(g["original"]),
+             config_cell(g["folded"]), _ratio(g["gain"])] for g in headline(records, precisions)]
+    return format_table(["task", "fastest original", "fastest folded", "gain"], rows)
 
 
 def format_peers(records: list[dict]) -> str:
@@ -116,7 +162,8 @@ def format_peers(records: list[dict]) -> str:
     def cell(r):
         return "-" if r is None else f"{r['images_per_s']:,.0f} (B={r['batch_size']})"
 
-    headers = ["task", "dtype", *[f"f=1 {b}" for b in backends], "baseline", "best folded", "gain vs best peer"]
+    headers = ["task", "dtype", *[f"f=1 {b}" for b in backends], "baseline", "best folded", "vs best original",
+               "vs best peer"]
     rows = []
     for g in summary:
         fo = g["folded"]
@@ -124,14 +171,18 @@ def format_peers(records: list[dict]) -> str:
         base = g["baseline"]
         base_cell = "-" if base is None else f"{cell(base)} {base['backend']}"
         rows.append([g["task"], g["dtype"] + ("" if g["device"] == "cpu" else f"@{g['device']}"),
-                     *[cell(g["original"].get(b)) for b in backends], base_cell, folded, _ratio(g["gain"])])
+                     *[cell(g["original"].get(b)) for b in backends], base_cell, folded,
+                     _ratio(g["gain_vs_original"]), _ratio(g["gain"])])
     return format_table(headers, rows)
 
 
-def format_peaks(peaks: PeakSet) -> str:
-    """What was measured for the roofs, with the exact operation."""
+def format_peaks(peaks: PeakSet, records: list[dict] | None = None) -> str:
+    """What was measured for the roofs, with the exact operation, and each precision's roof."""
     lines = [f"  peak {p.runtime}/{p.device}/{p.dtype}: {p.flops_per_s / 1e9:,.1f} GFLOP/s  [{p.what}]"
              for p in peaks.peaks]
+    roofs = {(r["device"], r["dtype"]): r for r in records or [] if r.get("roof")}
+    lines += [f"  roof {device}/{dtype}: {r['peak_flops_per_s'] / 1e9:,.1f} GFLOP/s  [{r['roof']}]"
+              for (device, dtype), r in roofs.items()]
     lines += [f"  bandwidth {b.device}: {b.bytes_per_s / 1e9:,.1f} GB/s  [{b.what}]" for b in peaks.bandwidths]
     lines += [f"  not measured: {s}" for s in peaks.skipped]
     return "\n".join(lines) if lines else "  (no peaks measured)"

@@ -86,6 +86,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     )
     from foldcnn.bench.tables import (
         format_best,
+        format_headline,
         format_peaks,
         format_peers,
         format_records,
@@ -125,11 +126,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(format_records(records))
         print("\nbest batch size per model, fold, backend and precision:")
         print(format_best(records))
-        print("\npeers (fold 1 originals and the paper's scaled baseline at their best batch) vs the best folded model:")
+        print("\npeers (fold 1 originals and the paper's scaled baseline at their best batch) vs the best folded model,"
+              " per precision, on any engine:")
         print(format_peers(records))
+        print("\nheadline: the fastest folded configuration vs the fastest original configuration (any engine, "
+              "batch and precision measured; random weights: check bf16/int8 agreement with fp32 on trained "
+              "checkpoints, experiments/precision_agreement.py):")
+        print(format_headline(records))
     if peaks is not None:
-        print("\nmeasured in this run (fraction of peak = model FLOP/s / peak of the same runtime and dtype):")
-        print(format_peaks(peaks))
+        print("\nmeasured in this run (fraction of peak = model FLOP/s / the roof of its precision: the highest "
+              "matmul peak of that precision on any runtime, or a model that ran faster still):")
+        print(format_peaks(peaks, records))
     if skipped:
         print(f"\n{len(skipped)} configuration(s) not run:")
         print(format_skipped(skipped))
@@ -146,9 +153,11 @@ def _write_outputs(args, records, peaks, machine, skipped, preset) -> None:
         from foldcnn.backends.torch_backends import cpu_chunk_mib
         from foldcnn.memory import memory_policy
 
+        from foldcnn.backends.openvino import default_options
+
         settings = {**asdict(preset), "command": ["foldcnn", *sys.argv[1:]], "threads": args.threads,
                     "seed": args.seed, "interleave": args.interleave, "memory": memory_policy(),
-                    "cpu_chunk_mib": f"{cpu_chunk_mib():g}"}
+                    "cpu_chunk_mib": f"{cpu_chunk_mib():g}", "openvino": asdict(default_options())}
         write_json(args.json, records, peaks=peaks, machine=machine, settings=settings,
                    skipped=[{"config": c.label(), "reason": why} for c, why in skipped])
         print(f"json: {args.json}")

@@ -26,7 +26,7 @@ __all__ = [
 
 # The names a user can pick; "auto" times the usable backends and keeps the fastest. Backends
 # registered later (foldcnn.backends.register_backend) are accepted by name too.
-BACKEND_NAMES = ("auto", "eager", "compile", "ort", "cuda-graphs")
+BACKEND_NAMES = ("auto", "eager", "compile", "ort", "openvino", "cuda-graphs")
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 DEVICES = ("cpu", "cuda")
 PARTIAL_MODES = ("pad", "fallback")
