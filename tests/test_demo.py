@@ -24,6 +24,7 @@ def test_demo_trains_both_measures_both_and_writes_report(tmp_path):
     assert rows[0]["ratio"] == pytest.approx(rows[0]["folded_images_per_s"] / rows[0]["original_images_per_s"])
     report = (tmp_path / "demo" / "report.md").read_text()
     assert "original (f=1)" in report and "folded (f=2)" in report and "foldcnn bench" in report
+    assert "class changes with their fold-mates" in report  # the folded run's flip rate is shown
     assert (tmp_path / "demo" / "original" / "checkpoint" / "model.safetensors").exists()
     assert (tmp_path / "demo" / "folded-f2" / "checkpoint" / "model.safetensors").exists()
     saved = json.loads((tmp_path / "demo" / "demo.json").read_text())

@@ -158,6 +158,9 @@ def format_summary(cfg: DemoConfig, result: DemoResult) -> str:
     lines = [f"| | original (f=1) | folded (f={cfg.fold}) |", "|---|---|---|",
              f"| test top-1 | {100 * a['test_top1']:.1f}% | {100 * b['test_top1']:.1f}% |",
              f"| training time | {a['train_seconds']:.0f} s | {b['train_seconds']:.0f} s |"]
+    if b.get("test_flip_rate") is not None:  # foldcnn train --regroupings: answers that depend on fold-mates
+        lines.append(f"| test images whose class changes with their fold-mates (10 regroupings) | 0% (not folded) | "
+                     f"{100 * b['test_flip_rate']:.1f}% (top-1 spread {100 * b['test_top1_spread']:.1f} points) |")
     for r in comparison_rows(cfg, result):
         lines.append(f"| images/s, {r['backend']} {r['dtype']} (batch {cfg.batch_size}) | "
                      f"{r['original_images_per_s']:,.0f} ({_pct(r['original_fraction_of_peak'])} of peak) | "
