@@ -24,7 +24,9 @@ CONFIG_FILE = "config.json"
 CALIBRATION_FILE = "calibration.safetensors"
 CALIBRATION_IMAGES = 256
 FORMAT = "foldcnn-checkpoint"
-FORMAT_VERSION = 1
+# 1: zoo models only. 2: adds "model_source" ("zoo" or "import"); an imported model's "model"
+# names its import path, builder keyword arguments and input_shape. Version 1 files load unchanged.
+FORMAT_VERSION = 2
 
 __all__ = [
     "CALIBRATION_FILE", "CALIBRATION_IMAGES", "CONFIG_FILE", "FORMAT", "FORMAT_VERSION", "WEIGHTS_FILE",
@@ -66,7 +68,10 @@ def save_checkpoint(
     extra: dict | None = None,
     calibration_images: torch.Tensor | None = None,
 ) -> Path:
-    """Write ``model`` (a zoo model, built by create_model) to ``out_dir``; returns the path.
+    """Write ``model`` (built by create_model: a zoo name or an import path) to ``out_dir``; returns the path.
+
+    A user's CNN is recorded by its import path and builder keyword arguments (never pickled):
+    loading re-imports the builder and re-folds it.
 
     ``calibration_images`` (uint8 (N, C, H, W), a sample of the training images) are stored
     beside the weights for int8 calibration at inference time (see load_calibration).
@@ -76,8 +81,9 @@ def save_checkpoint(
     config = getattr(model, "config", None)
     if not isinstance(config, ModelConfig):
         raise CheckpointError(
-            "only models built by foldcnn.create_model can be checkpointed (they carry the "
-            "config that rebuilds them)"
+            "only models built by foldcnn.create_model can be checkpointed (they carry the config "
+            "that rebuilds them); for your own CNN use create_model('package.module:Name', fold, "
+            "input_shape=(C, H, W), **builder_kwargs) instead of fold_model"
         )
     if len(class_names) != model.num_classes:
         raise CheckpointError(
@@ -89,6 +95,7 @@ def save_checkpoint(
     body = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
+        "model_source": "import" if ":" in config.name else "zoo",
         "model": config.to_dict(),
         "fold": model.fold,
         "num_classes": model.num_classes,
@@ -172,7 +179,10 @@ def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], where: str
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> Checkpoint:
-    """Rebuild the model from ``config.json`` and load ``model.safetensors``."""
+    """Rebuild the model from ``config.json`` and load ``model.safetensors``.
+
+    A model recorded by import path (format version 2) is re-imported and re-folded; a builder
+    that no longer imports, or weights that no longer fit, raise a one-sentence CheckpointError."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -184,7 +194,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> Check
     try:
         model = model_from_config(ModelConfig.from_dict(cfg["model"]))
     except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path / CONFIG_FILE} does not describe a model foldcnn can build: {e}") from None
+        raise CheckpointError(f"{path / CONFIG_FILE} does not describe a model foldcnn can build: "
+                              f"{str(e).rstrip('.')}") from None
     try:
         state = load_file(str(weights), device=map_location)
     except (SafetensorError, OSError, ValueError) as e:
