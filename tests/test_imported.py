@@ -1,7 +1,6 @@
 """Models by import path (foldcnn.models.imported) and their checkpoints (format version 2)."""
 
 import json
-import uuid
 
 import pytest
 import torch
@@ -12,70 +11,14 @@ from foldcnn.errors import FoldcnnError
 from foldcnn.models import model_entry
 from foldcnn.models.imported import ImportedModelError, build_original, import_builder, is_import_path
 from foldcnn.transform import FoldError
+from tiny_data import USER_CNNS, write_user_module
 
-USER_CNN = '''
-import torch
-from torch import nn
-
-
-class Net(nn.Module):
-    def __init__(self, num_classes=5, width=8):
-        super().__init__()
-        self.conv = nn.Conv2d(3, width, 3, padding=1)
-        self.bn = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(width, num_classes)
-
-    def forward(self, x):
-        y = torch.relu(self.bn(self.conv(x)))
-        y = torch.relu(y + self.conv2(y))
-        return self.fc(torch.flatten(self.pool(y), 1))
-
-
-def make(num_classes=4):
-    return Net(num_classes=num_classes)
-
-
-def not_a_module():
-    return 3
-
-
-def raises(**kw):
-    raise RuntimeError("bad builder")
-
-
-class Broken(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(7, 2)
-
-    def forward(self, x):
-        return self.fc(x)
-
-
-class Grouped(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(4, 4, 3, groups=2)
-        self.fc = nn.Linear(4, 2)
-
-    def forward(self, x):
-        return self.fc(torch.flatten(self.conv(x).mean((2, 3), keepdim=True), 1))
-
-
-class WithShape(Net):
-    input_shape = (3, 8, 10)
-'''
 
 
 @pytest.fixture
 def user_module(tmp_path, monkeypatch):
     """A fresh module of user CNNs in the current directory (a unique name: no import cache)."""
-    name = f"user_cnn_{uuid.uuid4().hex[:8]}"
-    (tmp_path / f"{name}.py").write_text(USER_CNN)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
+    name = write_user_module(tmp_path, monkeypatch, USER_CNNS, "user_cnn")
     return name
 
 
@@ -124,7 +67,7 @@ def test_forward_failure_and_unfoldable_layer_name_the_layer(user_module):
     with pytest.raises(FoldError, match="'fc'.*fails on the given input_shape"):
         create_model(f"{user_module}:Broken", fold=2, input_shape=(3, 8, 8))
     with pytest.raises(FoldError, match="'conv'.*grouped convolution"):
-        create_model(f"{user_module}:Grouped", fold=2, input_shape=(4, 8, 8))
+        create_model(f"{user_module}:Grouped", fold=2, input_shape=(3, 8, 8))
 
 
 def test_checkpoint_round_trip_reimports_and_refolds(user_module, tmp_path):

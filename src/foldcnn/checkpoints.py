@@ -31,7 +31,7 @@ FORMAT_VERSION = 2
 __all__ = [
     "CALIBRATION_FILE", "CALIBRATION_IMAGES", "CONFIG_FILE", "FORMAT", "FORMAT_VERSION", "WEIGHTS_FILE",
     "Checkpoint", "CheckpointError", "atomic_write", "load_calibration", "load_checkpoint", "load_state_into",
-    "read_config", "save_checkpoint",
+    "read_config", "read_state_dict", "save_checkpoint",
 ]
 
 
@@ -176,6 +176,44 @@ def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], where: str
             "Was the checkpoint written for another model, fold or width?"
         )
     model.load_state_dict(state)
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A user's trained weights: a ``.safetensors`` file, or a ``.pt``/``.pth`` state_dict read with
+    ``torch.load(weights_only=True)`` (never unpickled otherwise). A pickled whole module is refused
+    with a sentence saying how to save a state_dict; ``{"state_dict": {...}}`` wrappers are unwrapped."""
+    import pickle
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from foldcnn.errors import MissingInputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError(f"weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{path} is not a readable safetensors file ({e})") from None
+    if path.suffix not in (".pt", ".pth", ".bin"):
+        raise CheckpointError(f"weights file {path} must be .safetensors or a .pt/.pth state_dict")
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as e:
+        raise CheckpointError(
+            f"{path} is not a plain state_dict (torch.load(weights_only=True) refused it: "
+            f"{str(e).splitlines()[0][:120]}); a pickled whole model is never loaded: save its weights "
+            "with torch.save(model.state_dict(), 'weights.pt')") from None
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state_dict of tensors; save the "
+                              "weights with torch.save(model.state_dict(), 'weights.pt')")
+    return {str(k).removeprefix("module."): v for k, v in obj.items()}
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> Checkpoint:

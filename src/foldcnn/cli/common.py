@@ -41,3 +41,15 @@ def parse_model_kwargs(text: str | None, flag: str = "--model-kwargs") -> dict:
     if not isinstance(value, dict):
         raise CLIError(f"{flag} must be a JSON object like '{{\"num_classes\": 10}}', got {text!r}")
     return {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+
+
+def parse_fractions(text: str, flag: str, n: int = 3) -> tuple[float, ...]:
+    """'0.8,0.1,0.1' -> (0.8, 0.1, 0.1): ``n`` positive fractions (train, val, test) that sum to 1."""
+    try:
+        vals = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        vals = ()
+    if len(vals) != n or min(vals) <= 0 or abs(sum(vals) - 1) > 1e-6:
+        raise CLIError(f"{flag} must be {n} positive fractions (train,val,test) that sum to 1, like 0.8,0.1,0.1; "
+                       f"got {text!r}")
+    return vals
