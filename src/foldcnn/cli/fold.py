@@ -44,7 +44,13 @@ def _cmd_fold(args: argparse.Namespace) -> int:
                        bench_min_seconds=args.min_seconds)
     quiet = args.quiet
     report = run_fold(opts, args.out, resume=args.resume, progress=not quiet, command=["foldcnn", *sys.argv[1:]],
-                      log=None if quiet else (lambda msg: print(f"foldcnn fold: {msg}", file=sys.stderr)))
+                      log=None if quiet else (lambda msg: print(f"foldcnn fold: {msg}", file=sys.stderr)),
+                      train_only=args.train_only)
+    if args.train_only:
+        for f, run in report["stages"].items():
+            print(f"fold {f}: test top-1 {run['summary']['test_top1']:.2%}")
+        print("trained; measure and choose later with the same command and --resume (without --train-only)")
+        return 0
     o, c = report["original"], report["chosen"]
     print(f"original: test top-1 {o['top1']:.2%}, {o['images_per_s']:,.0f} images/s ({o['engine']}, batch {o['batch_size']})")
     for f in report["folded"]:
@@ -105,6 +111,8 @@ def _add_fold(sub) -> None:
     p.add_argument("--trials", type=int, default=3, help="interleaved timing trials")
     p.add_argument("--min-seconds", type=float, default=0.3, help="length of each timed block")
     p.add_argument("--resume", action="store_true", help="continue a run in --out (finished stages are reused)")
+    p.add_argument("--train-only", action="store_true", help="stop after training and evaluating (steps a-c); a later "
+                   "--resume run measures throughput, chooses and exports (e.g. on a quiet machine)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or notes")
     p.set_defaults(func=_cmd_fold)
 

@@ -172,8 +172,12 @@ def _export(chosen: dict, out: Path) -> dict:
 
 
 def run_fold(opts: FoldOptions, out_dir: str | Path, *, resume: bool = False, progress: bool = True,
-             log: Callable[[str], None] | None = None, command: list[str] | None = None) -> dict:
-    """Steps a-f (module docstring); returns the report written to ``out_dir/report.json``."""
+             log: Callable[[str], None] | None = None, command: list[str] | None = None,
+             train_only: bool = False) -> dict:
+    """Steps a-f (module docstring); returns the report written to ``out_dir/report.json``.
+
+    ``train_only`` stops after steps a-c (returns ``{"stages": {fold: run manifest}}``); a later
+    ``resume=True`` run reuses them and measures, e.g. when the machine is quiet."""
     from foldcnn.progress import progress_bar
 
     say = log or (lambda _msg: None)
@@ -191,6 +195,9 @@ def run_fold(opts: FoldOptions, out_dir: str | Path, *, resume: bool = False, pr
     for f in (1, *opts.folds):
         runs[f] = _stage(opts, f, out, resume, progress, say, command)
         stages.update(1)
+    if train_only:
+        stages.close()
+        return {"stages": runs}
     say("timing original and folded models in one interleaved sweep")
     speed = _throughput(opts, runs, progress)
     stages.update(1)
