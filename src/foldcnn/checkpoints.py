@@ -17,6 +17,7 @@ from torch import nn
 
 from foldcnn.errors import FoldcnnError
 from foldcnn.models import FoldedCNN, ModelConfig, model_from_config
+from foldcnn.models.imported import import_root, is_import_path, search_path
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -97,6 +98,8 @@ def save_checkpoint(
         "format_version": FORMAT_VERSION,
         "model_source": "import" if ":" in config.name else "zoo",
         "model": config.to_dict(),
+        # where the user's module was found: loading elsewhere (predict, serve, Ray workers) looks there too
+        **({"import_root": import_root(config.name)} if is_import_path(config.name) else {}),
         "fold": model.fold,
         "num_classes": model.num_classes,
         "input_shape": list(model.input_shape),
@@ -229,6 +232,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> Check
     weights = path / WEIGHTS_FILE
     if not weights.exists():
         raise CheckpointError(f"checkpoint {path} has no {WEIGHTS_FILE}")
+    search_path(cfg.get("import_root"))
     try:
         model = model_from_config(ModelConfig.from_dict(cfg["model"]))
     except (KeyError, TypeError, ValueError) as e:

@@ -22,8 +22,8 @@ from torch import nn
 
 from foldcnn.errors import FoldcnnError, UsageError
 
-__all__ = ["ImportedModelError", "build_original", "create_imported_model", "import_builder", "is_import_path",
-           "parse_input_shape"]
+__all__ = ["ImportedModelError", "build_original", "create_imported_model", "import_builder", "import_root",
+           "is_import_path", "parse_input_shape", "search_path"]
 
 # The keyword that tells foldcnn one image's (C, H, W); also passed to builders that take it.
 INPUT_SHAPE_KEY = "input_shape"
@@ -71,6 +71,24 @@ def import_builder(path: str) -> Callable[..., nn.Module]:
         raise ImportedModelError(f"{path!r} is a {type(obj).__name__}, not an nn.Module class or a function "
                                  "returning one")
     return obj
+
+
+def import_root(path: str) -> str | None:
+    """The folder on ``sys.path`` that ``path``'s module was imported from (None: not a plain file)."""
+    module = sys.modules.get(_split(path)[0]) or importlib.import_module(_split(path)[0])
+    file = getattr(module, "__file__", None)
+    if not file:
+        return None
+    root = os.path.dirname(os.path.abspath(file))
+    for _ in range(_split(path)[0].count(".") + (os.path.basename(file) == "__init__.py")):
+        root = os.path.dirname(root)
+    return root
+
+
+def search_path(root: str | None) -> None:
+    """Let imports also look in ``root`` (appended: the user's own sys.path wins), if it exists."""
+    if root and os.path.isdir(root) and root not in sys.path:
+        sys.path.append(root)
 
 
 def _accepts(builder: Callable, name: str) -> bool:
