@@ -102,8 +102,9 @@ def _add_fold(sub) -> None:
     p.add_argument("--seed", type=int, default=d.seed, help="seed of initialization, fold groups and timing inputs")
     p.add_argument("--threads", type=int, default=0, help="torch/engine threads (0 = all cores)")
     p.add_argument("--train-precision", choices=PRECISIONS, default=d.precision, help="training forward precision")
-    p.add_argument("--distill", choices=("mse", "kl", "none"), default="mse",
-                   help="distillation of the folded models from the original")
+    p.add_argument("--distill", choices=("mse", "kl", "none"), default="kl",
+                   help="distillation of the folded models from the original (KL with temperature 4, as in "
+                   "docs/accuracy.md)")
     p.add_argument("--backends", help="engines to time, as backend/precision pairs (default: every CPU engine here "
                    "except torch.compile)")
     p.add_argument("--bench-batch-sizes", default="256,1024", help="batch sizes (images) to time; each model keeps "

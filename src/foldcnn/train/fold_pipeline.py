@@ -5,7 +5,7 @@ Steps (each a stage directory under ``out``, so a killed run resumes where it st
 a. ``original/``: the unfolded model, trained (or loaded from the user's weights) and evaluated
    on the test split;
 b. ``fold<f>/``: each folded model trained with the project's recipe (train-time BatchNorm,
-   zero-init head, fold-slot tying, MSE distillation from the original, the budget by fold);
+   zero-init head, fold-slot tying, KL distillation from the original, the budget by fold);
 c. each evaluated on the same test images (one seeded split, DataSpec);
 d. original and folded throughput in one interleaved sweep on this machine (foldcnn.bench, every
    engine usable here, each at its best batch), and the choice: the fastest folded model whose
@@ -56,7 +56,8 @@ class FoldOptions:
     seed: int = 0
     threads: int = 0
     precision: str = "auto"
-    distill: str = "mse"
+    # KL with temperature, as docs/accuracy.md's f=4 rows used (`foldcnn train`'s tip says the same).
+    distill: str = "kl"
     bench_batch_sizes: tuple[int, ...] = (256, 1024)
     bench_backends: tuple[tuple[str, str], ...] | None = None  # None: every CPU engine here (no compile)
     bench_trials: int = 3
