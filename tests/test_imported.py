@@ -107,3 +107,21 @@ def test_builder_gone_or_weights_changed_fail_naming_path_and_keys(user_module, 
     (path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match="cannot import module 'gone_module_y'"):
         load_checkpoint(path)
+
+
+def test_bench_configs_and_analyze_take_an_import_path(user_module, capsys):
+    from foldcnn.bench.presets import preset_configs
+    from foldcnn.bench.sweep import _build_model
+    from foldcnn.cli import main
+
+    kwargs = {"num_classes": 3, "input_shape": (3, 8, 8)}
+    _, configs = preset_configs("quick", models=(f"{user_module}:Net",), folds=(1, 2), model_kwargs=kwargs,
+                                baselines=())
+    assert {c.fold for c in configs} == {1, 2} and all(dict(c.model_kwargs) == kwargs for c in configs)
+    m = _build_model(next(c for c in configs if c.fold == 2), seed=0)
+    assert (m.fold, m.num_classes, m.input_shape) == (2, 3, (3, 8, 8))
+    assert main(["analyze", f"{user_module}:Net", "--model-kwargs", '{"input_shape": [3, 8, 8]}',
+                 "--fold", "1", "2"]) == 0
+    assert f"{user_module}:Net" in capsys.readouterr().out
+    assert main(["analyze", f"{user_module}:Net", "--model-kwargs", "[1]"]) == 2
+    assert "must be a JSON object" in capsys.readouterr().err
