@@ -4,10 +4,17 @@ unfolded model's weight count, and unties to plain layers computing the same fun
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
-from foldcnn import count_params, create_model
+from foldcnn import count_params, create_model, fold_model
 from foldcnn.train.batchnorm import add_train_batchnorm_, fuse_train_batchnorm_
-from foldcnn.train.symmetry import has_tied_fold_slots, slot_split, tie_fold_slots_, untie_fold_slots_
+from foldcnn.train.symmetry import (
+    has_tied_fold_slots,
+    slot_split,
+    tie_fold_slots_,
+    untiable_layers,
+    untie_fold_slots_,
+)
 
 
 def _shift_slots(x: torch.Tensor, fold: int, by: int = 1) -> torch.Tensor:
@@ -95,7 +102,7 @@ def test_tying_seeds_blocks_from_the_first_slot_and_keeps_the_init_scale():
     assert abs(conv.weight.std().item() - std) / std < 0.2
 
 
-def test_fold_one_is_left_alone_and_tying_twice_or_grouped_convs_are_refused():
+def test_fold_one_is_left_alone_tying_twice_is_refused_and_grouped_convs_train_untied():
     model = create_model("lol-gold-fraction", fold=1)
     tie_fold_slots_(model, 1)
     assert not has_tied_fold_slots(model)
@@ -103,9 +110,29 @@ def test_fold_one_is_left_alone_and_tying_twice_or_grouped_convs_are_refused():
     tie_fold_slots_(folded, 2)
     with pytest.raises(ValueError, match="already tied"):
         tie_fold_slots_(folded, 2)
-    grouped = nn.Sequential(nn.Conv2d(4, 8, 3, groups=2))
-    with pytest.raises(ValueError, match="groups=1"):
-        tie_fold_slots_(grouped, 2)
+    grouped = nn.Sequential(nn.Conv2d(4, 8, 3, groups=2), nn.Conv2d(8, 8, 1))
+    assert list(untiable_layers(grouped)) == ["0"] and "groups=2" in untiable_layers(grouped)["0"]
+    tie_fold_slots_(grouped, 2)
+    assert not parametrize.is_parametrized(grouped[0]) and parametrize.is_parametrized(grouped[1])
+
+
+def test_fx_folded_layers_fed_by_a_concatenation_train_untied():
+    class Cat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(3, 8, 3, padding=1)
+            self.mix = nn.Conv2d(16, 8, 1)
+            self.fc = nn.Linear(8, 3)
+
+        def forward(self, x):
+            y = torch.relu(torch.cat([self.a(x), self.b(x)], 1))
+            return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(self.mix(y), 1), 1))
+
+    model = fold_model(Cat(), 2, (3, 8, 8))
+    assert set(untiable_layers(model)) == {"mix"}
+    tie_fold_slots_(model, 2)
+    assert not parametrize.is_parametrized(model.mix) and parametrize.is_parametrized(model.a)
+    assert model.classify(torch.rand(3, 3, 8, 8)).shape == (3, 3)
 
 
 def test_tied_training_step_updates_shared_blocks_and_stays_equivariant():

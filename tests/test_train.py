@@ -8,7 +8,7 @@ from foldcnn.checkpoints import load_checkpoint
 from foldcnn.train.config import TrainConfig, recommended_budget
 from foldcnn.train.loop import evaluate, predict_logits, train_model
 from foldcnn.train.metrics import classification_metrics
-from tiny_data import easy_dataset
+from tiny_data import easy_dataset, write_folder
 
 
 
@@ -110,22 +110,6 @@ def test_cli_unknown_model_fails_fast(capsys):
 
 
 # ------------------------------------------------------------------ bad input, data sources, manifest
-def write_folder(root, layout: dict, seed: int = 0):
-    """layout: {split: {class: [(H, W), ...]}} -> PNG files with the class colour bright."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    for split, classes in layout.items():
-        for ci, (name, sizes) in enumerate(sorted(classes.items())):
-            (root / split / name).mkdir(parents=True, exist_ok=True)
-            for i, (h, w) in enumerate(sizes):
-                arr = rng.integers(0, 60, (h, w, 3), dtype=np.uint8)
-                arr[..., ci % 3] += 150
-                Image.fromarray(arr).save(root / split / name / f"{i}.png")
-    return root
-
-
 def three_splits(classes=("a", "b", "c"), n=(12, 4, 4), size=(12, 12)):
     return {s: {c: [size] * k for c in classes} for s, k in zip(("train", "val", "test"), n)}
 

@@ -17,6 +17,7 @@ from torch import nn
 
 from foldcnn.errors import FoldcnnError
 from foldcnn.models import FoldedCNN, ModelConfig, model_from_config
+from foldcnn.models.imported import import_root, is_import_path, search_path
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -24,12 +25,14 @@ CONFIG_FILE = "config.json"
 CALIBRATION_FILE = "calibration.safetensors"
 CALIBRATION_IMAGES = 256
 FORMAT = "foldcnn-checkpoint"
-FORMAT_VERSION = 1
+# 1: zoo models only. 2: adds "model_source" ("zoo" or "import"); an imported model's "model"
+# names its import path, builder keyword arguments and input_shape. Version 1 files load unchanged.
+FORMAT_VERSION = 2
 
 __all__ = [
     "CALIBRATION_FILE", "CALIBRATION_IMAGES", "CONFIG_FILE", "FORMAT", "FORMAT_VERSION", "WEIGHTS_FILE",
     "Checkpoint", "CheckpointError", "atomic_write", "load_calibration", "load_checkpoint", "load_state_into",
-    "read_config", "save_checkpoint",
+    "read_config", "read_state_dict", "save_checkpoint",
 ]
 
 
@@ -66,7 +69,10 @@ def save_checkpoint(
     extra: dict | None = None,
     calibration_images: torch.Tensor | None = None,
 ) -> Path:
-    """Write ``model`` (a zoo model, built by create_model) to ``out_dir``; returns the path.
+    """Write ``model`` (built by create_model: a zoo name or an import path) to ``out_dir``; returns the path.
+
+    A user's CNN is recorded by its import path and builder keyword arguments (never pickled):
+    loading re-imports the builder and re-folds it.
 
     ``calibration_images`` (uint8 (N, C, H, W), a sample of the training images) are stored
     beside the weights for int8 calibration at inference time (see load_calibration).
@@ -76,8 +82,9 @@ def save_checkpoint(
     config = getattr(model, "config", None)
     if not isinstance(config, ModelConfig):
         raise CheckpointError(
-            "only models built by foldcnn.create_model can be checkpointed (they carry the "
-            "config that rebuilds them)"
+            "only models built by foldcnn.create_model can be checkpointed (they carry the config "
+            "that rebuilds them); for your own CNN use create_model('package.module:Name', fold, "
+            "input_shape=(C, H, W), **builder_kwargs) instead of fold_model"
         )
     if len(class_names) != model.num_classes:
         raise CheckpointError(
@@ -89,7 +96,10 @@ def save_checkpoint(
     body = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
+        "model_source": "import" if ":" in config.name else "zoo",
         "model": config.to_dict(),
+        # where the user's module was found: loading elsewhere (predict, serve, Ray workers) looks there too
+        **({"import_root": import_root(config.name)} if is_import_path(config.name) else {}),
         "fold": model.fold,
         "num_classes": model.num_classes,
         "input_shape": list(model.input_shape),
@@ -171,8 +181,49 @@ def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], where: str
     model.load_state_dict(state)
 
 
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A user's trained weights: a ``.safetensors`` file, or a ``.pt``/``.pth`` state_dict read with
+    ``torch.load(weights_only=True)`` (never unpickled otherwise). A pickled whole module is refused
+    with a sentence saying how to save a state_dict; ``{"state_dict": {...}}`` wrappers are unwrapped."""
+    import pickle
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from foldcnn.errors import MissingInputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError(f"weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{path} is not a readable safetensors file ({e})") from None
+    if path.suffix not in (".pt", ".pth", ".bin"):
+        raise CheckpointError(f"weights file {path} must be .safetensors or a .pt/.pth state_dict")
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as e:
+        raise CheckpointError(
+            f"{path} is not a plain state_dict (torch.load(weights_only=True) refused it: "
+            f"{str(e).splitlines()[0][:120]}); a pickled whole model is never loaded: save its weights "
+            "with torch.save(model.state_dict(), 'weights.pt')") from None
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state_dict of tensors; save the "
+                              "weights with torch.save(model.state_dict(), 'weights.pt')")
+    return {str(k).removeprefix("module."): v for k, v in obj.items()}
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> Checkpoint:
-    """Rebuild the model from ``config.json`` and load ``model.safetensors``."""
+    """Rebuild the model from ``config.json`` and load ``model.safetensors``.
+
+    A model recorded by import path (format version 2) is re-imported and re-folded; a builder
+    that no longer imports, or weights that no longer fit, raise a one-sentence CheckpointError."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -181,10 +232,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> Check
     weights = path / WEIGHTS_FILE
     if not weights.exists():
         raise CheckpointError(f"checkpoint {path} has no {WEIGHTS_FILE}")
+    search_path(cfg.get("import_root"))
     try:
         model = model_from_config(ModelConfig.from_dict(cfg["model"]))
     except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path / CONFIG_FILE} does not describe a model foldcnn can build: {e}") from None
+        raise CheckpointError(f"{path / CONFIG_FILE} does not describe a model foldcnn can build: "
+                              f"{str(e).rstrip('.')}") from None
     try:
         state = load_file(str(weights), device=map_location)
     except (SafetensorError, OSError, ValueError) as e:

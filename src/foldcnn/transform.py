@@ -83,6 +83,7 @@ class FoldedGraphModule(fx.GraphModule, FoldedCNN):
     def __deepcopy__(self, memo):
         res = super().__deepcopy__(memo)  # GraphModule rebuilds from its code: re-attach the interface
         res._set_interface(self.fold, self.num_classes, self.input_shape)
+        res.config = self.config  # how to rebuild it (models by import path), frozen: shared
         return res
 
     def __reduce__(self):
@@ -97,6 +98,7 @@ def _unpickle(body: dict, import_block: str, class_name: str) -> FoldedGraphModu
     res = FoldedGraphModule(gm, gm.graph, class_name)
     _order_like(res, gm)
     res._set_interface(body["fold"], body["num_classes"], body["input_shape"])
+    res.config = body.get("config")
     return res
 
 

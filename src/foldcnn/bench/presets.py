@@ -83,14 +83,16 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
 ]}
 
 
-def preset_configs(preset: Preset | str, **overrides) -> tuple[Preset, list[BenchConfig]]:
-    """The preset (with ``overrides`` of its fields applied, None values ignored) and its configs."""
+def preset_configs(preset: Preset | str, *, model_kwargs: dict | None = None,
+                   **overrides) -> tuple[Preset, list[BenchConfig]]:
+    """The preset (with ``overrides`` of its fields applied, None values ignored) and its configs;
+    ``model_kwargs`` go to the builder of the preset's models (not the baselines)."""
     if isinstance(preset, str) and preset not in PRESETS:
         raise UnknownNameError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     p = PRESETS[preset] if isinstance(preset, str) else preset
     p = replace(p, **{k: v for k, v in overrides.items() if v is not None})
     configs = make_configs(p.models, p.folds, p.batch_sizes, p.backends, device=p.device,
-                           channel_multiples=p.channel_multiples)
+                           channel_multiples=p.channel_multiples, model_kwargs=model_kwargs)
     if p.baselines:
         configs += make_configs(p.baselines, (1,), p.baseline_batch_sizes or p.batch_sizes, p.backends,
                                 device=p.device)

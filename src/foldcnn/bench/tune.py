@@ -109,6 +109,7 @@ def tune(
     trials: int = 2,
     threads: int | None = None,
     progress: bool = False,
+    model_kwargs: dict | None = None,
     make_backend=None,
     timer=None,
     available=None,
@@ -116,15 +117,16 @@ def tune(
     """Time every candidate (fold x width rounding x batch size x backend/precision usable here)
     in interleaved trials and rank them by median images/s, best first.
 
-    ``model`` is a zoo name; with a ``checkpoint`` it defaults to the checkpoint's model, whose
-    builder options (classes, input size) the candidates share. ``seconds`` bounds the run: the
+    ``model`` is a zoo name or an import path ``package.module:Name`` (``model_kwargs`` go to its
+    builder); with a ``checkpoint`` it defaults to the checkpoint's model, whose builder options
+    (classes, input size) the candidates share. ``seconds`` bounds the run: the
     timed blocks are shortened (and batch sizes or torch.compile dropped, said in ``notes``)
     so that the estimate fits. Candidates are timed with random weights, all in one
     interleaving, so every engine is alive at once: memory grows with the largest batch size
     (an ONNX Runtime session held about 0.5-1 GB at 4096 images of 22 x 52 here).
     """
     notes: list[str] = []
-    kwargs: dict = {}
+    kwargs: dict = dict(model_kwargs or {})
     if checkpoint is not None:
         from foldcnn.checkpoints import read_config
 
@@ -133,7 +135,8 @@ def tune(
             raise UsageError(f"the checkpoint {checkpoint} holds {cfg['name']!r}, not {model!r}; "
                              f"leave the model name out or give {cfg['name']}")
         model = cfg["name"]
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in (cfg.get("kwargs") or {}).items()}
+        kwargs = {**{k: tuple(v) if isinstance(v, list) else v for k, v in (cfg.get("kwargs") or {}).items()},
+                  **kwargs}
     if model is None:
         raise UsageError("name the model to tune (or give a checkpoint)")
     if device == "cuda" and not torch.cuda.is_available():

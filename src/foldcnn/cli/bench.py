@@ -6,7 +6,7 @@ import argparse
 import functools
 import sys
 
-from foldcnn.cli.common import CLIError
+from foldcnn.cli.common import MODEL_KWARGS_HELP, CLIError, parse_model_kwargs
 
 
 # ---------------------------------------------------------------------------------- parsing
@@ -71,6 +71,7 @@ def _plan(args: argparse.Namespace):
         batch_sizes=_ints(args.batch_sizes, "--batch-sizes"), backends=backends, device=args.device,
         channel_multiples=cms, trials=args.trials, min_seconds=args.min_seconds,
         peak_sizes=_ints(args.peak_sizes, "--peak-sizes"), baselines=() if args.no_baselines else None,
+        model_kwargs=parse_model_kwargs(args.model_kwargs),
     )
 
 
@@ -198,7 +199,9 @@ def _add_bench(sub) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), default="default",
                    help="the sweep to run; the flags below override its fields")
     p.add_argument("--quick", action="store_true", help="same as --preset quick (a few seconds)")
-    p.add_argument("--models", help="comma-separated model names or families (game, noscope, cifar, baseline)")
+    p.add_argument("--models", help="comma-separated model names or families (game, noscope, cifar, baseline), "
+                   "or your own CNN as package.module:Name")
+    p.add_argument("--model-kwargs", help=MODEL_KWARGS_HELP)
     p.add_argument("--folds", help="comma-separated folds, e.g. 1,2,3,4")
     p.add_argument("--batch-sizes", help="comma-separated batch sizes in IMAGES (rounded up to a multiple of f)")
     p.add_argument("--backends", help="comma-separated backend/precision pairs (eager/fp32,ort/int8) or "
@@ -244,7 +247,8 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     res = tune(args.model, checkpoint=args.checkpoint, folds=_ints(args.folds, "--folds"),
                channel_multiples=cms, batch_sizes=_ints(args.batch_sizes, "--batch-sizes"),
                backends=list(backends) if backends else None, device=args.device, seconds=args.seconds,
-               trials=args.trials, threads=args.threads, progress=not args.quiet)
+               trials=args.trials, threads=args.threads, progress=not args.quiet,
+               model_kwargs=parse_model_kwargs(args.model_kwargs))
     for note in res.notes:
         print(f"note: {note}")
     if not res.ranking:
@@ -282,7 +286,8 @@ def _add_tune(sub) -> None:
         "time budget, ranks them by images/s and prints the winner as a ready-to-run command. With "
         "--checkpoint, each row shows what is known of its accuracy cost.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("model", nargs="?", help="zoo model name (default: the checkpoint's model)")
+    p.add_argument("model", nargs="?", help="zoo model name or package.module:Name (default: the checkpoint's model)")
+    p.add_argument("--model-kwargs", help=MODEL_KWARGS_HELP)
     p.add_argument("--checkpoint", help="checkpoint directory: its model, and accuracy notes from its "
                    "metrics and calibration images")
     p.add_argument("--seconds", type=float, default=60.0, help="time budget (approximate) for the whole run")

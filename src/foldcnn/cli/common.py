@@ -20,3 +20,36 @@ def parse_size(text: str | None, flag: str = "--input-size", example: str = "22x
     if a < 1 or b < 1:
         raise CLIError(f"{flag} must be positive, got {text!r}")
     return a, b
+
+
+MODEL_KWARGS_HELP = ("JSON keyword arguments of the model's builder, e.g. '{\"num_classes\": 10}'; for a model "
+                     "given as package.module:Name, \"input_shape\": [C, H, W] sets one image's shape where no "
+                     "data gives it")
+
+
+def parse_model_kwargs(text: str | None, flag: str = "--model-kwargs") -> dict:
+    """'{"num_classes": 10}' -> {"num_classes": 10}: a JSON object of keyword arguments."""
+    import json
+
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CLIError(f"{flag} must be a JSON object like '{{\"num_classes\": 10}}'; {e.msg} at character "
+                       f"{e.pos} of {text!r}") from None
+    if not isinstance(value, dict):
+        raise CLIError(f"{flag} must be a JSON object like '{{\"num_classes\": 10}}', got {text!r}")
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+
+
+def parse_fractions(text: str, flag: str, n: int = 3) -> tuple[float, ...]:
+    """'0.8,0.1,0.1' -> (0.8, 0.1, 0.1): ``n`` positive fractions (train, val, test) that sum to 1."""
+    try:
+        vals = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        vals = ()
+    if len(vals) != n or min(vals) <= 0 or abs(sum(vals) - 1) > 1e-6:
+        raise CLIError(f"{flag} must be {n} positive fractions (train,val,test) that sum to 1, like 0.8,0.1,0.1; "
+                       f"got {text!r}")
+    return vals

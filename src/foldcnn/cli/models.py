@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from foldcnn.cli.common import CLIError
+from foldcnn.cli.common import MODEL_KWARGS_HELP, CLIError, parse_model_kwargs
 from foldcnn.cli.options import add_json_flag, deprecated_alias, write_json_output
 
 
@@ -55,6 +55,7 @@ def _analyze_records(args: argparse.Namespace) -> tuple[list[dict], object]:
     names = args.models or list_models()
     for name in names:
         model_entry(name)  # an unknown name fails before any work
+    kwargs = parse_model_kwargs(args.model_kwargs)
     bpe = DTYPE_BYTES[args.precision]
     cm = args.channel_multiple if args.channel_multiple is not None else DEFAULT_CHANNEL_MULTIPLE
     device = measure_peak(args.precision) if args.device == "measured" else DEVICES.get(args.device)
@@ -62,10 +63,10 @@ def _analyze_records(args: argparse.Namespace) -> tuple[list[dict], object]:
         device.peak(args.precision)  # a precision the device lacks fails before any work
     records = []
     for name in names:
-        base = analyze(create_model(name, fold=1), args.batch, bpe)
+        base = analyze(create_model(name, fold=1, **kwargs), args.batch, bpe)
         base_pred = attainable(base, device, args.precision) if device is not None else None
         for f in args.fold:
-            r = analyze(create_model(name, fold=f, channel_multiple=cm), args.batch, bpe)
+            r = analyze(create_model(name, fold=f, channel_multiple=cm, **kwargs), args.batch, bpe)
             rec = {
                 "model": name, "fold": f, "widths": _hidden_widths(r),
                 "width_rounding": "orig" if f == 1 else ("paper" if cm == 1 else f"x{cm}"),
@@ -123,7 +124,9 @@ def _add_analyze(sub) -> None:
         help="FLOPs, bytes and arithmetic intensity per image (the paper's counting), "
         "with an optional roofline prediction of images/s",
     )
-    p.add_argument("models", nargs="*", metavar="MODEL", help="zoo model names (default: all)")
+    p.add_argument("models", nargs="*", metavar="MODEL",
+                   help="zoo model names or your own as package.module:Name (default: all of the zoo)")
+    p.add_argument("--model-kwargs", help=MODEL_KWARGS_HELP)
     p.add_argument("--all", action="store_true", help="every model of the zoo")
     p.add_argument("--fold", type=int, nargs="+", default=[1, 2, 3, 4], help="fold factors (default 1 2 3 4)")
     p.add_argument("--batch", type=int, default=1024, help="batch size in images (default 1024)")

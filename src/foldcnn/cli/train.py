@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from foldcnn.cli.common import CLIError, parse_size
+from foldcnn.cli.common import MODEL_KWARGS_HELP, CLIError, parse_fractions, parse_model_kwargs, parse_size
 
 
 # ------------------------------------------------------------------------------ train/eval
@@ -23,15 +23,12 @@ def _train_inputs(args: argparse.Namespace):
         raise CLIError("--distill needs --teacher CKPT (an unfolded checkpoint of the same task)")
     if args.video is None and args.labels is not None:
         raise CLIError("--labels go with --video (a folder from 'foldcnn data video' has its own labels.csv)")
-    try:
-        split = tuple(float(v) for v in args.video_split.split(",")) if args.video_split else (0.6, 0.2, 0.2)
-    except ValueError:
-        raise CLIError(f"--video-split must look like 0.6,0.2,0.2 (train,val,test); "
-                       f"got {args.video_split!r}") from None
+    split = parse_fractions(args.video_split, "--video-split") if args.video_split else (0.6, 0.2, 0.2)
     data = DataSpec(task=args.task, data_dir=args.data, video=args.video, labels=args.labels,
                     train_size=args.train_size, val_size=args.val_size, test_size=args.test_size,
                     seed=args.data_seed, input_size=parse_size(args.input_size), video_stride=args.video_stride,
-                    video_split=split, video_gap=args.video_gap, on_error=args.on_error)
+                    video_split=split, video_gap=args.video_gap, on_error=args.on_error,
+                    split=parse_fractions(args.split, "--split"))
     distill = args.distill or ("mse" if args.teacher else "none")
     given = {"epochs": args.epochs, "weight_decay": args.weight_decay}
     budget = {k: v for k, v in given.items() if v is not None}
@@ -63,7 +60,8 @@ def _train(args: argparse.Namespace) -> int:
                        progress=not args.quiet, command=args.command_line, teacher=args.teacher,
                        allow_folded_teacher=args.allow_folded_teacher, resume=args.resume,
                        overwrite=args.overwrite, state_every_steps=args.save_every_steps,
-                       regroupings=args.regroupings)
+                       regroupings=args.regroupings, model_kwargs=parse_model_kwargs(args.model_kwargs),
+                       weights=args.weights, log=lambda msg: print(f"note: {msg}", file=sys.stderr))
     if "summary" not in run:  # not rank 0 of a multi-process run
         return 0
     _print_skipped(run["data"], args.out)
@@ -140,15 +138,24 @@ def _add_train(sub) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--task", help="generate this synthetic game task in memory (see 'foldcnn data game')")
-    src.add_argument("--data", help="folder with train/, val/, test/ subfolders of class folders, or a folder "
-                     "written by 'foldcnn data video' (video.mp4 + labels.csv)")
+    src.add_argument("--data", help="folder with train/, val/, test/ subfolders of class folders, a folder of "
+                     "class folders only (DIR/<class>/*.png; split by --split), or a folder written by "
+                     "'foldcnn data video' (video.mp4 + labels.csv)")
     src.add_argument("--video", help="a video file; frames are split in time into train/val/test")
-    p.add_argument("--model", help="zoo model (default: the task's own model)")
+    p.add_argument("--model", help="zoo model, or your own CNN as package.module:Name (an nn.Module class or a "
+                   "function returning one, for one image; the current directory is importable) "
+                   "(default: the task's own model)")
+    p.add_argument("--model-kwargs", help=MODEL_KWARGS_HELP)
+    p.add_argument("--weights", help="start from the original's trained weights (fold 1): a .safetensors file or "
+                   "a .pt/.pth state_dict")
+    p.add_argument("--split", default="0.8,0.1,0.1", metavar="TR,VA,TE",
+                   help="train,val,test fractions of a --data folder of class folders only (seeded by --data-seed, "
+                   "stratified by class)")
     p.add_argument("--fold", type=int, default=1, help="images classified together (1 = original CNN)")
     p.add_argument("--channel-multiple", type=int, default=None,
                    help="round widened layers up to this multiple (1 = paper's widths; default 8)")
     p.add_argument("--input-size", help="resize folder images (or video frames; default 50x50) to HxW "
-                   "(default: their own size)")
+                   "(default: their own size; mixed sizes in a folder of class folders: the most common)")
     p.add_argument("--out", required=True, help="run directory (checkpoint/, metrics.jsonl, run.json, "
                    "train_state.pt)")
     p.add_argument("--train-size", type=int, default=6000, help="generated training images")

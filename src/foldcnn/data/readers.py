@@ -29,7 +29,8 @@ from foldcnn.progress import progress_bar
 __all__ = [
     "IMAGE_EXTENSIONS", "DataReadError", "ImageReadError", "VideoReadError", "LabelsMismatchError",
     "VideoTruncatedError", "SkippedFile", "ReadReport", "read_image", "list_images", "iter_images", "load_images",
-    "load_image_folder", "iter_video_frames", "read_labels_csv", "load_video", "resize_rgb", "to_rgb",
+    "load_image_folder", "image_size_counts", "iter_video_frames", "read_labels_csv", "load_video", "resize_rgb",
+    "to_rgb",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
@@ -291,6 +292,24 @@ def _class_files(root: Path, exts: tuple[str, ...], report: ReadReport,
         report.ignored += [str(p) for p in listed if not _is_image(p, exts)]
         files[c] = [p for p in listed if _is_image(p, exts)]
     return files
+
+
+def image_size_counts(root: str | Path, *, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> dict[tuple[int, int], int]:
+    """How many images of ``root/CLASS/**`` have each size (H, W), most common first; reads file
+    headers only (unreadable files are left to the reader that decodes them)."""
+    exts = tuple(e.lower() for e in extensions)
+    counts: dict[tuple[int, int], int] = {}
+    for d in sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for p in _walk(d, True):
+            if not _is_image(p, exts):
+                continue
+            try:
+                with Image.open(p) as im:
+                    size = (im.height, im.width)
+            except Exception:  # noqa: BLE001  decoded (and reported) later
+                continue
+            counts[size] = counts.get(size, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def load_image_folder(root: str | Path, input_size: tuple[int, int] | None = None, *,

@@ -16,7 +16,8 @@ import torch
 from foldcnn.data.base import ArrayDataset
 from foldcnn.errors import UsageError
 
-__all__ = ["SPLIT_SEED_OFFSETS", "split_seed", "temporal_split", "random_split", "split_dataset"]
+__all__ = ["SPLIT_SEED_OFFSETS", "split_seed", "temporal_split", "random_split", "stratified_split",
+           "split_dataset"]
 
 SPLIT_NAMES = ("train", "val", "test")
 # Seeds of the three splits of a generated data set, offset from its seed. `foldcnn train --task T
@@ -88,6 +89,34 @@ def random_split(n: int, fractions: Sequence[float] = (0.8, 0.2), *, seed: int,
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
     parts = torch.split(perm, sizes)
     return {name: part.sort().values for name, part in zip(names, parts)}
+
+
+def stratified_split(labels: torch.Tensor, fractions: Sequence[float] = (0.8, 0.1, 0.1), *, seed: int,
+                     names: Sequence[str] = SPLIT_NAMES) -> dict[str, torch.Tensor]:
+    """A seeded random partition of ``range(len(labels))`` that splits every class by ``fractions``.
+
+    Each class's images are shuffled (one generator seeded by ``seed``, classes in label order)
+    and spread evenly over [0, 1) (the i-th of n at i / n); all images sorted by that position
+    (ties in label order) are cut by the fractions, as :func:`random_split` cuts. So the split
+    sizes are exact overall, each class lands in every split in proportion (within about one
+    image), and every class has a training image when there are at least as many as classes.
+    Returns sorted int64 index tensors that together hold every index exactly once; every split
+    must get at least one image.
+    """
+    labels = torch.as_tensor(labels, dtype=torch.int64)
+    fr, names = _check(len(labels), fractions, names)
+    g = torch.Generator().manual_seed(int(seed))
+    position = torch.zeros(len(labels), dtype=torch.float64)
+    for c in torch.unique(labels).tolist():
+        idx = torch.nonzero(labels == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        position[idx] = torch.arange(len(idx), dtype=torch.float64) / len(idx)
+    order = torch.sort(position, stable=True).indices
+    sizes = _sizes(len(labels), fr)
+    if min(sizes) < 1:
+        raise UsageError(f"{len(labels)} images are too few for split fractions {list(fractions)}: "
+                         f"{', '.join(n for n, k in zip(names, sizes) if k < 1)} would be empty")
+    return {name: part.sort().values for name, part in zip(names, torch.split(order, sizes))}
 
 
 def split_dataset(dataset: ArrayDataset, split: dict[str, range | torch.Tensor]) -> dict[str, ArrayDataset]:

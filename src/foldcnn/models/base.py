@@ -52,7 +52,9 @@ def scaled_width(width: int, width_mult: float, channel_multiple: int) -> int:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything needed to rebuild a zoo model: saved inside every checkpoint."""
+    """Everything needed to rebuild a model: saved inside every checkpoint. ``name`` is a zoo
+    name or an import path ``package.module:Name`` (then ``kwargs`` are the builder's keyword
+    arguments plus ``input_shape``)."""
 
     name: str
     fold: int = 1
@@ -74,6 +76,8 @@ class ModelConfig:
         kwargs = dict(d.get("kwargs") or {})
         if "input_size" in kwargs and kwargs["input_size"] is not None:
             kwargs["input_size"] = tuple(kwargs["input_size"])
+        if kwargs.get("input_shape") is not None:  # models by import path (foldcnn.models.imported)
+            kwargs["input_shape"] = tuple(kwargs["input_shape"])
         return cls(
             name=d["name"],
             fold=int(d.get("fold", 1)),

@@ -11,6 +11,7 @@ from torch import nn
 from foldcnn.errors import UnknownNameError, UsageError, UsageTypeError
 from foldcnn.fold import check_fold
 from foldcnn.models.base import FoldedCNN, ModelConfig
+from foldcnn.models.imported import is_import_path
 
 
 @dataclass(frozen=True)
@@ -40,12 +41,23 @@ def register_model(
     return wrap
 
 
+def _imported_entry(name: str) -> ModelEntry:
+    from foldcnn.models.imported import create_imported_model, import_builder
+
+    builder = import_builder(name)  # a path that does not import fails here, before any work
+    doc = (getattr(builder, "__doc__", None) or "").strip().splitlines()
+    return ModelEntry(name, create_imported_model, "imported", doc[0] if doc else name, 0, (0, 0, 0))
+
+
 def _lookup(name: str) -> ModelEntry:
+    if is_import_path(name):
+        return _imported_entry(name)
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, _REGISTRY, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise UnknownNameError(
-            f"unknown model {name!r}.{hint} Known models: {', '.join(sorted(_REGISTRY))}"
+            f"unknown model {name!r}.{hint} Known models: {', '.join(sorted(_REGISTRY))}, "
+            "or your own as package.module:Name"
         )
     return _REGISTRY[name]
 
@@ -56,6 +68,8 @@ def list_models(family: str | None = None) -> list[str]:
 
 
 def model_entry(name: str) -> ModelEntry:
+    """The registry entry of a zoo name; for ``package.module:Name`` an entry whose
+    ``num_classes`` and ``input_shape`` are 0 (they depend on the builder's keyword arguments)."""
     return _lookup(name)
 
 
@@ -66,14 +80,17 @@ def create_model(
     channel_multiple: int | None = None,
     **kwargs,
 ) -> FoldedCNN:
-    """Build a zoo model by name.
+    """Build a zoo model by name, or a user's CNN by import path ``package.module:Name``.
 
     ``fold`` images are classified together; hidden widths scale by ``width_mult`` (default
     sqrt(fold)), rounded up to a multiple of ``channel_multiple`` (1 = the paper's exact widths).
-    Extra keyword arguments go to the builder (game CNNs: ``num_classes``, ``input_size``).
+    Extra keyword arguments go to the builder (game CNNs: ``num_classes``, ``input_size``; an
+    import path: the user's keywords plus ``input_shape=(C, H, W)``, see foldcnn.models.imported).
     """
     entry = _lookup(name)
     fold = check_fold(fold)
+    if entry.family == "imported":
+        return entry.builder(name, fold, width_mult, channel_multiple, **kwargs)
     try:
         model = entry.builder(fold=fold, width_mult=width_mult, channel_multiple=channel_multiple, **kwargs)
     except TypeError as e:

@@ -12,13 +12,23 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
-from foldcnn.checkpoints import CALIBRATION_IMAGES, atomic_write, read_config, save_checkpoint
+from foldcnn.checkpoints import (
+    CALIBRATION_IMAGES,
+    atomic_write,
+    load_state_into,
+    read_config,
+    read_state_dict,
+    save_checkpoint,
+)
 from foldcnn.errors import OutputExistsError, UsageError
 from foldcnn.models import create_model, model_entry
+from foldcnn.models.imported import accepts_keyword, is_import_path
+from foldcnn.train.aids import aid_notes, aid_report, zero_init_head_
 from foldcnn.train.config import DEFAULT_STATE_EVERY_STEPS, TrainConfig
 from foldcnn.train.devices import resolve_device
 from foldcnn.train.distill import check_teacher_fold, load_teacher, teacher_logits, teacher_sha256
@@ -29,7 +39,7 @@ from foldcnn.train.resume import TRAIN_STATE_FILE, dataset_sha256, load_train_st
 from foldcnn.train.sources import SPLIT_SEED_OFFSETS, DataSpec, Splits, check_data_spec, load_splits
 
 __all__ = ["DataSpec", "Splits", "SPLIT_SEED_OFFSETS", "load_splits", "build_model_for", "run_training",
-           "TEACHER_CACHE", "check_out_dir"]
+           "TEACHER_CACHE", "check_out_dir", "zero_init_head_"]
 
 # Teacher logits (N_train, K) of a run, reused while teacher weights and training data are the same.
 TEACHER_CACHE = "teacher_logits.safetensors"
@@ -60,21 +70,25 @@ def check_out_dir(out_dir: str | Path, *, resume: bool = False, overwrite: bool 
     return out
 
 
-def build_model_for(model_name: str, splits: Splits, fold: int, channel_multiple: int | None):
-    """A zoo model sized for the data (every builder takes num_classes and input_size)."""
+def build_model_for(model_name: str, splits: Splits, fold: int, channel_multiple: int | None,
+                    model_kwargs: dict | None = None):
+    """A model sized for the data: a zoo builder gets num_classes and input_size; a model by import
+    path gets the images' input_shape, and num_classes when its builder takes it and none was given."""
     _, h, w = splits.train.input_shape
-    kw = {"num_classes": splits.train.num_classes, "input_size": (h, w)}
+    k = splits.train.num_classes
     if fold > len(splits.train):
         raise UsageError(f"fold={fold} is larger than the {len(splits.train)} training images; "
                          "use a smaller --fold or more training data")
-    return create_model(model_name, fold=fold, channel_multiple=channel_multiple, **kw)
-
-
-def zero_init_head_(model: torch.nn.Module) -> torch.nn.Module:
-    """Zero the weights of the model's last linear layer (its classifier), in place."""
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    if linears:
-        torch.nn.init.zeros_(linears[-1].weight)
+    if not is_import_path(model_name):
+        kw = {"num_classes": k, "input_size": (h, w), **(model_kwargs or {})}
+        return create_model(model_name, fold=fold, channel_multiple=channel_multiple, **kw)
+    kw = {**(model_kwargs or {}), "input_shape": splits.train.input_shape}
+    if "num_classes" not in kw and accepts_keyword(model_name, "num_classes"):
+        kw["num_classes"] = k
+    model = create_model(model_name, fold=fold, channel_multiple=channel_multiple, **kw)
+    if model.num_classes != k:
+        raise UsageError(f"model {model_name} emits {model.num_classes} logits per image but the data has {k} "
+                         f"classes; build it for {k} (e.g. --model-kwargs '{{\"num_classes\": {k}}}')")
     return model
 
 
@@ -139,8 +153,18 @@ def run_training(
     overwrite: bool = False,
     state_every_steps: int = DEFAULT_STATE_EVERY_STEPS,
     regroupings: int = 10,
+    model_kwargs: dict | None = None,
+    weights: str | Path | None = None,
+    evaluate_only: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> dict:
     """Train, evaluate on the test split, save ``out_dir/checkpoint`` and ``out_dir/run.json``.
+
+    ``model_name`` is a zoo name or an import path ``package.module:Name`` (``model_kwargs`` go to
+    its builder). ``weights`` (a safetensors file or a .pt/.pth state_dict of the unfolded model,
+    fold=1 only) start the model from trained weights; ``evaluate_only`` then skips training.
+    ``log`` gets one sentence per note worth telling the user (resized images, training aids
+    left out for some layers); the library never prints.
 
     ``teacher`` (a fold=1 checkpoint of the same task) with ``cfg.distill`` mixes distillation
     into the loss; ``resume=True`` continues ``out_dir/train_state.pt``; a non-empty ``out_dir``
@@ -153,23 +177,43 @@ def run_training(
     """
     dist = dist_info()
     out = Path(out_dir)
+    say = log if (log is not None and dist.is_main) else (lambda _msg: None)
     model_entry(model_name)  # an unknown model fails before any data is generated or read
     _check_teacher_args(cfg, teacher, allow_folded_teacher)
+    if weights is not None and fold != 1:
+        raise UsageError(f"weights {weights} are the original's (fold=1); a folded model starts from fresh "
+                         "weights and learns from the original as its teacher (foldcnn fold does both)")
+    if evaluate_only and weights is None:
+        raise UsageError("evaluate_only needs the trained weights (weights=FILE, --weights)")
+    state = read_state_dict(weights) if weights is not None else None  # unreadable: fail before the data
     check_data_spec(data)
     if dist.is_main:
         check_out_dir(out, resume=resume, overwrite=overwrite)
     if resume:
         load_train_state(out / TRAIN_STATE_FILE)  # missing or damaged: fail before the data
     splits = load_splits(data, progress=progress and dist.is_main)
+    for note in splits.meta.get("notes") or []:
+        say(note)
     torch.manual_seed(cfg.seed)  # --seed seeds the initialization
-    model = build_model_for(model_name, splits, fold, channel_multiple)
-    if cfg.zero_init_head and not resume:
+    model = build_model_for(model_name, splits, fold, channel_multiple, model_kwargs)
+    if state is not None:
+        load_state_into(model, state, str(weights))
+    aids = aid_report(model, train_batchnorm=cfg.train_batchnorm, zero_init_head=cfg.zero_init_head and state is None,
+                      tie_slots=cfg.tie_slots)
+    if not evaluate_only:
+        for note in aid_notes(aids):
+            say(note)
+    if cfg.zero_init_head and not resume and state is None:
         zero_init_head_(model)
     t_logits, distill_info = _teacher_logits(teacher, splits, cfg, out, allow_folded_teacher, dist.is_main)
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
-    result = train_model(model, splits.train, splits.val, cfg, out_dir=out, progress=progress and dist.is_main,
-                         teacher_logits=t_logits, resume=resume, state_every_steps=state_every_steps)
+    if evaluate_only:
+        result = None
+    else:
+        result = train_model(model, splits.train, splits.val, cfg, out_dir=out,
+                             progress=progress and dist.is_main, teacher_logits=t_logits, resume=resume,
+                             state_every_steps=state_every_steps)
     if not dist.is_main:
         return {"rank": dist.rank}
     t0 = time.perf_counter()
@@ -181,19 +225,22 @@ def run_training(
         "fold": fold,
         "test_top1": test["top1"],
         "test_top5": test["top5"],
-        "best_val_top1": result.best_val_top1,
-        "best_epoch": result.best_epoch,
-        "epochs_run": len(result.history),
-        "train_seconds": result.train_seconds,
+        "best_val_top1": result.best_val_top1 if result else None,
+        "best_epoch": result.best_epoch if result else 0,
+        "epochs_run": len(result.history) if result else 0,
+        "train_seconds": result.train_seconds if result else 0.0,
         "test_seconds": round(time.perf_counter() - t0, 2),
     }
     if regrouping is not None:
         summary["test_flip_rate"] = regrouping["flip_rate"]
         summary["test_top1_spread"] = regrouping["top1_spread"]
-    f = result.features
+    f = result.features if result else {"resumed_from": None, "world_size": 1, "early_stopped": False,
+                                         "weight_average": None, "curriculum": None}
     features = {
-        "fold": fold, "channel_multiple": channel_multiple, "precision": f["precision"], "device": f["device"],
-        "channels_last": f["channels_last"],
+        "fold": fold, "channel_multiple": channel_multiple, "precision": f.get("precision"),
+        "device": f.get("device"), "channels_last": f.get("channels_last"),
+        "weights": {"path": str(weights), "evaluate_only": evaluate_only} if weights is not None else None,
+        "training_aids": None if evaluate_only else aids,
         "curriculum": {"end_fraction": cfg.curriculum_end, "active_classes": f["curriculum"]} if cfg.curriculum
         else None,
         "distillation": distill_info,

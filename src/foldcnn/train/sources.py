@@ -25,8 +25,9 @@ NOSCOPE_FRAME = (50, 50)  # NoScope resized frames to 50x50 (DESIGN section 6)
 
 @dataclass(frozen=True)
 class DataSpec:
-    """A generated game task (``task``), a folder of train/val/test class folders or a folder
-    written by ``foldcnn data video`` (``data_dir``), or a video with per-frame labels (``video``)."""
+    """A generated game task (``task``), a folder (``data_dir``) of train/val/test class folders,
+    of class folders only (split seeded and stratified by ``split``) or written by ``foldcnn data
+    video``, or a video with per-frame labels (``video``)."""
 
     task: str | None = None
     data_dir: str | None = None
@@ -41,6 +42,7 @@ class DataSpec:
     video_split: tuple[float, ...] = (0.6, 0.2, 0.2)  # train/val/test fractions, in time order
     video_gap: int = 0  # frames left out between two splits
     on_error: str = "skip"  # image folders: skip unreadable images (listed in meta) or "raise" on the first
+    split: tuple[float, ...] = (0.8, 0.1, 0.1)  # train/val/test fractions of a folder of class folders only
 
     def __post_init__(self):
         if sum(x is not None for x in (self.task, self.data_dir, self.video)) != 1:
@@ -57,6 +59,9 @@ class DataSpec:
             raise UsageError(f"on_error (--on-error) must be 'skip' or 'raise', got {self.on_error!r}")
         if len(self.video_split) != 3:
             raise UsageError(f"video_split needs 3 fractions (train, val, test), got {self.video_split}")
+        if len(self.split) != 3 or min(self.split) <= 0 or abs(sum(self.split) - 1) > 1e-6:
+            raise UsageError(f"split needs 3 positive fractions (train, val, test) that sum to 1, e.g. "
+                             f"0.8,0.1,0.1; got {','.join(f'{x:g}' for x in self.split)}")
 
 
 @dataclass
@@ -113,9 +118,30 @@ def check_data_spec(spec: DataSpec) -> None:
         raise UsageError("training on a video needs PyAV: pip install 'foldcnn[video]'") from None
 
 
+def _is_split_folder(root: Path) -> bool:
+    return any((root / n).is_dir() for n in SPLITS)
+
+
+def _check_class_folders(root: Path) -> None:
+    from foldcnn.data.readers import IMAGE_EXTENSIONS
+
+    classes = _class_dirs(root)
+    if len(classes) < 2:
+        found = f"only the class folder {classes[0]!r}" if classes else "no class folders"
+        raise UsageError(f"{root} has {found}; a classifier needs at least 2 classes, one folder of images "
+                         f"each ({root}/<class>/*.png), or train/, val/ and test/ subfolders of them")
+    exts = tuple(IMAGE_EXTENSIONS)
+    if not any(p.suffix.lower() in exts for c in classes for p in (root / c).rglob("*")):
+        raise UsageError(f"the class folders of {root} ({', '.join(classes[:6])}) hold no images "
+                         f"(extensions {', '.join(exts)})")
+
+
 def _check_folder(root: Path) -> None:
     if not root.is_dir():
         raise MissingInputError(f"data folder {root} does not exist")
+    if not _is_split_folder(root):
+        _check_class_folders(root)
+        return
     if not all((root / n).is_dir() for n in SPLITS):
         raise UsageError(f"{root} must hold train/, val/ and test/ subfolders, each with one folder per class "
                          "(as written by 'foldcnn data game'), or video.mp4 + labels.csv (as written by "
@@ -145,11 +171,43 @@ def load_splits(spec: DataSpec, *, progress: bool = False) -> Splits:
     return _video_splits(spec, progress)
 
 
+def _class_folder_splits(spec: DataSpec, root: Path, progress: bool) -> Splits:
+    """One folder of class folders, split seeded and stratified; mixed sizes resized to the most common."""
+    from foldcnn.data.readers import image_size_counts, load_image_folder
+    from foldcnn.data.splits import split_dataset, stratified_split
+
+    notes, size = [], spec.input_size
+    counts = image_size_counts(root) if size is None else {}
+    if len(counts) > 1:
+        size = next(iter(counts))
+        notes.append(f"images under {root} come in {len(counts)} sizes; all are resized to the most common, "
+                     f"{size[0]}x{size[1]} (HxW, {counts[size]} of {sum(counts.values())} images); "
+                     "--input-size HxW picks another")
+    ds = load_image_folder(root, input_size=size, on_error=spec.on_error, progress=progress)
+    index = stratified_split(ds.labels, spec.split, seed=spec.seed)
+    parts = split_dataset(ds, index)
+    files = ds.meta.get("files") or []
+    split = {"fractions": list(spec.split), "seed": spec.seed, "stratified": True,
+             "sizes": {n: len(p) for n, p in parts.items()},
+             "files_sha256": {n: hashlib.sha256("\n".join(files[i] for i in idx.tolist()).encode()).hexdigest()
+                             for n, idx in index.items()}}
+    for p in parts.values():
+        p.meta = {k: v for k, v in p.meta.items() if k != "files"}
+    meta = {"source": "class_folders", "path": str(root), "split": split, "input_size": list(ds.input_shape[1:]),
+            "sizes_found": {f"{h}x{w}": n for (h, w), n in counts.items()}, "read_report": ds.meta.get("read_report"),
+            "notes": notes}
+    skipped = list((ds.meta.get("read_report") or {}).get("skipped") or [])
+    meta.update({"n_skipped_images": len(skipped), "skipped_images": skipped})
+    return Splits(parts["train"], parts["val"], parts["test"], meta)
+
+
 def _folder_splits(spec: DataSpec, progress: bool) -> Splits:
     from foldcnn.data.readers import DataReadError, load_image_folder
 
     root = Path(spec.data_dir)
     _check_folder(root)
+    if not _is_split_folder(root):
+        return _class_folder_splits(spec, root, progress)
     try:
         parts = {"train": load_image_folder(root / "train", input_size=spec.input_size, on_error=spec.on_error,
                                             progress=progress)}

@@ -30,7 +30,8 @@ from torch.nn.utils import parametrize
 
 from foldcnn.errors import UsageError
 
-__all__ = ["tie_fold_slots_", "untie_fold_slots_", "has_tied_fold_slots", "slot_split", "plain_state_dict"]
+__all__ = ["tie_fold_slots_", "untie_fold_slots_", "has_tied_fold_slots", "slot_split", "plain_state_dict",
+           "untiable_layers"]
 
 
 def slot_split(width: int, fold: int, unit: int = 1) -> tuple[int, int]:
@@ -97,19 +98,62 @@ def has_tied_fold_slots(model: nn.Module) -> bool:
     return any(parametrize.is_parametrized(m) for m in _layers(model))
 
 
+def _concat_fed(model: nn.Module) -> set[str]:
+    """Layers of a traced (torch.fx) model whose input passes through a concatenation: the parts'
+    slot groups lie side by side, not in the f groups the tying assumes."""
+    graph = getattr(model, "graph", None)
+    if graph is None:
+        return set()
+    cat = {torch.cat, torch.concat, torch.concatenate}
+    tainted, out = set(), set()
+    for n in graph.nodes:
+        fed = any(a in tainted for a in n.all_input_nodes)
+        if n.op == "call_function" and n.target in cat:
+            tainted.add(n)
+        elif n.op == "call_module":
+            if fed:
+                out.add(n.target)
+            if fed and not any(True for _ in model.get_submodule(n.target).parameters()):
+                tainted.add(n)  # activations and pooling pass the layout on; a weighted layer remixes it
+        elif fed:
+            tainted.add(n)
+    return out
+
+
+def untiable_layers(model: nn.Module) -> dict[str, str]:
+    """Layers fold-slot tying leaves free, with the reason: grouped or depthwise convolutions (their
+    channel groups would cut across slots) and, in traced models, layers fed by a concatenation."""
+    out = {}
+    concat = _concat_fed(model)
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d) and m.groups != 1:
+            out[name] = f"grouped convolution (groups={m.groups}): fold-slot tying needs groups=1"
+        elif any(name == t or name.startswith(t + ".") for t in concat) and isinstance(m, tuple(_TIED_TYPES)):
+            out[name] = "its input is a concatenation, whose channels are not in fold-slot groups"
+    return out
+
+
+_TIED_TYPES = (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm)
+
+
 def tie_fold_slots_(model: nn.Module, fold: int) -> nn.Module:
     """Parametrize every conv, linear and BatchNorm of a folded ``model`` as fold-slot symmetric.
 
     In place; returns ``model``. The current weights' first slot group seeds the blocks, so a
     freshly initialized model keeps its initialization's scale. ``fold=1`` changes nothing.
-    Grouped or depthwise convolutions are refused (their channel groups would cut across slots).
+    The layers :func:`untiable_layers` names (grouped or depthwise convolutions, layers fed by a
+    concatenation) train untied; the others stay tied.
     """
     if fold <= 1:
         return model
     if has_tied_fold_slots(model):
         raise UsageError("the model's fold slots are already tied")
+    skip = {id(model.get_submodule(n)) for n in untiable_layers(model)}
     previous_width = None
     for m in _layers(model):
+        if id(m) in skip:
+            previous_width = _out_features(m) or previous_width
+            continue
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             if m.affine:
                 split = slot_split(m.num_features, fold)
@@ -117,8 +161,6 @@ def tie_fold_slots_(model: nn.Module, fold: int) -> nn.Module:
                 parametrize.register_parametrization(m, "bias", _TiedVector(fold, split))
             continue
         if isinstance(m, nn.Conv2d):
-            if m.groups != 1:
-                raise UsageError("fold-slot tying supports ordinary convolutions only (groups=1)")
             n_in, n_out, unit = m.in_channels, m.out_channels, 1
         else:
             n_in, n_out = m.in_features, m.out_features
@@ -133,6 +175,10 @@ def tie_fold_slots_(model: nn.Module, fold: int) -> nn.Module:
             parametrize.register_parametrization(m, "bias", _TiedVector(fold, out_split))
         previous_width = n_out
     return model
+
+
+def _out_features(m: nn.Module) -> int | None:
+    return m.out_channels if isinstance(m, nn.Conv2d) else m.out_features if isinstance(m, nn.Linear) else None
 
 
 def untie_fold_slots_(model: nn.Module) -> nn.Module:

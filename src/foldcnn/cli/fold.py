@@ -1,0 +1,121 @@
+"""`foldcnn fold`: your own CNN and images to a faster, verified, deployable folded model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from foldcnn.cli.common import MODEL_KWARGS_HELP, CLIError, parse_fractions, parse_model_kwargs, parse_size
+
+
+def _folds(args: argparse.Namespace) -> tuple[int, ...]:
+    text = args.folds if args.folds is not None else str(args.fold)
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise CLIError(f"--folds takes comma-separated integers >= 2, like 2,3,4; got {text!r}") from None
+
+
+def _backends(text: str | None) -> tuple[tuple[str, str], ...] | None:
+    if text is None:
+        return None
+    pairs = [t.strip().split("/") for t in text.split(",") if t.strip()]
+    if not pairs or any(len(p) != 2 or not all(p) for p in pairs):
+        raise CLIError(f"--backends takes backend/precision pairs like ort/fp32,ort/int8; got {text!r}")
+    return tuple((a, b) for a, b in pairs)
+
+
+def _cmd_fold(args: argparse.Namespace) -> int:
+    from foldcnn.train.fold_pipeline import REPORT_JSON, REPORT_MD, FoldOptions, run_fold
+    from foldcnn.train.sources import DataSpec
+
+    data = DataSpec(data_dir=args.data, input_size=parse_size(args.input_size), seed=args.data_seed,
+                    split=parse_fractions(args.split, "--split"))
+    try:
+        batch_sizes = tuple(int(v) for v in args.bench_batch_sizes.split(","))
+    except ValueError:
+        raise CLIError(f"--bench-batch-sizes takes integers like 256,1024; got {args.bench_batch_sizes!r}") from None
+    opts = FoldOptions(model=args.model, data=data, folds=_folds(args), model_kwargs=parse_model_kwargs(args.model_kwargs),
+                       weights=args.weights, max_accuracy_drop=args.max_accuracy_drop,
+                       channel_multiple=args.channel_multiple, epochs=args.epochs, original_epochs=args.original_epochs,
+                       batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads,
+                       precision=args.train_precision, distill=args.distill, bench_batch_sizes=batch_sizes,
+                       bench_backends=_backends(args.backends), bench_trials=args.trials,
+                       bench_min_seconds=args.min_seconds)
+    quiet = args.quiet
+    report = run_fold(opts, args.out, resume=args.resume, progress=not quiet, command=["foldcnn", *sys.argv[1:]],
+                      log=None if quiet else (lambda msg: print(f"foldcnn fold: {msg}", file=sys.stderr)),
+                      train_only=args.train_only)
+    if args.train_only:
+        for f, run in report["stages"].items():
+            print(f"fold {f}: test top-1 {run['summary']['test_top1']:.2%}")
+        print("trained; measure and choose later with the same command and --resume (without --train-only)")
+        return 0
+    o, c = report["original"], report["chosen"]
+    print(f"original: test top-1 {o['top1']:.2%}, {o['images_per_s']:,.0f} images/s ({o['engine']}, batch {o['batch_size']})")
+    for f in report["folded"]:
+        print(f"fold {f['fold']}: test top-1 {f['top1']:.2%} ({f['top1_drop_points']:+.2f} points drop), "
+              f"{f['images_per_s']:,.0f} images/s ({f['engine']}, batch {f['batch_size']}), {f['gain']:.2f}x")
+    print(f"chosen: fold {c['fold']}: {c['reason']}")
+    print(f"wrote {args.out}/{REPORT_MD}, {args.out}/{REPORT_JSON}, {c['onnx']}"
+          + (f", {c['onnx_int8']}" if c.get("onnx_int8") else ""))
+    return 0
+
+
+def _add_fold(sub) -> None:
+    from foldcnn.train.config import PRECISIONS, TrainConfig
+
+    d = TrainConfig()
+    p = sub.add_parser(
+        "fold", help="your CNN + your images -> a faster folded model, verified and exported (one command)",
+        description="Evaluates (or trains, then evaluates) the original on the test split, trains each folded "
+        "model with the project's recipe (train-time BatchNorm, zero-init head, fold-slot tying, distillation "
+        "from the original), measures original and folded throughput in one interleaved run, picks the "
+        "fastest folded model within --max-accuracy-drop points, exports it to ONNX and writes "
+        "OUT/report.md and OUT/report.json. Resumable with --resume.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("model", help="your CNN as package.module:Name (an nn.Module class or a function returning one, "
+                   "for one image; the current directory is importable) or a zoo model name")
+    p.add_argument("--data", required=True, help="folder of class folders (DIR/<class>/*.png; split by --split), or "
+                   "of train/, val/ and test/ subfolders of class folders")
+    p.add_argument("--out", required=True, help="run directory (original/, fold<f>/, model.onnx, report.md, report.json)")
+    p.add_argument("--model-kwargs", help=MODEL_KWARGS_HELP)
+    p.add_argument("--weights", help="the original's trained weights (.safetensors or a .pt/.pth state_dict); "
+                   "without them the original is trained first")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--fold", type=int, default=4, help="the fold to try")
+    group.add_argument("--folds", help="several folds to try, e.g. 2,3,4")
+    p.add_argument("--max-accuracy-drop", type=float, default=1.0,
+                   help="points of test top-1 a folded model may lose against the original to be chosen")
+    p.add_argument("--split", default="0.8,0.1,0.1", metavar="TR,VA,TE",
+                   help="train,val,test fractions of a folder of class folders (seeded, stratified)")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the split")
+    p.add_argument("--input-size", help="resize images to HxW (default: their size; mixed sizes: the most common)")
+    p.add_argument("--channel-multiple", type=int, default=None,
+                   help="round widened layers up to this multiple (1 = paper's widths; default 8)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs of each folded model (default: by fold, 100 at f=2/3, 200 at f=4 and above)")
+    p.add_argument("--original-epochs", type=int, default=None, help="epochs of the original when it is trained "
+                   "(default 60)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="training images per step")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of initialization, fold groups and timing inputs")
+    p.add_argument("--threads", type=int, default=0, help="torch/engine threads (0 = all cores)")
+    p.add_argument("--train-precision", choices=PRECISIONS, default=d.precision, help="training forward precision")
+    p.add_argument("--distill", choices=("mse", "kl", "none"), default="kl",
+                   help="distillation of the folded models from the original (KL with temperature 4, as in "
+                   "docs/accuracy.md)")
+    p.add_argument("--backends", help="engines to time, as backend/precision pairs (default: every CPU engine here "
+                   "except torch.compile)")
+    p.add_argument("--bench-batch-sizes", default="256,1024", help="batch sizes (images) to time; each model keeps "
+                   "its best")
+    p.add_argument("--trials", type=int, default=3, help="interleaved timing trials")
+    p.add_argument("--min-seconds", type=float, default=0.3, help="length of each timed block")
+    p.add_argument("--resume", action="store_true", help="continue a run in --out (finished stages are reused)")
+    p.add_argument("--train-only", action="store_true", help="stop after training and evaluating (steps a-c); a later "
+                   "--resume run measures throughput, chooses and exports (e.g. on a quiet machine)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or notes")
+    p.set_defaults(func=_cmd_fold)
+
+
+COMMANDS = [_add_fold]

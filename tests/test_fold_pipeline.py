@@ -1,0 +1,95 @@
+"""`foldcnn fold`: the worked example end to end on tiny data (the CI run of examples/), resume,
+and every bad input of issue 18 as one sentence, exit 2 and no checkpoint that looks complete."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from foldcnn.checkpoints import load_checkpoint
+from foldcnn.train.fold_pipeline import FoldOptions
+from foldcnn.train.sources import DataSpec
+from tiny_data import USER_CNNS, write_folder, write_user_module
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--epochs", "1", "--original-epochs", "1", "--backends", "eager/fp32", "--bench-batch-sizes", "8",
+        "--trials", "1", "--min-seconds", "0.01", "--threads", "1", "--batch-size", "8"]
+
+
+def _data(tmp_path, classes="abc", n=8, size=(12, 12)):
+    return write_folder(tmp_path / "d", {".": {c: [size] * n for c in classes}})
+
+
+def test_example_cnn_end_to_end_then_resume(tmp_path, monkeypatch, capsys):
+    """README "Fold your own CNN" on a generated image folder, with a tiny budget."""
+    from foldcnn.cli import main
+
+    monkeypatch.chdir(REPO)  # examples/ is importable from the repository root, as in the README
+    data, out = _data(tmp_path), tmp_path / "out"
+    args = ["fold", "examples.my_cnn:MyCNN", "--data", str(data), "--out", str(out), "--folds", "2", *TINY]
+    assert main(args) == 0
+    report = json.loads((out / "report.json").read_text())
+    o, (f2,), c = report["original"], report["folded"], report["chosen"]
+    assert {"checkpoint", "top1", "images_per_s", "engine"} <= set(o) and 0 <= o["top1"] <= 1
+    assert f2["fold"] == 2 and 0 <= f2["top1"] <= 1 and f2["images_per_s"] > 0 and report["max_accuracy_drop"] == 1.0
+    assert c["fold"] in (1, 2) and Path(c["onnx"]).is_file() and Path(c["onnx"] + ".json").is_file()
+    ck = load_checkpoint(f2["checkpoint"])
+    assert ck.model.fold == 2 and ck.class_names == ["a", "b", "c"]
+    assert "foldcnn predict" in (out / "report.md").read_text()
+    run = json.loads((out / "fold2" / "run.json").read_text())
+    assert run["features"]["distillation"]["teacher"].endswith("original/checkpoint")
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 0  # finished stages are reused, not retrained
+    assert capsys.readouterr().err.count("done earlier") == 2
+    assert json.loads((out / "report.json").read_text())["folded"][0]["top1"] == f2["top1"]
+    assert main(args) == 2 and "--resume" in capsys.readouterr().err  # an existing run is never overwritten
+
+
+@pytest.fixture
+def bad_module(tmp_path, monkeypatch):
+    import torch
+
+    from foldcnn.models.imported import build_original
+
+    name = write_user_module(tmp_path, monkeypatch, USER_CNNS, "bad_cnn")
+    # weights of another architecture: a narrower conv
+    torch.save(build_original(f"{name}:Net", {"num_classes": 3, "width": 4}).state_dict(), tmp_path / "small.pt")
+    return name
+
+
+@pytest.mark.parametrize("model, extra, match", [
+    ("nowhere_pkg_z.mod:Net", [], "cannot import module 'nowhere_pkg_z.mod'"),
+    ("{m}:raises", [], "raised RuntimeError: bad builder"),
+    ("{m}:not_a_module", [], "returned a int, not an nn.Module"),
+    ("{m}:Broken", [], "layer 'fc' (Linear): the original model fails on the given input_shape"),
+    ("{m}:Grouped", [], "layer 'conv' (Conv2d): grouped convolution"),
+    ("{m}:Net", ["--weights", "small.pt"], "do not fit this architecture"),
+    ("{m}:Net", ["--folds", "0"], "folds must be ints >= 2"),
+    ("{m}:Net", ["--folds", "2,-1"], "folds must be ints >= 2"),
+    ("{m}:Net", ["--one-class"], "only the class folder 'a'"),
+    ("{m}:Net", ["--no-images"], "hold no images"),
+])
+def test_bad_input_is_one_sentence_exit_2_and_no_complete_checkpoint(tmp_path, capsys, bad_module, model, extra,
+                                                                     match):
+    from foldcnn.cli import main
+
+    classes = "a" if "--one-class" in extra else "abc"
+    data = _data(tmp_path, classes, n=0 if "--no-images" in extra else 6)
+    for c in classes:
+        (data / c).mkdir(parents=True, exist_ok=True)
+    extra = [e for e in extra if e not in ("--one-class", "--no-images")]
+    out = tmp_path / "out"
+    argv = ["fold", model.format(m=bad_module), "--data", str(data), "--out", str(out), *TINY, "--quiet", *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert match in err and len(err.splitlines()) == 1 and err.startswith("foldcnn fold: error:"), err
+    assert not list(out.rglob("config.json")) and not (out / "report.json").exists()
+
+
+def test_options_are_validated():
+    data = DataSpec(data_dir="x")
+    with pytest.raises(ValueError, match="folds must be ints >= 2"):
+        FoldOptions("m:N", data, folds=(1,))
+    with pytest.raises(ValueError, match="points"):
+        FoldOptions("m:N", data, max_accuracy_drop=-1)
+    assert FoldOptions("m:N", data, folds=(4, 2, 4)).folds == (2, 4)
