@@ -103,7 +103,7 @@ def test_train_from_weights_and_refusals(tmp_path, capsys, user_net):
     cases = [("module.pt", "torch.save(model.state_dict()"), ("other.pt", "do not fit this architecture")]
     for name, match in cases:
         capsys.readouterr()
-        assert main([*base, "--weights", str(tmp_path / name), "--out", str(tmp_path / name)]) == 2
+        assert main([*base, "--weights", str(tmp_path / name), "--out", str(tmp_path / f"run-{name}")]) == 2
         err = capsys.readouterr().err.strip()
         assert match in err and len(err.splitlines()) == 1 and err.startswith("foldcnn train: error:")
-        assert not (tmp_path / name / "checkpoint").exists()
+        assert not (tmp_path / f"run-{name}" / "checkpoint").exists()
