@@ -15,7 +15,7 @@ from foldcnn.cli.common import CLIError
 from foldcnn.errors import UsageError
 from foldcnn.infer.options import PredictOptions
 
-__all__ = ["add_json_flag", "add_predict_options", "deprecated_alias", "predict_options"]
+__all__ = ["add_json_flag", "add_predict_options", "deprecated_alias", "predict_options", "write_json"]
 
 _TYPES = {"str": str, "int": int, "float": float}
 
@@ -97,3 +97,17 @@ def add_json_flag(parser, *, what: str = "the results") -> None:
     """``--json PATH`` everywhere: write ``what`` as JSON to PATH ('-' for standard output)."""
     parser.add_argument("--json", metavar="PATH", nargs="?", const="-", default=None,
                         help=f"write {what} as JSON to PATH ('-' or no value: standard output)")
+
+
+def write_json(obj, path: str) -> None:
+    """What ``--json PATH`` asked for: ``obj`` as indented JSON to PATH (atomically) or stdout ('-')."""
+    import json
+    from pathlib import Path
+
+    text = json.dumps(obj, indent=2)
+    if path == "-":
+        print(text)
+        return
+    from foldcnn.checkpoints import atomic_write
+
+    atomic_write(Path(path), (text + "\n").encode())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from foldcnn.cli.common import CLIError
-from foldcnn.cli.options import add_predict_options, predict_options
+from foldcnn.cli.options import add_json_flag, add_predict_options, predict_options, write_json
 
 
 def _summary_lines(stats, out: str) -> list[str]:
@@ -17,6 +17,7 @@ def _summary_lines(stats, out: str) -> list[str]:
          f"{s.padded_images} padded images (waste {s.padding_waste:.2%})"
          + (f", {s.fallback_images} images through the fallback model" if s.fallback_images else "")),
     ]
+    lines += _stage_lines(s)
     if s.backend_selection:
         rates = s.backend_selection.get("images_per_s") or {}
         lines.append("auto picked " + str(s.backend_selection.get("picked", s.backend)) + (
@@ -27,6 +28,28 @@ def _summary_lines(stats, out: str) -> list[str]:
         few = ", ".join(s.ignored_files[:5]) + (", ..." if len(s.ignored_files) > 5 else "")
         lines.append(f"ignored {len(s.ignored_files)} file(s) without an image extension: {few}")
     lines.append(f"wrote {out}")
+    return lines
+
+
+def _stage_lines(s) -> list[str]:
+    """One line per stage: seconds, images/s over them, share of wall time; then the bottleneck."""
+    where = {"processes": f"{s.workers} decoding processes", "threads": f"{s.workers} decoding threads",
+             "inline": "decoded in this thread"}.get(s.decoders, s.decoders)
+    lines = []
+    for name, st in s.stages().items():
+        if name == "other" and st["share"] < 0.05:
+            continue
+        note = ""
+        if name == "read/decode":
+            note = f" waiting for input ({where}"
+            if s.seconds_decode_work > 0:
+                note += f"; {s.images / s.seconds_decode_work:,.0f} images/s per decoder"
+            note += ")"
+        lines.append(f"  {name}: {st['seconds']:.2f} s{note}, {st['images_per_s']:,.0f} images/s, "
+                     f"{st['share']:.0%} of wall time")
+    if s.decode_bound:
+        lines.append("  decode-bound: the model waited longer for decoded images than it computed; more "
+                     "--workers (or inputs that need no decoding: .npy, .safetensors, Parquet) would help")
     return lines
 
 
@@ -68,9 +91,13 @@ def _predict_local(args: argparse.Namespace, options) -> int:
     with Predictor.from_checkpoint(args.checkpoint, options) as p:
         with PredictionWriter(args.out) as writer:
             writer.write_all(p.predict_iter(args.input, progress=not args.quiet))
-        for line in _summary_lines(p.stats, args.out):
-            print(line)
+        if args.json != "-":
+            for line in _summary_lines(p.stats, args.out):
+                print(line)
+        if args.json is not None:
+            write_json({"out": args.out, "options": options.to_dict(), **p.stats.to_dict()}, args.json)
     return 0
+
 
 
 def _add_predict(sub) -> None:
@@ -87,6 +114,7 @@ def _add_predict(sub) -> None:
                    help="local: this process; ray: a Ray cluster (foldcnn.scaleout)")
     p.add_argument("--address", default=None, help="Ray cluster address for --engine ray (None: start one locally)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_json_flag(p, what="the run's summary (counts, per-stage seconds, options)")
     p.set_defaults(func=_cmd_predict)
 
 

@@ -15,6 +15,7 @@ UNSUPPORTED = {
     "stride": "the server classifies images, not videos",
     "on_error": "the server answers each unreadable image with a 4xx naming it",
     "workers": "the server decodes requests in its own pool; --replicas sets the model copies",
+    "decoders": "the server decodes requests in its own pool",
     "resize_mode": "the server resizes bilinearly",
 }
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

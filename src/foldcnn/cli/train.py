@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 from foldcnn.cli.common import CLIError, parse_size
 
@@ -196,6 +194,7 @@ def _add_train(sub) -> None:
 EVAL_UNSUPPORTED = {
     "stride": "eval reads class folders of images, not videos",
     "workers": "eval reads the folder first, then classifies the images in memory",
+    "decoders": "eval reads the folder first, then classifies the images in memory",
     "on_error": "unreadable images in the folder are skipped and counted",
     "max_pixels": "eval reads every image of the folder",
 }
@@ -257,13 +256,9 @@ def _labels_in_checkpoint_order(ds, class_names, root):
 
 
 def _write_json(obj, path: str) -> None:
-    text = json.dumps(obj, indent=2)
-    if path == "-":
-        print(text)
-        return
-    from foldcnn.checkpoints import atomic_write
+    from foldcnn.cli.options import write_json
 
-    atomic_write(Path(path), (text + "\n").encode())
+    write_json(obj, path)
 
 
 def _add_eval(sub) -> None:

@@ -30,6 +30,7 @@ __all__ = [
     "IMAGE_EXTENSIONS", "DataReadError", "ImageReadError", "VideoReadError", "LabelsMismatchError",
     "SkippedFile", "ReadReport", "read_image", "list_images", "iter_images", "load_images",
     "load_image_folder", "iter_video_frames", "read_labels_csv", "load_video", "resize_rgb", "to_rgb",
+    "decode_rgb",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
@@ -150,7 +151,8 @@ def _decode(path: Path, max_pixels: int | None) -> tuple[np.ndarray, str]:
                         f"{limit:,} pixels; pass max_pixels=... if you trust this file"))
                 im.load()  # decode now: truncated data fails here, not later
                 mode = im.mode
-                ImageOps.exif_transpose(im, in_place=True)  # photos taken sideways
+                if im.format != "PNG" or "exif" in im.info:  # a PNG without an eXIf chunk has no orientation
+                    ImageOps.exif_transpose(im, in_place=True)  # photos taken sideways
                 return to_rgb(im), mode
     except ImageReadError:
         raise
@@ -158,6 +160,12 @@ def _decode(path: Path, max_pixels: int | None) -> tuple[np.ndarray, str]:
         raise ImageReadError(path, f"decompression bomb: {e}") from None
     except Exception as e:  # noqa: BLE001 - corrupt files raise many types; each becomes a reason
         raise ImageReadError(path, f"{type(e).__name__}: {e}") from None
+
+
+def decode_rgb(path: Path, max_pixels: int | None = None) -> tuple[np.ndarray, str]:
+    """One image file -> (uint8 (h, w, 3) RGB at its own size, the file's Pillow mode); raises
+    :class:`ImageReadError` naming the file. numpy only: what decoding processes call."""
+    return _decode(Path(path), max_pixels)
 
 
 def read_image(path: str | Path, input_size: tuple[int, int] | None = None, *, resize: str = "bilinear",

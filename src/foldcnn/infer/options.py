@@ -20,7 +20,7 @@ from typing import Any
 from foldcnn.errors import UsageError
 
 __all__ = [
-    "BACKEND_NAMES", "DEVICES", "ON_ERROR", "PARTIAL_MODES", "PRECISIONS", "RESIZE_MODES", "PredictOptions",
+    "BACKEND_NAMES", "DECODERS", "DEVICES", "ON_ERROR", "PARTIAL_MODES", "PRECISIONS", "RESIZE_MODES", "PredictOptions",
     "check_supported", "option_fields",
 ]
 
@@ -32,6 +32,7 @@ DEVICES = ("cpu", "cuda")
 PARTIAL_MODES = ("pad", "fallback")
 ON_ERROR = ("raise", "skip")
 RESIZE_MODES = ("bilinear", "nearest")
+DECODERS = ("auto", "processes", "threads")
 
 
 def _opt(default, help: str, *, choices=None, flag: str | None = None, metavar: str | None = None):
@@ -45,8 +46,9 @@ class PredictOptions:
 
     ``partial``: the last, partial fold of a stream is zero-padded (``"pad"``) or its images go
     through the unfolded ``fallback`` checkpoint (``"fallback"``); None picks fallback when a
-    fallback is given, else pad. ``workers``: decoding threads ahead of the model (None: the
-    engine's default, 2 for the Predictor). ``resize_mode`` None: bilinear for images, nearest
+    fallback is given, else pad. ``workers``: decoders ahead of the model (None: the engine's
+    default: for the Predictor one process per core, or 2 threads). ``decoders``: image files
+    are decoded in forked processes or in threads (auto: processes where fork exists). ``resize_mode`` None: bilinear for images, nearest
     neighbour for video frames (as training reads video).
     """
 
@@ -57,8 +59,11 @@ class PredictOptions:
     device: str = _opt("cpu", "where the model runs", choices=DEVICES)
     batch_size: int = _opt(1024, "images per model call (rounded down to a multiple of the fold f)")
     threads: int | None = _opt(None, "the engine's compute threads (default: all cores)")
-    workers: int | None = _opt(None, "decoding threads ahead of the model (0: decode in the calling thread; "
-                                     "default: 2)")
+    workers: int | None = _opt(None, "decoders ahead of the model (0: decode in the calling thread; default: "
+                                     "one per core for processes, 2 threads)")
+    decoders: str = _opt("auto", "where image files are decoded: forked processes (no GIL), threads, or auto "
+                                 "(processes for runs of many files where fork exists, else threads)",
+                         choices=DECODERS)
     partial: str | None = _opt(None, "the last, partial fold: zero-pad it, or run its images through --fallback "
                                      "(default: fallback when --fallback is given, else pad)", choices=PARTIAL_MODES)
     fallback: str | None = _opt(None, "unfolded (fold=1) checkpoint of the same task for --partial fallback",
@@ -79,6 +84,7 @@ class PredictOptions:
         _check_choice("partial", self.partial, (None, *PARTIAL_MODES))
         _check_choice("on_error", self.on_error, ON_ERROR)
         _check_choice("resize_mode", self.resize_mode, (None, *RESIZE_MODES))
+        _check_choice("decoders", self.decoders, DECODERS)
         _check_int("batch_size", self.batch_size, 1)
         _check_int("stride", self.stride, 1)
         if self.threads is not None:

@@ -23,16 +23,22 @@ from foldcnn.errors import UsageError, UsageTypeError
 from foldcnn.fold import check_fold, fold_images, unfold_logits
 from foldcnn.infer.arrays import as_nchw
 from foldcnn.infer.options import ON_ERROR, PARTIAL_MODES, PredictOptions
-from foldcnn.infer.batching import ChunkBuffer, assemble, float_jobs, softmax
-from foldcnn.infer.pipeline import ordered_map
+from foldcnn.infer.batching import BatchAssembler, ChunkBuffer, softmax
+from foldcnn.infer.pipeline import LazyProcessPool, ordered_map
 from foldcnn.infer.results import Prediction, PredictStats, SkippedInput
 from foldcnn.infer.sources import Chunk, InputSpec, count_inputs, iter_jobs
 from foldcnn.progress import progress_bar
 
 __all__ = ["ON_ERROR", "PARTIAL_MODES", "Predictor"]
 
-# Fields of PredictOptions the Predictor reads at call time rather than at construction.
-_DEFAULT_WORKERS = 2
+_DEFAULT_THREADS = 2  # decoding threads when workers is None
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def _load_model(model_or_path, what: str):
@@ -85,7 +91,16 @@ class Predictor:
         if len(self.class_names) != self.num_classes:
             raise UsageError(f"{len(self.class_names)} class names for a model with {self.num_classes} classes")
         self.batch_size = max(self.fold, opts.batch_size // self.fold * self.fold)
-        self.workers = _DEFAULT_WORKERS if opts.workers is None else opts.workers
+        self._processes = LazyProcessPool(_cores() if opts.workers is None else opts.workers)
+        use_processes = opts.decoders == "processes" or (opts.decoders == "auto" and self._processes.available)
+        if opts.decoders == "processes" and not self._processes.available:
+            raise UsageError("decoders='processes' needs os.fork (Linux, macOS); use decoders='threads'")
+        self.decoders = "processes" if use_processes else "threads"
+        if not use_processes:
+            self._processes = None
+        default_workers = self._processes.workers if use_processes else _DEFAULT_THREADS
+        self.workers = default_workers if opts.workers is None else opts.workers
+        self._assemble = BatchAssembler()
         self.partial = opts.partial_mode
         self._spec = InputSpec(self.input_shape, opts.resize, opts.resize_mode, opts.on_error, 1, opts.max_pixels,
                                chunk=self.batch_size)
@@ -173,9 +188,12 @@ class Predictor:
     def _new_stats(self) -> PredictStats:
         return PredictStats(backend=getattr(self._backend, "name", type(self._backend).__name__),
                             precision=getattr(self._backend, "precision", ""), fold=self.fold,
-                            batch_size=self.batch_size, backend_selection=self.backend_selection)
+                            batch_size=self.batch_size, backend_selection=self.backend_selection,
+                            decoders=self.decoders if self.workers else "inline", workers=self.workers)
 
     def close(self) -> None:
+        if self._processes is not None:
+            self._processes.shutdown()
         if self._owns_backend:
             self._backend.close()
         if self._fallback is not None:
@@ -191,7 +209,7 @@ class Predictor:
     def _probs(self, images: list[torch.Tensor], stats: PredictStats, fallback: bool = False) -> np.ndarray:
         """Images (k, C, H, W) -> softmax probabilities (k, K) float32; pads the last fold if needed."""
         f = 1 if fallback else self.fold
-        x, k = assemble(images, f)
+        x, k = self._assemble(images, f)
         t0 = time.perf_counter()
         logits = (self._fallback if fallback else self._backend).run(fold_images(torch.from_numpy(x), f))
         stats.seconds_model += time.perf_counter() - t0
@@ -213,6 +231,7 @@ class Predictor:
             stats.seconds_decode += time.perf_counter() - t0
             if chunk is None:
                 break
+            stats.seconds_decode_work += chunk.seconds_decode
             if chunk.skipped:
                 stats.skipped_inputs.extend(chunk.skipped)
                 stats.skipped = len(stats.skipped_inputs)
@@ -248,15 +267,18 @@ class Predictor:
         t0 = time.perf_counter()
         bar = progress_bar(total=count_inputs(source) if progress else None, disable=not progress, unit="img",
                            desc="predict", smoothing=0.1)
-        chunks = ordered_map(float_jobs(iter_jobs(source, spec)), self.workers)
+        chunks = ordered_map(iter_jobs(source, spec), self.workers,
+                             processes=self._processes if self.workers else None)
         names = self.class_names
         try:
             for idx, src, frm, probs in self._stream(chunks, stats):
                 top = probs.argmax(axis=1)
-                conf = probs[np.arange(len(top)), top]
+                conf = probs[np.arange(len(top)), top].tolist()
+                t_out = time.perf_counter()
                 for j, c in enumerate(top.tolist()):
-                    yield Prediction(idx[j], src[j], frm[j], c, names[c], float(conf[j]), probs[j])
+                    yield Prediction(idx[j], src[j], frm[j], c, names[c], conf[j], probs[j])
                 bar.update(stats.images + stats.skipped - bar.n)  # skipped inputs count as done
+                stats.seconds_write += time.perf_counter() - t_out
         finally:
             chunks.close()
             bar.close()
@@ -278,7 +300,7 @@ class Predictor:
         pos = 0
         # In the calling thread: converting an in-memory tensor is cheap (~1-3 us per image) and
         # measured here it cost about twice the CPU when handed to worker threads.
-        chunks = ordered_map(float_jobs(iter_jobs(x, self._spec)), workers=0)
+        chunks = ordered_map(iter_jobs(x, self._spec), workers=0)
         try:
             for _, _, _, p in self._stream(chunks, stats):
                 probs[pos:pos + len(p)] = p

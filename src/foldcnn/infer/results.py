@@ -68,7 +68,9 @@ class PredictStats:
 
     ``padding_waste`` = padded images / image slots run through the model (folded inputs x f).
     ``seconds_decode`` is the time the model loop waited for decoded input (decoding itself
-    overlaps with the model in worker threads, so this is the part that was not hidden).
+    overlaps with the model in worker threads or processes, so this is the part that was not
+    hidden); ``seconds_decode_work`` the decoders' own time summed over them (image files);
+    ``seconds_write`` the time the caller spent with the results (writing rows) between batches.
     """
 
     backend: str = ""
@@ -83,6 +85,10 @@ class PredictStats:
     seconds_total: float = 0.0
     seconds_model: float = 0.0
     seconds_decode: float = 0.0
+    seconds_decode_work: float = 0.0
+    seconds_write: float = 0.0
+    decoders: str = ""  # "processes", "threads" or "inline"
+    workers: int = 0
     backend_selection: dict | None = None
     skipped_inputs: list[SkippedInput] = field(default_factory=list, repr=False)
     ignored_files: list[str] = field(default_factory=list, repr=False)  # non-image files in input folders
@@ -102,6 +108,21 @@ class PredictStats:
         """Images per second of time spent inside the backend's run() alone."""
         return self.images / self.seconds_model if self.seconds_model > 0 else 0.0
 
+    def stages(self) -> dict[str, dict[str, float]]:
+        """Per stage (read/decode, model, write): seconds on the caller's clock, images/s over
+        them and share of wall time. read/decode counts the waits for decoded input (what
+        decoding in the background did not hide); other = batching, softmax, the rest."""
+        wall = self.seconds_total
+        parts = {"read/decode": self.seconds_decode, "model": self.seconds_model, "write": self.seconds_write}
+        parts["other"] = max(0.0, wall - sum(parts.values()))
+        return {name: {"seconds": s, "images_per_s": self.images / s if s > 0 else 0.0,
+                       "share": s / wall if wall > 0 else 0.0} for name, s in parts.items()}
+
+    @property
+    def decode_bound(self) -> bool:
+        """The model waited for decoded images longer than it computed."""
+        return self.images > 0 and self.seconds_decode > self.seconds_model
+
     def to_dict(self) -> dict:
         return {
             "backend": self.backend, "precision": self.precision, "fold": self.fold,
@@ -111,7 +132,9 @@ class PredictStats:
             "skipped_inputs": [{"index": s.index, "source": s.source, "reason": s.reason}
                                for s in self.skipped_inputs],
             "ignored_files": list(self.ignored_files), "seconds_total": self.seconds_total, "seconds_model": self.seconds_model,
-            "seconds_decode": self.seconds_decode, "images_per_s": self.images_per_s,
+            "seconds_decode": self.seconds_decode, "seconds_decode_work": self.seconds_decode_work,
+            "seconds_write": self.seconds_write, "decoders": self.decoders, "workers": self.workers,
+            "stages": self.stages(), "images_per_s": self.images_per_s,
             "model_images_per_s": self.model_images_per_s, "backend_selection": self.backend_selection,
         }
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import glob
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,15 +36,17 @@ from foldcnn.data.readers import (
     DataReadError,
     ReadReport,
     iter_video_frames,
+    decode_rgb,
     list_images,
     read_image,
+    resize_rgb,
     to_rgb,
 )
 from foldcnn.errors import MissingInputError, UsageError, UsageTypeError
 from foldcnn.infer.arrays import ImageSizeError, as_nchw, fit_images, to_unit_float
 from foldcnn.infer.results import SkippedInput
 
-__all__ = ["VIDEO_EXTENSIONS", "Chunk", "InputSpec", "count_inputs", "is_video", "iter_jobs"]
+__all__ = ["VIDEO_EXTENSIONS", "Chunk", "FilesJob", "InputSpec", "decode_files", "count_inputs", "is_video", "iter_jobs"]
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
 FILES_PER_JOB = 32  # files decoded per worker task: amortizes thread hand-off, keeps order cheap
@@ -75,6 +78,7 @@ class Chunk:
     frames: Sequence[int | None]
     skipped: list[SkippedInput] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # files in a folder without an image extension
+    seconds_decode: float = 0.0  # time the decoder spent on this chunk (in whatever thread or process)
 
 
 def is_video(path: Path) -> bool:
@@ -111,6 +115,9 @@ def _load_single(kind: str, obj, spec: InputSpec) -> torch.Tensor:
 
 
 def _singles_job(items: list[tuple[str, object]], start: int, spec: InputSpec) -> Callable[[], Chunk]:
+    if all(kind == "file" for kind, _ in items):
+        return FilesJob([str(obj) for _, obj in items], start, spec)
+
     def run() -> Chunk:
         imgs, idx, srcs, skipped = [], [], [], []
         for k, (kind, obj) in enumerate(items):
@@ -130,6 +137,70 @@ def _singles_job(items: list[tuple[str, object]], start: int, spec: InputSpec) -
         images = torch.from_numpy(np.concatenate(arrays)) if arrays else None
         return Chunk(images, idx, srcs, [None] * len(idx), skipped)
     return run
+
+
+def decode_files(paths: list[str], spec: InputSpec) -> tuple[np.ndarray, list[int], list[tuple[int, str]], float]:
+    """Image files -> (uint8 (n, C, H, W) at the model's size, positions in ``paths`` of the
+    images read, (position, reason) of the files that failed, seconds spent).
+
+    numpy and Pillow only, written straight into one preallocated array: this is what a decoding
+    process runs. A failure is returned as data (exceptions with extra fields do not cross a
+    process boundary intact); the caller raises it again where ``on_error="raise"``.
+    """
+    t0 = time.perf_counter()
+    if spec.shape[0] != 3:
+        raise UsageError(f"image files are decoded as RGB (3 channels) but the model takes {spec.shape[0]}; "
+                         "pass tensors (N, C, H, W) instead")
+    want = tuple(spec.shape[1:])
+    out = np.empty((len(paths), *spec.shape), np.uint8)
+    ok: list[int] = []
+    failed: list[tuple[int, str]] = []
+    for k, path in enumerate(paths):
+        try:
+            arr, _ = decode_rgb(Path(path), spec.max_pixels)
+            if arr.shape[:2] != want:
+                if not spec.resize:
+                    raise ImageSizeError(f"image {path}", arr.shape[:2], want)
+                arr = resize_rgb(arr, want, spec.resize_mode or "bilinear")
+        except DataReadError as e:
+            failed.append((k, getattr(e, "reason", str(e))))
+            if spec.on_error == "raise":
+                break
+            continue
+        out[len(ok)] = arr.transpose(2, 0, 1)
+        ok.append(k)
+    return out[:len(ok)], ok, failed, time.perf_counter() - t0
+
+
+class FilesJob:
+    """Decode a run of image files into one Chunk: in a thread (call it) or in a decoding
+    process (``remote`` there, ``finish`` here). Positions start at ``start``."""
+
+    def __init__(self, paths: list[str], start: int, spec: InputSpec) -> None:
+        self.paths, self.start, self.spec = paths, start, spec
+
+    @property
+    def remote(self) -> tuple:
+        return decode_files, (self.paths, self.spec)
+
+    def __call__(self) -> Chunk:
+        return self.finish(decode_files(self.paths, self.spec))
+
+    def describe(self) -> str:
+        first, last = self.paths[0], self.paths[-1]
+        return f"the {len(self.paths)} file(s) {first}" + (f" .. {last}" if len(self.paths) > 1 else "")
+
+    def finish(self, answer) -> Chunk:
+        images, ok, failed, seconds = answer
+        if failed and self.spec.on_error == "raise":
+            k = failed[0][0]
+            _load_single("file", Path(self.paths[k]), self.spec)  # raises the reader's own error
+            raise DataReadError(f"cannot read image {self.paths[k]}: {failed[0][1]}")  # if it read this time
+        skipped = [SkippedInput(self.start + k, self.paths[k], reason) for k, reason in failed]
+        chunk = Chunk(torch.from_numpy(images) if ok else None, [self.start + k for k in ok],
+                      [self.paths[k] for k in ok], [None] * len(ok), skipped)
+        chunk.seconds_decode = seconds
+        return chunk
 
 
 # ----------------------------------------------------------------------------------- videos
