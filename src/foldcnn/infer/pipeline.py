@@ -55,8 +55,9 @@ def ordered_map(jobs: Iterator[Callable[[], T]], workers: int, depth: int | None
     already in memory) is run in the caller's thread at its turn instead: measured here,
     handing such jobs to threads cost more CPU than they saved.
     An exception from a job or from ``jobs`` is raised here at its place in the order; a
-    process that dies raises :class:`DecoderDiedError` naming what its job held
-    (``job.describe()``). Closing the returned iterator early stops the feeder and drops
+    process that dies takes no result with it: the jobs it broke are retried, each alone in a
+    fresh process, and the one that dies again raises :class:`DecoderDiedError` naming what it
+    held (``job.describe()``). Closing the returned iterator early stops the feeder and drops
     pending jobs.
     """
     if workers <= 0:
@@ -132,13 +133,23 @@ def ordered_map(jobs: Iterator[Callable[[], T]], workers: int, depth: int | None
 
 
 def _finish_remote(job, fut):
+    """The job's result from its process; when the pool broke (a worker died, which fails every
+    job it held), the job is retried alone in a fresh process: the innocent ones succeed and the
+    one that kills its decoder again fails the run with its files named."""
     try:
         answer = fut.result()
     except BrokenProcessPool:
-        what = job.describe() if hasattr(job, "describe") else "its inputs"
-        raise DecoderDiedError(f"a decoding process died while reading {what}; no result was lost silently: "
-                               "rerun with --workers 0 (decode in this process) to find the file that "
-                               "crashes the decoder") from None
+        alone = process_pool(1)
+        try:
+            fn, args = job.remote
+            answer = alone.submit(fn, *args).result()
+        except BrokenProcessPool:
+            what = job.describe() if hasattr(job, "describe") else "its inputs"
+            raise DecoderDiedError(f"a decoding process died while reading {what} (twice, the second time "
+                                   "alone); rerun with --workers 0 to decode in this process and find the file "
+                                   "that crashes the decoder") from None
+        finally:
+            alone.shutdown(wait=True)
     return job.finish(answer)
 
 
@@ -156,7 +167,12 @@ class LazyProcessPool:
             self.shutdown()
         if self._pool is None:
             self._pool = process_pool(self.workers)
-        return self._pool.submit(fn, *args)
+        try:
+            return self._pool.submit(fn, *args)
+        except BrokenProcessPool:  # a worker died since the check above: start afresh
+            self.shutdown()
+            self._pool = process_pool(self.workers)
+            return self._pool.submit(fn, *args)
 
     def shutdown(self) -> None:
         if self._pool is not None:

@@ -8,6 +8,8 @@ Accepted inputs (``source``):
   axes are the model's (H, W); when that still leaves both, a ValueError asks for a transpose;
 * a PIL image, a file path, a folder (its images, recursively, sorted by path), a glob
   (``"frames/*.png"``, sorted) or a video file (every ``stride``-th frame);
+* an array file that needs no decoding: ``.npy``, ``.safetensors``, Parquet or Arrow IPC holding
+  uint8 (N, C, H, W) or (N, H, W, C) images (see foldcnn.infer.array_files);
 * an iterable (list, generator) of any of these, where a 3-D tensor / array is one image
   (C, H, W) (numpy also (H, W, C)) and a 4-D one is a chunk of images.
 
@@ -43,6 +45,7 @@ from foldcnn.data.readers import (
     to_rgb,
 )
 from foldcnn.errors import MissingInputError, UsageError, UsageTypeError
+from foldcnn.infer.array_files import count_array_file, is_array_file, iter_array_file
 from foldcnn.infer.arrays import ImageSizeError, as_nchw, fit_images, to_unit_float
 from foldcnn.infer.results import SkippedInput
 
@@ -89,11 +92,11 @@ def _fit(x: torch.Tensor, spec: InputSpec, what: str) -> torch.Tensor:
     return fit_images(x, spec.shape, spec.resize, spec.resize_mode, what)
 
 
-def _array_job(x: torch.Tensor, start: int, spec: InputSpec) -> Callable[[], Chunk]:
+def _array_job(x: torch.Tensor, start: int, spec: InputSpec, source: str | None = None) -> Callable[[], Chunk]:
     def run() -> Chunk:
-        t = _fit(x, spec, "images")
+        t = _fit(x, spec, f"images in {source}" if source else "images")
         n = t.shape[0]
-        return Chunk(t, range(start, start + n), [None] * n, [None] * n)
+        return Chunk(t, range(start, start + n), [source] * n, [None] * n)
     run.inline = True  # in memory already: cheaper in the consumer's thread (see ordered_map)
     return run
 
@@ -247,6 +250,8 @@ def _video_jobs(path: Path, start: int, spec: InputSpec) -> Iterator[tuple[Calla
 def _classify_file(path: Path) -> str:
     if is_video(path):
         return "video"
+    if is_array_file(path):
+        return "arrays"
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         return "file"
     try:  # unknown extension: Pillow only reads the header here
@@ -343,6 +348,10 @@ def iter_jobs(source, spec: InputSpec) -> Iterator[Callable[[], Chunk]]:
                 piece = obj[a:a + spec.chunk]
                 yield _array_job(piece, pos, spec)
                 pos += piece.shape[0]
+        elif kind == "arrays":  # .npy / .safetensors / Parquet / Arrow: no decoding, views where possible
+            for piece in iter_array_file(obj, spec.chunk):
+                yield _array_job(as_nchw(piece, spec.shape, f"images in {obj}"), pos, spec, str(obj))
+                pos += piece.shape[0]
         else:  # video
             for job, n in _video_jobs(obj, pos, spec):
                 yield job
@@ -362,7 +371,10 @@ def count_inputs(source) -> int | None:
             units = _expand_path(source, top=True)
         except FileNotFoundError:
             return None
-        return None if any(k == "video" for k, _ in units) else sum(k != "ignored" for k, _ in units)
+        if any(k == "video" for k, _ in units):
+            return None
+        counts = [count_array_file(obj) if k == "arrays" else 1 for k, obj in units if k != "ignored"]
+        return None if None in counts else sum(counts)
     if isinstance(source, (list, tuple)):
         total = 0
         for item in source:

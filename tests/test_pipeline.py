@@ -1,0 +1,102 @@
+"""The decode pipeline: processes, threads and inline decoding give the same rows; corrupt files at
+random positions give exactly one row or one skipped entry each, in order, whatever the workers;
+a decoder that dies fails the run naming its files; the per-stage summary adds up."""
+
+import os
+import random
+
+import numpy as np
+import pytest
+
+from foldcnn.data.readers import ImageReadError
+from foldcnn.infer import Predictor
+from foldcnn.infer import sources
+from foldcnn.infer.pipeline import DecoderDiedError
+from tiny_data import one_thread, random_images, tiny_model, write_pngs  # noqa: F401 (one_thread: autouse)
+
+N = 70  # more than two decode jobs of FILES_PER_JOB files
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    x = random_images(N, seed=5)
+    write_pngs(root / "png", x)
+    return root / "png", x
+
+
+@pytest.mark.parametrize("decoders,workers", [("processes", 1), ("processes", 3), ("threads", 2), ("auto", 0)])
+def test_every_decoder_gives_the_rows_of_the_arrays(folder, decoders, workers):
+    path, x = folder
+    with Predictor(tiny_model(4), workers=workers, decoders=decoders, batch_size=8) as p:
+        got = p.predict(path)
+        assert p.stats.decoders == ("inline" if workers == 0 else decoders)
+        again = p.predict(path)  # the process pool is kept for the next call
+        want = p.predict(x)
+    assert [g.index for g in got] == list(range(N))
+    assert [g.source for g in got] == [str(path / f"{i:05d}.png") for i in range(N)]
+    np.testing.assert_array_equal(np.stack([g.probabilities for g in got]), np.stack([w.probabilities for w in want]))
+    assert [g.class_index for g in again] == [g.class_index for g in got]
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 4])
+@pytest.mark.parametrize("decoders", ["processes", "threads"])
+def test_corrupt_files_at_random_positions_one_row_or_one_skip_each(tmp_path, workers, decoders):
+    rng = random.Random(workers * 10 + len(decoders))
+    n = 75
+    x = random_images(n, seed=workers)
+    paths = write_pngs(tmp_path, x)
+    bad = sorted(rng.sample(range(n), 9))
+    for i in bad:
+        data = paths[i].read_bytes()
+        paths[i].write_bytes(data[:len(data) // 3] if i % 2 else b"not a png")
+    inputs = [str(p) for p in paths]
+    with Predictor(tiny_model(3), workers=workers, decoders=decoders, on_error="skip", batch_size=6) as p:
+        got = p.predict(inputs)
+        skipped = p.skipped
+        good = [i for i in range(n) if i not in bad]
+        want = p.predict(x[good])
+    assert [g.index for g in got] == good
+    assert [s.index for s in skipped] == bad and [s.source for s in skipped] == [inputs[i] for i in bad]
+    assert sorted([g.index for g in got] + [s.index for s in skipped]) == list(range(n))
+    np.testing.assert_array_equal(np.stack([g.probabilities for g in got]), np.stack([w.probabilities for w in want]))
+    with Predictor(tiny_model(3), workers=workers, decoders=decoders, batch_size=6) as p:
+        with pytest.raises(ImageReadError, match=str(paths[bad[0]].name)):
+            p.predict(inputs)
+
+
+def _die_on_crash(paths, spec):
+    if any("crash" in p for p in paths):
+        os._exit(3)  # what a segfaulting decoder looks like from here
+    return _real_decode(paths, spec)
+
+
+_real_decode = sources.decode_files
+
+
+def test_a_dying_decoder_fails_the_run_naming_its_files(folder, tmp_path, monkeypatch):
+    path, x = folder
+    files = sorted(path.iterdir())
+    crash = tmp_path / "crash.png"
+    crash.write_bytes(files[0].read_bytes())
+    inputs = files[:40] + [crash] + files[40:]
+    monkeypatch.setattr(sources, "decode_files", _die_on_crash)
+    with Predictor(tiny_model(2), workers=2, decoders="processes", on_error="skip") as p:
+        with pytest.raises(DecoderDiedError, match=f"died while reading the 32 file.*{files[32].name} .. "):
+            p.predict(inputs)  # the job holding crash.png: files[32..39], crash, files[40..62]
+        assert [g.index for g in p.predict(files)] == list(range(N))  # a fresh pool after the death
+
+
+def test_stage_summary_adds_up(folder, tmp_path, capsys):
+    path, _ = folder
+    with Predictor(tiny_model(4), workers=2, decoders="processes", batch_size=16) as p:
+        for _ in p.predict_iter(path):
+            pass
+        s = p.stats
+    stages = s.stages()
+    assert set(stages) == {"read/decode", "model", "write", "other"}
+    assert sum(v["seconds"] for v in stages.values()) == pytest.approx(s.seconds_total, rel=1e-6)
+    assert 0 < s.seconds_decode_work and s.decoders == "processes" and s.workers == 2
+    assert s.decode_bound == (s.seconds_decode > s.seconds_model)
+    d = s.to_dict()
+    assert d["stages"]["model"]["images_per_s"] == pytest.approx(N / s.seconds_model)
