@@ -60,9 +60,7 @@ class OrtBackend(Backend):
 
         if precision == "int8" and calibration is None:
             raise BackendError(NO_CALIBRATION)
-        data = onnx_bytes(model)
-        if precision == "int8":
-            data = quantize_int8(data, fold_calibration(calibration, model.fold, model.input_shape))
+        data, self.graph_cache = _graph(model, precision, calibration)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = default_threads(threads)
         opts.inter_op_num_threads = 1
@@ -87,6 +85,23 @@ class OrtBackend(Backend):
     def close(self) -> None:
         self.session = None
         super().close()
+
+
+def _graph(model: FoldedCNN, precision: str, calibration: torch.Tensor | None) -> tuple[bytes, dict | None]:
+    """The (quantized) ONNX graph; cached beside the checkpoint when the model came from one
+    (``model.checkpoint_dir``, set by Predictor.from_checkpoint), see foldcnn.backends.graph_cache."""
+    calib = fold_calibration(calibration, model.fold, model.input_shape) if precision == "int8" else None
+
+    def build() -> bytes:
+        data = onnx_bytes(model)
+        return quantize_int8(data, calib) if calib is not None else data
+
+    checkpoint_dir = getattr(model, "checkpoint_dir", None)
+    if checkpoint_dir is None:
+        return build(), None
+    from foldcnn.backends.graph_cache import cached_graph, graph_key
+
+    return cached_graph(graph_key(model, precision, calib, {"per_channel": True}), build, checkpoint_dir)
 
 
 def _build_ort(model, *, precision, threads, device, max_batch, calibration=None) -> Backend:

@@ -18,6 +18,8 @@ def _summary_lines(stats, out: str) -> list[str]:
          + (f", {s.fallback_images} images through the fallback model" if s.fallback_images else "")),
     ]
     lines += _stage_lines(s)
+    if s.graph_cache:
+        lines.append(s.graph_cache["note"])
     if s.backend_selection:
         rates = s.backend_selection.get("images_per_s") or {}
         lines.append("auto picked " + str(s.backend_selection.get("picked", s.backend)) + (

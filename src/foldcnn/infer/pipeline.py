@@ -141,7 +141,7 @@ def _finish_remote(job, fut):
     except BrokenProcessPool:
         alone = process_pool(1)
         try:
-            fn, args = job.remote
+            fn, args = job.remote  # not None: it ran remotely
             answer = alone.submit(fn, *args).result()
         except BrokenProcessPool:
             what = job.describe() if hasattr(job, "describe") else "its inputs"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
@@ -132,6 +133,7 @@ class Predictor:
         extra = {} if isinstance(overrides.get("backend", ""), str) else {"backend": overrides.pop("backend")}
         opts = (options or PredictOptions()).replace(**overrides)
         ck = load_checkpoint(path)
+        ck.model.checkpoint_dir = Path(path)  # engines may cache what they derive from it (ONNX graphs)
         if opts.precision == "int8" and calibration is None:
             calibration = load_calibration(path)
             if calibration is None:
@@ -189,7 +191,8 @@ class Predictor:
         return PredictStats(backend=getattr(self._backend, "name", type(self._backend).__name__),
                             precision=getattr(self._backend, "precision", ""), fold=self.fold,
                             batch_size=self.batch_size, backend_selection=self.backend_selection,
-                            decoders=self.decoders if self.workers else "inline", workers=self.workers)
+                            decoders=self.decoders if self.workers else "inline", workers=self.workers,
+                            graph_cache=getattr(self._backend, "graph_cache", None))
 
     def close(self) -> None:
         if self._processes is not None:

@@ -89,6 +89,7 @@ class PredictStats:
     seconds_write: float = 0.0
     decoders: str = ""  # "processes", "threads" or "inline"
     workers: int = 0
+    graph_cache: dict | None = None  # ONNX engines: whether the graph came from the cache (see backends.graph_cache)
     backend_selection: dict | None = None
     skipped_inputs: list[SkippedInput] = field(default_factory=list, repr=False)
     ignored_files: list[str] = field(default_factory=list, repr=False)  # non-image files in input folders
@@ -120,8 +121,9 @@ class PredictStats:
 
     @property
     def decode_bound(self) -> bool:
-        """The model waited for decoded images longer than it computed."""
-        return self.images > 0 and self.seconds_decode > self.seconds_model
+        """The model waited for decoded images longer than it computed (over a full batch or more:
+        a run of a few images waits for its first decode whatever the pipeline)."""
+        return self.images >= max(1, self.batch_size) and self.seconds_decode > self.seconds_model
 
     def to_dict(self) -> dict:
         return {
@@ -134,6 +136,7 @@ class PredictStats:
             "ignored_files": list(self.ignored_files), "seconds_total": self.seconds_total, "seconds_model": self.seconds_model,
             "seconds_decode": self.seconds_decode, "seconds_decode_work": self.seconds_decode_work,
             "seconds_write": self.seconds_write, "decoders": self.decoders, "workers": self.workers,
+            "graph_cache": self.graph_cache,
             "stages": self.stages(), "images_per_s": self.images_per_s,
             "model_images_per_s": self.model_images_per_s, "backend_selection": self.backend_selection,
         }

@@ -183,7 +183,11 @@ class FilesJob:
         self.paths, self.start, self.spec = paths, start, spec
 
     @property
-    def remote(self) -> tuple:
+    def remote(self) -> tuple | None:
+        # A short run (one image, the tail of a list) is decoded in a thread: forking the
+        # decoding processes for it would cost more than it saves.
+        if len(self.paths) < FILES_PER_JOB // 2:
+            return None
         return decode_files, (self.paths, self.spec)
 
     def __call__(self) -> Chunk:
