@@ -7,6 +7,7 @@ import random
 
 import numpy as np
 import pytest
+import torch
 
 from foldcnn.data.readers import ImageReadError
 from foldcnn.infer import Predictor
@@ -100,3 +101,47 @@ def test_stage_summary_adds_up(folder, tmp_path, capsys):
     assert s.decode_bound == (s.seconds_decode > s.seconds_model)
     d = s.to_dict()
     assert d["stages"]["model"]["images_per_s"] == pytest.approx(N / s.seconds_model)
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    pytest.importorskip("av")
+    from foldcnn.data.video import generate_video
+
+    root = tmp_path_factory.mktemp("videos")
+    paths = [generate_video(root / f"v{i}", 70 + 9 * i, seed=i, size=(32, 32), progress=False).video_path
+             for i in range(3)]
+    broken = root / "broken.mp4"
+    broken.write_bytes(b"\x00" * 100)
+    return paths, broken
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_several_videos_decoded_at_once_give_the_sequential_rows(folder, videos, workers):
+    path, _ = folder
+    (v0, v1, v2), broken = videos
+    inputs = [v0, path / "00000.png", v1, broken, v2, path / "00001.png"]
+    with Predictor(tiny_model(4), workers=0, on_error="skip", batch_size=16) as p:
+        want = [(q.index, q.source, q.frame, q.class_index) for q in p.predict(inputs, stride=2)]
+        want_skipped = [(s.index, s.source) for s in p.skipped]
+    with Predictor(tiny_model(4), workers=workers, on_error="skip", batch_size=16) as p:
+        got = [(q.index, q.source, q.frame, q.class_index) for q in p.predict(inputs, stride=2)]
+        assert [(s.index, s.source) for s in p.skipped] == want_skipped == [(35 + 1 + 40, str(broken))]  # v0: 35 kept frames, a png, v1: 40
+    assert got == want
+    assert sorted({q[1] for q in got}) == sorted(str(x) for x in (v0, v1, v2, path / "00000.png", path / "00001.png"))
+
+
+def test_keyframes_are_the_key_frames_of_the_full_decode(videos):
+    av = pytest.importorskip("av")
+    from foldcnn.data.readers import iter_video_frames
+
+    v0 = videos[0][0]
+    with av.open(str(v0)) as c:
+        keys = [i for i, f in enumerate(c.decode(video=0)) if f.key_frame]
+    full = dict(iter_video_frames(v0, input_size=(12, 16)))
+    got = list(iter_video_frames(v0, input_size=(12, 16), keyframes=True))
+    assert [i for i, _ in got] == keys and keys[0] == 0
+    for i, img in got:
+        assert torch.equal(img, full[i])
+    with Predictor(tiny_model(1), keyframes=True, workers=1) as p:
+        assert [q.frame for q in p.predict(v0)] == keys

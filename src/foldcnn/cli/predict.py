@@ -35,8 +35,12 @@ def _summary_lines(stats, out: str) -> list[str]:
 
 def _stage_lines(s) -> list[str]:
     """One line per stage: seconds, images/s over them, share of wall time; then the bottleneck."""
-    where = {"processes": f"{s.workers} decoding processes", "threads": f"{s.workers} decoding threads",
-             "inline": "decoded in this thread"}.get(s.decoders, s.decoders)
+    if s.decoders == "inline":
+        where = "decoded in this thread"
+    elif s.images_decoded_in_processes:
+        where = f"{s.images_decoded_in_processes:,} images in {s.workers} decoding processes"
+    else:
+        where = "decoded in background threads"
     lines = []
     for name, st in s.stages().items():
         if name == "other" and st["share"] < 0.05:

@@ -363,14 +363,66 @@ def _import_av():
 
 
 def iter_video_frames(path: str | Path, input_size: tuple[int, int] | None = (50, 50), stride: int = 1,
-                      resize: str = "nearest") -> Iterator[tuple[int, torch.Tensor]]:
+                      resize: str = "nearest", *, keyframes: bool = False) -> Iterator[tuple[int, torch.Tensor]]:
     """Decode a video and yield ``(frame_index, uint8 (3, H, W) RGB)`` for every ``stride``-th frame.
 
     Frames are counted from 0 in presentation order. The default 50x50 nearest-neighbour resize
     is what NoScope used (DESIGN section 6); ``input_size=None`` keeps the native size. Raises
     :class:`VideoReadError` naming the file when it cannot be opened or decoded.
+    ``keyframes=True`` decodes only the key frames (the decoder skips the others: far faster,
+    for a coarse pass) and yields every ``stride``-th of them, numbered by their timestamps.
     """
+    if keyframes:
+        return _decode_keyframes(path, input_size, stride, resize)
     return ((i, img) for i, img in _decode_video(path, input_size, stride, resize) if img is not None)
+
+
+def _open_video(path: Path):
+    """(the av module, an open container) for a video file; errors name the file."""
+    av = _import_av()
+    if not path.is_file():
+        raise MissingInputError(f"video not found: {path}")
+    try:
+        return av, av.open(str(path))
+    except av.FFmpegError as e:
+        raise VideoReadError(f"cannot read video {path}: {e}") from None
+
+
+def _video_stream(container, path: Path):
+    """The first video stream, decoded with FFmpeg's threads (frame and slice threading)."""
+    if not container.streams.video:
+        raise VideoReadError(f"cannot read video {path}: it has no video stream")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    return stream
+
+
+def _decode_keyframes(path, input_size, stride, resize) -> Iterator[tuple[int, torch.Tensor]]:
+    """Key frames only (``skip_frame="NONKEY"``), numbered from their presentation timestamps."""
+    size = _check_size(input_size)
+    _check_choice("resize", resize, RESIZE_MODES)
+    path = Path(path)
+    av, container = _open_video(path)
+    with container:
+        stream = _video_stream(container, path)
+        stream.codec_context.skip_frame = "NONKEY"
+        rate = stream.average_rate or stream.guessed_rate
+        if not rate or stream.time_base is None:
+            raise VideoReadError(f"cannot number the key frames of {path}: it has no frame rate; decode every frame")
+        start = stream.start_time or 0
+        kept = 0
+        try:
+            for k, frame in enumerate(container.decode(stream)):
+                if k % stride:
+                    continue
+                number = round(float((frame.pts - start) * stream.time_base * rate)) if frame.pts is not None else k
+                arr = resize_rgb(frame.to_ndarray(format="rgb24"), size, resize)
+                kept += 1
+                yield number, torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+        except av.FFmpegError as e:
+            raise VideoReadError(f"cannot read video {path}: decoding failed after {kept} key frames: {e}") from None
+        if kept == 0:
+            raise VideoReadError(f"cannot read video {path}: no key frame could be decoded")
 
 
 def _decode_video(path, input_size, stride, resize) -> Iterator[tuple[int, torch.Tensor | None]]:
@@ -379,19 +431,10 @@ def _decode_video(path, input_size, stride, resize) -> Iterator[tuple[int, torch
     _check_choice("resize", resize, RESIZE_MODES)
     if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
         raise UsageError(f"stride must be an int >= 1, got {stride!r}")
-    av = _import_av()
     path = Path(path)
-    if not path.is_file():
-        raise MissingInputError(f"video not found: {path}")
-    try:
-        container = av.open(str(path))
-    except av.FFmpegError as e:
-        raise VideoReadError(f"cannot read video {path}: {e}") from None
+    av, container = _open_video(path)
     with container:
-        if not container.streams.video:
-            raise VideoReadError(f"cannot read video {path}: it has no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        stream = _video_stream(container, path)
         index = 0
         try:
             for frame in container.decode(stream):

@@ -74,6 +74,8 @@ class PredictOptions:
     resize_mode: str | None = _opt(None, "how inputs of another size are resized (default: bilinear for images, "
                                          "nearest for video frames)", choices=RESIZE_MODES)
     stride: int = _opt(1, "video: classify every N-th frame")
+    keyframes: bool = _opt(False, "video: decode and classify only the key frames (every N-th of them with "
+                                  "--stride): a fast, coarse pass")
     max_pixels: int | None = _opt(None, "largest decoded image, width x height (default: no limit)")
     select_seconds: float | None = _opt(None, "with --backend auto: seconds to time each candidate (default 10)")
 
@@ -96,8 +98,9 @@ class PredictOptions:
         if self.select_seconds is not None and not (isinstance(self.select_seconds, (int, float))
                                                     and self.select_seconds > 0):
             raise UsageError(f"select_seconds must be a number > 0, got {self.select_seconds!r}")
-        if not isinstance(self.resize, bool):
-            raise UsageError(f"resize must be True or False, got {self.resize!r}")
+        for name in ("resize", "keyframes"):
+            if not isinstance(getattr(self, name), bool):
+                raise UsageError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.fallback is not None and not isinstance(self.fallback, (str, bytes)) and \
                 not hasattr(self.fallback, "__fspath__") and not hasattr(self.fallback, "fold"):
             raise UsageError(f"fallback must be a checkpoint path or an unfolded model, got {self.fallback!r}")

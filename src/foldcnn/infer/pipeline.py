@@ -150,7 +150,9 @@ def _finish_remote(job, fut):
                                    "that crashes the decoder") from None
         finally:
             alone.shutdown(wait=True)
-    return job.finish(answer)
+    result = job.finish(answer)
+    result.in_process = True
+    return result
 
 
 class LazyProcessPool:
@@ -184,3 +186,51 @@ def _can_fork() -> bool:
     import multiprocessing as mp
 
     return "fork" in mp.get_all_start_methods()
+
+
+class Ahead:
+    """Draw ``factory()``'s items in a daemon thread, at most ``depth`` ahead of the consumer
+    (several videos decode at once this way: PyAV releases the GIL while it decodes). An
+    exception is raised to the consumer at its place; ``close()`` stops the thread early."""
+
+    def __init__(self, factory: Callable[[], Iterator[T]], depth: int = 2) -> None:
+        self._q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(factory,), name="foldcnn-ahead", daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, factory) -> None:
+        it = None
+        try:
+            it = factory()
+            for item in it:
+                if not self._put(("item", item)):
+                    return
+            self._put(("end", None))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
+            self._put(("error", e))
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+
+    def __iter__(self) -> Iterator[T]:
+        while True:
+            kind, value = self._q.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+
+    def close(self) -> None:
+        self._stop.set()

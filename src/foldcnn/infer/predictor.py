@@ -104,7 +104,9 @@ class Predictor:
         self._assemble = BatchAssembler()
         self.partial = opts.partial_mode
         self._spec = InputSpec(self.input_shape, opts.resize, opts.resize_mode, opts.on_error, 1, opts.max_pixels,
-                               chunk=self.batch_size)
+                               chunk=self.batch_size, keyframes=opts.keyframes,
+                               # several videos decode at once (PyAV releases the GIL): up to 2 ahead
+                               videos_ahead=min(self.workers, 2))
         if opts.precision == "int8" and calibration is None and backend_object is None:
             raise UsageError("precision='int8' needs calibration images: pass calibration= (uint8 (N, C, H, W) "
                              "training images) or use Predictor.from_checkpoint on a checkpoint from 'foldcnn train'")
@@ -235,6 +237,8 @@ class Predictor:
             if chunk is None:
                 break
             stats.seconds_decode_work += chunk.seconds_decode
+            if chunk.in_process:
+                stats.images_decoded_in_processes += len(chunk.indices)
             if chunk.skipped:
                 stats.skipped_inputs.extend(chunk.skipped)
                 stats.skipped = len(stats.skipped_inputs)

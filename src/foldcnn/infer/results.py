@@ -87,8 +87,9 @@ class PredictStats:
     seconds_decode: float = 0.0
     seconds_decode_work: float = 0.0
     seconds_write: float = 0.0
-    decoders: str = ""  # "processes", "threads" or "inline"
+    decoders: str = ""  # "processes", "threads" or "inline": what the options asked for
     workers: int = 0
+    images_decoded_in_processes: int = 0  # what went to processes (short runs and videos stay in threads)
     graph_cache: dict | None = None  # ONNX engines: whether the graph came from the cache (see backends.graph_cache)
     backend_selection: dict | None = None
     skipped_inputs: list[SkippedInput] = field(default_factory=list, repr=False)
@@ -136,6 +137,7 @@ class PredictStats:
             "ignored_files": list(self.ignored_files), "seconds_total": self.seconds_total, "seconds_model": self.seconds_model,
             "seconds_decode": self.seconds_decode, "seconds_decode_work": self.seconds_decode_work,
             "seconds_write": self.seconds_write, "decoders": self.decoders, "workers": self.workers,
+            "images_decoded_in_processes": self.images_decoded_in_processes,
             "graph_cache": self.graph_cache,
             "stages": self.stages(), "images_per_s": self.images_per_s,
             "model_images_per_s": self.model_images_per_s, "backend_selection": self.backend_selection,

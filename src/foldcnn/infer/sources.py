@@ -26,6 +26,7 @@ import glob
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +48,7 @@ from foldcnn.data.readers import (
 from foldcnn.errors import MissingInputError, UsageError, UsageTypeError
 from foldcnn.infer.array_files import count_array_file, is_array_file, iter_array_file
 from foldcnn.infer.arrays import ImageSizeError, as_nchw, fit_images, to_unit_float
+from foldcnn.infer.pipeline import Ahead
 from foldcnn.infer.results import SkippedInput
 
 __all__ = ["VIDEO_EXTENSIONS", "Chunk", "FilesJob", "InputSpec", "decode_files", "count_inputs", "is_video", "iter_jobs"]
@@ -68,6 +70,8 @@ class InputSpec:
     stride: int = 1  # video: every stride-th frame
     max_pixels: int | None = None
     chunk: int = 1024  # images per job for arrays
+    keyframes: bool = False  # video: decode only the key frames
+    videos_ahead: int = 0  # videos decoding in background threads beyond the current one
 
 
 @dataclass
@@ -82,6 +86,7 @@ class Chunk:
     skipped: list[SkippedInput] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # files in a folder without an image extension
     seconds_decode: float = 0.0  # time the decoder spent on this chunk (in whatever thread or process)
+    in_process: bool = False  # decoded in a decoding process (else in a thread of this one)
 
 
 def is_video(path: Path) -> bool:
@@ -227,7 +232,7 @@ def _video_jobs(path: Path, start: int, spec: InputSpec) -> Iterator[tuple[Calla
     pos = start
     try:
         for number, img in iter_video_frames(path, input_size=want if spec.resize else None, stride=spec.stride,
-                                             resize=spec.resize_mode or "nearest"):
+                                             resize=spec.resize_mode or "nearest", keyframes=spec.keyframes):
             if tuple(img.shape[1:]) != want:
                 raise ImageSizeError(f"video {path}", tuple(img.shape[1:]), want)
             frames.append(img)
@@ -323,13 +328,29 @@ def _ignored_job(files: list[str]) -> Callable[[], Chunk]:
     return run
 
 
+def _shifted(job: Callable[[], Chunk], offset: int) -> Callable[[], Chunk]:
+    """A job of a video decoded ahead (positions from 0) with its positions moved to ``offset``."""
+    def run() -> Chunk:
+        c = job()
+        c.indices = range(c.indices.start + offset, c.indices.stop + offset) if isinstance(c.indices, range) \
+            else [i + offset for i in c.indices]
+        c.skipped = [SkippedInput(s.index + offset, s.source, s.reason) for s in c.skipped]
+        return c
+    return run
+
+
 def iter_jobs(source, spec: InputSpec) -> Iterator[Callable[[], Chunk]]:
     """Decode jobs for ``source``, in input order; each job returns one :class:`Chunk`.
 
-    Input positions (``Chunk.indices``) count every image, frame and skipped file from 0.
+    Input positions (``Chunk.indices``) count every image, frame and skipped file from 0. With
+    ``spec.videos_ahead`` > 0 the next videos of the input start decoding in background threads
+    while the current one is consumed.
     """
     pos = 0
     singles: list[tuple[str, object]] = []
+    units = _units(source, spec, top=True)
+    upcoming: deque = deque()  # units drawn ahead to find the next videos
+    ahead: dict[int, Ahead] = {}  # id(unit) -> its video decoding in the background
 
     def flush():
         nonlocal pos, singles
@@ -337,31 +358,51 @@ def iter_jobs(source, spec: InputSpec) -> Iterator[Callable[[], Chunk]]:
         singles, pos = [], pos + n
         return job
 
-    for kind, obj in _units(source, spec, top=True):
-        if kind in ("file", "pil", "image"):
-            singles.append((kind, obj))
-            if len(singles) == FILES_PER_JOB:
+    def start_videos(current) -> None:
+        while len(upcoming) < spec.videos_ahead and (u := next(units, None)) is not None:
+            upcoming.append(u)
+        for u in [current, *upcoming][:spec.videos_ahead + 1]:
+            if u[0] == "video" and id(u) not in ahead:
+                ahead[id(u)] = Ahead(lambda path=u[1]: _video_jobs(path, 0, spec))
+
+    try:
+        while upcoming or (unit := next(units, None)) is not None:
+            if upcoming:
+                unit = upcoming.popleft()
+            kind, obj = unit
+            if kind in ("file", "pil", "image"):
+                singles.append((kind, obj))
+                if len(singles) == FILES_PER_JOB:
+                    yield flush()
+                continue
+            if singles:
                 yield flush()
-            continue
+            if kind == "ignored":
+                yield _ignored_job(obj)
+            elif kind == "batch":
+                for a in range(0, obj.shape[0], spec.chunk):
+                    piece = obj[a:a + spec.chunk]
+                    yield _array_job(piece, pos, spec)
+                    pos += piece.shape[0]
+            elif kind == "arrays":  # .npy / .safetensors / Parquet / Arrow: no decoding, views where possible
+                for piece in iter_array_file(obj, spec.chunk):
+                    yield _array_job(as_nchw(piece, spec.shape, f"images in {obj}"), pos, spec, str(obj))
+                    pos += piece.shape[0]
+            elif spec.videos_ahead > 0:
+                start_videos(unit)
+                base = pos  # the video's jobs count its positions from 0
+                for job, n in ahead.pop(id(unit)):
+                    yield _shifted(job, base)
+                    pos += n
+            else:
+                for job, n in _video_jobs(obj, pos, spec):
+                    yield job
+                    pos += n
         if singles:
             yield flush()
-        if kind == "ignored":
-            yield _ignored_job(obj)
-        elif kind == "batch":
-            for a in range(0, obj.shape[0], spec.chunk):
-                piece = obj[a:a + spec.chunk]
-                yield _array_job(piece, pos, spec)
-                pos += piece.shape[0]
-        elif kind == "arrays":  # .npy / .safetensors / Parquet / Arrow: no decoding, views where possible
-            for piece in iter_array_file(obj, spec.chunk):
-                yield _array_job(as_nchw(piece, spec.shape, f"images in {obj}"), pos, spec, str(obj))
-                pos += piece.shape[0]
-        else:  # video
-            for job, n in _video_jobs(obj, pos, spec):
-                yield job
-                pos += n
-    if singles:
-        yield flush()
+    finally:
+        for a in ahead.values():
+            a.close()
 
 
 def count_inputs(source) -> int | None:

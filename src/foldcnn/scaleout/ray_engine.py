@@ -59,6 +59,7 @@ def _require_ray():
 UNSUPPORTED = {
     "workers": "decoding runs in Ray read tasks, one per group of images or per video, not in threads",
     "decoders": "decoding runs in Ray read tasks",
+    "keyframes": "Ray read tasks decode every frame",
     "resize": "the Ray read tasks always resize images to the model's size",
     "resize_mode": "the Ray read tasks resize images bilinearly and video frames with nearest neighbour",
     "max_pixels": "the Ray read tasks have no decoded-size limit",
