@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from foldcnn.data.readers import ImageReadError
+from foldcnn.checkpoints import save_checkpoint
 from foldcnn.infer import Predictor
 from foldcnn.infer import sources
 from foldcnn.infer.pipeline import DecoderDiedError
@@ -145,3 +146,40 @@ def test_keyframes_are_the_key_frames_of_the_full_decode(videos):
         assert torch.equal(img, full[i])
     with Predictor(tiny_model(1), keyframes=True, workers=1) as p:
         assert [q.frame for q in p.predict(v0)] == keys
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_batched_rows_equal_the_per_image_rows(folder, videos, tmp_path, suffix):
+    from foldcnn.infer import PredictionWriter
+
+    path, _ = folder
+    inputs = [videos[0][0], path / "00000.png", videos[1], path / "00003.png"]
+    inputs[2] = videos[0][1]  # the broken video: one skipped entry
+    with Predictor(tiny_model(3), on_error="skip", workers=2, batch_size=9) as p:
+        with PredictionWriter(tmp_path / f"a{suffix}") as w:
+            w.write_all(p.predict_iter(inputs, stride=3))
+        with PredictionWriter(tmp_path / f"b{suffix}") as w:
+            assert p.predict_to(w, inputs, stride=3) == w.rows > 0
+    assert (tmp_path / f"a{suffix}").read_bytes() == (tmp_path / f"b{suffix}").read_bytes()
+
+
+def test_cli_prints_one_line_per_stage_and_writes_the_json_summary(folder, tmp_path, capsys):
+    import json
+
+    from foldcnn.cli import main
+
+    path, _ = folder
+    ck = save_checkpoint(tmp_path / "ck", tiny_model(2), [f"c{i}" for i in range(5)])
+    out, js = tmp_path / "p.csv", tmp_path / "s.json"
+    assert main(["predict", str(ck), "--input", str(path), "--out", str(out), "--quiet", "--json", str(js),
+                 "--batch-size", "8", "--decoders", "processes", "--workers", "2"]) == 0
+    text = capsys.readouterr().out
+    for stage in ("read/decode:", "model:", "write:"):
+        assert any(line.strip().startswith(stage) and "images/s" in line and "of wall time" in line
+                   for line in text.splitlines()), stage
+    assert "64 images in 2 decoding processes" in text
+    summary = json.loads(js.read_text())
+    assert summary["images"] == N and set(summary["stages"]) >= {"read/decode", "model", "write"}
+    assert summary["options"]["decoders"] == "processes" and summary["images_decoded_in_processes"] == N - N % 32  # a short tail: a thread
+    assert main(["predict", str(ck), "--input", str(path), "--out", str(out), "--quiet", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == N  # --json alone: the summary on stdout, nothing else

@@ -96,7 +96,7 @@ def _predict_local(args: argparse.Namespace, options) -> int:
 
     with Predictor.from_checkpoint(args.checkpoint, options) as p:
         with PredictionWriter(args.out) as writer:
-            writer.write_all(p.predict_iter(args.input, progress=not args.quiet))
+            p.predict_to(writer, args.input, progress=not args.quiet)
         if args.json != "-":
             for line in _summary_lines(p.stats, args.out):
                 print(line)

@@ -20,6 +20,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from foldcnn.backends.base import cores_shared, default_threads
 from foldcnn.errors import UsageError, UsageTypeError
 from foldcnn.fold import check_fold, fold_images, unfold_logits
 from foldcnn.infer.arrays import as_nchw
@@ -27,19 +28,12 @@ from foldcnn.infer.options import ON_ERROR, PARTIAL_MODES, PredictOptions
 from foldcnn.infer.batching import BatchAssembler, ChunkBuffer, softmax
 from foldcnn.infer.pipeline import LazyProcessPool, ordered_map
 from foldcnn.infer.results import Prediction, PredictStats, SkippedInput
-from foldcnn.infer.sources import Chunk, InputSpec, count_inputs, iter_jobs
+from foldcnn.infer.sources import FILES_PER_JOB, Chunk, InputSpec, count_inputs, iter_jobs
 from foldcnn.progress import progress_bar
 
 __all__ = ["ON_ERROR", "PARTIAL_MODES", "Predictor"]
 
 _DEFAULT_THREADS = 2  # decoding threads when workers is None
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def _load_model(model_or_path, what: str):
@@ -92,7 +86,7 @@ class Predictor:
         if len(self.class_names) != self.num_classes:
             raise UsageError(f"{len(self.class_names)} class names for a model with {self.num_classes} classes")
         self.batch_size = max(self.fold, opts.batch_size // self.fold * self.fold)
-        self._processes = LazyProcessPool(_cores() if opts.workers is None else opts.workers)
+        self._processes = LazyProcessPool(default_threads(None) if opts.workers is None else opts.workers)
         use_processes = opts.decoders == "processes" or (opts.decoders == "auto" and self._processes.available)
         if opts.decoders == "processes" and not self._processes.available:
             raise UsageError("decoders='processes' needs os.fork (Linux, macOS); use decoders='threads'")
@@ -155,12 +149,14 @@ class Predictor:
             return backend
         from foldcnn.backends import create_backend, select_backend
 
-        if backend != "auto":
-            return create_backend(self.model, backend, precision=precision, threads=threads, device=device,
-                                  max_batch=max_batch, calibration=calibration)
-        extra = {} if select_seconds is None else {"seconds": select_seconds}
-        chosen, info = select_backend(self.model, precisions=(precision,), max_batch=max_batch,
-                                      calibration=calibration, device=device, threads=threads, **extra)
+        # Decoders run beside the engine: its idle threads should yield the cores to them.
+        with cores_shared(self.workers > 0):
+            if backend != "auto":
+                return create_backend(self.model, backend, precision=precision, threads=threads, device=device,
+                                      max_batch=max_batch, calibration=calibration)
+            extra = {} if select_seconds is None else {"seconds": select_seconds}
+            chosen, info = select_backend(self.model, precisions=(precision,), max_batch=max_batch,
+                                          calibration=calibration, device=device, threads=threads, **extra)
         self.backend_selection = dict(info)
         return chosen
 
@@ -258,6 +254,32 @@ class Predictor:
             yield idx, src, frm, self._probs(imgs, stats, fallback=True)
 
     # ------------------------------------------------------------------------------- public
+    def _batches(self, source, stride: int | None, progress: bool) -> Iterator[tuple]:
+        """(indices, sources, frames, class indices (k,), confidences list, probabilities (k, K))
+        per batch, in input order; the time the consumer spends on each counts as "write"."""
+        stride = self.options.stride if stride is None else self.options.replace(stride=stride).stride
+        spec = replace(self._spec, stride=stride)
+        stats = self.stats = self._new_stats()
+        t0 = time.perf_counter()
+        bar = progress_bar(total=count_inputs(source) if progress else None, disable=not progress, unit="img",
+                           desc="predict", smoothing=0.1)
+        # Deep enough that the decoders fill the next batch while the engine runs this one.
+        depth = max(2 * self.workers, -(-self.batch_size // FILES_PER_JOB) + self.workers)
+        chunks = ordered_map(iter_jobs(source, spec), self.workers, depth=depth,
+                             processes=self._processes if self.workers else None)
+        try:
+            for idx, src, frm, probs in self._stream(chunks, stats):
+                top = probs.argmax(axis=1)
+                conf = probs[np.arange(len(top)), top].tolist()
+                t_out = time.perf_counter()
+                yield idx, src, frm, top, conf, probs
+                bar.update(stats.images + stats.skipped - bar.n)  # skipped inputs count as done
+                stats.seconds_write += time.perf_counter() - t_out
+        finally:
+            chunks.close()
+            bar.close()
+            stats.seconds_total = time.perf_counter() - t0
+
     def predict_iter(self, source, *, stride: int | None = None, progress: bool = False) -> Iterator[Prediction]:
         """Stream :class:`Prediction` s for ``source`` (see foldcnn.infer.sources for the inputs
         accepted), in input order, with bounded memory. ``stride``: every stride-th video frame
@@ -268,28 +290,18 @@ class Predictor:
         is drawn from a background thread, a few items ahead: do not refill a tensor it already
         yielded (or use ``workers=0``).
         """
-        stride = self.options.stride if stride is None else self.options.replace(stride=stride).stride
-        spec = replace(self._spec, stride=stride)
-        stats = self.stats = self._new_stats()
-        t0 = time.perf_counter()
-        bar = progress_bar(total=count_inputs(source) if progress else None, disable=not progress, unit="img",
-                           desc="predict", smoothing=0.1)
-        chunks = ordered_map(iter_jobs(source, spec), self.workers,
-                             processes=self._processes if self.workers else None)
         names = self.class_names
-        try:
-            for idx, src, frm, probs in self._stream(chunks, stats):
-                top = probs.argmax(axis=1)
-                conf = probs[np.arange(len(top)), top].tolist()
-                t_out = time.perf_counter()
-                for j, c in enumerate(top.tolist()):
-                    yield Prediction(idx[j], src[j], frm[j], c, names[c], conf[j], probs[j])
-                bar.update(stats.images + stats.skipped - bar.n)  # skipped inputs count as done
-                stats.seconds_write += time.perf_counter() - t_out
-        finally:
-            chunks.close()
-            bar.close()
-            stats.seconds_total = time.perf_counter() - t0
+        for idx, src, frm, top, conf, probs in self._batches(source, stride, progress):
+            for j, c in enumerate(top.tolist()):
+                yield Prediction(idx[j], src[j], frm[j], c, names[c], conf[j], probs[j])
+
+    def predict_to(self, writer, source, *, stride: int | None = None, progress: bool = False) -> int:
+        """Classify ``source`` straight into a :class:`PredictionWriter` (a batch of rows at a
+        time, no Prediction objects: what ``foldcnn predict`` does); returns the rows written.
+        The rows equal those of ``writer.write_all(p.predict_iter(source))``."""
+        for idx, src, frm, top, conf, _ in self._batches(source, stride, progress):
+            writer.write_batch(idx, src, frm, top.tolist(), conf, self.class_names)
+        return writer.rows
 
     def predict(self, images, *, stride: int | None = None, progress: bool = False) -> list[Prediction]:
         """All :class:`Prediction` s for ``images`` (any input predict_iter accepts), in input order."""

@@ -181,6 +181,18 @@ class PredictionWriter:
                                          "confidence": conf}) + "\n")
         self.rows += 1
 
+    def write_batch(self, indices, sources, frames, class_indices, confidences, class_names) -> None:
+        """Rows for a batch given as columns (the same rows ``write`` gives for each image)."""
+        names = [class_names[c] for c in class_indices]
+        conf = [round(float(c), 6) for c in confidences]
+        if self.format == "csv":
+            self._csv.writerows(zip(indices, map(_cell, sources), map(_cell, frames), names, class_indices, conf))
+        else:
+            self._file.writelines(json.dumps({"index": i, "source": s, "frame": f, "class_name": n, "class_index": c,
+                                              "confidence": v}) + "\n"
+                                  for i, s, f, n, c, v in zip(indices, sources, frames, names, class_indices, conf))
+        self.rows += len(names)
+
     def write_all(self, preds: Iterable[Prediction]) -> int:
         for p in preds:
             self.write(p)
