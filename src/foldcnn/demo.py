@@ -174,13 +174,8 @@ def _plots(cfg: DemoConfig, result: DemoResult, out: Path) -> list[Path]:
         bars = ax.bar([x + shift for x in xs], [g[k] for g in groups], width=0.4, label=label)
         ax.bar_label(bars, labels=[f"{g[k]:,.0f}" for g in groups], fontsize=7)
     ax.set_xticks(xs, [g[0] for g in groups], fontsize=8)
-    ax.set_ylabel("images/s")
-    ax.set_title(f"{cfg.task}: images/s, batch {cfg.batch_size}", fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    bars_path = folder / "images_per_s.png"
-    fig.savefig(bars_path, dpi=120)
-    plt.close(fig)
+    bars_path = _finish_plot(plt, fig, ax, folder / "images_per_s.png", f"{cfg.task}: images/s, batch {cfg.batch_size}",
+                             "images/s")
     fig, ax = plt.subplots(figsize=(6, 4))
     for fold, folder_name in ((1, "original"), (cfg.fold, f"folded-f{cfg.fold}")):
         log = out / folder_name / "metrics.jsonl"
@@ -189,14 +184,19 @@ def _plots(cfg: DemoConfig, result: DemoResult, out: Path) -> list[Path]:
             ax.plot([r["epoch"] for r in rows], [100 * r["val_top1"] for r in rows], marker="." if len(rows) < 30
                     else None, label=f"{'original' if fold == 1 else 'folded'} (f={fold})")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("validation top-1 (%)")
-    ax.set_title(f"{cfg.task}: validation accuracy while training", fontsize=10)
+    curves_path = _finish_plot(plt, fig, ax, folder / "validation_top1.png",
+                               f"{cfg.task}: validation accuracy while training", "validation top-1 (%)")
+    return [bars_path, curves_path]
+
+
+def _finish_plot(plt, fig, ax, path: Path, title: str, ylabel: str) -> Path:
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    curves_path = folder / "validation_top1.png"
-    fig.savefig(curves_path, dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
-    return [bars_path, curves_path]
+    return path
 
 
 def comparison_rows(cfg: DemoConfig, result: DemoResult) -> list[dict]:

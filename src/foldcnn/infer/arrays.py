@@ -103,9 +103,11 @@ def resize_images(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear"
 
 
 def fit_images(x: torch.Tensor, shape: tuple[int, int, int], resize: bool, resize_mode: str | None,
-               what: str) -> torch.Tensor:
+               what: str, contiguous: bool = True) -> torch.Tensor:
     """(n, C, h, w) uint8/float -> C-contiguous (n, C, H, W) uint8 or float32 in [0, 1] at the
-    (H, W) of ``shape``; other sizes are resized (``resize``) or an :class:`ImageSizeError`."""
+    (H, W) of ``shape``; other sizes are resized (``resize``) or an :class:`ImageSizeError`.
+    ``contiguous=False`` keeps a strided view (e.g. of an (N, H, W, C) array) where no resize was
+    needed: the batch assembly reads it in its one scaling pass, no transposed copy first."""
     x = x.detach()
     if x.device.type != "cpu":
         x = x.cpu()
@@ -124,4 +126,4 @@ def fit_images(x: torch.Tensor, shape: tuple[int, int, int], resize: bool, resiz
         if not resize:
             raise ImageSizeError(what, tuple(a.shape[2:]), want)
         a = _resize_np(a, want, resize_mode or "bilinear")
-    return torch.from_numpy(np.ascontiguousarray(a))
+    return torch.from_numpy(np.ascontiguousarray(a) if contiguous else a)

@@ -93,13 +93,13 @@ def is_video(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_EXTENSIONS
 
 
-def _fit(x: torch.Tensor, spec: InputSpec, what: str) -> torch.Tensor:
-    return fit_images(x, spec.shape, spec.resize, spec.resize_mode, what)
+def _fit(x: torch.Tensor, spec: InputSpec, what: str, contiguous: bool = True) -> torch.Tensor:
+    return fit_images(x, spec.shape, spec.resize, spec.resize_mode, what, contiguous)
 
 
 def _array_job(x: torch.Tensor, start: int, spec: InputSpec, source: str | None = None) -> Callable[[], Chunk]:
     def run() -> Chunk:
-        t = _fit(x, spec, f"images in {source}" if source else "images")
+        t = _fit(x, spec, f"images in {source}" if source else "images", contiguous=False)
         n = t.shape[0]
         return Chunk(t, range(start, start + n), [source] * n, [None] * n)
     run.inline = True  # in memory already: cheaper in the consumer's thread (see ordered_map)
