@@ -61,6 +61,15 @@ def test_array_files_mix_with_other_inputs_and_count_positions(data):
     assert [g.class_index for g in got] == [w.class_index for w in want]
 
 
+def test_progress_counts_the_images_of_array_files(data):
+    from foldcnn.infer.sources import count_inputs
+
+    root, _ = data
+    assert count_inputs(root / "x.parquet") == count_inputs(root / "nchw.npy") == N
+    assert count_inputs([root / "x.safetensors", root / "png" / "00000.png"]) == N + 1
+    assert count_inputs(root / "x.arrow") is None  # would need a scan
+
+
 def test_npy_and_read_only_arrays_are_not_copied(data):
     root, _ = data
     piece = next(iter_array_file(root / "nchw.npy", chunk=8))

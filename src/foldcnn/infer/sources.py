@@ -427,6 +427,11 @@ def count_inputs(source) -> int | None:
                 total += int(item.shape[0])
             elif isinstance(item, (str, os.PathLike)) and (Path(item).is_dir() or is_video(Path(item))):
                 return None
+            elif isinstance(item, (str, os.PathLike)) and is_array_file(Path(item)):
+                n = count_array_file(item)
+                if n is None:
+                    return None
+                total += n
             else:
                 total += 1
         return total
