@@ -113,7 +113,8 @@ def _add_predict(sub) -> None:
                        "(video frame number), class_name, class_index, confidence.")
     p.add_argument("checkpoint", help="checkpoint directory (model.safetensors + config.json)")
     p.add_argument("--input", required=True,
-                   help="an image folder (recursive), a quoted glob ('frames/*.png'), one image, or a video file")
+                   help="an image folder (recursive), a quoted glob ('frames/*.png'), one image, a video file, or "
+                   "uint8 images that need no decoding: .npy, .safetensors, Parquet or Arrow (column 'image')")
     p.add_argument("--out", required=True, help="output file, .csv or .jsonl (with --engine ray: a directory)")
     add_predict_options(p)
     p.add_argument("--engine", choices=("local", "ray"), default="local",
