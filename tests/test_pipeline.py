@@ -4,6 +4,7 @@ a decoder that dies fails the run naming its files; the per-stage summary adds u
 
 import os
 import random
+import time
 
 import numpy as np
 import pytest
@@ -183,3 +184,21 @@ def test_cli_prints_one_line_per_stage_and_writes_the_json_summary(folder, tmp_p
     assert summary["options"]["decoders"] == "processes" and summary["images_decoded_in_processes"] == N - N % 32  # a short tail: a thread
     assert main(["predict", str(ck), "--input", str(path), "--out", str(out), "--quiet", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["images"] == N  # --json alone: the summary on stdout, nothing else
+
+
+def test_stopping_early_releases_decoders(folder, videos):
+    import threading
+
+    path, _ = folder
+    (v0, v1, v2), _ = videos
+    before = threading.active_count()
+    with Predictor(tiny_model(2), workers=2, decoders="processes", batch_size=4) as p:
+        for source in (path, [v0, v1, v2]):
+            it = p.predict_iter(source)
+            assert [next(it).index for _ in range(3)] == [0, 1, 2]
+            it.close()  # the feeder, the videos decoding ahead and pending jobs stop
+        assert len(p.predict(path)) == N  # and the Predictor still works
+    deadline = time.monotonic() + 5
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() <= before
