@@ -1,5 +1,6 @@
 """`foldcnn demo`: the pipeline end to end on a tiny budget (correctness, not speed)."""
 
+import importlib.util
 import json
 
 import pytest
@@ -15,7 +16,7 @@ def test_demo_trains_both_measures_both_and_writes_report(tmp_path):
     cfg = DemoConfig(**TINY)
     stages = []
     result = run_demo(tmp_path / "demo", cfg, progress=False, on_stage=stages.append)
-    assert len(stages) == 3
+    assert len(stages) == 4
     assert set(result.accuracy) == {1, 2}
     for acc in result.accuracy.values():
         assert 0.0 <= acc["test_top1"] <= 1.0 and acc["command"].startswith("foldcnn train --task sot-coin-count")
@@ -25,6 +26,12 @@ def test_demo_trains_both_measures_both_and_writes_report(tmp_path):
     report = (tmp_path / "demo" / "report.md").read_text()
     assert "original (f=1)" in report and "folded (f=2)" in report and "foldcnn bench" in report
     assert "class changes with their fold-mates" in report  # the folded run's flip rate is shown
+    assert "end to end, `foldcnn predict` on the test PNGs" in report
+    if importlib.util.find_spec("matplotlib"):
+        assert sorted(p.name for p in (tmp_path / "demo" / "plots").iterdir()) == ["images_per_s.png",
+                                                                                  "validation_top1.png"]
+    assert {f: r["images"] for f, r in result.end_to_end.items()} == {1: 60, 2: 60}
+    assert (tmp_path / "demo" / "folded-f2" / "test-predictions.csv").read_text().count("\n") == 61
     assert (tmp_path / "demo" / "original" / "checkpoint" / "model.safetensors").exists()
     assert (tmp_path / "demo" / "folded-f2" / "checkpoint" / "model.safetensors").exists()
     saved = json.loads((tmp_path / "demo" / "demo.json").read_text())

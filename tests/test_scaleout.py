@@ -144,7 +144,7 @@ def _video_unit(path, source_id=3):
 def test_broken_video_keeps_frames_before_the_error(monkeypatch):
     from foldcnn.data import readers
 
-    def five_then_fail(path, input_size, stride, resize):
+    def five_then_fail(path, input_size, stride, resize, keyframes=False):
         for t in range(5):
             yield t * stride, torch.full((3, *input_size), t, dtype=torch.uint8)
         raise readers.VideoReadError(f"cannot read video {path}: decoding failed after 5 frames")

@@ -55,6 +55,7 @@ class DemoConfig:
 class DemoResult:
     accuracy: dict = field(default_factory=dict)  # fold -> summary of run_training
     throughput: list[dict] = field(default_factory=list)  # bench records
+    end_to_end: dict = field(default_factory=dict)  # fold -> `foldcnn predict` on the test PNGs
     peaks: dict = field(default_factory=dict)
     seconds: float = 0.0
     report: Path | None = None
@@ -101,36 +102,102 @@ def run_demo(out_dir: str | Path = "foldcnn-demo", cfg: DemoConfig | None = None
     say = on_stage or (lambda _msg: None)
     t0 = time.perf_counter()
     result = DemoResult()
-    say(f"1/3 training the original {cfg.task} CNN (fold 1, {cfg.epochs_original} epochs, "
+    say(f"1/4 training the original {cfg.task} CNN (fold 1, {cfg.epochs_original} epochs, "
         f"{cfg.train_size} generated images)")
     result.accuracy[1] = _train(cfg, 1, cfg.epochs_original, out / "original", progress)
-    say(f"2/3 training the folded CNN (fold {cfg.fold}, {cfg.epochs_folded} epochs, same images"
+    say(f"2/4 training the folded CNN (fold {cfg.fold}, {cfg.epochs_folded} epochs, same images"
         + (f", distilling from the original ({cfg.distill})" if cfg.distill != "none" else "") + ")")
     teacher = out / "original" / "checkpoint" if cfg.distill != "none" else None
     result.accuracy[cfg.fold] = _train(cfg, cfg.fold, cfg.epochs_folded, out / f"folded-f{cfg.fold}", progress,
                                        teacher)
-    say(f"3/3 measuring throughput at batch {cfg.batch_size} images: "
+    say(f"3/4 measuring throughput at batch {cfg.batch_size} images: "
         + ", ".join(f"{b}/{d}" for b, d in cfg.backends))
     records, extra = _throughput(cfg, progress)
     result.throughput = records
     peaks = extra["peaks"]
     result.peaks = peaks.to_dict()
-    plots = _plots(records, peaks, out)
+    say(f"4/4 end to end: foldcnn predict on {cfg.test_size} test PNGs, original and folded")
+    result.end_to_end = _end_to_end(cfg, out)
+    plots = _plots(cfg, result, out)
     result.seconds = time.perf_counter() - t0
     result.report = write_report(out, cfg, result, plots, extra["skipped"])
     (out / "demo.json").write_text(json.dumps({
         "config": asdict(cfg), "accuracy": result.accuracy, "throughput": records,
-        "seconds": result.seconds}, indent=2, default=str))
+        "end_to_end": result.end_to_end, "seconds": result.seconds}, indent=2, default=str))
     return result
 
 
-def _plots(records: list[dict], peaks, out: Path) -> list[Path]:
-    try:
-        from foldcnn.bench.plots import write_plots
+def _end_to_end(cfg: DemoConfig, out: Path) -> dict:
+    """Both checkpoints through what ``foldcnn predict`` runs (decoding, batching, engine, CSV rows)
+    on the test split written as PNGs; engine start-up excluded (one warm-up call first)."""
+    from foldcnn.data.game_export import write_game_text
+    from foldcnn.infer import PredictionWriter, Predictor
 
-        return write_plots(records, peaks, out / "plots")
+    pngs = out / "test-pngs"
+    write_game_text(cfg.task, str(pngs), {"test": cfg.test_size}, cfg.seed, overwrite=True)
+    backend, precision = cfg.backends[0]
+    rows = {}
+    for fold, folder in ((1, "original"), (cfg.fold, f"folded-f{cfg.fold}")):
+        ck = out / folder / "checkpoint"
+        with Predictor.from_checkpoint(ck, backend=backend, precision=precision, batch_size=cfg.batch_size) as p:
+            p.predict(next(iter(sorted((pngs / "test").rglob("*.png")))))
+            with PredictionWriter(out / folder / "test-predictions.csv") as w:
+                p.predict_to(w, pngs / "test")
+            rows[fold] = {"images_per_s": p.stats.images_per_s, "images": p.stats.images, "backend": backend,
+                          "precision": precision, "stages": p.stats.stages(),
+                          "command": f"foldcnn predict {ck} --input {pngs / 'test'} --out "
+                                     f"{out / folder / 'test-predictions.csv'} --backend {backend} "
+                                     f"--precision {precision} --batch-size {cfg.batch_size}"}
+    return rows
+
+
+def _plots(cfg: DemoConfig, result: DemoResult, out: Path) -> list[Path]:
+    """Two pictures that tell the story: images/s per engine and precision, original vs folded,
+    model only and end to end (grouped bars); the two models' validation top-1 per epoch."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
     except ImportError:  # matplotlib is optional: the report says how to get the plots
         return []
+    folder = out / "plots"
+    folder.mkdir(parents=True, exist_ok=True)
+    groups = [(f"{r['backend']} {r['dtype']}\nmodel only", r["original_images_per_s"], r["folded_images_per_s"])
+              for r in comparison_rows(cfg, result)]
+    e = result.end_to_end
+    if 1 in e and cfg.fold in e:
+        groups.append((f"{e[1]['backend']} {e[1]['precision']}\nend to end (PNGs)", e[1]["images_per_s"],
+                       e[cfg.fold]["images_per_s"]))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(groups) + 1), 4))
+    xs = list(range(len(groups)))
+    for shift, label, k in ((-0.2, "original (f=1)", 1), (0.2, f"folded (f={cfg.fold})", 2)):
+        bars = ax.bar([x + shift for x in xs], [g[k] for g in groups], width=0.4, label=label)
+        ax.bar_label(bars, labels=[f"{g[k]:,.0f}" for g in groups], fontsize=7)
+    ax.set_xticks(xs, [g[0] for g in groups], fontsize=8)
+    bars_path = _finish_plot(plt, fig, ax, folder / "images_per_s.png", f"{cfg.task}: images/s, batch {cfg.batch_size}",
+                             "images/s")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for fold, folder_name in ((1, "original"), (cfg.fold, f"folded-f{cfg.fold}")):
+        log = out / folder_name / "metrics.jsonl"
+        if log.is_file():
+            rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+            ax.plot([r["epoch"] for r in rows], [100 * r["val_top1"] for r in rows], marker="." if len(rows) < 30
+                    else None, label=f"{'original' if fold == 1 else 'folded'} (f={fold})")
+    ax.set_xlabel("epoch")
+    curves_path = _finish_plot(plt, fig, ax, folder / "validation_top1.png",
+                               f"{cfg.task}: validation accuracy while training", "validation top-1 (%)")
+    return [bars_path, curves_path]
+
+
+def _finish_plot(plt, fig, ax, path: Path, title: str, ylabel: str) -> Path:
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def comparison_rows(cfg: DemoConfig, result: DemoResult) -> list[dict]:
@@ -166,6 +233,12 @@ def format_summary(cfg: DemoConfig, result: DemoResult) -> str:
                      f"{r['original_images_per_s']:,.0f} ({_pct(r['original_fraction_of_peak'])} of peak) | "
                      f"{r['folded_images_per_s']:,.0f} ({_pct(r['folded_fraction_of_peak'])} of peak), "
                      f"**{r['ratio']:.2f}x** |")
+    e = result.end_to_end
+    if 1 in e and cfg.fold in e:
+        a_e, b_e = e[1], e[cfg.fold]
+        lines.append(f"| images/s end to end, `foldcnn predict` on the test PNGs ({a_e['backend']} "
+                     f"{a_e['precision']}) | {a_e['images_per_s']:,.0f} | {b_e['images_per_s']:,.0f}, "
+                     f"**{b_e['images_per_s'] / a_e['images_per_s']:.2f}x** |")
     best = fastest_rows(result)
     if best is not None:
         a, b = best
@@ -211,7 +284,9 @@ def write_report(out: Path, cfg: DemoConfig, result: DemoResult, plots: list[Pat
         "## Reproduce", "",
         f"- original: `{a['command']}`", f"- folded: `{b['command']}`",
         f"- throughput: `foldcnn bench --models {cfg.task} --folds 1,{cfg.fold} --batch-sizes {cfg.batch_size} "
-        f"--backends {','.join(f'{x}/{y}' for x, y in cfg.backends)} --no-baselines`", "",
+        f"--backends {','.join(f'{x}/{y}' for x, y in cfg.backends)} --no-baselines`",
+        *(f"- end to end, f={f}: `{r['command']}` (the row times a warm Predictor: start-up excluded)"
+          for f, r in result.end_to_end.items()), "",
     ]
     if skipped:
         text += ["## Skipped", ""] + [f"- {c}: {why}" for c, why in skipped] + [""]

@@ -8,8 +8,10 @@ folded logits (B, f*K) as float32 numpy; unfolding, padding and order are the ca
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,8 +21,8 @@ from foldcnn.errors import FoldcnnError, UsageError, UsageTypeError
 from foldcnn.fold import unfold_logits
 from foldcnn.models import FoldedCNN
 
-__all__ = ["DEVICES", "PRECISIONS", "Backend", "BackendError", "BackendSpec", "default_threads",
-           "prediction_agreement"]
+__all__ = ["DEVICES", "PRECISIONS", "Backend", "BackendError", "BackendSpec", "cores_shared", "default_threads",
+           "prediction_agreement", "shares_cores"]
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 DEVICES = ("cpu", "cuda")
@@ -102,6 +104,25 @@ class BackendSpec:
     build: Callable[..., Backend]
     supports: Callable[[str], dict[str, str | None]]
     description: str = ""
+
+
+_SHARED_CORES: contextvars.ContextVar[bool] = contextvars.ContextVar("foldcnn_shared_cores", default=False)
+
+
+@contextlib.contextmanager
+def cores_shared(shared: bool = True) -> Iterator[None]:
+    """Backends built inside this block run beside other CPU work (decoding processes): their
+    idle threads should sleep rather than spin, so the decoders get the cores."""
+    token = _SHARED_CORES.set(shared)
+    try:
+        yield
+    finally:
+        _SHARED_CORES.reset(token)
+
+
+def shares_cores() -> bool:
+    """True inside :func:`cores_shared`: read by a backend's builder."""
+    return _SHARED_CORES.get()
 
 
 def default_threads(threads: int | None) -> int:

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from foldcnn.cli.common import CLIError
-from foldcnn.cli.options import add_predict_options, predict_options
+from foldcnn.cli.options import add_json_flag, add_predict_options, predict_options, write_json_output
 
 
 def _summary_lines(stats, out: str) -> list[str]:
@@ -18,6 +18,9 @@ def _summary_lines(stats, out: str) -> list[str]:
          f"{s.padded_images} padded images (waste {s.padding_waste:.2%})"
          + (f", {s.fallback_images} images through the fallback model" if s.fallback_images else "")),
     ]
+    lines += _stage_lines(s)
+    if s.graph_cache:
+        lines.append(s.graph_cache["note"])
     if s.backend_selection:
         rates = s.backend_selection.get("images_per_s") or {}
         lines.append("auto picked " + str(s.backend_selection.get("picked", s.backend)) + (
@@ -37,6 +40,32 @@ def _summary_lines(stats, out: str) -> list[str]:
 def _inputs(args: argparse.Namespace):
     """One input as given (a folder, glob, file), several as a list read in order."""
     return args.input[0] if len(args.input) == 1 else list(args.input)
+
+
+def _stage_lines(s) -> list[str]:
+    """One line per stage: seconds, images/s over them, share of wall time; then the bottleneck."""
+    if s.decoders == "inline":
+        where = "decoded in this thread"
+    elif s.images_decoded_in_processes:
+        where = f"{s.images_decoded_in_processes:,} images in {s.workers} decoding processes"
+    else:
+        where = "decoded in background threads"
+    lines = []
+    for name, st in s.stages().items():
+        if name == "other" and st["share"] < 0.05:
+            continue
+        note = ""
+        if name == "read/decode":
+            note = f" waiting for input ({where}"
+            if s.seconds_decode_work > 0:
+                note += f"; {s.images / s.seconds_decode_work:,.0f} images/s per decoder"
+            note += ")"
+        lines.append(f"  {name}: {st['seconds']:.2f} s{note}, {st['images_per_s']:,.0f} images/s, "
+                     f"{st['share']:.0%} of wall time")
+    if s.decode_bound:
+        lines.append("  decode-bound: the model waited longer for decoded images than it computed; more "
+                     "--workers (or inputs that need no decoding: .npy, .safetensors, Parquet) would help")
+    return lines
 
 
 def _run_ray(args: argparse.Namespace, options) -> int:
@@ -76,9 +105,12 @@ def _predict_local(args: argparse.Namespace, options) -> int:
 
     with Predictor.from_checkpoint(args.checkpoint, options) as p:
         with PredictionWriter(args.out) as writer:
-            writer.write_all(p.predict_iter(_inputs(args), progress=not args.quiet))
-        for line in _summary_lines(p.stats, args.out):
-            print(line)
+            p.predict_to(writer, _inputs(args), progress=not args.quiet)
+        if args.json != "-":
+            for line in _summary_lines(p.stats, args.out):
+                print(line)
+        if args.json is not None:
+            write_json_output({"out": args.out, "options": options.to_dict(), **p.stats.to_dict()}, args.json)
         return _partial_status(p.stats, args.allow_partial)
 
 
@@ -91,6 +123,7 @@ def _partial_status(stats, allow_partial: bool) -> int:
     return 0
 
 
+
 def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="classify images, a folder, a glob or a video with a checkpoint",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -98,8 +131,9 @@ def _add_predict(sub) -> None:
                        "(video frame number), class_name, class_index, confidence.")
     p.add_argument("checkpoint", help="checkpoint directory (model.safetensors + config.json)")
     p.add_argument("--input", required=True, nargs="+", action="extend",
-                   help="image folders (recursive: images and videos), quoted globs ('frames/*.png'), images or "
-                        "video files, one or more, read in the order given")
+                   help="image folders (recursive: images and videos), quoted globs ('frames/*.png'), images, "
+                        "video files, or uint8 images that need no decoding (.npy, .safetensors, Parquet or Arrow "
+                        "with a column 'image'); one or more, read in the order given")
     p.add_argument("--out", required=True, help="output file, .csv or .jsonl (with --engine ray: a directory)")
     add_predict_options(p)
     p.add_argument("--allow-partial", action="store_true",
@@ -109,6 +143,7 @@ def _add_predict(sub) -> None:
                    help="local: this process; ray: a Ray cluster (foldcnn.scaleout)")
     p.add_argument("--address", default=None, help="Ray cluster address for --engine ray (None: start one locally)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_json_flag(p, what="the run's summary (counts, per-stage seconds, options)")
     p.set_defaults(func=_cmd_predict)
 
 

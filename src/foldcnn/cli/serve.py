@@ -16,6 +16,8 @@ UNSUPPORTED = {
     "on_error": "the server answers each unreadable image with a 4xx naming it",
     "workers": "the server decodes requests in its own pool (--decode-threads); --workers is, for one release, "
                "the deprecated name of --replicas",
+    "decoders": "the server decodes requests in its own pool",
+    "keyframes": "requests carry images, not videos",
     "resize_mode": "the server resizes bilinearly",
 }
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

@@ -235,6 +235,8 @@ def _add_train(sub) -> None:
 EVAL_UNSUPPORTED = {
     "stride": "eval reads class folders of images, not videos",
     "workers": "eval reads the folder first, then classifies the images in memory",
+    "decoders": "eval reads the folder first, then classifies the images in memory",
+    "keyframes": "eval reads image folders, not videos",
     "on_error": "unreadable images in the folder are skipped and counted",
     "max_pixels": "eval reads every image of the folder",
 }

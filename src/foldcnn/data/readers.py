@@ -30,7 +30,7 @@ __all__ = [
     "IMAGE_EXTENSIONS", "DataReadError", "ImageReadError", "VideoReadError", "LabelsMismatchError",
     "VideoTruncatedError", "SkippedFile", "ReadReport", "read_image", "list_images", "iter_images", "load_images",
     "load_image_folder", "image_size_counts", "iter_video_frames", "read_labels_csv", "load_video", "resize_rgb",
-    "to_rgb",
+    "to_rgb", "decode_rgb",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
@@ -171,7 +171,8 @@ def _decode(path: Path, max_pixels: int | None) -> tuple[np.ndarray, str]:
                         f"{limit:,} pixels; pass max_pixels=... if you trust this file"))
                 im.load()  # decode now: truncated data fails here, not later
                 mode = im.mode
-                ImageOps.exif_transpose(im, in_place=True)  # photos taken sideways
+                if im.format != "PNG" or "exif" in im.info:  # a PNG without an eXIf chunk has no orientation
+                    ImageOps.exif_transpose(im, in_place=True)  # photos taken sideways
                 return to_rgb(im), mode
     except ImageReadError:
         raise
@@ -181,6 +182,12 @@ def _decode(path: Path, max_pixels: int | None) -> tuple[np.ndarray, str]:
         raise ImageReadError(path, f"decompression bomb: {e}") from None
     except Exception as e:  # noqa: BLE001 - corrupt files raise many types; each becomes a reason
         raise ImageReadError(path, f"{type(e).__name__}: {e}") from None
+
+
+def decode_rgb(path: Path, max_pixels: int | None = None) -> tuple[np.ndarray, str]:
+    """One image file -> (uint8 (h, w, 3) RGB at its own size, the file's Pillow mode); raises
+    :class:`ImageReadError` naming the file. numpy only: what decoding processes call."""
+    return _decode(Path(path), max_pixels)
 
 
 def read_image(path: str | Path, input_size: tuple[int, int] | None = None, *, resize: str = "bilinear",
@@ -396,7 +403,7 @@ def _import_av():
 
 
 def iter_video_frames(path: str | Path, input_size: tuple[int, int] | None = (50, 50), stride: int = 1,
-                      resize: str = "nearest") -> Iterator[tuple[int, torch.Tensor]]:
+                      resize: str = "nearest", *, keyframes: bool = False) -> Iterator[tuple[int, torch.Tensor]]:
     """Decode a video and yield ``(frame_index, uint8 (3, H, W) RGB)`` for every ``stride``-th frame.
 
     Frames are counted from 0 in presentation order. The default 50x50 nearest-neighbour resize
@@ -404,8 +411,60 @@ def iter_video_frames(path: str | Path, input_size: tuple[int, int] | None = (50
     :class:`VideoReadError` naming the file when it cannot be opened or decoded, after the frames
     decoded before the failure; :class:`VideoTruncatedError` when fewer frames decode than the
     container declares (a file cut short decodes "successfully" up to the cut).
+    ``keyframes=True`` decodes only the key frames (the decoder skips the others: far faster,
+    for a coarse pass) and yields every ``stride``-th of them, numbered by their timestamps.
     """
+    if keyframes:
+        return _decode_keyframes(path, input_size, stride, resize)
     return ((i, img) for i, img in _decode_video(path, input_size, stride, resize) if img is not None)
+
+
+def _open_video(path: Path):
+    """(the av module, an open container) for a video file; errors name the file."""
+    av = _import_av()
+    if not path.is_file():
+        raise MissingInputError(f"video not found: {path}")
+    try:
+        return av, av.open(str(path))
+    except av.FFmpegError as e:
+        raise VideoReadError(f"cannot read video {path}: {e}") from None
+
+
+def _video_stream(container, path: Path):
+    """The first video stream, decoded with FFmpeg's threads (frame and slice threading)."""
+    if not container.streams.video:
+        raise VideoReadError(f"cannot read video {path}: it has no video stream")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    return stream
+
+
+def _decode_keyframes(path, input_size, stride, resize) -> Iterator[tuple[int, torch.Tensor]]:
+    """Key frames only (``skip_frame="NONKEY"``), numbered from their presentation timestamps."""
+    size = _check_size(input_size)
+    _check_choice("resize", resize, RESIZE_MODES)
+    path = Path(path)
+    av, container = _open_video(path)
+    with container:
+        stream = _video_stream(container, path)
+        stream.codec_context.skip_frame = "NONKEY"
+        rate = stream.average_rate or stream.guessed_rate
+        if not rate or stream.time_base is None:
+            raise VideoReadError(f"cannot number the key frames of {path}: it has no frame rate; decode every frame")
+        start = stream.start_time or 0
+        kept = 0
+        try:
+            for k, frame in enumerate(container.decode(stream)):
+                if k % stride:
+                    continue
+                number = round(float((frame.pts - start) * stream.time_base * rate)) if frame.pts is not None else k
+                arr = resize_rgb(frame.to_ndarray(format="rgb24"), size, resize)
+                kept += 1
+                yield number, torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+        except av.FFmpegError as e:
+            raise VideoReadError(f"cannot read video {path}: decoding failed after {kept} key frames: {e}") from None
+        if kept == 0:
+            raise VideoReadError(f"cannot read video {path}: no key frame could be decoded")
 
 
 def _decode_video(path, input_size, stride, resize) -> Iterator[tuple[int, torch.Tensor | None]]:
@@ -414,19 +473,10 @@ def _decode_video(path, input_size, stride, resize) -> Iterator[tuple[int, torch
     _check_choice("resize", resize, RESIZE_MODES)
     if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
         raise UsageError(f"stride must be an int >= 1, got {stride!r}")
-    av = _import_av()
     path = Path(path)
-    if not path.is_file():
-        raise MissingInputError(f"video not found: {path}")
-    try:
-        container = av.open(str(path))
-    except av.FFmpegError as e:
-        raise VideoReadError(f"cannot read video {path}: {e}") from None
+    av, container = _open_video(path)
     with container:
-        if not container.streams.video:
-            raise VideoReadError(f"cannot read video {path}: it has no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        stream = _video_stream(container, path)
         index = 0
         try:
             for frame in container.decode(stream):

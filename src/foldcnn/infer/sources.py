@@ -9,6 +9,8 @@ Accepted inputs (``source``):
 * a PIL image, a file path, a folder (its images and videos, recursively, sorted by path,
   hidden entries skipped), a glob (``"frames/*.png"``, sorted) or a video file (every
   ``stride``-th frame);
+* an array file that needs no decoding: ``.npy``, ``.safetensors``, Parquet or Arrow IPC holding
+  uint8 (N, C, H, W) or (N, H, W, C) images (see foldcnn.infer.array_files);
 * an iterable (list, generator) of any of these, where a 3-D tensor / array is one image
   (C, H, W) (numpy also (H, W, C)) and a 4-D one is a chunk of images.
 
@@ -30,7 +32,9 @@ from __future__ import annotations
 
 import glob
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,16 +46,20 @@ from foldcnn.data.readers import (
     IMAGE_EXTENSIONS,
     DataReadError,
     ReadReport,
+    decode_rgb,
     list_images,
     read_image,
+    resize_rgb,
     to_rgb,
 )
 from foldcnn.errors import MissingInputError, UsageError, UsageTypeError
+from foldcnn.infer.array_files import count_array_file, is_array_file, iter_array_file
 from foldcnn.infer.arrays import ImageSizeError, as_nchw, fit_images, to_unit_float
+from foldcnn.infer.pipeline import Ahead
 from foldcnn.infer.results import SkippedInput
 
-__all__ = ["VIDEO_EXTENSIONS", "Chunk", "InputSpec", "classify_file", "count_inputs", "expand_path", "is_video",
-           "iter_jobs", "iter_video", "load_image_file"]
+__all__ = ["VIDEO_EXTENSIONS", "Chunk", "FilesJob", "InputSpec", "classify_file", "count_inputs", "decode_files",
+           "expand_path", "is_video", "iter_jobs", "iter_video", "load_image_file"]
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
 FILES_PER_JOB = 32  # files decoded per worker task: amortizes thread hand-off, keeps order cheap
@@ -70,6 +78,8 @@ class InputSpec:
     stride: int = 1  # video: every stride-th frame
     max_pixels: int | None = None
     chunk: int = 1024  # images per job for arrays
+    keyframes: bool = False  # video: decode only the key frames
+    videos_ahead: int = 0  # videos decoding in background threads beyond the current one
 
 
 @dataclass
@@ -85,21 +95,23 @@ class Chunk:
     ignored: list[str] = field(default_factory=list)  # files in a folder without an image extension
     stream: object = None  # fold stream: None for images and arrays, the video's first position for a video
     incomplete: list[SkippedInput] = field(default_factory=list)  # videos cut short: their frames before it kept
+    seconds_decode: float = 0.0  # time the decoder spent on this chunk (in whatever thread or process)
+    in_process: bool = False  # decoded in a decoding process (else in a thread of this one)
 
 
 def is_video(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_EXTENSIONS
 
 
-def _fit(x: torch.Tensor, spec: InputSpec, what: str) -> torch.Tensor:
-    return fit_images(x, spec.shape, spec.resize, spec.resize_mode, what)
+def _fit(x: torch.Tensor, spec: InputSpec, what: str, contiguous: bool = True) -> torch.Tensor:
+    return fit_images(x, spec.shape, spec.resize, spec.resize_mode, what, contiguous)
 
 
-def _array_job(x: torch.Tensor, start: int, spec: InputSpec) -> Callable[[], Chunk]:
+def _array_job(x: torch.Tensor, start: int, spec: InputSpec, source: str | None = None) -> Callable[[], Chunk]:
     def run() -> Chunk:
-        t = _fit(x, spec, "images")
+        t = _fit(x, spec, f"images in {source}" if source else "images", contiguous=False)
         n = t.shape[0]
-        return Chunk(t, range(start, start + n), [None] * n, [None] * n)
+        return Chunk(t, range(start, start + n), [source] * n, [None] * n)
     run.inline = True  # in memory already: cheaper in the consumer's thread (see ordered_map)
     return run
 
@@ -127,6 +139,9 @@ def _load_single(kind: str, obj, spec: InputSpec) -> torch.Tensor:
 
 
 def _singles_job(items: list[tuple[str, object]], start: int, spec: InputSpec) -> Callable[[], Chunk]:
+    if all(kind == "file" for kind, _ in items):
+        return FilesJob([str(obj) for _, obj in items], start, spec)
+
     def run() -> Chunk:
         imgs, idx, srcs, skipped = [], [], [], []
         for k, (kind, obj) in enumerate(items):
@@ -148,6 +163,74 @@ def _singles_job(items: list[tuple[str, object]], start: int, spec: InputSpec) -
     return run
 
 
+def decode_files(paths: list[str], spec: InputSpec) -> tuple[np.ndarray, list[int], list[tuple[int, str]], float]:
+    """Image files -> (uint8 (n, C, H, W) at the model's size, positions in ``paths`` of the
+    images read, (position, reason) of the files that failed, seconds spent).
+
+    numpy and Pillow only, written straight into one preallocated array: this is what a decoding
+    process runs. A failure is returned as data (exceptions with extra fields do not cross a
+    process boundary intact); the caller raises it again where ``on_error="raise"``.
+    """
+    t0 = time.perf_counter()
+    if spec.shape[0] != 3:
+        raise UsageError(f"image files are decoded as RGB (3 channels) but the model takes {spec.shape[0]}; "
+                         "pass tensors (N, C, H, W) instead")
+    want = tuple(spec.shape[1:])
+    out = np.empty((len(paths), *spec.shape), np.uint8)
+    ok: list[int] = []
+    failed: list[tuple[int, str]] = []
+    for k, path in enumerate(paths):
+        try:
+            arr, _ = decode_rgb(Path(path), spec.max_pixels)
+            if arr.shape[:2] != want:
+                if not spec.resize:
+                    raise ImageSizeError(f"image {path}", arr.shape[:2], want)
+                arr = resize_rgb(arr, want, spec.resize_mode or "bilinear")
+        except DataReadError as e:
+            failed.append((k, getattr(e, "reason", str(e))))
+            if spec.on_error == "raise":
+                break
+            continue
+        out[len(ok)] = arr.transpose(2, 0, 1)
+        ok.append(k)
+    return out[:len(ok)], ok, failed, time.perf_counter() - t0
+
+
+class FilesJob:
+    """Decode a run of image files into one Chunk: in a thread (call it) or in a decoding
+    process (``remote`` there, ``finish`` here). Positions start at ``start``."""
+
+    def __init__(self, paths: list[str], start: int, spec: InputSpec) -> None:
+        self.paths, self.start, self.spec = paths, start, spec
+
+    @property
+    def remote(self) -> tuple | None:
+        # A short run (one image, the tail of a list) is decoded in a thread: forking the
+        # decoding processes for it would cost more than it saves.
+        if len(self.paths) < FILES_PER_JOB // 2:
+            return None
+        return decode_files, (self.paths, self.spec)
+
+    def __call__(self) -> Chunk:
+        return self.finish(decode_files(self.paths, self.spec))
+
+    def describe(self) -> str:
+        first, last = self.paths[0], self.paths[-1]
+        return f"the {len(self.paths)} file(s) {first}" + (f" .. {last}" if len(self.paths) > 1 else "")
+
+    def finish(self, answer) -> Chunk:
+        images, ok, failed, seconds = answer
+        if failed and self.spec.on_error == "raise":
+            k = failed[0][0]
+            _load_single("file", Path(self.paths[k]), self.spec)  # raises the reader's own error
+            raise DataReadError(f"cannot read image {self.paths[k]}: {failed[0][1]}")  # if it read this time
+        skipped = [SkippedInput(self.start + k, self.paths[k], reason) for k, reason in failed]
+        chunk = Chunk(torch.from_numpy(images) if ok else None, [self.start + k for k in ok],
+                      [self.paths[k] for k in ok], [None] * len(ok), skipped)
+        chunk.seconds_decode = seconds
+        return chunk
+
+
 # ----------------------------------------------------------------------------------- videos
 def iter_video(path, spec: InputSpec) -> Iterator[tuple[int, torch.Tensor]]:
     """``(frame number, uint8 (3, H, W))`` for every ``spec.stride``-th frame of a video, at the
@@ -159,7 +242,8 @@ def iter_video(path, spec: InputSpec) -> Iterator[tuple[int, torch.Tensor]]:
         raise UsageError(f"video frames are RGB (3 channels) but the model takes {spec.shape[0]}")
     want = spec.shape[1:]
     for number, img in readers.iter_video_frames(path, input_size=want if spec.resize else None,
-                                                 stride=spec.stride, resize=spec.resize_mode or "nearest"):
+                                                 stride=spec.stride, resize=spec.resize_mode or "nearest",
+                                                 keyframes=spec.keyframes):
         if tuple(img.shape[1:]) != want:
             raise ImageSizeError(f"video {path}", tuple(img.shape[1:]), want)
         yield number, img
@@ -209,6 +293,8 @@ def classify_file(path: Path) -> str:
     """"video" or "file" (an image): by extension, else by what Pillow or PyAV can open."""
     if is_video(path):
         return "video"
+    if is_array_file(path):
+        return "arrays"
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         return "file"
     try:  # unknown extension: Pillow only reads the header here
@@ -282,13 +368,29 @@ def _ignored_job(files: list[str]) -> Callable[[], Chunk]:
     return run
 
 
+def _shifted(job: Callable[[], Chunk], offset: int) -> Callable[[], Chunk]:
+    """A job of a video decoded ahead (positions from 0) with its positions moved to ``offset``."""
+    def run() -> Chunk:
+        c = job()
+        c.indices = range(c.indices.start + offset, c.indices.stop + offset) if isinstance(c.indices, range) \
+            else [i + offset for i in c.indices]
+        c.skipped = [SkippedInput(s.index + offset, s.source, s.reason) for s in c.skipped]
+        return c
+    return run
+
+
 def iter_jobs(source, spec: InputSpec) -> Iterator[Callable[[], Chunk]]:
     """Decode jobs for ``source``, in input order; each job returns one :class:`Chunk`.
 
-    Input positions (``Chunk.indices``) count every image, frame and skipped file from 0.
+    Input positions (``Chunk.indices``) count every image, frame and skipped file from 0. With
+    ``spec.videos_ahead`` > 0 the next videos of the input start decoding in background threads
+    while the current one is consumed.
     """
     pos = 0
     singles: list[tuple[str, object]] = []
+    units = _units(source, spec, top=True)
+    upcoming: deque = deque()  # units drawn ahead to find the next videos
+    ahead: dict[int, Ahead] = {}  # id(unit) -> its video decoding in the background
 
     def flush():
         nonlocal pos, singles
@@ -296,27 +398,51 @@ def iter_jobs(source, spec: InputSpec) -> Iterator[Callable[[], Chunk]]:
         singles, pos = [], pos + n
         return job
 
-    for kind, obj in _units(source, spec, top=True):
-        if kind in ("file", "pil", "image"):
-            singles.append((kind, obj))
-            if len(singles) == FILES_PER_JOB:
+    def start_videos(current) -> None:
+        while len(upcoming) < spec.videos_ahead and (u := next(units, None)) is not None:
+            upcoming.append(u)
+        for u in [current, *upcoming][:spec.videos_ahead + 1]:
+            if u[0] == "video" and id(u) not in ahead:
+                ahead[id(u)] = Ahead(lambda path=u[1]: _video_jobs(path, 0, spec))
+
+    try:
+        while upcoming or (unit := next(units, None)) is not None:
+            if upcoming:
+                unit = upcoming.popleft()
+            kind, obj = unit
+            if kind in ("file", "pil", "image"):
+                singles.append((kind, obj))
+                if len(singles) == FILES_PER_JOB:
+                    yield flush()
+                continue
+            if singles:
                 yield flush()
-            continue
+            if kind == "ignored":
+                yield _ignored_job(obj)
+            elif kind == "batch":
+                for a in range(0, obj.shape[0], spec.chunk):
+                    piece = obj[a:a + spec.chunk]
+                    yield _array_job(piece, pos, spec)
+                    pos += piece.shape[0]
+            elif kind == "arrays":  # .npy / .safetensors / Parquet / Arrow: no decoding, views where possible
+                for piece in iter_array_file(obj, spec.chunk):
+                    yield _array_job(as_nchw(piece, spec.shape, f"images in {obj}"), pos, spec, str(obj))
+                    pos += piece.shape[0]
+            elif spec.videos_ahead > 0:
+                start_videos(unit)
+                base = pos  # the video's jobs count its positions from 0
+                for job, n in ahead.pop(id(unit)):
+                    yield _shifted(job, base)
+                    pos += n
+            else:
+                for job, n in _video_jobs(obj, pos, spec):
+                    yield job
+                    pos += n
         if singles:
             yield flush()
-        if kind == "ignored":
-            yield _ignored_job(obj)
-        elif kind == "batch":
-            for a in range(0, obj.shape[0], spec.chunk):
-                piece = obj[a:a + spec.chunk]
-                yield _array_job(piece, pos, spec)
-                pos += piece.shape[0]
-        else:  # video
-            for job, n in _video_jobs(obj, pos, spec):
-                yield job
-                pos += n
-    if singles:
-        yield flush()
+    finally:
+        for a in ahead.values():
+            a.close()
 
 
 def count_inputs(source) -> int | None:
@@ -330,7 +456,10 @@ def count_inputs(source) -> int | None:
             units = expand_path(source, top=True)
         except FileNotFoundError:
             return None
-        return None if any(k == "video" for k, _ in units) else sum(k != "ignored" for k, _ in units)
+        if any(k == "video" for k, _ in units):
+            return None
+        counts = [count_array_file(obj) if k == "arrays" else 1 for k, obj in units if k != "ignored"]
+        return None if None in counts else sum(counts)
     if isinstance(source, (list, tuple)):
         total = 0
         for item in source:
@@ -338,6 +467,11 @@ def count_inputs(source) -> int | None:
                 total += int(item.shape[0])
             elif isinstance(item, (str, os.PathLike)) and (Path(item).is_dir() or is_video(Path(item))):
                 return None
+            elif isinstance(item, (str, os.PathLike)) and is_array_file(Path(item)):
+                n = count_array_file(item)
+                if n is None:
+                    return None
+                total += n
             else:
                 total += 1
         return total

@@ -62,6 +62,8 @@ def _require_ray():
 UNSUPPORTED = {
     "workers": "decoding runs in Ray read tasks, one per group of images or per video, scheduled by Ray "
                "(DECODE_CPUS each), not in threads",
+    "decoders": "decoding runs in Ray read tasks",
+    "keyframes": "Ray read tasks decode every frame",
     "select_seconds": "backend auto is not available on Ray; name a backend",
 }
 

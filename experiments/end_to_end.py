@@ -1,0 +1,218 @@
+"""End to end at the hardware's rate (issue 20): pipeline efficiency and folded/original ratios.
+
+    foldcnn data game lol-gold-fraction --out /tmp/e2e/game --train 10 --val 10 --test 8192
+    foldcnn data video --out /tmp/e2e/video --frames 3000
+    python experiments/end_to_end.py --pngs /tmp/e2e/game/test --video /tmp/e2e/video/video.mp4 --work /tmp/e2e
+
+For random-weight checkpoints (lol-gold-fraction 22x52 for PNGs and arrays, noscope-coral 50x50
+for the video; f=1 and f=4; ORT fp32 and int8) it measures, per input kind:
+
+* decode: seconds per image on ONE core (a child process pinned to one CPU), the pipeline's own
+  reader (PNG: foldcnn.infer.sources.decode_files; video: iter_video_frames at the model's
+  size; arrays: reading the .npy pieces into a uint8 batch);
+* model: images/s of the Predictor's own engine session on a pre-folded float batch of
+  ``--batch`` images, all cores (warm-up, median of ``--trials`` blocks of >= 1 s, as
+  ``foldcnn bench`` times);
+* end to end: a warm Predictor (engine built, decoders started: start-up excluded) classifying the
+  whole input and writing the CSV rows, as ``foldcnn predict`` does; median of ``--trials``;
+* efficiency = end-to-end images/s / ideal, ideal = 1 / (decode_s / cores + model_s).
+
+Then the start-up of ``foldcnn predict`` on one PNG (graph cached: the second run onwards),
+median of ``--trials`` processes. Prints markdown tables; ``--json`` writes the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from foldcnn.checkpoints import save_checkpoint
+from foldcnn.fold import fold_images
+from foldcnn.infer import PredictionWriter, Predictor
+from foldcnn.models import create_model
+
+TASKS = {"png": "lol-gold-fraction", "arrays": "lol-gold-fraction", "video": "noscope-coral"}
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def checkpoint(work: Path, task: str, fold: int) -> Path:
+    out = work / f"ck-{task}-f{fold}"
+    if not (out / "config.json").is_file():
+        torch.manual_seed(fold)
+        m = create_model(task, fold=fold)
+        rng = np.random.default_rng(0)
+        calib = torch.from_numpy(rng.integers(0, 256, (256, *m.input_shape), dtype=np.uint8))
+        save_checkpoint(out, m, [str(i) for i in range(m.num_classes)], calibration_images=calib)
+    return out
+
+
+# ------------------------------------------------------------------------- decode on one core
+def _decode_seconds(kind: str, source: str, shape, out) -> None:
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    torch.set_num_threads(1)
+    from foldcnn.infer.sources import InputSpec, decode_files
+
+    spec = InputSpec(tuple(shape))
+    t0 = time.perf_counter()
+    if kind == "png":
+        paths = sorted(str(p) for p in Path(source).rglob("*.png"))
+        n = 0
+        for a in range(0, len(paths), 32):
+            n += len(decode_files(paths[a:a + 32], spec)[1])
+    elif kind == "video":
+        from foldcnn.data.readers import iter_video_frames
+
+        n = sum(1 for _ in iter_video_frames(source, input_size=tuple(shape[1:])))
+    else:
+        from foldcnn.infer.array_files import iter_array_file
+
+        buf = None
+        n = 0
+        for piece in iter_array_file(source, 1024):
+            buf = np.array(piece, copy=True)
+            n += len(buf)
+    out.put((time.perf_counter() - t0) / n)
+
+
+def decode_s_per_image(kind: str, source: str, shape) -> float:
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_decode_seconds, args=(kind, source, shape, q))
+    p.start()
+    value = q.get()
+    p.join()
+    return value
+
+
+# ------------------------------------------------------------------------------ model only
+def model_images_per_s(p: Predictor, batch: int, trials: int) -> float:
+    x = fold_images(torch.rand(batch, *p.input_shape), p.fold).numpy()
+    p.backend.run(x)
+    rates = []
+    for _ in range(trials):
+        calls, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < 1.0:
+            p.backend.run(x)
+            calls += 1
+        rates.append(calls * batch / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+def end_to_end(p: Predictor, source, out: Path, trials: int) -> tuple[float, dict]:
+    rates, stats = [], None
+    for _ in range(trials):
+        t0 = time.perf_counter()
+        with PredictionWriter(out) as w:
+            w.write_all(p.predict_iter(source))
+        rates.append(p.stats.images / (time.perf_counter() - t0))
+        stats = p.stats.to_dict()
+    return statistics.median(rates), stats
+
+
+def startup_seconds(ck: Path, png: Path, precision: str, work: Path, trials: int) -> float:
+    cmd = [str(Path(sys.executable).parent / "foldcnn"), "predict", str(ck), "--input", str(png), "--out",
+           str(work / "one.csv"), "--backend", "ort", "--precision", precision, "--quiet"]
+    # A user's install has byte-compiled modules: let this run write them (some sandboxes set
+    # PYTHONDONTWRITEBYTECODE, which would add the compile time of every module to each start).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run(cmd, check=True, capture_output=True, env=env)  # builds and caches the graph, writes .pyc
+    times = []
+    for _ in range(trials):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True, env=env)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pngs", required=True, help="folder of PNG crops (22x52)")
+    ap.add_argument("--video", default=None, help="a video file (skipped if not given)")
+    ap.add_argument("--work", default="/tmp/e2e", help="checkpoints, the .npy file and outputs go here")
+    ap.add_argument("--kinds", default="png,arrays,video")
+    ap.add_argument("--folds", default="1,4")
+    ap.add_argument("--precisions", default="fp32,int8")
+    ap.add_argument("--batch", type=int, default=1024)
+    ap.add_argument("--trials", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--decoders", default="auto")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--no-startup", action="store_true")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    pngs = sorted(Path(args.pngs).rglob("*.png"))
+    npy = work / "crops.npy"
+    if not npy.is_file():
+        from PIL import Image
+
+        np.save(npy, np.stack([np.asarray(Image.open(f).convert("RGB")) for f in pngs]))
+    sources = {"png": str(Path(args.pngs)), "arrays": str(npy), "video": args.video}
+    kinds = [k for k in args.kinds.split(",") if sources.get(k)]
+    folds = [int(f) for f in args.folds.split(",")]
+    precisions = args.precisions.split(",")
+    rows = []
+    for kind in kinds:
+        task = TASKS[kind]
+        shape = create_model(task).input_shape
+        decode_s = decode_s_per_image(kind, sources[kind], shape)
+        for precision in precisions:
+            for fold in folds:
+                ck = checkpoint(work, task, fold)
+                with Predictor.from_checkpoint(ck, backend="ort", precision=precision, batch_size=args.batch,
+                                               workers=args.workers, decoders=args.decoders,
+                                               threads=args.threads) as p:
+                    p.predict([str(x) for x in pngs[:64]] if kind == "png" else np.zeros((8, *shape), np.uint8))
+                    model = model_images_per_s(p, args.batch, args.trials)
+                    e2e, stats = end_to_end(p, sources[kind], work / "out.csv", args.trials)
+                model_s = 1 / model
+                ideal = 1 / (decode_s / cores() + model_s)
+                rows.append({"kind": kind, "task": task, "fold": fold, "precision": precision,
+                             "decode_images_per_s_one_core": 1 / decode_s, "model_images_per_s": model,
+                             "e2e_images_per_s": e2e, "ideal_images_per_s": ideal, "efficiency": e2e / ideal,
+                             "images": stats["images"], "stages": stats["stages"]})
+                print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in rows[-1].items()
+                                  if k != "stages"}), flush=True)
+    print(f"\n{cores()} cores; decoders={args.decoders}, workers={args.workers}, threads={args.threads}\n")
+    print("| input | model | precision | f | decode 1 core images/s | model images/s | end to end images/s "
+          "| ideal | efficiency |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['kind']} | {r['task']} | {r['precision']} | {r['fold']} | {r['decode_images_per_s_one_core']:,.0f} "
+              f"| {r['model_images_per_s']:,.0f} | {r['e2e_images_per_s']:,.0f} | {r['ideal_images_per_s']:,.0f} "
+              f"| {r['efficiency']:.2f} |")
+    print("\n| input | precision | folded/original end to end | folded/original model only |\n|---|---|---|---|")
+    for kind in kinds:
+        for precision in precisions:
+            by = {r["fold"]: r for r in rows if r["kind"] == kind and r["precision"] == precision}
+            if 1 in by and 4 in by:
+                print(f"| {kind} | {precision} | {by[4]['e2e_images_per_s'] / by[1]['e2e_images_per_s']:.2f} "
+                      f"| {by[4]['model_images_per_s'] / by[1]['model_images_per_s']:.2f} |")
+    startup = {}
+    if not args.no_startup:
+        for precision in precisions:
+            for fold in folds:
+                s = startup_seconds(checkpoint(work, "lol-gold-fraction", fold), pngs[0], precision, work, args.trials)
+                startup[f"f{fold} {precision}"] = s
+                print(f"start-up, foldcnn predict on one PNG, f={fold} {precision} (graph cached): {s:.2f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "startup_s": startup, "cores": cores(),
+                                               "args": vars(args)}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
