@@ -27,8 +27,9 @@ def serve_config(args: argparse.Namespace):
     """The ServeConfig the flags describe (also used by experiments/load_test.py)."""
     from foldcnn.serve import ImageLimits, ServeConfig
 
-    keys = args.api_key if args.api_key is not None else os.environ.get("FOLDCNN_API_KEY")
-    api_key = keys[0] if isinstance(keys, list) and len(keys) == 1 else (tuple(keys) if isinstance(keys, list) else keys)
+    # --api-key may be repeated (one key per tenant); the environment holds one key.
+    keys = args.api_key if args.api_key is not None else [os.environ.get("FOLDCNN_API_KEY")]
+    api_key = keys[0] if len(keys) == 1 else tuple(keys)
     try:
         limits = ImageLimits(max_image_bytes=args.max_image_bytes, max_body_bytes=args.max_body_bytes,
                              max_pixels=args.max_pixels, max_images=args.max_images, resize=args.resize)
