@@ -300,6 +300,56 @@ def test_a_ready_backend_object_is_used_and_not_closed():
     assert calls == [(2, 6, H, W), (1, 6, H, W)] and p.stats.backend == "stand-in"
 
 
+def test_engine_runs_one_batch_ahead_in_its_own_thread_and_fails_in_place():
+    """With workers > 0 the engine computes batch k+1 in its own thread while the caller holds
+    batch k; an engine failure is raised at its batch's place; stopping early or failing leaves
+    nothing running in the engine thread, and close() ends the thread."""
+    state = {"active": 0, "calls": 0, "threads": set()}
+
+    class Engine:
+        name, precision, fold, input_shape = "stand-in", "fp32", 2, (3, H, W)
+
+        def __init__(self, fail_at=None):
+            self.fail_at = fail_at
+
+        def run(self, x):
+            state["active"] += 1
+            state["calls"] += 1
+            state["threads"].add(threading.current_thread().name)
+            try:
+                time.sleep(0.02)
+                if state["calls"] == self.fail_at:
+                    raise RuntimeError("the engine failed on its third batch")
+                with torch.no_grad():
+                    return tiny(2)(torch.as_tensor(x)).numpy()
+            finally:
+                state["active"] -= 1
+
+        def close(self):
+            pass
+
+    x = images(40, seed=5)
+    with Predictor(tiny(2), backend=Engine(), batch_size=4, workers=2) as p:
+        it = p.predict_iter(x)
+        held = [next(it) for _ in range(4)]  # all of batch 0, still with the caller
+        time.sleep(0.2)
+        assert state["calls"] == 2  # batch 1 ran meanwhile, and no further: one batch ahead
+        it.close()
+        assert state["active"] == 0
+        close(probs_of(held), reference(tiny(2), x[:4]))
+        close(probs_of(p.predict(x)), reference(tiny(2), x))
+    assert state["threads"] and all(n.startswith("foldcnn-engine") for n in state["threads"])
+    state["calls"] = 0
+    got = []
+    with Predictor(tiny(2), backend=Engine(fail_at=3), batch_size=4, workers=2) as p:
+        with pytest.raises(RuntimeError, match="third batch"):
+            for q in p.predict_iter(x):
+                got.append(q.index)
+        assert state["active"] == 0
+    assert got == list(range(8))  # batches 0 and 1 delivered, then the failure in place
+    assert not [t for t in threading.enumerate() if t.name.startswith("foldcnn-")]
+
+
 def test_streaming_memory_is_bounded():
     made = []
 

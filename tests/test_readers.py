@@ -228,6 +228,29 @@ def test_iter_video_frames_nearest_resize(video):
     assert torch.equal(small[10], native[10][:, 1::2, 1::2])
 
 
+def test_video_frames_are_pyav_rgb24_pixels_exactly(video):
+    """The reused colour converter gives the pixels of PyAV's own per-frame rgb24 conversion."""
+    import av
+
+    with av.open(str(video.video_path)) as c:
+        want = [torch.from_numpy(f.to_ndarray(format="rgb24").transpose(2, 0, 1).copy()) for f in c.decode(video=0)]
+    got = dict(iter_video_frames(video.video_path, input_size=None))
+    assert sorted(got) == list(range(len(want))) and len(want) == 40
+    assert all(torch.equal(got[i], want[i]) for i in range(len(want)))
+    keys = dict(iter_video_frames(video.video_path, input_size=None, keyframes=True))
+    assert keys and all(torch.equal(img, want[i]) for i, img in keys.items())
+
+
+def test_stopping_early_leaves_no_decoding_thread(video):
+    import threading
+
+    for keyframes in (False, True):
+        it = iter_video_frames(video.video_path, input_size=(8, 8), keyframes=keyframes)
+        next(it)
+        it.close()
+        assert not [t for t in threading.enumerate() if t.name == "foldcnn-video-decode"]
+
+
 def _write_csv(path, rows, header="frame,label"):
     path.write_text(header + "\n" + "".join(f"{a},{b}\n" for a, b in rows))
     return path

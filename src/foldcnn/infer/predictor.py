@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from pathlib import Path
 from dataclasses import replace
 
 import numpy as np
@@ -103,6 +105,7 @@ class Predictor:
         default_workers = self._processes.workers if use_processes else _DEFAULT_THREADS
         self.workers = default_workers if opts.workers is None else opts.workers
         self._assemble = BatchAssembler()
+        self._engine: ThreadPoolExecutor | None = None  # the engine's own thread (workers > 0), made on first use
         self.partial = opts.partial_mode
         self._spec = InputSpec(self.input_shape, opts.resize, opts.resize_mode, opts.on_error, 1, opts.max_pixels,
                                chunk=self.batch_size, keyframes=opts.keyframes,
@@ -200,6 +203,9 @@ class Predictor:
                             graph_cache=getattr(self._backend, "graph_cache", None))
 
     def close(self) -> None:
+        if self._engine is not None:
+            self._engine.shutdown(wait=True)
+            self._engine = None
         if self._processes is not None:
             self._processes.shutdown()
         if self._owns_backend:
@@ -231,7 +237,7 @@ class Predictor:
         return softmax(per_image)
 
     def _stream(self, chunks: Iterator[Chunk], stats: PredictStats) -> Iterator[tuple]:
-        """Chunks -> (indices, sources, frames, probabilities (k, K)) per batch, in input order.
+        """Chunks -> (indices, sources, frames, images, fallback) per batch to run, in input order.
 
         A new fold stream (``Chunk.stream``: a video begins or ends) ends the current one: its
         partial last fold is padded (or goes to the fallback) before the next stream's images.
@@ -260,7 +266,7 @@ class Predictor:
             buf.add(chunk)
             while buf.n >= self.batch_size:
                 imgs, idx, src, frm = buf.take(self.batch_size)
-                yield idx, src, frm, self._probs(imgs, stats)
+                yield idx, src, frm, imgs, False
         yield from self._finish_stream(buf, stats)
 
     def _finish_stream(self, buf: ChunkBuffer, stats: PredictStats) -> Iterator[tuple]:
@@ -268,10 +274,41 @@ class Predictor:
         full = buf.n - buf.n % self.fold if self.partial == "fallback" else buf.n
         if full:
             imgs, idx, src, frm = buf.take(full)
-            yield idx, src, frm, self._probs(imgs, stats)
+            yield idx, src, frm, imgs, False
         if buf.n:  # fallback: the images of the partial last fold, through the unfolded model
             imgs, idx, src, frm = buf.take(buf.n)
-            yield idx, src, frm, self._probs(imgs, stats, fallback=True)
+            yield idx, src, frm, imgs, True
+
+    def _run(self, work: Iterator[tuple], stats: PredictStats, ahead: bool) -> Iterator[tuple]:
+        """(indices, sources, frames, probabilities (k, K)) for each batch of ``work``, in order.
+
+        With ``ahead`` the engine runs in its own thread, one batch ahead: batch k+1 is computed
+        while the caller handles batch k (writes its rows) and the next decoded images are
+        gathered, so that work no longer leaves the engine idle (the engines release the GIL).
+        Only that one thread calls the engine, one batch at a time. A failure is raised at its
+        batch's place; on the way out nothing is left running in the engine thread."""
+        if not ahead:
+            for idx, src, frm, imgs, fallback in work:
+                yield idx, src, frm, self._probs(imgs, stats, fallback)
+            return
+        engine = self._engine_thread()
+        pending: deque = deque()
+        try:
+            for idx, src, frm, imgs, fallback in work:
+                pending.append((idx, src, frm, engine.submit(self._probs, imgs, stats, fallback)))
+                if len(pending) > 1:
+                    idx0, src0, frm0, fut = pending.popleft()
+                    yield idx0, src0, frm0, fut.result()
+            while pending:
+                idx0, src0, frm0, fut = pending.popleft()
+                yield idx0, src0, frm0, fut.result()
+        finally:
+            wait([fut for *_, fut in pending if not fut.cancel()])
+
+    def _engine_thread(self) -> ThreadPoolExecutor:
+        if self._engine is None:
+            self._engine = ThreadPoolExecutor(1, thread_name_prefix="foldcnn-engine")
+        return self._engine
 
     # ------------------------------------------------------------------------------- public
     def _batches(self, source, stride: int | None, progress: bool) -> Iterator[tuple]:
@@ -287,8 +324,9 @@ class Predictor:
         depth = max(2 * self.workers, -(-self.batch_size // FILES_PER_JOB) + self.workers)
         chunks = ordered_map(iter_jobs(source, spec), self.workers, depth=depth,
                              processes=self._processes if self.workers else None)
+        batches = self._run(self._stream(chunks, stats), stats, ahead=self.workers > 0)
         try:
-            for idx, src, frm, probs in self._stream(chunks, stats):
+            for idx, src, frm, probs in batches:
                 top = probs.argmax(axis=1)
                 conf = probs[np.arange(len(top)), top].tolist()
                 t_out = time.perf_counter()
@@ -296,6 +334,7 @@ class Predictor:
                 bar.update(stats.images + stats.skipped - bar.n)  # skipped inputs count as done
                 stats.seconds_write += time.perf_counter() - t_out
         finally:
+            batches.close()  # first: nothing left running in the engine thread
             chunks.close()
             bar.close()
             stats.seconds_total = time.perf_counter() - t0
@@ -341,7 +380,7 @@ class Predictor:
         # measured here it cost about twice the CPU when handed to worker threads.
         chunks = ordered_map(iter_jobs(x, self._spec), workers=0)
         try:
-            for _, _, _, p in self._stream(chunks, stats):
+            for _, _, _, p in self._run(self._stream(chunks, stats), stats, ahead=False):
                 probs[pos:pos + len(p)] = p
                 pos += len(p)
         finally:

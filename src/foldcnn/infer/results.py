@@ -140,7 +140,9 @@ class PredictStats:
     def stages(self) -> dict[str, dict[str, float]]:
         """Per stage (read/decode, model, write): seconds on the caller's clock, images/s over
         them and share of wall time. read/decode counts the waits for decoded input (what
-        decoding in the background did not hide); other = batching, softmax, the rest."""
+        decoding in the background did not hide); other = batching, softmax, the rest. With
+        decoding workers the engine runs in its own thread, one batch ahead, so its time overlaps
+        the others and the shares can add up to more than 1."""
         wall = self.seconds_total
         parts = {"read/decode": self.seconds_decode, "model": self.seconds_model, "write": self.seconds_write}
         parts["other"] = max(0.0, wall - sum(parts.values()))

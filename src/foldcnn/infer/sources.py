@@ -55,7 +55,7 @@ from foldcnn.data.readers import (
 from foldcnn.errors import MissingInputError, UsageError, UsageTypeError
 from foldcnn.infer.array_files import count_array_file, is_array_file, iter_array_file
 from foldcnn.infer.arrays import ImageSizeError, as_nchw, fit_images, to_unit_float
-from foldcnn.infer.pipeline import Ahead
+from foldcnn.background import Ahead
 from foldcnn.infer.results import SkippedInput
 
 __all__ = ["VIDEO_EXTENSIONS", "Chunk", "FilesJob", "InputSpec", "classify_file", "count_inputs", "decode_files",
