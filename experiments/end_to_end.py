@@ -15,7 +15,10 @@ for the video; f=1 and f=4; ORT fp32 and int8) it measures, per input kind:
   ``foldcnn bench`` times);
 * end to end: a warm Predictor (engine built, decoders started: start-up excluded) classifying the
   whole input and writing the CSV rows, as ``foldcnn predict`` does; median of ``--trials``;
-* efficiency = end-to-end images/s / ideal, ideal = 1 / (decode_s / cores + model_s).
+* efficiency = end-to-end images/s / ideal, ideal = 1 / (decode_s / cores + model_s);
+* where the CPU goes: CPU seconds per image of the model alone (all its threads), of decoding on
+  one core, and end to end in this process and in the decoding processes, and how many cores the
+  end-to-end run kept busy; "overhead" is the CPU end to end spends beyond decode + model.
 
 Then the start-up of ``foldcnn predict`` on one PNG (graph cached: the second run onwards),
 median of ``--trials`` processes. Prints markdown tables; ``--json`` writes the numbers.
@@ -98,28 +101,49 @@ def decode_s_per_image(kind: str, source: str, shape) -> float:
 
 
 # ------------------------------------------------------------------------------ model only
-def model_images_per_s(p: Predictor, batch: int, trials: int) -> float:
+def decoder_cpu_seconds(p: Predictor) -> float:
+    """CPU seconds (user + system) the Predictor's decoding processes have used so far (Linux)."""
+    pool = getattr(getattr(p, "_processes", None), "_pool", None)
+    total = 0.0
+    for pid in list(getattr(pool, "_processes", None) or {}):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def model_images_per_s(p: Predictor, batch: int, trials: int) -> tuple[float, float]:
+    """(images/s, CPU seconds per image over all the engine's threads) of the model alone."""
     x = fold_images(torch.rand(batch, *p.input_shape), p.fold).numpy()
     p.backend.run(x)
-    rates = []
+    rates, cpu = [], []
     for _ in range(trials):
-        calls, t0 = 0, time.perf_counter()
+        calls, t0, c0 = 0, time.perf_counter(), time.process_time()
         while time.perf_counter() - t0 < 1.0:
             p.backend.run(x)
             calls += 1
         rates.append(calls * batch / (time.perf_counter() - t0))
-    return statistics.median(rates)
+        cpu.append((time.process_time() - c0) / (calls * batch))
+    return statistics.median(rates), statistics.median(cpu)
 
 
-def end_to_end(p: Predictor, source, out: Path, trials: int) -> tuple[float, dict]:
-    rates, stats = [], None
+def end_to_end(p: Predictor, source, out: Path, trials: int) -> tuple[float, dict, dict]:
+    """(median images/s, the last run's stats, its CPU profile: CPU seconds per image in this
+    process (engine, batching, writing) and in the decoding processes, and cores kept busy)."""
+    rates, stats, cpu = [], None, {}
     for _ in range(trials):
-        t0 = time.perf_counter()
+        t0, c0, d0 = time.perf_counter(), time.process_time(), decoder_cpu_seconds(p)
         with PredictionWriter(out) as w:
             p.predict_to(w, source)  # what foldcnn predict does: rows a batch at a time
-        rates.append(p.stats.images / (time.perf_counter() - t0))
+        wall, n = time.perf_counter() - t0, p.stats.images
+        main_s, dec_s = time.process_time() - c0, decoder_cpu_seconds(p) - d0
+        rates.append(n / wall)
         stats = p.stats.to_dict()
-    return statistics.median(rates), stats
+        cpu = {"main_cpu_s_per_image": main_s / n, "decoders_cpu_s_per_image": dec_s / n,
+               "cores_busy": (main_s + dec_s) / wall}
+    return statistics.median(rates), stats, cpu
 
 
 def startup_seconds(ck: Path, png: Path, precision: str, work: Path, trials: int) -> float:
@@ -177,14 +201,15 @@ def main() -> None:
                                                workers=args.workers, decoders=args.decoders,
                                                threads=args.threads) as p:
                     p.predict([str(x) for x in pngs[:64]] if kind == "png" else np.zeros((8, *shape), np.uint8))
-                    model = model_images_per_s(p, args.batch, args.trials)
-                    e2e, stats = end_to_end(p, sources[kind], work / "out.csv", args.trials)
+                    model, model_cpu = model_images_per_s(p, args.batch, args.trials)
+                    e2e, stats, cpu = end_to_end(p, sources[kind], work / "out.csv", args.trials)
                 model_s = 1 / model
                 ideal = 1 / (decode_s / cores() + model_s)
                 rows.append({"kind": kind, "task": task, "fold": fold, "precision": precision,
                              "decode_images_per_s_one_core": 1 / decode_s, "model_images_per_s": model,
                              "e2e_images_per_s": e2e, "ideal_images_per_s": ideal, "efficiency": e2e / ideal,
-                             "images": stats["images"], "stages": stats["stages"]})
+                             "images": stats["images"], "stages": stats["stages"],
+                             "model_cpu_s_per_image": model_cpu, "decode_cpu_s_per_image": decode_s, **cpu})
                 print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in rows[-1].items()
                                   if k != "stages"}), flush=True)
     print(f"\n{cores()} cores; decoders={args.decoders}, workers={args.workers}, threads={args.threads}\n")
@@ -195,6 +220,19 @@ def main() -> None:
         print(f"| {r['kind']} | {r['task']} | {r['precision']} | {r['fold']} | {r['decode_images_per_s_one_core']:,.0f} "
               f"| {r['model_images_per_s']:,.0f} | {r['e2e_images_per_s']:,.0f} | {r['ideal_images_per_s']:,.0f} "
               f"| {r['efficiency']:.2f} |")
+    print("\nCPU time per image (microseconds, all threads and processes): the parts measured alone, and end to "
+          "end split by process; overhead = end to end - (decode + model)\n")
+    print("| input | precision | f | decode (1 core) | model (engine threads) | end to end: this process | "
+          "decoding processes | overhead | cores busy |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        us = {k: 1e6 * r[k] for k in ("decode_cpu_s_per_image", "model_cpu_s_per_image", "main_cpu_s_per_image",
+                                      "decoders_cpu_s_per_image")}
+        over = us["main_cpu_s_per_image"] + us["decoders_cpu_s_per_image"] - us["decode_cpu_s_per_image"] \
+            - us["model_cpu_s_per_image"]
+        print(f"| {r['kind']} | {r['precision']} | {r['fold']} | {us['decode_cpu_s_per_image']:.0f} | "
+              f"{us['model_cpu_s_per_image']:.0f} | {us['main_cpu_s_per_image']:.0f} | "
+              f"{us['decoders_cpu_s_per_image']:.0f} | {over:+.0f} | {r['cores_busy']:.2f} |")
     print("\n| input | precision | folded/original end to end | folded/original model only |\n|---|---|---|---|")
     for kind in kinds:
         for precision in precisions:

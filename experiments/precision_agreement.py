@@ -74,13 +74,17 @@ def main() -> int:
     for task in args.models:
         test = GameTextDataset(task, args.images, seed=12)
         calibration = GameTextDataset(task, 256, seed=13).images
-        labels = test.labels.numpy()
         for fold in args.folds:
             path = Path(args.checkpoints) / f"{task}-f{fold}" / "checkpoint"
             if not path.exists():
                 print(f"| {task} | {fold} | no checkpoint at {path} |" + " |" * len(PATHS))
                 continue
-            model = load_checkpoint(path).model
+            ck = load_checkpoint(path)
+            model = ck.model
+            # The checkpoint's class order (e.g. class folders sorted by name, from `foldcnn fold`)
+            # may differ from the generator's: compare by class name.
+            index = {name: i for i, name in enumerate(ck.class_names)}
+            labels = np.array([index[test.classes[k]] for k in test.labels.tolist()])
             ref = classes(model, "eager", "fp32", test.images, calibration, args.batch_size)
             cells = []
             for backend, precision, method in PATHS:
