@@ -286,15 +286,25 @@ class Predictor:
         while the caller handles batch k (writes its rows) and the next decoded images are
         gathered, so that work no longer leaves the engine idle (the engines release the GIL).
         Only that one thread calls the engine, one batch at a time. A failure is raised at its
-        batch's place; on the way out nothing is left running in the engine thread."""
+        place: the batches before a failing input are delivered first, as without the thread.
+        On the way out nothing is left running in the engine thread."""
         if not ahead:
             for idx, src, frm, imgs, fallback in work:
                 yield idx, src, frm, self._probs(imgs, stats, fallback)
             return
         engine = self._engine_thread()
         pending: deque = deque()
+        failure = None
         try:
-            for idx, src, frm, imgs, fallback in work:
+            while True:
+                try:
+                    item = next(work, None)
+                except Exception as e:  # the input failed after the batches in flight: deliver them first
+                    failure = e
+                    break
+                if item is None:
+                    break
+                idx, src, frm, imgs, fallback = item
                 pending.append((idx, src, frm, engine.submit(self._probs, imgs, stats, fallback)))
                 if len(pending) > 1:
                     idx0, src0, frm0, fut = pending.popleft()
@@ -302,6 +312,8 @@ class Predictor:
             while pending:
                 idx0, src0, frm0, fut = pending.popleft()
                 yield idx0, src0, frm0, fut.result()
+            if failure is not None:
+                raise failure
         finally:
             wait([fut for *_, fut in pending if not fut.cancel()])
 
