@@ -155,3 +155,21 @@ def test_ray_engine_unreachable_address_is_one_line(setup, capsys, monkeypatch):
                  "--engine", "ray", "--address", "127.0.0.1:9", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot reach the Ray cluster at '127.0.0.1:9'" in err[0]
+
+
+def test_stage_lines_name_the_bottleneck_and_only_useful_advice(monkeypatch):
+    """A decode-bound run says so; it suggests more --workers only when cores are left for them."""
+    from foldcnn.backends import base
+    from foldcnn.cli.predict import _stage_lines
+    from foldcnn.infer.results import PredictStats
+
+    monkeypatch.setattr(base, "default_threads", lambda threads: 4)
+    s = PredictStats(batch_size=8, images=64, seconds_total=2.0, seconds_decode=1.5, seconds_model=0.5,
+                     decoders="processes", workers=2, images_decoded_in_processes=64, seconds_decode_work=0.8)
+    lines = _stage_lines(s)
+    assert lines[0].startswith("  read/decode: 1.50 s waiting for input (64 images in 2 decoding processes")
+    assert "decode-bound" in lines[-1] and "more --workers (now 2, on 4 cores)" in lines[-1]
+    s.workers = 4
+    assert "--workers" not in _stage_lines(s)[-1] and ".npy" in _stage_lines(s)[-1]
+    s.seconds_decode = 0.1
+    assert not any("decode-bound" in line for line in _stage_lines(s))

@@ -63,8 +63,12 @@ def _stage_lines(s) -> list[str]:
         lines.append(f"  {name}: {st['seconds']:.2f} s{note}, {st['images_per_s']:,.0f} images/s, "
                      f"{st['share']:.0%} of wall time")
     if s.decode_bound:
-        lines.append("  decode-bound: the model waited longer for decoded images than it computed; more "
-                     "--workers (or inputs that need no decoding: .npy, .safetensors, Parquet) would help")
+        from foldcnn.backends.base import default_threads
+
+        cores = default_threads(None)
+        more = f"more --workers (now {s.workers}, on {cores} cores) or " if s.workers < cores else ""
+        lines.append("  decode-bound: the model waited longer for decoded images than it computed; "
+                     f"{more}inputs that need no decoding (.npy, .safetensors, Parquet) would help")
     return lines
 
 
