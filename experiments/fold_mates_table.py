@@ -15,7 +15,7 @@ lol-gold-int, as there), then
 per consistency variant the same f=4 training with the term added:
 
     foldcnn train --model TASK --data OUT/data/TASK --fold 4 --teacher OUT/fold-TASK/original/checkpoint \\
-        --consistency W --consistency-kind KIND --threads 1 --out OUT/cons-TASK-KINDW
+        --distill kl --consistency W --consistency-kind KIND --threads 1 --out OUT/cons-kl-distill-TASK-KINDW
 
 Finished runs (run.json present) are read, not retrained; `--jobs` runs that many tasks at once
 (one thread each). The tables compare with docs/accuracy.md's f=4 rows (Intel Xeon, bf16
@@ -54,7 +54,7 @@ def variants(spec: str) -> list[tuple[str, float]]:
 
 
 def cons_dir(out: Path, task: str, kind: str, w: float) -> Path:
-    return out / f"cons-{task}-{kind}{w:g}"
+    return out / f"cons-kl-distill-{task}-{kind}{w:g}"
 
 
 def train_task(task: str, out: Path, cons: list[tuple[str, float]]) -> None:
@@ -70,7 +70,8 @@ def train_task(task: str, out: Path, cons: list[tuple[str, float]]) -> None:
         d = cons_dir(out, task, kind, w)
         if not (d / "run.json").is_file():
             run([*FOLDCNN, "train", "--model", task, "--data", str(data), "--fold", "4", "--teacher",
-                 str(fold / "original" / "checkpoint"), "--consistency", f"{w:g}", "--consistency-kind", kind,
+                 str(fold / "original" / "checkpoint"), "--distill", "kl",  # as foldcnn fold (train's default: mse)
+                 "--consistency", f"{w:g}", "--consistency-kind", kind,
                  "--threads", "1", "--quiet", "--out", str(d)])
 
 
