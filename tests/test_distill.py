@@ -140,6 +140,21 @@ def test_cli_distill_flags(tmp_path, capsys):
     assert "another task" in capsys.readouterr().err
 
 
+def test_cli_teacher_distills_with_kl_by_default_as_fold_does(tmp_path):
+    import json
+
+    from foldcnn.cli import main
+
+    teacher = _teacher_for("sot-coin-count", tmp_path)
+    out = tmp_path / "run"
+    args = ["train", "--task", "sot-coin-count", "--teacher", str(teacher), "--fold", "2", "--epochs", "1",
+            "--train-size", "16", "--val-size", "8", "--test-size", "8", "--regroupings", "1", "--quiet"]
+    assert main([*args, "--out", str(out)]) == 0
+    assert json.loads((out / "run.json").read_text())["features"]["distillation"]["kind"] == "kl"
+    assert main([*args, "--distill", "mse", "--out", str(tmp_path / "mse")]) == 0
+    assert json.loads((tmp_path / "mse" / "run.json").read_text())["features"]["distillation"]["kind"] == "mse"
+
+
 def test_bf16_channels_last_distillation_runs():
     train, val = easy_dataset(64, 0), easy_dataset(16, 1)
     model = create_model("lol-gold-fraction", fold=4, num_classes=3, input_size=(12, 12))

@@ -29,7 +29,7 @@ def _train_inputs(args: argparse.Namespace):
                     seed=args.data_seed, input_size=parse_size(args.input_size), video_stride=args.video_stride,
                     video_split=split, video_gap=args.video_gap, on_error=args.on_error,
                     split=parse_fractions(args.split, "--split"))
-    distill = args.distill or ("mse" if args.teacher else "none")
+    distill = args.distill or ("kl" if args.teacher else "none")  # as foldcnn fold and docs/accuracy.md
     given = {"epochs": args.epochs, "weight_decay": args.weight_decay}
     budget = {k: v for k, v in given.items() if v is not None}
     cfg = TrainConfig.for_fold(args.fold, **budget, batch_size=args.batch_size, lr=args.lr,
@@ -199,7 +199,8 @@ def _add_train(sub) -> None:
                    help="fraction of the epochs by which all classes are in")
     p.add_argument("--teacher", help="unfolded (fold=1) checkpoint of the same task to distill from")
     p.add_argument("--distill", choices=("mse", "kl"), default=None,
-                   help="distillation loss: MSE on logits (paper) or KL with temperature (default mse with --teacher)")
+                   help="distillation loss: MSE on logits (paper) or KL with temperature (default kl with --teacher, "
+                        "as foldcnn fold and the accuracy table use)")
     p.add_argument("--distill-weight", type=float, default=d.distill_weight,
                    help="loss = (1 - w) * cross-entropy + w * distillation")
     p.add_argument("--temperature", type=float, default=d.temperature, help="softening temperature of --distill kl")
