@@ -12,10 +12,22 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-__all__ = ["Ahead"]
+__all__ = ["Ahead", "put_unless_stopped"]
 
 T = TypeVar("T")
 _POLL_S = 0.05
+
+
+def put_unless_stopped(q: queue.Queue, item, stop: threading.Event) -> bool:
+    """Put ``item`` on the bounded queue ``q``, waiting while it is full; give up (False) once
+    ``stop`` is set, so a producer never blocks on a consumer that has gone."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=_POLL_S)
+            return True
+        except queue.Full:
+            continue
+    return False
 
 
 class Ahead:
@@ -30,13 +42,7 @@ class Ahead:
         self._thread.start()
 
     def _put(self, item) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._q.put(item, timeout=_POLL_S)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_unless_stopped(self._q, item, self._stop)
 
     def _run(self, factory) -> None:
         it = None

@@ -16,12 +16,12 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
 
+from foldcnn.background import put_unless_stopped
 from foldcnn.errors import FoldcnnError
 
 __all__ = ["DecoderDiedError", "LazyProcessPool", "ordered_map", "process_pool"]
 
 T = TypeVar("T")
-_POLL_S = 0.05
 
 
 class DecoderDiedError(FoldcnnError, RuntimeError):
@@ -70,13 +70,7 @@ def ordered_map(jobs: Iterator[Callable[[], T]], workers: int, depth: int | None
     stop = threading.Event()
 
     def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=_POLL_S)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_unless_stopped(q, item, stop)
 
     def feed() -> None:
         try:
