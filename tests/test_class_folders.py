@@ -84,7 +84,12 @@ def test_train_user_cnn_on_class_folders_records_split_and_aids(tmp_path, capsys
     assert run["data"]["split"]["sizes"] == {"train": 12, "val": 6, "test": 6}
     aids = run["features"]["training_aids"]  # ... and recorded
     assert "conv2" in aids["train_batchnorm"]["skipped"] and aids["zero_init_head"]["layer"] == "fc"
+    assert aids["slot_diagonal_init"] == {"on": True}  # the default for a CNN by import path
     assert run["model_config"]["kwargs"] == {"num_classes": 3, "input_shape": [3, 12, 12]}
+    assert main([*args, "--fold", "2", "--no-slot-diagonal-init", "--out", str(tmp_path / "r2")]) == 0
+    off = json.loads((tmp_path / "r2" / "run.json").read_text())
+    assert off["features"]["training_aids"]["slot_diagonal_init"] == {"on": False}
+    assert off["train_config"]["slot_diagonal_init"] is False
     ck = load_checkpoint(tmp_path / "r" / "checkpoint")
     assert (ck.model.fold, ck.model.num_classes, ck.class_names) == (2, 3, ["a", "b", "c"])
 

@@ -172,3 +172,61 @@ def test_train_model_ties_slots_by_default_and_saves_plain_dense_layers(tie, tmp
     w = model.features[3].weight.detach()  # a hidden conv, 48 channels: 2 slot groups of 24
     circulant = torch.equal(w[:24, :24], w[24:, 24:]) and torch.equal(w[:24, 24:], w[24:, :24])
     assert circulant == tie
+
+
+def _slot_probe(model: nn.Module, fold: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Outputs (2, f, K) for two inputs that differ only outside fold slot 0."""
+    x = torch.rand(2, *model.folded_input_shape)
+    y = x.clone()
+    c = x.shape[1] // fold
+    y[:, c:] = torch.rand_like(y[:, c:])
+    with torch.no_grad():
+        return model(x).reshape(2, fold, -1), model(y).reshape(2, fold, -1)
+
+
+@pytest.mark.parametrize("name,fold", [("lol-gold-fraction", 4), ("sot-coin-count", 2)])
+def test_slot_diagonal_init_makes_each_slots_logits_see_only_its_own_image(name, fold):
+    from foldcnn.train.symmetry import slot_diagonal_init_
+
+    torch.manual_seed(4)
+    model = create_model(name, fold=fold).eval()
+    for m in model.modules():  # the paper's N(0, 0.01) head would make every difference tiny
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.5)
+    out_x, out_y = _slot_probe(model, fold)
+    assert (out_x[:, 0] - out_y[:, 0]).abs().max() > 1e-3  # dense init: slot 0 hears its fold-mates
+    slot_diagonal_init_(model, fold)
+    out_x, out_y = _slot_probe(model, fold)
+    torch.testing.assert_close(out_x[:, 0], out_y[:, 0], rtol=1e-5, atol=1e-6)
+    assert (out_x[:, 1:] - out_y[:, 1:]).abs().max() > 1e-3  # the changed slots did change
+
+
+def test_slot_diagonal_init_keeps_each_units_input_variance_and_the_shared_channels():
+    from foldcnn.train.symmetry import slot_diagonal_init_
+
+    torch.manual_seed(5)
+    conv = nn.Conv2d(3 * 3, 8, 3)  # fold 3: input slots of 3 channels; 8 = 3 groups of 2 + 2 shared
+    model = nn.Sequential(conv, nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 6))
+    before = conv.weight.detach().clone()
+    slot_diagonal_init_(model, 3)
+    w = conv.weight.detach()
+    scale = (3 * 3 / 3) ** 0.5  # fan-in of a group's row: 3 slots' channels before, one slot's after
+    for a in range(3):
+        for b in range(3):
+            block = w[2 * a:2 * a + 2, 3 * b:3 * b + 3]
+            want = before[2 * a:2 * a + 2, 3 * b:3 * b + 3] * scale if a == b else torch.zeros_like(block)
+            torch.testing.assert_close(block, want)
+    torch.testing.assert_close(w[6:], before[6:])  # the 2 shared output channels keep every weight
+
+
+def test_slot_diagonal_init_refuses_tied_models_and_leaves_fold_one_alone():
+    from foldcnn.train.symmetry import slot_diagonal_init_
+
+    model = create_model("lol-gold-fraction", fold=1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    slot_diagonal_init_(model, 1)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    folded = create_model("lol-gold-fraction", fold=2)
+    tie_fold_slots_(folded, 2)
+    with pytest.raises(ValueError, match="before tie_fold_slots_"):
+        slot_diagonal_init_(folded, 2)

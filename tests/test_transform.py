@@ -367,3 +367,15 @@ def test_pickle_and_deepcopy_keep_the_interface():
         assert (other.fold, other.num_classes, other.input_shape) == (2, K, (C, H, W))
         assert list(other.state_dict()) == list(folded.state_dict())
         torch.testing.assert_close(other.classify(images), folded.classify(images))
+
+
+@pytest.mark.parametrize("fold", [1, 4])
+def test_folded_layers_start_with_pytorchs_default_init_not_the_papers(fold):
+    torch.manual_seed(0)
+    folded = fold_model(UserCNN(), fold, (C, H, W))
+    for name in ("fc1", "fc2", "stem.0"):
+        w = folded.get_submodule(name).weight
+        bound = 1 / (w[0].numel() ** 0.5)  # kaiming_uniform(a=sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+        assert w.abs().max() <= bound + 1e-6
+        assert w.std().item() == pytest.approx(bound / 3 ** 0.5, rel=0.25)  # not the paper's N(0, 0.01)
+    assert folded.get_submodule("fc1").bias.abs().max() > 0  # the default bias init, not zeros

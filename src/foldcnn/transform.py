@@ -7,6 +7,11 @@ logits (N/f, f*K). The layers reading the input take f*C channels, every hidden 
 kernels, strides, padding, pooling and H x W stay. Each replacement layer is built from the tensor
 that actually reaches it in a dummy run of the folded graph, so in_channels / in_features after
 concatenations, residual additions and flattens come out right by construction.
+
+Every new layer keeps PyTorch's default initialization for its type (what ``nn.Conv2d(...)``,
+``nn.Linear(...)`` give), as the user's own CNN would get it, not the paper's N(0, 0.01) for linear
+layers that the zoo models use: on a user CNN with an MLP head the paper's init left the hidden
+layer's units near zero and training flat for tens of epochs (docs/accuracy.md).
 """
 
 from __future__ import annotations
@@ -26,7 +31,6 @@ from foldcnn.errors import FoldcnnError
 from foldcnn.fold import check_fold
 from foldcnn.models.base import (
     FoldedCNN,
-    init_weights_,
     resolve_channel_multiple,
     resolve_width_mult,
     scaled_width,
@@ -381,7 +385,8 @@ def fold_model(
     width_mult: float | None = None,
     channel_multiple: int | None = None,
 ) -> FoldedGraphModule:
-    """The folded architecture of an unfolded CNN, with fresh weights (``init_weights_``).
+    """The folded architecture of an unfolded CNN, with fresh weights (each layer's PyTorch default
+    initialization; a custom initialization in ``model.__init__`` is not replayed).
 
     ``model`` maps images (N, C, H, W) to logits (N, K); ``input_shape`` is (C, H, W) (default:
     ``model.input_shape``). The result maps (N/f, f*C, H, W) to (N/f, f*K) and has ``fold``,
@@ -422,5 +427,4 @@ def fold_model(
     folded = FoldedGraphModule(root, gm.graph, f"Folded{type(model).__name__}")
     _order_like(folded, model)
     folded._set_interface(fold, k, (c, h, w))
-    init_weights_(folded)
     return folded.train(model.training)

@@ -39,7 +39,8 @@ def _cmd_fold(args: argparse.Namespace) -> int:
                        weights=args.weights, max_accuracy_drop=args.max_accuracy_drop,
                        channel_multiple=args.channel_multiple, epochs=args.epochs, original_epochs=args.original_epochs,
                        batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads,
-                       precision=args.train_precision, distill=args.distill, bench_batch_sizes=batch_sizes,
+                       precision=args.train_precision, distill=args.distill,
+                       slot_diagonal_init=args.slot_diagonal_init, bench_batch_sizes=batch_sizes,
                        bench_backends=_backends(args.backends), bench_trials=args.trials,
                        bench_min_seconds=args.min_seconds)
     quiet = args.quiet
@@ -70,7 +71,7 @@ def _add_fold(sub) -> None:
         "fold", help="your CNN + your images -> a faster folded model, verified and exported (one command)",
         description="Evaluates (or trains, then evaluates) the original on the test split, trains each folded "
         "model with the project's recipe (train-time BatchNorm, zero-init head, fold-slot tying, distillation "
-        "from the original), measures original and folded throughput in one interleaved run, picks the "
+        "from the original, slot-diagonal start), measures original and folded throughput in one interleaved run, picks the "
         "fastest folded model within --max-accuracy-drop points, exports it to ONNX and writes "
         "OUT/report.md and OUT/report.json. Resumable with --resume.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -105,6 +106,9 @@ def _add_fold(sub) -> None:
     p.add_argument("--distill", choices=("mse", "kl", "none"), default="kl",
                    help="distillation of the folded models from the original (KL with temperature 4, as in "
                    "docs/accuracy.md)")
+    p.add_argument("--slot-diagonal-init", action=argparse.BooleanOptionalAction, default=None,
+                   help="start each folded model with zero weights between different fold slots (default: on for "
+                   "a CNN given as package.module:Name, off for zoo models; docs/accuracy.md)")
     p.add_argument("--backends", help="engines to time, as backend/precision pairs (default: every CPU engine here "
                    "except torch.compile)")
     p.add_argument("--bench-batch-sizes", default="256,1024", help="batch sizes (images) to time; each model keeps "

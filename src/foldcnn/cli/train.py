@@ -38,6 +38,7 @@ def _train_inputs(args: argparse.Namespace):
                                precision=args.precision, device=args.device, curriculum=args.curriculum,
                                train_batchnorm=not args.no_train_batchnorm,
                                zero_init_head=not args.no_zero_init_head, tie_slots=not args.no_tie_slots,
+                               slot_diagonal_init=args.slot_diagonal_init,
                                curriculum_end=args.curriculum_end, distill=distill,
                                distill_weight=args.distill_weight, temperature=args.temperature, ema_decay=args.ema,
                                consistency=args.consistency, consistency_kind=args.consistency_kind)
@@ -193,6 +194,10 @@ def _add_train(sub) -> None:
     p.add_argument("--no-tie-slots", action="store_true",
                    help="train the folded layers freely instead of tied alike across fold slots (tied "
                    "training is written back as the same dense layers; free training tends to learn one slot)")
+    p.add_argument("--slot-diagonal-init", action=argparse.BooleanOptionalAction, default=d.slot_diagonal_init,
+                   help="start a folded model with zero weights between different fold slots, so each slot "
+                   "sees its own image from the first step (default: on for a CNN given as package.module:Name, "
+                   "where it ended a long flat start, off for zoo models)")
     p.add_argument("--curriculum", action="store_true",
                    help="start with max(K//10, fold) classes and add max(K//10, 1) at a time (paper's curriculum)")
     p.add_argument("--curriculum-end", type=float, default=d.curriculum_end,

@@ -49,10 +49,12 @@ def batchnorm_skips(model: nn.Module) -> dict[str, str]:
             for name, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.bias is None}
 
 
-def aid_report(model: nn.Module, *, train_batchnorm: bool, zero_init_head: bool, tie_slots: bool) -> dict:
+def aid_report(model: nn.Module, *, train_batchnorm: bool, zero_init_head: bool, tie_slots: bool,
+               slot_diagonal_init: bool = False) -> dict:
     """For the run manifest: each aid's state and the layers it leaves out (name -> reason)."""
     fold = getattr(model, "fold", 1)
     return {
+        "slot_diagonal_init": {"on": slot_diagonal_init and fold > 1},
         "train_batchnorm": {"on": train_batchnorm, "skipped": batchnorm_skips(model) if train_batchnorm else {}},
         "zero_init_head": {"on": zero_init_head, "layer": head_layer_name(model) if zero_init_head else None},
         "tie_slots": {"on": tie_slots and fold > 1,

@@ -64,6 +64,11 @@ class TrainConfig:
     # the slots while training, written back as the paper's dense layers at the end. Without it
     # a folded model learns one slot and leaves the others near chance (docs/accuracy.md).
     tie_slots: bool = True
+    # Start a fresh folded model slot-diagonal (foldcnn.train.symmetry.slot_diagonal_init_): the
+    # weights between different fold slots at zero, so each slot's outputs see their own image
+    # from the first step. None = on for CNNs given by import path (it ended their long flat start,
+    # docs/accuracy.md), off for zoo models (their table was measured without it).
+    slot_diagonal_init: bool | None = None
     device: str = "cpu"  # "cuda" (one GPU per process under DDP) or "auto" (cuda when there is one)
     # Curriculum (DESIGN section 5): start with max(K // 10, f) classes, all in by this fraction
     # of the epochs; see foldcnn.train.curriculum.

@@ -58,6 +58,7 @@ class FoldOptions:
     precision: str = "auto"
     # KL with temperature, as docs/accuracy.md's f=4 rows used (`foldcnn train`'s tip says the same).
     distill: str = "kl"
+    slot_diagonal_init: bool | None = None  # None: TrainConfig's default (on for CNNs by import path)
     bench_batch_sizes: tuple[int, ...] = (256, 1024)
     bench_backends: tuple[tuple[str, str], ...] | None = None  # None: every CPU engine here (no compile)
     bench_trials: int = 3
@@ -81,7 +82,8 @@ class FoldOptions:
         over = {"epochs": epochs} if epochs is not None else {}
         return TrainConfig.for_fold(fold, **over, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
                                     threads=self.threads, precision=self.precision,
-                                    distill=self.distill if teacher else "none")
+                                    distill=self.distill if teacher else "none",
+                                    slot_diagonal_init=self.slot_diagonal_init)
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -29,6 +29,7 @@ from foldcnn.errors import OutputExistsError, UsageError
 from foldcnn.models import create_model, model_entry
 from foldcnn.models.imported import accepts_keyword, is_import_path
 from foldcnn.train.aids import aid_notes, aid_report, zero_init_head_
+from foldcnn.train.symmetry import slot_diagonal_init_
 from foldcnn.train.config import DEFAULT_STATE_EVERY_STEPS, TrainConfig
 from foldcnn.train.devices import resolve_device
 from foldcnn.train.distill import check_teacher_fold, load_teacher, teacher_logits, teacher_sha256
@@ -198,13 +199,16 @@ def run_training(
     model = build_model_for(model_name, splits, fold, channel_multiple, model_kwargs)
     if state is not None:
         load_state_into(model, state, str(weights))
+    diagonal = cfg.slot_diagonal_init if cfg.slot_diagonal_init is not None else is_import_path(model_name)
     aids = aid_report(model, train_batchnorm=cfg.train_batchnorm, zero_init_head=cfg.zero_init_head and state is None,
-                      tie_slots=cfg.tie_slots)
+                      tie_slots=cfg.tie_slots, slot_diagonal_init=diagonal and state is None)
     if not evaluate_only:
         for note in aid_notes(aids):
             say(note)
     if cfg.zero_init_head and not resume and state is None:
         zero_init_head_(model)
+    if aids["slot_diagonal_init"]["on"] and not resume:
+        slot_diagonal_init_(model, fold)
     t_logits, distill_info = _teacher_logits(teacher, splits, cfg, out, allow_folded_teacher, dist.is_main)
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)

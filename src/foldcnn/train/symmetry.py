@@ -24,6 +24,8 @@ unfolded CNN, and computes with the folded model's full width.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -31,7 +33,7 @@ from torch.nn.utils import parametrize
 from foldcnn.errors import UsageError
 
 __all__ = ["tie_fold_slots_", "untie_fold_slots_", "has_tied_fold_slots", "slot_split", "plain_state_dict",
-           "untiable_layers"]
+           "untiable_layers", "slot_diagonal_init_"]
 
 
 def slot_split(width: int, fold: int, unit: int = 1) -> tuple[int, int]:
@@ -136,6 +138,28 @@ def untiable_layers(model: nn.Module) -> dict[str, str]:
 _TIED_TYPES = (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm)
 
 
+def _slot_layers(model: nn.Module, fold: int):
+    """(layer, out_split, in_split) for each conv and linear of a folded ``model`` that fold-slot
+    tying reaches, and (layer, None, None) for each such BatchNorm, in module order."""
+    skip = {id(model.get_submodule(n)) for n in untiable_layers(model)}
+    previous_width = None
+    for m in _layers(model):
+        if id(m) in skip:
+            previous_width = _out_features(m) or previous_width
+            continue
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            yield m, None, None
+            continue
+        if isinstance(m, nn.Conv2d):
+            n_in, n_out, unit = m.in_channels, m.out_channels, 1
+        else:
+            n_in, n_out = m.in_features, m.out_features
+            # after a flatten, each of the previous layer's channels is H*W consecutive features
+            unit = n_in // previous_width if previous_width and n_in % previous_width == 0 else 1
+        yield m, slot_split(n_out, fold), slot_split(n_in, fold, unit)
+        previous_width = n_out
+
+
 def tie_fold_slots_(model: nn.Module, fold: int) -> nn.Module:
     """Parametrize every conv, linear and BatchNorm of a folded ``model`` as fold-slot symmetric.
 
@@ -148,32 +172,53 @@ def tie_fold_slots_(model: nn.Module, fold: int) -> nn.Module:
         return model
     if has_tied_fold_slots(model):
         raise UsageError("the model's fold slots are already tied")
-    skip = {id(model.get_submodule(n)) for n in untiable_layers(model)}
-    previous_width = None
-    for m in _layers(model):
-        if id(m) in skip:
-            previous_width = _out_features(m) or previous_width
-            continue
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+    for m, out_split, in_split in list(_slot_layers(model, fold)):
+        if out_split is None:  # BatchNorm
             if m.affine:
                 split = slot_split(m.num_features, fold)
                 parametrize.register_parametrization(m, "weight", _TiedVector(fold, split))
                 parametrize.register_parametrization(m, "bias", _TiedVector(fold, split))
             continue
-        if isinstance(m, nn.Conv2d):
-            n_in, n_out, unit = m.in_channels, m.out_channels, 1
-        else:
-            n_in, n_out = m.in_features, m.out_features
-            # after a flatten, each of the previous layer's channels is H*W consecutive features
-            unit = n_in // previous_width if previous_width and n_in % previous_width == 0 else 1
-        out_split, in_split = slot_split(n_out, fold), slot_split(n_in, fold, unit)
         channels_last = m.weight.dim() == 4 and m.weight.is_contiguous(memory_format=torch.channels_last) \
             and not m.weight.is_contiguous()
         tied = _TiedMatrix(fold, out_split, in_split, channels_last)
         parametrize.register_parametrization(m, "weight", tied, unsafe=True)
         if m.bias is not None:
             parametrize.register_parametrization(m, "bias", _TiedVector(fold, out_split))
-        previous_width = n_out
+    return model
+
+
+@torch.no_grad()
+def slot_diagonal_init_(model: nn.Module, fold: int) -> nn.Module:
+    """Start each fold slot's channels from its own image only, in place; returns ``model``.
+
+    In every conv and linear that fold-slot tying reaches, the weights from slot group ``b`` to
+    slot group ``a != b`` are zeroed and the diagonal blocks scaled by ``sqrt(fan-in before /
+    fan-in after)``, so each unit's input keeps its initial variance. The folded model then starts
+    as f copies of a narrower original side by side: every slot's logits see their own image from
+    the first step, instead of a random mixture of all f that training must first untangle (the
+    long flat start at ln K measured in docs/accuracy.md). The zeroed blocks get gradients and
+    learn whatever cross-slot mixing helps. Shared channels (widths not divisible by f) keep their
+    weights. Call it on fresh weights, before :func:`tie_fold_slots_`; ``fold=1`` changes nothing.
+    """
+    if fold <= 1:
+        return model
+    if has_tied_fold_slots(model):
+        raise UsageError("slot-diagonal init needs the dense weights: call it before tie_fold_slots_")
+    for m, out_split, in_split in list(_slot_layers(model, fold)):
+        if out_split is None:
+            continue
+        go, (gi, ri) = out_split[0], in_split
+        if go == 0 or gi == 0:
+            continue
+        w = m.weight
+        slot_out = torch.arange(w.shape[0], device=w.device) // go  # fold and above: shared channels
+        slot_in = torch.arange(w.shape[1], device=w.device) // gi
+        shared_out, shared_in = slot_out >= fold, slot_in >= fold
+        keep = (slot_out[:, None] == slot_in[None, :]) | shared_in[None, :] | shared_out[:, None]
+        scale = math.sqrt((fold * gi + ri) / (gi + ri))  # a group row's fan-in before / after
+        factor = torch.where(shared_out[:, None], 1.0, scale) * keep
+        w.mul_(factor.to(w.dtype).view(*factor.shape, *([1] * (w.dim() - 2))))
     return model
 
 
