@@ -21,7 +21,9 @@ for the video; f=1 and f=4; ORT fp32 and int8) it measures, per input kind:
   end-to-end run kept busy; "overhead" is the CPU end to end spends beyond decode + model.
 
 Then the start-up of ``foldcnn predict`` on one PNG (graph cached: the second run onwards),
-median of ``--trials`` processes. Prints markdown tables; ``--json`` writes the numbers.
+median of ``--trials`` processes (that child decodes with whatever is installed). Prints markdown
+tables; ``--json`` writes the numbers. ``--pillow-only`` decodes the PNGs with Pillow where pyspng
+(the ``png`` extra, libspng) is installed, for the comparison.
 """
 
 from __future__ import annotations
@@ -176,7 +178,16 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-startup", action="store_true")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--pillow-only", action="store_true",
+                    help="decode PNGs with Pillow even where pyspng (the png extra) is installed")
     args = ap.parse_args()
+    if args.pillow_only:
+        from foldcnn.data import readers
+
+        readers._spng = False  # before any decoding process is forked: they inherit it
+    from foldcnn.data.readers import fast_png_available
+
+    print(f"PNG decoder: {'libspng (pyspng)' if fast_png_available() else 'Pillow'}")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     pngs = sorted(Path(args.pngs).rglob("*.png"))

@@ -171,5 +171,11 @@ def test_stage_lines_name_the_bottleneck_and_only_useful_advice(monkeypatch):
     assert "decode-bound" in lines[-1] and "more --workers (now 2, on 4 cores)" in lines[-1]
     s.workers = 4
     assert "--workers" not in _stage_lines(s)[-1] and ".npy" in _stage_lines(s)[-1]
+    from foldcnn.data import readers
+
+    monkeypatch.setattr(readers, "_spng", False)  # without the png extra, it says how to get it
+    assert "foldcnn[png]" in _stage_lines(s)[-1]
+    monkeypatch.setattr(readers, "_spng", object())
+    assert "foldcnn[png]" not in _stage_lines(s)[-1]
     s.seconds_decode = 0.1
     assert not any("decode-bound" in line for line in _stage_lines(s))

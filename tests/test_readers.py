@@ -355,3 +355,72 @@ def test_exif_orientation_applied(tmp_path):
     t = read_image(tmp_path / "sideways.png")
     assert t.shape == (3, 6, 4)
     assert torch.equal(t.permute(1, 2, 0), torch.from_numpy(np.rot90(a, -1).copy()))
+
+
+# ------------------------------------------------------------------- PNGs by libspng (pyspng)
+def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    out, pos = [], 8
+    while pos < len(data):
+        n = int.from_bytes(data[pos:pos + 4], "big")
+        out.append((data[pos + 4:pos + 8], data[pos + 8:pos + 8 + n]))
+        pos += 12 + n
+    return out
+
+
+def _png_with(data: bytes, extra: list[tuple[bytes, bytes]]) -> bytes:
+    """``data`` with ``extra`` chunks (valid CRCs) inserted after IHDR."""
+    import zlib
+
+    chunks = _png_chunks(data)
+    chunks[1:1] = extra
+    return data[:8] + b"".join(len(body).to_bytes(4, "big") + kind + body
+                               + zlib.crc32(kind + body).to_bytes(4, "big") for kind, body in chunks)
+
+
+def test_fast_png_path_gives_pillows_pixels_and_leaves_the_rest_to_pillow(tmp_path):
+    pytest.importorskip("pyspng")
+    from foldcnn.data import readers
+
+    def pillow(path):
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+
+    for i, (h, w, level) in enumerate([(22, 52, 6), (1, 1, 0), (50, 50, 9), (37, 3, 1)]):
+        p = tmp_path / f"rgb{i}.png"
+        Image.fromarray(_rgb(h, w, i)).save(p, compress_level=level)
+        fast = readers._decode_png_fast(p.read_bytes(), None)
+        assert fast is not None and np.array_equal(fast, pillow(p))  # decoded by libspng, same pixels
+        assert np.array_equal(read_image(p).permute(1, 2, 0).numpy(), fast)
+    rgb = (tmp_path / "rgb0.png").read_bytes()
+    # other colour types and bit depths, EXIF, transparency: Pillow decides (see the tests above)
+    for mode, arr in (("L", _rgb(4, 5, 0)[..., 0]), ("RGBA", np.dstack([_rgb(4, 5, 1), _rgb(4, 5, 2)[..., 0]]))):
+        Image.fromarray(arr, mode).save(tmp_path / "other.png")
+        assert readers._decode_png_fast((tmp_path / "other.png").read_bytes(), None) is None
+    assert readers._decode_png_fast(_png_with(rgb, [(b"eXIf", b"MM\x00*")]), None) is None
+    assert readers._decode_png_fast(_png_with(rgb, [(b"tRNS", b"\x00\x01\x00\x02\x00\x03")]), None) is None
+    assert readers._decode_png_fast(_png_with(rgb, [(b"pHYs", b"\x00" * 9)]), None) is not None  # harmless chunk
+    assert readers._decode_png_fast(rgb, 22 * 52 - 1) is None  # over the pixel limit: Pillow's error
+
+
+@pytest.mark.parametrize("damage", ["crc", "truncated", "idat"])
+def test_damaged_pngs_fail_as_with_pillow_alone(tmp_path, damage, monkeypatch):
+    pytest.importorskip("pyspng")
+    from foldcnn.data import readers
+
+    p = tmp_path / "x.png"
+    Image.fromarray(_rgb(22, 52, 0)).save(p)
+    data = bytearray(p.read_bytes())
+    if damage == "crc":  # pixels intact, a chunk's checksum wrong: libspng as pyspng sets it up would not notice
+        data[29] ^= 0xFF
+    elif damage == "truncated":
+        data = data[: len(data) * 2 // 3]
+    else:
+        data[60] ^= 0xFF
+    p.write_bytes(bytes(data))
+    assert readers._decode_png_fast(bytes(data), None) is None
+    with pytest.raises(ImageReadError, match="x.png") as fast:
+        read_image(p)
+    monkeypatch.setattr(readers, "_spng", False)  # Pillow alone
+    with pytest.raises(ImageReadError) as pillow:
+        read_image(p)
+    assert fast.value.reason == pillow.value.reason
