@@ -196,6 +196,8 @@ def main() -> None:
         from PIL import Image
 
         np.save(npy, np.stack([np.asarray(Image.open(f).convert("RGB")) for f in pngs]))
+    for f in [*pngs, npy, *([Path(args.video)] if args.video else [])]:
+        f.read_bytes()  # into the page cache: a cold first pass would be timed as decoding
     sources = {"png": str(Path(args.pngs)), "arrays": str(npy), "video": args.video}
     kinds = [k for k in args.kinds.split(",") if sources.get(k)]
     folds = [int(f) for f in args.folds.split(",")]

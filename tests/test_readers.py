@@ -424,3 +424,27 @@ def test_damaged_pngs_fail_as_with_pillow_alone(tmp_path, damage, monkeypatch):
     with pytest.raises(ImageReadError) as pillow:
         read_image(p)
     assert fast.value.reason == pillow.value.reason
+
+
+def test_folder_listing_is_sorted_by_path_skips_hidden_and_does_not_enter_folder_links(tmp_path):
+    import os
+
+    from foldcnn.data.readers import _walk
+
+    def reference(root, recursive):  # the pathlib listing the scandir one replaced
+        it = root.rglob("*") if recursive else root.iterdir()
+        return sorted(p for p in it if p.is_file() and not any(
+            part.startswith(".") for part in p.relative_to(root).parts))
+
+    for rel in ["a/b.png", "a-c.png", "a.png", "A/z.png", ".h/x.png", "a/.y.png", "b/c/d/e.png",
+                "b/c.png/f.png", "z", "b b/q.png"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    os.symlink(tmp_path / "a", tmp_path / "link_dir")
+    os.symlink(tmp_path / "a.png", tmp_path / "link.png")
+    os.symlink(tmp_path / "missing", tmp_path / "broken.png")
+    for recursive in (True, False):
+        got = _walk(tmp_path, recursive)
+        assert got == reference(tmp_path, recursive)
+    assert [p.relative_to(tmp_path).as_posix() for p in _walk(tmp_path, True)][:4] == ["A/z.png", "a/b.png", "a-c.png",
+                                                                                     "a.png"]
