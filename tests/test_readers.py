@@ -448,3 +448,26 @@ def test_folder_listing_is_sorted_by_path_skips_hidden_and_does_not_enter_folder
         assert got == reference(tmp_path, recursive)
     assert [p.relative_to(tmp_path).as_posix() for p in _walk(tmp_path, True)][:4] == ["A/z.png", "a/b.png", "a-c.png",
                                                                                      "a.png"]
+
+
+def test_iter_folder_lists_each_folder_when_it_reaches_it(tmp_path, monkeypatch):
+    import os
+
+    from foldcnn.data import readers
+    from foldcnn.infer.sources import expand_path, iter_expand_path
+
+    for c in "abc":
+        for i in range(3):
+            (tmp_path / c).mkdir(exist_ok=True)
+            (tmp_path / c / f"{i}.png").write_bytes(b"x")
+    (tmp_path / "c" / "notes.txt").write_text("x")
+    listed = []
+    real = os.scandir
+    monkeypatch.setattr(readers.os, "scandir", lambda d: listed.append(os.path.basename(d)) or real(d))
+    it = iter_expand_path(tmp_path)
+    assert next(it) == ("file", tmp_path / "a" / "0.png")
+    assert listed == [tmp_path.name, "a"]  # b/ and c/ not listed yet
+    rest = list(it)
+    assert listed == [tmp_path.name, "a", "b", "c"]
+    assert [("file", tmp_path / "a" / "0.png"), *rest] == expand_path(tmp_path)
+    assert rest[-1] == ("ignored", [str(tmp_path / "c" / "notes.txt")])  # the other files, last
