@@ -69,7 +69,7 @@ def _stage_lines(s) -> list[str]:
         more = f"more --workers (now {s.workers}, on {cores} cores) or " if s.workers < cores else ""
         from foldcnn.data.readers import fast_png_available
 
-        png = "" if fast_png_available() else "pip install 'foldcnn[png]' (PNGs decoded about 3x faster), "
+        png = "" if fast_png_available() else "pip install 'foldcnn[png]' (PNGs decoded about 2x faster), "
         lines.append("  decode-bound: the model waited longer for decoded images than it computed; "
                      f"{more}{png}inputs that need no decoding (.npy, .safetensors, Parquet) would help")
     return lines

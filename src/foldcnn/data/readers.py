@@ -188,7 +188,7 @@ def _decode_png_fast(data: bytes, limit: int | None) -> np.ndarray | None:
     Pillow must decide: pyspng missing, another colour type or bit depth, an eXIf or tRNS chunk, a
     chunk whose CRC does not match (libspng as pyspng sets it up ignores CRCs; Pillow refuses such
     files), over ``limit`` pixels, or anything libspng cannot decode. Same pixels as Pillow (tested);
-    a 22x52 crop decodes in about a third of Pillow's time (docs/benchmarks.md)."""
+    a 22x52 crop, file read included, in about half of Pillow's time (docs/benchmarks.md)."""
     spng = _pyspng()
     if not spng or len(data) < 33 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
         return None
