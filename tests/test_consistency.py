@@ -37,6 +37,23 @@ def test_divergence_is_zero_for_equal_outputs_positive_and_symmetric_otherwise(k
         consistency_loss_sum(a, b, "l1")
 
 
+def test_sharp_kind_pulls_each_answer_to_the_others_confident_one_only():
+    a = torch.randn(6, 5, requires_grad=True)
+    b = torch.randn(6, 5, requires_grad=True)
+    loss = consistency_loss_sum(a, b, "sharp")
+    assert loss.item() > 0 and loss.item() == pytest.approx(consistency_loss_sum(b, a, "sharp").item(), rel=1e-5)
+    loss.backward()
+    assert a.grad.abs().sum() > 0 and b.grad.abs().sum() > 0  # each side learns from the other's target
+    # two equally unsure answers are not rewarded (the symmetric KL is zero for them)
+    flat = torch.zeros(6, 5)
+    assert consistency_loss_sum(flat, flat.clone(), "kl") == 0
+    assert consistency_loss_sum(flat, flat.clone(), "sharp") == pytest.approx(0.0, abs=1e-6)  # uniform stays uniform
+    unsure = torch.tensor([[1.0, 0.0, 0.0, 0.0, 0.0]]).repeat(6, 1)
+    assert consistency_loss_sum(unsure, unsure.clone(), "sharp") > 0  # the same mild answer: pushed to sharpen
+    confident = unsure * 20
+    assert consistency_loss_sum(confident, confident.clone(), "sharp") == pytest.approx(0.0, abs=1e-4)
+
+
 def _train(cfg_kwargs, tmp_path=None, seed=0):
     from tiny_data import easy_dataset
 

@@ -133,6 +133,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _add_train(sub) -> None:
     from foldcnn.train.config import DEFAULT_STATE_EVERY_STEPS, DEVICES, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
+    from foldcnn.train.consistency import CONSISTENCY_KINDS
 
     d = TrainConfig()
     p = sub.add_parser("train", help="train a (folded) CNN on a generated task, an image folder or a video",
@@ -213,8 +214,9 @@ def _add_train(sub) -> None:
                    help="folded models: also run each step's images in a second random grouping and add WEIGHT x the "
                         "divergence between an image's two outputs, so answers stop depending on fold-mates "
                         "(0 = off; doubles a step's work; docs/accuracy.md 'Fold-mates')")
-    p.add_argument("--consistency-kind", choices=("kl", "mse"), default=d.consistency_kind,
-                   help="divergence of --consistency: symmetric KL of the softmaxes, or squared logit difference")
+    p.add_argument("--consistency-kind", choices=CONSISTENCY_KINDS, default=d.consistency_kind,
+                   help="divergence of --consistency: symmetric KL of the softmaxes, squared logit difference, "
+                   "or sharp: KL from each grouping's answer to the other's sharpened one, held fixed")
     p.add_argument("--ema", type=float, default=d.ema_decay, metavar="DECAY",
                    help="validate and save an exponential moving average of the weights, updated every "
                         "step with this decay (e.g. 0.999; 0 = off)")
