@@ -51,22 +51,26 @@ class ChunkBuffer:
 
 
 class BatchAssembler:
-    """Pieces of decoded images -> one float32 (k', C, H, W) batch in [0, 1], written into a
-    buffer allocated once and reused (each batch is consumed by the engine before the next is
-    assembled). uint8 pieces are scaled on the way in (``x / 255``, bit-identical to
+    """Pieces of decoded images -> one float32 (k', C, H, W) batch in [0, 1], written into one of
+    ``buffers`` buffers allocated once and reused in turn: with 2, a batch can be assembled while
+    the engine still reads the previous one (the caller guarantees that the batch before that is
+    done). uint8 pieces are scaled on the way in (``x / 255``, bit-identical to
     ``x.float() / 255``); k' = k rounded up to a multiple of ``fold``, rows k.. are zero images
     (padding, outputs discarded)."""
 
-    def __init__(self) -> None:
-        self._buf: np.ndarray | None = None
+    def __init__(self, buffers: int = 1) -> None:
+        self._bufs: list[np.ndarray | None] = [None] * max(1, buffers)
+        self._turn = 0
 
     def __call__(self, images: list[torch.Tensor], fold: int) -> tuple[np.ndarray, int]:
         k = sum(t.shape[0] for t in images)
         target = padded_count(k, fold)
         shape = tuple(images[0].shape[1:])
-        if self._buf is None or self._buf.shape[1:] != shape or self._buf.shape[0] < target:
-            self._buf = np.empty((target, *shape), np.float32)
-        out = self._buf[:target]
+        turn, self._turn = self._turn, (self._turn + 1) % len(self._bufs)
+        buf = self._bufs[turn]
+        if buf is None or buf.shape[1:] != shape or buf.shape[0] < target:
+            buf = self._bufs[turn] = np.empty((target, *shape), np.float32)
+        out = buf[:target]
         pos = 0
         for t in images:
             a = t.numpy()

@@ -104,7 +104,8 @@ class Predictor:
             self._processes = None
         default_workers = self._processes.workers if use_processes else _DEFAULT_THREADS
         self.workers = default_workers if opts.workers is None else opts.workers
-        self._assemble = BatchAssembler()
+        # Two buffers: the engine thread reads one batch while the next is assembled (see _run).
+        self._assemble = BatchAssembler(buffers=2)
         self._engine: ThreadPoolExecutor | None = None  # the engine's own thread (workers > 0), made on first use
         self.partial = opts.partial_mode
         self._spec = InputSpec(self.input_shape, opts.resize, opts.resize_mode, opts.on_error, 1, opts.max_pixels,
@@ -222,8 +223,12 @@ class Predictor:
     # ---------------------------------------------------------------------------------- core
     def _probs(self, images: list[torch.Tensor], stats: PredictStats, fallback: bool = False) -> np.ndarray:
         """Images (k, C, H, W) -> softmax probabilities (k, K) float32; pads the last fold if needed."""
+        x, k = self._assemble(images, 1 if fallback else self.fold)
+        return self._probs_of(x, k, stats, fallback)
+
+    def _probs_of(self, x: np.ndarray, k: int, stats: PredictStats, fallback: bool = False) -> np.ndarray:
+        """An assembled batch (k', C, H, W) holding k images -> their probabilities (k, K)."""
         f = 1 if fallback else self.fold
-        x, k = self._assemble(images, f)
         t0 = time.perf_counter()
         logits = (self._fallback if fallback else self._backend).run(fold_images(torch.from_numpy(x), f))
         stats.seconds_model += time.perf_counter() - t0
@@ -284,7 +289,8 @@ class Predictor:
 
         With ``ahead`` the engine runs in its own thread, one batch ahead: batch k+1 is computed
         while the caller handles batch k (writes its rows) and the next decoded images are
-        gathered, so that work no longer leaves the engine idle (the engines release the GIL).
+        gathered and assembled into the other of two buffers, so that work no longer leaves the
+        engine idle (the engines release the GIL).
         Only that one thread calls the engine, one batch at a time. A failure is raised at its
         place: the batches before a failing input are delivered first, as without the thread.
         On the way out nothing is left running in the engine thread."""
@@ -305,7 +311,12 @@ class Predictor:
                 if item is None:
                     break
                 idx, src, frm, imgs, fallback = item
-                pending.append((idx, src, frm, engine.submit(self._probs, imgs, stats, fallback)))
+                try:  # here, not in the engine thread: it overlaps the engine's previous batch
+                    x, k = self._assemble(imgs, 1 if fallback else self.fold)
+                except Exception as e:  # noqa: BLE001 - raised after the batches in flight, as above
+                    failure = e
+                    break
+                pending.append((idx, src, frm, engine.submit(self._probs_of, x, k, stats, fallback)))
                 if len(pending) > 1:
                     idx0, src0, frm0, fut = pending.popleft()
                     yield idx0, src0, frm0, fut.result()
