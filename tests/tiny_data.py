@@ -40,6 +40,31 @@ def truncated_video(path, frames: int = 40, keep: int = 17, size=(32, 32)):
     return path, whole
 
 
+def gop_video(path, frames: int = 90, gop: int = 10, open_gop: bool = False, size=(48, 64), faststart=False):
+    """An H.264 MP4 of moving noise with a key frame every ``gop`` frames (B-frames reordered;
+    ``open_gop``: the key frames' leading B-frames refer to the group before), for the key-frame
+    segment tests. ``size`` is (H, W). Returns the path."""
+    import av
+    import numpy as np
+
+    h, w = size
+    rng = np.random.default_rng(gop)
+    base = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    with av.open(str(path), "w", options={"movflags": "faststart"} if faststart else {}) as c:
+        s = c.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        s.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0", "crf": "20",
+                     **({"x264-params": "open-gop=1"} if open_gop else {})}
+        for i in range(frames):
+            img = np.roll(base, 2 * i, axis=1)
+            img[:6, :6] = (7 * i) % 256  # every frame differs from its neighbours
+            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    return path
+
+
 def trained_easy_model():
     """A briefly trained fold=2 game CNN (100% on the easy task): (model in eval mode, 64 uint8
     training images for int8 calibration, a 96-image test set)."""

@@ -48,7 +48,8 @@ class PredictOptions:
     through the unfolded ``fallback`` checkpoint (``"fallback"``); None picks fallback when a
     fallback is given, else pad. ``workers``: decoders ahead of the model (None: the engine's
     default: for the Predictor one process per core, or 2 threads). ``decoders``: image files
-    are decoded in forked processes or in threads (auto: processes where fork exists). ``resize_mode`` None: bilinear for images, nearest
+    and the key-frame segments of long videos are decoded in forked processes or in threads (auto:
+    processes where fork exists). ``resize_mode`` None: bilinear for images, nearest
     neighbour for video frames (as training reads video).
     """
 
@@ -61,8 +62,9 @@ class PredictOptions:
     threads: int | None = _opt(None, "the engine's compute threads (default: all cores)")
     workers: int | None = _opt(None, "decoders ahead of the model (0: decode in the calling thread; default: "
                                      "one per core for processes, 2 threads)")
-    decoders: str = _opt("auto", "where image files are decoded: forked processes (no GIL), threads, or auto "
-                                 "(processes for runs of many files where fork exists, else threads)",
+    decoders: str = _opt("auto", "where image files and long videos (a key-frame segment per process) are "
+                                 "decoded: forked processes (no GIL), threads, or auto (processes for runs of "
+                                 "many files and videos of 512+ frames where fork exists, else threads)",
                          choices=DECODERS)
     partial: str | None = _opt(None, "the last, partial fold: zero-pad it, or run its images through --fallback "
                                      "(default: fallback when --fallback is given, else pad)", choices=PARTIAL_MODES)

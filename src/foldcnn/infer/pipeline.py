@@ -19,7 +19,7 @@ from typing import TypeVar
 from foldcnn.background import put_unless_stopped
 from foldcnn.errors import FoldcnnError
 
-__all__ = ["DecoderDiedError", "LazyProcessPool", "ordered_map", "process_pool"]
+__all__ = ["DecoderDiedError", "LazyProcessPool", "ordered_map", "process_pool", "resolve_remote"]
 
 T = TypeVar("T")
 
@@ -127,16 +127,23 @@ def ordered_map(jobs: Iterator[Callable[[], T]], workers: int, depth: int | None
 
 
 def _finish_remote(job, fut):
-    """The job's result from its process; when the pool broke (a worker died, which fails every
-    job it held), the job is retried alone in a fresh process: the innocent ones succeed and the
-    one that kills its decoder again fails the run with its files named."""
+    result = job.finish(resolve_remote(job, fut))
+    result.in_process = True
+    return result
+
+
+def resolve_remote(job, fut):
+    """The answer of ``job.remote`` from its process; when the pool broke (a worker died, which
+    fails every job it held), the job is retried alone in a fresh process: the innocent ones
+    succeed and the one that kills its decoder again fails the run with its inputs named
+    (``job.describe()``)."""
     try:
-        answer = fut.result()
+        return fut.result()
     except BrokenProcessPool:
         alone = process_pool(1)
         try:
             fn, args = job.remote  # not None: it ran remotely
-            answer = alone.submit(fn, *args).result()
+            return alone.submit(fn, *args).result()
         except BrokenProcessPool:
             what = job.describe() if hasattr(job, "describe") else "its inputs"
             raise DecoderDiedError(f"a decoding process died while reading {what} (twice, the second time "
@@ -144,9 +151,6 @@ def _finish_remote(job, fut):
                                    "that crashes the decoder") from None
         finally:
             alone.shutdown(wait=True)
-    result = job.finish(answer)
-    result.in_process = True
-    return result
 
 
 class LazyProcessPool:

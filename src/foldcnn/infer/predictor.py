@@ -345,8 +345,8 @@ class Predictor:
                            desc="predict", smoothing=0.1)
         # Deep enough that the decoders fill the next batch while the engine runs this one.
         depth = max(2 * self.workers, -(-self.batch_size // FILES_PER_JOB) + self.workers)
-        chunks = ordered_map(iter_jobs(source, spec), self.workers, depth=depth,
-                             processes=self._processes if self.workers else None)
+        processes = self._processes if self.workers else None
+        chunks = ordered_map(iter_jobs(source, spec, processes), self.workers, depth=depth, processes=processes)
         batches = self._run(self._stream(chunks, stats), stats, ahead=self.workers > 0)
         try:
             for idx, src, frm, probs in batches:

@@ -237,8 +237,7 @@ def iter_video(path, spec: InputSpec) -> Iterator[tuple[int, torch.Tensor]]:
     ``resize=False`` a frame of another size is an ImageSizeError)."""
     from foldcnn.data import readers  # looked up at call time, so tests can stand in a decoder
 
-    if spec.shape[0] != 3:
-        raise UsageError(f"video frames are RGB (3 channels) but the model takes {spec.shape[0]}")
+    _check_video_spec(spec)
     want = spec.shape[1:]
     for number, img in readers.iter_video_frames(path, input_size=want if spec.resize else None,
                                                  stride=spec.stride, resize=spec.resize_mode or "nearest",
@@ -248,33 +247,63 @@ def iter_video(path, spec: InputSpec) -> Iterator[tuple[int, torch.Tensor]]:
         yield number, img
 
 
-def _frames_job(path: Path, frames: list[torch.Tensor], numbers: list[int], pos: int,
+def _check_video_spec(spec: InputSpec) -> None:
+    if spec.shape[0] != 3:
+        raise UsageError(f"video frames are RGB (3 channels) but the model takes {spec.shape[0]}")
+
+
+def _iter_video_batches(path, spec: InputSpec) -> Iterator[tuple[list[int], np.ndarray]]:
+    """:func:`iter_video` a batch of FRAMES_PER_JOB frames at a time: ``(numbers, uint8 (k, 3, H, W))``."""
+    from foldcnn.data import readers
+
+    _check_video_spec(spec)
+    want = tuple(spec.shape[1:])
+    for numbers, images, _ in readers.iter_video_batches(path, input_size=want if spec.resize else None,
+                                                         stride=spec.stride, resize=spec.resize_mode or "nearest",
+                                                         keyframes=spec.keyframes, batch=FRAMES_PER_JOB):
+        if numbers and tuple(images.shape[2:]) != want:
+            raise ImageSizeError(f"video {path}", tuple(images.shape[2:]), want)
+        if numbers:
+            yield numbers, images
+
+
+def _frames_job(path: Path, images: np.ndarray, numbers: list[int], pos: int,
                 stream: int) -> Callable[[], Chunk]:
-    return lambda: Chunk(torch.from_numpy(np.stack([f.numpy() for f in frames])), range(pos, pos + len(frames)),
-                         [str(path)] * len(frames), numbers, stream=stream)
+    return lambda: Chunk(torch.from_numpy(images), range(pos, pos + len(numbers)),
+                         [str(path)] * len(numbers), numbers, stream=stream)
 
 
-def _video_jobs(path: Path, start: int, spec: InputSpec) -> Iterator[tuple[Callable[[], Chunk], int]]:
-    """Decode (in the calling thread: PyAV decodes one frame after another; it threads inside)
-    into jobs of FRAMES_PER_JOB frames; yields ``(job, inputs it covers)``. Every chunk names
-    the video's own fold stream (``start``)."""
-    frames: list[torch.Tensor] = []
-    numbers: list[int] = []
+def _video_jobs(path: Path, start: int, spec: InputSpec,
+                processes=None) -> Iterator[tuple[Callable[[], Chunk], int]]:
+    """Decode into jobs of frames; yields ``(job, inputs it covers)``. With ``processes`` (a
+    pool of decoding processes) a long video is cut at key frames and its segments decode in
+    those processes (foldcnn.data.segments), else it decodes here (PyAV decodes one frame after
+    another; it threads inside) in jobs of FRAMES_PER_JOB frames. Every chunk names the video's
+    own fold stream (``start``)."""
     pos = start
     try:
-        for number, img in iter_video(path, spec):
-            frames.append(img)
-            numbers.append(number)
-            if len(frames) == FRAMES_PER_JOB:
-                yield _frames_job(path, frames, numbers, pos, start), len(frames)
-                pos += len(frames)
-                frames, numbers = [], []
+        segmented = _segment_jobs(path, start, spec, processes) if processes is not None else None
+        done = 0  # frames of the video already covered (stride-skipped ones included)
+        if segmented is not None:
+            for job, n, covered in segmented:
+                done = covered
+                if job is None:  # a segment did not decode as planned: the rest sequentially
+                    break
+                yield job, n
+                pos += n
+            else:
+                return
+        for numbers, images in _iter_video_batches(path, spec):
+            if numbers[-1] < done:
+                continue
+            keep = [k for k, number in enumerate(numbers) if number >= done]
+            if len(keep) < len(numbers):
+                numbers, images = [numbers[k] for k in keep], images[keep[0]:]
+            yield _frames_job(path, images, numbers, pos, start), len(numbers)
+            pos += len(numbers)
     except (DataReadError, FileNotFoundError) as e:
         if spec.on_error == "raise":
             raise
-        if frames:
-            yield _frames_job(path, frames, numbers, pos, start), len(frames)
-            pos += len(frames)
         reason = getattr(e, "reason", None) or str(e)
         if getattr(e, "frames_read", 0):  # some frames were predicted: the video is incomplete, not skipped
             cut = SkippedInput(pos, str(path), f"{reason} (the frames before it were predicted)")
@@ -282,9 +311,78 @@ def _video_jobs(path: Path, start: int, spec: InputSpec) -> Iterator[tuple[Calla
         else:
             skip = SkippedInput(pos, str(path), reason)
             yield (lambda: Chunk(None, [], [], [], [skip], stream=start)), 1
-        return
-    if frames:
-        yield _frames_job(path, frames, numbers, pos, start), len(frames)
+
+
+class _SegmentJob:
+    """One key-frame segment of a video, for :func:`foldcnn.infer.pipeline.resolve_remote`."""
+
+    def __init__(self, path: Path, segment, spec: InputSpec) -> None:
+        from foldcnn.data.segments import decode_segment
+
+        self.path, self.segment = path, segment
+        self.remote = decode_segment, (str(path), segment, tuple(spec.shape[1:]), spec.stride,
+                                       spec.resize_mode or "nearest")
+
+    def describe(self) -> str:
+        last = self.segment.first + self.segment.frames - 1
+        return f"frames {self.segment.first}..{last} of the video {self.path}"
+
+
+def _segment_jobs(path: Path, start: int, spec: InputSpec, processes):
+    """``(job, inputs it covers, frames of the video covered)`` per segment, decoded in
+    ``processes`` with ``processes.workers + 1`` segments in flight; ``(None, 0, frames
+    covered)`` where a segment did not decode as planned (the caller goes on sequentially).
+    None where the video is not cut (short, key frames only, native size, no plan)."""
+    from foldcnn.data.readers import VideoReadError, VideoTruncatedError
+    from foldcnn.data.segments import plan_segments
+    from foldcnn.infer.pipeline import resolve_remote
+
+    if spec.keyframes or not spec.resize or spec.shape[0] != 3 or not is_video(path):
+        return None
+    plan = plan_segments(path)
+    if plan is None:
+        return None
+
+    def run():
+        pos = start
+        inflight: deque = deque()
+        todo = iter(plan.segments)
+
+        def submit() -> None:
+            segment = next(todo, None)
+            if segment is not None:
+                job = _SegmentJob(path, segment, spec)
+                inflight.append((job, processes.submit(job.remote[0], *job.remote[1])))
+
+        for _ in range(getattr(processes, "workers", 1) + 1):
+            submit()
+        try:
+            while inflight:
+                job, fut = inflight.popleft()
+                answer = resolve_remote(job, fut)
+                submit()
+                segment = job.segment
+                if answer.mismatch is not None:
+                    yield None, 0, segment.first
+                    return
+                n = len(answer.numbers)
+                if n:
+                    chunk = Chunk(torch.from_numpy(answer.images), range(pos, pos + n), [str(path)] * n,
+                                  answer.numbers, stream=start)
+                    chunk.seconds_decode, chunk.in_process = answer.seconds, True
+                    yield (lambda c=chunk: c), n, segment.first + answer.decoded
+                    pos += n
+                if answer.error is not None:
+                    at = segment.first + answer.decoded
+                    raise VideoReadError(f"cannot read video {path}: decoding failed at frame {at}: {answer.error}",
+                                         frames_read=at)
+        finally:
+            for _, fut in inflight:
+                fut.cancel()
+        if plan.frames < plan.declared:
+            raise VideoTruncatedError(f"video {path} is truncated: decoding stopped at frame {plan.frames} but its "
+                                      f"container declares {plan.declared} frames", frames_read=plan.frames)
+    return run()
 
 
 # ------------------------------------------------------------------------------------ inputs
@@ -396,12 +494,13 @@ def _shifted(job: Callable[[], Chunk], offset: int) -> Callable[[], Chunk]:
     return run
 
 
-def iter_jobs(source, spec: InputSpec) -> Iterator[Callable[[], Chunk]]:
+def iter_jobs(source, spec: InputSpec, processes=None) -> Iterator[Callable[[], Chunk]]:
     """Decode jobs for ``source``, in input order; each job returns one :class:`Chunk`.
 
     Input positions (``Chunk.indices``) count every image, frame and skipped file from 0. With
     ``spec.videos_ahead`` > 0 the next videos of the input start decoding in background threads
-    while the current one is consumed.
+    while the current one is consumed; with ``processes`` (a pool of decoding processes) long
+    videos decode a key-frame segment per process (see :func:`_video_jobs`).
     """
     pos = 0
     singles: list[tuple[str, object]] = []
@@ -420,7 +519,7 @@ def iter_jobs(source, spec: InputSpec) -> Iterator[Callable[[], Chunk]]:
             upcoming.append(u)
         for u in [current, *upcoming][:spec.videos_ahead + 1]:
             if u[0] == "video" and id(u) not in ahead:
-                ahead[id(u)] = Ahead(lambda path=u[1]: _video_jobs(path, 0, spec))
+                ahead[id(u)] = Ahead(lambda path=u[1]: _video_jobs(path, 0, spec, processes))
 
     try:
         while upcoming or (unit := next(units, None)) is not None:
@@ -452,7 +551,7 @@ def iter_jobs(source, spec: InputSpec) -> Iterator[Callable[[], Chunk]]:
                     yield _shifted(job, base)
                     pos += n
             else:
-                for job, n in _video_jobs(obj, pos, spec):
+                for job, n in _video_jobs(obj, pos, spec, processes):
                     yield job
                     pos += n
         if singles:
