@@ -235,19 +235,20 @@ def test_corrupt_file_raises_or_is_skipped_and_listed(tmp_path):
 def test_batches_before_a_corrupt_file_are_delivered_before_its_error(tmp_path, workers):
     """With the engine a batch ahead (workers > 0) or not, the rows delivered before an
     unreadable file fails the run are the same: every batch decoded before it."""
-    from foldcnn.infer.sources import FILES_PER_JOB
+    from foldcnn.infer.sources import FILES_PER_JOB, FILES_PER_PROCESS_JOB
 
-    n = 2 * FILES_PER_JOB + 8
+    per_job = FILES_PER_PROCESS_JOB if workers else FILES_PER_JOB  # workers > 0: decoding processes
+    n = 2 * per_job + 8
     x = images(n, seed=9).permute(0, 2, 3, 1).numpy()
     paths = [save_png(tmp_path / f"{i:03d}.png", x[i]) for i in range(n)]
-    bad = FILES_PER_JOB + 5  # in the second decoding job: the first job's images all decode
+    bad = per_job + 5  # in the second decoding job: the first job's images all decode
     paths[bad].write_bytes(b"not a png")
     got = []
     with Predictor(tiny(2), on_error="raise", workers=workers, batch_size=4) as p:
         with pytest.raises(ImageReadError, match=f"{bad:03d}.png"):
             for q in p.predict_iter(paths):
                 got.append(q.index)
-    assert got == list(range(FILES_PER_JOB))
+    assert got == list(range(per_job))
 
 
 def test_wrong_size_resizes_bilinear_or_raises(tmp_path):

@@ -17,7 +17,7 @@ from foldcnn.infer import sources
 from foldcnn.infer.pipeline import DecoderDiedError
 from tiny_data import one_thread, random_images, tiny_model, write_pngs  # noqa: F401 (one_thread: autouse)
 
-N = 70  # more than two decode jobs of FILES_PER_JOB files
+N = 70  # more than two decode jobs of FILES_PER_JOB files (in threads)
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +84,7 @@ def test_a_dying_decoder_fails_the_run_naming_its_files(folder, tmp_path, monkey
     crash.write_bytes(files[0].read_bytes())
     inputs = files[:40] + [crash] + files[40:]
     monkeypatch.setattr(sources, "decode_files", _die_on_crash)
+    monkeypatch.setattr(sources, "FILES_PER_PROCESS_JOB", 32)  # jobs of 32 files: the second one holds crash.png
     with Predictor(tiny_model(2), workers=2, decoders="processes", on_error="skip") as p:
         with pytest.raises(DecoderDiedError, match=f"died while reading the 32 file.*{files[32].name} .. "):
             p.predict(inputs)  # the job holding crash.png: files[32..39], crash, files[40..62]
@@ -164,12 +165,13 @@ def test_batched_rows_equal_the_per_image_rows(folder, videos, tmp_path, suffix)
     assert (tmp_path / f"a{suffix}").read_bytes() == (tmp_path / f"b{suffix}").read_bytes()
 
 
-def test_cli_prints_one_line_per_stage_and_writes_the_json_summary(folder, tmp_path, capsys):
+def test_cli_prints_one_line_per_stage_and_writes_the_json_summary(folder, tmp_path, capsys, monkeypatch):
     import json
 
     from foldcnn.cli import main
 
     path, _ = folder
+    monkeypatch.setattr(sources, "FILES_PER_PROCESS_JOB", 32)  # two jobs of 32 files, a tail of 6 in a thread
     ck = save_checkpoint(tmp_path / "ck", tiny_model(2), [f"c{i}" for i in range(5)])
     out, js = tmp_path / "p.csv", tmp_path / "s.json"
     assert main(["predict", str(ck), "--input", str(path), "--out", str(out), "--quiet", "--json", str(js),

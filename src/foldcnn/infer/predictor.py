@@ -33,7 +33,7 @@ from foldcnn.infer.options import ON_ERROR, PARTIAL_MODES, PredictOptions
 from foldcnn.infer.batching import BatchAssembler, ChunkBuffer, softmax
 from foldcnn.infer.pipeline import LazyProcessPool, ordered_map
 from foldcnn.infer.results import Prediction, PredictStats, SkippedInput
-from foldcnn.infer.sources import FILES_PER_JOB, Chunk, InputSpec, count_inputs, iter_jobs
+from foldcnn.infer.sources import Chunk, InputSpec, count_inputs, files_per_job, iter_jobs
 from foldcnn.progress import progress_bar
 
 __all__ = ["ON_ERROR", "PARTIAL_MODES", "Predictor"]
@@ -344,8 +344,8 @@ class Predictor:
         bar = progress_bar(total=count_inputs(source) if progress else None, disable=not progress, unit="img",
                            desc="predict", smoothing=0.1)
         # Deep enough that the decoders fill the next batch while the engine runs this one.
-        depth = max(2 * self.workers, -(-self.batch_size // FILES_PER_JOB) + self.workers)
         processes = self._processes if self.workers else None
+        depth = max(2 * self.workers, -(-self.batch_size // files_per_job(processes)) + self.workers)
         chunks = ordered_map(iter_jobs(source, spec, processes), self.workers, depth=depth, processes=processes)
         batches = self._run(self._stream(chunks, stats), stats, ahead=self.workers > 0)
         try:
