@@ -63,13 +63,26 @@ def _rows(path, workers, stride=2, **kw):
         return rows, [(s.index, s.source, s.reason) for s in p.skipped], p.stats
 
 
-@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("workers", [1, 2, 3, 4])
 def test_predictor_rows_match_sequential_decoding(videos, monkeypatch, workers):
     monkeypatch.setattr(segments, "MIN_SEGMENT_FRAMES", 16)
     want, _, _ = _rows(videos["open"], workers=0)
     got, _, stats = _rows(videos["open"], workers=workers)
     assert got == want and len(got) == 45
     assert stats.images_decoded_in_processes == 45  # every frame went through a segment
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 4])
+def test_segmented_videos_among_broken_ones_one_row_or_one_skip_each(videos, tmp_path, monkeypatch, workers):
+    monkeypatch.setattr(segments, "MIN_SEGMENT_FRAMES", 16)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 100)
+    inputs = [videos["open"], broken, videos["closed"], broken]
+    want = _rows(inputs, workers=0, on_error="skip")
+    got = _rows(inputs, workers=workers, on_error="skip")
+    assert got[:2] == want[:2]
+    assert [s[0] for s in got[1]] == [45, 91]  # each broken video: one skipped entry at its position
+    assert got[2].images_decoded_in_processes == 90
 
 
 def _mismatch_from_third(path, segment, *args):

@@ -501,6 +501,9 @@ def _shifted(job: Callable[[], Chunk], offset: int) -> Callable[[], Chunk]:
         c.indices = range(c.indices.start + offset, c.indices.stop + offset) if isinstance(c.indices, range) \
             else [i + offset for i in c.indices]
         c.skipped = [SkippedInput(s.index + offset, s.source, s.reason) for s in c.skipped]
+        c.incomplete = [SkippedInput(s.index + offset, s.source, s.reason) for s in c.incomplete]
+        if c.stream is not None:  # the video's own fold stream is its first position, as in order
+            c.stream += offset
         return c
     return run
 
