@@ -388,18 +388,18 @@ def test_fast_png_path_gives_pillows_pixels_and_leaves_the_rest_to_pillow(tmp_pa
     for i, (h, w, level) in enumerate([(22, 52, 6), (1, 1, 0), (50, 50, 9), (37, 3, 1)]):
         p = tmp_path / f"rgb{i}.png"
         Image.fromarray(_rgb(h, w, i)).save(p, compress_level=level)
-        fast = readers._decode_png_fast(p.read_bytes(), None)
+        fast = readers.decode_png_fast(p.read_bytes(), None)
         assert fast is not None and np.array_equal(fast, pillow(p))  # decoded by libspng, same pixels
         assert np.array_equal(read_image(p).permute(1, 2, 0).numpy(), fast)
     rgb = (tmp_path / "rgb0.png").read_bytes()
     # other colour types and bit depths, EXIF, transparency: Pillow decides (see the tests above)
     for mode, arr in (("L", _rgb(4, 5, 0)[..., 0]), ("RGBA", np.dstack([_rgb(4, 5, 1), _rgb(4, 5, 2)[..., 0]]))):
         Image.fromarray(arr, mode).save(tmp_path / "other.png")
-        assert readers._decode_png_fast((tmp_path / "other.png").read_bytes(), None) is None
-    assert readers._decode_png_fast(_png_with(rgb, [(b"eXIf", b"MM\x00*")]), None) is None
-    assert readers._decode_png_fast(_png_with(rgb, [(b"tRNS", b"\x00\x01\x00\x02\x00\x03")]), None) is None
-    assert readers._decode_png_fast(_png_with(rgb, [(b"pHYs", b"\x00" * 9)]), None) is not None  # harmless chunk
-    assert readers._decode_png_fast(rgb, 22 * 52 - 1) is None  # over the pixel limit: Pillow's error
+        assert readers.decode_png_fast((tmp_path / "other.png").read_bytes(), None) is None
+    assert readers.decode_png_fast(_png_with(rgb, [(b"eXIf", b"MM\x00*")]), None) is None
+    assert readers.decode_png_fast(_png_with(rgb, [(b"tRNS", b"\x00\x01\x00\x02\x00\x03")]), None) is None
+    assert readers.decode_png_fast(_png_with(rgb, [(b"pHYs", b"\x00" * 9)]), None) is not None  # harmless chunk
+    assert readers.decode_png_fast(rgb, 22 * 52 - 1) is None  # over the pixel limit: Pillow's error
 
 
 @pytest.mark.parametrize("damage", ["crc", "truncated", "idat"])
@@ -417,7 +417,7 @@ def test_damaged_pngs_fail_as_with_pillow_alone(tmp_path, damage, monkeypatch):
     else:
         data[60] ^= 0xFF
     p.write_bytes(bytes(data))
-    assert readers._decode_png_fast(bytes(data), None) is None
+    assert readers.decode_png_fast(bytes(data), None) is None
     with pytest.raises(ImageReadError, match="x.png") as fast:
         read_image(p)
     monkeypatch.setattr(readers, "_spng", False)  # Pillow alone

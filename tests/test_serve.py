@@ -301,6 +301,29 @@ def test_channels_and_size_are_converted_or_rejected():
     assert np.array_equal(decode_image(png(big), (3, 8, 8), limits).numpy(), want)
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_png_uploads_by_libspng_give_pillows_tensors(monkeypatch, fast):
+    """With the png extra, 8-bit RGB PNG uploads are decoded by libspng: the same tensors as
+    Pillow's, the same errors (size without resizing, pixel limit)."""
+    from foldcnn.data import readers
+
+    if fast:
+        pytest.importorskip("pyspng")
+    else:
+        monkeypatch.setattr(readers, "_spng", False)
+    big = random_images(1, (3, 37, 53), seed=4)[0]
+    assert (readers.decode_png_fast(png(big), None) is not None) == fast
+    want = readers.resize_rgb(big, (8, 8), "bilinear").transpose(2, 0, 1)
+    assert np.array_equal(decode_image(png(big), (3, 8, 8), ImageLimits()).numpy(), want)
+    assert np.array_equal(decode_image(png(big), (3, 37, 53), ImageLimits(resize=False)).numpy(),
+                          big.transpose(2, 0, 1))
+    with pytest.raises(RequestError, match="does not resize"):
+        decode_image(png(big), (3, 8, 8), ImageLimits(resize=False))
+    with pytest.raises(RequestError, match="over the limit") as e:
+        decode_image(png(big), (3, 8, 8), ImageLimits(max_pixels=37 * 53 - 1))
+    assert e.value.status == 413
+
+
 def test_api_key_is_required_when_set():
     app = create_app(ColorPredictor(), ServeConfig(max_wait_ms=1, api_key="s3cret"))
     body = {"content": png((4, 0, 0)), "headers": {"Content-Type": "image/png"}}

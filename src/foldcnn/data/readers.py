@@ -35,7 +35,7 @@ __all__ = [
     "IMAGE_EXTENSIONS", "DataReadError", "ImageReadError", "VideoReadError", "LabelsMismatchError",
     "VideoTruncatedError", "SkippedFile", "ReadReport", "read_image", "list_images", "iter_images", "load_images",
     "load_image_folder", "image_size_counts", "iter_video_frames", "read_labels_csv", "load_video", "resize_rgb",
-    "to_rgb", "decode_rgb", "fast_png_available", "iter_folder",
+    "to_rgb", "decode_rgb", "decode_png_fast", "fast_png_available", "iter_folder",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
@@ -179,7 +179,7 @@ def fast_png_available() -> bool:
     return bool(_pyspng())
 
 
-def _decode_png_fast(data: bytes, limit: int | None) -> np.ndarray | None:
+def decode_png_fast(data: bytes, limit: int | None) -> np.ndarray | None:
     """An 8-bit RGB PNG -> uint8 (h, w, 3) by libspng (the ``png`` extra, pyspng), or None where
     Pillow must decide: pyspng missing, another colour type or bit depth, an eXIf or tRNS chunk, a
     chunk whose CRC does not match (libspng as pyspng sets it up ignores CRCs; Pillow refuses such
@@ -219,7 +219,7 @@ def _decode(path: Path, max_pixels: int | None) -> tuple[np.ndarray, str]:
             data = path.read_bytes()
         except OSError:
             data = b""  # Pillow opens it again and names the problem
-        arr = _decode_png_fast(data, limit)
+        arr = decode_png_fast(data, limit)
         if arr is not None:
             return arr, "RGB"
     try:

@@ -113,21 +113,28 @@ def decode_image(data: bytes, input_shape: tuple[int, int, int], limits: ImageLi
     """Encoded image bytes -> uint8 (C, H, W) in the model's input shape (C = 3 RGB or 1 grey)."""
     from PIL import Image, ImageOps
 
-    from foldcnn.data.readers import resize_rgb, to_rgb
+    from foldcnn.data.readers import decode_png_fast, resize_rgb, to_rgb
 
     c, h, w = input_shape
-    with _opened(data, limits, where) as im:
-        iw, ih = im.size
-        if not limits.resize and (ih, iw) != (h, w):
-            raise RequestError(400, f"{where} is {iw}x{ih} (width x height) but the model takes "
-                                    f"{w}x{h} and this server does not resize; resize it first")
-        im.load()  # decode now: truncated data fails here
-        ImageOps.exif_transpose(im, in_place=True)  # as foldcnn.data.readers does for files
-        if im.mode == "RGB" and im.size != (w, h):
-            # The same bilinear resize resize_rgb does, before the full-size numpy copies: a large
-            # image costs its decode, not two more copies of its pixels (holding the GIL).
-            im = im.resize((w, h), Image.Resampling.BILINEAR)
-        arr = to_rgb(im)
+    _check_size(data, limits, where)
+    # 8-bit RGB PNGs by libspng where the png extra is installed (as for files: the same pixels);
+    # every other image, and every problem, goes through Pillow below.
+    arr = decode_png_fast(data, limits.max_pixels) if "PNG" in limits.formats else None
+    if arr is not None and not limits.resize and arr.shape[:2] != (h, w):
+        arr = None  # Pillow's path names the size mismatch
+    if arr is None:
+        with _opened(data, limits, where) as im:
+            iw, ih = im.size
+            if not limits.resize and (ih, iw) != (h, w):
+                raise RequestError(400, f"{where} is {iw}x{ih} (width x height) but the model takes "
+                                        f"{w}x{h} and this server does not resize; resize it first")
+            im.load()  # decode now: truncated data fails here
+            ImageOps.exif_transpose(im, in_place=True)  # as foldcnn.data.readers does for files
+            if im.mode == "RGB" and im.size != (w, h):
+                # The same bilinear resize resize_rgb does, before the full-size numpy copies: a large
+                # image costs its decode, not two more copies of its pixels (holding the GIL).
+                im = im.resize((w, h), Image.Resampling.BILINEAR)
+            arr = to_rgb(im)
     arr = resize_rgb(arr, (h, w), "bilinear")
     if c == 1:  # grey model: ITU-R 601 luma, the weights Pillow's convert("L") uses
         arr = (arr @ np.array([0.299, 0.587, 0.114]))[..., None].round().clip(0, 255).astype(np.uint8)
