@@ -1,7 +1,7 @@
 """Decoded video frames (PyAV) -> uint8 RGB arrays (k, 3, H, W) at the model's size, in batches.
 
 The reference conversion is FFmpeg's (swscale) to RGB at the frame's own size, then a nearest-
-neighbour resize in numpy (:func:`nearest_index`, what training and NoScope use). Each call into
+neighbour resize in numpy (:func:`foldcnn.data.resize.nearest_index`, what training and NoScope use). Each call into
 swscale costs about 60-90 us whatever the frame's size (PyAV 18, FFmpeg 8, AMD EPYC,
 2026-12-07), more than the 320x240 conversion itself, and converting every pixel of a frame to
 keep 50 x 50 of them wastes the rest. So for 8-bit 4:2:0 frames (H.264's usual yuv420p) and a
@@ -23,18 +23,11 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["FrameConverter", "nearest_index", "rgb_converter"]
+from foldcnn.data.resize import nearest_index, resize_rgb
+
+__all__ = ["FrameConverter", "rgb_converter"]
 
 FAST_FORMATS = ("yuv420p", "yuvj420p")
-
-
-@lru_cache(maxsize=64)
-def nearest_index(src: int, dst: int) -> np.ndarray:
-    """Source rows/columns sampled by nearest-neighbour resizing (pixel-centre convention).
-    Cached (read-only): computing it took about 45 us of every 320x240 frame's conversion."""
-    idx = np.minimum(((np.arange(dst) + 0.5) * (src / dst)).astype(np.int64), src - 1)
-    idx.flags.writeable = False
-    return idx
 
 
 def rgb_converter():
@@ -204,8 +197,6 @@ class FrameConverter:
         self.pending += 1
 
     def _slow(self, frame) -> np.ndarray:
-        from foldcnn.data.readers import resize_rgb
-
         if self._rgb is None:
             self._rgb = rgb_converter()
         arr = resize_rgb(self._rgb(frame), self.size, self.resize)

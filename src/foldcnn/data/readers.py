@@ -27,7 +27,8 @@ from PIL import Image, ImageOps
 
 from foldcnn.background import Ahead
 from foldcnn.data.base import ArrayDataset
-from foldcnn.data.frames import FrameConverter, nearest_index
+from foldcnn.data.frames import FrameConverter
+from foldcnn.data.resize import resize_rgb
 from foldcnn.errors import FoldcnnError, MissingExtraError, MissingInputError, UsageError
 from foldcnn.progress import progress_bar
 
@@ -121,16 +122,6 @@ def _check_size(input_size) -> tuple[int, int] | None:
 def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
     if value not in choices:
         raise UsageError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
-
-
-def resize_rgb(arr: np.ndarray, size: tuple[int, int] | None, mode: str) -> np.ndarray:
-    """uint8 (h, w, 3) -> uint8 (H, W, 3)."""
-    if size is None or arr.shape[:2] == size:
-        return arr
-    h, w = size
-    if mode == "nearest":
-        return arr[nearest_index(arr.shape[0], h)[:, None], nearest_index(arr.shape[1], w)[None, :]]
-    return np.asarray(Image.fromarray(arr).resize((w, h), Image.Resampling.BILINEAR))
 
 
 def to_rgb(im: Image.Image) -> np.ndarray:
