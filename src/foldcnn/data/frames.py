@@ -14,7 +14,7 @@ That is exact only while swscale converts each pixel from its own (Y, U, V) alon
 4:2:0 -> RGB path). Every frame geometry (format, size, colour space and range) is checked once
 per process on a random-noise frame, and the first frame of each geometry in each converter is
 checked on the real frame: both ways must give the same bytes, else that geometry takes the
-reference path.
+reference path (frames of odd height do: swscale's pixel-by-pixel converter needs an even height).
 """
 
 from __future__ import annotations
