@@ -133,3 +133,17 @@ def test_a_dying_segment_decoder_fails_the_run_naming_the_frames(videos, monkeyp
     with Predictor(tiny_model(4, size=SIZE), workers=2, decoders="processes") as p:
         with pytest.raises(DecoderDiedError, match=f"frames 20..39 of the video {videos['closed']}"):
             p.predict(videos["closed"])
+
+
+def test_progress_counts_a_videos_declared_frames(videos, tmp_path):
+    from foldcnn.infer.sources import count_inputs
+
+    v = videos["closed"]
+    assert count_inputs(v) == 90 and count_inputs(v, stride=4) == 23  # frames 0, 4, .., 88
+    assert count_inputs(v, keyframes=True) is None  # how many key frames: unknown before decoding
+    (tmp_path / "junk.mp4").write_bytes(b"\x00" * 64)
+    assert count_inputs([v, v]) == 180 and count_inputs([v, tmp_path / "junk.mp4"]) is None
+    folder = tmp_path / "both"
+    folder.mkdir()
+    (folder / "a.mp4").write_bytes(v.read_bytes())
+    assert count_inputs(folder, stride=2) == 45 and count_inputs([folder, v]) == 180

@@ -35,7 +35,7 @@ from foldcnn.progress import progress_bar
 __all__ = [
     "IMAGE_EXTENSIONS", "DataReadError", "ImageReadError", "VideoReadError", "LabelsMismatchError",
     "VideoTruncatedError", "SkippedFile", "ReadReport", "read_image", "list_images", "iter_images", "load_images",
-    "load_image_folder", "image_size_counts", "iter_video_frames", "read_labels_csv", "load_video", "resize_rgb",
+    "load_image_folder", "image_size_counts", "iter_video_frames", "iter_video_batches", "declared_frames", "read_labels_csv", "load_video", "resize_rgb",
     "to_rgb", "decode_rgb", "decode_png_fast", "fast_png_available", "iter_folder",
 ]
 
@@ -558,6 +558,23 @@ def iter_video_batches(path: str | Path, input_size: tuple[int, int] | None = (5
             raise VideoTruncatedError(
                 f"video {path} is truncated: decoding stopped at frame {index} but its container "
                 f"declares {declared} frames", frames_read=index)
+
+
+def declared_frames(path: str | Path) -> int | None:
+    """The frame count a video's container declares (read from its header, nothing decoded), or
+    None where it does not say or the file cannot be opened (decoding then reports why)."""
+    try:
+        import av
+    except ImportError:
+        return None
+    try:
+        with av.open(str(path)) as container:
+            streams = container.streams.video
+            if not streams:
+                return None
+            return int(streams[0].frames) or None
+    except (av.FFmpegError, OSError):
+        return None
 
 
 def _open_video(path: Path):

@@ -341,8 +341,8 @@ class Predictor:
         spec = replace(self._spec, stride=stride)
         stats = self.stats = self._new_stats()
         t0 = time.perf_counter()
-        bar = progress_bar(total=count_inputs(source) if progress else None, disable=not progress, unit="img",
-                           desc="predict", smoothing=0.1)
+        total = count_inputs(source, spec.stride, spec.keyframes) if progress else None
+        bar = progress_bar(total=total, disable=not progress, unit="img", desc="predict", smoothing=0.1)
         # Deep enough that the decoders fill the next batch while the engine runs this one.
         processes = self._processes if self.workers else None
         depth = max(2 * self.workers, -(-self.batch_size // files_per_job(processes)) + self.workers)

@@ -576,8 +576,10 @@ def iter_jobs(source, spec: InputSpec, processes=None) -> Iterator[Callable[[], 
             a.close()
 
 
-def count_inputs(source) -> int | None:
-    """How many images ``source`` will give (for a progress bar), or None when unknown (videos, generators)."""
+def count_inputs(source, stride: int = 1, keyframes: bool = False) -> int | None:
+    """How many images ``source`` will give (for a progress bar), or None when unknown (generators,
+    videos whose container does not say how many frames they hold, key-frame passes). A video
+    counts its container's frames, every ``stride``-th; one cut short gives fewer."""
     if isinstance(source, (torch.Tensor, np.ndarray)):
         return int(source.shape[0]) if source.ndim == 4 else None
     if isinstance(source, Image.Image):
@@ -587,23 +589,34 @@ def count_inputs(source) -> int | None:
             units = expand_path(source, top=True)
         except FileNotFoundError:
             return None
-        if any(k == "video" for k, _ in units):
-            return None
-        counts = [count_array_file(obj) if k == "arrays" else 1 for k, obj in units if k != "ignored"]
+        counts = [_count_unit(k, obj, stride, keyframes) for k, obj in units if k != "ignored"]
         return None if None in counts else sum(counts)
     if isinstance(source, (list, tuple)):
         total = 0
         for item in source:
             if isinstance(item, (torch.Tensor, np.ndarray)) and item.ndim == 4:
-                total += int(item.shape[0])
-            elif isinstance(item, (str, os.PathLike)) and (Path(item).is_dir() or is_video(Path(item))):
-                return None
-            elif isinstance(item, (str, os.PathLike)) and is_array_file(Path(item)):
-                n = count_array_file(item)
-                if n is None:
-                    return None
-                total += n
+                n = int(item.shape[0])
+            elif isinstance(item, (str, os.PathLike)) and Path(item).is_dir():
+                n = count_inputs(item, stride, keyframes)
+            elif isinstance(item, (str, os.PathLike)) and (is_video(Path(item)) or is_array_file(Path(item))):
+                n = _count_unit("video" if is_video(Path(item)) else "arrays", Path(item), stride, keyframes)
             else:
-                total += 1
+                n = 1
+            if n is None:
+                return None
+            total += n
         return total
     return None
+
+
+def _count_unit(kind: str, obj, stride: int, keyframes: bool) -> int | None:
+    if kind == "arrays":
+        return count_array_file(obj)
+    if kind == "video":
+        if keyframes:
+            return None
+        from foldcnn.data.readers import declared_frames
+
+        n = declared_frames(obj)
+        return -(-n // stride) if n else None
+    return 1
