@@ -429,7 +429,7 @@ def test_damaged_pngs_fail_as_with_pillow_alone(tmp_path, damage, monkeypatch):
 def test_folder_listing_is_sorted_by_path_skips_hidden_and_does_not_enter_folder_links(tmp_path):
     import os
 
-    from foldcnn.data.readers import _walk
+    from foldcnn.data.readers import iter_folder
 
     def reference(root, recursive):  # the pathlib listing the scandir one replaced
         it = root.rglob("*") if recursive else root.iterdir()
@@ -444,9 +444,9 @@ def test_folder_listing_is_sorted_by_path_skips_hidden_and_does_not_enter_folder
     os.symlink(tmp_path / "a.png", tmp_path / "link.png")
     os.symlink(tmp_path / "missing", tmp_path / "broken.png")
     for recursive in (True, False):
-        got = _walk(tmp_path, recursive)
+        got = list(iter_folder(tmp_path, recursive))
         assert got == reference(tmp_path, recursive)
-    assert [p.relative_to(tmp_path).as_posix() for p in _walk(tmp_path, True)][:4] == ["A/z.png", "a/b.png", "a-c.png",
+    assert [p.relative_to(tmp_path).as_posix() for p in iter_folder(tmp_path, True)][:4] == ["A/z.png", "a/b.png", "a-c.png",
                                                                                      "a.png"]
 
 

@@ -25,6 +25,9 @@ def parse_size(text: str | None, flag: str = "--input-size", example: str = "22x
 MODEL_KWARGS_HELP = ("JSON keyword arguments of the model's builder, e.g. '{\"num_classes\": 10}'; for a model "
                      "given as package.module:Name, \"input_shape\": [C, H, W] sets one image's shape where no "
                      "data gives it")
+SLOT_DIAGONAL_HELP = ("start a folded model with zero weights between different fold slots, so each slot sees "
+                      "its own image from the first step (default: on for a CNN given as package.module:Name, "
+                      "where it ended a long flat start, off for zoo models; docs/accuracy.md)")
 
 
 def parse_model_kwargs(text: str | None, flag: str = "--model-kwargs") -> dict:

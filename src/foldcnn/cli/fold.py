@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from foldcnn.cli.common import MODEL_KWARGS_HELP, CLIError, parse_fractions, parse_model_kwargs, parse_size
+from foldcnn.cli.common import MODEL_KWARGS_HELP, SLOT_DIAGONAL_HELP, CLIError, parse_fractions, parse_model_kwargs, parse_size
 
 
 def _folds(args: argparse.Namespace) -> tuple[int, ...]:
@@ -107,8 +107,7 @@ def _add_fold(sub) -> None:
                    help="distillation of the folded models from the original (KL with temperature 4, as in "
                    "docs/accuracy.md)")
     p.add_argument("--slot-diagonal-init", action=argparse.BooleanOptionalAction, default=None,
-                   help="start each folded model with zero weights between different fold slots (default: on for "
-                   "a CNN given as package.module:Name, off for zoo models; docs/accuracy.md)")
+                   help=SLOT_DIAGONAL_HELP)
     p.add_argument("--backends", help="engines to time, as backend/precision pairs (default: every CPU engine here "
                    "except torch.compile)")
     p.add_argument("--bench-batch-sizes", default="256,1024", help="batch sizes (images) to time; each model keeps "

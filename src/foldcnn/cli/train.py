@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from foldcnn.cli.common import MODEL_KWARGS_HELP, CLIError, parse_fractions, parse_model_kwargs, parse_size
+from foldcnn.cli.common import MODEL_KWARGS_HELP, SLOT_DIAGONAL_HELP, CLIError, parse_fractions, parse_model_kwargs, parse_size
 
 
 # ------------------------------------------------------------------------------ train/eval
@@ -196,9 +196,7 @@ def _add_train(sub) -> None:
                    help="train the folded layers freely instead of tied alike across fold slots (tied "
                    "training is written back as the same dense layers; free training tends to learn one slot)")
     p.add_argument("--slot-diagonal-init", action=argparse.BooleanOptionalAction, default=d.slot_diagonal_init,
-                   help="start a folded model with zero weights between different fold slots, so each slot "
-                   "sees its own image from the first step (default: on for a CNN given as package.module:Name, "
-                   "where it ended a long flat start, off for zoo models)")
+                   help=SLOT_DIAGONAL_HELP)
     p.add_argument("--curriculum", action="store_true",
                    help="start with max(K//10, fold) classes and add max(K//10, 1) at a time (paper's curriculum)")
     p.add_argument("--curriculum-end", type=float, default=d.curriculum_end,

@@ -281,10 +281,6 @@ def iter_folder(root: str | Path, recursive: bool = True) -> Iterator[Path]:
     yield from visit(str(root))
 
 
-def _walk(root: Path, recursive: bool) -> list[Path]:
-    return list(iter_folder(root, recursive))
-
-
 def list_images(source: str | Path | Iterable[str | Path], *, extensions: Sequence[str] = IMAGE_EXTENSIONS,
                 recursive: bool = False, report: ReadReport | None = None) -> list[Path]:
     """Image files of a flat folder (sorted) or of an explicit list (order kept).
@@ -298,7 +294,7 @@ def list_images(source: str | Path | Iterable[str | Path], *, extensions: Sequen
             return [root]
         if not root.is_dir():
             raise MissingInputError(f"no such file or folder: {root}")
-        files = _walk(root, recursive)
+        files = list(iter_folder(root, recursive))
         if report is not None:
             report.ignored += [str(p) for p in files if not _is_image(p, exts)]
         return [p for p in files if _is_image(p, exts)]
@@ -358,7 +354,7 @@ def _class_files(root: Path, exts: tuple[str, ...], report: ReadReport,
         found = classes
     classes = found
     if not classes:
-        loose = [p for p in _walk(root, False) if _is_image(p, exts)]
+        loose = [p for p in iter_folder(root, False) if _is_image(p, exts)]
         hint = "it has no class subdirectories"
         if loose:
             hint = (f"it holds {len(loose)} images but no class subdirectories; for labelled data put "
@@ -367,7 +363,7 @@ def _class_files(root: Path, exts: tuple[str, ...], report: ReadReport,
         raise DataReadError(f"{root} is not an image folder: {hint}")
     files = {}
     for c in classes:
-        listed = _walk(root / c, True) if (root / c).is_dir() else []
+        listed = list(iter_folder(root / c, True)) if (root / c).is_dir() else []
         report.ignored += [str(p) for p in listed if not _is_image(p, exts)]
         files[c] = [p for p in listed if _is_image(p, exts)]
     return files
@@ -379,7 +375,7 @@ def image_size_counts(root: str | Path, *, extensions: Sequence[str] = IMAGE_EXT
     exts = tuple(e.lower() for e in extensions)
     counts: dict[tuple[int, int], int] = {}
     for d in sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for p in _walk(d, True):
+        for p in iter_folder(d, True):
             if not _is_image(p, exts):
                 continue
             try:
