@@ -43,6 +43,7 @@ FEATURES = {
     "curriculum+distill": {"curriculum": True, "curriculum_end": 0.5, "distill": "kl", "distill_weight": 0.3},
     "ema": {"ema_decay": 0.9},
     "consistency": {"consistency": 0.5},
+    "cross-slot-decay": {"cross_slot_decay": 20.0},
 }
 
 

@@ -230,3 +230,93 @@ def test_slot_diagonal_init_refuses_tied_models_and_leaves_fold_one_alone():
     tie_fold_slots_(folded, 2)
     with pytest.raises(ValueError, match="before tie_fold_slots_"):
         slot_diagonal_init_(folded, 2)
+
+
+# ------------------------------------------------------------------ cross-slot decay
+def _slot_logits(model: nn.Module, x: torch.Tensor, fold: int) -> torch.Tensor:
+    with torch.no_grad():
+        return model(x).reshape(len(x), fold, -1)
+
+
+def test_shrinking_cross_slot_weights_to_zero_makes_each_slot_depend_on_its_own_image_only():
+    from foldcnn.train.symmetry import shrink_cross_slot_
+
+    fold = 4
+    torch.manual_seed(2)
+    model = create_model("sot-coin-count", fold=fold, channel_multiple=1)  # widths with shared channels too
+    add_train_batchnorm_(model)
+    tie_fold_slots_(model, fold)
+    _randomize_(model)
+    model.eval()
+    x = torch.rand(2, *model.folded_input_shape)
+    other = x.clone()
+    c = model.folded_input_shape[0] // fold
+    other[:, c:] = torch.rand_like(other[:, c:])  # new fold-mates for slot 0
+    before = _slot_logits(model, x, fold)
+    assert (before[:, 0] - _slot_logits(model, other, fold)[:, 0]).abs().max() > 1e-4  # they mattered
+    reached = shrink_cross_slot_(model, 0.0)
+    assert reached == sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model.modules())
+    torch.testing.assert_close(_slot_logits(model, other, fold)[:, 0], _slot_logits(model, x, fold)[:, 0])
+    assert (_slot_logits(model, x, fold)[:, 0] - before[:, 0]).abs().max() > 1e-4  # the model did change
+    with pytest.raises(Exception, match="lie in"):
+        shrink_cross_slot_(model, 1.5)
+
+
+def test_shrinking_scales_the_off_diagonal_blocks_and_keeps_the_diagonal():
+    from foldcnn.train.symmetry import shrink_cross_slot_
+
+    fold = 2
+    torch.manual_seed(3)
+    model = create_model("lol-gold-fraction", fold=fold)
+    tie_fold_slots_(model, fold)
+    _randomize_(model, statistics=False)
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d) and m.in_channels > 3 * fold)
+    w = conv.weight.detach().clone()
+    go, gi = conv.out_channels // fold, conv.in_channels // fold
+    shrink_cross_slot_(model, 0.25)
+    w2 = conv.weight.detach()
+    for a in range(fold):
+        for b in range(fold):
+            block, block2 = (t[a * go:(a + 1) * go, b * gi:(b + 1) * gi] for t in (w, w2))
+            torch.testing.assert_close(block2, block if a == b else 0.25 * block)
+
+
+def test_training_with_infinite_cross_slot_decay_gives_answers_independent_of_fold_mates():
+    from tiny_data import easy_dataset
+
+    from foldcnn.train.config import TrainConfig
+    from foldcnn.train.loop import train_model
+
+    fold = 2
+    torch.manual_seed(0)
+    model = create_model("sot-coin-count", fold=fold, num_classes=3, input_size=(16, 16))
+    cfg = TrainConfig(epochs=2, batch_size=12, threads=1, precision="fp32", cross_slot_decay=float("inf"))
+    result = train_model(model, easy_dataset(36, 0), easy_dataset(12, 1), cfg, progress=False)
+    assert not has_tied_fold_slots(model) and result.history
+    model.eval()
+    x = torch.rand(3, *model.folded_input_shape)
+    other = x.clone()
+    other[:, 3:] = torch.rand_like(other[:, 3:])
+    torch.testing.assert_close(_slot_logits(model, other, fold)[:, 0], _slot_logits(model, x, fold)[:, 0],
+                               rtol=1e-4, atol=1e-5)
+    # a finite decay shrinks the cross-slot weights but does not remove them
+    torch.manual_seed(0)
+    finite = create_model("sot-coin-count", fold=fold, num_classes=3, input_size=(16, 16))
+    train_model(finite, easy_dataset(36, 0), easy_dataset(12, 1),
+                TrainConfig(epochs=2, batch_size=12, threads=1, precision="fp32", cross_slot_decay=5.0), progress=False)
+    finite.eval()
+    assert (_slot_logits(finite, other, fold)[:, 0] - _slot_logits(finite, x, fold)[:, 0]).abs().max() > 1e-6
+
+
+def test_cross_slot_decay_is_validated(capsys):
+    from foldcnn.cli import main
+    from foldcnn.errors import UsageError
+    from foldcnn.train.config import TrainConfig
+
+    with pytest.raises(UsageError, match="cross_slot_decay"):
+        TrainConfig(cross_slot_decay=-1)
+    with pytest.raises(UsageError, match="tie_slots"):
+        TrainConfig(cross_slot_decay=1.0, tie_slots=False)
+    assert main(["train", "--task", "sot-coin-count", "--fold", "1", "--cross-slot-decay", "inf",
+                 "--out", "/tmp/x-never"]) == 2
+    assert "--fold 2 or more" in capsys.readouterr().err

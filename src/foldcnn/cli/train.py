@@ -41,7 +41,11 @@ def _train_inputs(args: argparse.Namespace):
                                slot_diagonal_init=args.slot_diagonal_init,
                                curriculum_end=args.curriculum_end, distill=distill,
                                distill_weight=args.distill_weight, temperature=args.temperature, ema_decay=args.ema,
-                               consistency=args.consistency, consistency_kind=args.consistency_kind)
+                               consistency=args.consistency, consistency_kind=args.consistency_kind,
+                               cross_slot_decay=args.cross_slot_decay)
+    for flag, value in (("--consistency", args.consistency), ("--cross-slot-decay", args.cross_slot_decay)):
+        if value and args.fold == 1:
+            raise CLIError(f"{flag} acts between the images of a fold: it needs --fold 2 or more")
     shown = {"epochs": f"{cfg.epochs} epochs", "weight_decay": f"weight decay {cfg.weight_decay:g}"}
     defaulted = [shown[k] for k in given if k not in budget]
     if defaulted and not args.quiet:
@@ -215,6 +219,11 @@ def _add_train(sub) -> None:
     p.add_argument("--consistency-kind", choices=CONSISTENCY_KINDS, default=d.consistency_kind,
                    help="divergence of --consistency: symmetric KL of the softmaxes, squared logit difference, "
                    "or sharp: KL from each grouping's answer to the other's sharpened one, held fixed")
+    p.add_argument("--cross-slot-decay", type=float, default=d.cross_slot_decay, metavar="DECAY",
+                   help="folded models: after each step shrink the weights between different fold slots by "
+                        "lr x DECAY, on top of --weight-decay; inf holds them at zero, so every image's answer is "
+                        "its own alone (each slot a narrower CNN; pair with --slot-diagonal-init). 0 = off; "
+                        "docs/accuracy.md 'Fold-mates'")
     p.add_argument("--ema", type=float, default=d.ema_decay, metavar="DECAY",
                    help="validate and save an exponential moving average of the weights, updated every "
                         "step with this decay (e.g. 0.999; 0 = off)")

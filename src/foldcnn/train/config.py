@@ -86,6 +86,11 @@ class TrainConfig:
     # answers stop depending on fold-mates. 0 = off; doubles a step's work.
     consistency: float = 0.0
     consistency_kind: str = "kl"
+    # Decoupled decay of the weights between different fold slots (tied models only; see
+    # foldcnn.train.symmetry.shrink_cross_slot_): after each step they shrink by lr x this, on top
+    # of weight_decay. inf holds them at zero: each slot then is an independent narrower CNN, with
+    # answers that cannot depend on fold-mates. 0 = off.
+    cross_slot_decay: float = 0.0
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -118,6 +123,11 @@ class TrainConfig:
         if self.consistency_kind not in CONSISTENCY_KINDS:
             raise UsageError(f"consistency_kind must be one of {', '.join(CONSISTENCY_KINDS)}, "
                              f"got {self.consistency_kind!r}")
+        if not self.cross_slot_decay >= 0:
+            raise UsageError(f"cross_slot_decay must be >= 0 (0 = off, inf = no weights between fold slots), "
+                             f"got {self.cross_slot_decay}")
+        if self.cross_slot_decay > 0 and not self.tie_slots:
+            raise UsageError("cross_slot_decay acts on the tied fold-slot blocks: it needs tie_slots")
         if not self.temperature > 0:
             raise UsageError(f"temperature must be > 0, got {self.temperature}")
 

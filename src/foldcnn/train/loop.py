@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,7 @@ from foldcnn.train.evaluation import EVAL_GROUP_SEED, evaluate, predict_logits  
 from foldcnn.train.consistency import align_to, consistency_loss_sum, regroup_index
 from foldcnn.train.resume import check_fingerprint, load_train_state, pack_state, save_train_state, unpack_state
 from foldcnn.train.setup import TrainRun, check_train_inputs, setup_run
-from foldcnn.train.symmetry import plain_state_dict, untie_fold_slots_
+from foldcnn.train.symmetry import plain_state_dict, shrink_cross_slot_, untie_fold_slots_
 
 
 @dataclass
@@ -119,6 +120,9 @@ def _train_step(run: TrainRun, train_ds: ArrayDataset, chunk: torch.Tensor, acti
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
     run.opt.step()
+    if run.cfg.cross_slot_decay > 0 and fold > 1:  # decoupled, at the step's learning rate (as AdamW's)
+        decay = run.cfg.cross_slot_decay
+        shrink_cross_slot_(run.model, 0.0 if decay == math.inf else max(0.0, 1.0 - run.opt.param_groups[0]["lr"] * decay))
     run.sched.step()
     if run.ema is not None:
         run.ema.update(run.model)

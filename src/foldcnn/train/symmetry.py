@@ -33,7 +33,7 @@ from torch.nn.utils import parametrize
 from foldcnn.errors import UsageError
 
 __all__ = ["tie_fold_slots_", "untie_fold_slots_", "has_tied_fold_slots", "slot_split", "plain_state_dict",
-           "untiable_layers", "slot_diagonal_init_"]
+           "untiable_layers", "slot_diagonal_init_", "shrink_cross_slot_"]
 
 
 def slot_split(width: int, fold: int, unit: int = 1) -> tuple[int, int]:
@@ -220,6 +220,33 @@ def slot_diagonal_init_(model: nn.Module, fold: int) -> nn.Module:
         factor = torch.where(shared_out[:, None], 1.0, scale) * keep
         w.mul_(factor.to(w.dtype).view(*factor.shape, *([1] * (w.dim() - 2))))
     return model
+
+
+@torch.no_grad()
+def shrink_cross_slot_(model: nn.Module, factor: float) -> int:
+    """Multiply every weight between different fold slots of a tied ``model`` by ``factor``, in
+    place; returns how many layers it reached.
+
+    In each tied conv and linear (:func:`tie_fold_slots_`) these are the circulant blocks
+    ``B[1:]`` (input slot ``b`` to output slot ``a != b``) and the blocks ``A`` and ``C`` that pass
+    through shared channels (which every slot feeds and reads); the diagonal block ``B[0]`` and the
+    shared-to-shared block ``D`` keep their values. ``factor=0`` makes the model ``f`` copies of
+    one narrower CNN side by side, each slot's logits a function of its own image alone. Layers
+    tying leaves free (:func:`untiable_layers`) are not reached.
+    """
+    if not 0 <= factor <= 1:
+        raise UsageError(f"the cross-slot factor must lie in [0, 1], got {factor}")
+    reached = 0
+    for m in _layers(model):
+        weight = getattr(getattr(m, "parametrizations", None), "weight", None)
+        if weight is None or not isinstance(weight[0], _TiedMatrix):
+            continue
+        b, a, c = weight.original0, weight.original1, weight.original2
+        b[1:].mul_(factor)
+        a.mul_(factor)
+        c.mul_(factor)
+        reached += 1
+    return reached
 
 
 def _out_features(m: nn.Module) -> int | None:
