@@ -299,6 +299,10 @@ def test_training_with_infinite_cross_slot_decay_gives_answers_independent_of_fo
     other[:, 3:] = torch.rand_like(other[:, 3:])
     torch.testing.assert_close(_slot_logits(model, other, fold)[:, 0], _slot_logits(model, x, fold)[:, 0],
                                rtol=1e-4, atol=1e-5)
+    # and nor on its slot: the BatchNorm statistics were pooled over the slots before fusing
+    assert result.features["slot_statistics_pooled"] > 0
+    torch.testing.assert_close(_slot_logits(model, _shift_slots(x, fold), fold).roll(-1, dims=1),
+                               _slot_logits(model, x, fold), rtol=1e-4, atol=1e-5)
     # a finite decay shrinks the cross-slot weights but does not remove them
     torch.manual_seed(0)
     finite = create_model("sot-coin-count", fold=fold, num_classes=3, input_size=(16, 16))
@@ -320,3 +324,32 @@ def test_cross_slot_decay_is_validated(capsys):
     assert main(["train", "--task", "sot-coin-count", "--fold", "1", "--cross-slot-decay", "inf",
                  "--out", "/tmp/x-never"]) == 2
     assert "--fold 2 or more" in capsys.readouterr().err
+
+
+def test_pooled_running_statistics_make_the_eval_model_equivariant_again():
+    from foldcnn.train.symmetry import pool_slot_statistics_
+
+    fold = 3
+    torch.manual_seed(4)
+    model = create_model("lol-gold-fraction", fold=fold, channel_multiple=1)  # widths 55: one shared channel
+    add_train_batchnorm_(model)
+    tie_fold_slots_(model, fold)
+    _randomize_(model, statistics=True)  # every channel its own running statistics, as after training
+    model.eval()
+    x = torch.rand(3, *model.folded_input_shape)
+
+    def shift_error():
+        return (_slot_logits(model, _shift_slots(x, fold), fold).roll(-1, dims=1) - _slot_logits(model, x, fold)).abs().max()
+
+    assert shift_error() > 1e-3  # per-channel statistics break the slot symmetry the weights have
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    shared_before = [(m.running_mean[-(m.num_features % fold) or m.num_features:].clone()) for m in bns]
+    assert pool_slot_statistics_(model, fold) == len(bns)
+    assert shift_error() < 1e-4
+    assert any(m.num_features % fold for m in bns)
+    for m, before in zip(bns, shared_before):
+        g = m.num_features // fold
+        torch.testing.assert_close(m.running_mean[:g], m.running_mean[g:2 * g])
+        if m.num_features % fold:  # shared channels keep their own statistics
+            torch.testing.assert_close(m.running_mean[fold * g:], before)
+    assert pool_slot_statistics_(model, 1) == 0

@@ -39,7 +39,7 @@ from foldcnn.train.evaluation import EVAL_GROUP_SEED, evaluate, predict_logits  
 from foldcnn.train.consistency import align_to, consistency_loss_sum, regroup_index
 from foldcnn.train.resume import check_fingerprint, load_train_state, pack_state, save_train_state, unpack_state
 from foldcnn.train.setup import TrainRun, check_train_inputs, setup_run
-from foldcnn.train.symmetry import plain_state_dict, shrink_cross_slot_, untie_fold_slots_
+from foldcnn.train.symmetry import plain_state_dict, pool_slot_statistics_, shrink_cross_slot_, untie_fold_slots_
 
 
 @dataclass
@@ -199,12 +199,14 @@ def _finish(run: TrainRun) -> TrainResult:
     untie_fold_slots_(model)
     if loop.best_state is not None:
         model.load_state_dict(loop.best_state)
+    pooled = pool_slot_statistics_(model, model.fold) if cfg.tie_slots else 0
     if cfg.train_batchnorm:
         fuse_train_batchnorm_(model)
     features = {"precision": run.precision, "device": str(run.device), "channels_last": cfg.channels_last,
                 "world_size": run.dist.world_size, "backend": run.dist.backend, "resumed_from": run.resumed,
                 "curriculum": run.schedule if cfg.curriculum else None, "early_stopped": loop.stopped,
-                "weight_average": {"decay": cfg.ema_decay, "updates": ema.updates} if ema is not None else None}
+                "weight_average": {"decay": cfg.ema_decay, "updates": ema.updates} if ema is not None else None,
+                "slot_statistics_pooled": pooled}
     return TrainResult(best_epoch=loop.best_epoch, best_val_top1=loop.best_val_top1, history=loop.history,
                        train_seconds=round(loop.train_seconds, 2), features=features)
 

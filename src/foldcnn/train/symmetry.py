@@ -33,7 +33,7 @@ from torch.nn.utils import parametrize
 from foldcnn.errors import UsageError
 
 __all__ = ["tie_fold_slots_", "untie_fold_slots_", "has_tied_fold_slots", "slot_split", "plain_state_dict",
-           "untiable_layers", "slot_diagonal_init_", "shrink_cross_slot_"]
+           "untiable_layers", "slot_diagonal_init_", "shrink_cross_slot_", "pool_slot_statistics_"]
 
 
 def slot_split(width: int, fold: int, unit: int = 1) -> tuple[int, int]:
@@ -247,6 +247,35 @@ def shrink_cross_slot_(model: nn.Module, factor: float) -> int:
         c.mul_(factor)
         reached += 1
     return reached
+
+
+@torch.no_grad()
+def pool_slot_statistics_(model: nn.Module, fold: int) -> int:
+    """Average each BatchNorm's running statistics over the fold slots, in place; returns how
+    many BatchNorms it changed.
+
+    Tying makes every weight and BatchNorm affine slot-symmetric, but the running mean and variance
+    are buffers, one per channel: each slot's channels average the images that happened to sit in
+    that slot, so the f estimates of the same statistic differ a little, and after fusing the slots
+    compute slightly different functions: an image's answer then changes with the slot it lands
+    in (docs/accuracy.md, "What flips"). Averaging the f estimates per channel (means with means,
+    variances with variances) makes the eval-mode model exactly slot-symmetric. Shared channels and
+    BatchNorms tying does not reach keep theirs. ``fold=1`` changes nothing.
+    """
+    if fold <= 1:
+        return 0
+    changed = 0
+    for m, out_split, _ in list(_slot_layers(model, fold)):
+        if out_split is not None or m.running_mean is None:
+            continue
+        g = slot_split(m.num_features, fold)[0]
+        if g == 0:
+            continue
+        for stat in (m.running_mean, m.running_var):
+            groups = stat[:fold * g].view(fold, g)
+            groups.copy_(groups.mean(0, keepdim=True).expand_as(groups))
+        changed += 1
+    return changed
 
 
 def _out_features(m: nn.Module) -> int | None:
