@@ -93,3 +93,8 @@ def test_options_are_validated():
     with pytest.raises(ValueError, match="points"):
         FoldOptions("m:N", data, max_accuracy_drop=-1)
     assert FoldOptions("m:N", data, folds=(4, 2, 4)).folds == (2, 4)
+    opts = FoldOptions("m:N", data, cross_slot_decay=float("inf"))
+    assert opts.train_config(4, teacher=True).cross_slot_decay == float("inf")
+    assert opts.train_config(1, teacher=False).cross_slot_decay == 0.0  # the original has no fold slots
+    with pytest.raises(ValueError, match="cross_slot_decay"):
+        FoldOptions("m:N", data, cross_slot_decay=-1)

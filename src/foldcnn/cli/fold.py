@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from foldcnn.cli.common import MODEL_KWARGS_HELP, SLOT_DIAGONAL_HELP, CLIError, parse_fractions, parse_model_kwargs, parse_size
+from foldcnn.cli.common import CROSS_SLOT_DECAY_HELP, MODEL_KWARGS_HELP, SLOT_DIAGONAL_HELP, CLIError, parse_fractions, parse_model_kwargs, parse_size
 
 
 def _folds(args: argparse.Namespace) -> tuple[int, ...]:
@@ -40,7 +40,8 @@ def _cmd_fold(args: argparse.Namespace) -> int:
                        channel_multiple=args.channel_multiple, epochs=args.epochs, original_epochs=args.original_epochs,
                        batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads,
                        precision=args.train_precision, distill=args.distill,
-                       slot_diagonal_init=args.slot_diagonal_init, bench_batch_sizes=batch_sizes,
+                       slot_diagonal_init=args.slot_diagonal_init, cross_slot_decay=args.cross_slot_decay,
+                       bench_batch_sizes=batch_sizes,
                        bench_backends=_backends(args.backends), bench_trials=args.trials,
                        bench_min_seconds=args.min_seconds)
     quiet = args.quiet
@@ -108,6 +109,8 @@ def _add_fold(sub) -> None:
                    "docs/accuracy.md)")
     p.add_argument("--slot-diagonal-init", action=argparse.BooleanOptionalAction, default=None,
                    help=SLOT_DIAGONAL_HELP)
+    p.add_argument("--cross-slot-decay", type=float, default=d.cross_slot_decay, metavar="DECAY",
+                   help=CROSS_SLOT_DECAY_HELP)
     p.add_argument("--backends", help="engines to time, as backend/precision pairs (default: every CPU engine here "
                    "except torch.compile)")
     p.add_argument("--bench-batch-sizes", default="256,1024", help="batch sizes (images) to time; each model keeps "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from foldcnn.cli.common import MODEL_KWARGS_HELP, SLOT_DIAGONAL_HELP, CLIError, parse_fractions, parse_model_kwargs, parse_size
+from foldcnn.cli.common import CROSS_SLOT_DECAY_HELP, MODEL_KWARGS_HELP, SLOT_DIAGONAL_HELP, CLIError, parse_fractions, parse_model_kwargs, parse_size
 
 
 # ------------------------------------------------------------------------------ train/eval
@@ -220,10 +220,7 @@ def _add_train(sub) -> None:
                    help="divergence of --consistency: symmetric KL of the softmaxes, squared logit difference, "
                    "or sharp: KL from each grouping's answer to the other's sharpened one, held fixed")
     p.add_argument("--cross-slot-decay", type=float, default=d.cross_slot_decay, metavar="DECAY",
-                   help="folded models: after each step shrink the weights between different fold slots by "
-                        "lr x DECAY, on top of --weight-decay; inf holds them at zero, so every image's answer is "
-                        "its own alone (each slot a narrower CNN; pair with --slot-diagonal-init). 0 = off; "
-                        "docs/accuracy.md 'Fold-mates'")
+                   help=CROSS_SLOT_DECAY_HELP)
     p.add_argument("--ema", type=float, default=d.ema_decay, metavar="DECAY",
                    help="validate and save an exponential moving average of the weights, updated every "
                         "step with this decay (e.g. 0.999; 0 = off)")

@@ -59,6 +59,7 @@ class FoldOptions:
     # KL with temperature, as docs/accuracy.md's f=4 rows used (`foldcnn train`'s tip says the same).
     distill: str = "kl"
     slot_diagonal_init: bool | None = None  # None: TrainConfig's default (on for CNNs by import path)
+    cross_slot_decay: float = 0.0  # folded stages only (TrainConfig.cross_slot_decay)
     bench_batch_sizes: tuple[int, ...] = (256, 1024)
     bench_backends: tuple[tuple[str, str], ...] | None = None  # None: every CPU engine here (no compile)
     bench_trials: int = 3
@@ -74,6 +75,7 @@ class FoldOptions:
             raise UsageError(f"max_accuracy_drop is in points of top-1 (0-100), got {self.max_accuracy_drop!r}")
         if self.distill not in ("mse", "kl", "none"):
             raise UsageError(f"distill must be mse, kl or none, got {self.distill!r}")
+        TrainConfig(cross_slot_decay=self.cross_slot_decay)  # a bad value fails here, not after the original trained
         if self.bench_trials < 1 or not self.bench_batch_sizes:
             raise UsageError("the throughput sweep needs bench_trials >= 1 and at least one batch size")
 
@@ -83,7 +85,8 @@ class FoldOptions:
         return TrainConfig.for_fold(fold, **over, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
                                     threads=self.threads, precision=self.precision,
                                     distill=self.distill if teacher else "none",
-                                    slot_diagonal_init=self.slot_diagonal_init)
+                                    slot_diagonal_init=self.slot_diagonal_init,
+                                    cross_slot_decay=self.cross_slot_decay if fold > 1 else 0.0)
 
     def to_dict(self) -> dict:
         d = asdict(self)
