@@ -98,6 +98,7 @@ def test_cli_train_on_generated_task_and_eval(tmp_path, capsys):
     assert run["summary"]["test_flip_rate"] == r["flip_rate"]
     assert run["features"]["weight_average"]["decay"] == 0.99 and run["features"]["weight_average"]["updates"] > 0
     assert run["features"]["training_aids"]["slot_diagonal_init"] == {"on": False}  # zoo models: off by default
+    assert run["features"]["slot_statistics_pooled"] > 0  # tied fold slots: BatchNorm statistics pooled
     ck = load_checkpoint(out / "checkpoint")
     assert ck.model.fold == 2 and ck.class_names[-1] == "other"
     assert "test top-1" in capsys.readouterr().out

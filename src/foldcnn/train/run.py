@@ -252,6 +252,8 @@ def run_training(
         "distributed": {"world_size": f["world_size"], "backend": f["backend"]} if f["world_size"] > 1 else None,
         "early_stopping": {"patience": cfg.patience, "stopped": f["early_stopped"]} if cfg.patience else None,
         "weight_average": f["weight_average"],
+        # BatchNorms whose running statistics were averaged over the fold slots (symmetry.pool_slot_statistics_)
+        "slot_statistics_pooled": f.get("slot_statistics_pooled"),
     }
     data_sha = {n: dataset_sha256(getattr(splits, n)) for n in ("train", "val", "test")}
     generator = torch.Generator().manual_seed(cfg.seed)
