@@ -22,7 +22,7 @@ from foldcnn.train.devices import resolve_device, resolve_precision
 from foldcnn.train.distributed import DistInfo, dist_info
 from foldcnn.train.ema import WeightAverage
 from foldcnn.train.resume import TRAIN_STATE_FILE, LoopState, fingerprint
-from foldcnn.train.symmetry import tie_fold_slots_
+from foldcnn.train.symmetry import shrink_cross_slot_, tie_fold_slots_
 
 __all__ = ["TrainRun", "setup_run", "check_compatible", "check_train_inputs", "build_optimizer", "build_scheduler"]
 
@@ -140,6 +140,8 @@ def setup_run(model: FoldedCNN, train_ds: ArrayDataset, val_ds: ArrayDataset, cf
     model.to(device=device, memory_format=memory_format)
     if cfg.tie_slots:  # after .to(): the blocks are 5-D, which channels_last cannot convert
         tie_fold_slots_(model, fold)
+    if cfg.cross_slot_decay == math.inf and fold > 1:  # zero from the first step, the weight average's copy too
+        shrink_cross_slot_(model, 0.0)
     schedule = curriculum_schedule(k, fold, cfg.epochs, cfg.curriculum_end) if cfg.curriculum else [k] * cfg.epochs
     groups_per_step = cfg.images_per_step(fold) // fold
     steps = [math.ceil(math.ceil(n / fold) / groups_per_step) for n in stage_sizes(train_ds.labels, k, schedule)]
