@@ -1,16 +1,15 @@
 import json
+import math
 
 import pytest
 import torch
 
 from foldcnn import create_model
 from foldcnn.checkpoints import load_checkpoint
-from foldcnn.train.config import TrainConfig, recommended_budget
+from foldcnn.train.config import TrainConfig, min_steps_for, recommended_budget
 from foldcnn.train.loop import evaluate, predict_logits, train_model
 from foldcnn.train.metrics import classification_metrics
 from tiny_data import easy_dataset, write_folder
-
-
 
 
 @pytest.mark.parametrize("fold", [1, 2, 4])
@@ -79,7 +78,8 @@ def test_cli_budget_defaults_by_fold(fold, epochs, decay, capsys):
     _, _, cfg = _train_inputs(build_parser().parse_args(base + ["--weight-decay", "0.2", "--epochs", "3"]))
     assert (cfg.epochs, cfg.weight_decay) == (3, 0.2)
     assert "this fold's defaults" not in capsys.readouterr().err
-    assert TrainConfig.for_fold(fold, lr=1e-3) == TrainConfig(epochs=epochs, weight_decay=decay, lr=1e-3)
+    assert TrainConfig.for_fold(fold, lr=1e-3) == TrainConfig(epochs=epochs, weight_decay=decay, lr=1e-3,
+                                                              min_steps=min_steps_for(fold))
 
 
 def test_cli_train_on_generated_task_and_eval(tmp_path, capsys):
@@ -259,3 +259,57 @@ def test_run_manifest_records_how_the_run_was_made(tmp_path):
     assert m2["summary"]["test_top1"] == m["summary"]["test_top1"]
     a, b = (load_checkpoint(p / "checkpoint").model.state_dict() for p in (tmp_path, tmp_path / "again"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("fold", [1, 2, 3, 4])
+@pytest.mark.parametrize("train_images", [8000, 20000, 40000])
+def test_budget_keeps_the_accuracy_tables_epochs_on_its_data_sizes(fold, train_images):
+    """The game tasks of docs/accuracy.md train on 8,000-40,000 images: the step floor leaves their
+    budget exactly as it was (same epochs, no plateau stopping), so the table does not move."""
+    from foldcnn.train.config import fit_budget
+
+    cfg = TrainConfig.for_fold(fold)
+    fitted, info = fit_budget(cfg, train_images, fold)
+    assert fitted == cfg and fitted.epochs == recommended_budget(fold)["epochs"] and fitted.plateau_patience == 0
+    assert not info["extended"] and info["steps"] >= cfg.min_steps > 0
+
+
+@pytest.mark.parametrize("fold", [1, 4])
+def test_budget_gives_small_sets_the_floor_of_steps_and_plateau_stopping(fold):
+    from foldcnn.train.config import FLOOR_IMAGES, fit_budget, min_steps_for
+
+    cfg = TrainConfig.for_fold(fold)
+    assert cfg.min_steps == min_steps_for(fold) == recommended_budget(fold)["epochs"] * math.ceil(FLOOR_IMAGES / 64)
+    fitted, info = fit_budget(cfg, 1078, fold)  # sklearn's digits, 60% for training
+    per_epoch = math.ceil(math.ceil(1078 / fold) / (64 // fold))
+    assert info["extended"] and info["steps_per_epoch"] == per_epoch
+    assert fitted.epochs == math.ceil(cfg.min_steps / per_epoch) > cfg.epochs
+    assert (fitted.epochs - 1) * per_epoch < cfg.min_steps <= fitted.epochs * per_epoch
+    assert fitted.plateau_patience == max(10, round(0.1 * fitted.epochs))
+    # an explicit epoch count is a budget the user chose: no floor, no plateau stopping
+    explicit = TrainConfig.for_fold(fold, epochs=5)
+    assert explicit.min_steps == 0 and fit_budget(explicit, 1078, fold)[0] == explicit
+
+
+def test_plateau_counts_epochs_since_the_smoothed_best():
+    from foldcnn.train.loop import plateau_epochs, smoothed
+
+    assert smoothed([0.0, 0.3, 0.6, 0.9]) == pytest.approx([0.0, 0.15, 0.3, 0.6])
+    assert plateau_epochs([0.1, 0.2, 0.3, 0.4]) == 0  # still rising
+    assert plateau_epochs([0.1, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]) == 3  # the 3-epoch mean peaked at epoch 4
+    assert plateau_epochs([0.1, 0.2, 0.9, 0.2, 0.2, 0.2, 0.2]) == 3  # means .4, .43, .43: the first best counts
+    assert plateau_epochs([]) == 0
+
+
+def test_plateau_stopping_ends_a_run_that_stopped_learning_and_keeps_the_best_weights(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("lol-gold-fraction", fold=2, num_classes=3, input_size=(16, 16))
+    train, val = easy_dataset(64, 0), easy_dataset(30, 1)
+    cfg = TrainConfig(epochs=40, batch_size=32, plateau_patience=4, precision="fp32", threads=1)
+    result = train_model(model, train, val, cfg, out_dir=tmp_path, progress=False)
+    vals = [r["val_top1"] for r in result.history]
+    assert result.features["early_stopped"] and 20 <= len(vals) < 40  # judged from half the epochs on
+    from foldcnn.train.loop import plateau_epochs
+
+    assert plateau_epochs(vals) >= 4 and all(plateau_epochs(vals[:i]) < 4 for i in range(20, len(vals)))
+    assert evaluate(model, val)["top1"] == pytest.approx(result.best_val_top1) == max(vals)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, replace
 
 from foldcnn.errors import UsageError
 from foldcnn.fold import round_batch
@@ -30,6 +31,40 @@ def recommended_budget(fold: int) -> dict:
     return {"epochs": epochs, "weight_decay": 1e-5 if fold <= 2 else 0.05}
 
 
+# Small training sets get at least the optimizer steps these epochs give on this many images (at the
+# default batch): the budgets above were tuned on 8,000-40,000 images, where they give 7,500-37,500
+# steps; on 1,000 images the same epochs stop after a tenth of that, still learning.
+FLOOR_IMAGES = 4000
+# Extended budgets (epochs raised to the floor) stop on a validation plateau: the mean val top-1 of
+# the last PLATEAU_WINDOW epochs has not improved for this fraction of the epochs (at least
+# PLATEAU_MIN_PATIENCE), judged from PLATEAU_AFTER of the epochs on (the one-cycle peak is at 25%).
+PLATEAU_WINDOW, PLATEAU_FRACTION, PLATEAU_MIN_PATIENCE, PLATEAU_AFTER = 3, 0.1, 10, 0.5
+
+
+def min_steps_for(fold: int, batch_size: int = 64) -> int:
+    """The floor of optimizer steps at this fold: the steps ``recommended_budget(fold)`` gives on
+    FLOOR_IMAGES images, batches of ``batch_size`` images (3,780 at f=1, 12,600 at f=4, batch 64)."""
+    return recommended_budget(fold)["epochs"] * math.ceil(FLOOR_IMAGES / round_batch(batch_size, fold))
+
+
+def fit_budget(cfg: TrainConfig, train_images: int, fold: int) -> tuple[TrainConfig, dict]:
+    """``cfg`` with its epochs raised to ``cfg.min_steps`` optimizer steps on ``train_images``
+    images, and plateau stopping on the added epochs; and what was decided, for run.json.
+
+    Sets that already get ``min_steps`` keep ``cfg`` exactly (every game task of docs/accuracy.md:
+    8,000 training images or more). ``min_steps=0`` (an explicit --epochs) keeps it too."""
+    steps_per_epoch = math.ceil(math.ceil(train_images / fold) / (cfg.images_per_step(fold) // fold))
+    info = {"epochs_asked": cfg.epochs, "steps_per_epoch": steps_per_epoch, "min_steps": cfg.min_steps,
+            "extended": False}
+    if cfg.min_steps and cfg.epochs * steps_per_epoch < cfg.min_steps:
+        epochs = math.ceil(cfg.min_steps / steps_per_epoch)
+        patience = cfg.plateau_patience or max(PLATEAU_MIN_PATIENCE, round(PLATEAU_FRACTION * epochs))
+        cfg = replace(cfg, epochs=epochs, plateau_patience=patience)
+        info["extended"] = True
+    info.update(epochs=cfg.epochs, steps=cfg.epochs * steps_per_epoch, plateau_patience=cfg.plateau_patience)
+    return cfg, info
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Fast defaults for a 2-core CPU: Adam(W) with a one-cycle schedule reaches the paper's
@@ -47,6 +82,12 @@ class TrainConfig:
     seed: int = 0
     eval_batch_size: int = 1024
     patience: int = 0  # early stopping: epochs without val improvement; 0 = off
+    # A floor of optimizer steps (fit_budget raises the epochs to reach it on small data sets); 0 = off.
+    # for_fold sets it unless epochs are given.
+    min_steps: int = 0
+    # Plateau stopping: epochs without a new best of the val top-1 averaged over PLATEAU_WINDOW
+    # epochs, judged from PLATEAU_AFTER of the epochs on; 0 = off. fit_budget sets it on extended runs.
+    plateau_patience: int = 0
     threads: int = 0  # torch intra-op threads; 0 = leave as is
     # bf16 autocast for the forward pass (weights and optimizer stay fp32); "auto" uses it where
     # the CPU has bf16 instructions or on a CUDA GPU. Measured 4x faster training on this CPU
@@ -78,6 +119,9 @@ class TrainConfig:
     distill: str = "none"
     distill_weight: float = 0.5
     temperature: float = 4.0  # KL only
+    # With a teacher, first train to a quarter of the epochs beside an undistilled twin and go on
+    # without the teacher when the distilled run is behind (foldcnn.train.distill_gate; run level).
+    distill_check: bool = True
     # Weight averaging (foldcnn.train.ema): validate and save an exponential moving average of the
     # weights with this decay per step (e.g. 0.999); 0 = off.
     ema_decay: float = 0.0
@@ -105,8 +149,10 @@ class TrainConfig:
             raise UsageError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.precision not in PRECISIONS:
             raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.patience < 0:
+        if self.patience < 0 or self.plateau_patience < 0:
             raise UsageError("patience must be >= 0")
+        if self.min_steps < 0:
+            raise UsageError(f"min_steps must be >= 0 (0 = no floor), got {self.min_steps}")
         if self.device not in DEVICES:
             raise UsageError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if not 0 < self.curriculum_end <= 1:
@@ -133,8 +179,11 @@ class TrainConfig:
 
     @classmethod
     def for_fold(cls, fold: int, **overrides) -> TrainConfig:
-        """A config with the budget that matched the original at this fold; ``overrides`` win."""
-        return cls(**{**recommended_budget(fold), **overrides})
+        """A config with the budget that matched the original at this fold; ``overrides`` win. Without
+        ``epochs`` among them the run also gets this fold's floor of steps (``fit_budget``)."""
+        floor = {} if "epochs" in overrides else \
+            {"min_steps": min_steps_for(fold, overrides.get("batch_size", cls.batch_size))}
+        return cls(**{**recommended_budget(fold), **floor, **overrides})
 
     def images_per_step(self, fold: int) -> int:
         return round_batch(self.batch_size, fold)

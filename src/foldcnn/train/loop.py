@@ -30,7 +30,7 @@ from foldcnn.fold import unfold_logits
 from foldcnn.models import FoldedCNN
 from foldcnn.progress import progress_bar
 from foldcnn.train.batchnorm import fuse_train_batchnorm_
-from foldcnn.train.config import DEFAULT_STATE_EVERY_STEPS, TrainConfig
+from foldcnn.train.config import DEFAULT_STATE_EVERY_STEPS, PLATEAU_AFTER, PLATEAU_WINDOW, TrainConfig
 from foldcnn.train.curriculum import epoch_groups
 from foldcnn.train.devices import autocast_for, bf16_supported  # noqa: F401 - bf16_supported re-exported
 from foldcnn.train.distill import step_loss
@@ -182,6 +182,9 @@ def _end_epoch(run: TrainRun, val_ds: ArrayDataset, epoch: int, t0: float) -> di
     elif cfg.patience and loop.best_epoch > 0 and epoch + 1 - loop.best_epoch >= cfg.patience:
         loop.stopped = True
     loop.history.append(row)
+    if cfg.plateau_patience and epoch + 1 >= PLATEAU_AFTER * cfg.epochs and \
+            plateau_epochs([r["val_top1"] for r in loop.history]) >= cfg.plateau_patience:
+        loop.stopped = True
     loop.epoch, loop.step, loop.loss_sum, loop.seen, loop.correct = epoch + 1, 0, 0.0, 0, 0
     loop.train_seconds = run.seconds_before + time.perf_counter() - run.t_start
     if run.state_path:
@@ -190,6 +193,17 @@ def _end_epoch(run: TrainRun, val_ds: ArrayDataset, epoch: int, t0: float) -> di
         with run.log_path.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
     return row
+
+
+def smoothed(values: list[float], window: int = PLATEAU_WINDOW) -> list[float]:
+    """Trailing means over ``window`` values (fewer at the start)."""
+    return [sum(values[max(0, i + 1 - window):i + 1]) / (i + 1 - max(0, i + 1 - window)) for i in range(len(values))]
+
+
+def plateau_epochs(val_top1: list[float], window: int = PLATEAU_WINDOW) -> int:
+    """Epochs since the smoothed validation top-1 last reached a new best (0: the last epoch did)."""
+    s = smoothed(val_top1, window)
+    return len(s) - 1 - max(range(len(s)), key=lambda i: (s[i], -i)) if s else 0
 
 
 def _finish(run: TrainRun) -> TrainResult:
@@ -224,6 +238,7 @@ def train_model(
     teacher_logits: torch.Tensor | None = None,
     resume: bool = False,
     state_every_steps: int = DEFAULT_STATE_EVERY_STEPS,
+    until_epoch: int | None = None,
 ) -> TrainResult:
     """Train ``model`` in place; at the end it holds the weights of the best validation epoch.
 
@@ -236,7 +251,8 @@ def train_model(
     ``resume=True`` continues from that state. ``teacher_logits`` (N_train, K) are needed when
     ``cfg.distill`` is not "none". ``on_step`` gets ``{"epoch", "step", "steps", "loss"}``
     after each optimizer step. Under an initialized process group the model trains with DDP;
-    only rank 0 writes files and shows progress.
+    only rank 0 writes files and shows progress. ``until_epoch`` pauses the run after that epoch
+    (its state saved; the schedule still spans ``cfg.epochs``): ``resume=True`` continues it.
     """
     check_train_inputs(model, train_ds, val_ds, cfg, teacher_logits, out_dir, resume, state_every_steps)
     run = setup_run(model, train_ds, val_ds, cfg, out_dir, teacher_logits)
@@ -244,7 +260,7 @@ def train_model(
         _resume(run)
     _start(run, progress)
     loop, steps = run.loop, run.steps
-    for epoch in range(loop.epoch, cfg.epochs):
+    for epoch in range(loop.epoch, min(cfg.epochs, until_epoch or cfg.epochs)):
         if loop.stopped:
             break
         active = run.schedule[epoch]

@@ -30,12 +30,13 @@ from foldcnn.models import create_model, model_entry
 from foldcnn.models.imported import accepts_keyword, is_import_path
 from foldcnn.train.aids import aid_notes, aid_report, zero_init_head_
 from foldcnn.train.symmetry import slot_diagonal_init_
-from foldcnn.train.config import DEFAULT_STATE_EVERY_STEPS, TrainConfig
+from foldcnn.train.config import DEFAULT_STATE_EVERY_STEPS, PLATEAU_WINDOW, TrainConfig, fit_budget
 from foldcnn.train.devices import resolve_device
 from foldcnn.train.distill import check_teacher_fold, load_teacher, teacher_logits, teacher_sha256
 from foldcnn.train.distributed import dist_info
 from foldcnn.train.evaluation import regrouping_metrics
-from foldcnn.train.loop import evaluate, train_model
+from foldcnn.train.distill_gate import train_with_check
+from foldcnn.train.loop import evaluate, smoothed
 from foldcnn.train.resume import TRAIN_STATE_FILE, dataset_sha256, load_train_state
 from foldcnn.train.sources import SPLIT_SEED_OFFSETS, DataSpec, Splits, check_data_spec, load_splits
 
@@ -132,6 +133,17 @@ def _teacher_logits(teacher, splits: Splits, cfg: TrainConfig, out: Path, allow_
     return logits, {**info, "cached": False}
 
 
+def still_improving(history: list[dict], points: float = 0.5) -> dict | None:
+    """Whether validation was still rising at the end: the smoothed val top-1 of the last epoch
+    against its value a tenth of the epochs earlier (at least PLATEAU_WINDOW); None under 2 epochs."""
+    vals = smoothed([r["val_top1"] for r in history])
+    if len(vals) < 2:
+        return None
+    back = min(len(vals) - 1, max(PLATEAU_WINDOW, round(0.1 * len(vals))))
+    gain = round(100 * (vals[-1] - vals[-1 - back]), 2)
+    return {"yes": gain >= points, "val_top1_gain_points": gain, "over_epochs": back}
+
+
 def _versions() -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
             "foldcnn": __import__("foldcnn").__version__, "threads": torch.get_num_threads(),
@@ -195,6 +207,11 @@ def run_training(
     splits = load_splits(data, progress=progress and dist.is_main)
     for note in splits.meta.get("notes") or []:
         say(note)
+    cfg, budget = fit_budget(cfg, len(splits.train), fold)
+    if budget["extended"] and not evaluate_only:
+        say(f"{len(splits.train)} training images: {budget['epochs_asked']} epochs would be "
+            f"{budget['epochs_asked'] * budget['steps_per_epoch']} steps; training up to {cfg.epochs} epochs "
+            f"({budget['steps']} steps), stopping when validation stops improving")
     torch.manual_seed(cfg.seed)  # --seed seeds the initialization
     model = build_model_for(model_name, splits, fold, channel_multiple, model_kwargs)
     if state is not None:
@@ -212,12 +229,14 @@ def run_training(
     t_logits, distill_info = _teacher_logits(teacher, splits, cfg, out, allow_folded_teacher, dist.is_main)
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
+    check = None
     if evaluate_only:
         result = None
     else:
-        result = train_model(model, splits.train, splits.val, cfg, out_dir=out,
-                             progress=progress and dist.is_main, teacher_logits=t_logits, resume=resume,
-                             state_every_steps=state_every_steps)
+        result, check = train_with_check(model, splits.train, splits.val, cfg, out, t_logits, resume=resume,
+                                         progress=progress and dist.is_main, state_every_steps=state_every_steps)
+        if check is not None and not check["kept"]:
+            say(f"fold {fold}: {check['reason']}")
     if not dist.is_main:
         return {"rank": dist.rank}
     t0 = time.perf_counter()
@@ -235,6 +254,8 @@ def run_training(
         "train_seconds": result.train_seconds if result else 0.0,
         "test_seconds": round(time.perf_counter() - t0, 2),
     }
+    if result is not None:
+        summary["still_improving"] = still_improving(result.history)
     if regrouping is not None:
         summary["test_flip_rate"] = regrouping["flip_rate"]
         summary["test_top1_spread"] = regrouping["top1_spread"]
@@ -247,10 +268,12 @@ def run_training(
         "training_aids": None if evaluate_only else aids,
         "curriculum": {"end_fraction": cfg.curriculum_end, "active_classes": f["curriculum"]} if cfg.curriculum
         else None,
-        "distillation": distill_info,
+        "distillation": {**distill_info, "check": check} if distill_info else None,
+        "budget": budget,
         "resumed_from": f["resumed_from"],
         "distributed": {"world_size": f["world_size"], "backend": f["backend"]} if f["world_size"] > 1 else None,
-        "early_stopping": {"patience": cfg.patience, "stopped": f["early_stopped"]} if cfg.patience else None,
+        "early_stopping": {"patience": cfg.patience, "plateau_patience": cfg.plateau_patience,
+                           "stopped": f["early_stopped"]} if cfg.patience or cfg.plateau_patience else None,
         "weight_average": f["weight_average"],
         # BatchNorms whose running statistics were averaged over the fold slots (symmetry.pool_slot_statistics_)
         "slot_statistics_pooled": f.get("slot_statistics_pooled"),

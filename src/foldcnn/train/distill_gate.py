@@ -1,0 +1,91 @@
+"""Distillation that cannot hurt: an early check against an undistilled twin, and off when it loses.
+
+A teacher helps a folded student on the generated game tasks (docs/accuracy.md), but KL
+distillation from an over-confident teacher trained on a small set drags the student down. So a
+distilled run first trains to ``CHECK_FRACTION`` of its epochs beside an undistilled twin (same
+start, same schedule, same fold groups); when the distilled run's validation top-1 (mean of its
+last ``PLATEAU_WINDOW`` epochs) is below the twin's, the run goes on from the twin's state without
+the teacher. Both halves use the ordinary resume machinery, so the result equals a plain run of
+whichever recipe won, and a killed run resumes. The decision goes to ``distill_check.json`` and
+run.json.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from foldcnn.checkpoints import atomic_write
+from foldcnn.data.base import ArrayDataset
+from foldcnn.models import FoldedCNN
+from foldcnn.train.config import PLATEAU_WINDOW, TrainConfig
+from foldcnn.train.distributed import dist_info
+from foldcnn.train.loop import TrainResult, train_model
+from foldcnn.train.resume import TRAIN_STATE_FILE
+
+__all__ = ["CHECK_FRACTION", "CHECK_FILE", "PROBE_DIR", "check_epoch", "decide", "train_with_check"]
+
+CHECK_FRACTION = 0.25  # the one-cycle peak: both runs have left the flat start behind
+CHECK_FILE, PROBE_DIR = "distill_check.json", "distill_check"
+
+
+def check_epoch(epochs: int) -> int:
+    return max(1, math.ceil(CHECK_FRACTION * epochs))
+
+
+def decide(distilled_val: list[float], undistilled_val: list[float], epoch: int) -> dict:
+    """Keep distillation unless the distilled run's mean val top-1 over its last PLATEAU_WINDOW
+    epochs is below the undistilled twin's; the record for run.json."""
+    def tail_mean(v):
+        tail = v[-PLATEAU_WINDOW:]
+        return round(sum(tail) / len(tail), 5) if tail else 0.0
+
+    d, u = tail_mean(distilled_val), tail_mean(undistilled_val)
+    kept = d >= u
+    reason = (f"at epoch {epoch} the distilled run's val top-1 ({d:.2%}, mean of {PLATEAU_WINDOW} epochs) "
+              f"{'was not below' if kept else 'was below'} the undistilled twin's ({u:.2%})")
+    return {"epoch": epoch, "distilled_val_top1": d, "undistilled_val_top1": u, "kept": kept,
+            "reason": reason + ("" if kept else "; distillation switched off, the run went on without the teacher")}
+
+
+def train_with_check(model: FoldedCNN, train_ds: ArrayDataset, val_ds: ArrayDataset, cfg: TrainConfig,
+                     out_dir: str | Path, teacher_logits: torch.Tensor | None, *, resume: bool = False,
+                     progress: bool = True, state_every_steps: int = 500) -> tuple[TrainResult, dict | None]:
+    """train_model, with the early distillation check when ``cfg.distill_check`` and a teacher are on.
+
+    Returns (result, the check's record or None when no check ran)."""
+    run = dict(progress=progress, state_every_steps=state_every_steps)
+    out = Path(out_dir)
+    if teacher_logits is None or not cfg.distill_check or dist_info().enabled or cfg.epochs < 2:
+        return train_model(model, train_ds, val_ds, cfg, out_dir=out, teacher_logits=teacher_logits,
+                           resume=resume, **run), None
+    plain = replace(cfg, distill="none")
+    record_path = out / CHECK_FILE
+    if resume and record_path.is_file():
+        record = json.loads(record_path.read_text())
+    else:
+        epoch = check_epoch(cfg.epochs)
+        probe_dir = out / PROBE_DIR
+        twin = train_model(copy.deepcopy(model), train_ds, val_ds, plain, out_dir=probe_dir, until_epoch=epoch,
+                           resume=resume and (probe_dir / TRAIN_STATE_FILE).is_file(), **run)
+        first = train_model(copy.deepcopy(model), train_ds, val_ds, cfg, out_dir=out, until_epoch=epoch,
+                            teacher_logits=teacher_logits, resume=resume and (out / TRAIN_STATE_FILE).is_file(),
+                            **run)
+        record = decide([r["val_top1"] for r in first.history], [r["val_top1"] for r in twin.history], epoch)
+        record["state_copied"] = record["kept"]
+        atomic_write(record_path, json.dumps(record, indent=2).encode())
+    if not record["state_copied"]:  # go on from the twin: its state, its metrics (a killed copy is redone)
+        tmp = out / (TRAIN_STATE_FILE + ".twin")
+        shutil.copyfile(out / PROBE_DIR / TRAIN_STATE_FILE, tmp)
+        tmp.replace(out / TRAIN_STATE_FILE)
+        record["state_copied"] = True
+        atomic_write(record_path, json.dumps(record, indent=2).encode())
+    cfg_run, teacher = (cfg, teacher_logits) if record["kept"] else (plain, None)
+    result = train_model(model, train_ds, val_ds, cfg_run, out_dir=out, teacher_logits=teacher, resume=True, **run)
+    return result, record

@@ -1,0 +1,61 @@
+import copy
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from foldcnn import create_model
+from foldcnn.train.config import TrainConfig
+from foldcnn.train.distill_gate import CHECK_FILE, check_epoch, decide, train_with_check
+from foldcnn.train.loop import train_model
+from tiny_data import easy_dataset
+
+
+def test_decide_keeps_distillation_unless_it_tracks_below_the_twin():
+    kept = decide([0.5, 0.6, 0.7, 0.8], [0.1, 0.6, 0.7, 0.8], 4)  # the last 3 epochs tie: kept
+    assert kept["kept"] and kept["distilled_val_top1"] == kept["undistilled_val_top1"] == 0.7
+    off = decide([0.9, 0.6, 0.6, 0.6], [0.1, 0.6, 0.6, 0.7], 4)
+    assert not off["kept"] and "switched off" in off["reason"] and off["epoch"] == 4
+    assert check_epoch(200) == 50 and check_epoch(3) == 1
+
+
+def _weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("teacher_kind", ["wrong", "right"])
+def test_the_run_goes_on_with_whichever_recipe_won_exactly_as_a_plain_run_of_it(teacher_kind, tmp_path):
+    """A teacher that names the wrong class is switched off at the check and the result is the
+    undistilled run, bit for bit; a teacher that names the right one is kept and the result is the
+    distilled run, bit for bit (both continue through resume)."""
+    torch.manual_seed(0)
+    model = create_model("lol-gold-fraction", fold=2, num_classes=3, input_size=(12, 12))
+    train, val = easy_dataset(60, 0, size=(12, 12)), easy_dataset(30, 1, size=(12, 12))
+    shift = 1 if teacher_kind == "wrong" else 0
+    teacher = 8.0 * F.one_hot((train.labels + shift) % 3, 3).float()
+    cfg = TrainConfig(epochs=8, batch_size=16, precision="fp32", threads=1, distill="kl", distill_weight=0.9,
+                      temperature=1.0)
+    start = copy.deepcopy(model)
+    result, record = train_with_check(model, train, val, cfg, tmp_path / "run", teacher, progress=False,
+                                      state_every_steps=0)
+    assert record["kept"] == (teacher_kind == "right") and record["epoch"] == 2
+    assert json.loads((tmp_path / "run" / CHECK_FILE).read_text())["kept"] == record["kept"]
+    alone = start
+    same_cfg = cfg if record["kept"] else TrainConfig(**{**cfg.to_dict(), "distill": "none"})
+    twin = train_model(alone, train, val, same_cfg, out_dir=tmp_path / "alone", progress=False,
+                       teacher_logits=teacher if record["kept"] else None, state_every_steps=0)
+    assert [r["val_top1"] for r in result.history] == [r["val_top1"] for r in twin.history]
+    got, want = _weights(model), _weights(alone)
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
+
+
+def test_no_check_without_a_teacher_or_when_turned_off(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("lol-gold-fraction", fold=2, num_classes=3, input_size=(12, 12))
+    train, val = easy_dataset(30, 0, size=(12, 12)), easy_dataset(12, 1, size=(12, 12))
+    cfg = TrainConfig(epochs=2, batch_size=16, precision="fp32", threads=1)
+    assert train_with_check(model, train, val, cfg, tmp_path / "a", None, progress=False)[1] is None
+    off = TrainConfig(**{**cfg.to_dict(), "distill": "kl", "distill_check": False})
+    result, record = train_with_check(model, train, val, off, tmp_path / "b", torch.zeros(30, 3), progress=False)
+    assert record is None and not (tmp_path / "b" / CHECK_FILE).exists() and len(result.history) == 2
