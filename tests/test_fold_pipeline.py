@@ -98,3 +98,17 @@ def test_options_are_validated():
     assert opts.train_config(1, teacher=False).cross_slot_decay == 0.0  # the original has no fold slots
     with pytest.raises(ValueError, match="cross_slot_decay"):
         FoldOptions("m:N", data, cross_slot_decay=-1)
+
+
+def test_advice_names_what_the_folded_run_measured_about_itself():
+    from foldcnn.train.fold_pipeline import _choose
+
+    opts = FoldOptions(model="lol-gold-fraction", data=DataSpec(task="sot-coin-count"))
+    original = {"fold": 1, "top1": 0.95, "images_per_s": 100.0}
+    row = {"fold": 4, "top1": 0.90, "images_per_s": 300.0, "epochs_run": 200, "best_epoch": 199,
+           "still_improving": {"yes": True, "val_top1_gain_points": 2.5, "over_epochs": 20}}
+    chosen, why = _choose(opts, [row], original)
+    assert chosen is None and "still improving" in why and "+2.5 points" in why and "--epochs 400" in why
+    row.update(still_improving={"yes": False, "val_top1_gain_points": 0.0, "over_epochs": 20}, best_epoch=80)
+    why = _choose(opts, [row], original)[1]
+    assert "had stopped improving (best val at epoch 80 of 200)" in why and "--epochs" not in why

@@ -143,6 +143,17 @@ def _throughput(opts: FoldOptions, runs: dict[int, dict], progress: bool) -> dic
     return best
 
 
+def _remedy(row: dict) -> str:
+    """What the folded run measured about itself (run.json), as the advice's remedy."""
+    gain, epochs = row.get("still_improving") or {}, row.get("epochs_run", 0)
+    if gain.get("yes"):
+        return (f"; fold {row['fold']} was still improving when it stopped (+{gain['val_top1_gain_points']:g} points "
+                f"of val top-1 over its last {gain['over_epochs']} of {epochs} epochs): train it longer, e.g. "
+                f"--epochs {2 * epochs} in a new --out")
+    return (f"; fold {row['fold']} had stopped improving (best val at epoch {row.get('best_epoch')} of {epochs}), "
+            "so more epochs are not what it lacks: a wider fold (--channel-multiple 32) or a smaller --fold")
+
+
 def _choose(opts: FoldOptions, rows: list[dict], original: dict) -> tuple[dict | None, str]:
     limit = original["top1"] - opts.max_accuracy_drop / 100
     ok = [r for r in rows if r["top1"] >= limit - 1e-12]
@@ -150,7 +161,7 @@ def _choose(opts: FoldOptions, rows: list[dict], original: dict) -> tuple[dict |
         best = max(rows, key=lambda r: r["top1"])
         return None, (f"no folded model is within {opts.max_accuracy_drop:g} points of the original's test top-1 "
                       f"({original['top1']:.2%}); the closest, fold {best['fold']}, reached {best['top1']:.2%}. "
-                      "Keep the original, or train longer (--epochs) and rerun with --resume")
+                      f"Keep the original{_remedy(best)}")
     chosen = max(ok, key=lambda r: r["images_per_s"])
     gain = chosen["images_per_s"] / original["images_per_s"]
     why = (f"fold {chosen['fold']} is the fastest folded model within {opts.max_accuracy_drop:g} points "
@@ -158,6 +169,13 @@ def _choose(opts: FoldOptions, rows: list[dict], original: dict) -> tuple[dict |
     if gain < 1:
         why += "; it is SLOWER than the original on this machine, so the original may be the better choice here"
     return chosen, why
+
+
+def _notes(run: dict) -> dict:
+    """What a stage's run.json says about how its training ended: still improving, distillation check."""
+    s, d = run["summary"], (run["features"].get("distillation") or {})
+    return {"epochs_run": s.get("epochs_run"), "best_epoch": s.get("best_epoch"),
+            "still_improving": s.get("still_improving"), "distill_check": d.get("check")}
 
 
 def _export(chosen: dict, out: Path) -> dict:
@@ -211,8 +229,8 @@ def run_fold(opts: FoldOptions, out_dir: str | Path, *, resume: bool = False, pr
     original = {"fold": 1, "checkpoint": ck[1], "top1": runs[1]["summary"]["test_top1"], **speed[1]}
     folded = [{"fold": f, "checkpoint": ck[f], "top1": runs[f]["summary"]["test_top1"],
                "top1_drop_points": round(100 * (original["top1"] - runs[f]["summary"]["test_top1"]), 3),
-               "gain": round(speed[f]["images_per_s"] / original["images_per_s"], 3), **speed[f]}
-              for f in opts.folds]
+               "gain": round(speed[f]["images_per_s"] / original["images_per_s"], 3), **speed[f],
+               **_notes(runs[f])} for f in opts.folds]
     chosen, why = _choose(opts, folded, original)
     say(why)
     target = chosen or original
@@ -247,6 +265,13 @@ def render_report(r: dict) -> str:
     for f in r["folded"]:
         lines.append(f"| fold {f['fold']} | {f['top1']:.2%} | {f['top1_drop_points']:.2f} | {f['images_per_s']:,.0f} | "
                      f"{f['engine']} | {f['batch_size']} | {f['gain']:.2f}x |")
+    for f in r["folded"]:
+        check, more = f.get("distill_check"), f.get("still_improving") or {}
+        if check and not check["kept"]:
+            lines.append(f"\nFold {f['fold']}: {check['reason']}.")
+        if more.get("yes"):
+            lines.append(f"\nFold {f['fold']} was still improving at its last epoch "
+                         f"(+{more['val_top1_gain_points']:g} points of val top-1 over {more['over_epochs']} epochs).")
     onnx = c.get("onnx_int8") or c["onnx"]
     best = o if c["fold"] == 1 else next(f for f in r["folded"] if f["fold"] == c["fold"])
     engine = f"--backend {best['backend']} --precision {best['precision']}"
