@@ -46,7 +46,8 @@ def _train_inputs(args: argparse.Namespace):
     for flag, value in (("--consistency", args.consistency), ("--cross-slot-decay", args.cross_slot_decay)):
         if value and args.fold == 1:
             raise CLIError(f"{flag} acts between the images of a fold: it needs --fold 2 or more")
-    shown = {"epochs": f"{cfg.epochs} epochs", "weight_decay": f"weight decay {cfg.weight_decay:g}"}
+    shown = {"epochs": f"{cfg.epochs} epochs (at least {cfg.min_steps} optimizer steps, with plateau stopping "
+                       "on the added ones)", "weight_decay": f"weight decay {cfg.weight_decay:g}"}
     defaulted = [shown[k] for k in given if k not in budget]
     if defaulted and not args.quiet:
         print(f"fold {args.fold}: {', '.join(defaulted)} (this fold's defaults, docs/accuracy.md; "
@@ -176,7 +177,9 @@ def _add_train(sub) -> None:
     p.add_argument("--epochs", type=int, default=None,
                    help="passes over the training images (default: by fold, the budgets that matched the "
                         "original in docs/accuracy.md: 60 for the original, 100 at f=2 and f=3, 200 at f=4 and "
-                        "above; folded models also gain from --teacher)")
+                        "above, raised on small sets to the steps they give on 4,000 images, the raised part "
+                        "stopping on a validation plateau; an explicit --epochs is run as given; folded models "
+                        "also gain from --teacher)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step")
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
