@@ -313,3 +313,13 @@ def test_plateau_stopping_ends_a_run_that_stopped_learning_and_keeps_the_best_we
 
     assert plateau_epochs(vals) >= 4 and all(plateau_epochs(vals[:i]) < 4 for i in range(20, len(vals)))
     assert evaluate(model, val)["top1"] == pytest.approx(result.best_val_top1) == max(vals)
+
+
+def test_still_improving_needs_a_rise_of_two_validation_images_at_least():
+    from foldcnn.train.run import still_improving
+
+    rising = [{"val_top1": v} for v in (0.5, 0.6, 0.7, 0.8, 0.9)]
+    assert still_improving(rising, 1000) == {"yes": True, "val_top1_gain_points": 25.0, "over_epochs": 3}
+    one_image = [{"val_top1": v} for v in [0.9] * 37 + [0.9056] * 3]  # 1 of 180 images, 0.56 points
+    assert still_improving(one_image, 180)["yes"] is False and still_improving(one_image, 10000)["yes"] is True
+    assert still_improving(rising[:1], 1000) is None

@@ -135,15 +135,16 @@ def _teacher_logits(teacher, splits: Splits, cfg: TrainConfig, out: Path, allow_
     return logits, {**info, "cached": False}
 
 
-def still_improving(history: list[dict], points: float = 0.5) -> dict | None:
+def still_improving(history: list[dict], val_images: int, points: float = 0.5) -> dict | None:
     """Whether validation was still rising at the end: the smoothed val top-1 of the last epoch
-    against its value a tenth of the epochs earlier (at least PLATEAU_WINDOW); None under 2 epochs."""
+    against its value a tenth of the epochs earlier (at least PLATEAU_WINDOW), by at least
+    ``points`` and two validation images; None under 2 epochs."""
     vals = smoothed([r["val_top1"] for r in history])
     if len(vals) < 2:
         return None
     back = min(len(vals) - 1, max(PLATEAU_WINDOW, round(0.1 * len(vals))))
     gain = round(100 * (vals[-1] - vals[-1 - back]), 2)
-    return {"yes": gain >= points, "val_top1_gain_points": gain, "over_epochs": back}
+    return {"yes": gain >= max(points, 200 / max(val_images, 1)), "val_top1_gain_points": gain, "over_epochs": back}
 
 
 def _versions() -> dict:
@@ -257,7 +258,7 @@ def run_training(
         "test_seconds": round(time.perf_counter() - t0, 2),
     }
     if result is not None:
-        summary["still_improving"] = still_improving(result.history)
+        summary["still_improving"] = still_improving(result.history, len(splits.val))
     if regrouping is not None:
         summary["test_flip_rate"] = regrouping["flip_rate"]
         summary["test_top1_spread"] = regrouping["top1_spread"]
