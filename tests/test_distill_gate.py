@@ -59,3 +59,26 @@ def test_no_check_without_a_teacher_or_when_turned_off(tmp_path):
     off = TrainConfig(**{**cfg.to_dict(), "distill": "kl", "distill_check": False})
     result, record = train_with_check(model, train, val, off, tmp_path / "b", torch.zeros(30, 3), progress=False)
     assert record is None and not (tmp_path / "b" / CHECK_FILE).exists() and len(result.history) == 2
+
+
+def test_a_run_killed_while_the_twin_trained_resumes_to_the_same_result(tmp_path):
+    from dataclasses import replace
+
+    from foldcnn.train.distill_gate import PROBE_DIR, resume_state
+    from foldcnn.train.resume import TRAIN_STATE_FILE
+
+    torch.manual_seed(0)
+    model = create_model("lol-gold-fraction", fold=2, num_classes=3, input_size=(12, 12))
+    train, val = easy_dataset(40, 0, size=(12, 12)), easy_dataset(20, 1, size=(12, 12))
+    teacher = 8.0 * F.one_hot((train.labels + 1) % 3, 3).float()
+    cfg = TrainConfig(epochs=6, batch_size=16, precision="fp32", threads=1, distill="kl")
+    whole, cut = copy.deepcopy(model), copy.deepcopy(model)
+    ref, ref_record = train_with_check(whole, train, val, cfg, tmp_path / "whole", teacher, progress=False)
+    out = tmp_path / "cut"  # killed after the twin's first epoch, before the run's own first state
+    train_model(copy.deepcopy(cut), train, val, replace(cfg, distill="none"), out_dir=out / PROBE_DIR,
+                until_epoch=1, progress=False)
+    assert resume_state(out) == out / PROBE_DIR / TRAIN_STATE_FILE
+    result, record = train_with_check(cut, train, val, cfg, out, teacher, resume=True, progress=False)
+    assert record == ref_record and resume_state(out) == out / TRAIN_STATE_FILE
+    assert [r["val_top1"] for r in result.history] == [r["val_top1"] for r in ref.history]
+    assert all(torch.equal(a, b) for a, b in zip(_weights(cut).values(), _weights(whole).values()))

@@ -29,10 +29,17 @@ from foldcnn.train.distributed import dist_info
 from foldcnn.train.loop import TrainResult, train_model
 from foldcnn.train.resume import TRAIN_STATE_FILE
 
-__all__ = ["CHECK_FRACTION", "CHECK_FILE", "PROBE_DIR", "check_epoch", "decide", "train_with_check"]
+__all__ = ["CHECK_FRACTION", "CHECK_FILE", "PROBE_DIR", "check_epoch", "decide", "resume_state", "train_with_check"]
 
 CHECK_FRACTION = 0.25  # the one-cycle peak: both runs have left the flat start behind
 CHECK_FILE, PROBE_DIR = "distill_check.json", "distill_check"
+
+
+def resume_state(out_dir: str | Path) -> Path:
+    """The state a resumed run continues from: the run's own, or (killed while the undistilled twin
+    trained, before the run's first state) the twin's."""
+    own, twin = Path(out_dir) / TRAIN_STATE_FILE, Path(out_dir) / PROBE_DIR / TRAIN_STATE_FILE
+    return twin if twin.is_file() and not own.is_file() else own
 
 
 def check_epoch(epochs: int) -> int:

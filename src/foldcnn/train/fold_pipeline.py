@@ -28,7 +28,6 @@ from foldcnn.checkpoints import CONFIG_FILE, atomic_write, read_state_dict
 from foldcnn.errors import OutputExistsError, UsageError
 from foldcnn.models import model_entry
 from foldcnn.train.config import TrainConfig
-from foldcnn.train.resume import TRAIN_STATE_FILE
 from foldcnn.train.sources import DataSpec, check_data_spec
 
 __all__ = ["FoldOptions", "run_fold", "REPORT_JSON", "REPORT_MD"]
@@ -100,6 +99,7 @@ def _done(stage: Path) -> bool:
 
 def _stage(opts: FoldOptions, fold: int, out: Path, resume: bool, progress: bool, log, command) -> dict:
     """Train (or, with weights at fold 1, evaluate) one model; a finished stage is read back."""
+    from foldcnn.train.distill_gate import resume_state
     from foldcnn.train.run import run_training
 
     stage = out / (ORIGINAL if fold == 1 else f"fold{fold}")
@@ -107,7 +107,7 @@ def _stage(opts: FoldOptions, fold: int, out: Path, resume: bool, progress: bool
         log(f"{stage.name}: done earlier, reusing {stage / 'checkpoint'}")
         return json.loads((stage / "run.json").read_text())
     teacher = out / ORIGINAL / "checkpoint" if fold > 1 and opts.distill != "none" else None
-    continuing = resume and (stage / TRAIN_STATE_FILE).is_file()
+    continuing = resume and resume_state(stage).is_file()
     log(f"{stage.name}: " + ("evaluating the given weights" if fold == 1 and opts.weights else
                              ("resuming" if continuing else "training") + f" fold={fold}"))
     return run_training(opts.model, opts.data, opts.train_config(fold, teacher is not None), stage, fold=fold,

@@ -34,7 +34,7 @@ from foldcnn.train.config import DEFAULT_STATE_EVERY_STEPS, PLATEAU_WINDOW, Trai
 from foldcnn.train.devices import resolve_device
 from foldcnn.train.distill import check_teacher_fold, load_teacher, teacher_logits, teacher_sha256
 from foldcnn.train.distributed import dist_info
-from foldcnn.train.distill_gate import train_with_check
+from foldcnn.train.distill_gate import CHECK_FILE, resume_state, train_with_check
 from foldcnn.train.evaluation import INPUT_ORDER, regrouping_metrics
 from foldcnn.train.loop import evaluate, smoothed
 from foldcnn.train.resume import TRAIN_STATE_FILE, dataset_sha256, load_train_state
@@ -48,7 +48,7 @@ RUN_SCHEMA_VERSION = 2
 # Teacher logits (N_train, K) of a run, reused while teacher weights and training data are the same.
 TEACHER_CACHE = "teacher_logits.safetensors"
 
-STALE_RUN_FILES = ("run.json", TRAIN_STATE_FILE)  # removed by overwrite=True: never mistaken for the new run's
+STALE_RUN_FILES = ("run.json", TRAIN_STATE_FILE, CHECK_FILE)  # removed by overwrite=True: never mistaken for the new run's
 
 
 def check_out_dir(out_dir: str | Path, *, resume: bool = False, overwrite: bool = False) -> Path:
@@ -206,7 +206,7 @@ def run_training(
     if dist.is_main:
         check_out_dir(out, resume=resume, overwrite=overwrite)
     if resume:
-        load_train_state(out / TRAIN_STATE_FILE)  # missing or damaged: fail before the data
+        load_train_state(resume_state(out))  # missing or damaged: fail before the data
     splits = load_splits(data, progress=progress and dist.is_main)
     for note in splits.meta.get("notes") or []:
         say(note)
