@@ -1,5 +1,5 @@
-"""Fold-mate flip rates at docs/accuracy.md's budgets, and what --consistency does to them (issue 22),
-through `foldcnn fold` with zoo models (issue 18's reproduction of the accuracy table's f=4 rows).
+"""Fold-mate flip rates at docs/accuracy.md's budgets, and what --consistency does to them,
+through `foldcnn fold` with zoo models (which also checks that `foldcnn fold` reproduces the accuracy table's f=4 rows).
 
     python experiments/fold_mates_table.py --out runs/t22 --jobs 2                 # trains what is missing
     python experiments/fold_mates_table.py --out runs/t22 --report                 # the tables only

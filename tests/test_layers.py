@@ -14,7 +14,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "foldcnn"
 
-# What each lower layer must never import (DESIGN/STYLE: fold, models, checkpoints know nothing
+# What each lower layer must never import (docs/design.md and the project's layering: fold, models, checkpoints know nothing
 # of training, inference, serving or the CLI; inference does not import training).
 FORBIDDEN = {
     "foldcnn.errors": ("foldcnn.",),

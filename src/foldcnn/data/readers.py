@@ -475,7 +475,7 @@ def iter_video_frames(path: str | Path, input_size: tuple[int, int] | None = (50
     """Decode a video and yield ``(frame_index, uint8 (3, H, W) RGB)`` for every ``stride``-th frame.
 
     Frames are counted from 0 in presentation order. The default 50x50 nearest-neighbour resize
-    is what NoScope used (DESIGN section 6); ``input_size=None`` keeps the native size. Raises
+    is what NoScope used (docs/design.md, "Data tasks and classes"); ``input_size=None`` keeps the native size. Raises
     :class:`VideoReadError` naming the file when it cannot be opened or decoded, after the frames
     decoded before the failure; :class:`VideoTruncatedError` when fewer frames decode than the
     container declares (a file cut short decodes "successfully" up to the cut).

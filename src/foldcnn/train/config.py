@@ -33,7 +33,7 @@ def recommended_budget(fold: int) -> dict:
 @dataclass(frozen=True)
 class TrainConfig:
     """Fast defaults for a 2-core CPU: Adam(W) with a one-cycle schedule reaches the paper's
-    accuracy in tens of epochs where the paper's Adam 1e-4 took up to 1500 (DESIGN section 5).
+    accuracy in tens of epochs where the paper's Adam 1e-4 took up to 1500 (docs/design.md, "Training recipe").
 
     ``epochs`` and ``weight_decay`` default to a short run of the original; folded models need
     longer: ``TrainConfig.for_fold(fold, ...)`` starts from ``recommended_budget(fold)``."""
@@ -70,7 +70,7 @@ class TrainConfig:
     # docs/accuracy.md), off for zoo models (their table was measured without it).
     slot_diagonal_init: bool | None = None
     device: str = "cpu"  # "cuda" (one GPU per process under DDP) or "auto" (cuda when there is one)
-    # Curriculum (DESIGN section 5): start with max(K // 10, f) classes, all in by this fraction
+    # Curriculum (docs/design.md, "Training recipe"): start with max(K // 10, f) classes, all in by this fraction
     # of the epochs; see foldcnn.train.curriculum.
     curriculum: bool = False
     curriculum_end: float = 0.6

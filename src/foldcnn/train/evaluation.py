@@ -1,7 +1,7 @@
 """Evaluation of a model on a dataset, per image: logits in a fixed random fold grouping.
 
 Training validates this way (consecutive frames are near duplicates, so folds are random
-groups, DESIGN section 2). Shared by the training loop and distillation (teacher logits).
+groups, docs/design.md, "Layout"). Shared by the training loop and distillation (teacher logits).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def predict_logits(model: FoldedCNN, images: torch.Tensor, *, batch_size: int = 
     """Per-image logits (N, K) on the CPU for uint8 or float images (N, C, H, W).
 
     Images are grouped into folds in a fixed random order (consecutive frames are near
-    duplicates, DESIGN section 2); the result is returned in input order. The last partial
+    duplicates, docs/design.md, "Layout"); the result is returned in input order. The last partial
     fold is zero-padded and its padded outputs discarded. Runs on the model's device.
     """
     was_training = model.training
