@@ -152,7 +152,7 @@ class CompiledBackend(EagerBackend):
     on first use.
 
     bf16/fp16 cast the weights and inputs once instead of autocasting every call: the same
-    arithmetic, and inductor then sees one dtype (about 10% faster on a game CNN here)."""
+    arithmetic, and inductor then sees one dtype (faster: docs/notebook/2026-11-21-cpu-bf16.md)."""
 
     def __init__(self, model: FoldedCNN, **kw) -> None:
         super().__init__(model, name="compile", **kw)

@@ -586,9 +586,9 @@ def _open_video(path: Path):
 
 def _decoded_frames(container, stream) -> Ahead:
     """``container.decode(stream)`` drawn in a background thread, a few frames ahead, so FFmpeg
-    decodes the next frames (it releases the GIL) while the caller converts this one: 1.2-1.3x
-    the frames/s of decoding and converting in one thread (320x240 H.264 at 50x50, AMD EPYC, 2
-    busy cores, 2026-12-07). Errors are raised at their place; ``close(wait=True)`` it before
+    decodes the next frames (it releases the GIL) while the caller converts this one: more
+    frames/s than decoding and converting in one thread (docs/notebook/2026-12-07-end-to-end.md).
+    Errors are raised at their place; ``close(wait=True)`` it before
     the container is closed."""
     return Ahead(lambda: container.decode(stream), depth=8, name="foldcnn-video-decode")
 

@@ -32,7 +32,7 @@ def recommended_budget(fold: int) -> dict:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Fast defaults for a 2-core CPU: Adam(W) with a one-cycle schedule reaches the paper's
+    """Fast defaults for a small CPU: Adam(W) with a one-cycle schedule reaches the paper's
     accuracy in tens of epochs where the paper's Adam 1e-4 took up to 1500 (docs/design.md, "Training recipe").
 
     ``epochs`` and ``weight_decay`` default to a short run of the original; folded models need
@@ -49,13 +49,13 @@ class TrainConfig:
     patience: int = 0  # early stopping: epochs without val improvement; 0 = off
     threads: int = 0  # torch intra-op threads; 0 = leave as is
     # bf16 autocast for the forward pass (weights and optimizer stay fp32); "auto" uses it where
-    # the CPU has bf16 instructions or on a CUDA GPU. Measured 4x faster training on this CPU
-    # (AMX) with channels_last; see docs/accuracy.md.
+    # the CPU has bf16 instructions or on a CUDA GPU, where it trains faster (with channels_last;
+    # the machines and times: docs/accuracy.md, "How folded models are trained here").
     precision: str = "auto"
     channels_last: bool = True
     # A BatchNorm after every conv while training, fused into the conv at the end, so the saved
     # model has the paper's layers (foldcnn.train.batchnorm). Without it folded models sit at
-    # chance for thousands of steps on a 2-core budget (docs/accuracy.md).
+    # chance for thousands of steps on a small CPU's budget (docs/accuracy.md).
     train_batchnorm: bool = True
     # Start the classifier at zero weights (a fresh model only): the first steps fit a readout of
     # the random features instead of shrinking them, which kills the narrow last conv's ReLUs.
