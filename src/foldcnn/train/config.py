@@ -50,7 +50,7 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads; 0 = leave as is
     # bf16 autocast for the forward pass (weights and optimizer stay fp32); "auto" uses it where
     # the CPU has bf16 instructions or on a CUDA GPU, where it trains faster (with channels_last;
-    # the machines and times: docs/accuracy.md, "How folded models are trained here").
+    # the machines and times: docs/accuracy.md, "How folded models are trained").
     precision: str = "auto"
     channels_last: bool = True
     # A BatchNorm after every conv while training, fused into the conv at the end, so the saved
