@@ -86,7 +86,7 @@ def view_summary() -> str:
         rows.append([r["task"], f"{r['original_top1_pct']:.2f}%", f"{r['test_top1_pct']:.2f}%",
                      f"{r['vs_original_points']:+.2f}", f"{r['flip_rate_pct']:.2f}%",
                      f"{g['original_images_per_s']:,}", f"{g['folded_images_per_s']:,}", f"**{g['ratio']:.2f}x**"])
-    titles = ["task", "original top-1", "f=4 top-1", "points", "f=4 flip rate",
+    titles = ["task", "original top-1", "f=4 top-1", "f=4 vs original (points)", "f=4 flip rate",
               "original images/s", "f=4 images/s", "f=4 / original"]
     return markdown_table(titles, rows) + "\n\n" + source_line([(acc_name, acc), (speed_name, speed)])
 

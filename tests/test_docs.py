@@ -1,4 +1,6 @@
-"""The project names a measurement by date, machine and commit, never by a working session."""
+"""Docs: measurements named by date, machine and commit (never by a working session), numbers as data
+in results/, tables rendered from them and the README quoting nothing else."""
+import json
 import re
 from pathlib import Path
 
@@ -57,3 +59,101 @@ def test_docs_readme_experiments_and_src_name_no_session_by_number():
             found[str(path.relative_to(ROOT))] = hits
     assert not found, ("name measurements by date, machine and commit (e.g. 'measured 2026-11-21 on "
                        f"Intel Xeon (AMX) at commit abc1234'), not by session: {found}")
+
+
+# ------------------------------------------------------------------ numbers as data (results/)
+RESULTS = ROOT / "results"
+NUM = r"\d[\d,]*(?:\.\d+)?"
+# What README.md may only quote from results/: percentages, ratios (1.34x) and images/s figures,
+# alone or as a range ("1.29-1.34x", "0.87 to 0.99%"); every end of a range counts.
+QUOTED = re.compile(rf"(?<![\w.])({NUM})(?:\s*(?:-|to)\s*({NUM}))?(?:\s*(%)|(x)\b|\s+(images/s))")
+FENCE = re.compile(r"^```.*?^```", re.DOTALL | re.MULTILINE)
+
+
+def load_render():
+    """docs/render.py as a module (it is a script, not part of the package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_render", ROOT / "docs" / "render.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def quoted_numbers(text: str) -> list[str]:
+    """Each percentage, ratio and images/s figure of ``text`` outside code blocks, as written."""
+    prose = FENCE.sub("", text)
+    found = []
+    for m in QUOTED.finditer(prose):
+        found += [n for n in (m[1], m[2]) if n]
+    return found
+
+
+def result_values() -> list[float]:
+    """Every number in results/*.json: numeric fields and numbers written inside text fields."""
+    values = []
+
+    def walk(v):
+        if isinstance(v, bool):
+            return
+        if isinstance(v, (int, float)):
+            values.append(float(v))
+        elif isinstance(v, str):
+            values.extend(float(n.replace(",", "")) for n in re.findall(NUM, v))
+        elif isinstance(v, dict):
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+
+    for path in sorted(RESULTS.glob("*.json")):
+        walk(json.loads(path.read_text(encoding="utf-8")))
+    return values
+
+
+def in_results(quoted: str, values: list[float]) -> bool:
+    """A quoted number is in results/ when some value there rounds to it at its written precision."""
+    decimals = len(quoted.partition(".")[2])
+    target = float(quoted.replace(",", ""))
+    return any(abs(round(v, decimals) - target) < 1e-9 for v in values)
+
+
+def test_quoted_numbers_finds_percentages_ratios_and_rates_and_spares_shapes():
+    text = ("int8 1.29-1.34x, 98.17% top-1, 0.87 to 0.99% of it, 71,423 images/s; a conv3x3 on 22x52\n"
+            "```\nfoldcnn bench --max-drop 5%\n```\nversion 0.2.0, 4 folds")
+    assert quoted_numbers(text) == ["1.29", "1.34", "98.17", "0.87", "0.99", "71,423"]
+    assert in_results("1.3", [1.29]) and in_results("71,423", [71423.0]) and not in_results("1.30", [1.29])
+
+
+def test_every_results_file_names_its_command_date_cpu_commit_and_load():
+    files = sorted(RESULTS.glob("*.json"))
+    assert files
+    for path in files:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        for key in ("what", "command", "date", "cpu", "machine", "commit", "load", "columns", "rows"):
+            assert doc.get(key), f"{path.name}: no {key}"
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", doc["date"]), path.name
+        assert doc["commit"] in path.stem, f"{path.name}: the name should end with the commit {doc['commit']}"
+
+
+def test_rendered_tables_are_current():
+    render = load_render()
+    assert render.MARKER.search((ROOT / "README.md").read_text(encoding="utf-8")), "README.md has no results table"
+    assert render.stale() == [], "run python docs/render.py"
+
+
+def test_a_changed_number_in_a_rendered_table_is_caught():
+    render = load_render()
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    m = render.MARKER.search(text)
+    body = m["body"]
+    number = re.search(r"\d+\.\d\dx", body)[0]
+    edited = text[:m.start("body")] + body.replace(number, "9.99x", 1) + text[m.end("body"):]
+    assert render.rendered(edited) == text
+
+
+def test_every_number_the_readme_quotes_is_in_results():
+    values = result_values()
+    missing = [n for n in quoted_numbers((ROOT / "README.md").read_text(encoding="utf-8")) if not in_results(n, values)]
+    assert not missing, f"README.md quotes numbers that no results/*.json holds: {missing}"
