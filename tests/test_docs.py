@@ -157,3 +157,50 @@ def test_every_number_the_readme_quotes_is_in_results():
     values = result_values()
     missing = [n for n in quoted_numbers((ROOT / "README.md").read_text(encoding="utf-8")) if not in_results(n, values)]
     assert not missing, f"README.md quotes numbers that no results/*.json holds: {missing}"
+
+
+# ------------------------------------------------------------------ citations a reader can open
+# A design document outside the repository ("DESIGN section 3") or a tracker's issue number.
+UNOPENABLE = re.compile(r"(?-i:\bDESIGN\b)|\bissues?[\s#-]*\d", re.IGNORECASE)
+# A date, a machine or a core count in the package's comments and docstrings (a dated notebook
+# file's name is a pointer, not a measurement).
+MACHINE_SPECIFIC = re.compile(r"(?<!notebook/)\b20\d\d-\d\d-\d\d|\b\d+[- ]cores?\b|\bEPYC\b|\bXeon\b|\bZen \d")
+DOC_PATH = re.compile(r"\bdocs/[\w./-]+\.md\b")
+
+
+def repository_texts(*, with_tests: bool) -> dict[str, str]:
+    files = checked_files()
+    if with_tests:
+        files += [p for p in sorted((ROOT / "tests").glob("*.py")) if p.name != Path(__file__).name]
+    return {str(p.relative_to(ROOT)): p.read_text(encoding="utf-8") for p in files}
+
+
+def test_the_citation_patterns_catch_what_they_should():
+    for bad in ("(DESIGN section 3)", "DESIGN 5", "issue 22's report", "Issue #18", "issues 5 and 6"):
+        assert UNOPENABLE.search(bad), bad
+    for fine in ("docs/design.md, \"Layout\"", "a known issue with swscale", "the issue's reader"):
+        assert not UNOPENABLE.search(fine), fine
+    for bad in ("AMD EPYC, 2026-12-07", "on 2 cores", "a 2-core machine", "Intel Xeon (AMX)", "AMD Zen 5"):
+        assert MACHINE_SPECIFIC.search(bad), bad
+    for fine in ("docs/notebook/2026-12-07-end-to-end.md", "AVX512-BF16 or AMX", "all cores"):
+        assert not MACHINE_SPECIFIC.search(fine), fine
+
+
+def test_nothing_cites_a_document_or_issue_a_reader_cannot_open():
+    found = {name: sorted({m[0] for m in UNOPENABLE.finditer(text)})
+             for name, text in repository_texts(with_tests=True).items() if UNOPENABLE.search(text)}
+    assert not found, f"cite docs/design.md or a docs section instead: {found}"
+
+
+def test_the_package_names_no_machine_date_or_core_count():
+    found = {name: [m[0] for m in MACHINE_SPECIFIC.finditer(text)]
+             for name, text in repository_texts(with_tests=False).items()
+             if name.startswith("src/") and MACHINE_SPECIFIC.search(text)}
+    assert not found, f"measurements belong in results/ and docs/, the code points there: {found}"
+
+
+def test_every_docs_file_the_repository_names_exists():
+    missing = {name: sorted({p for p in DOC_PATH.findall(text) if not (ROOT / p).is_file()})
+               for name, text in repository_texts(with_tests=True).items()}
+    missing = {k: v for k, v in missing.items() if v}
+    assert not missing, f"these files name docs that do not exist: {missing}"
