@@ -19,16 +19,19 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "foldcnn"
 FORBIDDEN = {
     "foldcnn.errors": ("foldcnn.",),
     "foldcnn.fold": ("foldcnn.models", "foldcnn.checkpoints", "foldcnn.data", "foldcnn.train", "foldcnn.infer",
-                     "foldcnn.backends", "foldcnn.serve", "foldcnn.cli", "foldcnn.scaleout", "foldcnn.bench"),
+                     "foldcnn.backends", "foldcnn.serve", "foldcnn.cli", "foldcnn.scaleout", "foldcnn.bench",
+                     "foldcnn.workflows"),
     "foldcnn.models": ("foldcnn.train", "foldcnn.infer", "foldcnn.serve", "foldcnn.cli", "foldcnn.scaleout",
-                       "foldcnn.bench", "foldcnn.backends"),
+                       "foldcnn.bench", "foldcnn.backends", "foldcnn.workflows"),
     "foldcnn.checkpoints": ("foldcnn.train", "foldcnn.infer", "foldcnn.serve", "foldcnn.cli", "foldcnn.scaleout",
-                            "foldcnn.bench", "foldcnn.backends"),
+                            "foldcnn.bench", "foldcnn.backends", "foldcnn.workflows"),
     "foldcnn.backends": ("foldcnn.train", "foldcnn.infer", "foldcnn.serve", "foldcnn.cli", "foldcnn.scaleout",
-                         "foldcnn.bench"),
-    "foldcnn.infer": ("foldcnn.train", "foldcnn.serve", "foldcnn.cli", "foldcnn.scaleout", "foldcnn.bench"),
-    "foldcnn.serve": ("foldcnn.train", "foldcnn.cli"),
-    "foldcnn.scaleout": ("foldcnn.train", "foldcnn.cli", "foldcnn.serve"),
+                         "foldcnn.bench", "foldcnn.workflows"),
+    "foldcnn.infer": ("foldcnn.train", "foldcnn.serve", "foldcnn.cli", "foldcnn.scaleout", "foldcnn.bench",
+                      "foldcnn.workflows"),
+    "foldcnn.train": ("foldcnn.workflows", "foldcnn.cli", "foldcnn.serve", "foldcnn.scaleout"),
+    "foldcnn.serve": ("foldcnn.train", "foldcnn.cli", "foldcnn.workflows"),
+    "foldcnn.scaleout": ("foldcnn.train", "foldcnn.cli", "foldcnn.serve", "foldcnn.workflows"),
 }
 # The shared tables and timers sit under every layer that names a precision or times a call.
 for _low in ("foldcnn.precision", "foldcnn.timing"):

@@ -1,4 +1,4 @@
-""".venv/bin/python experiments/bench_game_text.py -> 22x52: ~9,900 images/CPU-s (6,600 wall, shared machine); smaller crops 14,472-16,027/CPU-s
+""".venv/bin/python experiments/published/bench_game_text.py -> 22x52: ~9,900 images/CPU-s (6,600 wall, shared machine); smaller crops 14,472-16,027/CPU-s
 
 Synthetic game text generation speed on one core (~1 min; --grids docs/images also writes the
 sample sheets). Full table of that run in docs/data.md (Speed).

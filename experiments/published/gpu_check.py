@@ -1,6 +1,6 @@
 """GPU check: every CUDA engine against eager fp32, then f=1 vs f=4 at batch 1,024 in fp16.
 
-    python experiments/gpu_check.py --out runs/gpu-check      # under 8 minutes on one GPU
+    python experiments/published/gpu_check.py --out runs/gpu-check      # under 8 minutes on one GPU
 
 1. Correctness: each engine usable on CUDA here (eager, CUDA graphs, torch.compile, ONNX Runtime's
    CUDA provider, and TensorRT when torch-tensorrt is installed) runs two game CNNs at f=1 and

@@ -1,7 +1,7 @@
 """Predictor overhead and int8 agreement, per game CNN (docs/benchmarks.md).
 
-    python experiments/predictor_overhead.py                 # all six game CNNs, f=4, ORT fp32 + int8
-    python experiments/predictor_overhead.py --checkpoints runs/accuracy   # agreement on trained f=4 models
+    python experiments/lab/predictor_overhead.py                 # all six game CNNs, f=4, ORT fp32 + int8
+    python experiments/lab/predictor_overhead.py --checkpoints runs/accuracy   # agreement on trained f=4 models
 
 For each model: 1024 images already in memory (uint8, generated game crops), the bare backend
 session (`Backend.run` on the pre-folded float batch) vs `Predictor.predict_arrays` on the

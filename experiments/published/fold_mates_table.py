@@ -1,8 +1,8 @@
 """Fold-mate flip rates at docs/accuracy.md's budgets, and what --consistency does to them,
 through `foldcnn fold` with zoo models (which also checks that `foldcnn fold` reproduces the accuracy table's f=4 rows).
 
-    python experiments/fold_mates_table.py --out runs/t22 --jobs 2                 # trains what is missing
-    python experiments/fold_mates_table.py --out runs/t22 --report                 # the tables only
+    python experiments/published/fold_mates_table.py --out runs/t22 --jobs 2                 # trains what is missing
+    python experiments/published/fold_mates_table.py --out runs/t22 --report                 # the tables only
 
 Per task: the generated images as a train/val/test folder tree (8,000 / 1,000 / 4,000, data seed
 0, the accuracy table's sizes; 20,000 training images for lol-timer-minutes, 40,000 for

@@ -1,9 +1,9 @@
 """Can one heavy client stall the others? One heavy client against `foldcnn serve` (docs/serving.md).
 
-    flock /tmp/bench.lock .venv/bin/python experiments/load_attack.py --seconds 20
+    flock /tmp/bench.lock .venv/bin/python experiments/lab/load_attack.py --seconds 20
     # prints a markdown table; about 1 min on 2 cores. --checkpoint CKPT serves a trained model
     # (default: a random-weight apex-squad-count f=4 one: latency does not depend on the weights)
-    flock /tmp/bench.lock .venv/bin/python experiments/load_attack.py --big-bodies 20
+    flock /tmp/bench.lock .venv/bin/python experiments/lab/load_attack.py --big-bodies 20
     # the big-bodies test instead: 20 concurrent raw bodies of 60 MiB; answers and server memory
 
 One `foldcnn serve` on a free loopback port (the running Python's foldcnn, so PYTHONPATH picks the
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "published"))
 from load_test import start_server, stop_server  # noqa: E402 - sibling experiment
 
 

@@ -1,6 +1,6 @@
 """Load test of `foldcnn serve`: N concurrent clients, the folded model's server vs the unfolded one.
 
-    .venv/bin/python experiments/load_test.py --unfolded runs/f1/checkpoint --folded runs/f4/checkpoint \
+    .venv/bin/python experiments/published/load_test.py --unfolded runs/f1/checkpoint --folded runs/f4/checkpoint \
         --clients 16 --seconds 10 --max-wait-ms 5        # about 1 min on 2 cores; prints a markdown table
     # add --images-per-request 128 to load the model rather than the HTTP path, --backend ort for ONNX Runtime
 

@@ -1,9 +1,9 @@
 """Folded models whose answers depend on nothing but the image: docs/accuracy.md,
-"Fold-mates: exact invariance". Runs on top of experiments/fold_mates_table.py's runs (its data
+"Fold-mates: exact invariance". Runs on top of experiments/published/fold_mates_table.py's runs (its data
 and its `foldcnn fold` originals and f=4 models in OUT/fold-TASK).
 
-    python experiments/exact_invariance.py --out runs/t22 --jobs 2      # trains what is missing
-    python experiments/exact_invariance.py --out runs/t22 --report      # the table only
+    python experiments/published/exact_invariance.py --out runs/t22 --jobs 2      # trains what is missing
+    python experiments/published/exact_invariance.py --out runs/t22 --report      # the table only
 
 Per task:
 
@@ -16,7 +16,7 @@ Per task:
           --distill kl --threads 1 --out OUT/VARIANT-TASK  OPTIONS
 
 * ``OUT/slot32-TASK`` (``--slots``): one slot of the ``cmxinf`` model, the half-width CNN of
-  experiments/narrow_models.py, trained alone with the f=4 budget and the same distillation.
+  experiments/published/narrow_models.py, trained alone with the f=4 budget and the same distillation.
 
 Finished runs (run.json present) are read, not retrained; ``--jobs`` runs that many at once (one
 thread each).
@@ -42,7 +42,7 @@ VARIANTS = {
                ["--channel-multiple", "32", "--cross-slot-decay", "inf", *DIAGONAL]),
 }
 TASKS = ["apex-squad-count", "sot-coin-count", "lol-gold-fraction", "sot-timer", "lol-timer-minutes", "lol-gold-int"]
-SLOT_TASKS = ["apex-squad-count", "sot-coin-count", "lol-gold-fraction", "sot-timer"]  # experiments/narrow_models.py
+SLOT_TASKS = ["apex-squad-count", "sot-coin-count", "lol-gold-fraction", "sot-timer"]  # experiments/published/narrow_models.py
 
 
 def run(cmd: list[str], log: Path) -> None:
@@ -67,7 +67,7 @@ def pooled_baseline(out: Path, task: str) -> None:
     if (dest / "run.json").is_file():
         return
     if not (src / "train_state.pt").is_file():
-        raise SystemExit(f"{src} has no train_state.pt: run experiments/fold_mates_table.py --out {out} first")
+        raise SystemExit(f"{src} has no train_state.pt: run experiments/published/fold_mates_table.py --out {out} first")
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
     for name in ("train_state.pt", "teacher_logits.safetensors", "metrics.jsonl"):
@@ -84,7 +84,7 @@ def variant(out: Path, task: str, name: str) -> None:
 def slot_cnn(out: Path, task: str) -> None:
     dest = out / f"slot32-{task}"
     if not (dest / "run.json").is_file():
-        run([*FOLDCNN, "train", "--model", f"experiments.narrow_models:slot32_{task.replace('-', '_')}",
+        run([*FOLDCNN, "train", "--model", f"experiments.published.narrow_models:slot32_{task.replace('-', '_')}",
              "--data", str(out / "data" / task), "--fold", "1", "--epochs", "200", "--weight-decay", "0.05",
              "--teacher", str(out / f"fold-{task}" / "original" / "checkpoint"), "--distill", "kl",
              "--threads", "1", "--quiet", "--out", str(dest)], dest.with_name(dest.name + ".log"))

@@ -1,9 +1,9 @@
 """OpenVINO's settings, and what raises folded throughput further, measured side by side.
 
-    python experiments/openvino_settings.py                                  # hints, shapes, int8 routes
-    python experiments/openvino_settings.py --variants ov-int8-throughput,ort-int8 --folds 4 \
+    python experiments/lab/openvino_settings.py                                  # hints, shapes, int8 routes
+    python experiments/lab/openvino_settings.py --variants ov-int8-throughput,ort-int8 --folds 4 \
         --channel-multiples 8,16,32,64                                       # int8 width rounding
-    python experiments/openvino_settings.py --variants ov-int8-throughput --folds 1,3,4,6,8 --batch-sizes 256,1024,4096
+    python experiments/lab/openvino_settings.py --variants ov-int8-throughput --folds 1,3,4,6,8 --batch-sizes 256,1024,4096
 
 Every (model, fold, width rounding, batch size, variant) is built once (random weights; int8
 calibrated on 256 random uint8 images) and timed in interleaved trials (trial 1 of every

@@ -1,6 +1,6 @@
 """Which images change class with their fold-mates, and why (docs/accuracy.md "Fold-mates").
 
-    python experiments/flip_anatomy.py runs/t22/fold-apex-squad-count/fold4/checkpoint \
+    python experiments/lab/flip_anatomy.py runs/t22/fold-apex-squad-count/fold4/checkpoint \
         runs/t22/data/apex-squad-count/test
 
 Classifies a folder of class folders (the test split) with a folded checkpoint in input order

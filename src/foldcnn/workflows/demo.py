@@ -277,7 +277,7 @@ def write_report(out: Path, cfg: DemoConfig, result: DemoResult, plots: list[Pat
         + " (docs/accuracy.md).", "",
         "Throughput counts every image of a folded input; the ratio compares the two models on the same "
         "runtime and precision, in one run with interleaved trials; the last row compares each model on its "
-        "own fastest engine and precision (int8 changes a few predictions: experiments/precision_agreement.py "
+        "own fastest engine and precision (int8 changes a few predictions: experiments/published/precision_agreement.py "
         "counts them). "
         "Fraction of peak is against the roof of the precision: the fastest large matrix multiply measured in "
         "the same run on any runtime.", "",

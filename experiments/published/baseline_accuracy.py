@@ -1,7 +1,7 @@
 """How accurate is the paper's scaled baseline? Train `<task>-scaled` like the original and compare.
 
-    python experiments/accuracy_table.py --out runs/accuracy --folds 1      # the originals, if not there
-    python experiments/baseline_accuracy.py --out runs/baseline --originals runs/accuracy --jobs 2
+    python experiments/published/accuracy_table.py --out runs/accuracy --folds 1      # the originals, if not there
+    python experiments/published/baseline_accuracy.py --out runs/baseline --originals runs/accuracy --jobs 2
 
 The baseline (docs/design.md, "The paper's models") is the game CNN one EfficientNet compound-scaling step down:
 widths /1.1, depth /1.1, input resolution /1.15. It is a throughput peer in `foldcnn bench`; this

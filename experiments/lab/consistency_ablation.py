@@ -1,7 +1,7 @@
 """Fold-mate consistency: what --consistency does to a folded model's flip rate, accuracy and
 training time (docs/accuracy.md, "Fold-mates").
 
-    python experiments/consistency_ablation.py --task apex-squad-count --fold 4 --epochs 100 \
+    python experiments/lab/consistency_ablation.py --task apex-squad-count --fold 4 --epochs 100 \
         --weights 0 0.5 1 2 --out runs/consistency
 
 Each weight trains the same model on the same generated images (foldcnn train's recipe and

@@ -1,10 +1,10 @@
 """Prediction agreement of bf16 and int8 with fp32, for trained originals and folded models.
 
-    python experiments/precision_agreement.py --checkpoints runs/accuracy
+    python experiments/published/precision_agreement.py --checkpoints runs/accuracy
 
 For each game task and fold (1 and 4 by default), the trained checkpoint
 ``<checkpoints>/<task>-f<fold>/checkpoint`` classifies the same 2,000 generated test images
-(seed 12, as experiments/predictor_overhead.py) through ``Predictor`` on:
+(seed 12, as experiments/lab/predictor_overhead.py) through ``Predictor`` on:
 
 * fp32, torch eager: the reference;
 * bf16, torch eager (autocast: convolutions in bf16, some ops kept in fp32);
@@ -15,7 +15,7 @@ For each game task and fold (1 and 4 by default), the trained checkpoint
 
 Prints a markdown table: per precision, the fraction of images whose class equals the fp32 class,
 and top-1 accuracy on the images' labels. ``--json`` also writes the rows (read by
-experiments/targets_table.py --agreement).
+experiments/published/targets_table.py --agreement).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def main() -> int:
     p.add_argument("--folds", type=int, nargs="+", default=[1, 4])
     p.add_argument("--images", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=1000)
-    p.add_argument("--json", help="also write the rows here (for experiments/targets_table.py --agreement)")
+    p.add_argument("--json", help="also write the rows here (for experiments/published/targets_table.py --agreement)")
     args = p.parse_args()
     heads = [f"{label(*path)}: agreement, top-1" for path in PATHS]
     out = []

@@ -3,7 +3,7 @@ against its rate at a small one, and folded / original at the same batch size.
 
     FOLDCNN_KEEP_MEMORY=0 foldcnn bench --preset cpu-targets --json runs/bench/mem-off.json
     foldcnn bench --preset cpu-targets --json runs/bench/mem-on.json
-    python experiments/batch_scaling.py runs/bench/mem-off.json runs/bench/mem-on.json
+    python experiments/published/batch_scaling.py runs/bench/mem-off.json runs/bench/mem-on.json
 
 Written for the glibc page-fault fix (foldcnn.memory); the two runs are separate, so the
 ratios within each run are what compare, not absolute images/s. Game CNNs only (no scaled

@@ -1,6 +1,6 @@
 """How much does a folded model's test accuracy depend on which images share a folded input?
 
-    python experiments/grouping_sensitivity.py runs/accuracy/apex-squad-count-f4/checkpoint \
+    python experiments/lab/grouping_sensitivity.py runs/accuracy/apex-squad-count-f4/checkpoint \
         --task apex-squad-count --test-size 4000 --orders 5
 
 A folded CNN sees f images at once, so each image's logits depend a little on the other f-1

@@ -1,6 +1,6 @@
 """Width rounding: paper's int() widths vs widths rounded up to a multiple of 8 or 16.
 
-    .venv/bin/python experiments/width_rounding.py            # ~2 min on 2 cores
+    .venv/bin/python experiments/published/width_rounding.py            # ~2 min on 2 cores
 
 Times each (model, fold, channel_multiple) under ONNX Runtime (fp32, 2 threads, batch 1024
 images), interleaving configurations across trials and reporting medians. The result chose

@@ -1,7 +1,7 @@
 """CPU chunk size against throughput, from the main thread and from a worker thread.
 
-    python experiments/cpu_chunking.py lol-gold-fraction --backend eager --precision fp32 --mib 0 8 16 24 30
-    python experiments/cpu_chunking.py lol-gold-fraction --backend compile --precision bf16 --mib 0 24
+    python experiments/lab/cpu_chunking.py lol-gold-fraction --backend eager --precision fp32 --mib 0 8 16 24 30
+    python experiments/lab/cpu_chunking.py lol-gold-fraction --backend compile --precision bf16 --mib 0 24
 
 For each chunk size (``FOLDCNN_CPU_CHUNK_MIB``; 0 = one call for the whole batch) and fold (1 and
 4): a backend for calls of ``--batch-size`` images, timed for ``--seconds`` from the main thread and

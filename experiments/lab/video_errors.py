@@ -1,6 +1,6 @@
 """Where on a video's test stretch do checkpoints err? Errors grouped by label segment.
 
-    python experiments/video_errors.py runs/accuracy/noscope-car-f1/checkpoint \
+    python experiments/lab/video_errors.py runs/accuracy/noscope-car-f1/checkpoint \
         runs/accuracy/noscope-car-f4/checkpoint --data runs/accuracy/data/noscope-car --video-gap 30 \
         --video-stride 3
 

@@ -1,7 +1,7 @@
 """Regenerate docs/accuracy.md: every game task x fold, trained on the same data, test top-1.
 
-    python experiments/accuracy_table.py --out runs/accuracy --jobs 2
-    python experiments/accuracy_table.py --out runs/accuracy --report docs/accuracy.md   # table only
+    python experiments/published/accuracy_table.py --out runs/accuracy --jobs 2
+    python experiments/published/accuracy_table.py --out runs/accuracy --report docs/accuracy.md   # table only
 
 Each cell is one `foldcnn train` command (printed in the table), run as a subprocess with one
 thread; `--jobs` runs that many at once. Finished runs (run.json present) are not re-run, so an

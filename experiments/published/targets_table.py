@@ -1,8 +1,8 @@
 """The CPU targets table of docs/benchmarks.md, from one `foldcnn bench` JSON file.
 
     foldcnn bench --preset cpu-targets --json runs/bench/cpu.json
-    python experiments/precision_agreement.py --checkpoints runs/accuracy --json runs/agreement.json
-    python experiments/targets_table.py runs/bench/cpu.json --agreement runs/agreement.json
+    python experiments/published/precision_agreement.py --checkpoints runs/accuracy --json runs/agreement.json
+    python experiments/published/targets_table.py runs/bench/cpu.json --agreement runs/agreement.json
 
 For every game CNN and precision: the original (f=1) on its best engine (the fastest engine at
 its best batch size, on any engine) and the folded model on its best engine, each with its
@@ -10,7 +10,7 @@ fraction of the precision's roof (the highest rate measured for that precision i
 engine's matmul peak, or a model that ran faster), the ratio, and whether the target holds:
 folded >= 1.5x the original, and for bf16 and int8 predictions that agree with fp32
 on >= 99% of images on trained checkpoints (``--agreement``, from
-experiments/precision_agreement.py; without it the row says the agreement is unchecked).
+experiments/published/precision_agreement.py; without it the row says the agreement is unchecked).
 
 Then the headline per model: the fastest folded configuration overall against the fastest
 original configuration overall, over every engine and every precision allowed (fp32, and each
@@ -101,7 +101,7 @@ def table(headers: list[str], body: list[list[str]]) -> list[str]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("json", help="a foldcnn bench --json file")
-    p.add_argument("--agreement", help="JSON from experiments/precision_agreement.py --json (trained checkpoints)")
+    p.add_argument("--agreement", help="JSON from experiments/published/precision_agreement.py --json (trained checkpoints)")
     a = p.parse_args()
     data = read_json(a.json)
     agreement = read_agreement(a.agreement)

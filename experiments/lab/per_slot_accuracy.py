@@ -1,6 +1,6 @@
 """Test top-1 of a folded checkpoint per fold slot: did every slot learn, or only one?
 
-    python experiments/per_slot_accuracy.py runs/accuracy/lol-gold-fraction-f4/checkpoint --task lol-gold-fraction
+    python experiments/lab/per_slot_accuracy.py runs/accuracy/lol-gold-fraction-f4/checkpoint --task lol-gold-fraction
 
 Regenerates the task's test split (same size and data seed as the training run: 4,000 and 0 in
 docs/accuracy.md), groups it into folds with the evaluation's fixed random grouping and prints the

@@ -2,7 +2,7 @@
 
     foldcnn data game lol-gold-fraction --out /tmp/e2e/game --train-size 10 --val-size 10 --test-size 8192
     foldcnn data video --out /tmp/e2e/video --frames 3000
-    python experiments/end_to_end.py --pngs /tmp/e2e/game/test --video /tmp/e2e/video/video.mp4 --work /tmp/e2e
+    python experiments/published/end_to_end.py --pngs /tmp/e2e/game/test --video /tmp/e2e/video/video.mp4 --work /tmp/e2e
 
 For random-weight checkpoints (lol-gold-fraction 22x52 for PNGs and arrays, noscope-coral 50x50
 for the video; f=1 and f=4; ORT fp32 and int8) it measures, per input kind:

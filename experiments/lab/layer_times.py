@@ -1,7 +1,7 @@
 """Which layers does folding speed up? Layer-by-layer times of the original and a folded CNN.
 
-    python experiments/layer_times.py apex-squad-count --dtype bf16 --threads 2
-    python experiments/layer_times.py game --dtype bf16 --threads 2 --summary
+    python experiments/lab/layer_times.py apex-squad-count --dtype bf16 --threads 2
+    python experiments/lab/layer_times.py game --dtype bf16 --threads 2 --summary
 
 Runs each layer of the model's feature stack alone, in torch eager, channels_last, on the
 activations the previous layer produced for a batch of `--batch-size` images, and reports the

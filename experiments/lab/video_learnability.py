@@ -4,8 +4,8 @@ Generates a video (foldcnn data video), reads it at 50x50 nearest, splits it 60/
 30-frame gaps, trains a NoScope CNN with Adam and prints test accuracy next to the majority-class
 rate after every epoch.
 
-    .venv/bin/python experiments/video_learnability.py --object car --frames 3000 --epochs 6
-    .venv/bin/python experiments/video_learnability.py --object person --frames 12000 --stride 2 --epochs 5
+    .venv/bin/python experiments/lab/video_learnability.py --object car --frames 3000 --epochs 6
+    .venv/bin/python experiments/lab/video_learnability.py --object person --frames 12000 --stride 2 --epochs 5
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Our WeightAverage against torch.optim.swa_utils.AveragedModel: same weights? same speed?
 
-    python experiments/ema_averagedmodel.py --steps 50 --decay 0.9 --trials 5
+    python experiments/lab/ema_averagedmodel.py --steps 50 --decay 0.9 --trials 5
 
 Trains a tiny folded model (train-time BatchNorm, fold slots tied, as ``foldcnn train`` does by
 default) with Adam for ``--steps`` steps and keeps three averages side by side:

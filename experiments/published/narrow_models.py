@@ -1,6 +1,6 @@
 """The zoo's game CNNs at half width: what a folded model whose fold slots share no
 weights (``foldcnn train --cross-slot-decay inf``) computes per image, as an unfolded CNN of its own,
-for ``foldcnn bench --models experiments.narrow_models:half_TASK`` and ``foldcnn train --model ...``.
+for ``foldcnn bench --models experiments.published.narrow_models:half_TASK`` and ``foldcnn train --model ...``.
 
 At f=4 the folded widths are 2x the original's (sqrt(4)); with no weights between slots, each slot
 is the original at width x 0.5: ``half_TASK`` with the paper's exact widths (channel multiple 1), one

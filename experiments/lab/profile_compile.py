@@ -1,6 +1,6 @@
 """Where does a torch.compile'd CNN spend its time on the CPU: convolutions or the fused rest?
 
-    python experiments/profile_compile.py apex-squad-count --folds 1 4 --dtype bf16
+    python experiments/lab/profile_compile.py apex-squad-count --folds 1 4 --dtype bf16
 
 Compiles each fold's model the way the `compile` backend does (eval, channels_last, weights and
 inputs cast to the precision), runs a batch of the same number of images through it under

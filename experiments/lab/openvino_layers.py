@@ -1,7 +1,7 @@
 """Where OpenVINO spends the time, layer by layer, for the original and a folded CNN.
 
-    python experiments/openvino_layers.py sot-timer --precision int8 --fold 4
-    python experiments/openvino_layers.py game --precision int8 --summary
+    python experiments/lab/openvino_layers.py sot-timer --precision int8 --fold 4
+    python experiments/lab/openvino_layers.py game --precision int8 --summary
 
 Builds the openvino backend (its defaults) for f=1 and f=--fold, compiles the same OpenVINO
 model again for one static batch with the latency hint (one inference on all threads) and
