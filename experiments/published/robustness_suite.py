@@ -3,6 +3,7 @@
     pip install -e '.[robustness]'      # scikit-learn: its wheel ships the digits and two photos
     python experiments/published/robustness_suite.py --out runs/robustness            # the tuning cases
     python experiments/published/robustness_suite.py --out runs/robustness --cases parity-2   # the held-out case
+    python experiments/published/robustness_suite.py --out runs/robustness --table --cases CASE,...  # the table
 
 should give, per case, the four test top-1 numbers of docs/accuracy.md's section "Small data sets
 the recipe was not tuned on" (the original within 1 point of the plain loop, f=4 within 1.0 point
@@ -284,12 +285,53 @@ def table_row(r: dict) -> str:
             f"{t['f4_vs_undistilled_points']:+.2f} |")
 
 
+COLUMNS = [
+    {"title": "case", "cell": "{case}"}, {"title": "train images", "cell": "{train_images}"},
+    {"title": "classes", "cell": "{classes}"}, {"title": "user CNN", "cell": "{cnn}"},
+    {"title": "plain loop", "cell": "{plain_top1:.2%}"}, {"title": "original", "cell": "{original_top1:.2%}"},
+    {"title": "f=4 (default)", "cell": "{f4_top1:.2%}"}, {"title": "f=4 undistilled", "cell": "{f4_undistilled_top1:.2%}"},
+    {"title": "teacher at the check", "cell": "{teacher}"},
+    {"title": "original - plain", "cell": "{original_vs_plain_points:+.2f}"},
+    {"title": "f=4 - original", "cell": "{f4_vs_original_points:+.2f}"},
+    {"title": "f=4 - undistilled", "cell": "{f4_vs_undistilled_points:+.2f}"},
+]
+
+
+def write_table(cases: list[str]) -> Path:
+    """The cases' results/robustness/CASE.json files as one results/ table (foldcnn.results)."""
+    from foldcnn.results import write_result
+
+    rows, sources = [], {}
+    for case in cases:
+        r = json.loads((RESULTS / f"{case}.json").read_text())
+        check = r["f4"]["distill_check"]
+        rows.append({"case": case + (" (held out)" if r["held_out"] else ""),
+                     "train_images": r["plain_loop"]["train_images"], "classes": r["plain_loop"]["classes"],
+                     "cnn": r["model"].rsplit(":", 1)[1], "plain_top1": r["plain_loop"]["test_top1"],
+                     "original_top1": r["original"]["test_top1"], "f4_top1": r["f4"]["test_top1"],
+                     "f4_undistilled_top1": r["f4_undistilled"]["test_top1"],
+                     "teacher": "kept" if check and check["kept"] else "off" if check else "-",
+                     **{k: v for k, v in r["targets"].items() if k != "met"}})
+        sources[case] = {"file": f"results/robustness/{case}.json", "date": r["date"], "commit": r["commit"],
+                         "load_average": r["load_average"], "load_average_after": r["load_average_after"]}
+    return write_result(RESULTS.parent, "robustness small sets", description=(
+        "test top-1 on small data sets the recipe was not tuned on: a plain PyTorch loop, the original and "
+        "the default f=4 model of `foldcnn fold`, and f=4 without a teacher on the same budget"),
+        columns=COLUMNS, rows=rows, setup="one thread per run, one run at a time, on a machine shared with "
+        "other jobs", cases=sources)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="work folder (data, runs)")
     p.add_argument("--cases", default=",".join(TUNING_CASES), help=f"comma list of {', '.join(CASES)}")
+    p.add_argument("--table", action="store_true", help="only gather the cases' results/robustness/CASE.json "
+                   "into one results/ table (docs/render.py renders it)")
     args = p.parse_args(argv)
+    if args.table:
+        print(write_table(args.cases.split(",")))
+        return 0
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
