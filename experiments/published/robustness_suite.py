@@ -132,8 +132,8 @@ def _patches(out: Path, per_class: int = 100, size: int = 16, grid=(4, 5), seed:
 
 
 def _game(out: Path, task: str, train: int, val: int, test: int) -> None:
-    subprocess.run([sys.executable, "-m", "foldcnn", "data", "game", task, "--out", str(out), "--train", str(train),
-                    "--val", str(val), "--test", str(test), "--quiet"], check=True)
+    subprocess.run([sys.executable, "-m", "foldcnn", "data", "game", task, "--out", str(out), "--train-size", str(train),
+                    "--val-size", str(val), "--test-size", str(test), "--quiet"], check=True)
 
 
 CASES = {
