@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from foldcnn.checkpoints import load_checkpoint
-from foldcnn.train.fold_pipeline import FoldOptions
+from foldcnn.workflows.fold import FoldOptions
 from foldcnn.train.sources import DataSpec
 from tiny_data import USER_CNNS, write_folder, write_user_module
 

@@ -29,7 +29,13 @@ FORBIDDEN = {
     "foldcnn.infer": ("foldcnn.train", "foldcnn.serve", "foldcnn.cli", "foldcnn.scaleout", "foldcnn.bench"),
     "foldcnn.serve": ("foldcnn.train", "foldcnn.cli"),
     "foldcnn.scaleout": ("foldcnn.train", "foldcnn.cli", "foldcnn.serve"),
+    "foldcnn.train": ("foldcnn.cli",),
+    "foldcnn.bench": ("foldcnn.train", "foldcnn.cli"),
+    "foldcnn.workflows": ("foldcnn.cli",),
 }
+# Workflows (`foldcnn fold`) sit above training and inference: nothing below them imports one.
+for _low in [k for k in FORBIDDEN if k not in ("foldcnn.errors", "foldcnn.workflows")]:
+    FORBIDDEN[_low] = (*FORBIDDEN[_low], "foldcnn.workflows")
 # The shared tables and timers sit under every layer that names a precision or times a call.
 for _low in ("foldcnn.precision", "foldcnn.timing"):
     FORBIDDEN[_low] = ("foldcnn.fold", "foldcnn.analysis", *FORBIDDEN["foldcnn.fold"])

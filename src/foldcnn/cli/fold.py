@@ -26,7 +26,7 @@ def _backends(text: str | None) -> tuple[tuple[str, str], ...] | None:
 
 
 def _cmd_fold(args: argparse.Namespace) -> int:
-    from foldcnn.train.fold_pipeline import REPORT_JSON, REPORT_MD, FoldOptions, run_fold
+    from foldcnn.workflows.fold import REPORT_JSON, REPORT_MD, FoldOptions, run_fold
     from foldcnn.train.sources import DataSpec
 
     data = DataSpec(data_dir=args.data, input_size=parse_size(args.input_size), seed=args.data_seed,

@@ -20,78 +20,21 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from foldcnn.checkpoints import CONFIG_FILE, atomic_write, read_state_dict
 from foldcnn.errors import OutputExistsError, UsageError
 from foldcnn.models import model_entry
-from foldcnn.train.config import TrainConfig
 from foldcnn.train.resume import TRAIN_STATE_FILE
-from foldcnn.train.sources import DataSpec, check_data_spec
+from foldcnn.train.sources import check_data_spec
+from foldcnn.workflows.fold.options import FoldOptions
+from foldcnn.workflows.fold.report import render_report
 
 __all__ = ["FoldOptions", "run_fold", "REPORT_JSON", "REPORT_MD"]
 
 REPORT_JSON, REPORT_MD = "report.json", "report.md"
 ORIGINAL = "original"
-
-
-@dataclass(frozen=True)
-class FoldOptions:
-    """What `foldcnn fold` does; saved in report.json. ``epochs`` None: the budget by fold
-    (``recommended_budget``); bench fields set the interleaved throughput sweep of step d."""
-
-    model: str
-    data: DataSpec
-    folds: tuple[int, ...] = (4,)
-    model_kwargs: dict = field(default_factory=dict)
-    weights: str | None = None
-    max_accuracy_drop: float = 1.0  # points of test top-1
-    channel_multiple: int | None = None
-    epochs: int | None = None
-    original_epochs: int | None = None
-    batch_size: int = 64
-    lr: float = 3e-3
-    seed: int = 0
-    threads: int = 0
-    precision: str = "auto"
-    # KL with temperature, as docs/accuracy.md's f=4 rows used (`foldcnn train`'s tip says the same).
-    distill: str = "kl"
-    slot_diagonal_init: bool | None = None  # None: TrainConfig's default (on for CNNs by import path)
-    cross_slot_decay: float = 0.0  # folded stages only (TrainConfig.cross_slot_decay)
-    bench_batch_sizes: tuple[int, ...] = (256, 1024)
-    bench_backends: tuple[tuple[str, str], ...] | None = None  # None: every CPU engine here (no compile)
-    bench_trials: int = 3
-    bench_min_seconds: float = 0.3
-
-    def __post_init__(self):
-        folds = tuple(self.folds)
-        if not folds or any(isinstance(f, bool) or not isinstance(f, int) or f < 2 for f in folds):
-            raise UsageError(f"folds must be ints >= 2 (fold 1 is the original, always measured), got "
-                             f"{','.join(map(str, folds)) or 'none'}")
-        object.__setattr__(self, "folds", tuple(sorted(set(folds))))
-        if not (isinstance(self.max_accuracy_drop, (int, float)) and 0 <= self.max_accuracy_drop <= 100):
-            raise UsageError(f"max_accuracy_drop is in points of top-1 (0-100), got {self.max_accuracy_drop!r}")
-        if self.distill not in ("mse", "kl", "none"):
-            raise UsageError(f"distill must be mse, kl or none, got {self.distill!r}")
-        TrainConfig(cross_slot_decay=self.cross_slot_decay)  # a bad value fails here, not after the original trained
-        if self.bench_trials < 1 or not self.bench_batch_sizes:
-            raise UsageError("the throughput sweep needs bench_trials >= 1 and at least one batch size")
-
-    def train_config(self, fold: int, teacher: bool) -> TrainConfig:
-        epochs = self.original_epochs if fold == 1 else self.epochs
-        over = {"epochs": epochs} if epochs is not None else {}
-        return TrainConfig.for_fold(fold, **over, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
-                                    threads=self.threads, precision=self.precision,
-                                    distill=self.distill if teacher else "none",
-                                    slot_diagonal_init=self.slot_diagonal_init,
-                                    cross_slot_decay=self.cross_slot_decay if fold > 1 else 0.0)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["data"] = asdict(self.data)
-        return d
 
 
 def _done(stage: Path) -> bool:
@@ -232,35 +175,3 @@ def run_fold(opts: FoldOptions, out_dir: str | Path, *, resume: bool = False, pr
     stages.update(1)
     stages.close()
     return report
-
-
-def render_report(r: dict) -> str:
-    """report.md: the tables and the commands that predict and serve with the chosen model."""
-    o, c = r["original"], r["chosen"]
-    lines = [f"# foldcnn fold: {r['model']}", "", f"Command: `{' '.join(r['command'])}`", "",
-             f"Test split: {r['test_images']} images (seeded split, recorded in the stage run.json files). "
-             f"Throughput: medians of interleaved trials on this machine, each model at its best engine and batch.",
-             "", "| model | test top-1 | drop (points) | images/s | engine | batch | gain |",
-             "|---|---|---|---|---|---|---|",
-             f"| original (fold 1) | {o['top1']:.2%} | - | {o['images_per_s']:,.0f} | {o['engine']} | "
-             f"{o['batch_size']} | 1.00x |"]
-    for f in r["folded"]:
-        lines.append(f"| fold {f['fold']} | {f['top1']:.2%} | {f['top1_drop_points']:.2f} | {f['images_per_s']:,.0f} | "
-                     f"{f['engine']} | {f['batch_size']} | {f['gain']:.2f}x |")
-    onnx = c.get("onnx_int8") or c["onnx"]
-    best = o if c["fold"] == 1 else next(f for f in r["folded"] if f["fold"] == c["fold"])
-    engine = f"--backend {best['backend']} --precision {best['precision']}"
-    if best["backend"] not in _SERVING_BACKENDS:  # an engine predict/serve do not take (yet): their default
-        engine = f"--backend auto  # fastest here was {best['engine']}"
-    lines += ["", f"**Chosen: fold {c['fold']}** ({c['gain']:.2f}x). {c['reason']}.", "",
-              "Use it:", "", "```",
-              f"foldcnn predict {c['checkpoint']} --input IMAGES_DIR --out predictions.csv {engine}",
-              f"foldcnn predict {c['checkpoint']} --input IMAGES_DIR --out predictions/ --engine ray",
-              f"foldcnn serve {c['checkpoint']} {engine}",
-              f"foldcnn eval {c['checkpoint']} --data CLASS_FOLDERS",
-              "```", "", f"ONNX: `{onnx}` (with its sidecar `{onnx}.json`), runnable with plain onnxruntime."]
-    return "\n".join(lines) + "\n"
-
-
-# Engines `foldcnn predict` and `foldcnn serve` take by name (cli/predict.py, cli/serve.py).
-_SERVING_BACKENDS = ("eager", "compile", "ort", "cuda-graphs")
