@@ -12,7 +12,7 @@ from foldcnn.train.sources import DataSpec
 from tiny_data import USER_CNNS, write_folder, write_user_module
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--epochs", "1", "--original-epochs", "1", "--backends", "eager/fp32", "--bench-batch-sizes", "8",
+TINY = ["--epochs", "1", "--original-epochs", "1", "--backends", "eager/fp32", "--batch-sizes", "8",
         "--trials", "1", "--min-seconds", "0.01", "--threads", "1", "--batch-size", "8"]
 
 
@@ -98,3 +98,15 @@ def test_options_are_validated():
     assert opts.train_config(1, teacher=False).cross_slot_decay == 0.0  # the original has no fold slots
     with pytest.raises(ValueError, match="cross_slot_decay"):
         FoldOptions("m:N", data, cross_slot_decay=-1)
+
+
+def test_precision_restricts_the_engines_timed():
+    from foldcnn.workflows.fold.pipeline import restrict_precisions
+
+    pairs = (("ort", "fp32"), ("ort", "int8"), ("openvino", "int8"))
+    assert restrict_precisions(pairs, ("fp32",)) == (("ort", "fp32"),)
+    assert restrict_precisions(pairs, None) == pairs
+    with pytest.raises(ValueError, match="no engine to time at precision bf16"):
+        restrict_precisions(pairs, ("bf16",))
+    with pytest.raises(ValueError, match="precisions are"):
+        FoldOptions("m:N", DataSpec(data_dir="x"), precisions=("fp64",))

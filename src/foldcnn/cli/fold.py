@@ -32,14 +32,15 @@ def _cmd_fold(args: argparse.Namespace) -> int:
     data = DataSpec(data_dir=args.data, input_size=parse_size(args.input_size), seed=args.data_seed,
                     split=parse_fractions(args.split, "--split"))
     try:
-        batch_sizes = tuple(int(v) for v in args.bench_batch_sizes.split(","))
+        batch_sizes = tuple(int(v) for v in args.batch_sizes.split(","))
     except ValueError:
-        raise CLIError(f"--bench-batch-sizes takes integers like 256,1024; got {args.bench_batch_sizes!r}") from None
+        raise CLIError(f"--batch-sizes takes integers like 256,1024; got {args.batch_sizes!r}") from None
+    precisions = tuple(p.strip() for p in args.precision.split(",") if p.strip()) if args.precision else None
     opts = FoldOptions(model=args.model, data=data, folds=_folds(args), model_kwargs=parse_model_kwargs(args.model_kwargs),
                        weights=args.weights, max_accuracy_drop=args.max_accuracy_drop,
                        channel_multiple=args.channel_multiple, epochs=args.epochs, original_epochs=args.original_epochs,
                        batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads,
-                       precision=args.train_precision, distill=args.distill,
+                       train_precision=args.train_precision, distill=args.distill, precisions=precisions,
                        slot_diagonal_init=args.slot_diagonal_init, cross_slot_decay=args.cross_slot_decay,
                        bench_batch_sizes=batch_sizes,
                        bench_backends=_backends(args.backends), bench_trials=args.trials,
@@ -113,8 +114,10 @@ def _add_fold(sub) -> None:
                    help=CROSS_SLOT_DECAY_HELP)
     p.add_argument("--backends", help="engines to time, as backend/precision pairs (default: every CPU engine here "
                    "except torch.compile)")
-    p.add_argument("--bench-batch-sizes", default="256,1024", help="batch sizes (images) to time; each model keeps "
+    p.add_argument("--batch-sizes", default="256,1024", help="batch sizes (images) to time; each model keeps "
                    "its best")
+    p.add_argument("--precision", help="the engines' precisions to time and choose from, comma-separated, e.g. fp32 "
+                   "(for a deployment that cannot quantize) or fp32,int8 (default: every precision here)")
     p.add_argument("--trials", type=int, default=3, help="interleaved timing trials")
     p.add_argument("--min-seconds", type=float, default=0.3, help="length of each timed block")
     p.add_argument("--resume", action="store_true", help="continue a run in --out (finished stages are reused)")

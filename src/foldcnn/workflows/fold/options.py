@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from foldcnn.errors import UsageError
+from foldcnn.precision import BYTES_PER_ELEMENT
 from foldcnn.train.config import TrainConfig
 from foldcnn.train.sources import DataSpec
 
@@ -29,13 +30,14 @@ class FoldOptions:
     lr: float = 3e-3
     seed: int = 0
     threads: int = 0
-    precision: str = "auto"
+    train_precision: str = "auto"
     # KL with temperature, as docs/accuracy.md's f=4 rows used (`foldcnn train`'s tip says the same).
     distill: str = "kl"
     slot_diagonal_init: bool | None = None  # None: TrainConfig's default (on for CNNs by import path)
     cross_slot_decay: float = 0.0  # folded stages only (TrainConfig.cross_slot_decay)
     bench_batch_sizes: tuple[int, ...] = (256, 1024)
     bench_backends: tuple[tuple[str, str], ...] | None = None  # None: every CPU engine here (no compile)
+    precisions: tuple[str, ...] | None = None  # the engines' precisions allowed (None: all); foldcnn.precision names
     bench_trials: int = 3
     bench_min_seconds: float = 0.3
 
@@ -52,12 +54,17 @@ class FoldOptions:
         TrainConfig(cross_slot_decay=self.cross_slot_decay)  # a bad value fails here, not after the original trained
         if self.bench_trials < 1 or not self.bench_batch_sizes:
             raise UsageError("the throughput sweep needs bench_trials >= 1 and at least one batch size")
+        if self.precisions is not None:
+            bad = [p for p in self.precisions if p not in BYTES_PER_ELEMENT]
+            if bad or not self.precisions:
+                raise UsageError(f"precisions are {', '.join(BYTES_PER_ELEMENT)}; got {', '.join(self.precisions) or 'none'}")
+            object.__setattr__(self, "precisions", tuple(dict.fromkeys(self.precisions)))
 
     def train_config(self, fold: int, teacher: bool) -> TrainConfig:
         epochs = self.original_epochs if fold == 1 else self.epochs
         over = {"epochs": epochs} if epochs is not None else {}
         return TrainConfig.for_fold(fold, **over, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
-                                    threads=self.threads, precision=self.precision,
+                                    threads=self.threads, precision=self.train_precision,
                                     distill=self.distill if teacher else "none",
                                     slot_diagonal_init=self.slot_diagonal_init,
                                     cross_slot_decay=self.cross_slot_decay if fold > 1 else 0.0)

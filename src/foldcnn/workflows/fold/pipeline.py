@@ -68,6 +68,7 @@ def _throughput(opts: FoldOptions, runs: dict[int, dict], progress: bool) -> dic
 
     kwargs = dict(runs[1]["model_config"]["kwargs"])
     backends = opts.bench_backends or tuple(b for b in available_backends("cpu") if b[0] != "compile")
+    backends = restrict_precisions(backends, opts.precisions)
     configs = make_configs([opts.model], [1, *opts.folds], opts.bench_batch_sizes, backends,
                            channel_multiples=[opts.channel_multiple], model_kwargs=kwargs)
     outcome = run_sweep(configs, trials=opts.bench_trials, min_seconds=opts.bench_min_seconds,
@@ -84,6 +85,15 @@ def _throughput(opts: FoldOptions, runs: dict[int, dict], progress: bool) -> dic
         why = "; ".join(f"{c.backend}/{c.dtype} f={c.fold}: {reason}" for c, reason in outcome.skipped[:3])
         raise UsageError(f"no engine could time fold(s) {', '.join(map(str, missing))} here ({why})")
     return best
+
+
+def restrict_precisions(backends, precisions: tuple[str, ...] | None) -> tuple[tuple[str, str], ...]:
+    """The (engine, precision) pairs whose precision is allowed; none left is the user's error."""
+    kept = tuple(b for b in backends if precisions is None or b[1] in precisions)
+    if not kept:
+        raise UsageError(f"no engine to time at precision {','.join(precisions)}: the engines are "
+                         f"{', '.join('/'.join(b) for b in backends)}")
+    return kept
 
 
 def _choose(opts: FoldOptions, rows: list[dict], original: dict) -> tuple[dict | None, str]:
