@@ -101,7 +101,7 @@ def test_options_are_validated():
 
 
 def test_precision_restricts_the_engines_timed():
-    from foldcnn.workflows.fold.pipeline import restrict_precisions
+    from foldcnn.workflows.fold.stages import restrict_precisions
 
     pairs = (("ort", "fp32"), ("ort", "int8"), ("openvino", "int8"))
     assert restrict_precisions(pairs, ("fp32",)) == (("ort", "fp32"),)

@@ -5,15 +5,35 @@ from __future__ import annotations
 import argparse
 import sys
 
-from foldcnn.cli.common import CROSS_SLOT_DECAY_HELP, MODEL_KWARGS_HELP, SLOT_DIAGONAL_HELP, CLIError, parse_fractions, parse_model_kwargs, parse_size
+from foldcnn.cli.common import (
+    CROSS_SLOT_DECAY_HELP,
+    MODEL_KWARGS_HELP,
+    SLOT_DIAGONAL_HELP,
+    CLIError,
+    parse_fractions,
+    parse_model_kwargs,
+    parse_size,
+    parse_width_mults,
+)
 
 
 def _folds(args: argparse.Namespace) -> tuple[int, ...]:
+    if args.folds is None and args.fold is None:
+        return (1, 2, 4) if args.search else (4,)
     text = args.folds if args.folds is not None else str(args.fold)
     try:
         return tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise CLIError(f"--folds takes comma-separated integers >= 2, like 2,3,4; got {text!r}") from None
+        raise CLIError(f"--folds takes comma-separated integers, like 2,3,4; got {text!r}") from None
+
+
+def _ints(text: str | None, flag: str) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise CLIError(f"{flag} takes comma-separated integers, like 8,32; got {text!r}") from None
 
 
 def _backends(text: str | None) -> tuple[tuple[str, str], ...] | None:
@@ -44,11 +64,17 @@ def _cmd_fold(args: argparse.Namespace) -> int:
                        slot_diagonal_init=args.slot_diagonal_init, cross_slot_decay=args.cross_slot_decay,
                        bench_batch_sizes=batch_sizes,
                        bench_backends=_backends(args.backends), bench_trials=args.trials,
-                       bench_min_seconds=args.min_seconds)
+                       bench_min_seconds=args.min_seconds, search=args.search,
+                       widths=parse_width_mults(args.widths, "--widths"),
+                       channel_multiples=_ints(args.channel_multiples, "--channel-multiples"),
+                       max_flip_rate=args.max_flip_rate, invariant=args.invariant, abandon_margin=args.abandon_margin)
     quiet = args.quiet
     report = run_fold(opts, args.out, resume=args.resume, progress=not quiet, command=["foldcnn", *sys.argv[1:]],
                       log=None if quiet else (lambda msg: print(f"foldcnn fold: {msg}", file=sys.stderr)),
                       train_only=args.train_only)
+    if args.search:
+        _print_search(report, args.out)
+        return 0
     if args.train_only:
         for f, run in report["stages"].items():
             print(f"fold {f}: test top-1 {run['summary']['test_top1']:.2%}")
@@ -63,6 +89,18 @@ def _cmd_fold(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}/{REPORT_MD}, {args.out}/{REPORT_JSON}, {c['onnx']}"
           + (f", {c['onnx_int8']}" if c.get("onnx_int8") else ""))
     return 0
+
+
+def _print_search(report: dict, out: str) -> None:
+    for r in report["candidates"]:
+        acc = "" if r["val_top1"] is None else f", val top-1 {r['val_top1']:.2%}"
+        print(f"{r['name']:>12} ({r['kind']}): {r['images_per_s']:,.0f} images/s ({r['engine']}), {r['gain']:.2f}x"
+              f"{acc}: {r['status']}")
+    c, cost = report["chosen"], report["cost"]
+    print(f"chosen: {c['name']}, test top-1 {c['top1']:.2%}; {report['verdict']}")
+    print(f"cost: {cost['seconds']:,.0f} s; {cost['trained']} trained, {cost['abandoned']} abandoned, "
+          f"{cost['untrained']} untrained")
+    print(f"wrote {out}/report.md, {out}/report.json, {c['onnx']}")
 
 
 def _add_fold(sub) -> None:
@@ -86,10 +124,26 @@ def _add_fold(sub) -> None:
     p.add_argument("--weights", help="the original's trained weights (.safetensors or a .pt/.pth state_dict); "
                    "without them the original is trained first")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--fold", type=int, default=4, help="the fold to try")
-    group.add_argument("--folds", help="several folds to try, e.g. 2,3,4")
+    group.add_argument("--fold", type=int, default=None, help="the fold to try (default 4)")
+    group.add_argument("--folds", help="several folds to try, e.g. 2,3,4 (with --search 1 adds the narrower CNNs; "
+                       "default there 1,2,4)")
+    p.add_argument("--search", action="store_true", help="find the fastest model on this machine within the "
+                   "budget: every fold x width multiplier (narrower fold-1 CNNs too), timed first with random "
+                   "weights, trained fastest first, hopeless learning curves abandoned (docs/search.md)")
+    p.add_argument("--widths", help="--search: width multipliers relative to the original's, comma-separated "
+                   "(default 0.5,0.71,1 and sqrt(f) for each fold f; sqrt(f), the paper's point, is always in)")
+    p.add_argument("--channel-multiples", help="--search: width roundings to try, e.g. 8,32 (default: "
+                   "--channel-multiple)")
+    p.add_argument("--max-flip-rate", type=float, default=None, help="--search: the largest share of validation "
+                   "images whose class may change with their fold-mates (default: no limit)")
+    p.add_argument("--invariant", action="store_true", help="--search: train the folded candidates with "
+                   "--cross-slot-decay inf, so answers cannot depend on fold-mates")
+    p.add_argument("--abandon-margin", type=float, default=2.0, help="--search: points of validation top-1 a "
+                   "candidate's curve may trail the original's progress before it is abandoned at 1/4 or 1/2 of "
+                   "its epochs")
     p.add_argument("--max-accuracy-drop", type=float, default=1.0,
-                   help="points of test top-1 a folded model may lose against the original to be chosen")
+                   help="points of top-1 a model may lose against the original to be chosen (test top-1; "
+                   "validation top-1 with --search)")
     p.add_argument("--split", default="0.8,0.1,0.1", metavar="TR,VA,TE",
                    help="train,val,test fractions of a folder of class folders (seeded, stratified)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the split")

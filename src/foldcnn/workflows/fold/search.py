@@ -1,0 +1,245 @@
+"""`foldcnn fold --search`: the fastest build of the user's CNN on this machine that keeps the accuracy.
+
+1. ``original/``: the original trained (or its weights evaluated), as without --search;
+2. every candidate (fold x width multiplier x channel multiple, space.py) and the original timed
+   with random weights in one interleaved sweep (every engine x precision here, best batch each),
+   cached in ``search/timing.json``;
+3. candidates faster than the original trained fastest first with the project's recipe
+   (distillation from the original; fold-1 candidates with the f=4 budget), each in its own stage
+   directory; a learning curve that cannot reach the budget is abandoned at a rung
+   (``space.abandon_reason``, written to the stage's ``abandoned.json``);
+4. the first candidate that meets the budget at full training is the fastest that does: the search
+   stops and the slower ones stay untrained. Selection reads validation top-1 (and the validation
+   fold-mate flip rate) only; the test top-1 each training run measured at its end goes to the
+   report, never into a decision.
+
+``resume=True`` reuses the timing, every finished or abandoned candidate, and continues a killed one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from foldcnn.checkpoints import CONFIG_FILE, atomic_write
+from foldcnn.errors import UsageError
+from foldcnn.models import create_model
+from foldcnn.models.base import resolve_channel_multiple
+from foldcnn.train.resume import TRAIN_STATE_FILE
+from foldcnn.workflows.fold.options import FoldOptions
+from foldcnn.workflows.fold.space import ORIGINAL, Candidate, abandon_reason, search_space
+from foldcnn.workflows.fold.stages import ORIGINAL_STAGE, stage_done, time_builds, train_stage
+
+__all__ = ["run_search", "ABANDONED"]
+
+ABANDONED = "abandoned.json"
+TIMING = Path("search") / "timing.json"
+
+
+class _Abandon(Exception):
+    """Raised from the epoch hook to stop a candidate's training (its train_state.pt stays)."""
+
+
+def _metrics(stage: Path) -> list[dict]:
+    path = stage / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def check_builds(opts: FoldOptions, space: list[Candidate], kwargs: dict) -> None:
+    """Build each candidate once (fresh weights): a width that rounds a layer to 0 channels fails now."""
+    for c in space:
+        create_model(opts.model, fold=c.fold, width_mult=c.width_mult, channel_multiple=c.channel_multiple, **kwargs)
+
+
+def _timing(opts: FoldOptions, builds: list[Candidate], kwargs: dict, out: Path, resume: bool, progress: bool,
+            say) -> dict[tuple, dict]:
+    path = out / TIMING
+    if resume and path.is_file():
+        saved = json.loads(path.read_text())
+        if all(b.name in saved for b in builds):
+            say(f"timing: done earlier, reusing {path}")
+            return {b.key: saved[b.name] for b in builds}
+    say(f"timing the original and {len(builds) - 1} candidates with random weights in one interleaved sweep")
+    t0 = time.perf_counter()
+    best = time_builds(opts, builds, kwargs, progress)
+    saved = {b.name: {**best[b.key], "sweep_seconds": round(time.perf_counter() - t0, 1)} for b in builds}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps(saved, indent=2).encode())
+    return {b.key: saved[b.name] for b in builds}
+
+
+class _Search:
+    """The state one search carries between candidates: the budget, the reference curve, the data."""
+
+    def __init__(self, opts: FoldOptions, out: Path, resume: bool, progress: bool, say, command):
+        self.opts, self.out, self.resume, self.progress, self.say, self.command = opts, out, resume, progress, say, command
+        self._splits = None
+
+    @property
+    def splits(self):
+        if self._splits is None:
+            from foldcnn.train.sources import load_splits
+
+            self._splits = load_splits(self.opts.data)
+        return self._splits
+
+    def validation(self, checkpoint: Path, fold: int) -> tuple[float, float | None]:
+        """(val top-1, val fold-mate flip rate or None at fold 1) of a finished checkpoint."""
+        from foldcnn.checkpoints import load_checkpoint
+        from foldcnn.train.evaluation import evaluate, regrouping_metrics
+
+        model = load_checkpoint(checkpoint).model.eval()
+        top1 = evaluate(model, self.splits.val)["top1"]
+        flips = regrouping_metrics(model, self.splits.val)["flip_rate"] if fold > 1 else None
+        return top1, flips
+
+    def train(self, c: Candidate, target: float, reference: list[float]) -> dict:
+        """Train one candidate (or read it back); {"status", "val_top1", "test_top1", "flip_rate", ...}."""
+        stage = self.out / c.name
+        if (stage / ABANDONED).is_file():
+            self.say(f"{c.name}: abandoned earlier, not retrained")
+            return json.loads((stage / ABANDONED).read_text())
+        if stage_done(stage):
+            self.say(f"{c.name}: done earlier, reusing {stage / 'checkpoint'}")
+            run = json.loads((stage / "run.json").read_text())
+        else:
+            run = self._run(c, stage, target, reference)
+            if "abandoned" in run:
+                return run["abandoned"]
+        top1, flips = self.validation(stage / "checkpoint", c.fold)
+        s = run["summary"]
+        return {"status": "trained", "val_top1": top1, "test_top1": s["test_top1"], "flip_rate": flips,
+                "epochs_trained": s["epochs_run"], "train_seconds": s["train_seconds"],
+                "checkpoint": str(stage / "checkpoint")}
+
+    def _run(self, c: Candidate, stage: Path, target: float, reference: list[float]) -> dict:
+        from foldcnn.train.run import run_training
+
+        opts = self.opts
+        cfg = opts.candidate_config(c.fold)
+        continuing = self.resume and (stage / TRAIN_STATE_FILE).is_file()
+
+        def check(_row: dict) -> None:
+            reason = abandon_reason([r["val_top1"] for r in _metrics(stage)], cfg.epochs, reference, target,
+                                    opts.abandon_margin)
+            if reason:
+                raise _Abandon(reason)
+
+        self.say(f"{c.name}: {'resuming' if continuing else 'training'} fold={c.fold} width x{c.width_mult:.3g} "
+                 f"({cfg.epochs} epochs)")
+        teacher = self.out / ORIGINAL_STAGE / "checkpoint" if opts.distill != "none" else None
+        try:
+            return run_training(opts.model, opts.data, cfg, stage, fold=c.fold, width_mult=c.width_mult,
+                                channel_multiple=c.channel_multiple, progress=self.progress, command=self.command,
+                                teacher=teacher, resume=continuing, overwrite=self.resume and not continuing,
+                                model_kwargs=opts.model_kwargs, log=self.say, on_epoch=check)
+        except _Abandon as a:
+            curve = _metrics(stage)
+            row = {"status": "abandoned", "reason": str(a), "val_top1": max(r["val_top1"] for r in curve),
+                   "test_top1": None, "flip_rate": None, "epochs_trained": len(curve),
+                   "train_seconds": round(sum(r["epoch_seconds"] for r in curve), 2), "checkpoint": None}
+            atomic_write(stage / ABANDONED, json.dumps(row, indent=2).encode())
+            self.say(f"{c.name}: abandoned: {a}")
+            return {"abandoned": row}
+
+
+def _row(c: Candidate, timing: dict, original_speed: float) -> dict:
+    return {"name": c.name, "kind": c.kind, "fold": c.fold, "width_mult": round(c.width_mult, 4),
+            "channel_multiple": resolve_channel_multiple(c.channel_multiple) if c.width_mult != 1.0 else None,
+            "flops_per_image": timing["flops_per_image"], "images_per_s": timing["images_per_s"],
+            "gain": round(timing["images_per_s"] / original_speed, 3), "engine": timing["engine"],
+            "backend": timing["backend"], "precision": timing["precision"], "batch_size": timing["batch_size"],
+            "val_top1": None, "test_top1": None, "flip_rate": None, "epochs_trained": 0, "train_seconds": 0.0,
+            "checkpoint": None, "status": "untrained"}
+
+
+def run_search(opts: FoldOptions, out: Path, *, resume: bool, progress: bool, say, command) -> dict:
+    """Steps 1-4 of the module docstring; returns the report's body (pipeline.run_fold writes it)."""
+    t0 = time.perf_counter()
+    cms = opts.channel_multiples or (opts.channel_multiple,)
+    space = search_space(opts.folds, opts.widths, cms)
+    if not space:
+        raise UsageError("the search has no candidate besides the original; give --folds above 1 or --widths "
+                         "other than 1")
+    if "input_shape" in opts.model_kwargs or ":" not in opts.model:
+        check_builds(opts, space, opts.model_kwargs)  # before the original trains
+    original_run = train_stage(opts, 1, out, resume, progress, say, command)
+    kwargs = dict(original_run["model_config"]["kwargs"])
+    check_builds(opts, space, kwargs)
+    timing = _timing(opts, [ORIGINAL, *space], kwargs, out, resume, progress, say)
+    search = _Search(opts, out, resume, progress, say, command)
+    reference = [r["val_top1"] for r in _metrics(out / ORIGINAL_STAGE)]
+    orig_val = original_run["summary"]["best_val_top1"]
+    if orig_val is None:  # the user's weights, evaluated only: no curve, so nothing is abandoned early
+        orig_val = search.validation(out / ORIGINAL_STAGE / "checkpoint", 1)[0]
+        say("the original was not trained here: no learning curve to abandon candidates against")
+    target = orig_val - opts.max_accuracy_drop / 100
+    o_speed = timing[ORIGINAL.key]["images_per_s"]
+    original = {**_row(ORIGINAL, timing[ORIGINAL.key], o_speed), "val_top1": orig_val, "status": "meets",
+                "test_top1": original_run["summary"]["test_top1"], "checkpoint": str(out / ORIGINAL_STAGE / "checkpoint"),
+                "epochs_trained": original_run["summary"]["epochs_run"],
+                "train_seconds": original_run["summary"]["train_seconds"]}
+    rows, chosen = [original], None
+    for c in sorted(space, key=lambda c: -timing[c.key]["images_per_s"]):
+        row = _row(c, timing[c.key], o_speed)
+        rows.append(row)
+        if chosen is not None or row["images_per_s"] <= o_speed:
+            continue  # slower than the chosen one (or than the original, which meets by definition)
+        row.update(search.train(c, target, reference))
+        if row["status"] == "trained":
+            flips_ok = opts.max_flip_rate is None or (row["flip_rate"] or 0.0) <= opts.max_flip_rate
+            row["status"] = "meets" if row["val_top1"] >= target - 1e-12 and flips_ok else "misses"
+            if row["status"] == "meets":
+                chosen = row
+    chosen = chosen or original
+    chosen["status"] = "chosen"
+    for r in rows:
+        if r["checkpoint"] is not None and not (Path(r["checkpoint"]) / CONFIG_FILE).is_file():
+            raise RuntimeError(f"internal: {r['name']} names {r['checkpoint']}, which does not exist")
+    trained = [r for r in rows[1:] if r["status"] in ("chosen", "meets", "misses")]
+    cost = {"seconds": round(time.perf_counter() - t0, 1),
+            "train_seconds": round(sum(r["train_seconds"] for r in rows), 1),
+            "timing_seconds": timing[ORIGINAL.key].get("sweep_seconds"),
+            "trained": len(trained), "abandoned": sum(r["status"] == "abandoned" for r in rows),
+            "untrained": sum(r["status"] == "untrained" for r in rows)}
+    f4 = [r["train_seconds"] for r in trained if r["fold"] == 4]
+    cost["f4_train_seconds"] = f4[0] if f4 else None
+    return {"original": original, "candidates": rows, "chosen_row": chosen, "budget_val_top1": target,
+            "cost": cost, "verdict": verdict(rows, chosen, opts), "original_run": original_run}
+
+
+def verdict(rows: list[dict], chosen: dict, opts: FoldOptions) -> str:
+    """The one sentence the report leads with."""
+    o = rows[0]
+    if chosen is o:
+        faster = [r for r in rows[1:] if r["images_per_s"] > o["images_per_s"]]
+        return ("keep the original: " + (f"none of the {len(faster)} faster candidates kept validation top-1 "
+                f"within {opts.max_accuracy_drop:g} points" if faster else "no candidate is faster on this machine"))
+    what = f"f={chosen['fold']} at width {chosen['width_mult']:.3g} is {chosen['gain']:.2f}x the original"
+    if chosen["fold"] == 1:
+        folded_faster = [r for r in rows if r["fold"] > 1 and r["images_per_s"] > chosen["images_per_s"]]
+        why = ("no folded candidate is faster" if not folded_faster else
+               f"the {len(folded_faster)} faster folded candidates missed the budget or were abandoned")
+        return f"a narrower CNN wins: {what}; folding adds nothing for this model on this machine ({why})"
+    narrow = [r for r in rows if r["kind"] == "narrower"]
+    if not narrow:
+        return f"folding wins: {what} (no narrower CNN was in the search)"
+    good = [r for r in narrow if r["status"] == "meets"]
+    slower = [r for r in narrow if r["status"] == "untrained"]  # untrained narrower CNNs are slower than the chosen
+    if not good and not slower:
+        return f"folding wins: {what}; every narrower CNN missed the budget or was abandoned"
+    best = max(good or slower, key=lambda r: r["images_per_s"])
+    said = "" if good else ", timed only: slower than the chosen model, so not trained"
+    return (f"folding wins: {what} and {chosen['images_per_s'] / best['images_per_s']:.2f}x the best narrower CNN "
+            f"(f=1 at width {best['width_mult']:.3g}{said})")
+
+
+def chosen_summary(result: dict, files: dict) -> dict:
+    """report.json's "chosen": the selected build, its files and its test top-1 (measured once)."""
+    c = result["chosen_row"]
+    return {"name": c["name"], "fold": c["fold"], "width_mult": c["width_mult"], "channel_multiple": c["channel_multiple"],
+            "checkpoint": c["checkpoint"], **files, "top1": c["test_top1"], "val_top1": c["val_top1"],
+            "images_per_s": c["images_per_s"], "engine": c["engine"], "precision": c["precision"],
+            "gain": c["gain"], "within_drop": True, "reason": result["verdict"]}
+

@@ -1,0 +1,129 @@
+"""`foldcnn fold --search`: the search space, the abandonment rule, a tiny search end to end
+(statuses, fastest-first training, no checkpoint named that does not exist), resume, and bad input."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from foldcnn.workflows.fold.space import Candidate, abandon_reason, rung_epochs, search_space
+from tiny_data import write_folder
+
+TINY = ["--epochs", "4", "--original-epochs", "4", "--backends", "eager/fp32", "--batch-sizes", "8", "--trials", "1",
+        "--min-seconds", "0.01", "--threads", "1", "--batch-size", "8"]
+
+
+def test_search_space_defaults_paper_point_and_no_original():
+    space = search_space((1, 2, 4), None, (None,))
+    names = [c.name for c in space]
+    assert "f1-w1" not in names  # the original is measured, never a candidate
+    assert {"f1-w0.5", "f1-w0.71", "f2-w1.41", "f4-w2", "f4-w1"} <= set(names) and len(names) == 2 + 4 + 4
+    assert Candidate(4, 2.0).kind == "paper" and Candidate(1, 0.5).kind == "narrower" and Candidate(1, 1.0).kind == "original"
+    # the paper's point joins a user's widths; the width rounding means nothing at width 1 (one build)
+    space = search_space((4,), (1.0, 0.5), (8, 32))
+    assert sorted(c.name for c in space) == ["f4-w0.5-c32", "f4-w0.5-c8", "f4-w1", "f4-w2-c32", "f4-w2-c8"]
+    assert any(math.isclose(c.width_mult, 2.0) for c in space)
+
+
+def test_rungs_and_the_abandonment_rule():
+    assert rung_epochs(200) == (50, 100) and rung_epochs(4) == (1, 2) and rung_epochs(1) == ()
+    reference = [0.5, 0.7, 0.8, 0.9]  # the original: 40 more points after its first quarter
+    assert abandon_reason([0.5], 4, reference, target=0.89, margin_points=2) is None  # 0.5 + 0.4 + 0.02 >= 0.89
+    assert abandon_reason([0.2], 4, reference, target=0.89, margin_points=2) is not None  # 0.62 < 0.89
+    assert abandon_reason([0.2, 0.3, 0.4], 4, reference, target=0.89, margin_points=2) is None  # not a rung
+    assert abandon_reason([0.2, 0.3], 4, [], target=0.89, margin_points=2) is None  # no reference curve: never
+    why = abandon_reason([0.5, 0.6], 4, reference, target=0.89, margin_points=0)
+    assert "after epoch 2 of 4" in why and "below the budget 89.00%" in why
+
+
+def _search(tmp_path, *extra):
+    from foldcnn.cli import main
+
+    data = write_folder(tmp_path / "d", {".": {c: [(12, 12)] * 10 for c in "abc"}})
+    out = tmp_path / "out"
+    argv = ["fold", "apex-squad-count", "--data", str(data), "--out", str(out), "--search", "--folds", "1,4",
+            "--widths", "0.5,1", *TINY, "--quiet", *extra]
+    return main(argv), argv, out
+
+
+def test_tiny_search_end_to_end_then_resume(tmp_path, capsys):
+    rc, argv, out = _search(tmp_path)
+    assert rc == 0
+    r = json.loads((out / "report.json").read_text())
+    rows = r["candidates"]
+    assert rows[0]["kind"] == "original" and {row["name"] for row in rows[1:]} == {"f1-w0.5", "f4-w0.5", "f4-w1", "f4-w2"}
+    assert {row["status"] for row in rows} <= {"chosen", "meets", "misses", "abandoned", "untrained"}
+    assert sum(row["status"] == "chosen" for row in rows) == 1
+    keys = {"fold", "width_mult", "channel_multiple", "flops_per_image", "images_per_s", "engine", "precision",
+            "val_top1", "test_top1", "flip_rate", "epochs_trained", "status"}
+    assert all(keys <= set(row) for row in rows)
+    for row in rows:  # a checkpoint named is a checkpoint that exists; only finished models name one
+        assert (row["checkpoint"] is None) == (row["status"] in ("abandoned", "untrained"))
+        if row["checkpoint"]:
+            assert (Path(row["checkpoint"]) / "config.json").is_file()
+    # trained fastest first: nothing faster than the chosen model is untrained, nothing slower is trained
+    chosen = next(row for row in rows if row["status"] == "chosen")
+    for row in rows[1:]:
+        if row["images_per_s"] > chosen["images_per_s"]:
+            assert row["status"] in ("misses", "abandoned")
+        elif row is not chosen:
+            assert row["status"] == "untrained"
+    if chosen["kind"] != "original":
+        assert chosen["val_top1"] >= r["budget_val_top1"] - 1e-12
+    c = r["chosen"]
+    assert c["fold"] == chosen["fold"] and c["width_mult"] == chosen["width_mult"] and Path(c["onnx"]).is_file()
+    assert c["top1"] == chosen["test_top1"] and c["images_per_s"] == chosen["images_per_s"]
+    cost = r["cost"]
+    assert cost["trained"] + cost["abandoned"] + cost["untrained"] == len(rows) - 1
+    md = (out / "report.md").read_text()
+    assert r["verdict"][1:] in md and "| candidate |" in md
+    from foldcnn.cli import main
+
+    assert main([*argv, "--resume"]) == 0  # nothing retrained: the same rows, the same training cost
+    again = json.loads((out / "report.json").read_text())
+    assert [(x["name"], x["status"], x["val_top1"]) for x in again["candidates"]] == \
+        [(x["name"], x["status"], x["val_top1"]) for x in rows]
+    assert again["cost"]["train_seconds"] == cost["train_seconds"]
+
+
+def test_resume_reuses_timing_and_stages(tmp_path, capsys):
+    from foldcnn.cli import main
+
+    rc, argv, out = _search(tmp_path)
+    assert rc == 0
+    argv = [a for a in argv if a != "--quiet"]
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 0
+    err = capsys.readouterr().err
+    rows = json.loads((out / "report.json").read_text())["candidates"]
+    trained = [row for row in rows[1:] if row["status"] != "untrained"]
+    assert "timing: done earlier" in err and "original: done earlier" in err
+    assert err.count("done earlier") + err.count("abandoned earlier") == 2 + len(trained)
+    assert " training fold=" not in err
+
+
+@pytest.mark.parametrize("extra, says", [
+    (["--widths", "0"], "--widths takes positive numbers"),
+    (["--widths", "0.001"], "0 channels wide"),
+    (["--folds", "0,4"], "folds must be ints >= 1"),
+    (["--invariant", "--cross-slot-decay", "1"], "contradicts it"),
+    (["--max-flip-rate", "2"], "max_flip_rate is a share"),
+    (["--train-only"], "--train-only does not apply to --search"),
+    (["--precision", "fp64"], "precisions are"),
+])
+def test_bad_search_input_is_one_sentence_and_nothing_trained(tmp_path, capsys, extra, says):
+    rc, argv, out = _search(tmp_path, *extra)
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert says in err and len(err.splitlines()) == 1, err
+    assert not list(out.rglob("config.json")) and not (out / "report.json").exists()
+
+
+def test_search_flags_need_search(tmp_path, capsys):
+    from foldcnn.cli import main
+
+    data = write_folder(tmp_path / "d", {".": {c: [(12, 12)] * 4 for c in "ab"}})
+    assert main(["fold", "apex-squad-count", "--data", str(data), "--out", str(tmp_path / "o"), "--widths", "0.5",
+                 "--quiet"]) == 2
+    assert "add search=True (--search)" in capsys.readouterr().err
