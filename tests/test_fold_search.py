@@ -127,3 +127,35 @@ def test_search_flags_need_search(tmp_path, capsys):
     assert main(["fold", "apex-squad-count", "--data", str(data), "--out", str(tmp_path / "o"), "--widths", "0.5",
                  "--quiet"]) == 2
     assert "add search=True (--search)" in capsys.readouterr().err
+
+
+CONCAT_CNN = '''
+import torch
+from torch import nn
+
+
+class Concat(nn.Module):
+    def __init__(self, num_classes=3):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(3, 8, 3, padding=1)
+        self.c = nn.Conv2d(16, 8, 3, padding=1)
+        self.head = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        y = torch.relu(self.c(torch.cat([self.a(x), self.b(x)], dim=1)))
+        return self.head(y.mean((2, 3)))
+'''
+
+
+def test_invariant_refuses_a_model_whose_slots_could_mix(tmp_path, monkeypatch, capsys):
+    from foldcnn.cli import main
+    from tiny_data import write_user_module
+
+    name = write_user_module(tmp_path, monkeypatch, CONCAT_CNN, "concat_cnn")
+    data = write_folder(tmp_path / "d", {".": {c: [(12, 12)] * 6 for c in "abc"}})
+    out = tmp_path / "out"
+    assert main(["fold", f"{name}:Concat", "--data", str(data), "--out", str(out), "--search", "--folds", "4",
+                 "--invariant", "--model-kwargs", '{"input_shape": [3, 12, 12]}', *TINY, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--invariant needs every layer tied" in err and "'c'" in err and len(err.splitlines()) == 1
+    assert not list(out.rglob("config.json"))

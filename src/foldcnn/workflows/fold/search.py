@@ -47,9 +47,18 @@ def _metrics(stage: Path) -> list[dict]:
 
 
 def check_builds(opts: FoldOptions, space: list[Candidate], kwargs: dict) -> None:
-    """Build each candidate once (fresh weights): a width that rounds a layer to 0 channels fails now."""
+    """Build each candidate once (fresh weights): a width that rounds a layer to 0 channels fails now,
+    and so does --invariant with a layer that fold-slot tying cannot reach (its slots could mix)."""
+    from foldcnn.train.symmetry import untiable_layers
+
     for c in space:
-        create_model(opts.model, fold=c.fold, width_mult=c.width_mult, channel_multiple=c.channel_multiple, **kwargs)
+        model = create_model(opts.model, fold=c.fold, width_mult=c.width_mult, channel_multiple=c.channel_multiple,
+                             **kwargs)
+        loose = untiable_layers(model) if opts.invariant and c.fold > 1 else {}
+        if loose:
+            name, why = next(iter(loose.items()))
+            raise UsageError(f"--invariant needs every layer tied across fold slots, but {opts.model}'s layer "
+                             f"{name!r} cannot be ({why}), so its answers could still depend on fold-mates")
 
 
 def _timing(opts: FoldOptions, builds: list[Candidate], kwargs: dict, out: Path, resume: bool, progress: bool,
