@@ -36,6 +36,9 @@ def test_example_cnn_end_to_end_then_resume(tmp_path, monkeypatch, capsys):
     ck = load_checkpoint(f2["checkpoint"])
     assert ck.model.fold == 2 and ck.class_names == ["a", "b", "c"]
     assert "foldcnn predict" in (out / "report.md").read_text()
+    peer = report["best_narrower_peer"]  # timed beside them, named in the report, never chosen without --search
+    assert peer["fold"] == 1 and peer["width_mult"] < 1 and not peer["trained"] and peer["images_per_s"] > 0
+    assert "Best narrower peer" in (out / "report.md").read_text()
     run = json.loads((out / "fold2" / "run.json").read_text())
     assert run["features"]["distillation"]["teacher"].endswith("original/checkpoint")
     capsys.readouterr()

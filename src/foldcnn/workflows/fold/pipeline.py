@@ -26,11 +26,11 @@ from typing import Callable
 
 from foldcnn.checkpoints import atomic_write, read_state_dict
 from foldcnn.errors import OutputExistsError, UsageError
-from foldcnn.models import model_entry
+from foldcnn.models import create_model, model_entry
 from foldcnn.train.sources import check_data_spec
 from foldcnn.workflows.fold.options import FoldOptions
 from foldcnn.workflows.fold.report import render_report
-from foldcnn.workflows.fold.space import Candidate
+from foldcnn.workflows.fold.space import DEFAULT_WIDTHS, Candidate
 from foldcnn.workflows.fold.stages import ORIGINAL_STAGE, export_chosen, time_builds, train_stage
 
 __all__ = ["FoldOptions", "run_fold", "REPORT_JSON", "REPORT_MD"]
@@ -38,11 +38,26 @@ __all__ = ["FoldOptions", "run_fold", "REPORT_JSON", "REPORT_MD"]
 REPORT_JSON, REPORT_MD, FRONTIER_PNG = "report.json", "report.md", "frontier.png"
 
 
-def _throughput(opts: FoldOptions, runs: dict[int, dict], progress: bool) -> dict[int, dict]:
-    """Best (engine, batch) per fold of the paper's widths; {fold: {"images_per_s", "engine", ...}}."""
+def _builds(opts: FoldOptions, c: Candidate, kwargs: dict) -> bool:
+    """Whether the model builds at this width (a narrower CNN may round a layer to 0 channels)."""
+    try:
+        create_model(opts.model, fold=c.fold, width_mult=c.width_mult, channel_multiple=c.channel_multiple, **kwargs)
+    except UsageError:
+        return False
+    return True
+
+
+def _throughput(opts: FoldOptions, runs: dict[int, dict], progress: bool) -> tuple[dict[int, dict], list[dict]]:
+    """Best (engine, batch) per fold of the paper's widths, {fold: {"images_per_s", "engine", ...}},
+    and of the narrower fold-1 CNNs (timed with random weights in the same sweep, never trained here)."""
     builds = [Candidate(f, math.sqrt(f), opts.channel_multiple if f > 1 else None) for f in (1, *opts.folds)]
-    best = time_builds(opts, builds, dict(runs[1]["model_config"]["kwargs"]), progress)
-    return {b.fold: {k: v for k, v in best[b.key].items() if k != "flops_per_image"} for b in builds}
+    kwargs = dict(runs[1]["model_config"]["kwargs"])
+    narrow = [c for c in (Candidate(1, w, opts.channel_multiple) for w in DEFAULT_WIDTHS if w < 1) if _builds(opts, c, kwargs)]
+    best = time_builds(opts, builds + narrow, kwargs, progress)
+    speed = {b.fold: {k: v for k, v in best[b.key].items() if k != "flops_per_image"} for b in builds}
+    peers = [{"fold": 1, "width_mult": b.width_mult, "trained": False,
+              "gain": round(best[b.key]["images_per_s"] / speed[1]["images_per_s"], 3), **best[b.key]} for b in narrow]
+    return speed, peers
 
 
 def _choose(opts: FoldOptions, rows: list[dict], original: dict) -> tuple[dict | None, str]:
@@ -95,7 +110,7 @@ def run_fold(opts: FoldOptions, out_dir: str | Path, *, resume: bool = False, pr
         stages.close()
         return {"stages": runs}
     say("timing original and folded models in one interleaved sweep")
-    speed = _throughput(opts, runs, progress)
+    speed, narrower = _throughput(opts, runs, progress)
     stages.update(1)
     ck = {f: str(out / (ORIGINAL_STAGE if f == 1 else f"fold{f}") / "checkpoint") for f in runs}
     original = {"fold": 1, "checkpoint": ck[1], "top1": runs[1]["summary"]["test_top1"], **speed[1]}
@@ -110,7 +125,8 @@ def run_fold(opts: FoldOptions, out_dir: str | Path, *, resume: bool = False, pr
     stages.update(1)
     report = {
         "model": opts.model, "max_accuracy_drop": opts.max_accuracy_drop, "test_images": runs[1]["test_metrics"]["images"],
-        "original": original, "folded": folded,
+        "original": original, "folded": folded, "narrower": narrower,
+        "best_narrower_peer": max(narrower, key=lambda r: r["images_per_s"]) if narrower else None,
         "chosen": {"fold": target["fold"], "checkpoint": target["checkpoint"], **files,
                    "gain": round(target["images_per_s"] / original["images_per_s"], 3), "within_drop": chosen is not None,
                    "reason": why},

@@ -18,6 +18,12 @@ def render_report(r: dict) -> str:
     for f in r["folded"]:
         lines.append(f"| fold {f['fold']} | {f['top1']:.2%} | {f['top1_drop_points']:.2f} | {f['images_per_s']:,.0f} | "
                      f"{f['engine']} | {f['batch_size']} | {f['gain']:.2f}x |")
+    peer = r.get("best_narrower_peer")
+    if peer:
+        lines += ["", f"Best narrower peer: the original at width x{peer['width_mult']:.3g} (fold 1) runs "
+                  f"{peer['images_per_s']:,.0f} images/s here ({peer['engine']}), {peer['gain']:.2f}x the original, "
+                  "timed with random weights and not trained in this run; `foldcnn fold --search` trains it "
+                  "beside the folded models and chooses between them."]
     onnx = c.get("onnx_int8") or c["onnx"]
     best = o if c["fold"] == 1 else next(f for f in r["folded"] if f["fold"] == c["fold"])
     engine = f"--backend {best['backend']} --precision {best['precision']}"
