@@ -35,7 +35,7 @@ DEFAULT_TRAIN_SIZE = 8000
 TRAIN_SIZE = {"lol-gold-int": 40000, "lol-timer-minutes": 20000}
 # Extra f=4 rows with widths rounded up to a multiple of 32 instead of 8 (--channel-multiple 32):
 # the last conv gets 32 channels, 8 per image as in the original, where the default gives 16 (4
-# per image); +5% FLOPs per image (`foldcnn analyze lol-gold-int --fold 4 --channel-multiple 32`).
+# per image); +5% FLOPs per image (`foldcnn analyze lol-gold-int --folds 4 --channel-multiple 32`).
 # For the two tasks with the most classes, where the default widths fall short (docs/accuracy.md).
 WIDE_ROWS = {"lol-timer-minutes": 32, "lol-gold-int": 32}
 BAR_POINTS = 1.0  # the issue's parity bar: folded within 1.0 point of the original
@@ -67,7 +67,7 @@ WEIGHT_DECAY = "1:1e-5,2:1e-5,3:0.05,4:0.05"
 # 6,000-frame video, but three times as many object passes, so the test stretch holds about 17
 # cars instead of 6 and one hard car cannot move its accuracy by 7 points (it did; docs/accuracy.md).
 # Its epochs per fold are its own: a NoScope epoch costs about 5x a game epoch here.
-VIDEO_TASKS = {"noscope-car": ("noscope-roundabout", ["--object", "car", "--frames", "18000", "--seed", "5"])}
+VIDEO_TASKS = {"noscope-car": ("noscope-roundabout", ["--object", "car", "--frames", "18000", "--data-seed", "5"])}
 VIDEO_EPOCHS = {"noscope-car": {1: 40, 4: 60}}  # the issue asks for f=4 on the video
 VIDEO_GAP = 30
 VIDEO_STRIDE = 3

@@ -43,8 +43,8 @@ def write_data(out: Path, task: str) -> None:
     if (d / "manifest.json").exists():
         return
     size = TRAIN_SIZE.get(task, DEFAULT_TRAIN_SIZE)
-    subprocess.run([sys.executable, "-m", "foldcnn", "data", "game", task, "--out", str(d), "--train", str(size),
-                    "--val", str(VAL_SIZE), "--test", str(TEST_SIZE), "--seed", "0", "--quiet"], check=True)
+    subprocess.run([sys.executable, "-m", "foldcnn", "data", "game", task, "--out", str(d), "--train-size", str(size),
+                    "--val-size", str(VAL_SIZE), "--test-size", str(TEST_SIZE), "--data-seed", "0", "--quiet"], check=True)
 
 
 def train_command(out: Path, task: str) -> list[str]:

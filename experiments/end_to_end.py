@@ -1,6 +1,6 @@
 """End to end at the hardware's rate (issue 20): pipeline efficiency and folded/original ratios.
 
-    foldcnn data game lol-gold-fraction --out /tmp/e2e/game --train 10 --val 10 --test 8192
+    foldcnn data game lol-gold-fraction --out /tmp/e2e/game --train-size 10 --val-size 10 --test-size 8192
     foldcnn data video --out /tmp/e2e/video --frames 3000
     python experiments/end_to_end.py --pngs /tmp/e2e/game/test --video /tmp/e2e/video/video.mp4 --work /tmp/e2e
 

@@ -60,8 +60,8 @@ def cons_dir(out: Path, task: str, kind: str, w: float) -> Path:
 def train_task(task: str, out: Path, cons: list[tuple[str, float]]) -> None:
     data = out / "data" / task
     if not (data / "manifest.json").is_file():
-        run([*FOLDCNN, "data", "game", task, "--out", str(data), "--train", str(TRAIN_SIZE.get(task, 8000)), "--val", "1000",
-             "--test", "4000", "--seed", "0", "--quiet"])
+        run([*FOLDCNN, "data", "game", task, "--out", str(data), "--train-size", str(TRAIN_SIZE.get(task, 8000)),
+             "--val-size", "1000", "--test-size", "4000", "--data-seed", "0", "--quiet"])
     fold = out / f"fold-{task}"
     if not (fold / "fold4" / "run.json").is_file():
         run([*FOLDCNN, "fold", task, "--data", str(data), "--out", str(fold), "--fold", "4", "--threads", "1",

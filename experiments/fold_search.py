@@ -4,7 +4,7 @@ Runs the search (the same code path as the CLI) on a folder of train/val/test cl
 writes the report's candidates, choice, verdict and cost beside the command, date, CPU model,
 commit and load average (the machine may be shared: the load says how much).
 
-    foldcnn data game apex-squad-count --out data/apex --train 2000 --val 400 --test 400 --seed 0
+    foldcnn data game apex-squad-count --out data/apex --train-size 2000 --val-size 400 --test-size 400 --data-seed 0
     python experiments/fold_search.py apex-squad-count --data data/apex --out runs/search-apex \\
         --name apex-squad-count-2000 --threads 1
 """

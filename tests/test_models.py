@@ -179,11 +179,11 @@ def test_analyze_width_mult_cli(capsys):
 
     from foldcnn.cli import main
 
-    assert main(["analyze", "apex-squad-count", "--fold", "1", "4", "--width-mult", "0.5", "--json", "-"]) == 0
+    assert main(["analyze", "apex-squad-count", "--folds", "1,4", "--width-mult", "0.5", "--json", "-"]) == 0
     recs = json.loads(capsys.readouterr().out)
     recs = recs["records"] if isinstance(recs, dict) else recs
     assert [r["width_mult"] for r in recs] == [0.5, 0.5]
-    assert main(["analyze", "apex-squad-count", "--fold", "1", "--json", "-"]) == 0
+    assert main(["analyze", "apex-squad-count", "--folds", "1", "--json", "-"]) == 0
     full = json.loads(capsys.readouterr().out)
     full = full["records"] if isinstance(full, dict) else full
     assert full[0]["width_mult"] == 1.0 and recs[0]["flops_per_image"] < full[0]["flops_per_image"] / 2

@@ -45,7 +45,7 @@ def _train_inputs(args: argparse.Namespace):
     cfg = TrainConfig.for_fold(args.fold, **budget, batch_size=args.batch_size, lr=args.lr,
                                optimizer=args.optimizer, schedule=args.schedule,
                                seed=args.seed, patience=args.patience, threads=args.threads,
-                               precision=args.precision, device=args.device, curriculum=args.curriculum,
+                               precision=args.train_precision, device=args.device, curriculum=args.curriculum,
                                train_batchnorm=not args.no_train_batchnorm,
                                zero_init_head=not args.no_zero_init_head, tie_slots=not args.no_tie_slots,
                                slot_diagonal_init=args.slot_diagonal_init,
@@ -191,7 +191,7 @@ def _add_train(sub) -> None:
                         "above; folded models also gain from --teacher)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step")
     p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
+    p.add_argument("--train-precision", choices=PRECISIONS, default=d.precision,
                    help="forward pass in bf16 autocast (auto: where the CPU/GPU has bf16 instructions)")
     p.add_argument("--device", choices=DEVICES, default=d.device, help="where to train (auto: cuda if present)")
     p.add_argument("--weight-decay", type=float, default=None,
@@ -261,8 +261,6 @@ EVAL_UNSUPPORTED = {
     "workers": "eval reads the folder first, then classifies the images in memory",
     "decoders": "eval reads the folder first, then classifies the images in memory",
     "keyframes": "eval reads image folders, not videos",
-    "on_error": "unreadable images in the folder are skipped and counted",
-    "max_pixels": "eval reads every image of the folder",
 }
 
 
@@ -279,14 +277,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     options = predict_options(args).replace(workers=0)
     with Predictor.from_checkpoint(args.checkpoint, options) as p:
-        ds = load_image_folder(args.data, input_size=p.input_shape[1:], resize=options.resize_mode or "bilinear")
+        ds = load_image_folder(args.data, input_size=p.input_shape[1:], resize=options.resize_mode or "bilinear",
+                               on_error=options.on_error, max_pixels=options.max_pixels)
         labels = _labels_in_checkpoint_order(ds, p.class_names, args.data)
         _, probs = p.predict_arrays(ds.images)
         m = classification_metrics(torch.from_numpy(probs), labels, p.class_names)
         m["grouping"] = "input order (the folder's sorted files, folded f at a time as foldcnn predict does)"
         m["options"] = options.to_dict()
         skipped = (ds.meta.get("read_report") or {}).get("skipped") or []
-        m["skipped"] = len(skipped)
+        m["skipped"], m["skipped_images"] = len(skipped), skipped
         if args.regroupings:
             m["regrouping"] = regrouping_report(p, ds.images, labels.numpy(), regroupings=args.regroupings,
                                                 seed=args.regroup_seed).to_dict()
@@ -299,7 +298,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     print(f"{m['images']} images: top-1 {m['top1']:.2%}, top-5 {m['top5']:.2%} (folds in input order; "
           f"{p.stats.backend}/{p.stats.precision}, fold {p.fold})")
     if skipped:
-        print(f"skipped {len(skipped)} unreadable image(s)")
+        print(f"skipped {len(skipped)} unreadable image(s) (--on-error skip):")
+        for s in skipped[:20]:
+            print(f"  {s['path']}: {s['reason']}")
     for c in m["worst_confusions"]:
         print(f"  {c['true']} -> {c['predicted']}: {c['count']}")
     if args.regroupings:

@@ -86,7 +86,7 @@ class FoldedGraphModule(fx.GraphModule, FoldedCNN):
 
     def __deepcopy__(self, memo):
         res = super().__deepcopy__(memo)  # GraphModule rebuilds from its code: re-attach the interface
-        res._set_interface(self.fold, self.num_classes, self.input_shape)
+        res.set_interface(self.fold, self.num_classes, self.input_shape)
         res.config = self.config  # how to rebuild it (models by import path), frozen: shared
         return res
 
@@ -101,7 +101,7 @@ def _unpickle(body: dict, import_block: str, class_name: str) -> FoldedGraphModu
     gm = fx.graph_module.reduce_graph_module(body, import_block)
     res = FoldedGraphModule(gm, gm.graph, class_name)
     _order_like(res, gm)
-    res._set_interface(body["fold"], body["num_classes"], body["input_shape"])
+    res.set_interface(body["fold"], body["num_classes"], body["input_shape"])
     res.config = body.get("config")
     return res
 
@@ -426,5 +426,5 @@ def fold_model(
             root[n.target] = copy.deepcopy(folder.fetch_attr(n.target))
     folded = FoldedGraphModule(root, gm.graph, f"Folded{type(model).__name__}")
     _order_like(folded, model)
-    folded._set_interface(fold, k, (c, h, w))
+    folded.set_interface(fold, k, (c, h, w))
     return folded.train(model.training)
