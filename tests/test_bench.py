@@ -537,3 +537,20 @@ def test_width_mults_time_narrower_and_wider_builds_and_only_the_original_is_the
     assert [r["ratio_vs_original"] for r in records] == [1.0, 3.0] and [is_original(r) for r in records] == [True, False]
     with pytest.raises(ValueError, match="positive"):
         make_configs([MODEL], [1], [8], width_mults=[-1.0])
+
+
+def test_cli_bench_width_mults(tmp_path, capsys):
+    from foldcnn.cli import main
+
+    rc = main(["bench", "--models", MODEL, "--folds", "1", "--width-mults", "0.5,1", "--batch-sizes", "8",
+               "--backends", "eager/fp32", "--no-baselines", "--no-peak", "--trials", "1", "--min-seconds", "0.01",
+               "--threads", "1", "--quiet", "--json", str(tmp_path / "w.json")])
+    assert rc == 0
+    recs = read_json(tmp_path / "w.json")["records"]
+    assert sorted(r["width_mult"] for r in recs) == [0.5, 1.0]
+    narrow = next(r for r in recs if r["width_mult"] == 0.5)
+    assert narrow["ratio_vs_original"] > 0 and narrow["flops_per_image"] < next(
+        r for r in recs if r["width_mult"] == 1.0)["flops_per_image"]
+    capsys.readouterr()
+    assert main(["bench", "--quick", "--width-mults", "0.5,-2"]) == 2
+    assert "--width-mults takes positive numbers" in capsys.readouterr().err
