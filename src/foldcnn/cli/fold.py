@@ -113,7 +113,9 @@ def _add_fold(sub) -> None:
         "model with the project's recipe (train-time BatchNorm, zero-init head, fold-slot tying, distillation "
         "from the original, slot-diagonal start), measures original and folded throughput in one interleaved run, picks the "
         "fastest folded model within --max-accuracy-drop points, exports it to ONNX and writes "
-        "OUT/report.md and OUT/report.json. Resumable with --resume.",
+        "OUT/report.md and OUT/report.json. Resumable with --resume. With --search: every fold x width (narrower "
+        "fold-1 CNNs too) is timed first, the fastest trained first, and the fastest within the budget chosen on "
+        "validation (docs/search.md).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("model", help="your CNN as package.module:Name (an nn.Module class or a function returning one, "
                    "for one image; the current directory is importable) or a zoo model name")
