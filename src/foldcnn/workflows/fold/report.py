@@ -119,6 +119,9 @@ def render_search_report(r: dict) -> str:
               f"{cost['untrained']} untrained."]
     if cost.get("f4_train_seconds"):
         lines[-1] += f" One f=4 training took {cost['f4_train_seconds']:,.0f} s here."
+    elif cost.get("f4_train_seconds_estimated"):
+        lines[-1] += (f" One f=4 training would take about {cost['f4_train_seconds_estimated']:,.0f} s here (its "
+                      "budget at the abandoned f=4 candidates' seconds per epoch).")
     onnx = c.get("onnx_int8") or c["onnx"]
     lines += ["", f"**Chosen: {c['name']}** (fold {c['fold']}, width x{c['width_mult']:.3g}), {c['gain']:.2f}x the "
               f"original on {c['engine']}, test top-1 {_pct(c['top1'])}.", "", "Use it:", "", "```",

@@ -214,6 +214,10 @@ def run_search(opts: FoldOptions, out: Path, *, resume: bool, progress: bool, sa
             "untrained": sum(r["status"] == "untrained" for r in rows)}
     f4 = [r["train_seconds"] for r in trained if r["fold"] == 4]
     cost["f4_train_seconds"] = f4[0] if f4 else None
+    # Without a full f=4 training to compare with: the f=4 budget at the abandoned f=4 runs' seconds per epoch.
+    part = [r for r in rows if r["fold"] == 4 and r["status"] == "abandoned" and r["epochs_trained"]]
+    cost["f4_train_seconds_estimated"] = None if f4 or not part else round(
+        opts.candidate_config(4).epochs * sum(r["train_seconds"] for r in part) / sum(r["epochs_trained"] for r in part), 1)
     return {"original": original, "candidates": rows, "chosen_row": chosen, "budget_val_top1": target,
             "cost": cost, "verdict": verdict(rows, chosen, opts), "original_run": original_run}
 
