@@ -179,9 +179,9 @@ def run_search(opts: FoldOptions, out: Path, *, resume: bool, progress: bool, sa
     timing = _timing(opts, [ORIGINAL, *space], kwargs, out, resume, progress, say)
     search = _Search(opts, out, resume, progress, say, command)
     reference = [r["val_top1"] for r in _metrics(out / ORIGINAL_STAGE)]
-    orig_val = original_run["summary"]["best_val_top1"]
-    if orig_val is None:  # the user's weights, evaluated only: no curve, so nothing is abandoned early
-        orig_val = search.validation(out / ORIGINAL_STAGE / "checkpoint", 1)[0]
+    # measured as every candidate's is: the saved checkpoint on the validation split
+    orig_val = search.validation(out / ORIGINAL_STAGE / "checkpoint", 1)[0]
+    if not reference:  # the user's weights, evaluated only: no curve, so nothing is abandoned early
         say("the original was not trained here: no learning curve to abandon candidates against")
     target = orig_val - opts.max_accuracy_drop / 100
     o_speed = timing[ORIGINAL.key]["images_per_s"]
