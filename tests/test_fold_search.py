@@ -159,3 +159,32 @@ def test_invariant_refuses_a_model_whose_slots_could_mix(tmp_path, monkeypatch, 
     err = capsys.readouterr().err.strip()
     assert "--invariant needs every layer tied" in err and "'c'" in err and len(err.splitlines()) == 1
     assert not list(out.rglob("config.json"))
+
+
+def test_ray_engine_bad_input_is_one_sentence_before_training(tmp_path, capsys):
+    rc, _, out = _search(tmp_path, "--engine", "ray", "--address", "127.0.0.1:9")
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot reach the Ray cluster at '127.0.0.1:9'" in err and len(err.splitlines()) == 1
+    assert not list(out.rglob("config.json"))
+    from foldcnn.cli import main
+
+    data = write_folder(tmp_path / "d2", {".": {c: [(12, 12)] * 4 for c in "ab"}})
+    assert main(["fold", "apex-squad-count", "--data", str(data), "--out", str(tmp_path / "o"), "--engine", "ray",
+                 "--quiet"]) == 2
+    assert "add search=True (--search)" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ray_engine_trains_candidates_as_tune_trials(tmp_path):
+    """A local Ray cluster (about a minute to start and stop on 2 cores): the same report as without Ray."""
+    rc, argv, out = _search(tmp_path, "--engine", "ray")
+    assert rc == 0
+    rows = json.loads((out / "report.json").read_text())["candidates"]
+    o = rows[0]["images_per_s"]
+    for row in rows[1:]:  # every candidate faster than the original was a trial: finished or stopped by ASHA
+        assert row["status"] in (("chosen", "meets", "misses", "abandoned") if row["images_per_s"] > o else
+                                 ("untrained",))
+        if row["status"] == "abandoned":
+            assert "ASHA" in row["reason"] and not (out / row["name"] / "checkpoint" / "config.json").exists()
+    assert (out / "search" / "ray" / "candidates").is_dir()

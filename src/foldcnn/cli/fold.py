@@ -67,7 +67,8 @@ def _cmd_fold(args: argparse.Namespace) -> int:
                        bench_min_seconds=args.min_seconds, search=args.search,
                        widths=parse_width_mults(args.widths, "--widths"),
                        channel_multiples=_ints(args.channel_multiples, "--channel-multiples"),
-                       max_flip_rate=args.max_flip_rate, invariant=args.invariant, abandon_margin=args.abandon_margin)
+                       max_flip_rate=args.max_flip_rate, invariant=args.invariant, abandon_margin=args.abandon_margin,
+                       engine=args.engine, address=args.address)
     quiet = args.quiet
     report = run_fold(opts, args.out, resume=args.resume, progress=not quiet, command=["foldcnn", *sys.argv[1:]],
                       log=None if quiet else (lambda msg: print(f"foldcnn fold: {msg}", file=sys.stderr)),
@@ -143,6 +144,10 @@ def _add_fold(sub) -> None:
     p.add_argument("--abandon-margin", type=float, default=2.0, help="--search: points of validation top-1 a "
                    "candidate's curve may trail the original's progress before it is abandoned at 1/4 or 1/2 of "
                    "its epochs")
+    p.add_argument("--engine", choices=("local", "ray"), default="local", help="--search: ray trains the candidates "
+                   "as Ray Tune trials side by side, stopped by its ASHA scheduler (one trial per candidate)")
+    p.add_argument("--address", help="--engine ray: the Ray cluster to join (default: a local one, started and "
+                   "stopped)")
     p.add_argument("--max-accuracy-drop", type=float, default=1.0,
                    help="points of top-1 a model may lose against the original to be chosen (test top-1; "
                    "validation top-1 with --search)")

@@ -50,6 +50,8 @@ class FoldOptions:
     max_flip_rate: float | None = None  # share of validation images whose class changes with their fold-mates
     invariant: bool = False  # search only candidates trained with cross_slot_decay inf
     abandon_margin: float = 2.0  # points of validation top-1 a learning curve may trail before it is abandoned
+    engine: str = "local"  # search only: "ray" trains the candidates as Ray Tune trials under ASHA
+    address: str | None = None  # the Ray cluster (None: a local one, started and stopped)
 
     def __post_init__(self):
         folds = tuple(self.folds)
@@ -73,6 +75,12 @@ class FoldOptions:
             object.__setattr__(self, "precisions", tuple(dict.fromkeys(self.precisions)))
 
     def _check_search(self) -> None:
+        if self.engine not in ("local", "ray"):
+            raise UsageError(f"engine is local or ray, got {self.engine!r}")
+        if self.address is not None and self.engine != "ray":
+            raise UsageError("an address names a Ray cluster: it goes with engine ray (--engine ray)")
+        if self.engine == "ray" and not self.search:
+            raise UsageError("engine ray trains the candidates of a search: add search=True (--search)")
         if not self.search:
             given = [n for n, v in (("widths", self.widths), ("channel_multiples", self.channel_multiples),
                                     ("max_flip_rate", self.max_flip_rate)) if v is not None]

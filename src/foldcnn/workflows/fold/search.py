@@ -153,6 +153,20 @@ class _Search:
             return {"abandoned": row}
 
 
+def _check_ray(address: str | None) -> None:
+    """Ray importable and, when an address is given, reachable: both before the original trains."""
+    import importlib.util
+
+    from foldcnn.errors import MissingExtraError
+
+    if importlib.util.find_spec("ray") is None or importlib.util.find_spec("ray.tune") is None:
+        raise MissingExtraError("--engine ray needs Ray Tune: pip install 'foldcnn[ray]' 'ray[tune]'")
+    if address is not None:
+        from foldcnn.scaleout.ray_engine import _check_reachable
+
+        _check_reachable(address)
+
+
 def _row(c: Candidate, timing: dict, original_speed: float) -> dict:
     return {"name": c.name, "kind": c.kind, "fold": c.fold, "width_mult": round(c.width_mult, 4),
             "channel_multiple": resolve_channel_multiple(c.channel_multiple) if c.width_mult != 1.0 else None,
@@ -173,6 +187,8 @@ def run_search(opts: FoldOptions, out: Path, *, resume: bool, progress: bool, sa
                          "other than 1")
     if "input_shape" in opts.model_kwargs or ":" not in opts.model:
         check_builds(opts, space, opts.model_kwargs)  # before the original trains
+    if opts.engine == "ray":
+        _check_ray(opts.address)
     original_run = train_stage(opts, 1, out, resume, progress, say, command)
     kwargs = dict(original_run["model_config"]["kwargs"])
     check_builds(opts, space, kwargs)
@@ -189,17 +205,23 @@ def run_search(opts: FoldOptions, out: Path, *, resume: bool, progress: bool, sa
                 "test_top1": original_run["summary"]["test_top1"], "checkpoint": str(out / ORIGINAL_STAGE / "checkpoint"),
                 "epochs_trained": original_run["summary"]["epochs_run"],
                 "train_seconds": original_run["summary"]["train_seconds"]}
+    order = sorted(space, key=lambda c: -timing[c.key]["images_per_s"])
+    if opts.engine == "ray":  # every candidate faster than the original, as Tune trials side by side
+        from foldcnn.workflows.fold.ray_search import train_on_ray
+
+        train_on_ray(opts, [c for c in order if timing[c.key]["images_per_s"] > o_speed], out, address=opts.address,
+                     progress=progress, command=command, abandoned_file=ABANDONED)
     rows, chosen = [original], None
-    for c in sorted(space, key=lambda c: -timing[c.key]["images_per_s"]):
+    for c in order:
         row = _row(c, timing[c.key], o_speed)
         rows.append(row)
-        if chosen is not None or row["images_per_s"] <= o_speed:
-            continue  # slower than the chosen one (or than the original, which meets by definition)
+        if row["images_per_s"] <= o_speed or (chosen is not None and opts.engine == "local"):
+            continue  # slower than the original (which meets by definition) or than the chosen one
         row.update(search.train(c, target, reference))
         if row["status"] == "trained":
             flips_ok = opts.max_flip_rate is None or (row["flip_rate"] or 0.0) <= opts.max_flip_rate
             row["status"] = "meets" if row["val_top1"] >= target - 1e-12 and flips_ok else "misses"
-            if row["status"] == "meets":
+            if row["status"] == "meets" and chosen is None:
                 chosen = row
     chosen = chosen or original
     chosen["status"] = "chosen"
