@@ -65,3 +65,16 @@ def test_cli_extract_from_a_model_trained_with_cross_slot_decay_inf(tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert "--cross-slot-decay inf" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "no" / "config.json").exists()
+
+
+@pytest.mark.parametrize("cm", [8, 32])
+def test_slot_cnn_of_a_users_cnn(cm, monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))  # examples/ as in the README
+    folded = _separable("examples.my_cnn:MyCNN", channel_multiple=cm, input_shape=(3, 17, 40), num_classes=5)
+    slot = extract_slot_cnn(folded)
+    assert slot.fold == 1 and slot.config.name == "examples.my_cnn:MyCNN"
+    x = torch.rand(6, 3, 17, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(slot.classify(x), folded.classify(x), atol=1e-5, rtol=1e-5)
