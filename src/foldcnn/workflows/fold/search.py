@@ -171,6 +171,7 @@ def _row(c: Candidate, timing: dict, original_speed: float) -> dict:
     return {"name": c.name, "kind": c.kind, "fold": c.fold, "width_mult": round(c.width_mult, 4),
             "channel_multiple": resolve_channel_multiple(c.channel_multiple) if c.width_mult != 1.0 else None,
             "flops_per_image": timing["flops_per_image"], "images_per_s": timing["images_per_s"],
+            "images_per_s_min": timing.get("images_per_s_min"), "images_per_s_max": timing.get("images_per_s_max"),
             "gain": round(timing["images_per_s"] / original_speed, 3), "engine": timing["engine"],
             "backend": timing["backend"], "precision": timing["precision"], "batch_size": timing["batch_size"],
             "val_top1": None, "test_top1": None, "flip_rate": None, "epochs_trained": 0, "train_seconds": 0.0,
