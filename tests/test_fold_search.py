@@ -37,6 +37,11 @@ def test_rungs_and_the_abandonment_rule():
     assert "after epoch 2 of 4" in why and "below the budget 89.00%" in why
 
 
+def _screened(row: dict) -> float:
+    """The first sweep's images/s, which ordered the training (a confirmed row keeps it beside)."""
+    return row.get("screening_images_per_s", row["images_per_s"])
+
+
 def _search(tmp_path, *extra):
     from foldcnn.cli import main
 
@@ -62,10 +67,11 @@ def test_tiny_search_end_to_end_then_resume(tmp_path, capsys):
         assert (row["checkpoint"] is None) == (row["status"] in ("abandoned", "untrained"))
         if row["checkpoint"]:
             assert (Path(row["checkpoint"]) / "config.json").is_file()
-    # trained fastest first: nothing faster than the chosen model is untrained, nothing slower is trained
+    # trained fastest first (in the first sweep's order): nothing faster than the chosen model is
+    # untrained, nothing slower is trained
     chosen = next(row for row in rows if row["status"] == "chosen")
     for row in rows[1:]:
-        if row["images_per_s"] > chosen["images_per_s"]:
+        if _screened(row) > _screened(chosen):
             assert row["status"] in ("misses", "abandoned")
         elif row is not chosen:
             assert row["status"] == "untrained"
@@ -73,7 +79,8 @@ def test_tiny_search_end_to_end_then_resume(tmp_path, capsys):
         assert chosen["val_top1"] >= r["budget_val_top1"] - 1e-12
     c = r["chosen"]
     assert c["fold"] == chosen["fold"] and c["width_mult"] == chosen["width_mult"] and Path(c["onnx"]).is_file()
-    assert c["top1"] == chosen["test_top1"] and c["images_per_s"] == chosen["images_per_s"]
+    assert c["top1"] == chosen["test_top1"] and c["images_per_s"] == chosen["images_per_s"] and chosen["confirmed"]
+    assert rows[0]["confirmed"] and (out / "search" / "confirm.json").is_file()
     cost = r["cost"]
     assert cost["trained"] + cost["abandoned"] + cost["untrained"] == len(rows) - 1
     md = (out / "report.md").read_text()
@@ -181,9 +188,9 @@ def test_ray_engine_trains_candidates_as_tune_trials(tmp_path):
     rc, argv, out = _search(tmp_path, "--engine", "ray")
     assert rc == 0
     rows = json.loads((out / "report.json").read_text())["candidates"]
-    o = rows[0]["images_per_s"]
+    o = _screened(rows[0])
     for row in rows[1:]:  # every candidate faster than the original was a trial: finished or stopped by ASHA
-        assert row["status"] in (("chosen", "meets", "misses", "abandoned") if row["images_per_s"] > o else
+        assert row["status"] in (("chosen", "meets", "misses", "abandoned") if _screened(row) > o else
                                  ("untrained",))
         if row["status"] == "abandoned":
             assert "ASHA" in row["reason"] and not (out / row["name"] / "checkpoint" / "config.json").exists()

@@ -103,12 +103,15 @@ def render_search_report(r: dict) -> str:
               f"{r['max_accuracy_drop']:g} points). Candidates were timed with random weights in one interleaved "
               "sweep on this machine (each at its best engine, precision and batch), then trained fastest first; "
               "selection read validation only. Test top-1 is each trained model's, on "
-              f"{r['test_images']} test images, for this report.", "",
+              f"{r['test_images']} test images, for this report. Images/s marked * (the original, the chosen model, "
+              "the paper's points, the fastest narrower CNN) come from a second interleaved sweep with more trials; "
+              "their ratios are the ones the verdict states. The others are the first sweep's, which only ordered "
+              "the training.", "",
               "| candidate | kind | fold | width | images/s | gain | engine | val top-1 | test top-1 | flip rate "
               "| epochs | status |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in r["candidates"]:
         lines.append(f"| {row['name']} | {row['kind']} | {row['fold']} | {row['width_mult']:.3g} | "
-                     f"{row['images_per_s']:,.0f} | {row['gain']:.2f}x | {row['engine']} | {_pct(row['val_top1'])} | "
+                     f"{row['images_per_s']:,.0f}{'*' if row.get('confirmed') else ''} | {row['gain']:.2f}x | {row['engine']} | {_pct(row['val_top1'])} | "
                      f"{_pct(row['test_top1'])} | {_pct(row['flip_rate'])} | {row['epochs_trained']} | {row['status']} |")
     abandoned = [row for row in r["candidates"] if row.get("reason")]
     if abandoned:
