@@ -163,9 +163,9 @@ def _confirm(opts: FoldOptions, rows: list[dict], chosen: dict, space: list[Cand
     from dataclasses import replace
 
     by_name = {c.name: c for c in [ORIGINAL, *space]}
-    narrow = [r for r in rows if r["kind"] == "narrower"]
+    peer = narrow_reference(rows)
     picked = {r["name"]: r for r in [rows[0], chosen, *[r for r in rows if r["kind"] == "paper"],
-                                     *([max(narrow, key=lambda r: r["images_per_s"])] if narrow else [])]}
+                                     *([peer] if peer else [])]}
     say(f"confirming the throughput of {', '.join(picked)} in a second interleaved sweep")
     t0 = time.perf_counter()
     again = replace(opts, bench_trials=max(5, 2 * opts.bench_trials))
@@ -288,17 +288,23 @@ def verdict(rows: list[dict], chosen: dict, opts: FoldOptions) -> str:
         why = ("no folded candidate is faster" if not folded_faster else
                f"the {len(folded_faster)} faster folded candidates missed the budget or were abandoned")
         return f"a narrower CNN wins: {what}; folding adds nothing for this model on this machine ({why})"
-    narrow = [r for r in rows if r["kind"] == "narrower"]
-    if not narrow:
+    if not any(r["kind"] == "narrower" for r in rows):
         return f"folding wins: {what} (no narrower CNN was in the search)"
-    good = [r for r in narrow if r["status"] == "meets"]
-    slower = [r for r in narrow if r["status"] == "untrained"]  # untrained narrower CNNs are slower than the chosen
-    if not good and not slower:
+    best = narrow_reference(rows)
+    if best is None:
         return f"folding wins: {what}; every narrower CNN missed the budget or was abandoned"
-    best = max(good or slower, key=lambda r: r["images_per_s"])
-    said = "" if good else ", timed only: slower than the chosen model, so not trained"
+    said = "" if best["status"] == "meets" else ", timed only: slower than the chosen model, so not trained"
     return (f"folding wins: {what} and {chosen['images_per_s'] / best['images_per_s']:.2f}x the best narrower CNN "
             f"(f=1 at width {best['width_mult']:.3g}{said})")
+
+
+def narrow_reference(rows: list[dict]) -> dict | None:
+    """The narrower CNN the verdict compares with: the fastest that met the budget, else the fastest
+    left untrained (slower than the chosen model, accuracy unknown); None when every one missed."""
+    narrow = [r for r in rows if r["kind"] == "narrower"]
+    good = [r for r in narrow if r["status"] == "meets"]
+    pool = good or [r for r in narrow if r["status"] == "untrained"]
+    return max(pool, key=lambda r: r.get("screening_images_per_s", r["images_per_s"])) if pool else None
 
 
 def chosen_summary(result: dict, files: dict) -> dict:
