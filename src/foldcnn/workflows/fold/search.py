@@ -35,7 +35,6 @@ __all__ = ["run_search", "ABANDONED"]
 
 ABANDONED = "abandoned.json"
 TIMING = Path("search") / "timing.json"
-CONFIRM = Path("search") / "confirm.json"
 
 
 class _Abandon(Exception):
@@ -123,6 +122,15 @@ class _Search:
                 "epochs_trained": s["epochs_run"], "train_seconds": s["train_seconds"],
                 "checkpoint": str(stage / "checkpoint")}
 
+    def judge(self, row: dict, c: Candidate, target: float, reference: list[float]) -> bool:
+        """Train (or read back) ``c`` into ``row`` and set its status; whether it meets the budget."""
+        row.update(self.train(c, target, reference))
+        if row["status"] != "trained":
+            return False
+        flips_ok = self.opts.max_flip_rate is None or (row["flip_rate"] or 0.0) <= self.opts.max_flip_rate
+        row["status"] = "meets" if row["val_top1"] >= target - 1e-12 and flips_ok else "misses"
+        return row["status"] == "meets"
+
     def _run(self, c: Candidate, stage: Path, target: float, reference: list[float]) -> dict:
         from foldcnn.train.run import run_training
 
@@ -155,27 +163,36 @@ class _Search:
 
 
 def _confirm(opts: FoldOptions, rows: list[dict], chosen: dict, space: list[Candidate], kwargs: dict, out: Path,
-             progress: bool, say) -> float:
+             resume: bool, progress: bool, say) -> float:
     """Time the original, the chosen model, the paper's points and the fastest narrower CNN again, in
     one interleaved sweep with at least twice the trials: the screening sweep ordered the training,
     this one gives the ratios the report states (on a busy machine a 3-trial median can be far off).
-    The confirmed rows' ``images_per_s`` and ``gain`` are replaced, the screening values kept beside."""
+    The confirmed rows' ``images_per_s`` and ``gain`` are replaced, the screening values kept beside.
+    Each sweep is saved under the set it timed, so a resumed search replays the same decisions."""
+    import hashlib
     from dataclasses import replace
 
     by_name = {c.name: c for c in [ORIGINAL, *space]}
     peer = narrow_reference(rows)
     picked = {r["name"]: r for r in [rows[0], chosen, *[r for r in rows if r["kind"] == "paper"],
                                      *([peer] if peer else [])]}
-    say(f"confirming the throughput of {', '.join(picked)} in a second interleaved sweep")
-    t0 = time.perf_counter()
-    again = replace(opts, bench_trials=max(5, 2 * opts.bench_trials))
-    best = time_builds(again, [by_name[n] for n in picked], kwargs, progress)
-    seconds = round(time.perf_counter() - t0, 1)
-    atomic_write(out / CONFIRM, json.dumps({n: best[by_name[n].key] for n in picked}, indent=2).encode())
-    base = best[ORIGINAL.key]["images_per_s"]
+    path = out / "search" / f"confirm-{hashlib.sha1(' '.join(sorted(picked)).encode()).hexdigest()[:10]}.json"
+    if resume and path.is_file():
+        say(f"confirming sweep of {', '.join(picked)}: done earlier, reusing {path}")
+        best, seconds = json.loads(path.read_text()), 0.0
+    else:
+        say(f"confirming the throughput of {', '.join(picked)} in a second interleaved sweep")
+        t0 = time.perf_counter()
+        again = replace(opts, bench_trials=max(5, 2 * opts.bench_trials))
+        timed = time_builds(again, [by_name[n] for n in picked], kwargs, progress)
+        seconds = round(time.perf_counter() - t0, 1)
+        best = {n: timed[by_name[n].key] for n in picked}
+        atomic_write(path, json.dumps(best, indent=2).encode())
+    base = best[ORIGINAL.name]["images_per_s"]
     for name, row in picked.items():
-        t = best[by_name[name].key]
-        row.update({f"screening_{k}": row[k] for k in ("images_per_s", "gain", "engine")})
+        t = best[name]
+        for k in ("images_per_s", "gain", "engine"):  # the first sweep's, kept through later confirmations
+            row.setdefault(f"screening_{k}", row[k])
         row.update({k: t[k] for k in ("images_per_s", "images_per_s_min", "images_per_s_max", "engine", "backend",
                                       "precision", "batch_size")}, gain=round(t["images_per_s"] / base, 3),
                    confirmed=True)
@@ -247,15 +264,22 @@ def run_search(opts: FoldOptions, out: Path, *, resume: bool, progress: bool, sa
         rows.append(row)
         if row["images_per_s"] <= o_speed or (chosen is not None and opts.engine == "local"):
             continue  # slower than the original (which meets by definition) or than the chosen one
-        row.update(search.train(c, target, reference))
-        if row["status"] == "trained":
-            flips_ok = opts.max_flip_rate is None or (row["flip_rate"] or 0.0) <= opts.max_flip_rate
-            row["status"] = "meets" if row["val_top1"] >= target - 1e-12 and flips_ok else "misses"
-            if row["status"] == "meets" and chosen is None:
-                chosen = row
+        if search.judge(row, c, target, reference) and chosen is None:
+            chosen = row
     chosen = chosen or original
     chosen["status"] = "chosen"
-    confirmed = _confirm(opts, rows, chosen, space, kwargs, out, progress, say)
+    confirmed = _confirm(opts, rows, chosen, space, kwargs, out, resume, progress, say)
+    by_name = {c.name: c for c in space}
+    for _ in range(len(space)):  # the confirming sweep may put an untrained candidate ahead: train it too
+        ahead = [r for r in rows if r.get("confirmed") and r["status"] == "untrained"
+                 and r["images_per_s"] > chosen["images_per_s"]]
+        if not ahead:
+            break
+        row = max(ahead, key=lambda r: r["images_per_s"])
+        say(f"{row['name']} is faster than {chosen['name']} in the confirming sweep: training it too")
+        if search.judge(row, by_name[row["name"]], target, reference):
+            chosen["status"], row["status"], chosen = "meets", "chosen", row
+            confirmed += _confirm(opts, rows, chosen, space, kwargs, out, resume, progress, say)
     for r in rows:
         if r["checkpoint"] is not None and not (Path(r["checkpoint"]) / CONFIG_FILE).is_file():
             raise RuntimeError(f"internal: {r['name']} names {r['checkpoint']}, which does not exist")
