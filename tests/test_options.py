@@ -135,3 +135,37 @@ def test_json_path_or_stdout_for_models_and_analyze(tmp_path, capsys):
     assert main(["analyze", "apex-squad-count", "--folds", "1", "--precision", "fp32", "--json", "-"]) == 0
     (rec,) = json.loads(capsys.readouterr().out)
     assert rec["bytes_per_element"] == 4 and rec["fold"] == 1
+
+
+@pytest.mark.parametrize("command", ["train"])
+def test_training_flags_are_generated_from_train_config(command):
+    """Each TrainConfig field the command line takes has one flag, made from the field (its help text
+    and spelling live in foldcnn/train/config.py only)."""
+    from dataclasses import fields
+
+    from foldcnn.options import flag_of, is_cli_option
+    from foldcnn.train.config import TrainConfig
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    actions = sub.choices[command]._actions
+    for f in fields(TrainConfig):
+        mine = [a for a in actions if a.dest == f.name]
+        if not is_cli_option(f):
+            assert not mine, f.name
+            continue
+        assert len(mine) == 1 and flag_of(f) in mine[0].option_strings, f.name
+        assert mine[0].help == f.metadata["help"], f.name
+
+
+def test_train_config_from_flags_matches_the_python_defaults():
+    """Flags left alone give TrainConfig.for_fold's config (the fold's budget, no distillation)."""
+    from foldcnn.cli.train import train_config_from_args
+    from foldcnn.train.config import TrainConfig
+
+    args = build_parser().parse_args(["train", "--task", "sot-timer", "--out", "o", "--fold", "4"])
+    assert train_config_from_args(args, 4) == TrainConfig.for_fold(4)
+    args = build_parser().parse_args(["train", "--task", "sot-timer", "--out", "o", "--fold", "4", "--epochs", "7",
+                                      "--teacher", "t", "--no-tie-slots", "--ema", "0.9", "--train-precision", "fp32"])
+    cfg = train_config_from_args(args, 4)
+    assert (cfg.epochs, cfg.weight_decay, cfg.distill, cfg.tie_slots, cfg.ema_decay, cfg.precision) == \
+        (7, 0.05, "kl", False, 0.9, "fp32")

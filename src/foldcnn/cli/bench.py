@@ -121,7 +121,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(format_peers(records))
         print("\nheadline: the fastest folded configuration vs the fastest original configuration (any engine, "
               "batch and precision measured; random weights: check bf16/int8 agreement with fp32 on trained "
-              "checkpoints, experiments/precision_agreement.py):")
+              "checkpoints, experiments/published/precision_agreement.py):")
         print(format_headline(records))
     if peaks is not None:
         print("\nmeasured in this run (fraction of peak = model FLOP/s / the roof of its precision: the highest "

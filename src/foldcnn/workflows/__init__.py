@@ -1,6 +1,6 @@
-"""Workflows: commands that chain training, inference and measurement into one job a user asks for.
+"""Workflows: the multi-step jobs built on top of training, inference and benchmarking.
 
-They sit above training and inference: ``foldcnn.workflows`` may import ``foldcnn.train``,
-``foldcnn.infer``, ``foldcnn.backends`` and ``foldcnn.bench``; none of those (nor ``models``,
-``fold``, ``checkpoints``, ``data``) ever imports a workflow. ``foldcnn.cli`` is the only caller.
+The layers below know nothing of them: fold ops, models and checkpoints (the core), data (I/O),
+train, infer and backends, then bench, and the workflows here (``demo``, ``fold``) that string
+them together. Only foldcnn.cli sits above.
 """
