@@ -8,14 +8,13 @@ import signal
 import sys
 
 from foldcnn.cli.common import CLIError
-from foldcnn.cli.options import add_predict_options, deprecated_alias, predict_options
+from foldcnn.cli.options import add_predict_options, predict_options
 
 # PredictOptions the server does not take as flags, and why (foldcnn.cli.options).
 UNSUPPORTED = {
     "stride": "the server classifies images, not videos",
     "on_error": "the server answers each unreadable image with a 4xx naming it",
-    "workers": "the server decodes requests in its own pool (--decode-threads); --workers is, for one release, "
-               "the deprecated name of --replicas",
+    "workers": "the server decodes requests in its own pool (--decode-threads); --replicas sets the model copies",
     "decoders": "the server decodes requests in its own pool",
     "keyframes": "requests carry images, not videos",
     "resize_mode": "the server resizes bilinearly",
@@ -39,21 +38,17 @@ def serve_config(args: argparse.Namespace):
     for flag, v, lo in (("--replicas", args.replicas, 1), ("--max-wait-ms", args.max_wait_ms, 0)):
         if v < lo:
             raise CLIError(f"{flag} must be >= {lo}, got {v}")
-    return ServeConfig(max_batch=options.batch_size, max_wait_ms=args.max_wait_ms, workers=args.replicas,
-                       max_queue_images=args.max_queue_images, api_key=api_key, partial=options.partial_mode,
-                       isolation=args.isolation,
-                       limits=limits,
-                       **_bounds_config(args))
-
-
-def _bounds_config(args: argparse.Namespace) -> dict:
-    """The per-client bounds of issue 21 (bodies at once, body timeout, decoding threads)."""
-    for flag, v in (("--max-bodies", args.max_bodies), ("--decode-threads", args.decode_threads)):
-        if v < 1:
+    for flag, v in (("--decode-threads", args.decode_threads), ("--body-memory-bytes", args.body_memory_bytes)):
+        if v is not None and v < 1:
             raise CLIError(f"{flag} must be >= 1, got {v}")
-    if not args.body_timeout_s > 0:
-        raise CLIError(f"--body-timeout-s must be > 0, got {args.body_timeout_s}")
-    return dict(max_bodies=args.max_bodies, body_timeout_s=args.body_timeout_s, decode_threads=args.decode_threads)
+    for flag, v in (("--body-timeout-s", args.body_timeout_s), ("--max-queue-ms", args.max_queue_ms)):
+        if not v > 0:
+            raise CLIError(f"{flag} must be > 0, got {v}")
+    return ServeConfig(batch_size=options.batch_size, max_wait_ms=args.max_wait_ms, replicas=args.replicas,
+                       max_queue_ms=args.max_queue_ms, max_queue_images=args.max_queue_images, api_key=api_key,
+                       partial=options.partial_mode, isolation=args.isolation, limits=limits,
+                       body_memory_bytes=args.body_memory_bytes, body_timeout_s=args.body_timeout_s,
+                       decode_threads=args.decode_threads, model_name=args.model_name)
 
 
 def check_listen(host: str, port: int) -> None:
@@ -78,11 +73,11 @@ def check_listen(host: str, port: int) -> None:
 def _warm_up(predictors, max_batch: int) -> None:
     """Run one fold and one full batch through each predictor, so the first clients do not pay
     for lazy initialization (allocator, ONNX Runtime/compile graphs)."""
-    import torch
+    import numpy as np
 
     for p in predictors:
         for n in sorted({p.fold, max_batch}):
-            p.predict_arrays(torch.zeros((n, *p.input_shape), dtype=torch.uint8))
+            p.predict_arrays(np.zeros((n, *p.input_shape), dtype=np.uint8))
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -101,14 +96,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
               f"the model (set --api-key or FOLDCNN_API_KEY)")
     # The Predictors get decoded arrays from the server: no decoding threads of their own.
     options = predict_options(args).replace(workers=0)
+    from foldcnn.serve import checkpoint_fold_invariant
+
     predictors = [Predictor.from_checkpoint(args.checkpoint, options) for _ in range(args.replicas)]
-    app = create_app(predictors, config)
+    app = create_app(predictors, config, fold_invariant=checkpoint_fold_invariant(args.checkpoint))
     _warm_up(predictors, app.state.batcher.max_batch)
     p = predictors[0]
     print(f"serving {args.checkpoint}: fold {p.fold}, {p.num_classes} classes, input {p.input_shape}, "
           f"backend {p.stats.backend}/{p.stats.precision}; batches of up to {app.state.batcher.max_batch} images "
           f"or {args.max_wait_ms:g} ms; http://{args.host}:{args.port}/v1/classify"
-          + (" (API key required)" if config.api_key else "") + f"; fold isolation: {config.isolation}")
+          + (" (API key required)" if config.api_key else "") + f"; fold isolation: {app.state.isolation}"
+          + (" (auto)" if config.isolation == "auto" else "") + f"; v2 model name: {config.model_name}")
     # uvicorn drains in-flight requests on SIGTERM/SIGINT, then re-raises the signal with the
     # handler that was in place before it started: make that a clean exit, not death by signal.
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -121,7 +119,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         DrainingServer(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                                       timeout_graceful_shutdown=args.graceful_timeout_s,
-                                      access_log=args.access_log)).run()
+                                      access_log=args.access_log, loop=args.loop, http=args.http)).run()
     finally:
         signal.signal(signal.SIGTERM, previous)
         for q in predictors:
@@ -145,34 +143,45 @@ def _add_serve(sub) -> None:
     p.add_argument("--port", type=int, default=8000, help="TCP port")
     p.add_argument("--max-wait-ms", type=float, default=5.0,
                    help="longest an image waits for its batch to fill (the latency budget of batching)")
+    p.add_argument("--max-queue-ms", type=float, default=5000.0,
+                   help="the queue's deadline: a request gets 503 + Retry-After when the work already admitted "
+                        "would not finish within it (estimated from measured decode and model rates), or when it "
+                        "is still waiting for a batch this long after it arrived")
     p.add_argument("--max-queue-images", type=int, default=None,
-                   help="queued images before new requests get 503 (default 16 x --max-batch)")
+                   help="queued images before new requests get 503 (a memory bound; default 16 x --batch-size)")
     p.add_argument("--replicas", type=int, default=1,
                    help="batches computed at once, each by its own copy of the model (1 is best on a small CPU)")
-    deprecated_alias(p, "--workers", "--replicas", dest="replicas", value_type=int)
     add_predict_options(p, unsupported=UNSUPPORTED, defaults={"max_pixels": d.max_pixels})
-    deprecated_alias(p, "--max-batch", "--batch-size", dest="batch_size", value_type=int)
     p.add_argument("--api-key", default=None, action="append",
                    help="require 'Authorization: Bearer KEY' or 'X-API-Key: KEY' (default: env FOLDCNN_API_KEY); "
                         "repeat it for one key per client or tenant")
-    p.add_argument("--isolation", choices=("request", "key", "none"), default="request",
-                   help="who may share a fold: request = only images of one request (no client's images change "
-                        "another's answers; padding costs throughput on small requests), key = only images sent "
-                        "with the same API key, none = anyone (fullest folds; answers depend on other clients)")
+    p.add_argument("--isolation", choices=("auto", "request", "key", "none"), default="auto",
+                   help="who may share a fold: auto = none for a model whose answers cannot depend on fold-mates "
+                        "(fold 1, or trained with --cross-slot-decay inf, as its config.json records), request "
+                        "otherwise; request = only images of one request (no client's images change another's "
+                        "answers; padding costs throughput on small requests), key = only images sent with the "
+                        "same API key, none = anyone (fullest folds; answers may depend on other clients)")
     p.add_argument("--max-image-bytes", type=int, default=d.max_image_bytes, help="largest encoded image")
     p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes, help="largest request body")
     p.add_argument("--max-images", type=int, default=d.max_images, help="most images in one request")
-    p.add_argument("--max-bodies", type=int, default=16,
-                   help="requests read and decoded at once; more get 503 with Retry-After")
+    p.add_argument("--body-memory-bytes", type=int, default=None,
+                   help="bytes of request bodies held at once, server-wide (default 4 x --max-body-bytes); "
+                        "past it requests get 503 with Retry-After")
     p.add_argument("--body-timeout-s", type=float, default=30.0,
                    help="longest a request body may take to arrive (408 after it)")
     p.add_argument("--decode-threads", type=int, default=2,
                    help="the image-decoding pool's threads (large images also share a budget of --max-pixels "
                    "pixels decoding at once, so small requests are not stuck behind them)")
+    p.add_argument("--model-name", default="foldcnn", help="the model's name in the KServe v2 endpoints "
+                   "(/v2/models/NAME/infer)")
     p.add_argument("--graceful-timeout-s", type=float, default=30.0,
                    help="on shutdown, how long in-flight requests may take to finish")
     p.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"), default="info")
     p.add_argument("--access-log", action="store_true", help="log every request")
+    p.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+                   help="uvicorn's event loop (auto: uvloop where installed)")
+    p.add_argument("--http", choices=("auto", "h11", "httptools"), default="auto",
+                   help="uvicorn's HTTP parser (auto: httptools where installed)")
     p.set_defaults(func=_cmd_serve)
 
 
