@@ -9,6 +9,7 @@ import threading
 import time
 
 import httpx
+import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
@@ -280,3 +281,45 @@ def test_cli_sigterm_does_not_wait_for_a_trickling_body(tmp_path):
             proc.kill()
     assert status == 503 and "shutting down" in body["error"]
     assert proc.returncode == 0 and elapsed_s < 10 and "Traceback" not in err, err  # not the 30 s graceful timeout
+
+
+def test_cli_sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_0(tmp_path):
+    """SIGTERM: a request waiting in the queue is answered (200), a body still arriving and any new
+    request get a JSON 503 (or, once the listener has closed, no connection), then exit code 0."""
+    import signal
+
+    proc, url, model = start_cli_server(tmp_path, "--max-wait-ms", "2500", "--batch-size", "64")
+    replies = {}
+
+    def queued_client():  # its image waits up to 2.5 s for its batch to fill
+        replies["queued"] = httpx.post(url + "/v1/classify", content=png(np.zeros((19, 25, 3), np.uint8)),
+                                       headers={"Content-Type": "image/png"}, timeout=30)
+
+    try:
+        t = threading.Thread(target=queued_client)
+        t.start()
+        deadline = time.monotonic() + 10
+        while httpx.get(url + "/healthz").json()["queue_images"] < 1:
+            assert time.monotonic() < deadline, "the request never reached the queue"
+            time.sleep(0.02)
+        trickle = open_body(url, 1000, b"\x89PNG")
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        status, _, body = answer(trickle)
+        trickle.close()
+        try:
+            late = httpx.post(url + "/v1/classify", content=png((1, 0, 0)), headers={"Content-Type": "image/png"},
+                              timeout=10)
+            late = (late.status_code, late.json()["error"])
+        except httpx.ConnectError:
+            late = "refused"
+        t.join(30)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert status == 503 and "shutting down" in body["error"]
+    assert late == "refused" or (late[0] == 503 and "shutting down" in late[1]), late
+    r = replies["queued"]
+    assert r.status_code == 200 and r.json()["results"][0]["class_name"].startswith("n")
+    assert proc.returncode == 0 and "Traceback" not in err, err

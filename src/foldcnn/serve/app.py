@@ -50,7 +50,12 @@ from foldcnn.errors import UsageError
 from foldcnn.infer.results import result_row
 from foldcnn.serve.batcher import BatcherClosed, BatchFailed, FoldBatcher, QueueFull
 from foldcnn.serve.decoding import DecodePool
-from foldcnn.serve.isolation import SERVE_ISOLATION, predictor_fold_invariant, resolve_isolation
+from foldcnn.serve.isolation import (
+    SERVE_ISOLATION,
+    predictor_fold_invariant,
+    probe_fold_invariance,
+    resolve_isolation,
+)
 from foldcnn.serve.metrics import ServeMetrics
 from foldcnn.serve.v2 import HEADER_LENGTH, infer_response, model_metadata, parse_infer_request
 from foldcnn.serve.validation import (
@@ -325,7 +330,14 @@ def create_app(predictor, config: ServeConfig | None = None, *, fold_invariant: 
     if config.replicas > len(predictors):
         raise UsageError(f"replicas={config.replicas} needs {config.replicas} predictors, one per replica thread "
                          f"(a Predictor is not thread-safe); got {len(predictors)}")
-    invariant = predictor_fold_invariant(first) if fold_invariant is None else bool(fold_invariant)
+    invariant = False
+    if config.isolation == "auto":
+        invariant = predictor_fold_invariant(first) if fold_invariant is None else bool(fold_invariant)
+        if invariant and int(first.fold) > 1 and not probe_fold_invariance(first.predict_arrays, int(first.fold),
+                                                                           input_shape):
+            _log.warning("the checkpoint records cross-slot decay inf, but an image's answer changed with its "
+                         "fold-mates on this engine; serving with request isolation")
+            invariant = False
     isolation = resolve_isolation(config.isolation, invariant)
     batcher = FoldBatcher(_pooled(predictors), fold=int(first.fold), max_batch=config.batch_size,
                           max_wait_ms=config.max_wait_ms, workers=config.replicas,
@@ -494,9 +506,12 @@ def create_app(predictor, config: ServeConfig | None = None, *, fold_invariant: 
         return JSONResponse({"name": name, "ready": not draining()}, status_code=503 if draining() else 200)
 
     @app.post("/v2/models/{model}/infer")
-    async def v2_infer(model: str, request: Request):
+    @app.post("/v2/models/{model}/versions/{version}/infer")
+    async def v2_infer(model: str, request: Request, version: str = "1"):
         if model != name:
             return unknown_model(model)
+        if version != "1":
+            return error(404, f"model {name!r} has one version, '1'; got {version!r}")
 
         async def work(client, arrived_s):
             body = await read_body(request, limits.max_body_bytes)

@@ -9,7 +9,12 @@ across requests ("none") and every answer equals the isolated one. An unfolded m
 has no fold-mates at all.
 
 The checkpoint records how it was trained in ``config.json`` (``extra.train_config``, written by
-``foldcnn train`` and ``foldcnn fold``); nothing here imports torch.
+``foldcnn train`` and ``foldcnn fold``). That record is necessary, not sufficient: layers that
+fold-slot tying leaves free (grouped convolutions, concatenations) keep their cross-slot weights,
+and an engine may quantize per batch. So the server also probes the loaded model
+(:func:`probe_fold_invariance`): one image's probabilities with two sets of random fold-mates,
+in every slot, must agree exactly (to 1e-5); if not, "auto" keeps request isolation.
+Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -18,7 +23,11 @@ import json
 import math
 from pathlib import Path
 
-__all__ = ["SERVE_ISOLATION", "checkpoint_fold_invariant", "predictor_fold_invariant", "resolve_isolation"]
+import numpy as np
+
+__all__ = ["SERVE_ISOLATION", "checkpoint_fold_invariant", "predictor_fold_invariant", "probe_fold_invariance",
+           "resolve_isolation"]
+PROBE_TOLERANCE = 1e-5
 
 SERVE_ISOLATION = ("auto", "none", "request", "key")
 
@@ -47,6 +56,23 @@ def predictor_fold_invariant(predictor) -> bool:
     path = getattr(predictor, "checkpoint_dir", None) or getattr(getattr(predictor, "model", None),
                                                                  "checkpoint_dir", None)
     return path is not None and checkpoint_fold_invariant(path)
+
+
+def probe_fold_invariance(predict_arrays, fold: int, input_shape, seed: int = 0) -> bool:
+    """True when an image gets the same probabilities (within PROBE_TOLERANCE) in every slot of a
+    fold whatever its fold-mates (two random sets); ``predict_arrays``: uint8 (N, C, H, W) ->
+    (indices, probabilities (N, K))."""
+    if fold == 1:
+        return True
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (1, *input_shape), dtype=np.uint8)
+    batches = []
+    for _ in range(2):
+        mates = rng.integers(0, 256, (fold * fold, *input_shape), dtype=np.uint8)
+        mates[np.arange(fold) * fold + np.arange(fold)] = image  # slot j of fold j: the probed image
+        batches.append(mates)
+    probs = [np.asarray(predict_arrays(b)[1])[np.arange(fold) * fold + np.arange(fold)] for b in batches]
+    return all(np.abs(p - probs[0][0]).max() <= PROBE_TOLERANCE for p in probs)
 
 
 def resolve_isolation(isolation: str, invariant: bool) -> str:
