@@ -332,7 +332,8 @@ def create_app(predictor, config: ServeConfig | None = None, *, fold_invariant: 
                          f"(a Predictor is not thread-safe); got {len(predictors)}")
     invariant = False
     if config.isolation == "auto":
-        invariant = predictor_fold_invariant(first) if fold_invariant is None else bool(fold_invariant)
+        invariant = predictor_fold_invariant(first) if fold_invariant is None or int(first.fold) == 1 \
+            else bool(fold_invariant)
         if invariant and int(first.fold) > 1 and not probe_fold_invariance(first.predict_arrays, int(first.fold),
                                                                            input_shape):
             _log.warning("the checkpoint records cross-slot decay inf, but an image's answer changed with its "

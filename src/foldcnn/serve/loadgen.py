@@ -131,9 +131,10 @@ async def send_one(host: str, port: int, request: bytes, timeout_s: float = 60.0
 
 
 async def run_step(host: str, port: int, requests_bytes: list[bytes], *, clients: int, requests: int,
-                   seconds: float, check=None) -> StepResult:
+                   seconds: float, check=None, stop: asyncio.Event | None = None) -> StepResult:
     """``clients`` closed-loop connections send ``requests_bytes`` in turn until ``requests`` have
-    been sent or ``seconds`` have passed. ``check(status, body)`` may raise on a wrong answer."""
+    been sent, ``seconds`` have passed or ``stop`` is set (requests in flight are awaited).
+    ``check(i, body)`` (i: the index into ``requests_bytes``) may raise on a wrong answer."""
     result = StepResult(clients)
     deadline = time.monotonic() + seconds
     sent = 0
@@ -143,7 +144,7 @@ async def run_step(host: str, port: int, requests_bytes: list[bytes], *, clients
         reader = writer = None
         i = k
         try:
-            while sent < requests and time.monotonic() < deadline:
+            while sent < requests and time.monotonic() < deadline and not (stop is not None and stop.is_set()):
                 sent += 1
                 if writer is None:
                     reader, writer = await asyncio.open_connection(host, port)
