@@ -7,7 +7,7 @@
 Why pixels. Decoding time and memory grow with an image's decoded size, not its encoded one: a
 3999x4000 PNG of zeros is 46 KB and takes ~0.2 s and 48 MB to decode, a 22x52 crop a fraction of
 a millisecond. On a shared FIFO pool, eight requests of 25 such images queued 200 long decodes in
-front of every one-image request (issue 21: 12.3 s instead of 10-20 ms). Here:
+front of every one-image request (12.3 s instead of 10-20 ms). Here:
 
 * every request decodes through a window of its own: at most ``threads`` images and
   ``request_pixels`` pixels in flight, so one request never fills the pool's queue;
@@ -47,6 +47,8 @@ T = TypeVar("T")
 SMALL_FRACTION = 64  # images of at most budget / 64 pixels skip the server-wide budget
 INLINE_PIXELS = 65_536  # a request of at most this many pixels in all decodes on the event loop
 _RATE_WEIGHT = 0.2  # weight of the latest heavy image in the moving average of seconds per pixel
+# Before the first heavy image is timed: ~0.16 s for 16 MP, about what a PNG of that size takes here.
+PRIOR_S_PER_PIXEL = 1e-8
 
 
 class PixelBudget:
@@ -105,7 +107,8 @@ class DecodePool:
         self.small_pixels = server_pixels // SMALL_FRACTION
         self.server = PixelBudget(server_pixels)
         self.heavy_pixels = 0  # pixels of heavy images admitted (map called) and not yet decoded
-        self.s_per_pixel: float | None = None  # measured decode seconds per heavy pixel (moving average)
+        self.s_per_pixel = PRIOR_S_PER_PIXEL  # decode seconds per heavy pixel (moving average once measured)
+        self._timed_once = False
         self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="foldcnn-decode")
 
     async def call(self, fn: Callable[..., T], *args) -> T:
@@ -116,16 +119,16 @@ class DecodePool:
         return pixels > self.small_pixels
 
     def wait_estimate_s(self) -> float:
-        """Seconds the heavy images admitted now need before a new heavy image can start (0 until
-        one has been timed); small images do not wait for them."""
-        return self.heavy_pixels * self.s_per_pixel if self.s_per_pixel is not None else 0.0
+        """Seconds the heavy images admitted now need before a new heavy image can start (at
+        PRIOR_S_PER_PIXEL until one has been timed); small images do not wait for them."""
+        return self.heavy_pixels * self.s_per_pixel
 
     def _timed(self, fn: Callable[[int], T], i: int, pixels: int) -> T:
         t0 = time.perf_counter()
         out = fn(i)
         rate = (time.perf_counter() - t0) / max(pixels, 1)
-        self.s_per_pixel = rate if self.s_per_pixel is None else \
-            (1 - _RATE_WEIGHT) * self.s_per_pixel + _RATE_WEIGHT * rate
+        self.s_per_pixel = (1 - _RATE_WEIGHT) * self.s_per_pixel + _RATE_WEIGHT * rate if self._timed_once else rate
+        self._timed_once = True
         return out
 
     async def map(self, fn: Callable[[int], T], pixels: Sequence[int]) -> list[T]:

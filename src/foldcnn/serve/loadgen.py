@@ -108,16 +108,20 @@ class StepResult:
                 "p50_ms": pct(50), "p99_ms": pct(99), "max_ms": round(float(lat.max()), 2) if lat.size else None}
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, float]:
+    """(status, body, Retry-After seconds or 0)."""
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
-    length = 0
+    length, retry_s = 0, 0.0
     for line in lines[1:]:
         name, _, value = line.partition(":")
-        if name.strip().lower() == "content-length":
+        name = name.strip().lower()
+        if name == "content-length":
             length = int(value)
-    return status, await reader.readexactly(length)
+        elif name == "retry-after" and value.strip().isdigit():
+            retry_s = float(value)
+    return status, await reader.readexactly(length), retry_s
 
 
 async def send_one(host: str, port: int, request: bytes, timeout_s: float = 60.0) -> tuple[int, bytes]:
@@ -125,7 +129,8 @@ async def send_one(host: str, port: int, request: bytes, timeout_s: float = 60.0
     reader, writer = await asyncio.open_connection(host, port)
     try:
         writer.write(request)
-        return await asyncio.wait_for(_read_response(reader), timeout_s)
+        status, body, _ = await asyncio.wait_for(_read_response(reader), timeout_s)
+        return status, body
     finally:
         writer.close()
 
@@ -133,7 +138,8 @@ async def send_one(host: str, port: int, request: bytes, timeout_s: float = 60.0
 async def run_step(host: str, port: int, requests_bytes: list[bytes], *, clients: int, requests: int,
                    seconds: float, check=None, stop: asyncio.Event | None = None) -> StepResult:
     """``clients`` closed-loop connections send ``requests_bytes`` in turn until ``requests`` have
-    been sent, ``seconds`` have passed or ``stop`` is set (requests in flight are awaited).
+    been sent, ``seconds`` have passed or ``stop`` is set (requests in flight are awaited). A client
+    refused with 503 waits its Retry-After (within the step's time) before its next request.
     ``check(i, body)`` (i: the index into ``requests_bytes``) may raise on a wrong answer."""
     result = StepResult(clients)
     deadline = time.monotonic() + seconds
@@ -151,8 +157,8 @@ async def run_step(host: str, port: int, requests_bytes: list[bytes], *, clients
                 t0 = time.perf_counter()
                 try:
                     writer.write(requests_bytes[i % len(requests_bytes)])
-                    status, body = await asyncio.wait_for(_read_response(reader),
-                                                          max(deadline - time.monotonic(), 0) + 30)
+                    status, body, retry_s = await asyncio.wait_for(_read_response(reader),
+                                                                   max(deadline - time.monotonic(), 0) + 30)
                 except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as e:
                     key = type(e).__name__
                     result.statuses[key] = result.statuses.get(key, 0) + 1
@@ -168,6 +174,8 @@ async def run_step(host: str, port: int, requests_bytes: list[bytes], *, clients
                 elif status == 503 or body[:1] != b"{":  # the server closes after a 503; reconnect
                     writer.close()
                     reader = writer = None
+                    if retry_s:
+                        await asyncio.sleep(min(retry_s, max(deadline - time.monotonic(), 0)))
                 i += clients
         finally:
             if writer is not None:
