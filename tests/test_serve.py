@@ -11,6 +11,7 @@ import re
 import socket
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -624,6 +625,30 @@ def test_cli_server_serves_and_exits_cleanly_on_sigterm(tmp_path):
     # uvicorn drains, then re-raises the signal to the handler foldcnn serve installed: a clean exit 0
     assert proc.returncode == 0 and "Traceback" not in err, err
     assert "fold 2" in out
+
+
+def test_cli_processes_share_the_port_and_drain_on_sigterm(tmp_path):
+    import signal
+    import subprocess
+
+    pytest.importorskip("foldcnn.infer")
+    proc, url, model = start_cli_server(tmp_path, "--processes", "2")
+    try:
+        deadline = time.monotonic() + 60
+        while len(children := subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                             text=True).stdout.split()) < 2:
+            assert time.monotonic() < deadline, "two server processes did not start"
+            time.sleep(0.2)
+        imgs = random_images(6, model.input_shape, seed=9)
+        for a in imgs:
+            r = httpx.post(url + "/v1/classify", content=png(a), headers={"Content-Type": "image/png"}, timeout=30)
+            assert r.status_code == 200 and r.json()["results"][0]["class_name"].startswith("n")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert "2 server processes share" in out and out.count("serving ") == 1
+    assert not any(Path(f"/proc/{pid}").exists() for pid in children)  # the children have exited too
 
 
 def test_workers_need_one_predictor_each():

@@ -82,31 +82,95 @@ def _warm_up(predictors, max_batch: int) -> None:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401 - fail here, before the model loads
 
-        from foldcnn.serve import create_app
+        from foldcnn.serve import create_app  # noqa: F401
     except ImportError as e:
         raise CLIError(f"foldcnn serve needs fastapi and uvicorn (pip install 'foldcnn[serve]'): {e}") from None
-    from foldcnn.infer import Predictor
-
     config = serve_config(args)
+    if args.processes < 1:
+        raise CLIError(f"--processes must be >= 1, got {args.processes}")
     check_listen(args.host, args.port)
     if args.host not in LOOPBACK and config.api_key is None:
         print(f"warning: serving on {args.host} without an API key; anyone who can reach this port can use "
               f"the model (set --api-key or FOLDCNN_API_KEY)")
+    if args.processes == 1:
+        return _serve_process(args, config, None, banner=True)
+    return _serve_processes(args, config)
+
+
+def _serve_processes(args: argparse.Namespace, config) -> int:
+    """--processes N: one listening socket, N forked servers accepting on it (each its own model,
+    batcher and queue; the kernel spreads connections). SIGTERM to this process drains them all."""
+    import socket
+
+    if not hasattr(os, "fork"):
+        raise CLIError("--processes needs os.fork (Linux, macOS); run one process per port instead")
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((args.host, args.port))
+    sock.set_inheritable(True)
+    sys.stdout.flush()
+    children = []
+    for i in range(args.processes):
+        pid = os.fork()
+        if pid == 0:  # the child: a whole server on the shared socket
+            code = 1
+            try:
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                code = _serve_process(args, config, sock, banner=i == 0)
+            except BaseException:  # noqa: BLE001 - report it, then leave without the parent's cleanup
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        children.append(pid)
+    sock.close()
+    print(f"{args.processes} server processes share http://{args.host}:{args.port} (pids "
+          f"{', '.join(map(str, children))}); /metrics and /healthz describe the process that answers")
+
+    def forward(sig, frame) -> None:  # SIGTERM: drain every child; Ctrl-C reaches them from the terminal
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    previous = signal.signal(signal.SIGTERM, forward), signal.signal(signal.SIGINT, signal.SIG_IGN)
+    codes = []
+    try:
+        for pid in children:
+            codes.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+    finally:
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
+    return 0 if all(c == 0 for c in codes) else 1
+
+
+def _serve_process(args: argparse.Namespace, config, sock, banner: bool) -> int:
+    """One server: load the model, build the app, run uvicorn (on ``sock`` when given) until SIGTERM."""
+    import uvicorn
+
+    from foldcnn.infer import Predictor
+    from foldcnn.serve import checkpoint_fold_invariant, create_app
+
     # The Predictors get decoded arrays from the server: no decoding threads of their own.
     options = predict_options(args).replace(workers=0)
-    from foldcnn.serve import checkpoint_fold_invariant
-
     predictors = [Predictor.from_checkpoint(args.checkpoint, options) for _ in range(args.replicas)]
     app = create_app(predictors, config, fold_invariant=checkpoint_fold_invariant(args.checkpoint))
     _warm_up(predictors, app.state.batcher.max_batch)
     p = predictors[0]
-    print(f"serving {args.checkpoint}: fold {p.fold}, {p.num_classes} classes, input {p.input_shape}, "
-          f"backend {p.stats.backend}/{p.stats.precision}; batches of up to {app.state.batcher.max_batch} images "
-          f"or {args.max_wait_ms:g} ms; http://{args.host}:{args.port}/v1/classify"
-          + (" (API key required)" if config.api_key else "") + f"; fold isolation: {app.state.isolation}"
-          + (" (auto)" if config.isolation == "auto" else "") + f"; v2 model name: {config.model_name}")
+    if banner:
+        print(f"serving {args.checkpoint}: fold {p.fold}, {p.num_classes} classes, input {p.input_shape}, "
+              f"backend {p.stats.backend}/{p.stats.precision}; batches of up to {app.state.batcher.max_batch} "
+              f"images or {args.max_wait_ms:g} ms; http://{args.host}:{args.port}/v1/classify"
+              + (" (API key required)" if config.api_key else "") + f"; fold isolation: {app.state.isolation}"
+              + (" (auto)" if config.isolation == "auto" else "") + f"; v2 model name: {config.model_name}",
+              flush=True)
     # uvicorn drains in-flight requests on SIGTERM/SIGINT, then re-raises the signal with the
     # handler that was in place before it started: make that a clean exit, not death by signal.
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -117,9 +181,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             super().handle_exit(sig, frame)
 
     try:
-        DrainingServer(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
-                                      timeout_graceful_shutdown=args.graceful_timeout_s,
-                                      access_log=args.access_log, loop=args.loop, http=args.http)).run()
+        server = DrainingServer(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
+                                               timeout_graceful_shutdown=args.graceful_timeout_s,
+                                               access_log=args.access_log, loop=args.loop, http=args.http))
+        server.run(sockets=[sock] if sock is not None else None)
+    except SystemExit as e:  # the re-raised SIGTERM
+        if e.code not in (0, None):
+            raise
     finally:
         signal.signal(signal.SIGTERM, previous)
         for q in predictors:
@@ -149,6 +217,9 @@ def _add_serve(sub) -> None:
                         "is still waiting for a batch this long after it arrived")
     p.add_argument("--max-queue-images", type=int, default=None,
                    help="queued images before new requests get 503 (a memory bound; default 16 x --batch-size)")
+    p.add_argument("--processes", type=int, default=1,
+                   help="server processes sharing the port (forked; each loads its own copy of the model and has its "
+                        "own queue): uses more cores for the HTTP work; SIGTERM drains them all")
     p.add_argument("--replicas", type=int, default=1,
                    help="batches computed at once, each by its own copy of the model (1 is best on a small CPU)")
     add_predict_options(p, unsupported=UNSUPPORTED, defaults={"max_pixels": d.max_pixels})
