@@ -202,10 +202,12 @@ def _add_serve(sub) -> None:
     p = sub.add_parser("serve", help="serve a checkpoint over HTTP with fold-aware dynamic batching",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description="POST /v1/classify takes one image (raw image/* body), several (multipart "
-                       "files) or JSON {\"images\": [base64...]}; GET /healthz, GET /metrics (Prometheus). "
+                       "files) or JSON {\"images\": [base64...]}; POST /v2/models/NAME/infer speaks KServe v2 "
+                       "(JSON or binary tensors; Triton clients); GET /healthz, GET /metrics (Prometheus). "
                        "Images of all clients share one queue: a batch goes to the model when it holds "
-                       "--batch-size images or its oldest image has waited --max-wait-ms. Ctrl-C / SIGTERM "
-                       "finishes the requests in flight before exiting.")
+                       "--batch-size images or its oldest image has waited --max-wait-ms. Requests queue; 503 "
+                       "with Retry-After only when the admitted work cannot finish within --max-queue-ms. "
+                       "Ctrl-C / SIGTERM answers the requests in flight, refuses new ones, then exits 0.")
     p.add_argument("checkpoint", help="checkpoint directory (model.safetensors + config.json)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (loopback only by default)")
     p.add_argument("--port", type=int, default=8000, help="TCP port")
