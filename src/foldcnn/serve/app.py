@@ -387,9 +387,10 @@ def create_app(predictor, config: ServeConfig | None = None, *, fold_invariant: 
             raise BatcherClosed("the server is shutting down; retry the request (on another instance)")
         batcher.check_admission(n, ahead_s)
 
-    async def classify_images(request: Request, arrived_s: float, client: int, images: np.ndarray):
+    async def classify_images(request: Request, client: int, images: np.ndarray):
         """Queue the images; their (indices, probabilities), or ClientGone if the client leaves."""
-        job = asyncio.ensure_future(batcher.submit(images, key=client, enqueued_s=arrived_s))
+        # The queue's deadline runs from here: the request's own decoding is not queue time.
+        job = asyncio.ensure_future(batcher.submit(images, key=client))
         gone = asyncio.ensure_future(_until_disconnect(request))
         try:
             await asyncio.wait({job, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -403,9 +404,8 @@ def create_app(predictor, config: ServeConfig | None = None, *, fold_invariant: 
         return job.result()
 
     async def answer(request: Request, work) -> Response:
-        """Run ``work(client, arrived_s)`` (auth first) and turn every failure into one JSON error."""
+        """Run ``work(client)`` (auth first) and turn every failure into one JSON error."""
         t0 = time.perf_counter()
-        arrived_s = time.monotonic()
         status = 200
         try:
             client = _client_key(request.headers, config.api_key)
@@ -413,7 +413,7 @@ def create_app(predictor, config: ServeConfig | None = None, *, fold_invariant: 
                 status = 401
                 return unauthorized()
             admit(0)  # the queue alone is past its deadline: refuse before reading the body
-            return await work(client, arrived_s)
+            return await work(client)
         except RequestError as e:
             status = e.status
             return error(e.status, e.message, close=e.status in (408, 413, 503))  # these may come mid-body
@@ -448,11 +448,11 @@ def create_app(predictor, config: ServeConfig | None = None, *, fold_invariant: 
 
     @app.post("/v1/classify")
     async def classify(request: Request):
-        async def work(client, arrived_s):
+        async def work(client):
             with body_memory.held() as take:
                 blobs = await _request_blobs(request, config, decoder, draining, take)
                 images = await _decode_request(blobs, input_shape, limits, decoder, admit)
-            indices, probs = await classify_images(request, arrived_s, client, images)
+            indices, probs = await classify_images(request, client, images)
             results = [result_row(i, None, None, class_names[k], k, probs[i, k])
                        for i, k in enumerate(indices.tolist())]
             return JSONResponse({"results": results})
@@ -514,7 +514,7 @@ def create_app(predictor, config: ServeConfig | None = None, *, fold_invariant: 
         if version != "1":
             return error(404, f"model {name!r} has one version, '1'; got {version!r}")
 
-        async def work(client, arrived_s):
+        async def work(client):
             body = await read_body(request, limits.max_body_bytes)
             header = request.headers.get(HEADER_LENGTH)
             if len(body) > _INLINE_PARSE_BYTES:  # parsing megabytes must not stall the event loop
@@ -528,7 +528,7 @@ def create_app(predictor, config: ServeConfig | None = None, *, fold_invariant: 
                 check_image_count(req.count, limits)
                 admit(req.count)
                 images = req.pixels
-            indices, probs = await classify_images(request, arrived_s, client, images)
+            indices, probs = await classify_images(request, client, images)
             content, headers = infer_response(req, name, indices, probs, class_names)
             return Response(content, headers=headers)
 
