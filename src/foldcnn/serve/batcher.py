@@ -197,11 +197,9 @@ class FoldBatcher:
         self._executor = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="foldcnn-infer")
         self._loop_task = asyncio.get_running_loop().create_task(self._batch_loop(), name="foldcnn-batcher")
 
-    async def submit(self, images: np.ndarray, key: object = None,
-                     enqueued_s: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    async def submit(self, images: np.ndarray, key: object = None) -> tuple[np.ndarray, np.ndarray]:
         """Queue uint8 images (n, C, H, W); wait for their (indices (n,), probabilities (n, K)).
-        ``key`` names the client for ``isolation="key"`` (e.g. which API key it presented);
-        ``enqueued_s`` (time.monotonic()) starts the request's deadline earlier, e.g. when it arrived."""
+        ``key`` names the client for ``isolation="key"`` (e.g. which API key it presented)."""
         if self._closing:
             raise BatcherClosed("the server is shutting down; retry on another instance or after restart")
         if not isinstance(images, np.ndarray) or images.ndim != 4:
@@ -214,8 +212,7 @@ class FoldBatcher:
             return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
         self.check_admission(n)
         now = time.monotonic()
-        start = now if enqueued_s is None else min(enqueued_s, now)
-        req = _Request(images, asyncio.get_running_loop().create_future(), now, start + self.max_queue_s)
+        req = _Request(images, asyncio.get_running_loop().create_future(), now, now + self.max_queue_s)
         req.group = {"none": None, "request": id(req), "key": ("key", key)}[self.isolation]
         self._queue.append(req)
         self._queued += n
