@@ -1,4 +1,4 @@
-"""The loopback load generator (foldcnn.serve.loadgen) and `foldcnn serve-bench` (foldcnn.bench.serving)."""
+"""The loopback load generator (foldcnn.serve.loadgen) and `foldcnn serve-bench` (foldcnn.workflows.serve_bench)."""
 
 import asyncio
 import json

@@ -81,7 +81,7 @@ def main() -> int:
     args = p.parse_args(argv)
 
     from foldcnn.bench.report import machine_info
-    from foldcnn.bench.serving import _commit, _free_port
+    from foldcnn.workflows.serve_bench import _commit, _free_port
     from foldcnn.serve.loadgen import classify_request, http_request, png_bytes, run_step, send_one
 
     port = _free_port()

@@ -261,7 +261,7 @@ def _add_serve(sub) -> None:
 def _cmd_serve_bench(args: argparse.Namespace) -> int:
     import shlex
 
-    from foldcnn.bench.serving import ServeBenchConfig, command_line, run_serve_bench
+    from foldcnn.workflows.serve_bench import ServeBenchConfig, command_line, run_serve_bench
     from foldcnn.cli.bench import _ints
     from foldcnn.cli.options import write_json_output
 
