@@ -64,3 +64,10 @@ def test_serve_bench_cli_writes_its_results(tmp_path, capsys):
     assert all(h["victim_statuses"] == {"200": 3} for h in doc["heavy"])
     printed = capsys.readouterr().out
     assert "f=2 invariant" in printed and "wrote" in printed
+    from foldcnn.results import write_result
+    from foldcnn.workflows.serve_bench import result_fields
+
+    path = write_result(tmp_path / "results", **result_fields(doc))  # the project's results/ form
+    data = json.loads(path.read_text())
+    assert path.name.startswith("serve-bench-v1-heavy_") and len(data["rows"]) == 3 and data["heavy"]
+    assert data["rows"][0]["answered"] == 20 and data["command"].startswith("foldcnn serve-bench")

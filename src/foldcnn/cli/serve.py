@@ -303,8 +303,14 @@ def _cmd_serve_bench(args: argparse.Namespace) -> int:
                   f"{row['server_cpu_ms_per_request'] or float('nan'):>10.3f}" + (f"  other: {other}" if other else ""))
 
     doc = run_serve_bench(cfg, log=log)
-    out = args.out or f"results/serving/serve-bench-{doc['date'][:16].replace(':', '')}.json"
-    write_json_output(doc, out)
+    if args.out is None:  # the project's results/ data: WHAT_WHERE_COMMIT.json
+        from foldcnn.results import write_result
+        from foldcnn.workflows.serve_bench import result_fields
+
+        out = str(write_result("results", **result_fields(doc)))
+    else:
+        out = args.out
+        write_json_output(doc, out)
     if out != "-":
         print(f"wrote {out} (load before {doc['load_before']}, after {doc['load_after']})")
     return 0
@@ -336,8 +342,8 @@ def _add_serve_bench(sub) -> None:
     p.add_argument("--threads", type=int, default=1, help="each server's compute threads")
     p.add_argument("--serve-flags", default="", help="more `foldcnn serve` flags for every server, e.g. "
                    "'--backend ort --max-wait-ms 2'")
-    p.add_argument("--out", default=None, help="results JSON ('-': standard output; default "
-                   "results/serving/serve-bench-DATE.json)")
+    p.add_argument("--out", default=None, help="write the run's whole document here ('-': standard output) "
+                   "instead of results/serve-bench-PROTOCOL_CPU_COMMIT.json (foldcnn.results.write_result)")
     p.set_defaults(func=_cmd_serve_bench)
 
 

@@ -269,5 +269,27 @@ def run_serve_bench(cfg: ServeBenchConfig, log: Callable[[str], None] = lambda s
     return doc
 
 
+# The table of a run, as foldcnn.results.write_result takes it (one row per step and model).
+COLUMNS = [{"title": "model", "cell": "{model}"}, {"title": "isolation", "cell": "{isolation}"},
+           {"title": "images / request", "cell": "{images_per_request}"}, {"title": "clients", "cell": "{clients}"},
+           {"title": "answered", "cell": "{answered}"}, {"title": "refused (503)", "cell": "{refused}"},
+           {"title": "req/s", "cell": "{requests_per_s:,.0f}"}, {"title": "images/s", "cell": "{images_per_s:,.0f}"},
+           {"title": "p50 ms", "cell": "{p50_ms:.1f}"}, {"title": "p99 ms", "cell": "{p99_ms:.1f}"},
+           {"title": "server CPU ms / request", "cell": "{server_cpu_ms_per_request:.2f}"}]
+
+
+def result_fields(doc: dict) -> dict:
+    """write_result's keyword arguments for a run's document (rows: its steps; heavy step, models,
+    settings and the load before and after as fields)."""
+    s = doc["settings"]
+    what = f"serve-bench {s['protocol']}" + (" heavy" if doc["heavy"] else "")
+    description = (f"foldcnn serve under closed-loop loopback clients ({s['protocol']}, "
+                   f"{'/'.join(map(str, s['request_sizes']))} images of {s['image_size'][0]}x{s['image_size'][1]} "
+                   f"a request, clients {','.join(map(str, s['clients']))}), every model in turn per step")
+    return {"what": what, "description": description, "columns": COLUMNS, "rows": doc["steps"],
+            "command": doc["command"], "setup": doc["settings"], "models": doc["models"], "heavy": doc["heavy"],
+            "load_before": doc["load_before"], "load_after": doc["load_after"], "software": doc["machine"]}
+
+
 def command_line(argv: list[str]) -> str:
     return "foldcnn " + " ".join(shlex.quote(a) for a in argv)
