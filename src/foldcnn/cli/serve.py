@@ -94,9 +94,42 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.host not in LOOPBACK and config.api_key is None:
         print(f"warning: serving on {args.host} without an API key; anyone who can reach this port can use "
               f"the model (set --api-key or FOLDCNN_API_KEY)")
+    if args.engine == "ray":
+        return _serve_ray(args, config)
+    if args.ray_address is not None:
+        raise CLIError("--ray-address is for --engine ray")
     if args.processes == 1:
         return _serve_process(args, config, None, banner=True)
     return _serve_processes(args, config)
+
+
+def _serve_ray(args: argparse.Namespace, config) -> int:
+    """--engine ray: the app as a Ray Serve deployment of --processes replicas (foldcnn.serve.ray_serve),
+    on a local Ray instance or the cluster at --ray-address; SIGTERM shuts Serve down (replicas drain)."""
+    import threading
+
+    from foldcnn.serve.ray_serve import ray_app
+
+    app = ray_app(args.checkpoint, predict_options(args).replace(workers=0), config, replicas=args.processes)
+    import ray
+    from ray import serve
+
+    ray.init(address=args.ray_address, include_dashboard=False, log_to_driver=args.log_level == "debug")
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()), signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        serve.start(http_options={"host": args.host, "port": args.port})
+        serve.run(app, name="foldcnn", route_prefix="/")
+        print(f"serving {args.checkpoint} on Ray Serve: {args.processes} replica(s), "
+              f"http://{args.host}:{args.port}/v1/classify", flush=True)
+        while not stop.wait(0.5):
+            pass
+        serve.shutdown()  # replicas finish the requests in flight first (Ray Serve's graceful shutdown)
+    finally:
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
+        ray.shutdown()
+    return 0
 
 
 def _serve_processes(args: argparse.Namespace, config) -> int:
@@ -219,6 +252,11 @@ def _add_serve(sub) -> None:
                         "is still waiting for a batch this long after it arrived")
     p.add_argument("--max-queue-images", type=int, default=None,
                    help="queued images before new requests get 503 (a memory bound; default 16 x --batch-size)")
+    p.add_argument("--engine", choices=("uvicorn", "ray"), default="uvicorn",
+                   help="uvicorn: this machine; ray: a Ray Serve deployment of --processes replicas (pip install "
+                        "'ray[serve]'), on a local Ray instance or the cluster at --ray-address")
+    p.add_argument("--ray-address", default=None, help="with --engine ray: the cluster to join (e.g. auto); "
+                   "default: start a local Ray instance")
     p.add_argument("--processes", type=int, default=1,
                    help="server processes sharing the port (forked; each loads its own copy of the model and has its "
                         "own queue): uses more cores for the HTTP work; SIGTERM drains them all")
