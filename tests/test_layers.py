@@ -29,6 +29,7 @@ FORBIDDEN = {
     "foldcnn.infer": ("foldcnn.train", "foldcnn.serve", "foldcnn.cli", "foldcnn.scaleout", "foldcnn.bench"),
     "foldcnn.serve": ("foldcnn.train", "foldcnn.cli"),
     "foldcnn.scaleout": ("foldcnn.train", "foldcnn.cli", "foldcnn.serve"),
+    "foldcnn.scrape": ("foldcnn.train", "foldcnn.cli", "foldcnn.serve", "foldcnn.bench"),
 }
 # The shared tables and timers sit under every layer that names a precision or times a call.
 for _low in ("foldcnn.precision", "foldcnn.timing"):

@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # One module per command group; each lists its parser builders in COMMANDS.
-_MODULES = ("demo", "models", "data", "train", "fold", "export", "predict", "serve", "bench")
+_MODULES = ("demo", "models", "data", "train", "fold", "export", "predict", "scrape", "serve", "bench")
 
 
 def _user_message(e: BaseException) -> str | None:
