@@ -79,12 +79,16 @@ def _cmd_scrape(args: argparse.Namespace) -> int:
                 rows.write(item)
                 if live and item["region"] == layout.regions[-1].name:  # a frame's rows are out: flush them
                     rows.flush()
-        except StreamBrokenError as e:
+        except StreamBrokenError as e:  # its rows up to the break are the output
             broken = e
-        finally:
-            rows.close()
+        except BaseException:
+            rows.close(ok=False)
             if events is not None:
-                events.close()
+                events.close(ok=False)
+            raise
+        rows.close()
+        if events is not None:
+            events.close()
         stats = scraper.stats
     if args.json != "-" and args.out != "-":
         for line in _summary_lines(stats, args.out, args.events):

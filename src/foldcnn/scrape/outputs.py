@@ -80,8 +80,9 @@ class TableWriter:
         self._parquet.write_table(table.cast(self._parquet.schema))
         self._buffer = []
 
-    def close(self) -> None:
-        """Finish the file and give it its name (rows written so far are kept either way)."""
+    def close(self, ok: bool = True) -> None:
+        """Finish the file and give it its name; with ``ok=False`` (a run that failed before its
+        end, other than a broken stream) leave it as ``PATH.partial``."""
         if self.to_stdout:
             self._file.flush()
             return
@@ -98,4 +99,5 @@ class TableWriter:
                 self._parquet.close()
         elif not self._file.closed:
             self._file.close()
-        os.replace(self._tmp, self.path)
+        if ok:
+            os.replace(self._tmp, self.path)
