@@ -151,7 +151,7 @@ def place_readout(spec: GameTextTask, ro: Readout, cut: bool, face: FontFace, u,
 
 def render_game_text(spec: GameTextTask, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Images uint8 (N, 3, H, W) for ``labels`` (N,), all randomness drawn from ``rng``."""
-    n, (h, w), other = len(labels), spec.size, spec.num_classes - 1
+    n, other = len(labels), spec.num_classes - 1
     faces = font_faces()
     face_i = rng.integers(0, len(faces), n).tolist()
     u = rng.random((n, 5))

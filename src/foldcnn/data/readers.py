@@ -582,6 +582,9 @@ def declared_frames(path: str | Path) -> int | None:
         return None
 
 
+LIVE_OPTIONS = {"probesize": "4096", "analyzeduration": "0"}
+
+
 def open_video_input(source: str | os.PathLike):
     """(an open PyAV container, its name for messages) for a video file, ``"-"`` (a container
     stream on standard input, e.g. MPEG-TS or Matroska piped from ffmpeg) or a URL FFmpeg opens
@@ -591,8 +594,8 @@ def open_video_input(source: str | os.PathLike):
         return _open_video(Path(text))[1], Path(text)
     av = _import_av()
     name = "standard input" if text == "-" else text
-    try:
-        return av.open("pipe:0" if text == "-" else text), name
+    try:  # probe little: a live stream's first frames should not wait for seconds of stream to be read
+        return av.open("pipe:0" if text == "-" else text, options=LIVE_OPTIONS), name
     except av.FFmpegError as e:
         raise VideoReadError(f"cannot read video from {name}: {e}") from None
 

@@ -117,8 +117,9 @@ def parse_layout(data, path: str = "<layout>", base: str | os.PathLike | None = 
         ck = r.get("checkpoint")
         if not isinstance(ck, str) or not ck:
             raise LayoutError(f"{what} needs a \"checkpoint\" (a checkpoint folder)")
-        ck = checkpoints.get(ck, ck)
-        if base is not None and not os.path.isabs(ck):
+        if ck in checkpoints:  # given on the command line: relative to the current directory
+            ck = checkpoints[ck]
+        elif base is not None and not os.path.isabs(ck):
             ck = os.path.normpath(os.path.join(base, ck))
         mode = r.get("resize", "bilinear")
         if mode not in RESIZE_MODES:

@@ -253,7 +253,7 @@ class Scraper:
     def _video(self, video: str, index0: int) -> Iterator[dict | Event]:
         opts, stats = self.options, self.stats
         feed = FrameFeed(video, opts.stride, opts.keyframes, opts.on_lag)
-        record = {"source": feed.name, "frames": 0, "dropped_frames": 0, "fps": feed.rate, "frame_size": None}
+        record = {"source": feed.source, "frames": 0, "dropped_frames": 0, "fps": feed.rate, "frame_size": None}
         stats.sources.append(record)
         streams: list[_RegionStream] = []
         waiting: deque = deque()  # (frame number, index, arrival) of frames whose rows are not out yet
@@ -284,7 +284,7 @@ class Scraper:
                 for s in streams:
                     c, conf = s.answers.popleft()
                     name = s.engine.names[c]
-                    row = result_row(index, feed.name, number, name, c, conf)
+                    row = result_row(index, feed.source, number, name, c, conf)
                     row["region"], row["time_s"] = s.region.name, t
                     stats.rows += 1
                     yield row
@@ -345,7 +345,7 @@ class Scraper:
         h, w = frames.shape[2:]
         record["frame_size"] = [int(w), int(h)]
         layout = self.layout.for_frame(int(w), int(h), self.options.scale_layout, f"video {feed.name}")
-        return [_RegionStream(r, self.engines[r.checkpoint], feed.name, self.options.hold) for r in layout.regions]
+        return [_RegionStream(r, self.engines[r.checkpoint], feed.source, self.options.hold) for r in layout.regions]
 
     def _close_events(self, streams: list[_RegionStream]) -> Iterator[Event]:
         for s in streams:

@@ -46,8 +46,9 @@ class FrameFeed:
         if on_lag not in ON_LAG:
             raise ValueError(f"on_lag must be one of {ON_LAG}, got {on_lag!r}")
         self.video, self.live = str(video), is_live(video)
-        container, self.name = open_video_input(video)
-        self.name = str(self.name)
+        container, name = open_video_input(video)
+        self.name = str(name)  # in messages
+        self.source = "-" if self.video == "-" else self.name  # in rows
         streams = container.streams.video
         rate = (streams[0].average_rate or streams[0].guessed_rate) if streams else None
         self.rate = float(rate) if rate else None
