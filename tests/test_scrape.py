@@ -212,3 +212,26 @@ def test_engines_are_shared_between_regions(setup):
     root, _, _, _ = setup
     with Scraper(load_layout(root / "layout.json")) as s:
         assert len(s.engines) == 2
+
+
+def test_region_cropper_gives_the_full_frames_pixels_converting_only_the_boxes(setup):
+    """Boxes at odd places and sizes: the crops equal the full frame's RGB conversion, cut."""
+    import av
+
+    from foldcnn.data.frames import RegionCropper, rgb_converter
+
+    _, video, _, _ = setup
+    boxes = [(0, 0, 16, 12), (3, 5, 17, 9), (47, 35, 17, 13), (1, 1, 1, 1)]
+    cropper = RegionCropper(lambda w, h: boxes, batch=4)
+    ref = rgb_converter()
+    want = [[] for _ in boxes]
+    with av.open(str(video)) as c:
+        for frame in c.decode(video=0):
+            cropper.add(frame)
+            rgb = ref(frame)
+            for k, (x, y, w, h) in enumerate(boxes):
+                want[k].append(rgb[y:y + h, x:x + w].transpose(2, 0, 1))
+    got = cropper.take()
+    assert [g.shape for g in got] == [(FRAMES, 3, h, w) for _, _, w, h in boxes]
+    assert all(np.array_equal(g, np.stack(w)) for g, w in zip(got, want))
+    assert all(tall is not None for _, tall in cropper._geometry.values())  # the fast way was taken

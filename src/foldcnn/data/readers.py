@@ -506,10 +506,13 @@ def iter_video_batches(path: str | Path, input_size: tuple[int, int] | None = (5
 
 
 def iter_container_batches(container, path, size: tuple[int, int] | None, stride: int, resize: str, *,
-                           keyframes: bool = False, batch: int = 64) -> Iterator[tuple[list[int], np.ndarray, int]]:
+                           keyframes: bool = False, batch: int = 64,
+                           converter=None) -> Iterator[tuple[list[int], np.ndarray, int]]:
     """:func:`iter_video_batches` on a container already open (a file, standard input or a
     network stream: see :func:`open_video_input`); closes it. ``path`` names the source in
-    errors. Arguments already checked."""
+    errors. Arguments already checked. ``converter`` (default a FrameConverter at ``size``)
+    turns the frames into what each batch holds (e.g. foldcnn.data.frames.RegionCropper: the
+    crops of a few boxes)."""
     av = _import_av()
     with container:
         stream = _video_stream(container, path)
@@ -520,7 +523,7 @@ def iter_container_batches(container, path, size: tuple[int, int] | None, stride
                 raise VideoReadError(f"cannot number the key frames of {path}: it has no frame rate; "
                                      "decode every frame")
             start = stream.start_time or 0
-        convert = FrameConverter(size, resize, batch)
+        convert = converter if converter is not None else FrameConverter(size, resize, batch)
         numbers: list[int] = []
         index = reported = 0
         native = None

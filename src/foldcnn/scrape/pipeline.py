@@ -151,11 +151,10 @@ class _RegionStream:
         self.answers: deque = deque()  # (class index, confidence), in frame order
         self.events = EventTracker(source, region.name, hold)
 
-    def add(self, frames: np.ndarray) -> None:
-        x, y, w, h = self.region.box
-        crops = frames[:, :, y:y + h, x:x + w]
+    def add(self, crops: np.ndarray) -> None:
+        """uint8 (k, 3, h, w) crops of the region, in frame order."""
         want = tuple(self.engine.input_shape[1:])
-        if (h, w) != want:  # the function and mode training uses (foldcnn.data.resize)
+        if tuple(crops.shape[2:]) != want:  # the function and mode training uses (foldcnn.data.resize)
             crops = np.stack([resize_rgb(np.ascontiguousarray(c.transpose(1, 2, 0)), want, self.region.resize)
                               .transpose(2, 0, 1) for c in crops])
         self.crops.append(np.ascontiguousarray(crops))
@@ -252,7 +251,13 @@ class Scraper:
 
     def _video(self, video: str, index0: int) -> Iterator[dict | Event]:
         opts, stats = self.options, self.stats
-        feed = FrameFeed(video, opts.stride, opts.keyframes, opts.on_lag)
+        used: list[Layout] = []  # the layout for the video's frame size (scaled with scale_layout)
+
+        def boxes_for(width: int, height: int) -> list[tuple[int, int, int, int]]:
+            used.append(self.layout.for_frame(width, height, opts.scale_layout, f"video {video}"))
+            return [r.box for r in used[-1].regions]
+
+        feed = FrameFeed(video, boxes_for, opts.stride, opts.keyframes, opts.on_lag)
         record = {"source": feed.source, "frames": 0, "dropped_frames": 0, "fps": feed.rate, "frame_size": None}
         stats.sources.append(record)
         streams: list[_RegionStream] = []
@@ -319,12 +324,14 @@ class Scraper:
                 stats.seconds_decode += time.perf_counter() - t_wait
                 if item is None:
                     break
-                numbers, frames, arrived = item
+                numbers, crops, arrived = item
                 t_crop = time.perf_counter()
                 if not streams:
-                    streams = self._streams(feed, frames, record)
-                for s in streams:
-                    s.add(frames)
+                    record["frame_size"] = list(feed.cropper.frame_size)
+                    streams = [_RegionStream(r, self.engines[r.checkpoint], feed.source, opts.hold)
+                               for r in used[0].regions]
+                for s, c in zip(streams, crops):
+                    s.add(c)
                 stats.seconds_crop += time.perf_counter() - t_crop
                 for k, number in enumerate(numbers):
                     waiting.append((number, index0 + record["frames"] + k, arrived))
@@ -340,12 +347,6 @@ class Scraper:
             record["dropped_frames"] = feed.dropped
             stats.dropped_frames += feed.dropped
             stats.seconds_decode_work += feed.seconds_decode
-
-    def _streams(self, feed: FrameFeed, frames: np.ndarray, record: dict) -> list[_RegionStream]:
-        h, w = frames.shape[2:]
-        record["frame_size"] = [int(w), int(h)]
-        layout = self.layout.for_frame(int(w), int(h), self.options.scale_layout, f"video {feed.name}")
-        return [_RegionStream(r, self.engines[r.checkpoint], feed.source, self.options.hold) for r in layout.regions]
 
     def _close_events(self, streams: list[_RegionStream]) -> Iterator[Event]:
         for s in streams:

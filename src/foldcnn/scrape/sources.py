@@ -1,8 +1,8 @@
 """Video inputs of a scrape: files, standard input (``-``) and URLs, decoded once, in a thread.
 
 Decoding is the predict pipeline's (:func:`foldcnn.data.readers.iter_container_batches`: PyAV
-with FFmpeg's threads, colour conversion by one reused swscale converter), at the frames' own
-size: every region is cut from the full frame. A :class:`FrameFeed` decodes in a background
+with FFmpeg's threads), at the frames' own size; only the regions' pixels are converted to RGB
+(:class:`foldcnn.data.frames.RegionCropper`, checked to give the full frame's pixels). A :class:`FrameFeed` decodes in a background
 thread, a bounded number of batches ahead of the models. A live input (``-`` or a URL) arrives
 at its own pace: when the models fall behind and the queue is full, ``on_lag="drop"`` drops the
 newest decoded frame (counted, never silent) and ``"block"`` stops reading until there is room
@@ -32,7 +32,9 @@ def is_live(video: str) -> bool:
 
 
 class FrameFeed:
-    """``(frame numbers, uint8 (k, 3, H, W))`` batches of one video, decoded in a thread.
+    """``(frame numbers, [per box uint8 (k, 3, h, w)], arrival time)`` batches of one video,
+    decoded in a thread; ``boxes_for(width, height)`` gives the boxes ``(x, y, w, h)`` to cut
+    (foldcnn.data.frames.RegionCropper: only their pixels are converted to RGB).
 
     ``rate``: frames per second from the container (None where it does not say). Iterate with
     :meth:`get` (a timeout lets the caller flush waiting folds); an error of the decoder (a
@@ -40,7 +42,8 @@ class FrameFeed:
     ``frames_read``: frames delivered so far; ``dropped``: frames dropped by ``on_lag="drop"``.
     """
 
-    def __init__(self, video: str, stride: int = 1, keyframes: bool = False, on_lag: str = "drop") -> None:
+    def __init__(self, video: str, boxes_for, stride: int = 1, keyframes: bool = False, on_lag: str = "drop") -> None:
+        from foldcnn.data.frames import RegionCropper
         from foldcnn.data.readers import iter_container_batches, open_video_input
 
         if on_lag not in ON_LAG:
@@ -53,8 +56,9 @@ class FrameFeed:
         rate = (streams[0].average_rate or streams[0].guessed_rate) if streams else None
         self.rate = float(rate) if rate else None
         batch = 1 if self.live else FILE_BATCH
+        self.cropper = RegionCropper(boxes_for, batch)
         self._batches = iter_container_batches(container, self.name, None, stride, "nearest", keyframes=keyframes,
-                                               batch=batch)
+                                               batch=batch, converter=self.cropper)
         self._drop = self.live and on_lag == "drop"
         self._q: queue.Queue = queue.Queue(maxsize=LIVE_QUEUE if self.live else 4)
         self._stop = threading.Event()
@@ -96,7 +100,7 @@ class FrameFeed:
         finally:
             self._batches.close()
 
-    def get(self, timeout: float | None = None) -> tuple[list[int], np.ndarray, float] | None:
+    def get(self, timeout: float | None = None) -> tuple[list[int], list[np.ndarray], float] | None:
         """The next batch ``(numbers, frames, arrival time)``; None at the end of the video;
         raises queue.Empty after ``timeout`` seconds without one."""
         kind, value = self._q.get(timeout=timeout)
@@ -109,7 +113,7 @@ class FrameFeed:
         self.frames_read += len(value[0])
         return value
 
-    def __iter__(self) -> Iterator[tuple[list[int], np.ndarray, float]]:
+    def __iter__(self) -> Iterator[tuple[list[int], list[np.ndarray], float]]:
         while (item := self.get()) is not None:
             yield item
 
