@@ -65,3 +65,17 @@ def test_cli_then_scrape_with_task_checkpoints(tmp_path, capsys):
     rows = [i for i in items if not isinstance(i, Event)]
     assert [(r["frame"], r["region"]) for r in rows] == [(f, n) for f, n, _ in _truth(d)]
     assert {r["class_name"] for r in rows} <= set(task.classes)
+
+
+@pytest.mark.slow
+def test_a_60_second_720p_match_scrapes_every_frame_and_region(tmp_path):
+    """The full-size run: 1,800 frames of 1280x720, three regions, random-weight f=4 models."""
+    d = tmp_path / "lol"
+    write_screens(d, "lol", seconds=60, fps=30, seed=0)
+    torch.manual_seed(0)
+    cks = {}
+    for r in GAMES["lol"]:
+        task = game_task(r.task)
+        cks[r.task] = str(save_checkpoint(tmp_path / r.task, create_model(r.task, fold=4), list(task.classes)))
+    rows = [i for i in scrape([str(d / "video.mp4")], load_layout(d / "layout.json", cks)) if not isinstance(i, Event)]
+    assert [(r["frame"], r["region"]) for r in rows] == [(f, n) for f, n, _ in _truth(d)]
