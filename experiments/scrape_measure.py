@@ -93,11 +93,13 @@ def event_f1(pred: list[Event], true: list[Event], overlap: float) -> dict:
             "true": len(true)}
 
 
-def _test_top1(checkpoint: str) -> float | None:
+def _trained(checkpoint: str) -> dict:
+    """The region model's test top-1 on its task's generated crops and the command that trained it."""
     run = Path(checkpoint).parent / "run.json"
     if not run.is_file():
-        return None
-    return json.loads(run.read_text()).get("test_metrics", {}).get("top1")
+        return {"crop_test_top1": None, "train_command": None}
+    d = json.loads(run.read_text())
+    return {"crop_test_top1": d.get("test_metrics", {}).get("top1"), "train_command": d.get("command")}
 
 
 def scrape_once(video: str, layout, opts: ScrapeOptions, popts: PredictOptions) -> tuple[list, list, dict]:
@@ -146,7 +148,7 @@ def quality(rows: list[dict], events: list[Event], truth: dict, layout, overlap:
         mine = [row for row in rows if row["region"] == r.name]
         right = sum(row["class_name"] == truth[(row["frame"], r.name)] for row in mine)
         per_region[r.name] = {"frames": len(mine), "frame_accuracy": right / len(mine) if mine else 0.0,
-                              "checkpoint": r.checkpoint, "crop_test_top1": _test_top1(r.checkpoint),
+                              "checkpoint": r.checkpoint, **_trained(r.checkpoint),
                               "events": event_f1([e for e in events if e.region == r.name],
                                                  [e for e in _true_events(truth, [r.name])], overlap)}
     return {"regions": per_region, "events": event_f1(events, _true_events(truth, regions), overlap)}
