@@ -196,7 +196,7 @@ def test_import_stays_light():
 
 # ------------------------------------------------------------------------------------ CLI
 def test_cli_json_reproduces_paper(capsys):
-    rc = main(["analyze", "sot-timer", "--fold", "1", "4", "--channel-multiple", "1",
+    rc = main(["analyze", "sot-timer", "--folds", "1,4", "--channel-multiple", "1",
                "--device", "h200", "--json"])
     assert rc == 0
     records = json.loads(capsys.readouterr().out)
@@ -207,7 +207,7 @@ def test_cli_json_reproduces_paper(capsys):
 
 
 def test_cli_table(capsys):
-    assert main(["analyze", "lol-gold-fraction", "--fold", "1", "2", "--precision", "fp32"]) == 0
+    assert main(["analyze", "lol-gold-fraction", "--folds", "1,2", "--precision", "fp32"]) == 0
     out = capsys.readouterr().out
     assert "fp32 (4 bytes/element)" in out and "images/s" not in out
     rows = [line for line in out.splitlines() if line.startswith("lol-gold-fraction")]
@@ -219,7 +219,7 @@ def test_cli_table(capsys):
     [(["analyze", "no-such-model"], "unknown model"),
      (["analyze", "lol-gold-fraction", "--all"], "not both"),
      (["analyze", "lol-gold-fraction", "--device", "t4", "--precision", "bf16"], "no bf16 peak"),
-     (["analyze", "lol-gold-fraction", "--fold", "0"], "fold")],
+     (["analyze", "lol-gold-fraction", "--folds", "0"], "folds")],
 )
 def test_cli_errors_are_one_line(capsys, argv, message):
     assert main(argv) == 2

@@ -149,9 +149,9 @@ def test_cli_export_round_trip(model, tmp_path, capsys):
     x = torch.rand(5, 9, 12, 20)
     with torch.no_grad():
         np.testing.assert_allclose(run_file(out, x.numpy()), model(x).numpy(), rtol=1e-4, atol=1e-5)
-    # An existing file is kept unless --force.
+    # An existing file is kept unless --overwrite.
     assert main(["export", str(ck), "--out", str(out)]) == 2
-    assert "--force" in capsys.readouterr().err
+    assert "--overwrite" in capsys.readouterr().err
     q = tmp_path / "q.onnx"
     assert main(["export", str(ck), "--out", str(q), "--precision", "int8"]) == 0
     assert "int8" in capsys.readouterr().out
@@ -191,7 +191,7 @@ def test_cli_export_that_onnxruntime_cannot_run_leaves_no_file(model, tmp_path, 
         raise RuntimeError("[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : Could not find an implementation for Relu(1)")
 
     monkeypatch.setattr(foldcnn.backends, "check_onnx_parity", refuse)
-    assert main(["export", str(ck), "--out", str(out), "--force"]) == 2
+    assert main(["export", str(ck), "--out", str(out), "--overwrite"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "onnxruntime cannot run the exported file" in err[0] and "NOT_IMPLEMENTED" in err[0]
     assert out.read_bytes() == b"the previous export"  # --force replaces only with a file that works

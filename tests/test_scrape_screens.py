@@ -53,7 +53,7 @@ def test_same_seed_same_truth_other_seed_differs(tmp_path):
 
 def test_cli_then_scrape_with_task_checkpoints(tmp_path, capsys):
     d = tmp_path / "apex"
-    assert main(["data", "screens", "--game", "apex", "--seconds", "2", "--fps", "6", "--size", "320x180",
+    assert main(["data", "screens", "--game", "apex", "--seconds", "2", "--fps", "6", "--input-size", "180x320",
                  "--out", str(d), "--quiet"]) == 0
     assert main(["data", "screens", "--game", "apex", "--seconds", "2", "--out", str(d), "--quiet"]) == 2
     assert "--overwrite" in capsys.readouterr().err

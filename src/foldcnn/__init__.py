@@ -12,9 +12,9 @@ from foldcnn.models import (
     list_models,
     model_from_config,
 )
-from foldcnn.transform import FoldError, fold_model
+from foldcnn.models.transform import FoldError, fold_model
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "__version__", "fold_images", "unfold_logits", "pad_to_fold", "padded_count",

@@ -13,7 +13,7 @@
   ``MAX_STATIC_SHAPES`` of them calls run the dynamic-batch model, which is always built).
 
 The defaults (``DEFAULTS``) are the fastest settings measured here (docs/benchmarks.md,
-"OpenVINO settings"; experiments/openvino_settings.py measures them again);
+"OpenVINO settings"; experiments/lab/openvino_settings.py measures them again);
 ``FOLDCNN_OPENVINO_HINT`` overrides the hint for backends built by name.
 """
 

@@ -73,7 +73,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
             ("tensorrt", "fp16"), ("ort", "fp32")),
            device="cuda", baselines=BASELINES, baseline_batch_sizes=(1024,), trials=5, min_seconds=0.3,
            peak_sizes=(4096, 8192, 16384), copy_mib=1024),
-    # The paper's headline on one GPU in a few minutes (experiments/gpu_check.py runs it after
+    # The paper's headline on one GPU in a few minutes (experiments/published/gpu_check.py runs it after
     # checking every CUDA backend against eager fp32): f=1 vs f=4 at batch 1,024, fp16 on every
     # CUDA engine (ONNX Runtime's CUDA provider runs fp32 only here).
     Preset("gpu-check", "6 game CNNs on CUDA, f=1 and f=4, batch 1024, fp16 on eager, CUDA graphs, compile and "

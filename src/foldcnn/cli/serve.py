@@ -24,7 +24,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def serve_config(args: argparse.Namespace):
-    """The ServeConfig the flags describe (also used by experiments/load_test.py)."""
+    """The ServeConfig the flags describe (also used by experiments/published/load_test.py)."""
     from foldcnn.serve import ImageLimits, ServeConfig
 
     # --api-key may be repeated (one key per tenant); the environment holds one key.

@@ -7,6 +7,7 @@
 """
 
 from foldcnn.infer.arrays import ImageSizeError
+from foldcnn.infer.options import PredictOptions
 from foldcnn.infer.predictor import ON_ERROR, PARTIAL_MODES, Predictor
 from foldcnn.infer.results import (
     Prediction,
@@ -22,6 +23,7 @@ __all__ = [
     "PARTIAL_MODES",
     "VIDEO_EXTENSIONS",
     "ImageSizeError",
+    "PredictOptions",
     "PredictStats",
     "Prediction",
     "PredictionWriter",

@@ -99,7 +99,9 @@ class FoldedCNN(nn.Module):
     input_shape: tuple[int, int, int]
     config: ModelConfig | None = None
 
-    def _set_interface(self, fold: int, num_classes: int, input_shape: tuple[int, int, int]) -> None:
+    def set_interface(self, fold: int, num_classes: int, input_shape: tuple[int, int, int]) -> None:
+        """Declare the model's contract: ``fold`` images per input, ``num_classes`` logits per image,
+        ``input_shape`` (C, H, W) of one image. Every builder and ``fold_model`` call it once."""
         self.fold = check_fold(fold)
         if num_classes < 1:
             raise UsageError(f"num_classes must be >= 1, got {num_classes}")

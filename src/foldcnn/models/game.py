@@ -62,7 +62,7 @@ class GameCNN(FoldedCNN):
     ):
         super().__init__()
         h, w = (int(s) for s in input_size)
-        self._set_interface(fold, num_classes, (in_channels, h, w))
+        self.set_interface(fold, num_classes, (in_channels, h, w))
         if units < 0:
             raise UsageError(f"units must be >= 0, got {units}")
         wm = resolve_width_mult(self.fold, width_mult)

@@ -48,7 +48,7 @@ class NoScopeCNN(FoldedCNN):
         if conv_layers not in (2, 4):
             raise UsageError(f"NoScope CNNs have 2 or 4 conv layers, got {conv_layers}")
         h, w = (int(s) for s in input_size)
-        self._set_interface(fold, num_classes, (in_channels, h, w))
+        self.set_interface(fold, num_classes, (in_channels, h, w))
         wm = resolve_width_mult(self.fold, width_mult)
         cm = resolve_channel_multiple(channel_multiple)
         f1, f2, d = (scaled_width(c, wm, cm) for c in (filters, 2 * filters, dense))
