@@ -235,3 +235,15 @@ def test_region_cropper_gives_the_full_frames_pixels_converting_only_the_boxes(s
     assert [g.shape for g in got] == [(FRAMES, 3, h, w) for _, _, w, h in boxes]
     assert all(np.array_equal(g, np.stack(w)) for g, w in zip(got, want))
     assert all(tall is not None for _, tall in cropper._geometry.values())  # the fast way was taken
+
+
+def test_plots_a_png_per_region_with_the_truth(setup, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    root, video, _, _ = setup
+    truth = tmp_path / "truth.csv"
+    truth.write_text("frame,region,class\n" + "".join(f"{f},gold,c1\n" for f in range(FRAMES)))
+    assert main(["scrape", str(video), "--layout", str(root / "layout.json"), "--out", str(tmp_path / "r.csv"),
+                 "--plots", "--truth", str(truth)]) == 0
+    assert sorted(p.name for p in tmp_path.glob("r.*.png")) == ["r.gold.png", "r.gold2.png", "r.timer.png"]
+    assert "plots:" in capsys.readouterr().out
+    assert main(["scrape", str(video), "--layout", str(root / "layout.json"), "--out", "-", "--plots"]) == 2

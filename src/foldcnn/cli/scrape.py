@@ -63,6 +63,16 @@ def _cmd_scrape(args: argparse.Namespace) -> int:
     layout = load_layout(args.layout, parse_checkpoint_map(args.checkpoints))
     if args.events is not None and not args.events.lower().endswith(".csv"):
         raise CLIError(f"--events must end in .csv, got {args.events!r}")
+    if args.truth and not args.plots:
+        raise CLIError("--truth is drawn by --plots; add --plots")
+    if args.plots and args.out == "-":
+        raise CLIError("--plots are written beside --out; give --out a file")
+    plot = None
+    if args.plots:
+        from foldcnn.scrape.plots import ReadingsPlot, read_truth
+
+        truth = read_truth(args.truth) if args.truth else None
+        plot = ReadingsPlot()
     broken = None
     with Scraper(layout, scrape_opts, options) as scraper:
         rows = TableWriter(args.out, SCRAPE_COLUMNS)
@@ -77,6 +87,8 @@ def _cmd_scrape(args: argparse.Namespace) -> int:
                             events.flush()
                     continue
                 rows.write(item)
+                if plot is not None:
+                    plot.add(item)
                 if live and item["region"] == layout.regions[-1].name:  # a frame's rows are out: flush them
                     rows.flush()
         except StreamBrokenError as e:  # its rows up to the break are the output
@@ -90,9 +102,12 @@ def _cmd_scrape(args: argparse.Namespace) -> int:
         if events is not None:
             events.close()
         stats = scraper.stats
+    plots = plot.write(str(args.out).rsplit(".", 1)[0], truth) if plot is not None else []
     if args.json != "-" and args.out != "-":
         for line in _summary_lines(stats, args.out, args.events):
             print(line)
+        if plots:
+            print("plots: " + ", ".join(str(p) for p in plots))
     if args.json is not None:
         write_json_output({"out": args.out, "events_out": args.events, "layout": layout.to_dict(),
                            "options": {**options.to_dict(), **vars(scrape_opts)}, **stats.to_dict(),
@@ -122,6 +137,10 @@ def _add_scrape(sub) -> None:
     p.add_argument("--out", required=True, help="rows: .csv, .jsonl or .parquet; - for JSONL on standard output")
     p.add_argument("--events", metavar="EVENTS.csv",
                    help="write events: source, region, value, start_frame, end_frame, start_s, end_s, min_confidence")
+    p.add_argument("--plots", action="store_true",
+                   help="a PNG per region beside --out (OUT.REGION.png): its reading over time (needs matplotlib)")
+    p.add_argument("--truth", metavar="TRUTH.csv",
+                   help="with --plots: draw the truth too (frame, region, class; as 'foldcnn data screens' writes)")
     p.add_argument("--hold", type=int, default=3, metavar="K",
                    help="a region's class becomes an event once it is the answer K sampled frames in a row")
     p.add_argument("--stride", type=int, default=1, help="read every N-th frame")
