@@ -9,7 +9,9 @@ reporting the time from a frame's arrival to its rows (p50, p99), the frames dro
 The stream is the screens' video remuxed to MPEG-TS (no re-encoding), its first ``--seconds``,
 written to the scraper's standard input one frame's packet at a time at the frame's due time.
 "Arrival" is when the frame came out of the decoder (scrape's own clock), so the latency
-counts cropping, batching, the models and writing, not the pipe or the decoder's own delay.
+counts cropping, batching, the models and writing, not the pipe or the decoder's own delay; a
+rate the decoder cannot follow shows instead as ``finished_after_last_packet_s`` (the process
+still working, and exiting, after the last packet was sent).
 """
 
 from __future__ import annotations
@@ -72,10 +74,12 @@ def run(packets: list[bytes], fps: float, layout: str, checkpoints: str, threads
             proc.stdin.write(data)
             proc.stdin.flush()
         proc.stdin.close()
+        sent = time.perf_counter()
         proc.wait(timeout=600)
+        behind = time.perf_counter() - sent  # the rest of the work after the last packet, plus exiting
         s = json.loads(Path(summary).read_text())
     return {"fps": fps, "frames": s["frames"], "dropped_frames": s["dropped_frames"], "latency_ms": s["latency_ms"],
-            "returncode": proc.returncode}
+            "finished_after_last_packet_s": behind, "returncode": proc.returncode}
 
 
 def main() -> None:
