@@ -18,7 +18,7 @@ from foldcnn.data.game_text import (
 )
 from foldcnn.models import GAME_TASKS
 
-# The brief's class counts (DESIGN sections 3 and 6).
+# The brief's class counts (docs/design.md, "The paper's models" and "Data tasks and classes").
 EXPECTED_K = {"lol-gold-fraction": 11, "lol-gold-int": 111, "lol-timer-minutes": 62,
               "apex-squad-count": 22, "sot-coin-count": 15, "sot-timer": 27}
 TASKS = list(EXPECTED_K)

@@ -1,4 +1,4 @@
-"""Which images change class with their fold-mates, and why (issue 22, docs/accuracy.md "Fold-mates").
+"""Which images change class with their fold-mates, and why (docs/accuracy.md "Fold-mates").
 
     python experiments/lab/flip_anatomy.py runs/t22/fold-apex-squad-count/fold4/checkpoint \
         runs/t22/data/apex-squad-count/test

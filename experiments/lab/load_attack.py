@@ -1,10 +1,10 @@
-"""Can one heavy client stall the others? The attack of issue 21 item 1 against `foldcnn serve`.
+"""Can one heavy client stall the others? One heavy client against `foldcnn serve` (docs/serving.md).
 
     flock /tmp/bench.lock .venv/bin/python experiments/lab/load_attack.py --seconds 20
     # prints a markdown table; about 1 min on 2 cores. --checkpoint CKPT serves a trained model
     # (default: a random-weight apex-squad-count f=4 one: latency does not depend on the weights)
     flock /tmp/bench.lock .venv/bin/python experiments/lab/load_attack.py --big-bodies 20
-    # issue 21 item 2 instead: 20 concurrent raw bodies of 60 MiB; answers and server memory
+    # the big-bodies test instead: 20 concurrent raw bodies of 60 MiB; answers and server memory
 
 One `foldcnn serve` on a free loopback port (the running Python's foldcnn, so PYTHONPATH picks the
 version under test). --attackers clients (a separate process) each send, back to back, multipart
@@ -93,7 +93,7 @@ def send_big_body(url: str, size: int) -> str:
 
 
 def big_bodies(url: str, pid: int, n: int, mib: int) -> dict:
-    """Issue 21 item 2: ``n`` concurrent raw bodies of ``mib`` MiB; answers, time, server memory."""
+    """The big-bodies test: ``n`` concurrent raw bodies of ``mib`` MiB; answers, time, server memory."""
     import concurrent.futures
 
     before = rss_mib(pid, "VmRSS")

@@ -1,4 +1,4 @@
-"""Predictor overhead and int8 agreement, per game CNN (issue 5's speed table).
+"""Predictor overhead and int8 agreement, per game CNN (docs/benchmarks.md).
 
     python experiments/lab/predictor_overhead.py                 # all six game CNNs, f=4, ORT fp32 + int8
     python experiments/lab/predictor_overhead.py --checkpoints runs/accuracy   # agreement on trained f=4 models

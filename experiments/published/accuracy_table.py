@@ -7,7 +7,7 @@ Each cell is one `foldcnn train` command (printed in the table), run as a subpro
 thread; `--jobs` runs that many at once. Finished runs (run.json present) are not re-run, so an
 interrupted table resumes. The original (f=1) and the folded models of a task see the same
 generated train/val/test images (same --data-seed); folded models get their own, longer budget
-(DESIGN section 5: they converge more slowly) and distill from their task's original (KL,
+(docs/design.md, "Training recipe": they converge more slowly) and distill from their task's original (KL,
 `--distill`). The NoScope video row renders its video once with
 `foldcnn data video` and trains on it with `--data`.
 """
@@ -62,7 +62,7 @@ WEIGHT_DECAY = "1:1e-5,2:1e-5,3:0.05,4:0.05"
 
 
 # NoScope-style video rows: (zoo model, `foldcnn data video` arguments). The video is rendered once
-# into OUT/data/<row> and split 60/20/20 in time with 30-frame gaps (DESIGN section 6).
+# into OUT/data/<row> and split 60/20/20 in time with 30-frame gaps (docs/design.md, "Data tasks and classes").
 # 18,000 frames (10 minutes at 30 fps) read at every 3rd frame: as many training frames as a
 # 6,000-frame video, but three times as many object passes, so the test stretch holds about 17
 # cars instead of 6 and one hard car cannot move its accuracy by 7 points (it did; docs/accuracy.md).

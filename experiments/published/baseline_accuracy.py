@@ -3,7 +3,7 @@
     python experiments/published/accuracy_table.py --out runs/accuracy --folds 1      # the originals, if not there
     python experiments/published/baseline_accuracy.py --out runs/baseline --originals runs/accuracy --jobs 2
 
-The baseline (DESIGN section 3) is the game CNN one EfficientNet compound-scaling step down:
+The baseline (docs/design.md, "The paper's models") is the game CNN one EfficientNet compound-scaling step down:
 widths /1.1, depth /1.1, input resolution /1.15. It is a throughput peer in `foldcnn bench`; this
 script measures what it costs in accuracy. For each task it writes the accuracy table's data
 (same sizes, data seed 0) as PNG folders with `foldcnn data game`, trains `<task>-scaled` on them

@@ -1,4 +1,4 @@
-"""End to end at the hardware's rate (issue 20): pipeline efficiency and folded/original ratios.
+"""End to end at the hardware's rate (docs/benchmarks.md, "End to end"): pipeline efficiency and folded/original ratios.
 
     foldcnn data game lol-gold-fraction --out /tmp/e2e/game --train-size 10 --val-size 10 --test-size 8192
     foldcnn data video --out /tmp/e2e/video --frames 3000

@@ -1,4 +1,4 @@
-"""Folded models whose answers depend on nothing but the image (issue 22): docs/accuracy.md,
+"""Folded models whose answers depend on nothing but the image: docs/accuracy.md,
 "Fold-mates: exact invariance". Runs on top of experiments/published/fold_mates_table.py's runs (its data
 and its `foldcnn fold` originals and f=4 models in OUT/fold-TASK).
 

@@ -1,5 +1,5 @@
-"""Fold-mate flip rates at docs/accuracy.md's budgets, and what --consistency does to them (issue 22),
-through `foldcnn fold` with zoo models (issue 18's reproduction of the accuracy table's f=4 rows).
+"""Fold-mate flip rates at docs/accuracy.md's budgets, and what --consistency does to them,
+through `foldcnn fold` with zoo models (which also checks that `foldcnn fold` reproduces the accuracy table's f=4 rows).
 
     python experiments/published/fold_mates_table.py --out runs/t22 --jobs 2                 # trains what is missing
     python experiments/published/fold_mates_table.py --out runs/t22 --report                 # the tables only
@@ -31,7 +31,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-# docs/accuracy.md, "The table": test top-1 of f=1 and f=4 (4,000 test images, commit 58850d3 era)
+# docs/accuracy.md, "The accuracy table": test top-1 of f=1 and f=4 (4,000 test images, commit 58850d3 era)
 TABLE = {"lol-gold-fraction": (98.38, 97.60), "lol-timer-minutes": (98.45, 97.45),
          "apex-squad-count": (98.75, 98.20), "sot-coin-count": (95.80, 95.08), "sot-timer": (99.00, 98.72),
          "lol-gold-int": (99.00, 97.80)}

@@ -1,4 +1,4 @@
-"""The zoo's game CNNs at half width (issue 22): what a folded model whose fold slots share no
+"""The zoo's game CNNs at half width: what a folded model whose fold slots share no
 weights (``foldcnn train --cross-slot-decay inf``) computes per image, as an unfolded CNN of its own,
 for ``foldcnn bench --models experiments.published.narrow_models:half_TASK`` and ``foldcnn train --model ...``.
 

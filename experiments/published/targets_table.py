@@ -8,7 +8,7 @@ For every game CNN and precision: the original (f=1) on its best engine (the fas
 its best batch size, on any engine) and the folded model on its best engine, each with its
 fraction of the precision's roof (the highest rate measured for that precision in the run: any
 engine's matmul peak, or a model that ran faster), the ratio, and whether the target holds:
-folded >= 1.5x the original (issue 19), and for bf16 and int8 predictions that agree with fp32
+folded >= 1.5x the original, and for bf16 and int8 predictions that agree with fp32
 on >= 99% of images on trained checkpoints (``--agreement``, from
 experiments/published/precision_agreement.py; without it the row says the agreement is unchecked).
 
@@ -30,7 +30,7 @@ from foldcnn.bench.tables import config_cell, headline, peer_summary
 
 ENGINE = {"ort": "ORT", "openvino": "OpenVINO", "compile": "compile", "eager": "eager", "cuda-graphs": "CUDA graphs",
           "tensorrt": "TensorRT"}
-TARGET = 1.5  # folded / original, each on its best engine (issue 19)
+TARGET = 1.5  # folded / original, each on its best engine (the project's target)
 MIN_AGREEMENT = 0.99
 
 

@@ -50,9 +50,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            trials=2, min_seconds=0.02, peak_sizes=(128, 256), copy_mib=8, peak_repeats=2),
     # What the CPU targets compare: each game CNN unfolded and at f=4 on every CPU engine and
     # precision, so that each precision's best path is in the run whichever engine it is on
-    # (on the AMD EPYC of docs/benchmarks.md OpenVINO ran the originals' int8 and bf16 fastest),
+    # (in docs/benchmarks.md OpenVINO ran the originals' int8 and bf16 fastest),
     # with the scaled baselines as peers at the same batch sizes (each at its best, like the
-    # originals). About 25 minutes on 2 cores with a warm inductor cache before OpenVINO joined.
+    # originals). Tens of minutes on a small CPU.
     Preset("cpu-targets", "6 game CNNs and their scaled baselines, f=1 and f=4, batch 256/512/1024/4096, "
            "eager and compile fp32/bf16, ORT fp32/int8, OpenVINO fp32/bf16/int8, peaks", GAME_MODELS, (1, 4),
            (256, 512, 1024, 4096),
@@ -60,7 +60,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
             ("ort", "int8"), ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8")),
            baselines=BASELINES, trials=5, min_seconds=0.4, copy_mib=256),
     # Peers side by side: the original on every CPU engine (torch.compile included: slow to
-    # build, minutes on 2 cores) and the scaled baseline, against f=4 on the same engines.
+    # build: minutes on a small CPU) and the scaled baseline, against f=4 on the same engines.
     Preset("peers", "6 game CNNs, f=1 and f=4, batch 256/1024/4096, eager/compile/ORT/OpenVINO fp32, baselines "
            "at every batch", GAME_MODELS, (1, 4), (256, 1024, 4096),
            (("eager", "fp32"), ("compile", "fp32"), ("ort", "fp32"), ("openvino", "fp32")), baselines=BASELINES,

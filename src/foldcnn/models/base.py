@@ -11,9 +11,9 @@ from torch import nn
 from foldcnn.errors import UsageError
 from foldcnn.fold import check_fold, fold_images, pad_to_fold, unfold_logits
 
-# Default rounding of widened layers. Measured on a 2-core AMD Zen 5 (ONNX Runtime, fp32,
-# batch 1024): widths that are multiples of 8 ran up to 1.7x faster than the paper's odd widths
-# (45 at f=2) at the same accuracy; see docs/widths.md for the table and its command.
+# Default rounding of widened layers. On the CPUs measured (ONNX Runtime, fp32,
+# batch 1024) widths that are multiples of 8 ran faster than the paper's odd widths
+# (45 at f=2); docs/widths.md has the table, its machine, date and command.
 DEFAULT_CHANNEL_MULTIPLE = 8
 
 

@@ -33,8 +33,8 @@ def recommended_budget(fold: int) -> dict:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Fast defaults for a 2-core CPU: Adam(W) with a one-cycle schedule reaches the paper's
-    accuracy in tens of epochs where the paper's Adam 1e-4 took up to 1500 (DESIGN section 5).
+    """Fast defaults for a small CPU: Adam(W) with a one-cycle schedule reaches the paper's
+    accuracy in tens of epochs where the paper's Adam 1e-4 took up to 1500 (docs/design.md, "Training recipe").
 
     ``epochs`` and ``weight_decay`` default to a short run of the original; folded models need
     longer: ``TrainConfig.for_fold(fold, ...)`` starts from ``recommended_budget(fold)``."""
@@ -60,7 +60,7 @@ class TrainConfig:
     channels_last: bool = option(True, "channels_last memory format while training", cli=False)
     # A BatchNorm after every conv while training, fused into the conv at the end, so the saved
     # model has the paper's layers (foldcnn.train.batchnorm). Without it folded models sit at
-    # chance for thousands of steps on a 2-core budget (docs/accuracy.md).
+    # chance for thousands of steps on a small CPU's budget (docs/accuracy.md).
     train_batchnorm: bool = option(True, "train without the temporary BatchNorm layers (they are fused into the "
                                          "convs after training, so the saved model has the paper's layers either "
                                          "way)", flag="--no-train-batchnorm")

@@ -22,7 +22,7 @@ from foldcnn.errors import UsageError
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """What the demo runs; the defaults fit 10 minutes on 2 CPU cores (measured: README)."""
+    """What the demo runs; the defaults fit minutes on a small CPU (measured: docs/benchmarks.md, the demo)."""
 
     task: str = "sot-coin-count"
     fold: int = 4
@@ -30,7 +30,7 @@ class DemoConfig:
     val_size: int = 1000
     test_size: int = 2000
     epochs_original: int = 30
-    epochs_folded: int = 200  # at 100 the folded CNN was still 2.6 points behind (measured: README)
+    epochs_folded: int = 200  # at 100 the folded CNN was still behind (docs/design.md, "Training recipe")
     distill: str = "kl"  # the folded CNN distills from the original just trained ("none": plain labels)
     weight_decay_folded: float = 0.05  # AdamW decay of the folded CNN; the original keeps the default
     batch_size: int = 1024  # images per call in the throughput measurement
