@@ -4,7 +4,7 @@ reporting the time from a frame's arrival to its rows (p50, p99), the frames dro
 
     python experiments/published/scrape_live.py --screens screens/apex \
         --checkpoints apex-squad-count=runs/apex-f4/checkpoint --seconds 20 --fps 30,60,120,240 \
-        --threads 1 --out results/scrape/live.json
+        --threads 1
 
 The stream is the screens' video remuxed to MPEG-TS (no re-encoding), its first ``--seconds``,
 written to the scraper's standard input one frame's packet at a time at the frame's due time.
@@ -28,7 +28,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments" / "published"))
+sys.path.insert(0, str(ROOT / "src"))
 
+from foldcnn.results import write_result  # noqa: E402
 from scrape_measure import _commit, _cpu, _load  # noqa: E402
 
 
@@ -89,7 +91,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--fps", default="30,60,120,240", help="rates to feed, frames/s, comma list")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", default=str(ROOT / "results"), help="the results folder")
     args = ap.parse_args()
     screens = Path(args.screens)
     manifest = json.loads((screens / "manifest.json").read_text())
@@ -105,8 +107,17 @@ def main() -> None:
             and r["latency_ms"]["p99"] <= 250]
     result["highest_fps_held"] = max(held) if held else None
     result["load_after"] = _load()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    rows = [{"fps": r["fps"], "frames": r["frames"], "dropped_frames": r["dropped_frames"],
+             "p50_ms": r["latency_ms"]["p50"], "p99_ms": r["latency_ms"]["p99"], "max_ms": r["latency_ms"]["max"],
+             "finished_after_last_packet_s": r["finished_after_last_packet_s"]} for r in result["runs"]]
+    cols = [{"title": "rate fed", "cell": "{fps:.0f} fps"}, {"title": "frames", "cell": "{frames}"},
+            {"title": "dropped", "cell": "{dropped_frames}"}, {"title": "arrival -> rows p50", "cell": "{p50_ms:.0f} ms"},
+            {"title": "p99", "cell": "{p99_ms:.0f} ms"}, {"title": "max", "cell": "{max_ms:.0f} ms"},
+            {"title": "done after the last packet", "cell": "{finished_after_last_packet_s:.1f} s"}]
+    details = {k: v for k, v in result.items() if k not in ("command", "date", "cpu", "commit")}
+    write_result(Path(args.out), f"scrape-live_{manifest['game']}", description="foldcnn scrape - fed a paced MPEG-TS "
+                 "stream on standard input: arrival-to-rows latency and dropped frames per rate", columns=cols,
+                 rows=rows, command=result["command"], details=details)
     print("highest fps held:", result["highest_fps_held"])
 
 

@@ -5,7 +5,7 @@ frames/s of the scrape against decoding alone, folded region models against unfo
     foldcnn train --task apex-squad-count --fold 4 --threads 1 --epochs 60 --out runs/apex-f4   # and --fold 1
     python experiments/published/scrape_measure.py --screens screens/apex \
         --checkpoints apex-squad-count=runs/apex-f4/checkpoint \
-        --compare apex-squad-count=runs/apex-f1/checkpoint --threads 1 --out results/scrape/apex.json
+        --compare apex-squad-count=runs/apex-f1/checkpoint --threads 1
 
 Accuracy: a region's rows against truth.csv, frame by frame. Events: the scrape's events
 (``--hold``) against the truth's (every run of one class other than ``other``); an event
@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
 from foldcnn.infer.options import PredictOptions  # noqa: E402
+from foldcnn.results import write_result  # noqa: E402
 from foldcnn.scrape import Event, EventTracker, ScrapeOptions, Scraper, load_layout  # noqa: E402
 from foldcnn.scrape.layout import parse_checkpoint_map  # noqa: E402
 from foldcnn.scrape.sources import FrameFeed  # noqa: E402
@@ -53,6 +54,11 @@ def _load() -> str:
 
 def _commit() -> str:
     return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+
+
+def layout_task(screens: Path, region: str) -> str:
+    regions = json.loads((screens / "layout.json").read_text())["regions"]
+    return next((r.get("task", r["checkpoint"]) for r in regions if r["name"] == region), "")
 
 
 def _truth(screens: Path) -> dict[tuple[int, str], str]:
@@ -164,7 +170,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--backend", default="eager")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", default=str(ROOT / "results"), help="the results folder")
     args = ap.parse_args()
     screens = Path(args.screens)
     video = str(screens / "video.mp4")
@@ -210,8 +216,42 @@ def main() -> None:
         if "compare" in sets:
             result["ratios"][f"{label}: scrape_main / scrape_compare"] = m["scrape_main"] / m["scrape_compare"]
     result["load_after"] = _load()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    game = result["screens"]["game"]
+    details = {k: v for k, v in result.items() if k not in ("command", "date", "cpu", "commit")}
+    label = {n: "f=" + "/".join(sorted({str(f) for f in result[n]["folds"].values()})) for n in sets}
+    acc_rows = []
+    for n in sets:
+        q = result[n]["quality"]
+        for region, r in q["regions"].items():
+            e = r["events"]
+            acc_rows.append({"models": label[n], "region": region, "task": layout_task(screens, region),
+                             "crop_test_top1_pct": None if r["crop_test_top1"] is None else 100 * r["crop_test_top1"],
+                             "frame_accuracy_pct": 100 * r["frame_accuracy"], "event_f1": e["f1"],
+                             "events_matched": e["matched"], "events_predicted": e["predicted"], "events_true": e["true"]})
+    acc_cols = [{"title": "models", "cell": "{models}"}, {"title": "region (task)", "cell": "{region} ({task})"},
+                {"title": "crop test top-1", "cell": "{crop_test_top1_pct:.2f}%"},
+                {"title": "frame accuracy vs truth", "cell": "{frame_accuracy_pct:.2f}%"},
+                {"title": f"event F1, --hold {args.hold}", "cell": "{event_f1:.3f}"},
+                {"title": "events matched / predicted / true",
+                 "cell": "{events_matched} / {events_predicted} / {events_true}"}]
+    what = f"scrape-accuracy_{game}-60s-720p" if result["screens"]["frames"] == 1800 else f"scrape-accuracy_{game}"
+    out = Path(args.out)
+    write_result(out, what, description=f"foldcnn scrape on a generated {game} stream: per-region frame accuracy "
+                 "and event F1 against its truth.csv", columns=acc_cols, rows=acc_rows, command=result["command"],
+                 details=details)
+    speed_rows = []
+    for k in names:
+        speed_rows.append({"run": k.replace("scrape_main", f"scrape, {label['main']} models")
+                           .replace("scrape_compare", f"scrape, {label.get('compare', '')} models"),
+                           "frames_per_cpu_s": med_cpu[k], "frames_per_s": med[k],
+                           "vs_decode_regions_cpu": med_cpu[k] / med_cpu["decode_regions_rgb"]})
+    speed_cols = [{"title": "run", "cell": "{run}"},
+                  {"title": f"frames per CPU second (median of {args.rounds})", "cell": "{frames_per_cpu_s:,.0f}"},
+                  {"title": "/ decoding + regions' RGB", "cell": "{vs_decode_regions_cpu:.2f}"},
+                  {"title": "frames per wall second (noisy on a shared machine)", "cell": "{frames_per_s:,.0f}"}]
+    write_result(out, what.replace("accuracy", "speed"), description=f"foldcnn scrape on a generated {game} "
+                 "stream: frames per CPU second and per wall second against decoding alone, in alternating rounds",
+                 columns=speed_cols, rows=speed_rows, command=result["command"], details=details)
     for name in sets:
         q = result[name]["quality"]
         print(name, {r: round(v["frame_accuracy"], 4) for r, v in q["regions"].items()},
