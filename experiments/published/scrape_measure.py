@@ -241,8 +241,10 @@ def main() -> None:
                  details=details)
     speed_rows = []
     for k in names:
-        speed_rows.append({"run": k.replace("scrape_main", f"scrape, {label['main']} models")
-                           .replace("scrape_compare", f"scrape, {label.get('compare', '')} models"),
+        title = {"decode_only": "decoding alone, no conversion", "decode_regions_rgb": "decoding + the regions' RGB",
+                 "decode_full_rgb": "decoding + whole frames' RGB", "scrape_main": f"scrape, {label['main']} models",
+                 "scrape_compare": f"scrape, {label.get('compare', '')} models"}[k]
+        speed_rows.append({"run": title,
                            "frames_per_cpu_s": med_cpu[k], "frames_per_s": med[k],
                            "vs_decode_regions_cpu": med_cpu[k] / med_cpu["decode_regions_rgb"]})
     speed_cols = [{"title": "run", "cell": "{run}"},
