@@ -73,13 +73,25 @@ def _cmd_scrape(args: argparse.Namespace) -> int:
 
         truth = read_truth(args.truth) if args.truth else None
         plot = ReadingsPlot()
+    if args.address and args.engine != "ray":
+        raise CLIError("--address is only used with --engine ray")
     broken = None
-    with Scraper(layout, scrape_opts, options) as scraper:
+    with Scraper(layout, scrape_opts, options) as scraper:  # checks every checkpoint here, also for Ray
+        if args.engine == "ray":
+            from foldcnn.scrape.pipeline import ScrapeStats
+            from foldcnn.scrape.ray_engine import scrape_ray
+
+            scraper.close()
+            scraper.stats = ScrapeStats()
+            produced = scrape_ray(args.videos, layout, scrape_opts, options, address=args.address,
+                                  stats=scraper.stats)
+        else:
+            produced = scraper.run(args.videos)
         rows = TableWriter(args.out, SCRAPE_COLUMNS)
         events = TableWriter(args.events, EVENT_COLUMNS, formats={".csv": "csv"}) if args.events else None
         live = rows.to_stdout or any(v == "-" or "://" in v for v in args.videos)
         try:
-            for item in scraper.run(args.videos):
+            for item in produced:
                 if isinstance(item, Event):
                     if events is not None:
                         events.write(item.to_dict())
@@ -153,6 +165,9 @@ def _add_scrape(sub) -> None:
     p.add_argument("--on-lag", choices=("drop", "block"), default="drop",
                    help="live inputs the models cannot keep up with: drop frames (counted in the summary) or stop "
                         "reading until the models catch up (files are never dropped)")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: this process; ray: one Ray task per video on a Ray cluster, the same rows")
+    p.add_argument("--address", default=None, help="Ray cluster address for --engine ray (None: start one locally)")
     add_predict_options(p, unsupported=UNSUPPORTED, group_title="model options (every region's engine)")
     add_json_flag(p, what="the run's summary (counts, per-stage seconds, engines, dropped frames, latency)")
     p.set_defaults(func=_cmd_scrape)

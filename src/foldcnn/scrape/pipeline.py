@@ -214,8 +214,10 @@ class Scraper:
                               f"{str(e).rstrip('.')}") from None
 
     def close(self) -> None:
+        """Close the engines (again: nothing)."""
         for engine in getattr(self, "engines", {}).values():
             engine.predictor.close()
+        self.engines = {}
 
     def __enter__(self) -> Scraper:
         return self
