@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from foldcnn.checkpoints import load_checkpoint
-from foldcnn.train.fold_pipeline import FoldOptions
+from foldcnn.workflows.fold import FoldOptions
 from foldcnn.train.sources import DataSpec
 from tiny_data import USER_CNNS, write_folder, write_user_module
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--epochs", "1", "--original-epochs", "1", "--backends", "eager/fp32", "--bench-batch-sizes", "8",
+TINY = ["--epochs", "1", "--original-epochs", "1", "--backends", "eager/fp32", "--batch-sizes", "8",
         "--trials", "1", "--min-seconds", "0.01", "--threads", "1", "--batch-size", "8"]
 
 
@@ -36,6 +36,9 @@ def test_example_cnn_end_to_end_then_resume(tmp_path, monkeypatch, capsys):
     ck = load_checkpoint(f2["checkpoint"])
     assert ck.model.fold == 2 and ck.class_names == ["a", "b", "c"]
     assert "foldcnn predict" in (out / "report.md").read_text()
+    peer = report["best_narrower_peer"]  # timed beside them, named in the report, never chosen without --search
+    assert peer["fold"] == 1 and peer["width_mult"] < 1 and not peer["trained"] and peer["images_per_s"] > 0
+    assert "Best narrower peer" in (out / "report.md").read_text()
     run = json.loads((out / "fold2" / "run.json").read_text())
     assert run["features"]["distillation"]["teacher"].endswith("original/checkpoint")
     capsys.readouterr()
@@ -101,7 +104,7 @@ def test_options_are_validated():
 
 
 def test_advice_names_what_the_folded_run_measured_about_itself():
-    from foldcnn.train.fold_pipeline import _choose
+    from foldcnn.workflows.fold.pipeline import _choose
 
     opts = FoldOptions(model="lol-gold-fraction", data=DataSpec(task="sot-coin-count"))
     original = {"fold": 1, "top1": 0.95, "images_per_s": 100.0}
@@ -112,3 +115,15 @@ def test_advice_names_what_the_folded_run_measured_about_itself():
     row.update(still_improving={"yes": False, "val_top1_gain_points": 0.0, "over_epochs": 20}, best_epoch=80)
     why = _choose(opts, [row], original)[1]
     assert "had stopped improving (best val at epoch 80 of 200)" in why and "--epochs" not in why
+
+
+def test_precision_restricts_the_engines_timed():
+    from foldcnn.workflows.fold.stages import restrict_precisions
+
+    pairs = (("ort", "fp32"), ("ort", "int8"), ("openvino", "int8"))
+    assert restrict_precisions(pairs, ("fp32",)) == (("ort", "fp32"),)
+    assert restrict_precisions(pairs, None) == pairs
+    with pytest.raises(ValueError, match="no engine to time at precision bf16"):
+        restrict_precisions(pairs, ("bf16",))
+    with pytest.raises(ValueError, match="precisions are"):
+        FoldOptions("m:N", DataSpec(data_dir="x"), precisions=("fp64",))

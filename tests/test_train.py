@@ -323,3 +323,19 @@ def test_still_improving_needs_a_rise_of_two_validation_images_at_least():
     one_image = [{"val_top1": v} for v in [0.9] * 37 + [0.9056] * 3]  # 1 of 180 images, 0.56 points
     assert still_improving(one_image, 180)["yes"] is False and still_improving(one_image, 10000)["yes"] is True
     assert still_improving(rising[:1], 1000) is None
+
+
+def test_cli_train_width_mult_builds_a_narrower_cnn_and_refuses_a_bad_one(tmp_path, capsys):
+    from foldcnn.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--task", "apex-squad-count", "--width-mult", "0.5", "--out", str(out), "--train-size", "40",
+                 "--val-size", "20", "--test-size", "20", "--epochs", "1", "--quiet"]) == 0
+    ck = load_checkpoint(out / "checkpoint")
+    assert ck.model.config.width_mult == 0.5 and ck.model.fold == 1
+    assert json.loads((out / "run.json").read_text())["model_config"]["width_mult"] == 0.5
+    for bad, says in (("0", "positive numbers"), ("0.001", "0 channels wide")):
+        assert main(["train", "--task", "apex-squad-count", "--width-mult", bad, "--out", str(tmp_path / bad),
+                     "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert says in err and len(err.splitlines()) == 1

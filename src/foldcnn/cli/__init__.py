@@ -41,7 +41,7 @@ def _no_abbreviations(parser: argparse.ArgumentParser) -> None:
 
 
 # One module per command group; each lists its parser builders in COMMANDS.
-_MODULES = ("demo", "models", "data", "train", "fold", "export", "predict", "serve", "bench")
+_MODULES = ("demo", "models", "data", "train", "fold", "export", "predict", "scrape", "serve", "bench")
 
 
 def _user_message(e: BaseException) -> str | None:

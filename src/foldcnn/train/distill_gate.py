@@ -63,15 +63,18 @@ def decide(distilled_val: list[float], undistilled_val: list[float], epoch: int)
 
 def train_with_check(model: FoldedCNN, train_ds: ArrayDataset, val_ds: ArrayDataset, cfg: TrainConfig,
                      out_dir: str | Path, teacher_logits: torch.Tensor | None, *, resume: bool = False,
-                     progress: bool = True, state_every_steps: int = 500) -> tuple[TrainResult, dict | None]:
+                     progress: bool = True, state_every_steps: int = 500, on_epoch=None
+                     ) -> tuple[TrainResult, dict | None]:
     """train_model, with the early distillation check when ``cfg.distill_check`` and a teacher are on.
+    ``on_epoch`` sees the run's own epochs (the distilled ones before the check), not the twin's.
 
     Returns (result, the check's record or None when no check ran)."""
     run = dict(progress=progress, state_every_steps=state_every_steps)
+    own = dict(run, on_epoch=on_epoch)
     out = Path(out_dir)
     if teacher_logits is None or not cfg.distill_check or dist_info().enabled or cfg.epochs < 2:
         return train_model(model, train_ds, val_ds, cfg, out_dir=out, teacher_logits=teacher_logits,
-                           resume=resume, **run), None
+                           resume=resume, **own), None
     plain = replace(cfg, distill="none")
     record_path = out / CHECK_FILE
     if resume and record_path.is_file():
@@ -83,7 +86,7 @@ def train_with_check(model: FoldedCNN, train_ds: ArrayDataset, val_ds: ArrayData
                            resume=resume and (probe_dir / TRAIN_STATE_FILE).is_file(), **run)
         first = train_model(copy.deepcopy(model), train_ds, val_ds, cfg, out_dir=out, until_epoch=epoch,
                             teacher_logits=teacher_logits, resume=resume and (out / TRAIN_STATE_FILE).is_file(),
-                            **run)
+                            **own)
         record = decide([r["val_top1"] for r in first.history], [r["val_top1"] for r in twin.history], epoch)
         record["state_copied"] = record["kept"]
         atomic_write(record_path, json.dumps(record, indent=2).encode())
@@ -94,5 +97,5 @@ def train_with_check(model: FoldedCNN, train_ds: ArrayDataset, val_ds: ArrayData
         record["state_copied"] = True
         atomic_write(record_path, json.dumps(record, indent=2).encode())
     cfg_run, teacher = (cfg, teacher_logits) if record["kept"] else (plain, None)
-    result = train_model(model, train_ds, val_ds, cfg_run, out_dir=out, teacher_logits=teacher, resume=True, **run)
+    result = train_model(model, train_ds, val_ds, cfg_run, out_dir=out, teacher_logits=teacher, resume=True, **own)
     return result, record
