@@ -82,3 +82,38 @@ def test_a_run_killed_while_the_twin_trained_resumes_to_the_same_result(tmp_path
     assert record == ref_record and resume_state(out) == out / TRAIN_STATE_FILE
     assert [r["val_top1"] for r in result.history] == [r["val_top1"] for r in ref.history]
     assert all(torch.equal(a, b) for a, b in zip(_weights(cut).values(), _weights(whole).values()))
+
+
+def _small_runs(tmp_path, min_steps=None):
+    """An original and a distilled f=2 model through run_training with the default budget of their fold
+    (``min_steps`` replaces the floor); their run.json manifests."""
+    from foldcnn.train.run import DataSpec, run_training
+
+    data = DataSpec(task="sot-coin-count", train_size=120, val_size=60, test_size=60)
+    floor = {} if min_steps is None else {"min_steps": min_steps}
+    first = run_training("sot-coin-count", data, TrainConfig.for_fold(1, threads=1, **floor), tmp_path / "o",
+                         progress=False)
+    folded = run_training("sot-coin-count", data, TrainConfig.for_fold(2, threads=1, distill="kl", **floor),
+                          tmp_path / "f2", fold=2, progress=False, teacher=tmp_path / "o" / "checkpoint")
+    return first, folded
+
+
+def _check_manifests(first, folded, tmp_path):
+    for m in (first, folded):
+        b = m["features"]["budget"]
+        assert b["extended"] and m["train_config"]["epochs"] == b["epochs"] > b["epochs_asked"]
+        assert b["steps"] >= b["min_steps"] and m["summary"]["epochs_run"] <= b["epochs"]
+        assert m["summary"]["still_improving"] is not None
+    check = folded["features"]["distillation"]["check"]
+    assert check["epoch"] == check_epoch(folded["train_config"]["epochs"])
+    assert json.loads((tmp_path / "f2" / CHECK_FILE).read_text())["kept"] == check["kept"]
+
+
+def test_run_json_records_the_budget_and_the_check(tmp_path):
+    _check_manifests(*_small_runs(tmp_path, min_steps=300), tmp_path)
+
+
+@pytest.mark.slow
+def test_default_budget_end_to_end_on_a_small_set(tmp_path):
+    """The real floor (3,780 steps at f=1, 6,300 at f=2) on 120 generated images, with plateau stopping."""
+    _check_manifests(*_small_runs(tmp_path), tmp_path)
