@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-
-import torch
+from typing import TYPE_CHECKING
 
 from foldcnn.backends.base import DEVICES, PRECISIONS, Backend, BackendError, BackendSpec
+from foldcnn.backends.graphs import GraphModel
 from foldcnn.errors import UsageTypeError
 from foldcnn.fold import check_fold
-from foldcnn.models import FoldedCNN
+
+if TYPE_CHECKING:  # an exported graph (GraphModel) is built without torch and without the registry
+    import torch
+
+    from foldcnn.models import FoldedCNN
 
 __all__ = ["available_backends", "create_backend", "list_backends", "register_backend"]
 
@@ -75,7 +79,7 @@ def _describe(device: str) -> str:
 
 
 def create_backend(
-    model: FoldedCNN,
+    model: FoldedCNN | GraphModel,
     name: str = "eager",
     *,
     precision: str = "fp32",
@@ -88,9 +92,17 @@ def create_backend(
 
     ``max_batch`` is the largest number of folded inputs per ``run`` call (used for warm-up and
     static shapes); ``calibration`` uint8 images (N, C, H, W) are needed for ``precision="int8"``.
-    ``threads`` (default: all cores) sets the engine's intra-op threads.
+    ``threads`` (default: all cores) sets the engine's intra-op threads. An exported graph
+    (foldcnn.backends.graphs.GraphModel) runs on ort or openvino, without torch.
     """
     _check_device(device)
+    if isinstance(model, GraphModel):
+        from foldcnn.backends.graphs import create_graph_backend
+
+        return create_graph_backend(model, name, precision=precision, threads=threads, device=device,
+                                    max_batch=max_batch)
+    import torch
+
     _ensure_builtin()
     if not isinstance(model, torch.nn.Module) or not hasattr(model, "fold"):
         raise UsageTypeError(f"create_backend takes a FoldedCNN (from foldcnn.create_model), got {type(model).__name__}")

@@ -14,7 +14,10 @@ __all__ = ["CLIError", "build_parser", "main"]
 
 
 # ------------------------------------------------------------------------------------ main
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or with ``only`` (a module of _MODULES) of that module's
+    commands alone: what ``main`` uses for the commands of a slim install (_SLIM), so that their
+    start-up imports neither the other commands' modules nor torch."""
     from foldcnn import __version__
 
     parser = argparse.ArgumentParser(
@@ -24,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"foldcnn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _MODULES:
+    for name in (only,) if only else _MODULES:
         for add in importlib.import_module(f"foldcnn.cli.{name}").COMMANDS:
             add(sub)
     return parser
@@ -32,6 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 # One module per command group; each lists its parser builders in COMMANDS.
 _MODULES = ("demo", "models", "data", "train", "fold", "export", "predict", "serve", "bench")
+# Commands a torch-free install runs, -> the module that defines them: their parser is built alone.
+_SLIM = {"predict": "predict"}
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The command word of ``argv`` (its first item when it names a command), else None."""
+    return argv[0] if argv and argv[0] in _SLIM else None
 
 
 def _user_message(e: BaseException) -> str | None:
@@ -48,7 +58,9 @@ def _user_message(e: BaseException) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     """Run one command. A user error (FoldcnnError, a path that cannot be read or written) prints
     one sentence and exits 2; anything else is a bug in foldcnn and keeps its traceback."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = _command_of(argv)
+    parser = build_parser(_SLIM[command] if command else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
