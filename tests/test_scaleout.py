@@ -146,10 +146,10 @@ def test_broken_video_keeps_frames_before_the_error(monkeypatch):
 
     def five_then_fail(path, input_size, stride, resize, keyframes=False):
         for t in range(5):
-            yield t * stride, torch.full((3, *input_size), t, dtype=torch.uint8)
+            yield t * stride, np.full((3, *input_size), t, dtype=np.uint8)
         raise readers.VideoReadError(f"cannot read video {path}: decoding failed after 5 frames")
 
-    monkeypatch.setattr(readers, "iter_video_frames", five_then_fail)
+    monkeypatch.setattr(readers, "iter_video_arrays", five_then_fail)
     rows = list(decode_units(_video_unit("cam.mp4"), fold=FOLD, input_shape=(3, 22, 52), stride=2, chunk=4,
                              on_error="skip"))
     folds, fail = rows[:-1], rows[-1]
@@ -205,7 +205,7 @@ def test_read_tasks_honour_resize_off_and_max_pixels(data, ckpt):
     local = Predictor.from_checkpoint(ckpt, workers=0, resize_mode="nearest")._spec
     from foldcnn.infer.sources import load_image_file
 
-    want = np.stack([load_image_file(p, local)[0].numpy() for p in data["images"][:2]])
+    want = np.stack([load_image_file(p, local)[0] for p in data["images"][:2]])
     assert len(ok) == 1 and (ok[0]["image"][0, :2] == want).all()
 
 

@@ -25,7 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CACHE_FOLDER", "INT8_SETTINGS", "cached_graph", "find_cached", "graph_key", "model_graph",
+from foldcnn.backends.graphs import GraphModel, checkpoint_calibration
+
+__all__ = ["CACHE_FOLDER", "INT8_SETTINGS", "cached_checkpoint_graph", "cached_graph", "find_cached", "graph_key", "model_graph",
            "user_cache_dir"]
 
 CACHE_FOLDER = "onnx-cache"
@@ -143,3 +145,28 @@ def cached_graph(key: str, build: Callable[[], bytes], checkpoint_dir: str | os.
         return data, {"hit": False, "path": str(path), "note": note}
     return data, {"hit": False, "path": None,
                   "note": "graph built but not cached (" + "; ".join(errors) + "); it is rebuilt on every run"}
+
+
+def cached_checkpoint_graph(checkpoint_dir: str | os.PathLike, precision: str,
+                            calibration: np.ndarray | None = None) -> GraphModel | None:
+    """The checkpoint's graph at ``precision`` from its cache (``onnx-cache/`` beside it, or the user
+    cache), or None when it is not cached. int8 uses the stored calibration images unless given."""
+    from foldcnn.checkpoints import read_config
+
+    cfg = read_config(checkpoint_dir)
+    if precision == "int8" and calibration is None:
+        calibration = checkpoint_calibration(checkpoint_dir)
+        if calibration is None:
+            return None
+    if precision not in ("fp32", "int8"):
+        return None
+    key = graph_key(checkpoint_dir, precision, calibration if precision == "int8" else None,
+                    INT8_SETTINGS if precision == "int8" else None)
+    found = find_cached(key, checkpoint_dir)
+    if found is None:
+        return None
+    data, info = found
+    shape = tuple(int(v) for v in cfg["input_shape"])
+    k = int(cfg["num_classes"])
+    names = [str(c) for c in cfg.get("class_names") or range(k)]
+    return GraphModel(data, int(cfg["fold"]), k, shape, precision, names, info["path"], info)

@@ -5,7 +5,7 @@ count and names, precision); the ort and openvino backends run it with numpy alo
 Predictor takes one wherever it takes a model. Nothing here imports torch:
 
     g = load_onnx("model.onnx")                       # reads model.onnx.json beside it
-    g = cached_checkpoint_graph("runs/x/checkpoint", "int8")   # None when not cached yet
+    g = cached_checkpoint_graph("runs/x/checkpoint", "int8")   # foldcnn.backends.graph_cache; None: not cached
 
 A checkpoint's graph is cached by the first run with torch (``Predictor.from_checkpoint(...,
 backend="ort")``, ``foldcnn predict CKPT --backend ort``) or exported with ``foldcnn export``.
@@ -23,8 +23,9 @@ import numpy as np
 
 from foldcnn.errors import FoldcnnError, MissingExtraError, UsageError
 
-__all__ = ["GRAPH_BACKENDS", "GraphError", "GraphModel", "NeedsTorchError", "cached_checkpoint_graph",
-           "check_graph_shapes", "create_graph_backend", "is_onnx_path", "load_onnx", "torch_available"]
+__all__ = ["GRAPH_BACKENDS", "INPUT_NAME", "OUTPUT_NAME", "GraphError", "GraphModel", "NeedsTorchError",
+           "checkpoint_calibration", "check_graph_shapes", "fold_calibration", "is_onnx_path", "load_onnx",
+           "torch_available"]
 
 GRAPH_BACKENDS = ("ort", "openvino")  # the engines that run a graph without torch
 SIDECAR_FORMAT = "foldcnn-onnx"
@@ -42,9 +43,16 @@ class NeedsTorchError(MissingExtraError):
 
 
 def torch_available() -> bool:
+    """Whether torch can be imported here (without importing it)."""
     import importlib.util
+    import sys
 
-    return importlib.util.find_spec("torch") is not None
+    if "torch" in sys.modules:
+        return sys.modules["torch"] is not None  # None: blocked (as tests do to stand for a slim install)
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def is_onnx_path(path) -> bool:
@@ -167,48 +175,3 @@ def checkpoint_calibration(checkpoint_dir: str | os.PathLike) -> np.ndarray | No
 
     file = Path(checkpoint_dir) / CALIBRATION_FILE
     return _read_safetensors_array(file, "images") if file.exists() else None
-
-
-def cached_checkpoint_graph(checkpoint_dir: str | os.PathLike, precision: str,
-                            calibration: np.ndarray | None = None) -> GraphModel | None:
-    """The checkpoint's graph at ``precision`` from its cache (``onnx-cache/`` beside it, or the user
-    cache), or None when it is not cached. int8 uses the stored calibration images unless given."""
-    from foldcnn.backends.graph_cache import INT8_SETTINGS, find_cached, graph_key
-    from foldcnn.checkpoints import read_config
-
-    cfg = read_config(checkpoint_dir)
-    if precision == "int8" and calibration is None:
-        calibration = checkpoint_calibration(checkpoint_dir)
-        if calibration is None:
-            return None
-    if precision not in ("fp32", "int8"):
-        return None
-    key = graph_key(checkpoint_dir, precision, calibration if precision == "int8" else None,
-                    INT8_SETTINGS if precision == "int8" else None)
-    found = find_cached(key, checkpoint_dir)
-    if found is None:
-        return None
-    data, info = found
-    shape = tuple(int(v) for v in cfg["input_shape"])
-    k = int(cfg["num_classes"])
-    names = [str(c) for c in cfg.get("class_names") or range(k)]
-    return GraphModel(data, int(cfg["fold"]), k, shape, precision, names, info["path"], info)
-
-
-def create_graph_backend(graph: GraphModel, name: str, *, precision: str, threads: int | None, device: str,
-                         max_batch: int):
-    """The ort or openvino backend over ``graph`` (no registry, no torch)."""
-    if name not in GRAPH_BACKENDS:
-        raise UsageError(f"an exported graph runs on {' or '.join(GRAPH_BACKENDS)}, not {name!r}; pass --backend ort "
-                         "(backend='ort') or openvino")
-    if name == "ort":
-        from foldcnn.backends.ort import OrtBackend, ort_support
-
-        why = ort_support(device).get(precision, "unknown precision")
-        if why is not None and precision != "int8":
-            raise UsageError(f"ort/{precision} is not usable here: {why}")
-        return OrtBackend(graph, precision=precision, threads=threads, device=device, max_batch=max_batch)
-    from foldcnn.backends.openvino import OpenVINOBackend, default_options
-
-    return OpenVINOBackend(graph, precision=precision, threads=threads, device=device, max_batch=max_batch,
-                           options=default_options())

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from foldcnn.backends.base import DEVICES, PRECISIONS, Backend, BackendError, BackendSpec
-from foldcnn.backends.graphs import GraphModel
+from foldcnn.backends.graphs import GRAPH_BACKENDS, GraphModel
 from foldcnn.errors import UsageTypeError
 from foldcnn.fold import check_fold
 
@@ -97,9 +97,7 @@ def create_backend(
     """
     _check_device(device)
     if isinstance(model, GraphModel):
-        from foldcnn.backends.graphs import create_graph_backend
-
-        return create_graph_backend(model, name, precision=precision, threads=threads, device=device,
+        return _create_graph_backend(model, name, precision=precision, threads=threads, device=device,
                                     max_batch=max_batch)
     import torch
 
@@ -126,3 +124,25 @@ def create_backend(
     check_fold(model.fold)
     return spec.build(model, precision=precision, threads=threads, device=device,
                       max_batch=max_batch, calibration=calibration)
+
+
+def _create_graph_backend(graph: GraphModel, name: str, *, precision: str, threads: int | None, device: str,
+                          max_batch: int) -> Backend:
+    """The ort or openvino backend over an exported graph (no torch: neither the registry's torch
+    engines nor the model zoo are imported)."""
+    if name not in GRAPH_BACKENDS:
+        raise BackendError(f"an exported graph runs on {' or '.join(GRAPH_BACKENDS)}, not {name!r}; pass "
+                           "--backend ort (backend='ort') or openvino")
+    if name == "ort":
+        from foldcnn.backends.ort import OrtBackend as Engine, ort_support as supports
+    else:
+        from foldcnn.backends.openvino import OpenVINOBackend as Engine, openvino_support as supports
+    why = supports(device).get(precision, f"no precision {precision!r}")
+    if why is not None:
+        raise BackendError(f"{name}/{precision} is not usable here: {why}")
+    if name == "ort":
+        return Engine(graph, precision=precision, threads=threads, device=device, max_batch=max_batch)
+    from foldcnn.backends.openvino import default_options
+
+    return Engine(graph, precision=precision, threads=threads, device=device, max_batch=max_batch,
+                  options=default_options())

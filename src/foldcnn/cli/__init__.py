@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     one sentence and exits 2; anything else is a bug in foldcnn and keeps its traceback."""
     argv = sys.argv[1:] if argv is None else list(argv)
     command = _command_of(argv)
-    parser = build_parser(_SLIM[command] if command else None)
+    parser = build_parser(_SLIM[command]) if command else build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -13,6 +13,7 @@ import numpy as np
 
 from foldcnn.fold import padded_count
 from foldcnn.infer.sources import Chunk
+from foldcnn.tensors import is_tensor, tensor_to_numpy
 
 __all__ = ["BatchAssembler", "ChunkBuffer", "assemble", "softmax"]
 
@@ -72,7 +73,7 @@ class BatchAssembler:
         out = buf[:target]
         pos = 0
         for t in images:
-            a = t
+            a = tensor_to_numpy(t) if is_tensor(t) else t
             n = a.shape[0]
             out[pos:pos + n] = a
             if a.dtype == np.uint8:

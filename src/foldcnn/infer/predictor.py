@@ -200,7 +200,7 @@ class Predictor:
         if is_onnx_path(path):  # an exported graph and its sidecar
             return cls(path, None, opts, **extra)
         if not extra and opts.backend in GRAPH_BACKENDS and opts.precision in ("fp32", "int8"):
-            from foldcnn.backends.graphs import cached_checkpoint_graph
+            from foldcnn.backends.graph_cache import cached_checkpoint_graph
             from foldcnn.tensors import is_tensor, tensor_to_numpy
 
             cal = tensor_to_numpy(calibration) if is_tensor(calibration) else calibration
