@@ -48,6 +48,9 @@ def _user_message(e: BaseException) -> str | None:
     """The one sentence to print for a user error, or None for a bug (which keeps its traceback)."""
     if isinstance(e, FoldcnnError):
         return str(e)
+    if isinstance(e, ModuleNotFoundError) and (e.name or "").split(".")[0] == "torch":
+        return ("this command needs torch, which this install lacks: pip install 'foldcnn[train]' (an install "
+                "without torch runs exported graphs: foldcnn predict MODEL.onnx, see docs/runtime.md)")
     if isinstance(e, OSError) and e.filename is not None:  # a path that is missing, unreadable, not writable
         return f"{e.strerror or e}: {e.filename}" + (f" -> {e.filename2}" if e.filename2 else "")
     if isinstance(e, ConnectionError):

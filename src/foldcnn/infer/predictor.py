@@ -45,6 +45,14 @@ if TYPE_CHECKING:
 
 __all__ = ["ON_ERROR", "PARTIAL_MODES", "Predictor"]
 
+
+def _after(chunk: Chunk, position: int) -> Chunk | None:
+    """The part of ``chunk`` after input ``position`` (its indices increase), None if nothing."""
+    k = next((j for j, i in enumerate(chunk.indices) if i > position), None)
+    if k is None:
+        return None
+    return Chunk(chunk.images[k:], chunk.indices[k:], chunk.sources[k:], chunk.frames[k:], stream=chunk.stream)
+
 _DEFAULT_THREADS = 2  # decoding threads when workers is None
 
 
@@ -315,7 +323,7 @@ class Predictor:
         per_image = unfold_logits(np.asarray(logits, dtype=np.float32), f)[:k]
         return softmax(per_image)
 
-    def _stream(self, chunks: Iterator[Chunk], stats: PredictStats) -> Iterator[tuple]:
+    def _stream(self, chunks: Iterator[Chunk], stats: PredictStats, resume_after: int = -1) -> Iterator[tuple]:
         """Chunks -> (indices, sources, frames, images, fallback) per batch to run, in input order.
 
         A new fold stream (``Chunk.stream``: a video begins or ends) ends the current one: its
@@ -342,6 +350,10 @@ class Predictor:
                 stream = chunk.stream
             if chunk.images is None or not len(chunk.indices):
                 continue
+            if chunk.indices[0] <= resume_after:  # written by the run being resumed
+                chunk = _after(chunk, resume_after)
+                if chunk is None:
+                    continue
             buf.add(chunk)
             while buf.n >= self.batch_size:
                 imgs, idx, src, frm = buf.take(self.batch_size)
@@ -408,11 +420,12 @@ class Predictor:
         return self._engine
 
     # ------------------------------------------------------------------------------- public
-    def _batches(self, source, stride: int | None, progress: bool) -> Iterator[tuple]:
+    def _batches(self, source, stride: int | None, progress: bool, resume_after: int = -1) -> Iterator[tuple]:
         """(indices, sources, frames, class indices (k,), confidences list, probabilities (k, K))
-        per batch, in input order; the time the consumer spends on each counts as "write"."""
+        per batch, in input order; the time the consumer spends on each counts as "write".
+        ``resume_after``: inputs at positions up to it are skipped (see predict_to)."""
         stride = self.options.stride if stride is None else self.options.replace(stride=stride).stride
-        spec = replace(self._spec, stride=stride)
+        spec = replace(self._spec, stride=stride, resume_after=resume_after)
         stats = self.stats = self._new_stats()
         t0 = time.perf_counter()
         total = count_inputs(source, spec.stride, spec.keyframes) if progress else None
@@ -421,7 +434,7 @@ class Predictor:
         processes = self._processes if self.workers else None
         depth = max(2 * self.workers, -(-self.batch_size // files_per_job(processes)) + self.workers)
         chunks = ordered_map(iter_jobs(source, spec, processes), self.workers, depth=depth, processes=processes)
-        batches = self._run(self._stream(chunks, stats), stats, ahead=self.workers > 0)
+        batches = self._run(self._stream(chunks, stats, resume_after), stats, ahead=self.workers > 0)
         try:
             for idx, src, frm, probs in batches:
                 top = probs.argmax(axis=1)
@@ -451,11 +464,18 @@ class Predictor:
             for j, c in enumerate(top.tolist()):
                 yield Prediction(idx[j], src[j], frm[j], c, names[c], conf[j], probs[j])
 
-    def predict_to(self, writer, source, *, stride: int | None = None, progress: bool = False) -> int:
+    def predict_to(self, writer, source, *, stride: int | None = None, progress: bool = False,
+                   resume_after: int = -1) -> int:
         """Classify ``source`` straight into a :class:`PredictionWriter` (a batch of rows at a
         time, no Prediction objects: what ``foldcnn predict`` does); returns the rows written.
-        The rows equal those of ``writer.write_all(p.predict_iter(source))``."""
-        for idx, src, frm, top, conf, _ in self._batches(source, stride, progress):
+        The rows equal those of ``writer.write_all(p.predict_iter(source))``.
+
+        ``resume_after``: skip the inputs (images, video frames) at positions up to this one, as
+        written by an earlier run (foldcnn.infer.journal.ResumableWriter records it): image files
+        there are not decoded, frames are decoded but not run. Batches end at fold boundaries of
+        their fold stream, so an earlier run's last batch does too, and the images after it fold
+        as they did then: the rows equal the rest of an uninterrupted run's."""
+        for idx, src, frm, top, conf, _ in self._batches(source, stride, progress, resume_after):
             writer.write_batch(idx, src, frm, top.tolist(), conf, self.class_names)
         return writer.rows
 

@@ -82,6 +82,7 @@ class InputSpec:
     chunk: int = 1024  # images per job for arrays
     keyframes: bool = False  # video: decode only the key frames
     videos_ahead: int = 0  # videos decoding in background threads beyond the current one
+    resume_after: int = -1  # image files at input positions up to this one are not decoded (a resumed run)
 
 
 @dataclass
@@ -150,7 +151,10 @@ def _load_single(kind: str, obj, spec: InputSpec) -> np.ndarray:
 
 def _singles_job(items: list[tuple[str, object]], start: int, spec: InputSpec) -> Callable[[], Chunk]:
     if all(kind == "file" for kind, _ in items):
-        return FilesJob([str(obj) for _, obj in items], start, spec)
+        done = min(len(items), max(0, spec.resume_after - start + 1))  # written by the run resumed
+        if done == len(items):
+            return _empty_job
+        return FilesJob([str(obj) for _, obj in items[done:]], start + done, spec)
 
     def run() -> Chunk:
         imgs, idx, srcs, skipped = [], [], [], []
@@ -171,6 +175,13 @@ def _singles_job(items: list[tuple[str, object]], start: int, spec: InputSpec) -
         images = np.concatenate(arrays) if arrays else None
         return Chunk(images, idx, srcs, [None] * len(idx), skipped)
     return run
+
+
+def _empty_job() -> Chunk:
+    return Chunk(None, [], [], [])
+
+
+_empty_job.inline = True
 
 
 def decode_files(paths: list[str], spec: InputSpec) -> tuple[np.ndarray, list[int], list[tuple[int, str]], float]:
