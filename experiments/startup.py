@@ -125,6 +125,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=7, help="interleaved rounds (median reported)")
     ap.add_argument("--images", type=int, default=16384, help="images per throughput pass")
     ap.add_argument("--baseline-src", default=None, help="another foldcnn src/ tree to time the checkpoint command on")
+    ap.add_argument("--baseline-label", default=None, help="what --baseline-src is (e.g. the commit it came from)")
     ap.add_argument("--out", default=None, help="JSON path (default results/runtime/startup-<cpu>.json)")
     args = ap.parse_args()
     work = Path(args.work)
@@ -158,6 +159,7 @@ def main() -> None:
         "load_average_1_5_15": {"before": [round(v, 2) for v in load_before], "after": [round(v, 2) for v in load_after]},
         "note": "shared machine: other jobs ran beside these timings",
         "python": platform.python_version(),
+        "baseline": {"src": args.baseline_src, "label": args.baseline_label} if args.baseline_src else None,
         "startup": {"timed_commands": {k: " ".join(c) for k, (c, _) in cases.items()},
                     "median_wall_s": {k: round(v, 3) for k, v in med.items()},
                     "wall_s": {k: [round(x, 3) for x in v] for k, v in walls.items()}, "target_s": 0.5},

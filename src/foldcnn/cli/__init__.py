@@ -36,7 +36,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 # One module per command group; each lists its parser builders in COMMANDS.
 _MODULES = ("demo", "models", "data", "train", "fold", "export", "predict", "serve", "bench")
 # Commands a torch-free install runs, -> the module that defines them: their parser is built alone.
-_SLIM = {"predict": "predict"}
+_SLIM = {"predict": "predict", "serve": "serve"}
 
 
 def _command_of(argv: list[str]) -> str | None:
