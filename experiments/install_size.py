@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from startup import ROOT, _commit, _cpu  # noqa: E402
 
-INSTALLS = {"slim": (None, "runtime"), "torch": ("torch==2.13.0", "export")}
+INSTALLS = {"slim": (None, "runtime"), "slim_serve": (None, "runtime,serve"), "torch": ("torch==2.13.0", "export")}
 
 
 def _du(path: Path) -> int:

@@ -383,3 +383,45 @@ def test_ray_run_on_error_raise_names_the_file(cluster, data, ckpt, tmp_path):
     with pytest.raises(DataReadError, match="bad.png"):
         run_ray_predict(ckpt, [data["imgs"]], tmp_path, on_error="raise", progress=False)
     assert cluster.is_initialized()
+
+
+def test_ray_run_survives_an_inference_worker_killed_mid_job(cluster, ckpt, tmp_path):
+    """SIGKILL of the inference actor while the job runs: Ray restarts it and retries its batches
+    (Ray Data's actor pools restart and retry by default), and the rows equal an undisturbed run's."""
+    import signal
+    import threading
+    import time
+
+    from ray.util.state import list_actors
+
+    from foldcnn.scaleout import run_ray_predict
+
+    rng = np.random.default_rng(3)
+    (tmp_path / "imgs").mkdir()
+    for i in range(600):
+        Image.fromarray(rng.integers(0, 256, (22, 52, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"{i:04d}.png")
+    args = dict(batch_size=8, num_actors=1, progress=False, formats=("csv",))
+    run_ray_predict(ckpt, [tmp_path / "imgs"], tmp_path / "calm", **args)
+    killed, running = [], threading.Event()
+
+    def kill_the_inference_actor():
+        while running.is_set() and not killed:
+            for a in list_actors(filters=[("state", "=", "ALIVE")], detail=True):
+                if "MapWorker" in (a.class_name or "") and a.pid:
+                    time.sleep(0.5)  # let it take a few batches first
+                    if running.is_set():
+                        os.kill(a.pid, signal.SIGKILL)
+                        killed.append(a.pid)
+                    return
+            time.sleep(0.05)
+
+    running.set()
+    t = threading.Thread(target=kill_the_inference_actor)
+    t.start()
+    try:
+        run_ray_predict(ckpt, [tmp_path / "imgs"], tmp_path / "killed", **args)
+    finally:
+        running.clear()
+        t.join()
+    assert killed, "the job ended before its inference actor could be killed; give it more images"
+    assert (tmp_path / "killed" / "predictions.csv").read_bytes() == (tmp_path / "calm" / "predictions.csv").read_bytes()

@@ -12,6 +12,7 @@ and openvino backends run an exported graph (foldcnn.backends.graphs) without it
 import importlib
 
 from foldcnn.backends.base import DEVICES, PRECISIONS, Backend, BackendError, BackendSpec, prediction_agreement
+from foldcnn.backends.graphs import GraphModel, load_onnx
 from foldcnn.backends.registry import available_backends, create_backend, list_backends, register_backend
 
 _LAZY = {"check_onnx_parity": "foldcnn.backends.onnx_export", "export_onnx": "foldcnn.backends.onnx_export",
@@ -24,17 +25,20 @@ def __getattr__(name: str):
         raise AttributeError(f"module 'foldcnn.backends' has no attribute {name!r}")
     return getattr(importlib.import_module(module), name)
 
+
 __all__ = [
     "DEVICES",
     "PRECISIONS",
     "Backend",
     "BackendError",
     "BackendSpec",
+    "GraphModel",
     "available_backends",
     "check_onnx_parity",
     "create_backend",
     "export_onnx",
     "list_backends",
+    "load_onnx",
     "prediction_agreement",
     "register_backend",
     "select_backend",
