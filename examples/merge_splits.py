@@ -1,7 +1,7 @@
 """Merge DIR/{train,val,test}/<class>/*.png (what `foldcnn data game` writes) into one unsplit folder
 OUT/<class>/<split>-<name>.png: the layout most users have, which `foldcnn fold --data` splits itself.
 
-    foldcnn data game sot-coin-count --out game --train 2400 --val 300 --test 300
+    foldcnn data game sot-coin-count --out game --train-size 2400 --val-size 300 --test-size 300
     python examples/merge_splits.py game images
 """
 

@@ -16,7 +16,7 @@ from foldcnn.analysis import AnalysisReport, analyze, count_layer, summarize
 from foldcnn.cli import main
 from foldcnn.models import create_model
 
-# DESIGN section 4: the paper's arithmetic intensities, fp16, B = 1024 images, paper widths.
+# docs/design.md, "Arithmetic intensity": the paper's arithmetic intensities, fp16, B = 1024 images, paper widths.
 PAPER_AI = {
     "lol-gold-fraction": (87.33, 126.73, 158.38, 187.79),
     "apex-squad-count": (88.63, 128.36, 160.12, 189.44),
@@ -77,7 +77,7 @@ def test_grouped_conv_matches_torch_flop_counter():
 def test_lol_gold_fraction_flops_per_image():
     f1 = analyze(paper_model("lol-gold-fraction", 1))
     f4 = analyze(paper_model("lol-gold-fraction", 4))
-    # DESIGN section 4: 16.65e6 FLOPs per image without bias adds (FlopCounterMode's count).
+    # docs/design.md, "Arithmetic intensity": 16.65e6 FLOPs per image without bias adds (FlopCounterMode's count).
     assert f1.flops_per_image - f1.bias_adds_per_image == pytest.approx(16.65e6, rel=1e-3)
     assert 1.10 <= f4.flops_per_image / f1.flops_per_image <= 1.13
 
@@ -196,7 +196,7 @@ def test_import_stays_light():
 
 # ------------------------------------------------------------------------------------ CLI
 def test_cli_json_reproduces_paper(capsys):
-    rc = main(["analyze", "sot-timer", "--fold", "1", "4", "--channel-multiple", "1",
+    rc = main(["analyze", "sot-timer", "--folds", "1,4", "--channel-multiple", "1",
                "--device", "h200", "--json"])
     assert rc == 0
     records = json.loads(capsys.readouterr().out)
@@ -207,7 +207,7 @@ def test_cli_json_reproduces_paper(capsys):
 
 
 def test_cli_table(capsys):
-    assert main(["analyze", "lol-gold-fraction", "--fold", "1", "2", "--precision", "fp32"]) == 0
+    assert main(["analyze", "lol-gold-fraction", "--folds", "1,2", "--precision", "fp32"]) == 0
     out = capsys.readouterr().out
     assert "fp32 (4 bytes/element)" in out and "images/s" not in out
     rows = [line for line in out.splitlines() if line.startswith("lol-gold-fraction")]
@@ -219,7 +219,7 @@ def test_cli_table(capsys):
     [(["analyze", "no-such-model"], "unknown model"),
      (["analyze", "lol-gold-fraction", "--all"], "not both"),
      (["analyze", "lol-gold-fraction", "--device", "t4", "--precision", "bf16"], "no bf16 peak"),
-     (["analyze", "lol-gold-fraction", "--fold", "0"], "fold")],
+     (["analyze", "lol-gold-fraction", "--folds", "0"], "folds")],
 )
 def test_cli_errors_are_one_line(capsys, argv, message):
     assert main(argv) == 2

@@ -140,7 +140,7 @@ def test_backend_leaves_the_callers_model_alone(model):
 
 
 def test_backends_run_models_folded_by_fold_model():
-    from foldcnn.transform import fold_model
+    from foldcnn.models.transform import fold_model
 
     cnn = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 5))

@@ -58,3 +58,21 @@ def test_eval_json_to_stdout_and_bad_options(folder_and_checkpoint, capsys):
     assert main(["eval", str(ck), "--data", str(data), "--batch-size", "0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("foldcnn eval: error: --batch-size") and err.count("\n") == 1
+
+
+def test_eval_honours_on_error(folder_and_checkpoint, tmp_path, capsys):
+    """An unreadable image stops eval by default (on_error=raise, as predict); --on-error skip lists it."""
+    import shutil
+
+    data, ck = folder_and_checkpoint
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    bad = next(copy.iterdir()) / "zz_broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    assert main(["eval", str(ck), "--data", str(copy)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "zz_broken.png" in err
+    assert main(["eval", str(ck), "--data", str(copy), "--on-error", "skip", "--json", str(tmp_path / "m.json")]) == 0
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["images"] == 14 and m["skipped"] == 1 and m["skipped_images"][0]["path"].endswith("zz_broken.png")
+    assert "zz_broken.png" in capsys.readouterr().out

@@ -29,7 +29,7 @@ def test_schedule_invariants(k, fold, epochs, end):
 
 
 def test_paper_example_and_short_runs():
-    # lol-gold-int: 111 classes at f=4 start with 11 and add 11 at a time (DESIGN section 5).
+    # lol-gold-int: 111 classes at f=4 start with 11 and add 11 at a time (docs/design.md, "Training recipe").
     s = curriculum_schedule(111, 4, 20, 0.6)
     assert s[:2] == [11, 11] and sorted(set(s)) == [11, 22, 33, 44, 55, 66, 77, 88, 99, 110, 111]
     assert s.index(111) == 12  # round(0.6 * 20)

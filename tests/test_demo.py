@@ -6,7 +6,7 @@ import json
 import pytest
 
 from foldcnn.cli import main
-from foldcnn.demo import DemoConfig, comparison_rows, run_demo
+from foldcnn.workflows.demo import DemoConfig, comparison_rows, run_demo
 
 TINY = dict(task="sot-coin-count", fold=2, train_size=120, val_size=40, test_size=60, epochs_original=1,
             epochs_folded=1, trials=1, min_seconds=0.01, batch_size=32, backends=(("eager", "fp32"),))

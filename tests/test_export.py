@@ -19,7 +19,7 @@ from foldcnn.checkpoints import save_checkpoint
 
 ort = pytest.importorskip("onnxruntime")
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "export.md"  # the worked example, run verbatim
 SECTION = "## Run an exported folded model with plain onnxruntime"
 
 
@@ -108,7 +108,7 @@ def test_fold_calibration_uses_every_image():
 # ----------------------------------------------------------------------------- the README
 def readme_snippet() -> str:
     text = README.read_text()
-    assert SECTION in text, "the README lost its onnxruntime section"
+    assert SECTION in text, "docs/export.md lost its onnxruntime section"
     section = text.split(SECTION, 1)[1]
     return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
 
@@ -117,7 +117,7 @@ def test_readme_snippet_folds_like_foldcnn_and_classifies_like_the_model(model, 
     export_onnx(model, tmp_path / "model.onnx")
     monkeypatch.chdir(tmp_path)
     ns: dict = {}
-    exec(compile(readme_snippet(), "README.md", "exec"), ns)  # the snippet, verbatim
+    exec(compile(readme_snippet(), "docs/export.md", "exec"), ns)  # the snippet, verbatim
     assert len(capsys.readouterr().out.strip()) > 0  # it printed its class names
     for n in (1, 3, 7):  # short of a fold, exactly a fold, a partial last fold
         images = uint8_images(n, seed=n)
@@ -149,9 +149,9 @@ def test_cli_export_round_trip(model, tmp_path, capsys):
     x = torch.rand(5, 9, 12, 20)
     with torch.no_grad():
         np.testing.assert_allclose(run_file(out, x.numpy()), model(x).numpy(), rtol=1e-4, atol=1e-5)
-    # An existing file is kept unless --force.
+    # An existing file is kept unless --overwrite.
     assert main(["export", str(ck), "--out", str(out)]) == 2
-    assert "--force" in capsys.readouterr().err
+    assert "--overwrite" in capsys.readouterr().err
     q = tmp_path / "q.onnx"
     assert main(["export", str(ck), "--out", str(q), "--precision", "int8"]) == 0
     assert "int8" in capsys.readouterr().out
@@ -191,7 +191,7 @@ def test_cli_export_that_onnxruntime_cannot_run_leaves_no_file(model, tmp_path, 
         raise RuntimeError("[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : Could not find an implementation for Relu(1)")
 
     monkeypatch.setattr(foldcnn.backends, "check_onnx_parity", refuse)
-    assert main(["export", str(ck), "--out", str(out), "--force"]) == 2
+    assert main(["export", str(ck), "--out", str(out), "--overwrite"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "onnxruntime cannot run the exported file" in err[0] and "NOT_IMPLEMENTED" in err[0]
     assert out.read_bytes() == b"the previous export"  # --force replaces only with a file that works

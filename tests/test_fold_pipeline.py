@@ -1,5 +1,5 @@
 """`foldcnn fold`: the worked example end to end on tiny data (the CI run of examples/), resume,
-and every bad input of issue 18 as one sentence, exit 2 and no checkpoint that looks complete."""
+and every bad input as one sentence, exit 2 and no checkpoint that looks complete."""
 
 import json
 from pathlib import Path

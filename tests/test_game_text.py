@@ -18,7 +18,7 @@ from foldcnn.data.game_text import (
 )
 from foldcnn.models import GAME_TASKS
 
-# The brief's class counts (DESIGN sections 3 and 6).
+# The brief's class counts (docs/design.md, "The paper's models" and "Data tasks and classes").
 EXPECTED_K = {"lol-gold-fraction": 11, "lol-gold-int": 111, "lol-timer-minutes": 62,
               "apex-squad-count": 22, "sot-coin-count": 15, "sot-timer": 27}
 TASKS = list(EXPECTED_K)
@@ -155,8 +155,8 @@ def _files(root):
     return out
 
 
-ARGS = ["data", "game", "sot-timer", "--out", "ds", "--train", "40", "--val", "12", "--test", "9",
-        "--seed", "5", "--quiet"]
+ARGS = ["data", "game", "sot-timer", "--out", "ds", "--train-size", "40", "--val-size", "12",
+        "--test-size", "9", "--data-seed", "5", "--quiet"]
 
 
 def test_cli_round_trip_and_manifest(tmp_path, monkeypatch):
@@ -176,7 +176,7 @@ def test_cli_round_trip_and_manifest(tmp_path, monkeypatch):
     assert m["generator"] == gt.GENERATOR_VERSION and m["foldcnn_version"]
     assert all(len(f["render_sha256"]) == 64 for f in m["fonts"])
     assert all(len(f["sha256"]) == 64 for f in m["fonts"] if f["file"])
-    assert m["command"].startswith("foldcnn data game sot-timer --out ds --train 40")
+    assert m["command"].startswith("foldcnn data game sot-timer --out ds --train-size 40")
     listing = "".join(f"{hashlib.sha256(b).hexdigest()}  {p}\n"
                       for p, b in sorted(_files(root).items()) if p != "manifest.json")
     assert m["files"] == 61 and m["data_sha256"] == hashlib.sha256(listing.encode()).hexdigest()
@@ -194,8 +194,8 @@ def test_cli_byte_identical_across_runs_and_workers(tmp_path, monkeypatch):
 
 def test_cli_refuses_non_empty_dir(tmp_path, capsys):
     (tmp_path / "keep.txt").write_text("mine")
-    args = ["data", "game", "apex-squad-count", "--out", str(tmp_path), "--train", "5", "--val", "0",
-            "--test", "0", "--quiet"]
+    args = ["data", "game", "apex-squad-count", "--out", str(tmp_path), "--train-size", "5",
+            "--val-size", "0", "--test-size", "0", "--quiet"]
     assert main(args) == 2
     assert "not empty" in capsys.readouterr().err
     assert main(args + ["--overwrite"]) == 0
@@ -205,15 +205,15 @@ def test_cli_refuses_non_empty_dir(tmp_path, capsys):
 
 
 def test_cli_all_tasks(tmp_path):
-    args = ["data", "game", "all", "--out", str(tmp_path), "--train", "3", "--val", "1", "--test", "1",
-            "--quiet"]
+    args = ["data", "game", "all", "--out", str(tmp_path), "--train-size", "3", "--val-size", "1",
+            "--test-size", "1", "--quiet"]
     assert main(args) == 0
     for task in TASKS:
         assert json.loads((tmp_path / task / "manifest.json").read_text())["files"] == 5
 
 
 def test_exported_splits_are_the_images_a_generated_task_run_uses(tmp_path, monkeypatch):
-    """`foldcnn data game T --seed S` writes exactly what `foldcnn train --task T --data-seed S`
+    """`foldcnn data game T --data-seed S` writes exactly what `foldcnn train --task T --data-seed S`
     trains, validates and tests on: the two derive their split seeds the same way."""
     from foldcnn.train.sources import DataSpec, load_splits
 

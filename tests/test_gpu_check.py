@@ -12,7 +12,7 @@ from foldcnn.bench import make_configs
 from foldcnn.bench.gpu_check import GPU_TARGET, NO_CUDA, check_engine, fit_budget, format_gpu_table
 from foldcnn.models.game import GAME_TASKS
 
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "gpu_check.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "published" / "gpu_check.py"
 
 
 def _script():

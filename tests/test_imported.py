@@ -10,7 +10,7 @@ from foldcnn.checkpoints import CheckpointError, load_checkpoint, read_config, s
 from foldcnn.errors import FoldcnnError
 from foldcnn.models import model_entry
 from foldcnn.models.imported import ImportedModelError, build_original, import_builder, is_import_path
-from foldcnn.transform import FoldError
+from foldcnn.models.transform import FoldError
 from tiny_data import USER_CNNS, write_user_module
 
 
@@ -121,7 +121,7 @@ def test_bench_configs_and_analyze_take_an_import_path(user_module, capsys):
     m = _build_model(next(c for c in configs if c.fold == 2), seed=0)
     assert (m.fold, m.num_classes, m.input_shape) == (2, 3, (3, 8, 8))
     assert main(["analyze", f"{user_module}:Net", "--model-kwargs", '{"input_shape": [3, 8, 8]}',
-                 "--fold", "1", "2"]) == 0
+                 "--folds", "1,2"]) == 0
     assert f"{user_module}:Net" in capsys.readouterr().out
     assert main(["analyze", f"{user_module}:Net", "--model-kwargs", "[1]"]) == 2
     assert "must be a JSON object" in capsys.readouterr().err

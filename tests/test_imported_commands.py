@@ -46,7 +46,7 @@ def test_export_fp32_and_int8(setup, tmp_path, int8):
     from foldcnn.cli import main
 
     out = tmp_path / "m.onnx"
-    assert main(["export", str(setup["ck"]), "--out", str(out), *(["--int8"] if int8 else [])]) == 0
+    assert main(["export", str(setup["ck"]), "--out", str(out), *(["--precision", "int8"] if int8 else [])]) == 0
     assert out.is_file() and json.loads(out.with_name("m.onnx.json").read_text())["fold"] == 2
 
 

@@ -14,22 +14,25 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "foldcnn"
 
-# What each lower layer must never import (DESIGN/STYLE: fold, models, checkpoints know nothing
+# What each lower layer must never import (docs/design.md and the project's layering: fold, models, checkpoints know nothing
 # of training, inference, serving or the CLI; inference does not import training).
 FORBIDDEN = {
     "foldcnn.errors": ("foldcnn.",),
     "foldcnn.tensors": ("foldcnn.",),
     "foldcnn.fold": ("foldcnn.models", "foldcnn.checkpoints", "foldcnn.data", "foldcnn.train", "foldcnn.infer",
-                     "foldcnn.backends", "foldcnn.serve", "foldcnn.cli", "foldcnn.scaleout", "foldcnn.bench"),
+                     "foldcnn.backends", "foldcnn.serve", "foldcnn.cli", "foldcnn.scaleout", "foldcnn.bench",
+                     "foldcnn.workflows"),
     "foldcnn.models": ("foldcnn.train", "foldcnn.infer", "foldcnn.serve", "foldcnn.cli", "foldcnn.scaleout",
-                       "foldcnn.bench", "foldcnn.backends"),
+                       "foldcnn.bench", "foldcnn.backends", "foldcnn.workflows"),
     "foldcnn.checkpoints": ("foldcnn.train", "foldcnn.infer", "foldcnn.serve", "foldcnn.cli", "foldcnn.scaleout",
-                            "foldcnn.bench", "foldcnn.backends"),
+                            "foldcnn.bench", "foldcnn.backends", "foldcnn.workflows"),
     "foldcnn.backends": ("foldcnn.train", "foldcnn.infer", "foldcnn.serve", "foldcnn.cli", "foldcnn.scaleout",
-                         "foldcnn.bench"),
-    "foldcnn.infer": ("foldcnn.train", "foldcnn.serve", "foldcnn.cli", "foldcnn.scaleout", "foldcnn.bench"),
-    "foldcnn.serve": ("foldcnn.train", "foldcnn.cli"),
-    "foldcnn.scaleout": ("foldcnn.train", "foldcnn.cli", "foldcnn.serve"),
+                         "foldcnn.bench", "foldcnn.workflows"),
+    "foldcnn.infer": ("foldcnn.train", "foldcnn.serve", "foldcnn.cli", "foldcnn.scaleout", "foldcnn.bench",
+                      "foldcnn.workflows"),
+    "foldcnn.train": ("foldcnn.workflows", "foldcnn.cli", "foldcnn.serve", "foldcnn.scaleout"),
+    "foldcnn.serve": ("foldcnn.train", "foldcnn.cli", "foldcnn.workflows"),
+    "foldcnn.scaleout": ("foldcnn.train", "foldcnn.cli", "foldcnn.serve", "foldcnn.workflows"),
 }
 # The shared tables and timers sit under every layer that names a precision or times a call.
 for _low in ("foldcnn.precision", "foldcnn.timing"):
@@ -74,10 +77,8 @@ def test_lower_layers_do_not_import_higher_ones():
     assert not bad, "\n".join(sorted(bad))
 
 
-def test_no_import_cycles_between_modules():
-    graph = _graph()
-    # A package's __init__ re-exports its submodules; an edge into the package itself is not a cycle.
-    edges = {m: {d for d in deps if not (m.startswith(d + "."))} for m, deps in graph.items()}
+def _cycles(edges: dict[str, set[str]]) -> list[str]:
+    """Every import loop of a graph (depth-first), as 'a -> b -> a'."""
     cycles, state = [], {}
 
     def visit(m, stack):
@@ -94,6 +95,14 @@ def test_no_import_cycles_between_modules():
     for m in sorted(edges):
         if m not in state:
             visit(m, [])
+    return cycles
+
+
+def test_no_import_cycles_between_modules():
+    graph = _graph()
+    # A package's __init__ re-exports its submodules; an edge into the package itself is not a cycle.
+    edges = {m: {d for d in deps if not (m.startswith(d + "."))} for m, deps in graph.items()}
+    cycles = _cycles(edges)
     assert not cycles, "\n".join(cycles)
 
 
@@ -102,3 +111,49 @@ def test_importing_inference_does_not_import_training():
             "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('foldcnn.train', 'foldcnn.cli')))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
+
+
+def _room(module: str) -> str:
+    """foldcnn.models.game -> foldcnn.models: the package (or top-level module) a module lives in."""
+    return ".".join(module.split(".")[:2])
+
+
+def test_no_import_cycles_between_rooms():
+    """Packages import each other one way: a loop through two packages (models -> transform ->
+    models, say) is caught here even when no single module imports itself back."""
+    rooms: dict[str, set[str]] = {}
+    for mod, deps in _graph().items():
+        rooms.setdefault(_room(mod), set()).update(_room(d) for d in deps if _room(d) != _room(mod))
+    rooms = {r: {d for d in deps if d != "foldcnn"} for r, deps in rooms.items() if r != "foldcnn"}
+    cycles = _cycles(rooms)
+    assert not cycles, "\n".join(cycles)
+
+
+def _resolves(dotted: str) -> bool:
+    """'foldcnn.infer.PredictOptions' -> True when importing the longest module prefix and getting the
+    rest as attributes works."""
+    import importlib
+
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        try:
+            for name in parts[cut:]:
+                obj = getattr(obj, name)
+        except AttributeError:
+            return False
+        return True
+    return False
+
+
+def test_every_api_name_the_readme_gives_exists():
+    """The README names public API by dotted path (foldcnn.infer.PredictOptions, ...): each resolves."""
+    import re
+
+    readme = "".join((SRC.parents[1] / name).read_text() for name in ("README.md", "docs/guide.md", "docs/export.md"))
+    names = sorted({m.rstrip(".") for m in re.findall(r"\bfoldcnn(?:\.[A-Za-z_][A-Za-z0-9_]*)+", readme)})
+    missing = [n for n in names if not _resolves(n)]
+    assert not missing, f"named in README.md but not importable: {missing}"

@@ -6,7 +6,7 @@ from foldcnn import count_params, create_model, fold_images, list_models, unfold
 from foldcnn.models import GAME_TASKS, model_entry, model_from_config
 from foldcnn.models.base import scaled_width
 
-# DESIGN section 3: parameter counts with the paper's exact widths (channel_multiple=1).
+# docs/design.md, "The paper's models": parameter counts with the paper's exact widths (channel_multiple=1).
 PAPER_PARAMS = {
     "lol-gold-fraction": (33_867, 69_759, 106_988, 150_268),
     "lol-gold-int": (60_367, 142_559, 235_988, 361_868),

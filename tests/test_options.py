@@ -96,31 +96,30 @@ def test_every_command_spells_precision_and_json_one_way():
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     for name, parser in sub.choices.items():
         flags = _visible_flags(parser)
-        assert not {"--dtype", "--dtypes", "--int8"} & set(flags), name  # only as hidden deprecated aliases
+        assert not {"--dtype", "--dtypes", "--int8", "--force", "--batch", "--size", "--train"} & set(flags), name
         if "--json" in flags:  # a PATH everywhere, never a bare switch ('-' or no value: stdout)
             assert flags["--json"].nargs in (None, "?") and not isinstance(flags["--json"], argparse._StoreTrueAction)
             assert flags["--json"].metavar == "PATH" or name == "bench", name
 
 
-@pytest.mark.parametrize("flag, old, new, value", [
-    ("--dtype", ["analyze", "--dtype", "fp32"], ["analyze", "--precision", "fp32"], "fp32"),
-    ("--int8", ["export", "ck", "--out", "m.onnx", "--int8"],
-     ["export", "ck", "--out", "m.onnx", "--precision", "int8"], "int8"),
-    ("--dtypes", ["bench", "--dtypes", "fp32,int8"], ["bench", "--precision", "fp32,int8"], "fp32,int8"),
-    ("--dtypes", ["tune", "m", "--dtypes", "bf16"], ["tune", "m", "--precision", "bf16"], "bf16"),
+@pytest.mark.parametrize("old", [
+    ["analyze", "--dtype", "fp32"], ["export", "ck", "--out", "m.onnx", "--int8"], ["bench", "--dtypes", "fp32,int8"],
+    ["tune", "m", "--dtypes", "bf16"], ["export", "ck", "--out", "m.onnx", "--force"], ["analyze", "--batch", "8"],
+    ["data", "game", "sot-timer", "--out", "d", "--train", "5"], ["data", "video", "--out", "d", "--frames", "20", "--size", "8x8"],
+    ["train", "--task", "sot-timer", "--out", "o", "--precision", "fp32"],
 ])
-def test_old_spellings_are_deprecated_aliases_of_precision(capsys, flag, old, new, value):
-    assert build_parser().parse_args(new).precision == value
-    assert capsys.readouterr().err == ""
-    assert build_parser().parse_args(old).precision == value
-    err = capsys.readouterr().err
-    assert f"{flag} is deprecated" in err and "use --precision" in err
-
-
-def test_deprecated_alias_checks_choices(capsys):
+def test_old_spellings_are_gone(capsys, old):
+    """0.2.0 removed the deprecated aliases and renamed drifting flags (CHANGELOG.md)."""
     with pytest.raises(SystemExit):
-        build_parser().parse_args(["analyze", "--dtype", "fp8"])
-    assert "invalid choice" in capsys.readouterr().err
+        build_parser().parse_args(old)
+    assert "unrecognized arguments" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command, flag", [("train", "--train-precision"), ("fold", "--train-precision"),
+                                           ("analyze", "--precision"), ("export", "--precision")])
+def test_training_and_inference_precision_are_two_flags(command, flag):
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert flag in _visible_flags(sub.choices[command])
 
 
 def test_json_path_or_stdout_for_models_and_analyze(tmp_path, capsys):
@@ -133,6 +132,40 @@ def test_json_path_or_stdout_for_models_and_analyze(tmp_path, capsys):
     assert main(["models", "--family", "game", "--json", str(tmp_path / "m.json")]) == 0
     assert json.loads((tmp_path / "m.json").read_text()) == rows
     assert "lol-gold-fraction" in capsys.readouterr().out  # with a PATH the table is printed too
-    assert main(["analyze", "apex-squad-count", "--fold", "1", "--precision", "fp32", "--json", "-"]) == 0
+    assert main(["analyze", "apex-squad-count", "--folds", "1", "--precision", "fp32", "--json", "-"]) == 0
     (rec,) = json.loads(capsys.readouterr().out)
     assert rec["bytes_per_element"] == 4 and rec["fold"] == 1
+
+
+@pytest.mark.parametrize("command", ["train"])
+def test_training_flags_are_generated_from_train_config(command):
+    """Each TrainConfig field the command line takes has one flag, made from the field (its help text
+    and spelling live in foldcnn/train/config.py only)."""
+    from dataclasses import fields
+
+    from foldcnn.options import flag_of, is_cli_option
+    from foldcnn.train.config import TrainConfig
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    actions = sub.choices[command]._actions
+    for f in fields(TrainConfig):
+        mine = [a for a in actions if a.dest == f.name]
+        if not is_cli_option(f):
+            assert not mine, f.name
+            continue
+        assert len(mine) == 1 and flag_of(f) in mine[0].option_strings, f.name
+        assert mine[0].help == f.metadata["help"], f.name
+
+
+def test_train_config_from_flags_matches_the_python_defaults():
+    """Flags left alone give TrainConfig.for_fold's config (the fold's budget, no distillation)."""
+    from foldcnn.cli.train import train_config_from_args
+    from foldcnn.train.config import TrainConfig
+
+    args = build_parser().parse_args(["train", "--task", "sot-timer", "--out", "o", "--fold", "4"])
+    assert train_config_from_args(args, 4) == TrainConfig.for_fold(4)
+    args = build_parser().parse_args(["train", "--task", "sot-timer", "--out", "o", "--fold", "4", "--epochs", "7",
+                                      "--teacher", "t", "--no-tie-slots", "--ema", "0.9", "--train-precision", "fp32"])
+    cfg = train_config_from_args(args, 4)
+    assert (cfg.epochs, cfg.weight_decay, cfg.distill, cfg.tie_slots, cfg.ema_decay, cfg.precision) == \
+        (7, 0.05, "kl", False, 0.9, "fp32")

@@ -1,4 +1,4 @@
-"""The server under careless or hostile clients (issue 21), over real loopback HTTP: bodies read as
+"""The server under careless or hostile clients (docs/serving.md), over real loopback HTTP: bodies read as
 streams with their limit, a bound on bodies at once, body timeouts, disconnects, deep JSON, heavy
 images that must not stall a small request, and the JSON 503 of a shutdown."""
 

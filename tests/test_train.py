@@ -23,7 +23,7 @@ def test_training_learns_and_keeps_best_epoch(fold, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == list(range(1, 9))
     assert result.best_val_top1 == max(r["val_top1"] for r in rows)
-    assert result.best_val_top1 > 0.6  # chance is 1/3; folded models learn slower (DESIGN 5)
+    assert result.best_val_top1 > 0.6  # chance is 1/3; folded models learn slower (docs/design.md, "Training recipe")
     # The model holds the best epoch's weights.
     assert evaluate(model, val)["top1"] == pytest.approx(result.best_val_top1)
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from foldcnn import count_params, create_model, fold_images, list_models, unfold_logits
-from foldcnn.transform import FoldError, fold_model
+from foldcnn.models.transform import FoldError, fold_model
 
 C, H, W, K = 3, 20, 24, 7
 

@@ -117,7 +117,7 @@ def test_missing_pyav_says_what_to_install(tmp_path, monkeypatch):
 
 def test_cli_data_video(tmp_path, capsys):
     out = tmp_path / "v"
-    args = ["data", "video", "--out", str(out), "--frames", "40", "--seed", "2", "--size", "64x48",
+    args = ["data", "video", "--out", str(out), "--frames", "40", "--data-seed", "2", "--input-size", "48x64",
             "--object", "bus", "--quiet"]
     assert main(args) == 0
     assert "bus present in" in capsys.readouterr().out

@@ -109,7 +109,7 @@ def write_user_module(tmp_path, monkeypatch, source: str, prefix: str = "user_cn
 
 
 # Users' CNNs for the tests of models by import path (written out by write_user_module): good
-# ones of several shapes and the bad kinds issue 18 lists.
+# ones of several shapes and the bad kinds `foldcnn fold` must refuse in one sentence.
 USER_CNNS = '''
 import torch
 from torch import nn

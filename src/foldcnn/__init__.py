@@ -12,7 +12,7 @@ import importlib
 
 from foldcnn.fold import fold_images, pad_to_fold, padded_count, unfold_logits
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # name -> module that defines it; imported on first access (these need torch)
 _LAZY = {
@@ -22,8 +22,8 @@ _LAZY = {
     "create_model": "foldcnn.models",
     "list_models": "foldcnn.models",
     "model_from_config": "foldcnn.models",
-    "fold_model": "foldcnn.transform",
-    "FoldError": "foldcnn.transform",
+    "fold_model": "foldcnn.models.transform",
+    "FoldError": "foldcnn.models.transform",
 }
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Folding as pure tensor operations (DESIGN section 2).
+"""Folding as pure tensor operations (docs/design.md, "Layout").
 
 Layout contract, for a fold factor f:
 

@@ -3,8 +3,8 @@
 glibc's malloc serves every block above 32 MiB (its largest mmap threshold) with a fresh ``mmap``
 and gives it back with ``munmap`` when freed. A CNN's activations at a large batch are such
 blocks: lol-gold-fraction's original at 512 images in bf16 writes a 37 MiB tensor per layer, so
-every call faulted in 51 MiB of new pages (13,000 page faults) and ran at a third of its rate at
-256 images (19,158 vs 55,098 images/s, torch.compile on 2 cores). ONNX Runtime has its own
+every call faulted in 51 MiB of new pages and ran at a fraction of its rate at
+256 images (docs/notebook/2026-11-21-cpu-memory.md). ONNX Runtime has its own
 arena and is not affected; torch eager and torch.compile on CPU are.
 
 ``keep_freed_memory()`` asks glibc (``mallopt``) to serve large blocks from its heap and not to

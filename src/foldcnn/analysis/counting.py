@@ -1,6 +1,6 @@
 """FLOPs, bytes moved and arithmetic intensity, counted the way the FoldedCNNs paper counts them.
 
-Rules (DESIGN section 4; Kosaian et al., ICML 2021):
+Rules (docs/design.md, "Arithmetic intensity"; Kosaian et al., ICML 2021):
 
 * Only convolutions and linear layers count; ReLU, pooling and BatchNorm are assumed fused into
   them, so they add neither FLOPs nor memory traffic.

@@ -12,8 +12,8 @@
   (max_batch when built, others on first use, a few tenths of a second each; past
   ``MAX_STATIC_SHAPES`` of them calls run the dynamic-batch model, which is always built).
 
-The defaults (``DEFAULTS``) are the fastest settings measured here (docs/benchmarks.md,
-"OpenVINO settings"; experiments/openvino_settings.py measures them again);
+The defaults (``DEFAULTS``) are the fastest settings measured (docs/notebook/2026-12-06-openvino.md,
+"OpenVINO settings"; experiments/lab/openvino_settings.py measures them again);
 ``FOLDCNN_OPENVINO_HINT`` overrides the hint for backends built by name.
 """
 
@@ -57,7 +57,7 @@ class OpenVINOOptions:
     streams, each call's batch split across them), ``int8`` (qdq or nncf) and ``shapes``
     (dynamic: one model for every batch size; static: one compiled model per batch size)."""
 
-    hint: str = "throughput"  # faster in 12 of 12 int8 cells measured here (docs/benchmarks.md)
+    hint: str = "throughput"  # faster in every int8 cell measured (docs/notebook/2026-12-06-openvino.md)
     int8: str = "qdq"
     shapes: str = "static"
 

@@ -77,7 +77,7 @@ class OrtBackend(Backend):
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # ORT's idle threads spin by default; beside decoding processes that burns the cores the
-        # decoders need (measured here: ~20 ms of CPU per 20 ms idle wait), so they sleep instead.
+        # decoders need (they burned about as much CPU as they waited), so they sleep instead.
         self.spinning = not shares_cores()
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spinning else "0")
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]

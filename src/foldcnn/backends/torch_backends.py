@@ -16,7 +16,7 @@ from foldcnn.precision import cast_dtype
 
 # On the CPU a call runs in chunks whose largest activation stays below this many MiB. glibc maps
 # every block above 32 MiB afresh and faults its pages in on each call, in worker threads even
-# with foldcnn.memory's setting; below it, the blocks are reused (docs/benchmarks.md, "CPU memory").
+# with foldcnn.memory's setting; below it, the blocks are reused (docs/notebook/2026-11-21-cpu-memory.md).
 CPU_CHUNK_ENV = "FOLDCNN_CPU_CHUNK_MIB"
 DEFAULT_CPU_CHUNK_MIB = 24.0
 
@@ -152,7 +152,7 @@ class CompiledBackend(EagerBackend):
     on first use.
 
     bf16/fp16 cast the weights and inputs once instead of autocasting every call: the same
-    arithmetic, and inductor then sees one dtype (about 10% faster on a game CNN here)."""
+    arithmetic, and inductor then sees one dtype (faster: docs/notebook/2026-11-21-cpu-bf16.md)."""
 
     def __init__(self, model: FoldedCNN, **kw) -> None:
         super().__init__(model, name="compile", **kw)

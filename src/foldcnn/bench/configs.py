@@ -20,15 +20,15 @@ RUNTIMES = {"eager": "torch", "compile": "torch", "cuda-graphs": "torch", "tenso
 _GPU_ONLY = {"cuda-graphs", "tensorrt"}
 # Rough setup seconds per backend (export, quantization, compilation) for the time estimate, and
 # per batch size where each new shape compiles again (torch.compile with a cold inductor cache on
-# 2 cores: about 3 s for the first and 2.5 s for each further batch size of a game CNN; a warm
+# a small CPU: seconds for the first and for each further batch size of a game CNN; a warm
 # cache takes well under a second).
 _SETUP_S = {"eager": 0.5, "compile": 5.0, "ort": 2.0, "openvino": 2.0, "cuda-graphs": 5.0, "tensorrt": 60.0}
 _PER_BATCH_SETUP_S = {"compile": 3.0}
 _INT8_SETUP_S = 8.0
 # Modest sustained rates for guessing how long one call takes: about the slowest tenth of the
-# game CNNs' rates on the 2-core Xeon of docs/benchmarks.md (foldcnn bench --preset cpu-targets,
-# 2026-11-21, commit 7075d2b: eager fp32 91, compile fp32 126, ORT fp32 104, compile bf16 273, ORT int8 148
-# GFLOP/s); a GPU runs them at well over 1 TFLOP/s.
+# game CNNs' rates in docs/notebook/2026-11-21-xeon-cpu-targets.md (foldcnn bench --preset cpu-targets;
+# the slowest engines there ran them at about 100 GFLOP/s, the bf16 and int8 ones faster);
+# a GPU runs them at well over 1 TFLOP/s.
 _GUESS_FLOPS_PER_S = {("cpu", "fp32"): 1e11, ("cpu", "bf16"): 1.5e11, ("cpu", "int8"): 1.5e11}
 _GUESS_CUDA_FLOPS_PER_S = 1e12
 

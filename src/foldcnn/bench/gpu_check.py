@@ -1,7 +1,7 @@
-"""The GPU check (experiments/gpu_check.py): every CUDA engine against eager fp32, then the
+"""The GPU check (experiments/published/gpu_check.py): every CUDA engine against eager fp32, then the
 ``gpu-check`` preset (six game CNNs, f=1 vs f=4, batch 1,024, fp16) within a time budget.
 
-    python experiments/gpu_check.py --out runs/gpu-check     # under 8 minutes on one GPU
+    python experiments/published/gpu_check.py --out runs/gpu-check     # under 8 minutes on one GPU
 
 Pure planning and formatting here (testable without a GPU); the script does the running.
 """
@@ -19,7 +19,7 @@ from foldcnn.bench.tables import format_table
 __all__ = ["DROP_ORDER", "GPU_TARGET", "NO_CUDA", "check_engine", "cuda_engines", "fit_budget", "format_gpu_table"]
 
 GPU_TARGET = 2.5  # folded f=4 / original on the same engine: the paper's headline
-NO_CUDA = "no CUDA GPU is visible to torch here: run experiments/gpu_check.py on a machine with one"
+NO_CUDA = "no CUDA GPU is visible to torch here: run experiments/published/gpu_check.py on a machine with one"
 # Engines left out first when the estimate passes the budget: the slowest to build per model.
 DROP_ORDER = ("tensorrt", "compile")
 # Largest |difference| to eager fp32 on the CPU, relative to the logits' scale (TF32 may run fp32 convolutions).

@@ -50,9 +50,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            trials=2, min_seconds=0.02, peak_sizes=(128, 256), copy_mib=8, peak_repeats=2),
     # What the CPU targets compare: each game CNN unfolded and at f=4 on every CPU engine and
     # precision, so that each precision's best path is in the run whichever engine it is on
-    # (on the AMD EPYC of docs/benchmarks.md OpenVINO ran the originals' int8 and bf16 fastest),
+    # (in docs/benchmarks.md OpenVINO ran the originals' int8 and bf16 fastest),
     # with the scaled baselines as peers at the same batch sizes (each at its best, like the
-    # originals). About 25 minutes on 2 cores with a warm inductor cache before OpenVINO joined.
+    # originals). Tens of minutes on a small CPU.
     Preset("cpu-targets", "6 game CNNs and their scaled baselines, f=1 and f=4, batch 256/512/1024/4096, "
            "eager and compile fp32/bf16, ORT fp32/int8, OpenVINO fp32/bf16/int8, peaks", GAME_MODELS, (1, 4),
            (256, 512, 1024, 4096),
@@ -60,7 +60,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
             ("ort", "int8"), ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8")),
            baselines=BASELINES, trials=5, min_seconds=0.4, copy_mib=256),
     # Peers side by side: the original on every CPU engine (torch.compile included: slow to
-    # build, minutes on 2 cores) and the scaled baseline, against f=4 on the same engines.
+    # build: minutes on a small CPU) and the scaled baseline, against f=4 on the same engines.
     Preset("peers", "6 game CNNs, f=1 and f=4, batch 256/1024/4096, eager/compile/ORT/OpenVINO fp32, baselines "
            "at every batch", GAME_MODELS, (1, 4), (256, 1024, 4096),
            (("eager", "fp32"), ("compile", "fp32"), ("ort", "fp32"), ("openvino", "fp32")), baselines=BASELINES,
@@ -73,7 +73,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
             ("tensorrt", "fp16"), ("ort", "fp32")),
            device="cuda", baselines=BASELINES, baseline_batch_sizes=(1024,), trials=5, min_seconds=0.3,
            peak_sizes=(4096, 8192, 16384), copy_mib=1024),
-    # The paper's headline on one GPU in a few minutes (experiments/gpu_check.py runs it after
+    # The paper's headline on one GPU in a few minutes (experiments/published/gpu_check.py runs it after
     # checking every CUDA backend against eager fp32): f=1 vs f=4 at batch 1,024, fp16 on every
     # CUDA engine (ONNX Runtime's CUDA provider runs fp32 only here).
     Preset("gpu-check", "6 game CNNs on CUDA, f=1 and f=4, batch 1024, fp16 on eager, CUDA graphs, compile and "

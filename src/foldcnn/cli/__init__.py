@@ -30,7 +30,17 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     for name in (only,) if only else _MODULES:
         for add in importlib.import_module(f"foldcnn.cli.{name}").COMMANDS:
             add(sub)
+    _no_abbreviations(parser)
     return parser
+
+
+def _no_abbreviations(parser: argparse.ArgumentParser) -> None:
+    """Flags are spelled out: '--batch' is not taken for '--batch-size' (nor an old spelling for a new one)."""
+    parser.allow_abbrev = False
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _no_abbreviations(child)
 
 
 # One module per command group; each lists its parser builders in COMMANDS.

@@ -7,21 +7,10 @@ import functools
 import sys
 
 from foldcnn.cli.common import MODEL_KWARGS_HELP, CLIError, parse_model_kwargs
+from foldcnn.cli.common import parse_ints as _ints
 
 
 # ---------------------------------------------------------------------------------- parsing
-def _ints(text: str | None, flag: str) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        vals = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise CLIError(f"{flag} takes comma-separated integers, e.g. 1,2,4; got {text!r}") from None
-    if not vals or min(vals) < 1:
-        raise CLIError(f"{flag} takes integers >= 1, got {text!r}")
-    return vals
-
-
 def _models(text: str | None) -> tuple[str, ...] | None:
     """Comma-separated model names or family names (game, noscope, cifar, baseline)."""
     if text is None:
@@ -132,7 +121,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(format_peers(records))
         print("\nheadline: the fastest folded configuration vs the fastest original configuration (any engine, "
               "batch and precision measured; random weights: check bf16/int8 agreement with fp32 on trained "
-              "checkpoints, experiments/precision_agreement.py):")
+              "checkpoints, experiments/published/precision_agreement.py):")
         print(format_headline(records))
     if peaks is not None:
         print("\nmeasured in this run (fraction of peak = model FLOP/s / the roof of its precision: the highest "
@@ -180,10 +169,7 @@ def _write_outputs(args, records, peaks, machine, skipped, preset) -> None:
 
 
 def _add_precision(p, help_text: str) -> None:
-    from foldcnn.cli.options import deprecated_alias
-
     p.add_argument("--precision", metavar="PRECISIONS", help=help_text)
-    deprecated_alias(p, "--dtypes", "--precision", dest="precision", value_type=str)
 
 
 def _add_bench(sub) -> None:

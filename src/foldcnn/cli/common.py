@@ -34,6 +34,19 @@ SLOT_DIAGONAL_HELP = ("start a folded model with zero weights between different 
                       "where it ended a long flat start, off for zoo models; docs/accuracy.md)")
 
 
+def parse_ints(text: str | None, flag: str) -> tuple[int, ...] | None:
+    """'1,2,4' -> (1, 2, 4): comma-separated integers >= 1 (None stays None)."""
+    if text is None:
+        return None
+    try:
+        vals = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise CLIError(f"{flag} takes comma-separated integers, e.g. 1,2,4; got {text!r}") from None
+    if not vals or min(vals) < 1:
+        raise CLIError(f"{flag} takes integers >= 1, got {text!r}")
+    return vals
+
+
 def parse_model_kwargs(text: str | None, flag: str = "--model-kwargs") -> dict:
     """'{"num_classes": 10}' -> {"num_classes": 10}: a JSON object of keyword arguments."""
     import json

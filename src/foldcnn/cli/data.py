@@ -30,20 +30,21 @@ def _cmd_data_game(args: argparse.Namespace) -> int:
     from foldcnn.data.game_tasks import list_game_tasks
 
     tasks = list_game_tasks() if args.task == "all" else [args.task]
-    counts = {"train": args.train, "val": args.val, "test": args.test}
+    counts = {"train": args.train_size, "val": args.val_size, "test": args.test_size}
     if min(counts.values()) < 0 or args.workers < 1:
-        raise CLIError("--train/--val/--test must be >= 0 and --workers >= 1")
+        raise CLIError("--train-size/--val-size/--test-size must be >= 0 and --workers >= 1")
     if os.path.isdir(args.out) and os.listdir(args.out) and not args.overwrite:
         raise CLIError(f"{args.out} is not empty; choose an empty directory or pass --overwrite")
     # the command that reproduces the data (--workers and --overwrite do not change a byte)
-    command = shlex.join(["foldcnn", "data", "game", args.task, "--out", args.out, "--train", str(args.train),
-                          "--val", str(args.val), "--test", str(args.test), "--seed", str(args.seed)])
+    command = shlex.join(["foldcnn", "data", "game", args.task, "--out", args.out,
+                          "--train-size", str(args.train_size), "--val-size", str(args.val_size),
+                          "--test-size", str(args.test_size), "--data-seed", str(args.data_seed)])
     rows = []
     with progress_bar(total=sum(counts.values()) * len(tasks), unit="img", file=sys.stderr,
                       disable=args.quiet, desc="game text") as bar:
         for task in tasks:
             root = args.out if args.task != "all" else os.path.join(args.out, task)
-            m = write_game_text(task, root, counts, args.seed, workers=args.workers,
+            m = write_game_text(task, root, counts, args.data_seed, workers=args.workers,
                                 overwrite=args.overwrite, command=command, progress=bar.update)
             rows.append((task, m["files"], m["data_sha256"], root))
     for task, files, sha, root in rows:
@@ -63,10 +64,11 @@ def _add_data_game(data_sub) -> None:
     p.add_argument("task", metavar="TASK", choices=tasks + ["all"],
                    help=f"one of {', '.join(tasks)}; or 'all' (each into DIR/<task>/)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (must be empty)")
-    p.add_argument("--train", type=int, default=10_000, metavar="N", help="training images (default 10000)")
-    p.add_argument("--val", type=int, default=1_000, metavar="N", help="validation images (default 1000)")
-    p.add_argument("--test", type=int, default=1_000, metavar="N", help="test images (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="data seed; each split derives its own (default 0)")
+    p.add_argument("--train-size", type=int, default=10_000, metavar="N", help="training images (default 10000)")
+    p.add_argument("--val-size", type=int, default=1_000, metavar="N", help="validation images (default 1000)")
+    p.add_argument("--test-size", type=int, default=1_000, metavar="N", help="test images (default 1000)")
+    p.add_argument("--data-seed", type=int, default=0,
+                   help="data seed; each split derives its own, as 'foldcnn train --task T --data-seed S' (default 0)")
     p.add_argument("--workers", type=int, default=1, metavar="W", help="processes (default 1)")
     p.add_argument("--overwrite", action="store_true", help="replace the splits and manifest in a non-empty DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -83,20 +85,21 @@ def _cmd_data_video(args: argparse.Namespace) -> int:
 
     from foldcnn.data.video import generate_video
 
-    size = parse_size(args.size, flag="--size", example="320x240 (width x height)")
+    h, w = parse_size(args.input_size, flag="--input-size", example="240x320 (height x width)")
+    size = (w, h)  # generate_video takes (width, height)
     command = shlex.join(["foldcnn", "data", "video", "--out", args.out, "--frames", str(args.frames),
-                          "--seed", str(args.seed), "--size", f"{size[0]}x{size[1]}", "--object", args.object,
+                          "--data-seed", str(args.data_seed), "--input-size", f"{h}x{w}", "--object", args.object,
                           "--fps", str(args.fps)] + (["--no-distractors"] if args.no_distractors else [])
                          + (["--codec", args.codec] if args.codec else []))
     start = time.perf_counter()
     try:
-        r = generate_video(args.out, args.frames, args.seed, size, args.object, args.fps,
+        r = generate_video(args.out, args.frames, args.data_seed, size, args.object, args.fps,
                            distractors=not args.no_distractors, codec=args.codec, overwrite=args.overwrite,
                            progress=not args.quiet, command=command)
     except (FileExistsError, ImportError) as e:
         raise CLIError(str(e)) from None
     m = r.manifest
-    print(f"{r.video_path}: {m['frames']} frames, {size[0]}x{size[1]} at {m['fps']} fps, {m['codec']['name']}; "
+    print(f"{r.video_path}: {m['frames']} frames, {h}x{w} (HxW) at {m['fps']} fps, {m['codec']['name']}; "
           f"{m['object']} present in {m['positives']} frames ({m['positives_fraction']:.1%})")
     print(f"labels: {r.labels_path}   manifest: {r.manifest_path}   "
           f"({time.perf_counter() - start:.1f} s)")
@@ -114,8 +117,9 @@ def _add_data_video(data_sub) -> None:
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--frames", type=int, required=True, metavar="N", help="number of frames (>= 20)")
-    p.add_argument("--seed", type=int, default=0, help="scene and schedule seed (default 0)")
-    p.add_argument("--size", default="320x240", metavar="WxH", help="frame size, width x height (default 320x240)")
+    p.add_argument("--data-seed", type=int, default=0, help="scene and schedule seed (default 0)")
+    p.add_argument("--input-size", default="240x320", metavar="HxW",
+                   help="frame size, height x width (default 240x320)")
     p.add_argument("--object", choices=OBJECTS, default="car", help="class whose presence is labelled (default car)")
     p.add_argument("--fps", type=int, default=30, help="frames per second (default 30)")
     p.add_argument("--no-distractors", action="store_true", help="no objects of the other classes")

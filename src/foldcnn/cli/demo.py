@@ -9,7 +9,7 @@ from foldcnn.cli.common import CLIError
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from foldcnn.demo import DemoConfig, format_summary, run_demo
+    from foldcnn.workflows.demo import DemoConfig, format_summary, run_demo
 
     quick = dict(train_size=600, val_size=200, test_size=400, epochs_original=2, epochs_folded=2,
                  trials=1, min_seconds=0.05, batch_size=256, backends=(("eager", "fp32"),))
@@ -37,7 +37,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _add_demo(sub) -> None:
-    from foldcnn.demo import DemoConfig
+    from foldcnn.workflows.demo import DemoConfig
 
     d = DemoConfig()
     p = sub.add_parser(

@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 
 from foldcnn.cli.common import CLIError
-from foldcnn.cli.options import deprecated_alias
 
 # Largest |eager - onnx| logit difference accepted for fp32; exports agree to ~1e-6 in practice.
 FP32_TOLERANCE = 1e-3
@@ -22,8 +21,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
         raise CLIError("export needs onnx and onnxruntime: pip install 'foldcnn[export]'")
     out = Path(args.out)
-    if out.exists() and not args.force:
-        raise CLIError(f"{out} exists; pass --force to overwrite it")
+    if out.exists() and not args.overwrite:
+        raise CLIError(f"{out} exists; pass --overwrite to replace it")
     folder = out.parent
     if folder.exists() and (not folder.is_dir() or not os.access(folder, os.W_OK)):
         why = "is a file, not a folder" if not folder.is_dir() else "is not writable"
@@ -106,9 +105,8 @@ def _add_export(sub) -> None:
     p.add_argument("--out", required=True, help="output file, e.g. model.onnx (the sidecar is <out>.json)")
     p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
                    help="int8: static quantization (QDQ) calibrated on the checkpoint's stored training images")
-    deprecated_alias(p, "--int8", "--precision int8", dest="precision", const="int8")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset; None = the exporter's default, 17")
-    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=_cmd_export)
 
 

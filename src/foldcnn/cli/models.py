@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from foldcnn.cli.common import MODEL_KWARGS_HELP, CLIError, parse_model_kwargs
-from foldcnn.cli.options import add_json_flag, deprecated_alias, write_json_output
+from foldcnn.cli.common import MODEL_KWARGS_HELP, CLIError, parse_ints, parse_model_kwargs
+from foldcnn.cli.options import add_json_flag, write_json_output
 
 
 # ---------------------------------------------------------------------------------- models
@@ -63,10 +63,10 @@ def _analyze_records(args: argparse.Namespace) -> tuple[list[dict], object]:
         device.peak(args.precision)  # a precision the device lacks fails before any work
     records = []
     for name in names:
-        base = analyze(create_model(name, fold=1, **kwargs), args.batch, bpe)
+        base = analyze(create_model(name, fold=1, **kwargs), args.batch_size, bpe)
         base_pred = attainable(base, device, args.precision) if device is not None else None
-        for f in args.fold:
-            r = analyze(create_model(name, fold=f, channel_multiple=cm, **kwargs), args.batch, bpe)
+        for f in parse_ints(args.folds, "--folds"):
+            r = analyze(create_model(name, fold=f, channel_multiple=cm, **kwargs), args.batch_size, bpe)
             rec = {
                 "model": name, "fold": f, "widths": _hidden_widths(r),
                 "width_rounding": "orig" if f == 1 else ("paper" if cm == 1 else f"x{cm}"),
@@ -94,7 +94,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     cm = records[0]["channel_multiple"] if records else 1
     rounding = "the paper's exact widths" if cm == 1 else \
         f"widths rounded up to a multiple of {cm} (--channel-multiple 1: the paper's exact widths)"
-    print(f"batch {args.batch} images, {args.precision} ({records[0]['bytes_per_element'] if records else '?'} "
+    print(f"batch {args.batch_size} images, {args.precision} ({records[0]['bytes_per_element'] if records else '?'} "
           f"bytes/element), {rounding}; FLOPs = 2 x MACs + bias adds, conv/linear only")
     if device is not None:
         print(f"device {device.name}: peak {device.peak(args.precision) / 1e12:,.4g} TFLOP/s {args.precision} "
@@ -128,11 +128,10 @@ def _add_analyze(sub) -> None:
                    help="zoo model names or your own as package.module:Name (default: all of the zoo)")
     p.add_argument("--model-kwargs", help=MODEL_KWARGS_HELP)
     p.add_argument("--all", action="store_true", help="every model of the zoo")
-    p.add_argument("--fold", type=int, nargs="+", default=[1, 2, 3, 4], help="fold factors (default 1 2 3 4)")
-    p.add_argument("--batch", type=int, default=1024, help="batch size in images (default 1024)")
+    p.add_argument("--folds", default="1,2,3,4", help="comma-separated fold factors (default 1,2,3,4)")
+    p.add_argument("--batch-size", type=int, default=1024, help="batch size in images (default 1024)")
     p.add_argument("--precision", choices=list(DTYPE_BYTES), default="fp16",
                    help="element type of weights and activations (default fp16)")
-    deprecated_alias(p, "--dtype", "--precision", dest="precision", value_type=str, choices=list(DTYPE_BYTES))
     p.add_argument("--device", choices=[*DEVICES, "measured"],
                    help="predict images/s on a datasheet device, or on this CPU as measured now")
     p.add_argument("--channel-multiple", type=int, default=None,

@@ -1,5 +1,6 @@
-"""Command-line flags generated from PredictOptions, in one place, for every command that runs a
-model (predict, serve, eval, fold): a new option reaches all of them or none.
+"""Command-line flags generated from the config dataclasses (PredictOptions, TrainConfig), in one
+place: every command that runs a model (predict, serve, eval, fold) or trains one (train, fold)
+takes the same options with the same spelling; a new option reaches all of them or none.
 
 Each command names the options it cannot honour (with the reason); those get no flag. Old
 spellings stay as deprecated aliases for one release (they warn on stderr).
@@ -16,14 +17,12 @@ from dataclasses import MISSING, fields
 from foldcnn.cli.common import CLIError
 from foldcnn.errors import UsageError
 from foldcnn.infer.options import PredictOptions
+from foldcnn.options import flag_of, is_cli_option
 
-__all__ = ["add_json_flag", "add_predict_options", "deprecated_alias", "predict_options", "write_json_output"]
+__all__ = ["add_json_flag", "add_options", "add_predict_options", "as_flags", "deprecated_alias", "option_values",
+           "predict_options", "write_json_output"]
 
 _TYPES = {"str": str, "int": int, "float": float}
-
-
-def _flag(f) -> str:
-    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
 
 def _type(f):
@@ -31,52 +30,65 @@ def _type(f):
     return _TYPES.get(base, str)
 
 
-def add_predict_options(parser: argparse.ArgumentParser, *, unsupported: dict[str, str] | None = None,
-                        defaults: dict | None = None, group_title: str = "inference options") -> None:
-    """Add a flag for every PredictOptions field except those in ``unsupported`` (name -> why).
+def add_options(parser: argparse.ArgumentParser, cls, *, unsupported: dict[str, str] | None = None,
+                defaults: dict | None = None, group_title: str | None = None, only=None) -> None:
+    """A flag for every command-line field of the config dataclass ``cls`` (foldcnn.options.option),
+    except those in ``unsupported`` (name -> why) and, with ``only``, those not named there.
 
-    ``defaults`` overrides a field's default for this command (shown in --help).
-    """
-    unsupported = unsupported or {}
-    defaults = defaults or {}
-    unknown = sorted((set(unsupported) | set(defaults)) - {f.name for f in fields(PredictOptions)})
+    ``defaults`` overrides a field's default for this command (shown in --help); a boolean field
+    gets a switch (``--x`` for a False default, the ``--no-x`` its metadata names for a True one,
+    ``--x/--no-x`` for an optional one)."""
+    unsupported, defaults = unsupported or {}, defaults or {}
+    names = {f.name for f in fields(cls)}
+    unknown = sorted((set(unsupported) | set(defaults) | set(only or ())) - names)
     if unknown:
-        raise ValueError(f"not PredictOptions fields: {unknown}")  # a bug in the command's table
-    group = parser.add_argument_group(group_title)
-    for f in fields(PredictOptions):
-        if f.name in unsupported:
+        raise ValueError(f"not {cls.__name__} fields: {unknown}")  # a bug in the command's table
+    group = parser.add_argument_group(group_title) if group_title else parser
+    for f in fields(cls):
+        if f.name in unsupported or not is_cli_option(f) or (only is not None and f.name not in only):
             continue
         default = defaults.get(f.name, f.default if f.default is not MISSING else None)
         help_text = f.metadata.get("help", "")
-        if f.type == "bool" or isinstance(f.default, bool):
-            # Booleans that default to True get a --no-... switch (the metadata names it).
-            group.add_argument(_flag(f), dest=f.name, action="store_false" if default else "store_true",
+        if str(f.type).replace(" ", "") in ("bool|None", "None|bool"):
+            group.add_argument(flag_of(f), dest=f.name, action=argparse.BooleanOptionalAction, default=default,
                                help=help_text)
-            continue
-        kwargs = {"dest": f.name, "default": default, "type": _type(f), "help": help_text}
-        if f.metadata.get("choices"):
-            kwargs["choices"] = f.metadata["choices"]
-        if f.metadata.get("metavar"):
-            kwargs["metavar"] = f.metadata["metavar"]
-        group.add_argument(_flag(f), **kwargs)
-    parser.set_defaults(_predict_unsupported=dict(unsupported))
+        elif f.type == "bool" or isinstance(f.default, bool):
+            group.add_argument(flag_of(f), dest=f.name, action="store_false" if default else "store_true",
+                               help=help_text)
+        else:
+            kwargs = {"dest": f.name, "default": default, "type": _type(f), "help": help_text}
+            for key in ("choices", "metavar"):
+                if f.metadata.get(key):
+                    kwargs[key] = f.metadata[key]
+            group.add_argument(flag_of(f), **kwargs)
+
+
+def option_values(args: argparse.Namespace, cls) -> dict:
+    """The values of the flags :func:`add_options` made for ``cls`` (the fields it gave flags)."""
+    return {f.name: getattr(args, f.name) for f in fields(cls) if is_cli_option(f) and hasattr(args, f.name)}
+
+
+def add_predict_options(parser: argparse.ArgumentParser, *, unsupported: dict[str, str] | None = None,
+                        defaults: dict | None = None, group_title: str = "inference options") -> None:
+    """A flag for every PredictOptions field except those in ``unsupported`` (name -> why)."""
+    add_options(parser, PredictOptions, unsupported=unsupported, defaults=defaults, group_title=group_title)
+    parser.set_defaults(_predict_unsupported=dict(unsupported or {}))
 
 
 def predict_options(args: argparse.Namespace) -> PredictOptions:
     """The PredictOptions the parsed flags describe; an invalid combination is one sentence."""
-    values = {f.name: getattr(args, f.name) for f in fields(PredictOptions) if hasattr(args, f.name)}
     try:
-        return PredictOptions(**values)
+        return PredictOptions(**option_values(args, PredictOptions))
     except UsageError as e:
-        raise CLIError(_as_flags(str(e))) from None
+        raise CLIError(as_flags(str(e), PredictOptions)) from None
 
 
-def _as_flags(message: str) -> str:
+def as_flags(message: str, cls=PredictOptions) -> str:
     """'batch_size must be ...' -> '--batch-size must be ...' for the command line."""
-    for f in fields(PredictOptions):
+    for f in fields(cls):
         for spelled in (f"{f.name}=", f.name):
             if message.startswith(spelled + " ") or message.startswith(spelled + "="):
-                return _flag(f) + message[len(spelled):]
+                return flag_of(f) + message[len(spelled):]
     return message
 
 

@@ -24,7 +24,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def serve_config(args: argparse.Namespace):
-    """The ServeConfig the flags describe (also used by experiments/load_test.py)."""
+    """The ServeConfig the flags describe (also used by experiments/published/load_test.py)."""
     from foldcnn.serve import ImageLimits, ServeConfig
 
     # --api-key may be repeated (one key per tenant); the environment holds one key.
@@ -47,7 +47,7 @@ def serve_config(args: argparse.Namespace):
 
 
 def _bounds_config(args: argparse.Namespace) -> dict:
-    """The per-client bounds of issue 21 (bodies at once, body timeout, decoding threads)."""
+    """The per-client bounds of docs/serving.md (bodies at once, body timeout, decoding threads)."""
     for flag, v in (("--max-bodies", args.max_bodies), ("--decode-threads", args.decode_threads)):
         if v < 1:
             raise CLIError(f"{flag} must be >= 1, got {v}")

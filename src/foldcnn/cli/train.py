@@ -5,13 +5,32 @@ from __future__ import annotations
 import argparse
 import sys
 
-from foldcnn.cli.common import CROSS_SLOT_DECAY_HELP, MODEL_KWARGS_HELP, SLOT_DIAGONAL_HELP, CLIError, parse_fractions, parse_model_kwargs, parse_size
+from foldcnn.cli.common import MODEL_KWARGS_HELP, CLIError, parse_fractions, parse_model_kwargs, parse_size
 
 
 # ------------------------------------------------------------------------------ train/eval
+# Flags whose command-line default is "by fold" (recommended_budget) or "by --teacher", not the field's.
+BY_FOLD = {"epochs": None, "weight_decay": None, "distill": None}
+
+
+def train_config_from_args(args: argparse.Namespace, fold: int, **overrides):
+    """The TrainConfig the training flags describe (foldcnn.cli.options.add_options); epochs and weight
+    decay left unset take the fold's budget, distillation is KL when a teacher is given."""
+    from foldcnn.cli.options import as_flags, option_values
+    from foldcnn.errors import UsageError
+    from foldcnn.train.config import TrainConfig
+
+    values = {k: v for k, v in option_values(args, TrainConfig).items() if not (k in BY_FOLD and v is None)}
+    if "distill" not in values:  # as foldcnn fold and docs/accuracy.md
+        values["distill"] = "kl" if getattr(args, "teacher", None) else "none"
+    try:
+        return TrainConfig.for_fold(fold, **{**values, **overrides})
+    except UsageError as e:
+        raise CLIError(as_flags(str(e), TrainConfig)) from None
+
+
 def _train_inputs(args: argparse.Namespace):
     """(model name, DataSpec, TrainConfig) from the flags; raises on bad combinations."""
-    from foldcnn.train.config import TrainConfig
     from foldcnn.train.run import DataSpec
 
     model = args.model or args.task
@@ -19,7 +38,7 @@ def _train_inputs(args: argparse.Namespace):
         raise CLIError("name the model with --model (or give --task, whose model is used)")
     if args.nproc < 1:
         raise CLIError(f"--nproc must be >= 1, got {args.nproc}")
-    if args.distill is not None and args.teacher is None:
+    if args.distill not in (None, "none") and args.teacher is None:
         raise CLIError("--distill needs --teacher CKPT (an unfolded checkpoint of the same task)")
     if args.video is None and args.labels is not None:
         raise CLIError("--labels go with --video (a folder from 'foldcnn data video' has its own labels.csv)")
@@ -29,25 +48,12 @@ def _train_inputs(args: argparse.Namespace):
                     seed=args.data_seed, input_size=parse_size(args.input_size), video_stride=args.video_stride,
                     video_split=split, video_gap=args.video_gap, on_error=args.on_error,
                     split=parse_fractions(args.split, "--split"))
-    distill = args.distill or ("kl" if args.teacher else "none")  # as foldcnn fold and docs/accuracy.md
-    given = {"epochs": args.epochs, "weight_decay": args.weight_decay}
-    budget = {k: v for k, v in given.items() if v is not None}
-    cfg = TrainConfig.for_fold(args.fold, **budget, batch_size=args.batch_size, lr=args.lr,
-                               optimizer=args.optimizer, schedule=args.schedule,
-                               seed=args.seed, patience=args.patience, threads=args.threads,
-                               precision=args.precision, device=args.device, curriculum=args.curriculum,
-                               train_batchnorm=not args.no_train_batchnorm,
-                               zero_init_head=not args.no_zero_init_head, tie_slots=not args.no_tie_slots,
-                               slot_diagonal_init=args.slot_diagonal_init,
-                               curriculum_end=args.curriculum_end, distill=distill,
-                               distill_weight=args.distill_weight, temperature=args.temperature, ema_decay=args.ema,
-                               consistency=args.consistency, consistency_kind=args.consistency_kind,
-                               cross_slot_decay=args.cross_slot_decay)
+    cfg = train_config_from_args(args, args.fold)
     for flag, value in (("--consistency", args.consistency), ("--cross-slot-decay", args.cross_slot_decay)):
         if value and args.fold == 1:
             raise CLIError(f"{flag} acts between the images of a fold: it needs --fold 2 or more")
     shown = {"epochs": f"{cfg.epochs} epochs", "weight_decay": f"weight decay {cfg.weight_decay:g}"}
-    defaulted = [shown[k] for k in given if k not in budget]
+    defaulted = [text for k, text in shown.items() if getattr(args, k) is None]
     if defaulted and not args.quiet:
         print(f"fold {args.fold}: {', '.join(defaulted)} (this fold's defaults, docs/accuracy.md; "
               f"--epochs and --weight-decay change them)", file=sys.stderr)
@@ -136,10 +142,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _add_train(sub) -> None:
-    from foldcnn.train.config import DEFAULT_STATE_EVERY_STEPS, DEVICES, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
-    from foldcnn.train.consistency import CONSISTENCY_KINDS
+    from foldcnn.cli.options import add_options
+    from foldcnn.train.config import DEFAULT_STATE_EVERY_STEPS, TrainConfig
 
-    d = TrainConfig()
     p = sub.add_parser("train", help="train a (folded) CNN on a generated task, an image folder or a video",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
@@ -173,57 +178,8 @@ def _add_train(sub) -> None:
     p.add_argument("--video-split", default=None, metavar="TR,VA,TE",
                    help="train,val,test fractions of the video in time order (default 0.6,0.2,0.2)")
     p.add_argument("--video-gap", type=int, default=0, help="frames left out between two video splits")
-    p.add_argument("--epochs", type=int, default=None,
-                   help="passes over the training images (default: by fold, the budgets that matched the "
-                        "original in docs/accuracy.md: 60 for the original, 100 at f=2 and f=3, 200 at f=4 and "
-                        "above; folded models also gain from --teacher)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step")
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
-                   help="forward pass in bf16 autocast (auto: where the CPU/GPU has bf16 instructions)")
-    p.add_argument("--device", choices=DEVICES, default=d.device, help="where to train (auto: cuda if present)")
-    p.add_argument("--weight-decay", type=float, default=None,
-                   help="AdamW weight decay (default: by fold, the paper's 1e-5 up to f=2 and 0.05 from f=3, "
-                        "which gave folded f=4 models 0.3-0.9 points of test top-1 on five of six game tasks; "
-                        "docs/accuracy.md)")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
-    p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule)
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of initialization and fold groups")
-    p.add_argument("--patience", type=int, default=d.patience, help="early stopping (0 = off)")
-    p.add_argument("--threads", type=int, default=d.threads, help="torch threads per process (0 = default)")
-    p.add_argument("--no-train-batchnorm", action="store_true",
-                   help="train without the temporary BatchNorm layers (they are fused into the convs "
-                   "after training, so the saved model has the paper's layers either way)")
-    p.add_argument("--no-zero-init-head", action="store_true",
-                   help="keep the paper's N(0, 0.01) classifier init instead of zeros")
-    p.add_argument("--no-tie-slots", action="store_true",
-                   help="train the folded layers freely instead of tied alike across fold slots (tied "
-                   "training is written back as the same dense layers; free training tends to learn one slot)")
-    p.add_argument("--slot-diagonal-init", action=argparse.BooleanOptionalAction, default=d.slot_diagonal_init,
-                   help=SLOT_DIAGONAL_HELP)
-    p.add_argument("--curriculum", action="store_true",
-                   help="start with max(K//10, fold) classes and add max(K//10, 1) at a time (paper's curriculum)")
-    p.add_argument("--curriculum-end", type=float, default=d.curriculum_end,
-                   help="fraction of the epochs by which all classes are in")
     p.add_argument("--teacher", help="unfolded (fold=1) checkpoint of the same task to distill from")
-    p.add_argument("--distill", choices=("mse", "kl"), default=None,
-                   help="distillation loss: MSE on logits (paper) or KL with temperature (default kl with --teacher, "
-                        "as foldcnn fold and the accuracy table use)")
-    p.add_argument("--distill-weight", type=float, default=d.distill_weight,
-                   help="loss = (1 - w) * cross-entropy + w * distillation")
-    p.add_argument("--temperature", type=float, default=d.temperature, help="softening temperature of --distill kl")
-    p.add_argument("--consistency", type=float, default=d.consistency, metavar="WEIGHT",
-                   help="folded models: also run each step's images in a second random grouping and add WEIGHT x the "
-                        "divergence between an image's two outputs, so answers stop depending on fold-mates "
-                        "(0 = off; doubles a step's work; docs/accuracy.md 'Fold-mates')")
-    p.add_argument("--consistency-kind", choices=CONSISTENCY_KINDS, default=d.consistency_kind,
-                   help="divergence of --consistency: symmetric KL of the softmaxes, squared logit difference, "
-                   "or sharp: KL from each grouping's answer to the other's sharpened one, held fixed")
-    p.add_argument("--cross-slot-decay", type=float, default=d.cross_slot_decay, metavar="DECAY",
-                   help=CROSS_SLOT_DECAY_HELP)
-    p.add_argument("--ema", type=float, default=d.ema_decay, metavar="DECAY",
-                   help="validate and save an exponential moving average of the weights, updated every "
-                        "step with this decay (e.g. 0.999; 0 = off)")
+    add_options(p, TrainConfig, defaults=BY_FOLD, group_title="training (foldcnn.train.config.TrainConfig)")
     p.add_argument("--allow-folded-teacher", action="store_true", help="accept a teacher with fold > 1")
     p.add_argument("--regroupings", type=int, default=10, metavar="R",
                    help="folded models: after training, classify the test images in R other random fold groupings "
@@ -249,8 +205,6 @@ EVAL_UNSUPPORTED = {
     "workers": "eval reads the folder first, then classifies the images in memory",
     "decoders": "eval reads the folder first, then classifies the images in memory",
     "keyframes": "eval reads image folders, not videos",
-    "on_error": "unreadable images in the folder are skipped and counted",
-    "max_pixels": "eval reads every image of the folder",
 }
 
 
@@ -267,14 +221,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     options = predict_options(args).replace(workers=0)
     with Predictor.from_checkpoint(args.checkpoint, options) as p:
-        ds = load_image_folder(args.data, input_size=p.input_shape[1:], resize=options.resize_mode or "bilinear")
+        ds = load_image_folder(args.data, input_size=p.input_shape[1:], resize=options.resize_mode or "bilinear",
+                               on_error=options.on_error, max_pixels=options.max_pixels)
         labels = _labels_in_checkpoint_order(ds, p.class_names, args.data)
         _, probs = p.predict_arrays(ds.images)
         m = classification_metrics(torch.from_numpy(probs), labels, p.class_names)
         m["grouping"] = "input order (the folder's sorted files, folded f at a time as foldcnn predict does)"
         m["options"] = options.to_dict()
         skipped = (ds.meta.get("read_report") or {}).get("skipped") or []
-        m["skipped"] = len(skipped)
+        m["skipped"], m["skipped_images"] = len(skipped), skipped
         if args.regroupings:
             m["regrouping"] = regrouping_report(p, ds.images, labels.numpy(), regroupings=args.regroupings,
                                                 seed=args.regroup_seed).to_dict()
@@ -287,7 +242,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     print(f"{m['images']} images: top-1 {m['top1']:.2%}, top-5 {m['top5']:.2%} (folds in input order; "
           f"{p.stats.backend}/{p.stats.precision}, fold {p.fold})")
     if skipped:
-        print(f"skipped {len(skipped)} unreadable image(s)")
+        print(f"skipped {len(skipped)} unreadable image(s) (--on-error skip):")
+        for s in skipped[:20]:
+            print(f"  {s['path']}: {s['reason']}")
     for c in m["worst_confusions"]:
         print(f"  {c['true']} -> {c['predicted']}: {c['count']}")
     if args.regroupings:

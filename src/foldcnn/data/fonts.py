@@ -4,7 +4,7 @@ Speed comes from rendering each glyph once per (face, size) with FreeType into a
 and composing strings by adding those masks with numpy; FreeType never runs per image.
 
 Faces: the DejaVu Sans / Sans Mono / Serif families (regular, bold, oblique, bold oblique) that
-matplotlib ships in ``mpl-data/fonts/ttf`` (DESIGN section 7: matplotlib is an optional extra
+matplotlib ships in ``mpl-data/fonts/ttf`` (docs/design.md, "Dependencies": matplotlib is an optional extra
 and its bundled fonts render the text), plus Pillow's built-in scalable font
 (``ImageFont.load_default(size)``). Without matplotlib only the built-in font is used and
 ``font_source()`` says so.

@@ -2,13 +2,13 @@
 
 The reference conversion is FFmpeg's (swscale) to RGB at the frame's own size, then a nearest-
 neighbour resize in numpy (:func:`foldcnn.data.resize.nearest_index`, what training and NoScope use). Each call into
-swscale costs about 60-90 us whatever the frame's size (PyAV 18, FFmpeg 8, AMD EPYC,
-2026-12-07), more than the 320x240 conversion itself, and converting every pixel of a frame to
+swscale has a fixed cost whatever the frame's size (docs/notebook/2026-12-07-end-to-end.md),
+more than a 320x240 conversion itself, and converting every pixel of a frame to
 keep 50 x 50 of them wastes the rest. So for 8-bit 4:2:0 frames (H.264's usual yuv420p) and a
 nearest-neighbour resize, :class:`FrameConverter` copies only the sampled luma and chroma
 samples of each frame into one tall 4:2:0 frame (each sampled pixel as a 2 x 2 block with its own
 chroma sample, so every output pixel sees exactly the Y, U and V it sees in the full frame) and
-converts a whole batch in one swscale call: about 10x less time per frame.
+converts a whole batch in one swscale call: several times less time per frame.
 
 That is exact only while swscale converts each pixel from its own (Y, U, V) alone (its unscaled
 4:2:0 -> RGB path). Every frame geometry (format, size, colour space and range) is checked once
@@ -34,8 +34,8 @@ def rgb_converter():
     """``frame -> uint8 (H, W, 3) RGB`` through one reused FFmpeg colour converter (swscale).
 
     ``frame.to_ndarray(format="rgb24")`` builds a new converter for every frame; reusing one gives
-    the same pixels (tested) at about 1.6x the rate (2,392 vs 1,471 frames/s of a 320x240 H.264
-    video, AMD EPYC, 2026-12-07)."""
+    the same pixels (tested) at a higher rate (measured: docs/notebook/2026-12-07-end-to-end.md).
+    """
     from av.video.reformatter import VideoReformatter
 
     reformatter = VideoReformatter()

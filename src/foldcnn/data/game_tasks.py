@@ -1,8 +1,8 @@
 """The six game-text tasks of the FoldedCNNs paper: text structure, classified field, class list.
 
-DESIGN section 6: each task's readout follows a fixed structure, one field of it is the class,
+docs/design.md, "Data tasks and classes": each task's readout follows a fixed structure, one field of it is the class,
 and an ``other`` class holds crops with no valid readout. Crop sizes and class counts come from
-``foldcnn.models.game.GAME_TASKS`` (DESIGN section 3) and are checked against it at import.
+``foldcnn.models.game.GAME_TASKS`` (docs/design.md, "The paper's models") and are checked against it at import.
 
 A text maker takes (class index, random ints) and returns a ``Readout``: the string, the span of
 characters that is the class (``field``) and the span that must stay fully inside the crop
@@ -54,7 +54,7 @@ def _digits(a: int, b: int) -> list[str]:
 # --------------------------------------------------------------------------- text makers
 def _gold_int_part(r: Sequence[int]) -> str:
     v = r[0] % 100
-    return f"{v:02d}" if r[1] % 3 == 0 else str(v)  # "04.8k" occurs (DESIGN section 6 example)
+    return f"{v:02d}" if r[1] % 3 == 0 else str(v)  # "04.8k" occurs (docs/design.md, "Data tasks and classes" example)
 
 
 def _gold_fraction(c: int, r: Sequence[int]) -> Readout:

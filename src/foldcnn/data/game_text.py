@@ -1,4 +1,4 @@
-"""Synthetic game-screen text for the paper's six game tasks (DESIGN section 6).
+"""Synthetic game-screen text for the paper's six game tasks (docs/design.md, "Data tasks and classes").
 
     ds = GameTextDataset("lol-gold-fraction", 10_000, seed=0)   # uint8 (N, 3, 22, 52)
 

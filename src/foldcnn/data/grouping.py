@@ -1,7 +1,7 @@
 """Fold groups: which f images share one folded input, for training and evaluation.
 
 Consecutive video frames are near duplicates, so images are grouped at random (seeded), not in
-storage order (DESIGN section 2). Training regroups every epoch (the epoch mixes into the
+storage order (docs/design.md, "Layout"). Training regroups every epoch (the epoch mixes into the
 seed); evaluation keeps one fixed grouping. No image is ever dropped: when N is not a multiple
 of f the last group is padded with -1 slots, which :class:`FoldBatcher` turns into zero images
 with label 0 and ``mask`` False, so losses and accuracies can ignore them.

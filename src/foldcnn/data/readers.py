@@ -488,7 +488,7 @@ def iter_video_frames(path: str | Path, input_size: tuple[int, int] | None = (50
     """Decode a video and yield ``(frame_index, uint8 (3, H, W) RGB)`` for every ``stride``-th frame.
 
     Frames are counted from 0 in presentation order. The default 50x50 nearest-neighbour resize
-    is what NoScope used (DESIGN section 6); ``input_size=None`` keeps the native size. Raises
+    is what NoScope used (docs/design.md, "Data tasks and classes"); ``input_size=None`` keeps the native size. Raises
     :class:`VideoReadError` naming the file when it cannot be opened or decoded, after the frames
     decoded before the failure; :class:`VideoTruncatedError` when fewer frames decode than the
     container declares (a file cut short decodes "successfully" up to the cut).
@@ -607,9 +607,9 @@ def _open_video(path: Path):
 
 def _decoded_frames(container, stream) -> Ahead:
     """``container.decode(stream)`` drawn in a background thread, a few frames ahead, so FFmpeg
-    decodes the next frames (it releases the GIL) while the caller converts this one: 1.2-1.3x
-    the frames/s of decoding and converting in one thread (320x240 H.264 at 50x50, AMD EPYC, 2
-    busy cores, 2026-12-07). Errors are raised at their place; ``close(wait=True)`` it before
+    decodes the next frames (it releases the GIL) while the caller converts this one: more
+    frames/s than decoding and converting in one thread (docs/notebook/2026-12-07-end-to-end.md).
+    Errors are raised at their place; ``close(wait=True)`` it before
     the container is closed."""
     return Ahead(lambda: container.decode(stream), depth=8, name="foldcnn-video-decode")
 

@@ -1,9 +1,9 @@
 """One video cut at key frames into segments that decode independently, in parallel processes.
 
-FFmpeg's own threads decode one H.264 stream at about 1.0-1.1x the single-core rate on 2 cores
-(320x240, 2,812 frames/s on one core, 2,840 on two; AMD EPYC, 2026-12-07), so a single video
+FFmpeg's own threads barely speed up the decoding of one small H.264 stream
+(docs/notebook/2026-12-07-end-to-end.md, with the numbers), so a single video
 kept the decoder on one core's pace whatever the machine. Two processes each decoding their
-own run of key-frame groups, single-threaded, reached 3,152 frames/s on the same video.
+own run of key-frame groups, single-threaded, decoded the same video faster.
 
 :func:`plan_segments` reads the packets only (no decoding: about 8 us a frame): their
 timestamps number the frames in presentation order, and the key frames cut the video into

@@ -2,7 +2,7 @@
 
 Video frames next to each other are near duplicates, so a random split of a video would put
 the same scene into training and test. NoScope split its videos into contiguous chunks in time
-(DESIGN section 6); :func:`temporal_split` does that, optionally leaving ``gap`` frames unused
+(docs/design.md, "Data tasks and classes"); :func:`temporal_split` does that, optionally leaving ``gap`` frames unused
 between two splits so that the frames on either side of a boundary are not near duplicates.
 """
 

@@ -1,6 +1,6 @@
 """Synthetic NoScope-style video written as a real .mp4, with per-frame labels.
 
-NoScope (DESIGN section 6) trained its specialized CNNs on fixed-camera traffic video with a
+NoScope (docs/design.md, "Data tasks and classes") trained its specialized CNNs on fixed-camera traffic video with a
 per-frame label "an object of class X is visible". The real videos are not reachable here, so
 ``generate_video`` renders an equivalent street scene (:mod:`foldcnn.data.video_scene`) and
 writes ``video.mp4`` (H.264 through PyAV, else MPEG-4 part 2; yuv420p), ``labels.csv``

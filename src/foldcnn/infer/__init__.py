@@ -10,6 +10,7 @@ An exported graph runs without torch: ``Predictor("model.onnx")`` (docs/runtime.
 
 from foldcnn.infer.arrays import ImageSizeError
 from foldcnn.infer.journal import ResumableWriter
+from foldcnn.infer.options import PredictOptions
 from foldcnn.infer.predictor import ON_ERROR, PARTIAL_MODES, Predictor
 from foldcnn.infer.results import (
     Prediction,
@@ -25,6 +26,7 @@ __all__ = [
     "PARTIAL_MODES",
     "VIDEO_EXTENSIONS",
     "ImageSizeError",
+    "PredictOptions",
     "PredictStats",
     "Prediction",
     "PredictionWriter",

@@ -14,10 +14,11 @@ cannot honour an option lists it in its ``UNSUPPORTED`` table with the reason, a
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 from foldcnn.errors import UsageError
+from foldcnn.options import option as _opt
 
 __all__ = [
     "BACKEND_NAMES", "DECODERS", "DEVICES", "ON_ERROR", "PARTIAL_MODES", "PRECISIONS", "RESIZE_MODES", "PredictOptions",
@@ -33,11 +34,6 @@ PARTIAL_MODES = ("pad", "fallback")
 ON_ERROR = ("raise", "skip")
 RESIZE_MODES = ("bilinear", "nearest")
 DECODERS = ("auto", "processes", "threads")
-
-
-def _opt(default, help: str, *, choices=None, flag: str | None = None, metavar: str | None = None):
-    """A field with what the CLI needs to make its flag: help text, choices, flag name."""
-    return field(default=default, metadata={"help": help, "choices": choices, "flag": flag, "metavar": metavar})
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ def ordered_map(jobs: Iterator[Callable[[], T]], workers: int, depth: int | None
     ``processes`` is given, ``function(*args)`` to that process pool, whose answer the job's
     ``finish(answer)`` turns into the result; at most ``depth`` (default ``2 * workers``)
     submitted jobs wait ahead. A job with a true ``inline`` attribute (cheap work on data
-    already in memory) is run in the caller's thread at its turn instead: measured here,
+    already in memory) is run in the caller's thread at its turn instead: measured,
     handing such jobs to threads cost more CPU than they saved.
     An exception from a job or from ``jobs`` is raised here at its place in the order; a
     process that dies takes no result with it: the jobs it broke are retried, each alone in a

@@ -494,7 +494,7 @@ class Predictor:
         probs = np.empty((n, self.num_classes), np.float32)
         pos = 0
         # In the calling thread: converting an in-memory tensor is cheap (~1-3 us per image) and
-        # measured here it cost about twice the CPU when handed to worker threads.
+        # measured, it cost about twice the CPU when handed to worker threads.
         chunks = ordered_map(iter_jobs(x, self._spec), workers=0)
         try:
             for _, _, _, p in self._run(self._stream(chunks, stats), stats, ahead=False):

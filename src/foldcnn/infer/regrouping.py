@@ -62,7 +62,10 @@ def summarize_regroupings(classes, labels=None, *, fold: int, seeds) -> Regroupi
 
 def regrouping_report(predictor, images, labels=None, *, regroupings: int = 10, seed: int = 0) -> RegroupingReport:
     """Classify ``images`` (N, C, H, W) with ``predictor`` (a foldcnn.infer.Predictor) in input
-    order and in ``regroupings`` random orders (seeds ``seed .. seed + regroupings - 1``)."""
+    order and in ``regroupings`` random orders (seeds ``seed .. seed + regroupings - 1``), the
+    same random groupings as a training run's test regroupings (foldcnn.data.grouping.fold_groups)."""
+    from foldcnn.data.grouping import fold_groups
+
     if isinstance(regroupings, bool) or not isinstance(regroupings, int) or regroupings < 1:
         raise UsageError(f"regroupings must be an int >= 1, got {regroupings!r}")
     x = torch.as_tensor(images)
@@ -76,7 +79,7 @@ def regrouping_report(predictor, images, labels=None, *, regroupings: int = 10, 
     base, _ = predictor.predict_arrays(x)
     classes = [base]
     for s in seeds:
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(s))
+        order = fold_groups(n, 1, seed=s).view(-1)  # shuffled, then folded f at a time in that order
         pred, _ = predictor.predict_arrays(x[order])
         back = np.empty(n, np.int64)
         back[order.numpy()] = pred

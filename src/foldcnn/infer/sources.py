@@ -61,9 +61,9 @@ __all__ = ["VIDEO_EXTENSIONS", "Chunk", "FilesJob", "files_per_job", "InputSpec"
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
 FILES_PER_JOB = 32  # files decoded per job in a thread: amortizes thread hand-off, keeps order cheap
 # ... per job in a decoding process: each job's trip through the process pool costs the parent CPU
-# that the engine needs. 128 instead of 32 files a job: medians of three alternating runs, 8,192
-# 22x52 PNGs, 2 cores (AMD EPYC, 2026-12-07): end to end +15% (ORT fp32 f=1), +24% (fp32 f=4),
-# +17% (int8 f=1), -2% (int8 f=4, within the runs' spread).
+# that the engine needs. 128 instead of 32 files a job was faster end to end in three of four
+# configurations and within the spread in the fourth
+# (docs/notebook/2026-12-07-end-to-end.md, with the command and machine).
 FILES_PER_PROCESS_JOB = 128
 FRAMES_PER_JOB = 64
 _GLOB_CHARS = "*?["

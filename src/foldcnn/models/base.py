@@ -11,9 +11,9 @@ from torch import nn
 from foldcnn.errors import UsageError
 from foldcnn.fold import check_fold, fold_images, pad_to_fold, unfold_logits
 
-# Default rounding of widened layers. Measured on a 2-core AMD Zen 5 (ONNX Runtime, fp32,
-# batch 1024): widths that are multiples of 8 ran up to 1.7x faster than the paper's odd widths
-# (45 at f=2) at the same accuracy; see docs/widths.md for the table and its command.
+# Default rounding of widened layers. On the CPUs measured (ONNX Runtime, fp32,
+# batch 1024) widths that are multiples of 8 ran faster than the paper's odd widths
+# (45 at f=2); docs/widths.md has the table, its machine, date and command.
 DEFAULT_CHANNEL_MULTIPLE = 8
 
 
@@ -99,7 +99,9 @@ class FoldedCNN(nn.Module):
     input_shape: tuple[int, int, int]
     config: ModelConfig | None = None
 
-    def _set_interface(self, fold: int, num_classes: int, input_shape: tuple[int, int, int]) -> None:
+    def set_interface(self, fold: int, num_classes: int, input_shape: tuple[int, int, int]) -> None:
+        """Declare the model's contract: ``fold`` images per input, ``num_classes`` logits per image,
+        ``input_shape`` (C, H, W) of one image. Every builder and ``fold_model`` call it once."""
         self.fold = check_fold(fold)
         if num_classes < 1:
             raise UsageError(f"num_classes must be >= 1, got {num_classes}")

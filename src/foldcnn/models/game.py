@@ -1,4 +1,4 @@
-"""Game-scraping CNNs of the FoldedCNNs paper (DESIGN section 3) and the paper's baseline.
+"""Game-scraping CNNs of the FoldedCNNs paper (docs/design.md, "The paper's models") and the paper's baseline.
 
 Template, input 3 x H x W (no BatchNorm, no dropout):
   conv3x3 pad1 (3f -> c1), ReLU, maxpool k3 s2
@@ -25,7 +25,7 @@ from foldcnn.models.registry import register_model
 
 CONVS_PER_UNIT = 3
 
-# task name -> (classes per image, (H, W), units); DESIGN section 3.
+# task name -> (classes per image, (H, W), units); docs/design.md, "The paper's models".
 GAME_TASKS: dict[str, tuple[int, tuple[int, int], int]] = {
     "lol-gold-fraction": (11, (22, 52), 1),
     "lol-gold-int": (111, (22, 52), 1),
@@ -62,7 +62,7 @@ class GameCNN(FoldedCNN):
     ):
         super().__init__()
         h, w = (int(s) for s in input_size)
-        self._set_interface(fold, num_classes, (in_channels, h, w))
+        self.set_interface(fold, num_classes, (in_channels, h, w))
         if units < 0:
             raise UsageError(f"units must be >= 0, got {units}")
         wm = resolve_width_mult(self.fold, width_mult)

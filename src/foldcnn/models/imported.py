@@ -140,7 +140,7 @@ def create_imported_model(path: str, fold: int = 1, width_mult: float | None = N
     The result carries ``config`` (a ModelConfig whose name is ``path``) so checkpoints rebuild it.
     """
     from foldcnn.models.base import ModelConfig
-    from foldcnn.transform import fold_model
+    from foldcnn.models.transform import fold_model
 
     shape = kwargs.pop(INPUT_SHAPE_KEY, None)
     if shape is not None:

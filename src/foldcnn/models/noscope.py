@@ -1,4 +1,4 @@
-"""NoScope's specialized binary CNNs (DESIGN section 3), input 3 x 50 x 50.
+"""NoScope's specialized binary CNNs (docs/design.md, "The paper's models"), input 3 x 50 x 50.
 
 conv3x3 (3f -> F), ReLU, conv3x3 (F -> F), ReLU, maxpool 2;
 with 4 conv layers also conv3x3 (-> 2F), ReLU, conv3x3 (2F -> 2F), ReLU, maxpool 2;
@@ -21,7 +21,7 @@ from foldcnn.models.registry import register_model
 
 NOSCOPE_INPUT = (3, 50, 50)
 
-# name -> (conv layers, F, D, what is detected); DESIGN section 3.
+# name -> (conv layers, F, D, what is detected); docs/design.md, "The paper's models".
 NOSCOPE_MODELS: dict[str, tuple[int, int, int, str]] = {
     "noscope-coral": (2, 16, 128, "person"),
     "noscope-night": (2, 16, 128, "car"),
@@ -48,7 +48,7 @@ class NoScopeCNN(FoldedCNN):
         if conv_layers not in (2, 4):
             raise UsageError(f"NoScope CNNs have 2 or 4 conv layers, got {conv_layers}")
         h, w = (int(s) for s in input_size)
-        self._set_interface(fold, num_classes, (in_channels, h, w))
+        self.set_interface(fold, num_classes, (in_channels, h, w))
         wm = resolve_width_mult(self.fold, width_mult)
         cm = resolve_channel_multiple(channel_multiple)
         f1, f2, d = (scaled_width(c, wm, cm) for c in (filters, 2 * filters, dense))

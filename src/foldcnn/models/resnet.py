@@ -53,7 +53,7 @@ class CifarResNet(FoldedCNN):
         widths: tuple[int, ...] = (64, 128, 256, 512),
     ):
         super().__init__()
-        self._set_interface(fold, num_classes, (in_channels, *input_size))
+        self.set_interface(fold, num_classes, (in_channels, *input_size))
         wm = resolve_width_mult(self.fold, width_mult)
         cm = resolve_channel_multiple(channel_multiple)
         ws = [scaled_width(c, wm, cm) for c in widths]

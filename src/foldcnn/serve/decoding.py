@@ -7,7 +7,7 @@
 Why pixels. Decoding time and memory grow with an image's decoded size, not its encoded one: a
 3999x4000 PNG of zeros is 46 KB and takes ~0.2 s and 48 MB to decode, a 22x52 crop a fraction of
 a millisecond. On a shared FIFO pool, eight requests of 25 such images queued 200 long decodes in
-front of every one-image request (issue 21: 12.3 s instead of 10-20 ms). Here:
+front of every one-image request (docs/serving.md, the load test: seconds instead of milliseconds). Here:
 
 * every request decodes through a window of its own: at most ``threads`` images and
   ``request_pixels`` pixels in flight, so one request never fills the pool's queue;

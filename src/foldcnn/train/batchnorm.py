@@ -1,8 +1,8 @@
 """Train-time BatchNorm, fused away afterwards: the trained model has the paper's architecture.
 
-The paper's game and NoScope CNNs have no normalization layers (DESIGN section 3). Without them,
+The paper's game and NoScope CNNs have no normalization layers (docs/design.md, "The paper's models"). Without them,
 folded models on our data sit at chance for many epochs (loss stays at ln K: measured in
-docs/accuracy.md) while the paper's remedy, a 1500-epoch budget, does not fit a 2-core CPU.
+docs/accuracy.md) while the paper's remedy, a 1500-epoch budget, does not fit a small CPU.
 So training inserts a BatchNorm after every convolution and, once training ends, folds each
 BatchNorm into the convolution before it. In eval mode a BatchNorm is a per-channel affine map,
 

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 
 from foldcnn.errors import UsageError
 from foldcnn.fold import round_batch
+from foldcnn.options import option
 from foldcnn.train.consistency import CONSISTENCY_KINDS
 
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
@@ -32,65 +33,81 @@ def recommended_budget(fold: int) -> dict:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Fast defaults for a 2-core CPU: Adam(W) with a one-cycle schedule reaches the paper's
-    accuracy in tens of epochs where the paper's Adam 1e-4 took up to 1500 (DESIGN section 5).
+    """Fast defaults for a small CPU: Adam(W) with a one-cycle schedule reaches the paper's
+    accuracy in tens of epochs where the paper's Adam 1e-4 took up to 1500 (docs/design.md, "Training recipe").
 
     ``epochs`` and ``weight_decay`` default to a short run of the original; folded models need
     longer: ``TrainConfig.for_fold(fold, ...)`` starts from ``recommended_budget(fold)``."""
 
-    epochs: int = 30
-    batch_size: int = 64  # images per step; rounded down to a multiple of fold (min fold)
-    lr: float = 3e-3
-    weight_decay: float = 1e-5
-    optimizer: str = "adamw"
-    schedule: str = "onecycle"
-    seed: int = 0
-    eval_batch_size: int = 1024
-    patience: int = 0  # early stopping: epochs without val improvement; 0 = off
-    threads: int = 0  # torch intra-op threads; 0 = leave as is
+    epochs: int = option(30, "passes over the training images (command line default: by fold, the budgets that "
+                             "matched the original in docs/accuracy.md: 60 for the original, 100 at f=2 and f=3, "
+                             "200 at f=4 and above)")
+    batch_size: int = option(64, "images per step (rounded down to a multiple of the fold, at least one fold)")
+    lr: float = option(3e-3, "peak learning rate")
+    weight_decay: float = option(1e-5, "AdamW weight decay (command line default: by fold, the paper's 1e-5 up to "
+                                       "f=2 and 0.05 from f=3, which gave folded f=4 models 0.3-0.9 points of test "
+                                       "top-1 on five of six game tasks; docs/accuracy.md)")
+    optimizer: str = option("adamw", "optimizer", choices=OPTIMIZERS)
+    schedule: str = option("onecycle", "learning-rate schedule", choices=SCHEDULES)
+    seed: int = option(0, "seed of initialization and fold groups")
+    eval_batch_size: int = option(1024, "images per call when validating and testing", cli=False)
+    patience: int = option(0, "early stopping: epochs without validation improvement (0 = off)")
+    threads: int = option(0, "torch threads per process (0 = leave as is)")
     # bf16 autocast for the forward pass (weights and optimizer stay fp32); "auto" uses it where
-    # the CPU has bf16 instructions or on a CUDA GPU. Measured 4x faster training on this CPU
-    # (AMX) with channels_last; see docs/accuracy.md.
-    precision: str = "auto"
-    channels_last: bool = True
+    # the CPU has bf16 instructions or on a CUDA GPU (measured faster training, docs/accuracy.md).
+    precision: str = option("auto", "training forward pass in bf16 autocast (auto: where the CPU/GPU has bf16 "
+                                    "instructions)", choices=PRECISIONS, flag="--train-precision")
+    channels_last: bool = option(True, "channels_last memory format while training", cli=False)
     # A BatchNorm after every conv while training, fused into the conv at the end, so the saved
     # model has the paper's layers (foldcnn.train.batchnorm). Without it folded models sit at
-    # chance for thousands of steps on a 2-core budget (docs/accuracy.md).
-    train_batchnorm: bool = True
+    # chance for thousands of steps on a small CPU's budget (docs/accuracy.md).
+    train_batchnorm: bool = option(True, "train without the temporary BatchNorm layers (they are fused into the "
+                                         "convs after training, so the saved model has the paper's layers either "
+                                         "way)", flag="--no-train-batchnorm")
     # Start the classifier at zero weights (a fresh model only): the first steps fit a readout of
     # the random features instead of shrinking them, which kills the narrow last conv's ReLUs.
-    zero_init_head: bool = True
+    zero_init_head: bool = option(True, "keep the builder's classifier init instead of zeros",
+                                  flag="--no-zero-init-head")
     # Train every fold slot alike (foldcnn.train.symmetry): weights tied block-circulant across
     # the slots while training, written back as the paper's dense layers at the end. Without it
     # a folded model learns one slot and leaves the others near chance (docs/accuracy.md).
-    tie_slots: bool = True
-    # Start a fresh folded model slot-diagonal (foldcnn.train.symmetry.slot_diagonal_init_): the
-    # weights between different fold slots at zero, so each slot's outputs see their own image
-    # from the first step. None = on for CNNs given by import path (it ended their long flat start,
-    # docs/accuracy.md), off for zoo models (their table was measured without it).
-    slot_diagonal_init: bool | None = None
-    device: str = "cpu"  # "cuda" (one GPU per process under DDP) or "auto" (cuda when there is one)
-    # Curriculum (DESIGN section 5): start with max(K // 10, f) classes, all in by this fraction
-    # of the epochs; see foldcnn.train.curriculum.
-    curriculum: bool = False
-    curriculum_end: float = 0.6
+    tie_slots: bool = option(True, "train the folded layers freely instead of tied alike across fold slots (tied "
+                                   "training is written back as the same dense layers; free training tends to "
+                                   "learn one slot)", flag="--no-tie-slots")
+    # None = on for CNNs given by import path (it ended their long flat start, docs/accuracy.md),
+    # off for zoo models (their table was measured without it).
+    slot_diagonal_init: bool | None = option(
+        None, "start a folded model with zero weights between different fold slots, so each slot sees its own "
+              "image from the first step (default: on for a CNN given as package.module:Name, off for zoo models; "
+              "docs/accuracy.md)")
+    device: str = option("cpu", "where to train (auto: cuda if present; one GPU per process under DDP)",
+                         choices=DEVICES)
+    curriculum: bool = option(False, "start with max(K//10, fold) classes and add max(K//10, 1) at a time (the "
+                                     "paper's curriculum, foldcnn.train.curriculum)")
+    curriculum_end: float = option(0.6, "fraction of the epochs by which all classes are in")
     # Distillation from an unfolded teacher: loss = (1 - w) * CE + w * distill; see foldcnn.train.distill.
-    distill: str = "none"
-    distill_weight: float = 0.5
-    temperature: float = 4.0  # KL only
-    # Weight averaging (foldcnn.train.ema): validate and save an exponential moving average of the
-    # weights with this decay per step (e.g. 0.999); 0 = off.
-    ema_decay: float = 0.0
-    # Fold-mate consistency (foldcnn.train.consistency): each step also runs its images in a second
-    # random grouping and adds this weight x the divergence between an image's two outputs, so the
-    # answers stop depending on fold-mates. 0 = off; doubles a step's work.
-    consistency: float = 0.0
-    consistency_kind: str = "kl"
-    # Decoupled decay of the weights between different fold slots (tied models only; see
-    # foldcnn.train.symmetry.shrink_cross_slot_): after each step they shrink by lr x this, on top
-    # of weight_decay. inf holds them at zero: each slot then is an independent narrower CNN, with
-    # answers that cannot depend on fold-mates. 0 = off.
-    cross_slot_decay: float = 0.0
+    distill: str = option("none", "distillation loss from --teacher: MSE on logits (the paper's) or KL with "
+                                  "temperature (command line default: kl with --teacher, none without)",
+                          choices=DISTILL_KINDS)
+    distill_weight: float = option(0.5, "loss = (1 - w) * cross-entropy + w * distillation")
+    temperature: float = option(4.0, "softening temperature of --distill kl")
+    ema_decay: float = option(0.0, "validate and save an exponential moving average of the weights, updated every "
+                                   "step with this decay (e.g. 0.999; 0 = off; foldcnn.train.ema)",
+                              flag="--ema", metavar="DECAY")
+    consistency: float = option(0.0, "folded models: also run each step's images in a second random grouping and "
+                                     "add WEIGHT x the divergence between an image's two outputs, so answers stop "
+                                     "depending on fold-mates (0 = off; doubles a step's work; docs/accuracy.md "
+                                     "'Fold-mates')", metavar="WEIGHT")
+    consistency_kind: str = option("kl", "divergence of --consistency: symmetric KL of the softmaxes, squared logit "
+                                         "difference, or sharp: KL from each grouping's answer to the other's "
+                                         "sharpened one, held fixed", choices=CONSISTENCY_KINDS)
+    # foldcnn.train.symmetry.shrink_cross_slot_: decoupled decay of the weights between fold slots.
+    cross_slot_decay: float = option(0.0, "folded models: after each step shrink the weights between different "
+                                          "fold slots by lr x DECAY, on top of the weight decay; inf holds them at "
+                                          "zero, so every image's answer depends on that image alone, whatever its "
+                                          "fold-mates and slot (each slot a narrower CNN; pair with "
+                                          "--slot-diagonal-init). 0 = off; docs/accuracy.md 'Fold-mates'",
+                                     metavar="DECAY")
 
     def __post_init__(self):
         if self.epochs < 1:

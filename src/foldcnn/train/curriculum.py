@@ -1,6 +1,6 @@
 """Curriculum for folded models: train on a few classes first, add classes as the run goes on.
 
-The paper (DESIGN section 5) starts folded game models on max(K // 10, f) classes in label
+The paper (docs/design.md, "Training recipe") starts folded game models on max(K // 10, f) classes in label
 order and adds max(K // 10, 1) classes every 60 of up to 1500 epochs. Our budgets are tens of
 epochs, so the additions are spread evenly over a fraction of the run instead: all K classes
 are in by ``end_fraction`` of the epochs (default 0.6), whatever the epoch count.

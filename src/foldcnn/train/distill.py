@@ -1,4 +1,4 @@
-"""Distillation from an unfolded teacher (DESIGN section 5).
+"""Distillation from an unfolded teacher (docs/design.md, "Training recipe").
 
 The paper trained folded CIFAR-10 students on the MSE between their per-image logits and the
 logits of the unfolded (fold=1) teacher on the same image; KL divergence on

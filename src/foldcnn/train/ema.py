@@ -10,7 +10,7 @@ Every floating-point entry of the state dict is averaged, BatchNorm running stat
 and under fold-slot tying (foldcnn.train.symmetry) the tied blocks are what gets averaged, so the
 average is tied too. Integer buffers (BatchNorm's batch counter) are left alone.
 
-Why not ``torch.optim.swa_utils.AveragedModel`` (``python experiments/ema_averagedmodel.py``):
+Why not ``torch.optim.swa_utils.AveragedModel`` (``python experiments/lab/ema_averagedmodel.py``):
 with ``multi_avg_fn=get_ema_multi_avg_fn(d), use_buffers=True`` it computes another average.
 Its decay is constant (no warm-up; ours stays below d until t reaches (10d - 1) / (1 - d): 80 updates
 for d = 0.9 and 8,990 for 0.999), its first ``update_parameters`` copies the weights instead of

@@ -34,7 +34,7 @@ from foldcnn.train.config import DEFAULT_STATE_EVERY_STEPS, TrainConfig
 from foldcnn.train.devices import resolve_device
 from foldcnn.train.distill import check_teacher_fold, load_teacher, teacher_logits, teacher_sha256
 from foldcnn.train.distributed import dist_info
-from foldcnn.train.evaluation import regrouping_metrics
+from foldcnn.train.evaluation import INPUT_ORDER, regrouping_metrics
 from foldcnn.train.loop import evaluate, train_model
 from foldcnn.train.resume import TRAIN_STATE_FILE, dataset_sha256, load_train_state
 from foldcnn.train.sources import SPLIT_SEED_OFFSETS, DataSpec, Splits, check_data_spec, load_splits
@@ -42,6 +42,8 @@ from foldcnn.train.sources import SPLIT_SEED_OFFSETS, DataSpec, Splits, check_da
 __all__ = ["DataSpec", "Splits", "SPLIT_SEED_OFFSETS", "load_splits", "build_model_for", "run_training",
            "TEACHER_CACHE", "check_out_dir", "zero_init_head_"]
 
+# run.json's layout; raised when a key changes meaning (2: test metrics folded in input order, as foldcnn eval).
+RUN_SCHEMA_VERSION = 2
 # Teacher logits (N_train, K) of a run, reused while teacher weights and training data are the same.
 TEACHER_CACHE = "teacher_logits.safetensors"
 
@@ -221,7 +223,7 @@ def run_training(
     if not dist.is_main:
         return {"rank": dist.rank}
     t0 = time.perf_counter()
-    test = evaluate(model, splits.test, batch_size=cfg.eval_batch_size)
+    test = evaluate(model, splits.test, batch_size=cfg.eval_batch_size, seed=INPUT_ORDER)  # as foldcnn eval
     regrouping = regrouping_metrics(model, splits.test, regroupings=regroupings, batch_size=cfg.eval_batch_size) \
         if fold > 1 and regroupings > 0 else None
     summary = {
@@ -262,6 +264,7 @@ def run_training(
                     metrics=summary, extra={"data": splits.meta, "train_config": cfg.to_dict()},
                     calibration_images=splits.train.images[pick])
     manifest = {
+        "schema_version": RUN_SCHEMA_VERSION,
         "command": command or sys.argv,
         "seed": cfg.seed,
         "summary": summary,

@@ -3,7 +3,7 @@
 :func:`check_data_spec` runs the cheap checks (paths, folder layout, class folders) before any
 image is generated or read, so bad input fails before work is wasted; :func:`load_splits`
 then reads train/val/test. Video frames are split in time, not at random (consecutive frames
-are near duplicates; NoScope split its videos into contiguous chunks, DESIGN section 6).
+are near duplicates; NoScope split its videos into contiguous chunks, docs/design.md, "Data tasks and classes").
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from foldcnn.errors import MissingInputError, UsageError
 __all__ = ["DataSpec", "Splits", "SPLIT_SEED_OFFSETS", "check_data_spec", "load_splits", "file_sha256"]
 
 VIDEO_FILE, LABELS_FILE = "video.mp4", "labels.csv"  # what `foldcnn data video` writes
-NOSCOPE_FRAME = (50, 50)  # NoScope resized frames to 50x50 (DESIGN section 6)
+NOSCOPE_FRAME = (50, 50)  # NoScope resized frames to 50x50 (docs/design.md, "Data tasks and classes")
 
 
 @dataclass(frozen=True)

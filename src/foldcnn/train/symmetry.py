@@ -258,7 +258,7 @@ def pool_slot_statistics_(model: nn.Module, fold: int) -> int:
     are buffers, one per channel: each slot's channels average the images that happened to sit in
     that slot, so the f estimates of the same statistic differ a little, and after fusing the slots
     compute slightly different functions: an image's answer then changes with the slot it lands
-    in (docs/accuracy.md, "What flips"). Averaging the f estimates per channel (means with means,
+    in (docs/notebook/2026-12-07-fold-mates-budgets.md, "What flips"). Averaging the f estimates per channel (means with means,
     variances with variances) makes the eval-mode model exactly slot-symmetric. Shared channels and
     BatchNorms tying does not reach keep theirs. ``fold=1`` changes nothing.
     """

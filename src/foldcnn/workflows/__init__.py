@@ -1,0 +1,6 @@
+"""Workflows: the multi-step jobs built on top of training, inference and benchmarking.
+
+The layers below know nothing of them: fold ops, models and checkpoints (the core), data (I/O),
+train, infer and backends, then bench, and the workflows here (``demo``, ``fold``) that string
+them together. Only foldcnn.cli sits above.
+"""
