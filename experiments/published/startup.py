@@ -1,6 +1,7 @@
-"""Start-up and throughput of the torch-free inference path, written to results/runtime/.
+"""Start-up and throughput of the torch-free inference path (docs/runtime.md), written to results/.
 
-    python experiments/startup.py --work /tmp/startup --runs 7 [--baseline-src /path/to/other/src]
+    git archive df37813 src | tar -x -C /tmp/base      # the tree before the torch-free path, as a baseline
+    python experiments/published/startup.py --work /tmp/startup --runs 9 --baseline-src /tmp/base/src
 
 Builds (once, in --work) a fold-4 lol-gold-fraction checkpoint with calibration images, its int8
 graph exported with ``foldcnn export`` and cached in the checkpoint by one torch run, and one PNG.
@@ -15,17 +16,16 @@ Then, interleaved (case after case, --runs rounds), it times wall clock of
 model throughput of the same int8 graph on onnxruntime (``Predictor.predict_arrays`` over
 --images uint8 images, 1 thread) in a process without torch (the exported graph) and in one that
 built the model in torch (the torch path), alternating, --runs each. Medians are reported.
-Writes results/runtime/startup-<cpu>.json (command, date, cpu, commit, load, every run).
+Writes results/startup_<cpu>_<commit>.json and results/slim-throughput_<cpu>_<commit>.json
+(foldcnn.results.write_result: command, date, CPU, commit, load; every run's numbers).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import platform
-import re
 import resource
 import statistics
 import subprocess
@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src"
 
 THROUGHPUT = r'''
@@ -110,22 +110,6 @@ def _wall(cmd: list[str], env: dict) -> tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def _commit() -> str:
-    try:
-        sha = _sh(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], dict(os.environ)).stdout.strip()
-        dirty = _sh(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"], dict(os.environ)).stdout
-        return sha + ("-dirty" if dirty.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default="/tmp/foldcnn-startup", help="folder for the checkpoint, graph and PNG")
@@ -133,7 +117,6 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=16384, help="images per throughput pass")
     ap.add_argument("--baseline-src", default=None, help="another foldcnn src/ tree to time the checkpoint command on")
     ap.add_argument("--baseline-label", default=None, help="what --baseline-src is (e.g. the commit it came from)")
-    ap.add_argument("--out", default=None, help="JSON path (default results/runtime/startup-<cpu>.json)")
     args = ap.parse_args()
     work = Path(args.work)
     prepare(work)
@@ -158,38 +141,43 @@ def main() -> None:
             rec = json.loads(out.strip().splitlines()[-1])
             rates[mode].append(rec["images_per_s"])
             imported[mode] = rec["torch_imported"]
-    load_after = os.getloadavg()
-    med = {k: statistics.median(v) for k, v in walls.items()}
+    from foldcnn.results import write_result
+
+    common = {"load_before": f"load average {load_before[0]:.1f} at the start of the run (a shared machine: other "
+                             "jobs ran beside these timings)",
+              "software": {"python": platform.python_version()},
+              "baseline": {"src": args.baseline_src, "label": args.baseline_label} if args.baseline_src else None}
+    labels = {"onnx_int8": "MODEL.onnx (int8) + sidecar", "cached_checkpoint_int8": "checkpoint, cached int8 graph",
+              "baseline_cached_checkpoint_int8": f"checkpoint, cached int8 graph, {args.baseline_label or 'baseline'}"}
+    rows = [{"case": labels[k], "command": " ".join(c), "median_wall_s": round(statistics.median(walls[k]), 3),
+             "median_cpu_s": round(statistics.median(cpus[k]), 3), "wall_s": [round(x, 3) for x in walls[k]],
+             "cpu_s": [round(x, 3) for x in cpus[k]], "runs": len(walls[k])} for k, (c, _) in cases.items()]
+    base = next((r for r in rows if r["case"].startswith("checkpoint, cached int8 graph,")), None)
+    for r in rows:
+        r["wall_vs_baseline"] = round(r["median_wall_s"] / base["median_wall_s"], 3) if base else None
+    first = write_result(
+        ROOT / "results", "startup", where=None,
+        description="Wall and CPU seconds of one foldcnn predict on one 22x52 PNG (fold-4 lol-gold-fraction, int8 "
+                    "graph on onnxruntime), a fresh process each, medians of interleaved runs",
+        columns=[{"title": "model given", "cell": "{case}"}, {"title": "median wall", "cell": "{median_wall_s:.2f} s"},
+                 {"title": "median CPU (user+sys)", "cell": "{median_cpu_s:.2f} s"},
+                 {"title": "wall vs before", "cell": "{wall_vs_baseline:.2f}x"}],
+        rows=rows, setup={"runs": args.runs, "target_s": 0.5}, **common)
     thr = {k: statistics.median(v) for k, v in rates.items()}
-    cpu = _cpu()
-    record = {
-        "command": "python experiments/startup.py " + " ".join(sys.argv[1:]),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "cpu": cpu, "usable_cores": len(os.sched_getaffinity(0)), "commit": _commit(),
-        "load_average_1_5_15": {"before": [round(v, 2) for v in load_before], "after": [round(v, 2) for v in load_after]},
-        "note": "shared machine: other jobs ran beside these timings",
-        "python": platform.python_version(),
-        "baseline": {"src": args.baseline_src, "label": args.baseline_label} if args.baseline_src else None,
-        "startup": {"timed_commands": {k: " ".join(c) for k, (c, _) in cases.items()},
-                    "median_wall_s": {k: round(v, 3) for k, v in med.items()},
-                    "wall_s": {k: [round(x, 3) for x in v] for k, v in walls.items()},
-                    "median_cpu_s": {k: round(statistics.median(v), 3) for k, v in cpus.items()},
-                    "cpu_s": {k: [round(x, 3) for x in v] for k, v in cpus.items()}, "target_s": 0.5},
-        "throughput": {"what": "Predictor.predict_arrays, int8 graph on onnxruntime, 1 thread, batch 1024, "
-                               f"{args.images} uint8 22x52 images, median of 3 passes per process",
-                       "median_images_per_s": {k: round(v, 1) for k, v in thr.items()},
-                       "images_per_s": {k: [round(x, 1) for x in v] for k, v in rates.items()},
-                       "slim_over_torch": round(thr["slim"] / thr["torch"], 4),
-                       "torch_imported": imported},
-    }
-    slug = re.sub(r"[^a-z0-9]+", "-", cpu.lower()).strip("-")[:40]
-    out = Path(args.out) if args.out else ROOT / "results" / "runtime" / f"startup-{slug}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps({"median_wall_s": record["startup"]["median_wall_s"],
-                      "median_cpu_s": record["startup"]["median_cpu_s"], "throughput": thr,
-                      "slim_over_torch": record["throughput"]["slim_over_torch"]}, indent=2))
-    print(f"wrote {out}")
+    trows = [{"path": {"slim": "exported graph, no torch imported", "torch": "model built in torch"}[k],
+              "median_images_per_s": round(thr[k], 1), "images_per_s": [round(x, 1) for x in rates[k]],
+              "vs_torch_path": round(thr[k] / thr["torch"], 4), "torch_imported": imported[k]} for k in rates]
+    second = write_result(
+        ROOT / "results", "slim-throughput", where=None,
+        description="Predictor.predict_arrays throughput of one int8 graph on onnxruntime (1 thread, batch 1024, "
+                    f"{args.images} uint8 22x52 images), run from an exported graph without torch and from the "
+                    "model built in torch, alternating processes, median of the per-process medians",
+        columns=[{"title": "path", "cell": "{path}"}, {"title": "images/s", "cell": "{median_images_per_s:,.0f}"},
+                 {"title": "vs torch path", "cell": "{vs_torch_path:.3f}x"}],
+        rows=trows, setup={"runs": args.runs, "images": args.images}, **common)
+    print(json.dumps({"startup": {r["case"]: (r["median_wall_s"], r["median_cpu_s"]) for r in rows},
+                      "throughput": {r["path"]: r["median_images_per_s"] for r in trows}}, indent=2))
+    print(f"wrote {first} and {second}")
 
 
 if __name__ == "__main__":
