@@ -53,7 +53,7 @@ def test_import_foldcnn_does_not_import_torch_and_lazy_names_still_work(tmp_path
     r = _run_slim("import foldcnn, foldcnn.infer, foldcnn.backends\n"
                   "assert 'torch' not in sys.modules, 'torch imported'\n"
                   "assert callable(foldcnn.create_model) and 'torch' in sys.modules\n"
-                  "assert foldcnn.FoldError.__module__ == 'foldcnn.transform'\n", tmp_path)
+                  "assert foldcnn.FoldError.__module__ == 'foldcnn.models.transform'\n", tmp_path)
     assert r.returncode == 0, r.stderr
 
 

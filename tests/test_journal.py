@@ -3,6 +3,7 @@ moment, torn row included) and resumed writes byte for byte the output of an uni
 video frames and folds included; an output of another model, other inputs or other options is
 refused with one sentence; a write that fails keeps what was committed."""
 
+import json
 import os
 import random
 import signal
@@ -111,6 +112,20 @@ def test_resume_refuses_other_runs_and_untrusted_outputs(tmp_path):
     lone.with_name("lone.csv.partial").write_text("index\n0\n")
     with pytest.raises(ResumeMismatchError, match="no journal"):
         ResumableWriter(lone, FP, resume=True)
+    torn = tmp_path / "torn.csv"
+    with pytest.raises(Stop):
+        with StopAfter(torn, FP, n=1) as w:
+            w.write_batch([0], ["a"], [None], [0], [0.5], ["x"])
+    journal_path(torn).write_text('{"format": "foldcnn-predict-jour')  # a journal cut short
+    before = torn.with_name("torn.csv.partial").read_bytes()
+    with pytest.raises(ResumeMismatchError, match="damaged"):
+        ResumableWriter(torn, FP, resume=True)
+    short = torn.with_name("torn.csv.partial")
+    journal_path(torn).write_text(json.dumps({"format": "foldcnn-predict-journal", "bytes": len(before) + 5,
+                                              "rows": 1, "last_index": 0, "fingerprint": FP}))
+    with pytest.raises(ResumeMismatchError, match="shorter than its journal"):
+        ResumableWriter(torn, FP, resume=True)
+    assert short.read_bytes() == before  # refused outputs are left as they were
 
 
 def test_a_full_disk_stops_with_one_sentence_and_keeps_the_committed_rows(tmp_path, monkeypatch):
@@ -151,8 +166,6 @@ def _onnx_setup(root: Path, n_images: int, videos: int):
 
 
 def _journal_rows(out: Path) -> int:
-    import json
-
     try:
         return int(json.loads(journal_path(out).read_text())["rows"])
     except (OSError, ValueError, KeyError):
