@@ -215,10 +215,10 @@ def test_killed_runs_resume_to_the_same_bytes(tmp_path):
 
 
 @pytest.mark.slow
-def test_twenty_kills_over_images_and_three_videos(tmp_path):
+def test_twenty_kills_over_20000_images_and_three_videos(tmp_path):
     pytest.importorskip("onnxruntime")
-    items = _onnx_setup(tmp_path, 2000, videos=3)
-    assert _kill_and_resume(tmp_path, items, kills=20, seed=1, batch=24) >= 10
+    items = _onnx_setup(tmp_path, 20000, videos=3)
+    assert _kill_and_resume(tmp_path, items, kills=20, seed=1, batch=96) >= 10
 
 
 def test_cli_resume_refuses_another_model(tmp_path, capsys):
