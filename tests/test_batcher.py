@@ -9,7 +9,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 from foldcnn.fold import padded_count
 from foldcnn.serve.batcher import BatcherClosed, BatchFailed, FoldBatcher, QueueFull
@@ -26,11 +25,11 @@ class Identity:
         self.batches: list[int] = []
 
     def __call__(self, images):
-        assert images.dtype == torch.uint8 and images.dim() == 4
+        assert isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim == 4
         self.batches.append(images.shape[0])
         if self.delay_s:
             time.sleep(self.delay_s)
-        idx = images[:, 0, 0, 0].long().numpy()
+        idx = images[:, 0, 0, 0].astype(np.int64)
         if self.poison is not None and (idx == self.poison).any():
             raise RuntimeError("poisoned batch")
         probs = np.zeros((len(idx), K), np.float32)
@@ -39,8 +38,8 @@ class Identity:
 
 
 def images_of(values):
-    x = torch.zeros(len(values), 3, 2, 2, dtype=torch.uint8)
-    x[:, 0, 0, 0] = torch.tensor(values, dtype=torch.uint8)
+    x = np.zeros((len(values), 3, 2, 2), np.uint8)
+    x[:, 0, 0, 0] = values
     return x
 
 

@@ -86,6 +86,30 @@ def test_heavy_requests_take_turns_and_a_small_one_stays_fast():
     assert sleeper.big_max == 1  # the server-wide budget holds one big image
 
 
+def test_heavy_backlog_is_estimated_from_the_measured_rate_and_drains_to_zero():
+    sleeper = Sleeper()
+
+    async def main():
+        pool = DecodePool(threads=2, server_pixels=BIG, request_pixels=BIG)
+        prior = pool.wait_estimate_s()
+        first = await pool.map(lambda i: sleeper(BIG, 0.05, i), [BIG])  # times one heavy image: ~0.05 s
+        rate = pool.s_per_pixel
+        job = asyncio.ensure_future(pool.map(lambda i: sleeper(BIG, 0.05, i), [BIG] * 6))
+        await asyncio.sleep(0.01)
+        during = pool.wait_estimate_s()  # six heavy images admitted, at most one done
+        small = asyncio.ensure_future(pool.map(lambda i: i, [SMALL] * 3))  # small images add nothing
+        await small
+        await job
+        after = pool.wait_estimate_s()
+        pool.close()
+        return prior, first, rate, during, after
+
+    prior, first, rate, during, after = asyncio.run(main())
+    assert prior == 0 and first == [0] and 0.04 / BIG <= rate <= 1.0 / BIG
+    assert 5 * BIG * rate <= during <= 6 * BIG * rate
+    assert after == 0
+
+
 def test_first_error_fails_the_request_and_returns_the_budget():
     def decode(i):
         if i == 1:

@@ -17,20 +17,20 @@ from foldcnn.serve.batcher import FoldBatcher
 F = 4
 
 
-def mixing_predict(images: torch.Tensor):
+def mixing_predict(images: np.ndarray):
     """A stand-in folded model whose answers depend on fold-mates: class = fold's pixel sum % 5."""
     n = len(images)
     pad = -n % F
-    v = torch.cat([images.reshape(n, -1)[:, 0].long(), torch.zeros(pad, dtype=torch.long)])
+    v = np.concatenate([images.reshape(n, -1)[:, 0].astype(np.int64), np.zeros(pad, np.int64)])
     fold_class = v.reshape(-1, F).sum(1) % 5
-    cls = fold_class.repeat_interleave(F)[:n].numpy()
+    cls = np.repeat(fold_class, F)[:n]
     probs = np.zeros((n, 5), np.float32)
     probs[np.arange(n), cls] = 1
     return cls, probs
 
 
 def _img(values):
-    return torch.tensor(values, dtype=torch.uint8).reshape(-1, 1, 1, 1)
+    return np.asarray(values, np.uint8).reshape(-1, 1, 1, 1)
 
 
 async def _answers(isolation: str, requests, keys=None, max_batch=16):
@@ -85,7 +85,7 @@ def test_same_image_same_answer_over_http_with_concurrent_clients(tmp_path):
     imgs = random_images(13, model.input_shape, seed=3)
     # A long batching window so the four requests share one batch; 11 images come first, so
     # without isolation the last request's image would sit in a fold with three strangers.
-    app = create_app(Predictor(model, workers=0, batch_size=32), ServeConfig(max_wait_ms=600, max_batch=32))
+    app = create_app(Predictor(model, workers=0, batch_size=32), ServeConfig(max_wait_ms=600, batch_size=32))
     assert app.state.batcher.isolation == "request"  # the default
 
     def post(url, arrays):

@@ -80,13 +80,6 @@ def test_generated_flags_round_trip_to_options():
         predict_options(p.parse_args(["--batch-size", "0"]))
 
 
-def test_deprecated_serve_spellings_still_work(capsys):
-    args = build_parser().parse_args(["serve", "ck", "--max-batch", "256", "--workers", "2"])
-    assert args.batch_size == 256 and args.replicas == 2
-    err = capsys.readouterr().err
-    assert "--max-batch is deprecated" in err and "--workers is deprecated" in err
-
-
 # ------------------------------------------------------------------- flags named once
 def _visible_flags(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
     return {s: a for a in parser._actions if a.help != argparse.SUPPRESS for s in a.option_strings}

@@ -11,6 +11,7 @@ import re
 import socket
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,7 +39,7 @@ class ModelPredictor:
         self.class_names = [f"class{i}" for i in range(self.model.num_classes)]
 
     def predict_arrays(self, images):
-        x, n = pad_to_fold(images.float() / 255, self.fold)
+        x, n = pad_to_fold(torch.as_tensor(images).float() / 255, self.fold)
         with torch.no_grad():
             probs = unfold_logits(self.model(fold_images(x, self.fold)), self.fold)[:n].softmax(1)
         return probs.argmax(1).numpy(), probs.numpy()
@@ -56,7 +57,7 @@ class ColorPredictor:
         self.batches.append(images.shape[0])
         if self.delay_s:
             time.sleep(self.delay_s)
-        idx = images[:, 0, 0, 0].long().numpy()
+        idx = images[:, 0, 0, 0].astype(np.int64)
         if self.poison is not None and (idx == self.poison).any():
             raise RuntimeError("poisoned batch")
         probs = np.full((len(idx), 256), 0.5 / 255, np.float32)
@@ -181,7 +182,7 @@ def test_order_and_routing_with_a_folded_model_across_formats():
 # ----------------------------------------------------------------------------- batching
 def test_concurrent_clients_share_batches_and_get_their_own_results():
     pred = ColorPredictor(fold=4, delay_s=0.02)
-    app = create_app(pred, ServeConfig(max_wait_ms=150, max_batch=64, isolation="none"))  # folds shared too
+    app = create_app(pred, ServeConfig(max_wait_ms=150, batch_size=64, isolation="none"))  # folds shared too
     clients = 8
 
     async def one(c, k):
@@ -205,7 +206,7 @@ def test_concurrent_clients_share_batches_and_get_their_own_results():
 
 def test_request_isolation_pads_each_request_to_whole_folds():
     pred = ColorPredictor(fold=4)
-    app = create_app(pred, ServeConfig(max_wait_ms=150, max_batch=64))  # isolation "request", the default
+    app = create_app(pred, ServeConfig(max_wait_ms=150, batch_size=64))  # isolation "request", the default
 
     async def fn(c):
         return await asyncio.gather(*(c.post("/v1/classify", files=[("f", ("i.png", png((k * 10 + j, 0, 0)),
@@ -221,7 +222,7 @@ def test_request_isolation_pads_each_request_to_whole_folds():
 
 def test_lone_request_is_flushed_after_max_wait():
     pred = ColorPredictor(fold=4)
-    app = create_app(pred, ServeConfig(max_wait_ms=30, max_batch=1024))
+    app = create_app(pred, ServeConfig(max_wait_ms=30, batch_size=1024))
 
     async def fn(c):
         t0 = time.perf_counter()
@@ -286,7 +287,7 @@ def test_body_limit_gives_413():
 def test_channels_and_size_are_converted_or_rejected():
     limits = ImageLimits()
     grey = decode_image(png(90, size=(16, 4), mode="L"), (3, 8, 8), limits)
-    assert grey.shape == (3, 8, 8) and grey.dtype == torch.uint8 and (grey == 90).all()
+    assert grey.shape == (3, 8, 8) and grey.dtype == np.uint8 and (grey == 90).all()
     rgba = decode_image(png((10, 20, 30, 0), mode="RGBA"), (3, 8, 8), limits)
     assert rgba[:, 0, 0].tolist() == [10, 20, 30]
     assert decode_image(png((255, 0, 0)), (1, 8, 8), limits).shape == (1, 8, 8)
@@ -298,7 +299,7 @@ def test_channels_and_size_are_converted_or_rejected():
 
     big = random_images(1, (3, 37, 53), seed=3)[0]  # resized as files are: the same pixels exactly
     want = resize_rgb(big, (8, 8), "bilinear").transpose(2, 0, 1)
-    assert np.array_equal(decode_image(png(big), (3, 8, 8), limits).numpy(), want)
+    assert np.array_equal(decode_image(png(big), (3, 8, 8), limits), want)
 
 
 @pytest.mark.parametrize("fast", [True, False])
@@ -314,8 +315,8 @@ def test_png_uploads_by_libspng_give_pillows_tensors(monkeypatch, fast):
     big = random_images(1, (3, 37, 53), seed=4)[0]
     assert (readers.decode_png_fast(png(big), None) is not None) == fast
     want = readers.resize_rgb(big, (8, 8), "bilinear").transpose(2, 0, 1)
-    assert np.array_equal(decode_image(png(big), (3, 8, 8), ImageLimits()).numpy(), want)
-    assert np.array_equal(decode_image(png(big), (3, 37, 53), ImageLimits(resize=False)).numpy(),
+    assert np.array_equal(decode_image(png(big), (3, 8, 8), ImageLimits()), want)
+    assert np.array_equal(decode_image(png(big), (3, 37, 53), ImageLimits(resize=False)),
                           big.transpose(2, 0, 1))
     with pytest.raises(RequestError, match="does not resize"):
         decode_image(png(big), (3, 8, 8), ImageLimits(resize=False))
@@ -377,7 +378,7 @@ def parse_metrics(text):
 
 def test_metrics_parse_and_count():
     pred = ColorPredictor(fold=4)
-    app = create_app(pred, ServeConfig(max_wait_ms=1, max_batch=8))
+    app = create_app(pred, ServeConfig(max_wait_ms=1, batch_size=8))
 
     async def fn(c):
         for n in (1, 3, 8):
@@ -411,7 +412,7 @@ _SERVED_TYPES = {
 
 
 def test_metrics_names_types_and_no_created_samples():
-    app = create_app(ColorPredictor(fold=4), ServeConfig(max_wait_ms=1, max_batch=8))
+    app = create_app(ColorPredictor(fold=4), ServeConfig(max_wait_ms=1, batch_size=8))
 
     async def fn(c):
         await c.post("/v1/classify", content=png((1, 0, 0)), headers={"Content-Type": "image/png"})
@@ -443,7 +444,7 @@ def test_two_apps_in_one_process_keep_separate_metrics():
 # ------------------------------------------------------------------------ real socket, lifecycle
 def test_graceful_shutdown_drains_in_flight_requests():
     pred = ColorPredictor(fold=1, delay_s=0.15)
-    app = create_app(pred, ServeConfig(max_wait_ms=5, max_batch=2))
+    app = create_app(pred, ServeConfig(max_wait_ms=5, batch_size=2))
     results = {}
 
     def client(k):
@@ -468,7 +469,7 @@ def test_graceful_shutdown_drains_in_flight_requests():
 
 def test_client_that_goes_away_breaks_nothing():
     pred = ColorPredictor(fold=1, delay_s=1.0)  # wide margins: a loaded machine delays the server's threads
-    app = create_app(pred, ServeConfig(max_wait_ms=1, max_batch=1))
+    app = create_app(pred, ServeConfig(max_wait_ms=1, batch_size=1))
     with LiveServer(app) as srv:
         def post(v, timeout):
             return httpx.post(srv.url + "/v1/classify", content=png((v, 0, 0)),
@@ -493,16 +494,15 @@ def test_client_that_goes_away_breaks_nothing():
 
 
 def test_healthz_reports_the_model():
-    app = create_app(ColorPredictor(fold=4), ServeConfig(max_batch=10))
+    app = create_app(ColorPredictor(fold=4), ServeConfig(batch_size=10))
 
     async def fn(c):
         return await c.get("/healthz")
 
     r = asgi(app, fn)
     assert r.status_code == 200
-    assert r.json() | {"queue_images": 0} == {"status": "ok", "fold": 4, "input_shape": [3, 8, 8],
-                                              "num_classes": 256, "max_batch": 8, "max_wait_ms": 5.0,
-                                              "queue_images": 0}
+    assert r.json() == {"status": "ok", "fold": 4, "input_shape": [3, 8, 8], "num_classes": 256, "batch_size": 8,
+                        "max_wait_ms": 5.0, "isolation": "request", "queue_images": 0, "queue_wait_estimate_ms": 0.0}
 
 
 # ------------------------------------------------------------------------ real Predictor, CLI
@@ -513,7 +513,7 @@ def test_real_predictor_behind_the_server_matches_offline():
     pred = infer.Predictor(model, workers=0, batch_size=64)
     offline = infer.Predictor(model, workers=0, batch_size=64)
     imgs = random_images(6, model.input_shape, seed=3)
-    app = create_app(pred, ServeConfig(max_wait_ms=1, max_batch=64))
+    app = create_app(pred, ServeConfig(max_wait_ms=1, batch_size=64))
 
     async def fn(c):
         return await c.post("/v1/classify", files=[("files", ("i.png", png(a), "image/png")) for a in imgs])
@@ -533,10 +533,16 @@ def test_cli_flags_make_the_config(monkeypatch):
 
     parse = build_parser().parse_args
     monkeypatch.setenv("FOLDCNN_API_KEY", "from-env")
-    cfg = serve_config(parse(["serve", "ck", "--max-wait-ms", "2", "--max-batch", "256", "--max-pixels", "999",
-                              "--no-resize"]))
-    assert (cfg.max_wait_ms, cfg.max_batch, cfg.api_key) == (2.0, 256, "from-env")
+    cfg = serve_config(parse(["serve", "ck", "--max-wait-ms", "2", "--batch-size", "256", "--max-pixels", "999",
+                              "--no-resize", "--max-queue-ms", "250", "--replicas", "2", "--model-name", "m1"]))
+    assert (cfg.max_wait_ms, cfg.batch_size, cfg.api_key) == (2.0, 256, "from-env")
+    assert (cfg.max_queue_ms, cfg.replicas, cfg.model_name, cfg.isolation) == (250.0, 2, "m1", "auto")
     assert cfg.limits.max_pixels == 999 and not cfg.limits.resize and cfg.partial == "pad"
+    for old in ("--max-batch", "--workers", "--max-bodies"):  # the old spellings are gone
+        with pytest.raises(SystemExit):
+            parse(["serve", "ck", old, "2"])
+    with pytest.raises(CLIError, match="--max-queue-ms"):
+        serve_config(parse(["serve", "ck", "--max-queue-ms", "0"]))
     assert serve_config(parse(["serve", "ck", "--api-key", "flag"])).api_key == "flag"
     with pytest.raises(CLIError, match="--max-images"):
         serve_config(parse(["serve", "ck", "--max-images", "0"]))
@@ -621,11 +627,35 @@ def test_cli_server_serves_and_exits_cleanly_on_sigterm(tmp_path):
     assert "fold 2" in out
 
 
+def test_cli_processes_share_the_port_and_drain_on_sigterm(tmp_path):
+    import signal
+    import subprocess
+
+    pytest.importorskip("foldcnn.infer")
+    proc, url, model = start_cli_server(tmp_path, "--processes", "2")
+    try:
+        deadline = time.monotonic() + 60
+        while len(children := subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                             text=True).stdout.split()) < 2:
+            assert time.monotonic() < deadline, "two server processes did not start"
+            time.sleep(0.2)
+        imgs = random_images(6, model.input_shape, seed=9)
+        for a in imgs:
+            r = httpx.post(url + "/v1/classify", content=png(a), headers={"Content-Type": "image/png"}, timeout=30)
+            assert r.status_code == 200 and r.json()["results"][0]["class_name"].startswith("n")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert "2 server processes share" in out and out.count("serving ") == 1
+    assert not any(Path(f"/proc/{pid}").exists() for pid in children)  # the children have exited too
+
+
 def test_workers_need_one_predictor_each():
-    with pytest.raises(ValueError, match="one per worker"):
-        create_app(ColorPredictor(), ServeConfig(workers=2))
+    with pytest.raises(ValueError, match="one per replica"):
+        create_app(ColorPredictor(), ServeConfig(replicas=2))
     preds = [ColorPredictor(fold=1, delay_s=0.05), ColorPredictor(fold=1, delay_s=0.05)]
-    app = create_app(preds, ServeConfig(workers=2, max_batch=1, max_wait_ms=1))
+    app = create_app(preds, ServeConfig(replicas=2, batch_size=1, max_wait_ms=1))
 
     async def fn(c):
         return await asyncio.gather(*(c.post("/v1/classify", content=png((v, 0, 0)),
@@ -682,7 +712,7 @@ def test_server_over_http_answers_exactly_what_the_predictor_writes(tmp_path):
         files[-1].write_bytes(png(a))
     with Predictor(model, workers=0, batch_size=8) as offline:
         want = [p.to_dict() for p in offline.predict(files)]
-    app = create_app(Predictor(model, workers=0, batch_size=8), ServeConfig(max_wait_ms=20, max_batch=8))
+    app = create_app(Predictor(model, workers=0, batch_size=8), ServeConfig(max_wait_ms=20, batch_size=8))
     parts = [[3, 0, 7], [10, 1], [5, 2, 9, 4, 8, 6]]  # three clients, shuffled: other fold-mates than offline
 
     with LiveServer(app) as server:

@@ -66,9 +66,10 @@ def write_result(directory: str | Path, what: str, *, description: str, columns:
         for name in re.findall(r"{(\w+)", c["cell"]):
             if not any(name in r for r in rows):
                 raise ValueError(f"column {c['title']!r} names {name!r}, which no row has")
-    where = where or slug(" ".join(run["cpu"].split()[:2]))
+    short = " ".join(cpu_model().replace(",", " ").split()[:2])  # the vendor and family words
+    where = where or slug(short)
     doc = {"what": description, "command": command or " ".join(sys.argv), **run,
-           "machine": f"{' '.join(run['cpu'].split()[:2])}, {os.cpu_count()} cores", **fields,
+           "machine": f"{short}, {os.cpu_count()} cores", **fields,
            "provenance": "written by the command above", "columns": columns, "rows": rows}
     path = Path(directory) / f"{slug(what)}_{where}_{run['commit']}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

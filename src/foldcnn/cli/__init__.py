@@ -44,7 +44,7 @@ def _no_abbreviations(parser: argparse.ArgumentParser) -> None:
 
 
 # One module per command group; each lists its parser builders in COMMANDS.
-_MODULES = ("demo", "models", "data", "train", "fold", "export", "predict", "serve", "bench")
+_MODULES = ("demo", "models", "data", "train", "fold", "export", "predict", "scrape", "serve", "bench")
 # Commands a torch-free install runs, -> the module that defines them: their parser is built alone.
 _SLIM = {"predict": "predict", "serve": "serve"}
 

@@ -132,4 +132,50 @@ def _add_data_video(data_sub) -> None:
 _DATA_SUBCOMMANDS.append(_add_data_video)
 
 
+# --------------------------------------------------------------------------- data screens
+def _cmd_data_screens(args: argparse.Namespace) -> int:
+    import shlex
+    import time
+
+    from foldcnn.data.screens import write_screens
+
+    h, w = parse_size(args.input_size, flag="--input-size", example="720x1280 (height x width)")
+    size = (w, h)  # write_screens takes (width, height)
+    command = shlex.join(["foldcnn", "data", "screens", "--game", args.game, "--seconds", str(args.seconds),
+                          "--fps", str(args.fps), "--input-size", f"{h}x{w}", "--data-seed", str(args.data_seed),
+                          "--out", args.out])
+    start = time.perf_counter()
+    frames = max(1, int(round(args.seconds * args.fps)))
+    with progress_bar(total=frames, unit="frame", file=sys.stderr, disable=args.quiet, desc="screens") as bar:
+        m = write_screens(args.out, args.game, seconds=args.seconds, fps=args.fps, size=size, seed=args.data_seed,
+                          overwrite=args.overwrite, progress=bar.update, command=command)
+    print(f"{args.out}/video.mp4: {m['frames']} frames, {h}x{w} (HxW) at {m['fps']} fps; regions "
+          + ", ".join(f"{r['name']} ({r['task']})" for r in m["regions"]))
+    print(f"layout: {args.out}/layout.json (checkpoints named by task: scrape --checkpoints TASK=PATH,...)   "
+          f"truth: {args.out}/truth.csv   ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def _add_data_screens(data_sub) -> None:
+    from foldcnn.data.screens import GAMES
+
+    p = data_sub.add_parser(
+        "screens", help="synthetic game screens to scrape: a match's HUD readouts over a moving scene (H.264)",
+        description="Write DIR/video.mp4, DIR/layout.json (a region per HUD readout; its zoo task where the "
+        "checkpoint goes), DIR/truth.csv (frame, region, class) and DIR/manifest.json. The HUD text is rendered "
+        "by the game tasks' renderer, so models trained on 'foldcnn data game' crops read it.")
+    p.add_argument("--game", required=True, choices=list(GAMES), help="which game's HUD")
+    p.add_argument("--seconds", type=float, default=60.0, help="length (default 60)")
+    p.add_argument("--fps", type=int, default=30, help="frames per second (default 30)")
+    p.add_argument("--input-size", default="720x1280", metavar="HxW", help="frame size, height x width (default 720x1280)")
+    p.add_argument("--data-seed", type=int, default=0, help="match and scene seed (default 0)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--overwrite", action="store_true", help="replace a video already in DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_data_screens)
+
+
+_DATA_SUBCOMMANDS.append(_add_data_screens)
+
+
 COMMANDS = [_add_data]

@@ -8,14 +8,13 @@ import signal
 import sys
 
 from foldcnn.cli.common import CLIError
-from foldcnn.cli.options import add_predict_options, deprecated_alias, predict_options
+from foldcnn.cli.options import add_predict_options, predict_options
 
 # PredictOptions the server does not take as flags, and why (foldcnn.cli.options).
 UNSUPPORTED = {
     "stride": "the server classifies images, not videos",
     "on_error": "the server answers each unreadable image with a 4xx naming it",
-    "workers": "the server decodes requests in its own pool (--decode-threads); --workers is, for one release, "
-               "the deprecated name of --replicas",
+    "workers": "the server decodes requests in its own pool (--decode-threads); --replicas sets the model copies",
     "decoders": "the server decodes requests in its own pool",
     "keyframes": "requests carry images, not videos",
     "resize_mode": "the server resizes bilinearly",
@@ -39,21 +38,17 @@ def serve_config(args: argparse.Namespace):
     for flag, v, lo in (("--replicas", args.replicas, 1), ("--max-wait-ms", args.max_wait_ms, 0)):
         if v < lo:
             raise CLIError(f"{flag} must be >= {lo}, got {v}")
-    return ServeConfig(max_batch=options.batch_size, max_wait_ms=args.max_wait_ms, workers=args.replicas,
-                       max_queue_images=args.max_queue_images, api_key=api_key, partial=options.partial_mode,
-                       isolation=args.isolation,
-                       limits=limits,
-                       **_bounds_config(args))
-
-
-def _bounds_config(args: argparse.Namespace) -> dict:
-    """The per-client bounds of docs/serving.md (bodies at once, body timeout, decoding threads)."""
-    for flag, v in (("--max-bodies", args.max_bodies), ("--decode-threads", args.decode_threads)):
-        if v < 1:
+    for flag, v in (("--decode-threads", args.decode_threads), ("--body-memory-bytes", args.body_memory_bytes)):
+        if v is not None and v < 1:
             raise CLIError(f"{flag} must be >= 1, got {v}")
-    if not args.body_timeout_s > 0:
-        raise CLIError(f"--body-timeout-s must be > 0, got {args.body_timeout_s}")
-    return dict(max_bodies=args.max_bodies, body_timeout_s=args.body_timeout_s, decode_threads=args.decode_threads)
+    for flag, v in (("--body-timeout-s", args.body_timeout_s), ("--max-queue-ms", args.max_queue_ms)):
+        if not v > 0:
+            raise CLIError(f"{flag} must be > 0, got {v}")
+    return ServeConfig(batch_size=options.batch_size, max_wait_ms=args.max_wait_ms, replicas=args.replicas,
+                       max_queue_ms=args.max_queue_ms, max_queue_images=args.max_queue_images, api_key=api_key,
+                       partial=options.partial_mode, isolation=args.isolation, limits=limits,
+                       body_memory_bytes=args.body_memory_bytes, body_timeout_s=args.body_timeout_s,
+                       decode_threads=args.decode_threads, model_name=args.model_name)
 
 
 def check_listen(host: str, port: int) -> None:
@@ -78,37 +73,137 @@ def check_listen(host: str, port: int) -> None:
 def _warm_up(predictors, max_batch: int) -> None:
     """Run one fold and one full batch through each predictor, so the first clients do not pay
     for lazy initialization (allocator, ONNX Runtime/compile graphs)."""
-    import torch
+    import numpy as np
 
     for p in predictors:
         for n in sorted({p.fold, max_batch}):
-            p.predict_arrays(torch.zeros((n, *p.input_shape), dtype=torch.uint8))
+            p.predict_arrays(np.zeros((n, *p.input_shape), dtype=np.uint8))
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401 - fail here, before the model loads
 
-        from foldcnn.serve import create_app
+        from foldcnn.serve import create_app  # noqa: F401
     except ImportError as e:
         raise CLIError(f"foldcnn serve needs fastapi and uvicorn (pip install 'foldcnn[serve]'): {e}") from None
-    from foldcnn.infer import Predictor
-
     config = serve_config(args)
+    if args.processes < 1:
+        raise CLIError(f"--processes must be >= 1, got {args.processes}")
     check_listen(args.host, args.port)
     if args.host not in LOOPBACK and config.api_key is None:
         print(f"warning: serving on {args.host} without an API key; anyone who can reach this port can use "
               f"the model (set --api-key or FOLDCNN_API_KEY)")
+    if args.engine == "ray":
+        return _serve_ray(args, config)
+    if args.ray_address is not None:
+        raise CLIError("--ray-address is for --engine ray")
+    if args.processes == 1:
+        return _serve_process(args, config, None, banner=True)
+    return _serve_processes(args, config)
+
+
+def _serve_ray(args: argparse.Namespace, config) -> int:
+    """--engine ray: the app as a Ray Serve deployment of --processes replicas (foldcnn.serve.ray_serve),
+    on a local Ray instance or the cluster at --ray-address; SIGTERM shuts Serve down (replicas drain)."""
+    import threading
+
+    from foldcnn.serve.ray_serve import ray_app
+
+    app = ray_app(args.checkpoint, predict_options(args).replace(workers=0), config, replicas=args.processes)
+    import ray
+    from ray import serve
+
+    ray.init(address=args.ray_address, include_dashboard=False, log_to_driver=args.log_level == "debug")
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()), signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        serve.start(http_options={"host": args.host, "port": args.port})
+        serve.run(app, name="foldcnn", route_prefix="/")
+        print(f"serving {args.checkpoint} on Ray Serve: {args.processes} replica(s), "
+              f"http://{args.host}:{args.port}/v1/classify", flush=True)
+        while not stop.wait(0.5):
+            pass
+        serve.shutdown()  # replicas finish the requests in flight first (Ray Serve's graceful shutdown)
+    finally:
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
+        ray.shutdown()
+    return 0
+
+
+def _serve_processes(args: argparse.Namespace, config) -> int:
+    """--processes N: one listening socket, N forked servers accepting on it (each its own model,
+    batcher and queue; the kernel spreads connections). SIGTERM to this process drains them all."""
+    import socket
+
+    if not hasattr(os, "fork"):
+        raise CLIError("--processes needs os.fork (Linux, macOS); run one process per port instead")
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((args.host, args.port))
+    sock.set_inheritable(True)
+    sys.stdout.flush()
+    children = []
+    for i in range(args.processes):
+        pid = os.fork()
+        if pid == 0:  # the child: a whole server on the shared socket
+            code = 1
+            try:
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                code = _serve_process(args, config, sock, banner=i == 0)
+            except BaseException:  # noqa: BLE001 - report it, then leave without the parent's cleanup
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        children.append(pid)
+    sock.close()
+    print(f"{args.processes} server processes share http://{args.host}:{args.port} (pids "
+          f"{', '.join(map(str, children))}); /metrics and /healthz describe the process that answers")
+
+    def forward(sig, frame) -> None:  # SIGTERM: drain every child; Ctrl-C reaches them from the terminal
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    previous = signal.signal(signal.SIGTERM, forward), signal.signal(signal.SIGINT, signal.SIG_IGN)
+    codes = []
+    try:
+        for pid in children:
+            codes.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+    finally:
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
+    return 0 if all(c == 0 for c in codes) else 1
+
+
+def _serve_process(args: argparse.Namespace, config, sock, banner: bool) -> int:
+    """One server: load the model, build the app, run uvicorn (on ``sock`` when given) until SIGTERM."""
+    import uvicorn
+
+    from foldcnn.infer import Predictor
+    from foldcnn.serve import checkpoint_fold_invariant, create_app
+
     # The Predictors get decoded arrays from the server: no decoding threads of their own.
     options = predict_options(args).replace(workers=0)
     predictors = [Predictor.from_checkpoint(args.checkpoint, options) for _ in range(args.replicas)]
-    app = create_app(predictors, config)
+    app = create_app(predictors, config, fold_invariant=checkpoint_fold_invariant(args.checkpoint))
     _warm_up(predictors, app.state.batcher.max_batch)
     p = predictors[0]
-    print(f"serving {args.checkpoint}: fold {p.fold}, {p.num_classes} classes, input {p.input_shape}, "
-          f"backend {p.stats.backend}/{p.stats.precision}; batches of up to {app.state.batcher.max_batch} images "
-          f"or {args.max_wait_ms:g} ms; http://{args.host}:{args.port}/v1/classify"
-          + (" (API key required)" if config.api_key else "") + f"; fold isolation: {config.isolation}")
+    if banner:
+        print(f"serving {args.checkpoint}: fold {p.fold}, {p.num_classes} classes, input {p.input_shape}, "
+              f"backend {p.stats.backend}/{p.stats.precision}; batches of up to {app.state.batcher.max_batch} "
+              f"images or {args.max_wait_ms:g} ms; http://{args.host}:{args.port}/v1/classify"
+              + (" (API key required)" if config.api_key else "") + f"; fold isolation: {app.state.isolation}"
+              + (" (auto)" if config.isolation == "auto" else "") + f"; v2 model name: {config.model_name}",
+              flush=True)
     # uvicorn drains in-flight requests on SIGTERM/SIGINT, then re-raises the signal with the
     # handler that was in place before it started: make that a clean exit, not death by signal.
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -119,9 +214,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             super().handle_exit(sig, frame)
 
     try:
-        DrainingServer(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
-                                      timeout_graceful_shutdown=args.graceful_timeout_s,
-                                      access_log=args.access_log)).run()
+        server = DrainingServer(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
+                                               timeout_graceful_shutdown=args.graceful_timeout_s,
+                                               access_log=args.access_log, loop=args.loop, http=args.http))
+        server.run(sockets=[sock] if sock is not None else None)
+    except SystemExit as e:  # the re-raised SIGTERM
+        if e.code not in (0, None):
+            raise
     finally:
         signal.signal(signal.SIGTERM, previous)
         for q in predictors:
@@ -136,44 +235,154 @@ def _add_serve(sub) -> None:
     p = sub.add_parser("serve", help="serve a checkpoint over HTTP with fold-aware dynamic batching",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description="POST /v1/classify takes one image (raw image/* body), several (multipart "
-                       "files) or JSON {\"images\": [base64...]}; GET /healthz, GET /metrics (Prometheus). "
+                       "files) or JSON {\"images\": [base64...]}; POST /v2/models/NAME/infer speaks KServe v2 "
+                       "(JSON or binary tensors; Triton clients); GET /healthz, GET /metrics (Prometheus). "
                        "Images of all clients share one queue: a batch goes to the model when it holds "
-                       "--batch-size images or its oldest image has waited --max-wait-ms. Ctrl-C / SIGTERM "
-                       "finishes the requests in flight before exiting.")
+                       "--batch-size images or its oldest image has waited --max-wait-ms. Requests queue; 503 "
+                       "with Retry-After only when the admitted work cannot finish within --max-queue-ms. "
+                       "Ctrl-C / SIGTERM answers the requests in flight, refuses new ones, then exits 0.")
     p.add_argument("checkpoint", help="checkpoint directory (model.safetensors + config.json)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (loopback only by default)")
     p.add_argument("--port", type=int, default=8000, help="TCP port")
     p.add_argument("--max-wait-ms", type=float, default=5.0,
                    help="longest an image waits for its batch to fill (the latency budget of batching)")
+    p.add_argument("--max-queue-ms", type=float, default=5000.0,
+                   help="the queue's deadline: a request gets 503 + Retry-After when the work already admitted "
+                        "would not finish within it (estimated from measured decode and model rates), or when it "
+                        "is still waiting for a batch this long after it arrived")
     p.add_argument("--max-queue-images", type=int, default=None,
-                   help="queued images before new requests get 503 (default 16 x --max-batch)")
+                   help="queued images before new requests get 503 (a memory bound; default 16 x --batch-size)")
+    p.add_argument("--engine", choices=("uvicorn", "ray"), default="uvicorn",
+                   help="uvicorn: this machine; ray: a Ray Serve deployment of --processes replicas (pip install "
+                        "'ray[serve]'), on a local Ray instance or the cluster at --ray-address")
+    p.add_argument("--ray-address", default=None, help="with --engine ray: the cluster to join (e.g. auto); "
+                   "default: start a local Ray instance")
+    p.add_argument("--processes", type=int, default=1,
+                   help="server processes sharing the port (forked; each loads its own copy of the model and has its "
+                        "own queue): uses more cores for the HTTP work; SIGTERM drains them all")
     p.add_argument("--replicas", type=int, default=1,
                    help="batches computed at once, each by its own copy of the model (1 is best on a small CPU)")
-    deprecated_alias(p, "--workers", "--replicas", dest="replicas", value_type=int)
     add_predict_options(p, unsupported=UNSUPPORTED, defaults={"max_pixels": d.max_pixels})
-    deprecated_alias(p, "--max-batch", "--batch-size", dest="batch_size", value_type=int)
     p.add_argument("--api-key", default=None, action="append",
                    help="require 'Authorization: Bearer KEY' or 'X-API-Key: KEY' (default: env FOLDCNN_API_KEY); "
                         "repeat it for one key per client or tenant")
-    p.add_argument("--isolation", choices=("request", "key", "none"), default="request",
-                   help="who may share a fold: request = only images of one request (no client's images change "
-                        "another's answers; padding costs throughput on small requests), key = only images sent "
-                        "with the same API key, none = anyone (fullest folds; answers depend on other clients)")
+    p.add_argument("--isolation", choices=("auto", "request", "key", "none"), default="auto",
+                   help="who may share a fold: auto = none for a model whose answers cannot depend on fold-mates "
+                        "(fold 1, or trained with --cross-slot-decay inf, as its config.json records), request "
+                        "otherwise; request = only images of one request (no client's images change another's "
+                        "answers; padding costs throughput on small requests), key = only images sent with the "
+                        "same API key, none = anyone (fullest folds; answers may depend on other clients)")
     p.add_argument("--max-image-bytes", type=int, default=d.max_image_bytes, help="largest encoded image")
     p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes, help="largest request body")
     p.add_argument("--max-images", type=int, default=d.max_images, help="most images in one request")
-    p.add_argument("--max-bodies", type=int, default=16,
-                   help="requests read and decoded at once; more get 503 with Retry-After")
+    p.add_argument("--body-memory-bytes", type=int, default=None,
+                   help="bytes of request bodies held at once, server-wide (default 4 x --max-body-bytes); "
+                        "past it requests get 503 with Retry-After")
     p.add_argument("--body-timeout-s", type=float, default=30.0,
                    help="longest a request body may take to arrive (408 after it)")
     p.add_argument("--decode-threads", type=int, default=2,
                    help="the image-decoding pool's threads (large images also share a budget of --max-pixels "
                    "pixels decoding at once, so small requests are not stuck behind them)")
+    p.add_argument("--model-name", default="foldcnn", help="the model's name in the KServe v2 endpoints "
+                   "(/v2/models/NAME/infer)")
     p.add_argument("--graceful-timeout-s", type=float, default=30.0,
                    help="on shutdown, how long in-flight requests may take to finish")
     p.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"), default="info")
     p.add_argument("--access-log", action="store_true", help="log every request")
+    p.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+                   help="uvicorn's event loop (auto: uvloop where installed)")
+    p.add_argument("--http", choices=("auto", "h11", "httptools"), default="auto",
+                   help="uvicorn's HTTP parser (auto: httptools where installed)")
     p.set_defaults(func=_cmd_serve)
 
 
-COMMANDS = [_add_serve]
+def _cmd_serve_bench(args: argparse.Namespace) -> int:
+    import shlex
+
+    from foldcnn.workflows.serve_bench import ServeBenchConfig, command_line, run_serve_bench
+    from foldcnn.cli.bench import _ints
+    from foldcnn.cli.options import write_json_output
+
+    if args.height_width is not None:
+        try:
+            h, w = (int(v) for v in args.height_width.lower().split("x"))
+        except ValueError:
+            raise CLIError(f"--input-size takes HxW (height x width), e.g. 19x25; got {args.height_width!r}") from None
+    else:
+        h, w = 19, 25
+    cfg = ServeBenchConfig(checkpoints=tuple(args.checkpoints), fold=args.fold, clients=_ints(args.clients, "--clients"),
+                           request_sizes=_ints(args.request_sizes, "--request-sizes"), protocol=args.protocol,
+                           requests=args.requests, seconds=args.seconds, heavy_clients=args.heavy_clients,
+                           heavy_images=args.heavy_images, victim_requests=args.victim_requests,
+                           image_size=(h, w), threads=args.threads, serve_flags=tuple(shlex.split(args.serve_flags)),
+                           command=command_line(["serve-bench", *args.checkpoints, "--fold", str(args.fold),
+                                                 "--clients", args.clients, "--request-sizes", args.request_sizes,
+                                                 "--protocol", args.protocol, "--requests", str(args.requests),
+                                                 "--seconds", f"{args.seconds:g}", "--heavy-clients",
+                                                 str(args.heavy_clients), "--heavy-images", str(args.heavy_images),
+                                                 "--victim-requests", str(args.victim_requests), "--input-size",
+                                                 f"{h}x{w}", "--threads", str(args.threads)]
+                                                + (["--serve-flags", args.serve_flags] if args.serve_flags else [])))
+    print(f"{'model':<16} {'isolation':<9} {'img/req':>7} {'clients':>7} {'answered':>8} {'refused':>7} "
+          f"{'req/s':>7} {'img/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'cpu ms/req':>10}")
+
+    def log(row) -> None:
+        if isinstance(row, str):
+            print(row)
+        elif "heavy_clients" in row:
+            print(f"heavy mix on {row['model']}: {row['heavy_clients']} clients x {row['heavy_images']} heavy images "
+                  f"{row['heavy_statuses']}; one-image victim: {row['victim_statuses']}, p50 {row['victim_p50_ms']} "
+                  f"ms, worst {row['victim_max_ms']} ms; server peak RSS {row['server_peak_rss_mib']} MiB")
+        else:
+            other = sum(v for k, v in row["statuses"].items() if k not in ("200", "503"))
+            print(f"{row['model']:<16} {row['isolation']:<9} {row['images_per_request']:>7} {row['clients']:>7} "
+                  f"{row['answered']:>8} {row['refused']:>7} {row['requests_per_s']:>7.0f} {row['images_per_s']:>8.0f} "
+                  f"{row['p50_ms'] or float('nan'):>7.1f} {row['p99_ms'] or float('nan'):>7.1f} "
+                  f"{row['server_cpu_ms_per_request'] or float('nan'):>10.3f}" + (f"  other: {other}" if other else ""))
+
+    doc = run_serve_bench(cfg, log=log)
+    if args.out is None:  # the project's results/ data: WHAT_WHERE_COMMIT.json
+        from foldcnn.results import write_result
+        from foldcnn.workflows.serve_bench import result_fields
+
+        out = str(write_result("results", **result_fields(doc)))
+    else:
+        out = args.out
+        write_json_output(doc, out)
+    if out != "-":
+        print(f"wrote {out} (load before {doc['load_before']}, after {doc['load_after']})")
+    return 0
+
+
+def _add_serve_bench(sub) -> None:
+    p = sub.add_parser("serve-bench", help="load-test foldcnn serve on loopback: concurrency sweep, request sizes, "
+                       "heavy-client mix", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Starts one `foldcnn serve` per model on a free loopback port and drives it with "
+                       "closed-loop clients (one keep-alive connection each), step by step: every --clients value x "
+                       "every --request-sizes value, each on every model in turn, each bounded by --requests and "
+                       "--seconds. Prints answered / refused / req/s / p50 / p99 per step and writes the results "
+                       "(command, date, CPU, commit, load) as JSON.")
+    p.add_argument("checkpoints", nargs="*", help="checkpoints to serve side by side (default: random-weight "
+                   "apex-squad-count at fold 1, at --fold, and at --fold with zeroed cross-slot weights)")
+    p.add_argument("--fold", type=int, default=4, help="fold of the default folded models")
+    p.add_argument("--clients", default="8,16,32,64", help="concurrent clients per step (comma list)")
+    p.add_argument("--request-sizes", default="1", help="images per request (comma list)")
+    p.add_argument("--protocol", choices=("v1", "v2"), default="v1",
+                   help="v1: POST /v1/classify (raw PNG, multipart for several); v2: KServe v2 binary BYTES tensor")
+    p.add_argument("--requests", type=int, default=2000, help="most requests per step and model")
+    p.add_argument("--seconds", type=float, default=10.0, help="longest a step runs per model")
+    p.add_argument("--heavy-clients", type=int, default=0, help="clients sending requests of heavy images (3999x4000 "
+                   "zero PNGs) while one client times one-image requests; 0: no heavy step")
+    p.add_argument("--heavy-images", type=int, default=25, help="heavy images per heavy request")
+    p.add_argument("--victim-requests", type=int, default=20, help="one-image requests timed under the heavy mix")
+    p.add_argument("--input-size", dest="height_width", default=None,
+                   help="HxW of the request images (default 19x25, the default models' input)")
+    p.add_argument("--threads", type=int, default=1, help="each server's compute threads")
+    p.add_argument("--serve-flags", default="", help="more `foldcnn serve` flags for every server, e.g. "
+                   "'--backend ort --max-wait-ms 2'")
+    p.add_argument("--out", default=None, help="write the run's whole document here ('-': standard output) "
+                   "instead of results/serve-bench-PROTOCOL_CPU_COMMIT.json (foldcnn.results.write_result)")
+    p.set_defaults(func=_cmd_serve_bench)
+
+
+COMMANDS = [_add_serve, _add_serve_bench]

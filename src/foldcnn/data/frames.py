@@ -25,7 +25,7 @@ import numpy as np
 
 from foldcnn.data.resize import nearest_index, resize_rgb
 
-__all__ = ["FrameConverter", "rgb_converter"]
+__all__ = ["FrameConverter", "RegionCropper", "rgb_converter"]
 
 FAST_FORMATS = ("yuv420p", "yuvj420p")
 
@@ -214,3 +214,134 @@ class FrameConverter:
         if len({d.shape[1:] for d in done}) > 1:  # native sizes that change within a video
             raise ValueError("frames of different sizes in one batch; pass a size")
         return np.concatenate(done)
+
+
+class RegionCropper:
+    """Frames -> for each box ``(x, y, w, h)`` its crops uint8 (k, 3, h, w), in the order added,
+    converting only the boxes' pixels to RGB.
+
+    A screen scraper needs a few small regions of a large frame; converting all of a 1280x720
+    frame to RGB costs more than decoding it. For 8-bit 4:2:0 frames each box, widened to even
+    coordinates (so its chroma samples stay aligned), is copied plane by plane into one tall 4:2:0
+    frame per batch and converted in one swscale call. That gives swscale's own pixels only
+    while its 4:2:0 -> RGB conversion is pixel by pixel, as for :class:`FrameConverter`: the first
+    frame of each geometry is checked against the full frame's conversion and any difference
+    sends that geometry the reference way (the full frame converted, then cut).
+    ``boxes_for(width, height)`` gives the boxes for a frame size (called once per size).
+    """
+
+    def __init__(self, boxes_for, batch: int = 16) -> None:
+        self.boxes_for, self.batch = boxes_for, batch
+        self._rgb = None
+        self._geometry: dict[tuple, tuple] = {}  # frame key -> (boxes, _Tall or None)
+        self._current = None
+        self._done: list[list[np.ndarray]] = []
+        self.pending = 0
+        self.frame_size: tuple[int, int] | None = None  # (width, height) of the latest frame
+
+    def _for(self, frame) -> tuple:
+        key = _key(frame)
+        if key not in self._geometry:
+            boxes = [tuple(int(v) for v in b) for b in self.boxes_for(frame.width, frame.height)]
+            tall = None
+            if key[0] in FAST_FORMATS and frame.width % 2 == 0 and frame.height % 2 == 0:
+                tall = _Tall(key, boxes, self.batch)
+                if not (tall.writable and self._agrees(frame, boxes, tall)):
+                    tall = None
+            self._geometry[key] = (boxes, tall)
+        return self._geometry[key]
+
+    def _agrees(self, frame, boxes, tall: _Tall) -> bool:
+        tall.add(frame)
+        fast = tall.take()
+        ref = self._reference(frame, boxes)
+        return all(np.array_equal(a[0], b) for a, b in zip(fast, ref))
+
+    def _reference(self, frame, boxes) -> list[np.ndarray]:
+        if self._rgb is None:
+            self._rgb = rgb_converter()
+        rgb = self._rgb(frame)
+        return [np.ascontiguousarray(rgb[y:y + h, x:x + w].transpose(2, 0, 1)) for x, y, w, h in boxes]
+
+    def _finish(self) -> None:
+        if self._current is not None and self._current.n:
+            self._done.append(self._current.take())
+
+    def add(self, frame) -> None:
+        self.frame_size = frame.width, frame.height
+        boxes, tall = self._for(frame)
+        if tall is not self._current:
+            self._finish()
+            self._current = tall
+        if tall is None:
+            self._done.append([c[None] for c in self._reference(frame, boxes)])
+        else:
+            if tall.n == tall.batch:
+                self._finish()
+            tall.add(frame)
+        self.pending += 1
+
+    def take(self) -> list[np.ndarray]:
+        """Per box, uint8 (k, 3, h, w): the frames added since the last take."""
+        self._finish()
+        done, self._done, self.pending = self._done, [], 0
+        if not done:
+            return []
+        if len(done) == 1:
+            return done[0]
+        return [np.concatenate(parts) for parts in zip(*done)]
+
+
+class _Tall:
+    """The boxes of ``batch`` frames of one geometry, stacked in one tall 4:2:0 frame."""
+
+    def __init__(self, key: tuple, boxes: list[tuple[int, int, int, int]], batch: int) -> None:
+        import av
+        from av.video.reformatter import VideoReformatter
+
+        fmt, width, height, _, _ = key
+        self.boxes, self.batch, self.n = boxes, batch, 0
+        self.src_rows = (height, height // 2, height // 2)
+        self.even = []  # (x0, y0, w2, h2): each box widened to even coordinates and sizes
+        for x, y, w, h in boxes:
+            x0, y0 = x - x % 2, y - y % 2
+            x1, y1 = min(width, x + w + (x + w) % 2), min(height, y + h + (y + h) % 2)
+            self.even.append((x0, y0, x1 - x0, y1 - y0))
+        self.width = max(2, max(w2 for _, _, w2, _ in self.even))
+        self.per_frame = sum(h2 for _, _, _, h2 in self.even)
+        self.tall = av.VideoFrame(self.width, self.per_frame * batch, fmt)
+        self.reformatter = VideoReformatter()
+        self.dst = []
+        for p in range(3):
+            plane = self.tall.planes[p]
+            rows = self.per_frame * batch // (1 if p == 0 else 2)
+            self.dst.append(np.frombuffer(memoryview(plane), np.uint8)[: rows * plane.line_size]
+                            .reshape(rows, plane.line_size))
+
+    @property
+    def writable(self) -> bool:
+        return all(d.flags.writeable for d in self.dst)
+
+    def add(self, frame) -> None:
+        if self.n == 0:
+            _copy_colour_tags(frame, self.tall)
+        row = self.n * self.per_frame
+        for p in range(3):
+            plane = frame.planes[p]
+            src = _plane(plane, self.src_rows[p]).reshape(self.src_rows[p], plane.line_size)
+            s = 1 if p == 0 else 2
+            r = row // s
+            for x0, y0, w2, h2 in self.even:
+                self.dst[p][r:r + h2 // s, : w2 // s] = src[y0 // s:(y0 + h2) // s, x0 // s:(x0 + w2) // s]
+                r += h2 // s
+        self.n += 1
+
+    def take(self) -> list[np.ndarray]:
+        k, self.n = self.n, 0
+        rgb = self.reformatter.reformat(self.tall, format="rgb24").to_ndarray()
+        rgb = rgb.reshape(self.batch, self.per_frame, self.width, 3)[:k]
+        out, r = [], 0
+        for (x, y, w, h), (x0, y0, _, h2) in zip(self.boxes, self.even):
+            out.append(np.ascontiguousarray(rgb[:, r + y - y0:r + y - y0 + h, x - x0:x - x0 + w].transpose(0, 3, 1, 2)))
+            r += h2
+        return out

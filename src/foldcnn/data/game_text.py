@@ -47,7 +47,7 @@ from foldcnn.data.game_tasks import (
 )
 from foldcnn.errors import UsageError
 
-__all__ = ["GameTextDataset", "generate_game_text", "game_text_arrays", "game_text_chunk",
+__all__ = ["GameTextDataset", "generate_game_text", "game_text_arrays", "game_text_chunk", "render_readouts",
            "list_game_tasks", "game_task_classes", "game_task", "OTHER", "GENERATOR_VERSION"]
 
 GENERATOR_VERSION = "foldcnn-game-text/1"  # bump whenever the output for a seed changes
@@ -151,20 +151,30 @@ def place_readout(spec: GameTextTask, ro: Readout, cut: bool, face: FontFace, u,
 
 def render_game_text(spec: GameTextTask, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Images uint8 (N, 3, H, W) for ``labels`` (N,), all randomness drawn from ``rng``."""
-    n, (h, w), other = len(labels), spec.size, spec.num_classes - 1
+    n, other = len(labels), spec.num_classes - 1
     faces = font_faces()
     face_i = rng.integers(0, len(faces), n).tolist()
     u = rng.random((n, 5))
     r = rng.integers(0, 1 << 30, (n, 4)).tolist()
     track = rng.choice(TRACKING, n).tolist()
     kinds = rng.choice(len(OTHER_KINDS), n, p=OTHER_P).tolist()
+    texts = [(spec.make(c, r[i]), False) if c != other else _other_readout(spec, OTHER_KINDS[kinds[i]], r[i])
+             for i, c in enumerate(labels.tolist())]
+    return render_readouts(spec, texts, face_i, u, r, track, rng)
+
+
+def render_readouts(spec: GameTextTask, texts: list[tuple[Readout | None, bool]], face_i: list[int], u: np.ndarray,
+                    r: list[list[int]], track: list[int], rng: np.random.Generator) -> np.ndarray:
+    """Images uint8 (N, 3, H, W) of given readouts: ``texts`` holds (readout or None for an
+    empty crop, whether its field is cut); font face index, the five uniforms, random ints and
+    letter spacing per image as :func:`render_game_text` draws them; background, colours and
+    effects drawn from ``rng``. What :func:`render_game_text` renders (and e.g. a synthetic
+    screen's HUD, foldcnn.data.screens, with readouts of its own)."""
+    n, (h, w) = len(texts), spec.size
+    faces = font_faces()
     alpha = np.zeros((n, h, w), np.float32)
     box = np.tile(np.array([-999, -999, h // 4, 3 * h // 4], np.int32), (n, 1))
-    for i, c in enumerate(labels.tolist()):
-        if c != other:
-            ro, cut = spec.make(c, r[i]), False
-        else:
-            ro, cut = _other_readout(spec, OTHER_KINDS[kinds[i]], r[i])
+    for i, (ro, cut) in enumerate(texts):
         if ro is not None:
             placed, ox, oy, box[i] = place_readout(spec, ro, cut, faces[face_i[i]], u[i], r[i], track[i])
             paste(alpha[i], placed, ox, oy)

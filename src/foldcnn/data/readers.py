@@ -38,7 +38,8 @@ if TYPE_CHECKING:  # torch is imported by the functions that return tensors, not
 __all__ = [
     "IMAGE_EXTENSIONS", "DataReadError", "ImageReadError", "VideoReadError", "LabelsMismatchError",
     "VideoTruncatedError", "SkippedFile", "ReadReport", "read_image", "list_images", "iter_images", "load_images",
-    "load_image_folder", "image_size_counts", "iter_video_frames", "iter_video_arrays", "iter_video_batches", "declared_frames", "read_labels_csv", "load_video", "resize_rgb",
+    "load_image_folder", "image_size_counts", "iter_video_frames", "iter_video_arrays", "iter_video_batches",
+    "iter_container_batches", "open_video_input", "declared_frames", "read_labels_csv", "load_video", "resize_rgb",
     "to_rgb", "decode_rgb", "decode_png_fast", "fast_png_available", "iter_folder",
 ]
 
@@ -522,7 +523,19 @@ def iter_video_batches(path: str | Path, input_size: tuple[int, int] | None = (5
     if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
         raise UsageError(f"stride must be an int >= 1, got {stride!r}")
     path = Path(path)
-    av, container = _open_video(path)
+    _, container = _open_video(path)
+    yield from iter_container_batches(container, path, size, stride, resize, keyframes=keyframes, batch=batch)
+
+
+def iter_container_batches(container, path, size: tuple[int, int] | None, stride: int, resize: str, *,
+                           keyframes: bool = False, batch: int = 64,
+                           converter=None) -> Iterator[tuple[list[int], np.ndarray, int]]:
+    """:func:`iter_video_batches` on a container already open (a file, standard input or a
+    network stream: see :func:`open_video_input`); closes it. ``path`` names the source in
+    errors. Arguments already checked. ``converter`` (default a FrameConverter at ``size``)
+    turns the frames into what each batch holds (e.g. foldcnn.data.frames.RegionCropper: the
+    crops of a few boxes)."""
+    av = _import_av()
     with container:
         stream = _video_stream(container, path)
         if keyframes:
@@ -532,7 +545,7 @@ def iter_video_batches(path: str | Path, input_size: tuple[int, int] | None = (5
                 raise VideoReadError(f"cannot number the key frames of {path}: it has no frame rate; "
                                      "decode every frame")
             start = stream.start_time or 0
-        convert = FrameConverter(size, resize, batch)
+        convert = converter if converter is not None else FrameConverter(size, resize, batch)
         numbers: list[int] = []
         index = reported = 0
         native = None
@@ -592,6 +605,24 @@ def declared_frames(path: str | Path) -> int | None:
             return int(streams[0].frames) or None
     except (av.FFmpegError, OSError):
         return None
+
+
+LIVE_OPTIONS = {"probesize": "4096", "analyzeduration": "0"}
+
+
+def open_video_input(source: str | os.PathLike):
+    """(an open PyAV container, its name for messages) for a video file, ``"-"`` (a container
+    stream on standard input, e.g. MPEG-TS or Matroska piped from ffmpeg) or a URL FFmpeg opens
+    (``rtsp://``, ``http(s)://``, ``udp://``, ...); errors name the source."""
+    text = str(source)
+    if text != "-" and "://" not in text:
+        return _open_video(Path(text))[1], Path(text)
+    av = _import_av()
+    name = "standard input" if text == "-" else text
+    try:  # probe little: a live stream's first frames should not wait for seconds of stream to be read
+        return av.open("pipe:0" if text == "-" else text, options=LIVE_OPTIONS), name
+    except av.FFmpegError as e:
+        raise VideoReadError(f"cannot read video from {name}: {e}") from None
 
 
 def _open_video(path: Path):

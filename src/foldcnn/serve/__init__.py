@@ -5,9 +5,10 @@ The batcher, metrics and validation are plain Python; fastapi/uvicorn are import
 """
 
 from foldcnn.serve.app import ServeConfig, create_app
-from foldcnn.serve.batcher import BatcherClosed, BatcherStats, BatchFailed, FoldBatcher, QueueFull
+from foldcnn.serve.batcher import BatcherClosed, BatcherStats, BatchFailed, FoldBatcher, QueueFull, QueueTimeout
+from foldcnn.serve.isolation import checkpoint_fold_invariant
 from foldcnn.serve.metrics import ServeMetrics
 from foldcnn.serve.validation import ImageLimits, RequestError, decode_image, decode_images
 
 __all__ = ["ServeConfig", "create_app", "FoldBatcher", "BatcherStats", "BatchFailed", "BatcherClosed",
-           "QueueFull", "ServeMetrics", "ImageLimits", "RequestError", "decode_image", "decode_images"]
+           "QueueFull", "QueueTimeout", "checkpoint_fold_invariant", "ServeMetrics", "ImageLimits", "RequestError", "decode_image", "decode_images"]

@@ -1,32 +1,36 @@
-"""The HTTP app: ``POST /v1/classify``, ``GET /healthz``, ``GET /metrics`` (FastAPI).
+"""The HTTP app: ``POST /v1/classify``, the KServe v2 endpoints, ``GET /healthz``, ``GET /metrics``.
 
     app = create_app(Predictor.from_checkpoint("run/checkpoint", batch_size=1024), ServeConfig())
     uvicorn.run(app, host="127.0.0.1", port=8000)        # what `foldcnn serve` does
 
-Why FastAPI + uvicorn and not Ray Serve: the model is small and one machine serves it, so one
-process with one asyncio loop and a worker thread for the model is all the batching needs. Ray
-Serve's dynamic batching lives in a cluster runtime (a head process, actors, an object store)
-that adds a hop and milliseconds of latency per request and a heavy dependency, for scaling out
-we do not need; run several `foldcnn serve` processes behind a load balancer for that instead.
+One process, one asyncio loop, the model in a worker thread: the model is small, so batching
+needs nothing more; run several `foldcnn serve` processes behind a load balancer to scale out.
 
-Request bodies (one image or many, answered in order):
+``POST /v1/classify`` bodies (one image or many, answered in order):
   * raw bytes with ``Content-Type: image/*`` (or application/octet-stream): one image;
   * ``multipart/form-data``: every file part is an image, in the order sent;
   * ``application/json``: ``{"images": ["<base64>", ...]}``.
 Answer: ``{"results": [row, ...]}``, one row per image in the order sent, in the schema every
 writer shares (foldcnn.infer.results.result_row: index (position in the request), source and
-frame (null), class_name, class_index, confidence rounded to 6 decimals); errors are
-``{"error": "<one sentence>"}`` with a 4xx status for bad input, 401 for a missing or wrong API
-key, 408 for a body that did not arrive within ``body_timeout_s``, 500 when the model failed on
-the batch that held the request, 503 (with ``Retry-After``) when ``max_bodies`` requests are
-already being read and decoded, when the queue is full, and while shutting down.
+frame (null), class_name, class_index, confidence rounded to 6 decimals).
+
+KServe v2 / Open Inference Protocol (:mod:`foldcnn.serve.v2`): ``POST /v2/models/{name}/infer``
+(JSON or the binary tensor extension), ``GET /v2/models/{name}`` (metadata),
+``GET /v2/models/{name}/ready``, ``GET /v2/health/ready``, ``GET /v2/health/live``, ``GET /v2``.
+
+Errors are ``{"error": "<one sentence>"}``: a 4xx for bad input (404 for another model name),
+401 for a missing or wrong API key, 408 for a body that did not arrive within ``body_timeout_s``,
+500 when the model failed on the batch that held the request, 503 (with ``Retry-After``) when
+the work already admitted cannot finish within ``max_queue_ms`` (estimated from the measured
+decode and model rates), when the request waited past that deadline unbatched, when the bytes of
+bodies held server-wide pass ``body_memory_bytes``, and while shutting down.
 
 Bounded work per client. A body is read as a stream and refused (413) as soon as it passes its
 limit (``max_image_bytes`` for a raw image, ``max_body_bytes`` otherwise), whether or not it
-declared a Content-Length; at most ``max_bodies`` requests are read and decoded at once; images
-decode in a pool of their own metered in pixels (:mod:`foldcnn.serve.decoding`), so a request of
-heavy images waits for its own turn and one small image from another client stays fast. A client
-that goes away before its answer is counted as ``client_gone`` (status 499 in the metrics).
+declared a Content-Length; images decode in a pool of their own metered in pixels
+(:mod:`foldcnn.serve.decoding`), so a request of heavy images waits for its own turn and one
+small image from another client stays fast. A client that goes away before its answer is
+counted as ``client_gone`` (status 499 in the metrics).
 """
 
 # No `from __future__ import annotations`: FastAPI must see the real Request class in the handlers'
@@ -35,15 +39,25 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import math
 import queue
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from foldcnn.errors import UsageError
 from foldcnn.infer.results import result_row
-from foldcnn.serve.batcher import ISOLATION_MODES, BatcherClosed, BatchFailed, FoldBatcher, QueueFull
+from foldcnn.serve.batcher import BatcherClosed, BatchFailed, FoldBatcher, QueueFull
 from foldcnn.serve.decoding import DecodePool
+from foldcnn.serve.isolation import (
+    SERVE_ISOLATION,
+    predictor_fold_invariant,
+    probe_fold_invariance,
+    resolve_isolation,
+)
 from foldcnn.serve.metrics import ServeMetrics
+from foldcnn.serve.v2 import HEADER_LENGTH, infer_response, model_metadata, parse_infer_request
 from foldcnn.serve.validation import (
     ImageLimits,
     RequestError,
@@ -56,9 +70,10 @@ from foldcnn.serve.validation import (
 __all__ = ["ServeConfig", "create_app"]
 
 _log = logging.getLogger("foldcnn.serve")
-_REASONS = {400: "bad_request", 401: "unauthorized", 408: "body_timeout", 413: "too_large",
+_REASONS = {400: "bad_request", 401: "unauthorized", 404: "not_found", 408: "body_timeout", 413: "too_large",
             415: "unsupported_media_type", 499: "client_gone", 500: "model_error", 503: "unavailable"}
 _POLL_S = 0.25  # how often a body read looks at its deadline and at shutdown
+_INLINE_PARSE_BYTES = 1 << 16  # v2 bodies larger than this are parsed on the decoding pool
 
 
 class ClientGone(Exception):
@@ -94,48 +109,58 @@ class _BodyMemory:
 class ServeConfig:
     """How the server batches and what it accepts.
 
-    max_batch: images per model call (rounded down to a multiple of the fold);
+    batch_size: images per model call (rounded down to a multiple of the fold);
     max_wait_ms: the longest the oldest queued image waits for a batch to fill;
-    workers: batches computed at once (threads); max_queue_images: queued images before 503;
+    replicas: batches computed at once, each by its own copy of the model (threads);
+    max_queue_ms: the queue's deadline: a request is refused (503 + Retry-After) when the work
+    already admitted would not finish within it (estimated from the measured decode and model
+    rates), and fails with 503 if it is still unbatched that long after it arrived;
+    max_queue_images: queued images before 503 (a memory bound; default 16 x batch_size);
     api_key: required as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` when set (one key,
     or several: a tuple, one per client or tenant);
-    isolation: who may share a fold (foldcnn.serve.batcher): "request" (default: only images of
-    one request, so no client's images change another's answers), "key" (only images of one API
-    key) or "none" (anyone: fullest folds, but answers depend on other clients' images);
+    isolation: who may share a fold (foldcnn.serve.batcher): "auto" (default: "none" when the
+    model's answers cannot depend on fold-mates (fold 1, or trained with cross-slot decay inf),
+    "request" otherwise), "request" (only images of one request), "key" (only images of one API
+    key) or "none" (anyone: fullest folds; with other models answers depend on other clients);
     partial: how the predictor treats a batch's partial last fold, "pad" (zeros, counted as
     padding waste) or "fallback" (its images go through an unfolded model; Predictor partial=);
-    max_bodies: requests read and decoded at once (more get 503 + Retry-After); body_memory_bytes:
-    bytes of bodies held at once, server-wide (default 4 x limits.max_body_bytes; more: 503);
-    body_timeout_s: longest a body may take to arrive (408 after it);
+    body_memory_bytes: bytes of request bodies held at once, server-wide (default
+    4 x limits.max_body_bytes; more: 503); body_timeout_s: longest a body may take to arrive (408);
     decode_threads: the decoding pool's threads; decode_pixels: pixels of large images decoding
     at once, server-wide (default: limits.max_pixels, one largest image); request_decode_pixels:
-    pixels of one request decoding at once (default: limits.max_pixels).
+    pixels of one request decoding at once (default: limits.max_pixels);
+    model_name: the name of the model in the KServe v2 endpoints (``/v2/models/{model_name}``).
     """
 
-    max_batch: int = 1024
+    batch_size: int = 1024
     max_wait_ms: float = 5.0
-    workers: int = 1
+    replicas: int = 1
+    max_queue_ms: float = 5000.0
     max_queue_images: int | None = None
     api_key: str | tuple[str, ...] | None = None
     partial: str = "pad"
-    isolation: str = "request"
+    isolation: str = "auto"
     limits: ImageLimits = field(default_factory=ImageLimits)
-    max_bodies: int = 16
     body_memory_bytes: int | None = None
     body_timeout_s: float = 30.0
     decode_threads: int = 2
     decode_pixels: int | None = None
     request_decode_pixels: int | None = None
+    model_name: str = "foldcnn"
 
     def __post_init__(self):
-        for name in ("max_bodies", "body_memory_bytes", "decode_threads", "decode_pixels", "request_decode_pixels"):
+        for name in ("body_memory_bytes", "decode_threads", "decode_pixels", "request_decode_pixels"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise UsageError(f"ServeConfig.{name} must be a positive int, got {v!r}")
         if not self.body_timeout_s > 0:
             raise UsageError(f"ServeConfig.body_timeout_s must be > 0 seconds, got {self.body_timeout_s!r}")
-        if self.isolation not in ISOLATION_MODES:
-            raise UsageError(f"isolation must be one of {', '.join(ISOLATION_MODES)}, got {self.isolation!r}")
+        if not self.max_queue_ms > 0:
+            raise UsageError(f"ServeConfig.max_queue_ms must be > 0, got {self.max_queue_ms!r}")
+        if not (self.model_name and all(ch.isalnum() or ch in "-_." for ch in self.model_name)):
+            raise UsageError(f"the model name must be letters, digits, '-', '_' or '.', got {self.model_name!r}")
+        if self.isolation not in SERVE_ISOLATION:
+            raise UsageError(f"isolation must be one of {', '.join(SERVE_ISOLATION)}, got {self.isolation!r}")
         if self.isolation == "key" and self.api_key is None:
             raise UsageError("isolation 'key' folds together only images sent with the same API key; set one or "
                              "more API keys (--api-key) or choose isolation 'request'")
@@ -245,15 +270,16 @@ async def _request_blobs(request, config: "ServeConfig", decoder: DecodePool, dr
     return [body]
 
 
-async def _decode_request(blobs: list[bytes], input_shape, limits: ImageLimits, decoder: DecodePool):
-    """Encoded images -> uint8 (N, C, H, W) through the metered pool; the first bad image fails all."""
-    import torch
-
+async def _decode_request(blobs: list[bytes], input_shape, limits: ImageLimits, decoder: DecodePool,
+                          admit) -> np.ndarray:
+    """Encoded images -> uint8 (N, C, H, W) through the metered pool; the first bad image fails all.
+    ``admit(n, ahead_s)`` may refuse the request once its images' count and sizes are known."""
     check_image_count(len(blobs), limits)
     where = (lambda i: "the image") if len(blobs) == 1 else (lambda i: f"image {i}")
     pixels = [image_pixels(b, limits, where(i)) for i, b in enumerate(blobs)]  # headers only: cheap
+    admit(len(blobs), decoder.wait_estimate_s() if any(decoder.is_heavy(p) for p in pixels) else 0.0)
     images = await decoder.map(lambda i: decode_image(blobs[i], input_shape, limits, where(i)), pixels)
-    return torch.stack(images)
+    return np.stack(images)
 
 
 async def _until_disconnect(request) -> None:
@@ -280,15 +306,17 @@ def _pooled(predictors: list):
     return predict_arrays
 
 
-def create_app(predictor, config: ServeConfig | None = None):
+def create_app(predictor, config: ServeConfig | None = None, *, fold_invariant: bool | None = None):
     """A FastAPI app serving ``predictor`` (anything with ``predict_arrays``, ``fold``,
     ``class_names`` and ``input_shape`` (C, H, W), such as :class:`foldcnn.infer.Predictor`),
-    or a list of equal predictors, one per worker thread (``config.workers``).
+    or a list of equal predictors, one per replica thread (``config.replicas``).
 
+    ``fold_invariant``: whether the model's answers cannot depend on fold-mates, for
+    ``isolation="auto"`` (default: found from the predictor, see foldcnn.serve.isolation).
     ``app.state.batcher`` and ``app.state.metrics`` are exposed for tests and embedding.
     """
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, PlainTextResponse
+    from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
     config = config or ServeConfig()
     limits = config.limits
@@ -299,18 +327,27 @@ def create_app(predictor, config: ServeConfig | None = None):
     for p in predictors[1:]:
         if (p.fold, tuple(p.input_shape), list(p.class_names)) != (first.fold, input_shape, class_names):
             raise UsageError("all predictors must serve the same model (fold, input shape and classes differ)")
-    if config.workers > len(predictors):
-        raise UsageError(f"workers={config.workers} needs {config.workers} predictors, one per worker thread "
+    if config.replicas > len(predictors):
+        raise UsageError(f"replicas={config.replicas} needs {config.replicas} predictors, one per replica thread "
                          f"(a Predictor is not thread-safe); got {len(predictors)}")
-    batcher = FoldBatcher(_pooled(predictors), fold=int(first.fold), max_batch=config.max_batch,
-                          max_wait_ms=config.max_wait_ms, workers=config.workers,
+    invariant = False
+    if config.isolation == "auto":
+        invariant = predictor_fold_invariant(first) if fold_invariant is None or int(first.fold) == 1 \
+            else bool(fold_invariant)
+        if invariant and int(first.fold) > 1 and not probe_fold_invariance(first.predict_arrays, int(first.fold),
+                                                                           input_shape):
+            _log.warning("the checkpoint records cross-slot decay inf, but an image's answer changed with its "
+                         "fold-mates on this engine; serving with request isolation")
+            invariant = False
+    isolation = resolve_isolation(config.isolation, invariant)
+    batcher = FoldBatcher(_pooled(predictors), fold=int(first.fold), max_batch=config.batch_size,
+                          max_wait_ms=config.max_wait_ms, workers=config.replicas,
                           max_queue_images=config.max_queue_images, partial=config.partial,
-                          isolation=config.isolation)
+                          isolation=isolation, max_queue_ms=config.max_queue_ms)
     metrics = ServeMetrics(batcher.max_batch, queue_images=lambda: batcher.queued_images)
     batcher.metrics = metrics
     decoder = DecodePool(config.decode_threads, config.decode_pixels or limits.max_pixels,
                          config.request_decode_pixels or limits.max_pixels)
-    bodies = 0  # requests being read and decoded now (event loop only)
     body_memory = _BodyMemory(config.body_memory_bytes or 4 * limits.max_body_bytes)
 
     @contextlib.asynccontextmanager
@@ -327,39 +364,47 @@ def create_app(predictor, config: ServeConfig | None = None):
     # before uvicorn waits for in-flight requests: body reads then stop with a JSON 503.
     app.state.draining = False
     app.state.decoder = decoder
+    app.state.isolation = isolation
 
     def draining() -> bool:
         return app.state.draining or batcher.closing
 
-    def error(status: int, message: str, close: bool = False) -> JSONResponse:
+    def error(status: int, message: str, close: bool = False, retry_after_s: float = 1.0) -> JSONResponse:
         """The JSON error; ``close`` when the rest of the body may still be coming (do not read it)."""
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
         if close:
             headers["Connection"] = "close"
         if status == 503:
-            headers["Retry-After"] = "1"
+            headers["Retry-After"] = str(max(1, math.ceil(retry_after_s)))
         return JSONResponse({"error": message}, status_code=status, headers=headers)
 
     def unauthorized() -> JSONResponse:
         return error(401, "missing or wrong API key; send it as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'")
 
-    async def read_and_decode(request: Request):
-        """The request's images as uint8 (N, C, H, W), holding one of the ``max_bodies`` places."""
-        nonlocal bodies
+    def admit(n: int, ahead_s: float = 0.0) -> None:
+        """Refuse (QueueFull) when the work admitted before these images cannot finish in time."""
         if draining():
-            raise RequestError(503, "the server is shutting down; retry the request (on another instance)")
-        if bodies >= config.max_bodies:
-            raise RequestError(503, f"the server is reading {bodies} requests already, its limit; retry in a moment")
-        bodies += 1
-        try:
-            with body_memory.held() as take:
-                blobs = await _request_blobs(request, config, decoder, draining, take)
-                return await _decode_request(blobs, input_shape, limits, decoder)
-        finally:
-            bodies -= 1
+            raise BatcherClosed("the server is shutting down; retry the request (on another instance)")
+        batcher.check_admission(n, ahead_s)
 
-    @app.post("/v1/classify")
-    async def classify(request: Request):
+    async def classify_images(request: Request, client: int, images: np.ndarray):
+        """Queue the images; their (indices, probabilities), or ClientGone if the client leaves."""
+        # The queue's deadline runs from here: the request's own decoding is not queue time.
+        job = asyncio.ensure_future(batcher.submit(images, key=client))
+        gone = asyncio.ensure_future(_until_disconnect(request))
+        try:
+            await asyncio.wait({job, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not job.done():  # client went away: drop what is not batched yet, answer nobody
+                job.cancel()
+                await asyncio.wait({job})  # let the cancellation land (never raises)
+        if job.cancelled():
+            raise ClientGone()
+        return job.result()
+
+    async def answer(request: Request, work) -> Response:
+        """Run ``work(client)`` (auth first) and turn every failure into one JSON error."""
         t0 = time.perf_counter()
         status = 200
         try:
@@ -367,22 +412,8 @@ def create_app(predictor, config: ServeConfig | None = None):
             if client is None:
                 status = 401
                 return unauthorized()
-            images = await read_and_decode(request)
-            job = asyncio.ensure_future(batcher.submit(images, key=client))
-            gone = asyncio.ensure_future(_until_disconnect(request))
-            try:
-                await asyncio.wait({job, gone}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                gone.cancel()
-                if not job.done():  # client went away: drop what is not batched yet, answer nobody
-                    job.cancel()
-                    await asyncio.wait({job})  # let the cancellation land (never raises)
-            if job.cancelled():
-                raise ClientGone()
-            indices, probs = job.result()
-            results = [result_row(i, None, None, class_names[k], k, probs[i, k])
-                       for i, k in enumerate(indices.tolist())]
-            return JSONResponse({"results": results})
+            admit(0)  # the queue alone is past its deadline: refuse before reading the body
+            return await work(client)
         except RequestError as e:
             status = e.status
             return error(e.status, e.message, close=e.status in (408, 413, 503))  # these may come mid-body
@@ -392,9 +423,12 @@ def create_app(predictor, config: ServeConfig | None = None):
         except BatchFailed as e:
             status = 500
             return error(500, str(e))
-        except (BatcherClosed, QueueFull) as e:
+        except QueueFull as e:
             status = 503
-            return error(503, str(e))
+            return error(503, str(e), close=True, retry_after_s=e.retry_after_s)
+        except BatcherClosed as e:
+            status = 503
+            return error(503, str(e), close=True)
         except asyncio.CancelledError:
             if not draining():
                 raise
@@ -403,17 +437,35 @@ def create_app(predictor, config: ServeConfig | None = None):
             return error(503, "the server shut down before the answer was ready; retry the request")
         except Exception as e:  # a bug here must not take the server down; log it, answer 500
             status = 500
-            _log.exception("classify failed")
+            _log.exception("request failed")
             return error(500, f"internal server error ({type(e).__name__}); the server log has the details")
         finally:
             metrics.request(status, time.perf_counter() - t0, _REASONS.get(status, "other") if status != 200 else None)
+
+    async def read_body(request: Request, limit: int) -> bytearray:
+        with body_memory.held() as take:
+            return await _read_body(request, limit, config.body_timeout_s, draining, take)
+
+    @app.post("/v1/classify")
+    async def classify(request: Request):
+        async def work(client):
+            with body_memory.held() as take:
+                blobs = await _request_blobs(request, config, decoder, draining, take)
+                images = await _decode_request(blobs, input_shape, limits, decoder, admit)
+            indices, probs = await classify_images(request, client, images)
+            results = [result_row(i, None, None, class_names[k], k, probs[i, k])
+                       for i, k in enumerate(indices.tolist())]
+            return JSONResponse({"results": results})
+
+        return await answer(request, work)
 
     @app.get("/healthz")
     async def healthz():
         body = {"status": "draining" if draining() else "ok", "fold": batcher.fold,
                 "input_shape": list(input_shape), "num_classes": len(class_names),
-                "max_batch": batcher.max_batch, "max_wait_ms": config.max_wait_ms,
-                "queue_images": batcher.queued_images}
+                "batch_size": batcher.max_batch, "max_wait_ms": config.max_wait_ms, "isolation": isolation,
+                "queue_images": batcher.queued_images, "queue_wait_estimate_ms": round(
+                    batcher.wait_estimate_s() * 1000, 1)}
         return JSONResponse(body, status_code=503 if draining() else 200)
 
     @app.get("/metrics")
@@ -422,4 +474,73 @@ def create_app(predictor, config: ServeConfig | None = None):
             return unauthorized()
         return PlainTextResponse(metrics.render(), media_type=metrics.content_type)
 
+    # ------------------------------------------------------------ KServe v2 / Open Inference Protocol
+    name = config.model_name
+
+    def unknown_model(model: str) -> JSONResponse:
+        return error(404, f"no model {model!r} here; this server serves {name!r}")
+
+    @app.get("/v2/health/live")
+    async def v2_live():
+        return JSONResponse({"live": True})
+
+    @app.get("/v2/health/ready")
+    async def v2_ready():
+        return JSONResponse({"ready": not draining()}, status_code=503 if draining() else 200)
+
+    @app.get("/v2")
+    async def v2_server():
+        return JSONResponse({"name": "foldcnn", "version": _version(), "extensions": ["binary_tensor_data"]})
+
+    @app.get("/v2/models/{model}")
+    async def v2_model(model: str, request: Request):
+        if not _authorized(request.headers, config.api_key):
+            return unauthorized()
+        if model != name:
+            return unknown_model(model)
+        return JSONResponse(model_metadata(name, input_shape, len(class_names)))
+
+    @app.get("/v2/models/{model}/ready")
+    async def v2_model_ready(model: str):
+        if model != name:
+            return unknown_model(model)
+        return JSONResponse({"name": name, "ready": not draining()}, status_code=503 if draining() else 200)
+
+    @app.post("/v2/models/{model}/infer")
+    @app.post("/v2/models/{model}/versions/{version}/infer")
+    async def v2_infer(model: str, request: Request, version: str = "1"):
+        if model != name:
+            return unknown_model(model)
+        if version != "1":
+            return error(404, f"model {name!r} has one version, '1'; got {version!r}")
+
+        async def work(client):
+            body = await read_body(request, limits.max_body_bytes)
+            header = request.headers.get(HEADER_LENGTH)
+            if len(body) > _INLINE_PARSE_BYTES:  # parsing megabytes must not stall the event loop
+                req = await decoder.call(parse_infer_request, bytes(body), header, input_shape)
+            else:
+                req = parse_infer_request(bytes(body), header, input_shape)
+            del body
+            if req.blobs is not None:
+                images = await _decode_request(req.blobs, input_shape, limits, decoder, admit)
+            else:
+                check_image_count(req.count, limits)
+                admit(req.count)
+                images = req.pixels
+            indices, probs = await classify_images(request, client, images)
+            content, headers = infer_response(req, name, indices, probs, class_names)
+            return Response(content, headers=headers)
+
+        return await answer(request, work)
+
     return app
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("foldcnn")
+    except PackageNotFoundError:
+        return "unknown"

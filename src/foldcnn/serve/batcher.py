@@ -26,6 +26,13 @@ The model runs in a worker thread, never on the event loop. If the model raises 
 only the requests with images in that batch fail (:class:`BatchFailed`); the next batch runs as
 usual. A request whose caller was cancelled (the client went away) has its not yet batched
 images dropped (counted); slices already in a batch are computed and their results discarded.
+
+Admission by cost. The batcher measures the model's seconds per image slot (a moving average
+over batches) and estimates how long the images already queued take to compute
+(:meth:`FoldBatcher.wait_estimate_s`). ``submit`` refuses (:class:`QueueFull`, with a retry
+time) only when that estimate passes ``max_queue_ms`` or the queue holds ``max_queue_images``;
+a request still unbatched ``max_queue_ms`` after it was queued fails with :class:`QueueTimeout`
+(its deadline passed) instead of being computed for a client that has likely given up.
 """
 
 from __future__ import annotations
@@ -39,21 +46,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from foldcnn.errors import UsageError
 from foldcnn.fold import check_fold, padded_count, round_batch
 
 __all__ = ["ISOLATION_MODES", "FoldBatcher", "BatcherStats", "BatchFailed", "BatcherClosed", "QueueFull",
-           "PredictFn"]
+           "QueueTimeout", "PredictFn"]
 
 ISOLATION_MODES = ("none", "request", "key")
+_RATE_WEIGHT = 0.2  # weight of the latest batch in the moving average of seconds per slot
 
 _log = logging.getLogger("foldcnn.serve")
 _NO_GROUP = object()  # before the first slice of a batch
 
 # uint8 (N, C, H, W) -> (class indices int64 (N,), probabilities float32 (N, K)), input order.
-PredictFn = Callable[[torch.Tensor], "tuple[np.ndarray, np.ndarray]"]
+PredictFn = Callable[[np.ndarray], "tuple[np.ndarray, np.ndarray]"]
 
 
 class BatchFailed(RuntimeError):
@@ -65,7 +72,16 @@ class BatcherClosed(RuntimeError):
 
 
 class QueueFull(RuntimeError):
-    """Taking these images would exceed ``max_queue_images``; retry later."""
+    """The images already queued cannot be computed within the deadline (or the queue holds
+    ``max_queue_images``); ``retry_after_s`` is when to try again."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class QueueTimeout(QueueFull):
+    """The request waited in the queue past its deadline (``max_queue_ms``) without being batched."""
 
 
 @dataclass
@@ -82,9 +98,10 @@ class BatcherStats:
 
 @dataclass(eq=False)
 class _Request:
-    images: torch.Tensor  # uint8 (n, C, H, W)
+    images: np.ndarray  # uint8 (n, C, H, W)
     future: asyncio.Future
     enqueued_s: float
+    deadline_s: float
     group: object = None  # who may share this request's folds (isolation); None: anyone
     taken: int = 0  # images already put into a batch
     done: int = 0  # images whose results are in
@@ -108,7 +125,7 @@ class FoldBatcher:
 
     def __init__(self, predict_fn: PredictFn, *, fold: int = 1, max_batch: int = 1024, max_wait_ms: float = 5.0,
                  workers: int = 1, max_queue_images: int | None = None, partial: str = "pad", metrics=None,
-                 isolation: str = "none"):
+                 isolation: str = "none", max_queue_ms: float = 5000.0):
         self.fold = check_fold(fold)
         if isolation not in ISOLATION_MODES:
             raise UsageError(f"isolation must be one of {', '.join(ISOLATION_MODES)}, got {isolation!r}")
@@ -121,6 +138,8 @@ class FoldBatcher:
             raise UsageError(f"max_batch must be an int >= fold={self.fold} (images per batch), got {max_batch!r}")
         if not max_wait_ms >= 0:
             raise UsageError(f"max_wait_ms must be >= 0, got {max_wait_ms!r}")
+        if not max_queue_ms > 0:
+            raise UsageError(f"max_queue_ms must be > 0, got {max_queue_ms!r}")
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise UsageError(f"workers must be an int >= 1 (batches computed at once), got {workers!r}")
         self.predict_fn = predict_fn
@@ -128,6 +147,8 @@ class FoldBatcher:
         self.max_wait_s = max_wait_ms / 1000.0
         self.workers = workers
         self.max_queue_images = max_queue_images or 16 * self.max_batch
+        self.max_queue_s = max_queue_ms / 1000.0
+        self.s_per_slot: float | None = None  # measured model seconds per image slot (moving average)
         self.metrics = metrics
         self.stats = BatcherStats()
         self._queue: collections.deque[_Request] = collections.deque()
@@ -147,6 +168,25 @@ class FoldBatcher:
     def closing(self) -> bool:
         return self._closing
 
+    def wait_estimate_s(self) -> float:
+        """Seconds the images queued now need before a new image's batch can start: the queue at
+        the measured seconds per slot (0 until a batch has been timed) plus the batching wait."""
+        if self.s_per_slot is None:
+            return 0.0
+        return self._queued * self.s_per_slot / self.workers + self.max_wait_s
+
+    def check_admission(self, n: int, ahead_s: float = 0.0) -> None:
+        """Raise :class:`QueueFull` if ``n`` more images cannot join the queue: it holds
+        ``max_queue_images``, or the work admitted before them (the queue, plus ``ahead_s`` of
+        the caller's own estimate, such as decoding) would not finish within ``max_queue_ms``."""
+        if self._queued + n > self.max_queue_images:
+            raise QueueFull(f"{self._queued} images are already queued (limit {self.max_queue_images}); "
+                            f"retry in a moment", 1.0)
+        wait_s = self.wait_estimate_s() + ahead_s
+        if wait_s > self.max_queue_s:
+            raise QueueFull(f"the server has about {wait_s * 1000:,.0f} ms of work queued, over its deadline of "
+                            f"{self.max_queue_s * 1000:,.0f} ms; retry later", wait_s - self.max_queue_s)
+
     async def start(self) -> None:
         """Start the batching loop on the running event loop (``submit`` does it if needed)."""
         if self._loop_task is not None and not self._loop_task.done():
@@ -157,23 +197,22 @@ class FoldBatcher:
         self._executor = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="foldcnn-infer")
         self._loop_task = asyncio.get_running_loop().create_task(self._batch_loop(), name="foldcnn-batcher")
 
-    async def submit(self, images: torch.Tensor, key: object = None) -> tuple[np.ndarray, np.ndarray]:
+    async def submit(self, images: np.ndarray, key: object = None) -> tuple[np.ndarray, np.ndarray]:
         """Queue uint8 images (n, C, H, W); wait for their (indices (n,), probabilities (n, K)).
         ``key`` names the client for ``isolation="key"`` (e.g. which API key it presented)."""
         if self._closing:
             raise BatcherClosed("the server is shutting down; retry on another instance or after restart")
-        if not isinstance(images, torch.Tensor) or images.dim() != 4:
-            raise UsageError(f"submit takes a uint8 tensor (n, C, H, W), got {type(images).__name__} "
+        if not isinstance(images, np.ndarray) or images.ndim != 4:
+            raise UsageError(f"submit takes a uint8 array (n, C, H, W), got {type(images).__name__} "
                              f"{tuple(getattr(images, 'shape', ()))}")
         if self._loop_task is None or self._loop_task.done():
             await self.start()
         n = images.shape[0]
         if n == 0:
             return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
-        if self._queued + n > self.max_queue_images:
-            raise QueueFull(f"{self._queued} images are already queued (limit {self.max_queue_images}); "
-                            f"retry in a moment")
-        req = _Request(images, asyncio.get_running_loop().create_future(), time.monotonic())
+        self.check_admission(n)
+        now = time.monotonic()
+        req = _Request(images, asyncio.get_running_loop().create_future(), now, now + self.max_queue_s)
         req.group = {"none": None, "request": id(req), "key": ("key", key)}[self.isolation]
         self._queue.append(req)
         self._queued += n
@@ -239,9 +278,14 @@ class FoldBatcher:
         with isolation, a (None, 0, k) slice pads the previous group to whole folds."""
         slices, n, group = [], 0, _NO_GROUP
         isolated = self.isolation != "none"
+        now = time.monotonic()
         while self._queue and n < self.max_batch:
             req = self._queue[0]
-            if req.future.done():  # the caller went away (cancelled) or the request already failed
+            if not req.future.done() and req.taken == 0 and now > req.deadline_s:
+                req.future.set_exception(QueueTimeout(
+                    f"the request waited {(now - req.enqueued_s) * 1000:,.0f} ms in the queue, past the server's "
+                    f"deadline of {self.max_queue_s * 1000:,.0f} ms; retry later", 1.0))
+            if req.future.done():  # the caller went away (cancelled), the request failed or timed out
                 left = req.n - req.taken
                 self._queue.popleft()
                 self._queued -= left
@@ -267,9 +311,9 @@ class FoldBatcher:
                 self._queue.popleft()
         return slices
 
-    def _timed_predict(self, parts: list[torch.Tensor]) -> tuple[np.ndarray, np.ndarray, float]:
+    def _timed_predict(self, parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, float]:
         t0 = time.perf_counter()
-        images = torch.cat(parts) if len(parts) > 1 else parts[0]  # here, not on the event loop
+        images = np.concatenate(parts) if len(parts) > 1 else parts[0]  # here, not on the event loop
         indices, probs = self.predict_fn(images)
         return np.asarray(indices), np.asarray(probs), time.perf_counter() - t0
 
@@ -278,7 +322,7 @@ class FoldBatcher:
         n = sum(b - a for r, a, b in slices if r is not None)  # real images; the rest pads folds
         queue_wait_s = time.monotonic() - min(r.enqueued_s for r, _, _ in slices if r is not None)
         like = next(r.images for r, _, _ in slices if r is not None)
-        parts = [r.images[a:b] if r is not None else like.new_zeros((b - a, *like.shape[1:]))
+        parts = [r.images[a:b] if r is not None else np.zeros((b - a, *like.shape[1:]), like.dtype)
                  for r, a, b in slices]
         compute_s, error = 0.0, None
         try:
@@ -294,6 +338,10 @@ class FoldBatcher:
         rest = padded_count(slots, self.fold) - slots
         padded, fallback = (rest, 0) if self.partial == "pad" else (0, slots % self.fold)
         padded += slots - n  # the isolation's padding slots
+        if error is None and slots:
+            rate = compute_s / slots
+            self.s_per_slot = rate if self.s_per_slot is None else \
+                (1 - _RATE_WEIGHT) * self.s_per_slot + _RATE_WEIGHT * rate
         self.stats.batches += 1
         self.stats.images += n
         self.stats.padded_images += padded

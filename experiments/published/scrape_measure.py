@@ -1,0 +1,267 @@
+"""Scrape a generated game stream: per-region frame accuracy and event F1 against its truth, and
+frames/s of the scrape against decoding alone, folded region models against unfolded ones.
+
+    foldcnn data screens --game apex --seconds 60 --fps 30 --out screens/apex
+    foldcnn train --task apex-squad-count --fold 4 --threads 1 --epochs 60 --out runs/apex-f4   # and --fold 1
+    python experiments/published/scrape_measure.py --screens screens/apex \
+        --checkpoints apex-squad-count=runs/apex-f4/checkpoint \
+        --compare apex-squad-count=runs/apex-f1/checkpoint --threads 1
+
+Accuracy: a region's rows against truth.csv, frame by frame. Events: the scrape's events
+(``--hold``) against the truth's (every run of one class other than ``other``); an event
+matches a true one of the same region and value when their frame spans overlap by at least
+``--overlap`` of their union (intersection over union), each true event matched at most once.
+Speed, in rounds that alternate the runs (medians), as frames per wall second and frames per CPU
+second of the process (all its threads: what a shared machine's load cannot inflate): decode only (frames decoded, nothing
+converted), decode + the regions' RGB (the scrape's own decoding stage: the floor), decode +
+full-frame RGB (what cutting from whole frames would cost), the scrape with the region models
+(``--checkpoints``) and with the comparison models (``--compare``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "src"))
+
+from foldcnn.infer.options import PredictOptions  # noqa: E402
+from foldcnn.results import write_result  # noqa: E402
+from foldcnn.scrape import Event, EventTracker, ScrapeOptions, Scraper, load_layout  # noqa: E402
+from foldcnn.scrape.layout import parse_checkpoint_map  # noqa: E402
+from foldcnn.scrape.sources import FrameFeed  # noqa: E402
+
+
+def _cpu() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def _load() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def _commit() -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+
+
+def layout_task(screens: Path, region: str) -> str:
+    regions = json.loads((screens / "layout.json").read_text())["regions"]
+    return next((r.get("task", r["checkpoint"]) for r in regions if r["name"] == region), "")
+
+
+def _truth(screens: Path) -> dict[tuple[int, str], str]:
+    with open(screens / "truth.csv") as f:
+        return {(int(r["frame"]), r["region"]): r["class"] for r in csv.DictReader(f)}
+
+
+def _true_events(truth: dict, regions: list[str]) -> list[Event]:
+    out = []
+    for region in regions:
+        t = EventTracker("truth", region, hold=1)
+        frames = sorted(f for f, r in truth if r == region)
+        out += [e for f in frames if (e := t.add(f, 0.0, truth[(f, region)], 1.0)) is not None]
+        if (e := t.close()) is not None:
+            out.append(e)
+    return out
+
+
+def _iou(a: Event, b: Event) -> float:
+    inter = min(a.end_frame, b.end_frame) - max(a.start_frame, b.start_frame) + 1
+    union = max(a.end_frame, b.end_frame) - min(a.start_frame, b.start_frame) + 1
+    return max(0, inter) / union
+
+
+def event_f1(pred: list[Event], true: list[Event], overlap: float) -> dict:
+    used: set[int] = set()
+    hits = 0
+    for p in pred:
+        for i, t in enumerate(true):
+            if i not in used and t.region == p.region and t.value == p.value and _iou(p, t) >= overlap:
+                used.add(i)
+                hits += 1
+                break
+    precision = hits / len(pred) if pred else 0.0
+    recall = hits / len(true) if true else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"f1": f1, "precision": precision, "recall": recall, "matched": hits, "predicted": len(pred),
+            "true": len(true)}
+
+
+def _trained(checkpoint: str) -> dict:
+    """The region model's test top-1 on its task's generated crops and the command that trained it."""
+    run = Path(checkpoint).parent / "run.json"
+    if not run.is_file():
+        return {"crop_test_top1": None, "train_command": None}
+    d = json.loads(run.read_text())
+    return {"crop_test_top1": d.get("test_metrics", {}).get("top1"), "train_command": d.get("command")}
+
+
+def scrape_once(video: str, layout, opts: ScrapeOptions, popts: PredictOptions) -> tuple[list, list, dict]:
+    with Scraper(layout, opts, popts) as s:
+        items = list(s.run([video]))
+        stats = s.stats.to_dict()
+    rows = [i for i in items if not isinstance(i, Event)]
+    return rows, [i for i in items if isinstance(i, Event)], stats
+
+
+def timed(fn) -> tuple[float, float]:
+    """(frames per wall second, frames per CPU second of this process, all threads) of ``fn()``,
+    which returns the frames it handled. CPU time is what a shared machine cannot inflate."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    n = fn()
+    return n / (time.perf_counter() - t0), n / (time.process_time() - c0)
+
+
+def decode_frames(video: str, layout, how: str) -> int:
+    """Decode alone: 'none' (no conversion), 'regions' (the regions' RGB), 'full' (whole frames)."""
+    import av
+
+    from foldcnn.data.frames import rgb_converter
+
+    if how == "regions":
+        feed = FrameFeed(video, lambda w, h: [r.box for r in layout.regions])
+        n = sum(len(numbers) for numbers, _, _ in feed)
+        feed.close()
+    else:
+        convert = rgb_converter() if how == "full" else None
+        n = 0
+        with av.open(video) as c:
+            s = c.streams.video[0]
+            s.thread_type = "AUTO"
+            for frame in c.decode(s):
+                if convert is not None:
+                    convert(frame)
+                n += 1
+    return n
+
+
+def quality(rows: list[dict], events: list[Event], truth: dict, layout, overlap: float) -> dict:
+    regions = [r.name for r in layout.regions]
+    per_region = {}
+    for r in layout.regions:
+        mine = [row for row in rows if row["region"] == r.name]
+        right = sum(row["class_name"] == truth[(row["frame"], r.name)] for row in mine)
+        per_region[r.name] = {"frames": len(mine), "frame_accuracy": right / len(mine) if mine else 0.0,
+                              "checkpoint": r.checkpoint, **_trained(r.checkpoint),
+                              "events": event_f1([e for e in events if e.region == r.name],
+                                                 [e for e in _true_events(truth, [r.name])], overlap)}
+    return {"regions": per_region, "events": event_f1(events, _true_events(truth, regions), overlap)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--screens", required=True, help="a folder from 'foldcnn data screens'")
+    ap.add_argument("--checkpoints", required=True, help="TASK=CHECKPOINT,... the region models (e.g. f=4)")
+    ap.add_argument("--compare", help="TASK=CHECKPOINT,... the models to compare against (e.g. f=1)")
+    ap.add_argument("--hold", type=int, default=3)
+    ap.add_argument("--overlap", type=float, default=0.8)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--backend", default="eager")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=str(ROOT / "results"), help="the results folder")
+    args = ap.parse_args()
+    screens = Path(args.screens)
+    video = str(screens / "video.mp4")
+    truth = _truth(screens)
+    popts = PredictOptions(backend=args.backend, threads=args.threads)
+    opts = ScrapeOptions(hold=args.hold)
+    sets = {"main": load_layout(screens / "layout.json", parse_checkpoint_map(args.checkpoints))}
+    if args.compare:
+        sets["compare"] = load_layout(screens / "layout.json", parse_checkpoint_map(args.compare))
+    load_before = _load()
+    result = {"command": " ".join([sys.executable.split("/")[-1], *sys.argv]), "date": datetime.now(timezone.utc)
+              .isoformat(timespec="seconds"), "cpu": _cpu(), "commit": _commit(), "load_before": load_before,
+              "screens": json.loads((screens / "manifest.json").read_text()), "backend": args.backend,
+              "threads": args.threads, "hold": args.hold, "overlap_iou": args.overlap,
+              "event_rule": "same region and value, frame spans with intersection over union >= overlap_iou"}
+    for name, layout in sets.items():
+        rows, events, stats = scrape_once(video, layout, opts, popts)
+        result[name] = {"quality": quality(rows, events, truth, layout, args.overlap), "first_run": stats,
+                        "folds": {r.name: stats["engines"][r.checkpoint]["fold"] for r in layout.regions}}
+    names = ("decode_only", "decode_regions_rgb", "decode_full_rgb", *(f"scrape_{n}" for n in sets))
+    wall: dict[str, list[float]] = {k: [] for k in names}
+    cpu: dict[str, list[float]] = {k: [] for k in names}
+    layout = sets["main"]
+    runs = {"decode_only": lambda: decode_frames(video, layout, "none"),
+            "decode_regions_rgb": lambda: decode_frames(video, layout, "regions"),
+            "decode_full_rgb": lambda: decode_frames(video, layout, "full")}
+    for n, lay in sets.items():
+        runs[f"scrape_{n}"] = lambda lay=lay: scrape_once(video, lay, opts, popts)[2]["frames"]
+    for _ in range(args.rounds):
+        for k in names:
+            w, c = timed(runs[k])
+            wall[k].append(w)
+            cpu[k].append(c)
+    med = {k: statistics.median(v) for k, v in wall.items()}
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+    result["frames_per_s"] = {"median": med, "rounds": wall}
+    result["frames_per_cpu_s"] = {"median": med_cpu, "rounds": cpu}
+    result["ratios"] = {}
+    for label, m in (("wall", med), ("cpu", med_cpu)):
+        for n in sets:
+            result["ratios"][f"{label}: scrape_{n} / decode_regions_rgb"] = m[f"scrape_{n}"] / m["decode_regions_rgb"]
+            result["ratios"][f"{label}: scrape_{n} / decode_only"] = m[f"scrape_{n}"] / m["decode_only"]
+        if "compare" in sets:
+            result["ratios"][f"{label}: scrape_main / scrape_compare"] = m["scrape_main"] / m["scrape_compare"]
+    result["load_after"] = _load()
+    game = result["screens"]["game"]
+    details = {k: v for k, v in result.items() if k not in ("command", "date", "cpu", "commit")}
+    label = {n: "f=" + "/".join(sorted({str(f) for f in result[n]["folds"].values()})) for n in sets}
+    acc_rows = []
+    for n in sets:
+        q = result[n]["quality"]
+        for region, r in q["regions"].items():
+            e = r["events"]
+            acc_rows.append({"models": label[n], "region": region, "task": layout_task(screens, region),
+                             "crop_test_top1_pct": None if r["crop_test_top1"] is None else 100 * r["crop_test_top1"],
+                             "frame_accuracy_pct": 100 * r["frame_accuracy"], "event_f1": e["f1"],
+                             "events_matched": e["matched"], "events_predicted": e["predicted"], "events_true": e["true"]})
+    acc_cols = [{"title": "models", "cell": "{models}"}, {"title": "region (task)", "cell": "{region} ({task})"},
+                {"title": "crop test top-1", "cell": "{crop_test_top1_pct:.2f}%"},
+                {"title": "frame accuracy vs truth", "cell": "{frame_accuracy_pct:.2f}%"},
+                {"title": f"event F1, --hold {args.hold}", "cell": "{event_f1:.3f}"},
+                {"title": "events matched / predicted / true",
+                 "cell": "{events_matched} / {events_predicted} / {events_true}"}]
+    what = f"scrape-accuracy_{game}-60s-720p" if result["screens"]["frames"] == 1800 else f"scrape-accuracy_{game}"
+    out = Path(args.out)
+    write_result(out, what, description=f"foldcnn scrape on a generated {game} stream: per-region frame accuracy "
+                 "and event F1 against its truth.csv", columns=acc_cols, rows=acc_rows, command=result["command"],
+                 details=details)
+    speed_rows = []
+    for k in names:
+        title = {"decode_only": "decoding alone, no conversion", "decode_regions_rgb": "decoding + the regions' RGB",
+                 "decode_full_rgb": "decoding + whole frames' RGB", "scrape_main": f"scrape, {label['main']} models",
+                 "scrape_compare": f"scrape, {label.get('compare', '')} models"}[k]
+        speed_rows.append({"run": title,
+                           "frames_per_cpu_s": med_cpu[k], "frames_per_s": med[k],
+                           "vs_decode_regions_cpu": med_cpu[k] / med_cpu["decode_regions_rgb"]})
+    speed_cols = [{"title": "run", "cell": "{run}"},
+                  {"title": f"frames per CPU second (median of {args.rounds})", "cell": "{frames_per_cpu_s:,.0f}"},
+                  {"title": "/ decoding + regions' RGB", "cell": "{vs_decode_regions_cpu:.2f}"},
+                  {"title": "frames per wall second (noisy on a shared machine)", "cell": "{frames_per_s:,.0f}"}]
+    write_result(out, what.replace("accuracy", "speed"), description=f"foldcnn scrape on a generated {game} "
+                 "stream: frames per CPU second and per wall second against decoding alone, in alternating rounds",
+                 columns=speed_cols, rows=speed_rows, command=result["command"], details=details)
+    for name in sets:
+        q = result[name]["quality"]
+        print(name, {r: round(v["frame_accuracy"], 4) for r, v in q["regions"].items()},
+              "event F1", round(q["events"]["f1"], 4))
+    print("frames/s", {k: round(v, 1) for k, v in med.items()})
+    print("frames per CPU s", {k: round(v, 1) for k, v in med_cpu.items()})
+    print({k: round(v, 3) for k, v in result["ratios"].items()})
+
+
+if __name__ == "__main__":
+    main()
