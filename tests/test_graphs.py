@@ -128,3 +128,40 @@ def test_uncached_checkpoint_without_torch_names_foldcnn_export(tmp_path):
         assert r.returncode == 2, r.stderr
         assert "foldcnn export" in r.stderr and "torch" in r.stderr and "Traceback" not in r.stderr
     assert not (ck / "onnx-cache").exists()
+
+
+def test_serve_runs_an_exported_graph_without_torch(setup, tmp_path):
+    """``foldcnn serve MODEL.onnx`` answers and its process never loads torch's library."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
+    if not Path("/proc/self/maps").exists():
+        pytest.skip("reads /proc/PID/maps")
+    import socket
+    import time
+    import urllib.request
+
+    root, _ = setup
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"PYTHONPATH": SRC, "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    p = subprocess.Popen([sys.executable, "-m", "foldcnn", "serve", str(root / "m.onnx"), "--port", str(port)],
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except OSError:
+                assert p.poll() is None and time.monotonic() < deadline, p.stderr.read() if p.poll() else "no start"
+                time.sleep(0.2)
+        body = (root / "imgs" / "00000.png").read_bytes()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/classify", data=body,
+                                     headers={"Content-Type": "image/png"})
+        answer = json.loads(urllib.request.urlopen(req, timeout=30).read())
+        assert answer["results"][0]["class_name"] in NAMES
+        assert "libtorch" not in Path(f"/proc/{p.pid}/maps").read_text()
+    finally:
+        p.terminate()
+        p.wait(timeout=60)
