@@ -519,3 +519,38 @@ def test_import_stays_light():
             "bad = [m for m in ('onnxruntime', 'matplotlib', 'onnx') if m in sys.modules]; "
             "assert not bad, bad; assert not torch.cuda.is_initialized()")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_width_mults_time_narrower_and_wider_builds_and_only_the_original_is_the_ratio_base():
+    from foldcnn.bench.report import add_ratios, is_original
+
+    cfgs = make_configs([MODEL], [1, 4], [8], [("eager", "fp32")], width_mults=[None, 0.5, 1.0])
+    keys = sorted((c.fold, c.resolved_width_mult, c.channel_multiple) for c in cfgs)
+    # f=1 at None and 1.0 is one build (the original); f=4 at 1.0 keeps the original's widths per slot
+    assert keys == [(1, 0.5, None), (1, 1.0, None), (4, 0.5, None), (4, 1.0, None), (4, 2.0, None)]
+    narrow = next(c for c in cfgs if c.fold == 1 and c.resolved_width_mult == 0.5)
+    assert narrow.widened and narrow.build_kwargs()["width_mult"] == 0.5 and "w=0.5" in narrow.label()
+    assert not next(c for c in cfgs if c.fold == 4 and c.resolved_width_mult == 1.0).widened
+    records = [{"model": MODEL, "fold": 1, "width_mult": w, "requested_batch_size": 8, "backend": "eager",
+                "dtype": "fp32", "device": "cpu", "images_per_s": v} for w, v in ((1.0, 100.0), (0.5, 300.0))]
+    add_ratios(records)
+    assert [r["ratio_vs_original"] for r in records] == [1.0, 3.0] and [is_original(r) for r in records] == [True, False]
+    with pytest.raises(ValueError, match="positive"):
+        make_configs([MODEL], [1], [8], width_mults=[-1.0])
+
+
+def test_cli_bench_width_mults(tmp_path, capsys):
+    from foldcnn.cli import main
+
+    rc = main(["bench", "--models", MODEL, "--folds", "1", "--width-mults", "0.5,1", "--batch-sizes", "8",
+               "--backends", "eager/fp32", "--no-baselines", "--no-peak", "--trials", "1", "--min-seconds", "0.01",
+               "--threads", "1", "--quiet", "--json", str(tmp_path / "w.json")])
+    assert rc == 0
+    recs = read_json(tmp_path / "w.json")["records"]
+    assert sorted(r["width_mult"] for r in recs) == [0.5, 1.0]
+    narrow = next(r for r in recs if r["width_mult"] == 0.5)
+    assert narrow["ratio_vs_original"] > 0 and narrow["flops_per_image"] < next(
+        r for r in recs if r["width_mult"] == 1.0)["flops_per_image"]
+    capsys.readouterr()
+    assert main(["bench", "--quick", "--width-mults", "0.5,-2"]) == 2
+    assert "--width-mults takes positive numbers" in capsys.readouterr().err

@@ -107,7 +107,7 @@ def result_values() -> list[float]:
             for x in v:
                 walk(x)
 
-    for path in sorted(RESULTS.glob("*.json")):
+    for path in sorted(RESULTS.rglob("*.json")):
         walk(json.loads(path.read_text(encoding="utf-8")))
     return values
 

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from foldcnn.checkpoints import load_checkpoint
-from foldcnn.train.fold_pipeline import FoldOptions
+from foldcnn.workflows.fold import FoldOptions
 from foldcnn.train.sources import DataSpec
 from tiny_data import USER_CNNS, write_folder, write_user_module
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--epochs", "1", "--original-epochs", "1", "--backends", "eager/fp32", "--bench-batch-sizes", "8",
+TINY = ["--epochs", "1", "--original-epochs", "1", "--backends", "eager/fp32", "--batch-sizes", "8",
         "--trials", "1", "--min-seconds", "0.01", "--threads", "1", "--batch-size", "8"]
 
 
@@ -36,6 +36,9 @@ def test_example_cnn_end_to_end_then_resume(tmp_path, monkeypatch, capsys):
     ck = load_checkpoint(f2["checkpoint"])
     assert ck.model.fold == 2 and ck.class_names == ["a", "b", "c"]
     assert "foldcnn predict" in (out / "report.md").read_text()
+    peer = report["best_narrower_peer"]  # timed beside them, named in the report, never chosen without --search
+    assert peer["fold"] == 1 and peer["width_mult"] < 1 and not peer["trained"] and peer["images_per_s"] > 0
+    assert "Best narrower peer" in (out / "report.md").read_text()
     run = json.loads((out / "fold2" / "run.json").read_text())
     assert run["features"]["distillation"]["teacher"].endswith("original/checkpoint")
     capsys.readouterr()
@@ -98,3 +101,15 @@ def test_options_are_validated():
     assert opts.train_config(1, teacher=False).cross_slot_decay == 0.0  # the original has no fold slots
     with pytest.raises(ValueError, match="cross_slot_decay"):
         FoldOptions("m:N", data, cross_slot_decay=-1)
+
+
+def test_precision_restricts_the_engines_timed():
+    from foldcnn.workflows.fold.stages import restrict_precisions
+
+    pairs = (("ort", "fp32"), ("ort", "int8"), ("openvino", "int8"))
+    assert restrict_precisions(pairs, ("fp32",)) == (("ort", "fp32"),)
+    assert restrict_precisions(pairs, None) == pairs
+    with pytest.raises(ValueError, match="no engine to time at precision bf16"):
+        restrict_precisions(pairs, ("bf16",))
+    with pytest.raises(ValueError, match="precisions are"):
+        FoldOptions("m:N", DataSpec(data_dir="x"), precisions=("fp64",))

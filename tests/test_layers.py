@@ -33,6 +33,7 @@ FORBIDDEN = {
     "foldcnn.train": ("foldcnn.workflows", "foldcnn.cli", "foldcnn.serve", "foldcnn.scaleout"),
     "foldcnn.serve": ("foldcnn.train", "foldcnn.cli", "foldcnn.workflows"),
     "foldcnn.scaleout": ("foldcnn.train", "foldcnn.cli", "foldcnn.serve", "foldcnn.workflows"),
+    "foldcnn.bench": ("foldcnn.train", "foldcnn.cli", "foldcnn.workflows"),
     "foldcnn.scrape": ("foldcnn.train", "foldcnn.cli", "foldcnn.serve", "foldcnn.bench", "foldcnn.workflows"),
 }
 # The shared tables and timers sit under every layer that names a precision or times a call.

@@ -157,3 +157,33 @@ def test_import_is_light():
     )
     subprocess.run([sys.executable, "-c", code], check=True)
     assert foldcnn.__version__
+
+
+def test_width_mult_at_fold_1_is_a_narrower_cnn_and_zero_channels_is_refused():
+    from foldcnn.errors import UsageError
+
+    full, half = create_model("apex-squad-count"), create_model("apex-squad-count", width_mult=0.5, channel_multiple=1)
+    convs = lambda m: [c.out_channels for c in m.modules() if isinstance(c, torch.nn.Conv2d)]  # noqa: E731
+    assert [w // 2 for w in convs(full)] == convs(half) and half.fold == 1
+    assert half.config.width_mult == 0.5 and model_from_config(half.config).config == half.config
+    x = torch.rand(3, *half.input_shape)
+    assert half.classify(x).shape == (3, half.num_classes)
+    with pytest.raises(UsageError, match="0 channels wide"):
+        create_model("apex-squad-count", width_mult=0.01)
+    with pytest.raises(UsageError, match="positive"):
+        create_model("apex-squad-count", width_mult=0)
+
+
+def test_analyze_width_mult_cli(capsys):
+    import json
+
+    from foldcnn.cli import main
+
+    assert main(["analyze", "apex-squad-count", "--folds", "1,4", "--width-mult", "0.5", "--json", "-"]) == 0
+    recs = json.loads(capsys.readouterr().out)
+    recs = recs["records"] if isinstance(recs, dict) else recs
+    assert [r["width_mult"] for r in recs] == [0.5, 0.5]
+    assert main(["analyze", "apex-squad-count", "--folds", "1", "--json", "-"]) == 0
+    full = json.loads(capsys.readouterr().out)
+    full = full["records"] if isinstance(full, dict) else full
+    assert full[0]["width_mult"] == 1.0 and recs[0]["flops_per_image"] < full[0]["flops_per_image"] / 2

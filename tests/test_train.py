@@ -259,3 +259,19 @@ def test_run_manifest_records_how_the_run_was_made(tmp_path):
     assert m2["summary"]["test_top1"] == m["summary"]["test_top1"]
     a, b = (load_checkpoint(p / "checkpoint").model.state_dict() for p in (tmp_path, tmp_path / "again"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cli_train_width_mult_builds_a_narrower_cnn_and_refuses_a_bad_one(tmp_path, capsys):
+    from foldcnn.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--task", "apex-squad-count", "--width-mult", "0.5", "--out", str(out), "--train-size", "40",
+                 "--val-size", "20", "--test-size", "20", "--epochs", "1", "--quiet"]) == 0
+    ck = load_checkpoint(out / "checkpoint")
+    assert ck.model.config.width_mult == 0.5 and ck.model.fold == 1
+    assert json.loads((out / "run.json").read_text())["model_config"]["width_mult"] == 0.5
+    for bad, says in (("0", "positive numbers"), ("0.001", "0 channels wide")):
+        assert main(["train", "--task", "apex-squad-count", "--width-mult", bad, "--out", str(tmp_path / bad),
+                     "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert says in err and len(err.splitlines()) == 1

@@ -11,6 +11,7 @@ from foldcnn.analysis import DTYPE_BYTES
 from foldcnn.errors import UsageError
 from foldcnn.fold import check_fold, padded_count
 from foldcnn.models import model_entry
+from foldcnn.models.base import resolve_width_mult
 
 __all__ = ["RUNTIMES", "BenchConfig", "estimate_seconds", "make_configs", "skip_unavailable"]
 
@@ -49,9 +50,13 @@ class BenchConfig:
     requested_batch_size: int | None = field(default=None, compare=False)
     # Builder options of the model (num_classes, input_size) as sorted (name, value) pairs.
     model_kwargs: tuple[tuple[str, object], ...] = ()
+    width_mult: float | None = None  # None: sqrt(fold), the paper's width (1.0 at fold 1: the original)
 
     def __post_init__(self) -> None:
         check_fold(self.fold)
+        if self.width_mult is not None:  # the default width (sqrt(fold)) is spelled None: one config, timed once
+            wm = resolve_width_mult(self.fold, self.width_mult)
+            object.__setattr__(self, "width_mult", None if wm == resolve_width_mult(self.fold, None) else wm)
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise UsageError(f"batch_size counts images and must be an int >= 1, got {self.batch_size!r}")
         if self.batch_size % self.fold:
@@ -78,7 +83,24 @@ class BenchConfig:
     @property
     def model_key(self) -> tuple:
         """Configurations with one model_key share one model (random weights)."""
-        return (self.model, self.fold, self.channel_multiple if self.fold > 1 else None, self.model_kwargs)
+        return (self.model, self.fold, self.channel_multiple if self.widened else None, self.model_kwargs,
+                self.resolved_width_mult)
+
+    @property
+    def resolved_width_mult(self) -> float:
+        return resolve_width_mult(self.fold, self.width_mult)
+
+    @property
+    def widened(self) -> bool:
+        """Whether any hidden width differs from the original's (so channel_multiple matters)."""
+        return self.resolved_width_mult != 1.0
+
+    def build_kwargs(self) -> dict:
+        """Keyword arguments of ``create_model`` for this configuration's model."""
+        kw = {"channel_multiple": self.channel_multiple} if self.widened else {}
+        if self.width_mult is not None:
+            kw["width_mult"] = self.width_mult
+        return {**kw, **dict(self.model_kwargs)}
 
     @property
     def backend_key(self) -> tuple:
@@ -86,8 +108,9 @@ class BenchConfig:
         return (*self.model_key, self.backend, self.dtype, self.device)
 
     def label(self) -> str:
-        cm = f" cm={self.channel_multiple}" if self.fold > 1 and self.channel_multiple is not None else ""
-        return f"{self.model} f={self.fold}{cm} B={self.batch_size} {self.backend}/{self.dtype}/{self.device}"
+        cm = f" cm={self.channel_multiple}" if self.widened and self.channel_multiple is not None else ""
+        wm = "" if self.width_mult is None else f" w={self.width_mult:.3g}"
+        return f"{self.model} f={self.fold}{wm}{cm} B={self.batch_size} {self.backend}/{self.dtype}/{self.device}"
 
 
 
@@ -101,13 +124,16 @@ def make_configs(
     device: str = "cpu",
     channel_multiples: Iterable[int | None] = (None,),
     model_kwargs: dict | None = None,
+    width_mults: Iterable[float | None] = (None,),
 ) -> list[BenchConfig]:
-    """The product models x folds x channel_multiples x batch_sizes x (backend, dtype) pairs.
+    """The product models x folds x width_mults x channel_multiples x batch_sizes x (backend, dtype) pairs.
 
     Batch sizes are in images and are rounded UP to a multiple of each fold (no image is
     dropped; the requested size is kept for matching f=1 rows). Requested sizes that round to
     one batch (1 and 4 at f=4) give one configuration, under the exact size when there is one.
     fold=1 has no widened layers, so it gets one configuration whatever the channel multiples.
+    ``width_mults`` scale every hidden width (None: sqrt(fold)); at fold 1 a multiplier below 1 is a
+    narrower CNN (then the channel multiples apply to it too).
     ``model_kwargs`` go to ``create_model`` (e.g. the num_classes and input_size of a checkpoint).
     """
     out: dict[BenchConfig, BenchConfig] = {}
@@ -117,15 +143,17 @@ def make_configs(
         model_entry(name)  # unknown name -> KeyError listing the known ones
         for f in folds:
             f = check_fold(f)
-            for cm in (multiples if f > 1 else [None]):
-                for b in batch_sizes:
-                    if isinstance(b, bool) or not isinstance(b, int) or b < 1:
-                        raise UsageError(f"batch sizes count images and must be ints >= 1, got {b!r}")
-                    for backend, dtype in backends:
-                        c = BenchConfig(name, f, padded_count(b, f), backend, dtype, device, cm, b, kwargs)
-                        # Two requested sizes that round to one batch are timed once, under the exact one.
-                        if c not in out or b == c.batch_size:
-                            out[c] = c
+            for wm in dict.fromkeys(width_mults):
+                widened = resolve_width_mult(f, wm) != 1.0
+                for cm in (multiples if widened else [None]):
+                    for b in batch_sizes:
+                        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+                            raise UsageError(f"batch sizes count images and must be ints >= 1, got {b!r}")
+                        for backend, dtype in backends:
+                            c = BenchConfig(name, f, padded_count(b, f), backend, dtype, device, cm, b, kwargs, wm)
+                            # Two requested sizes that round to one batch are timed once, under the exact one.
+                            if c not in out or b == c.batch_size:
+                                out[c] = c
     return list(out.values())
 
 
@@ -188,8 +216,7 @@ def _flops_per_image(config: BenchConfig, cache: dict) -> float:
         from foldcnn.analysis import analyze
         from foldcnn.models import create_model
 
-        kw = {"channel_multiple": config.channel_multiple} if config.fold > 1 else {}
-        cache[key] = analyze(create_model(config.model, fold=config.fold, **kw, **dict(config.model_kwargs)),
+        cache[key] = analyze(create_model(config.model, fold=config.fold, **config.build_kwargs()),
                              batch_size=config.fold).flops_per_image
     return cache[key]
 

@@ -47,7 +47,8 @@ def _fold_label(r: dict) -> str:
     if r.get("family") == "baseline":
         return "scaled baseline"
     if r["fold"] == 1:
-        return "f=1 (original)"
+        wm = r.get("width_mult")
+        return "f=1 (original)" if wm in (None, 1.0) else f"f=1 (width x{wm:g})"
     return f"f={r['fold']}" + ("" if r["channel_multiple"] is None else f" (width x{r['channel_multiple']})")
 
 

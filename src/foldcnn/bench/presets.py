@@ -84,15 +84,17 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
 
 
 def preset_configs(preset: Preset | str, *, model_kwargs: dict | None = None,
-                   **overrides) -> tuple[Preset, list[BenchConfig]]:
+                   width_mults: tuple[float, ...] | None = None, **overrides) -> tuple[Preset, list[BenchConfig]]:
     """The preset (with ``overrides`` of its fields applied, None values ignored) and its configs;
-    ``model_kwargs`` go to the builder of the preset's models (not the baselines)."""
+    ``model_kwargs`` go to the builder of the preset's models (not the baselines); ``width_mults``
+    (None: sqrt(fold) for each fold) scale the hidden widths of the preset's models."""
     if isinstance(preset, str) and preset not in PRESETS:
         raise UnknownNameError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     p = PRESETS[preset] if isinstance(preset, str) else preset
     p = replace(p, **{k: v for k, v in overrides.items() if v is not None})
     configs = make_configs(p.models, p.folds, p.batch_sizes, p.backends, device=p.device,
-                           channel_multiples=p.channel_multiples, model_kwargs=model_kwargs)
+                           channel_multiples=p.channel_multiples, model_kwargs=model_kwargs,
+                           width_mults=width_mults or (None,))
     if p.baselines:
         configs += make_configs(p.baselines, (1,), p.baseline_batch_sizes or p.batch_sizes, p.backends,
                                 device=p.device)

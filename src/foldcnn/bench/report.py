@@ -37,7 +37,7 @@ __all__ = [
 
 # Column order of records, the CSV file and the JSON records.
 RECORD_KEYS = (
-    "model", "family", "fold", "channel_multiple", "params", "batch_size", "requested_batch_size",
+    "model", "family", "fold", "width_mult", "channel_multiple", "params", "batch_size", "requested_batch_size",
     "folded_batch", "backend", "dtype", "device", "runtime",
     "images_per_s", "images_per_s_min", "images_per_s_q1", "images_per_s_q3", "images_per_s_max", "trials",
     "flops_per_image", "flops_per_s", "bytes_per_image", "arithmetic_intensity",
@@ -50,7 +50,12 @@ _STR_KEYS = {"model", "family", "backend", "dtype", "device", "runtime", "roof"}
 
 def _series_key(r: dict) -> tuple:
     """Records that differ only in batch size."""
-    return (r["model"], r["fold"], r["channel_multiple"], r["backend"], r["dtype"], r["device"])
+    return (r["model"], r["fold"], r.get("width_mult"), r["channel_multiple"], r["backend"], r["dtype"], r["device"])
+
+
+def is_original(r: dict) -> bool:
+    """A record of the original CNN: fold 1 at its own widths (a narrower fold-1 CNN is not)."""
+    return r["fold"] == 1 and r.get("width_mult") in (None, 1.0)
 
 
 def build_records(results: list[BenchResult], peaks: PeakSet | None = None) -> list[dict]:
@@ -61,7 +66,8 @@ def build_records(results: list[BenchResult], peaks: PeakSet | None = None) -> l
         flops_per_s = st.median * res.flops_per_image
         records.append({
             "model": c.model, "family": res.family, "fold": c.fold,
-            "channel_multiple": resolve_channel_multiple(c.channel_multiple) if c.fold > 1 else None,
+            "width_mult": round(c.resolved_width_mult, 4),
+            "channel_multiple": resolve_channel_multiple(c.channel_multiple) if c.widened else None,
             "params": res.params,
             "batch_size": c.batch_size, "requested_batch_size": c.requested_batch_size,
             "folded_batch": c.folded_batch, "backend": c.backend, "dtype": c.dtype, "device": c.device,
@@ -106,7 +112,7 @@ def add_roofs(records: list[dict], peaks: PeakSet) -> None:
 def add_ratios(records: list[dict]) -> None:
     """Set ``ratio_vs_original`` = images/s / images/s of the matching fold=1 record, in place."""
     originals = {(r["model"], r["requested_batch_size"], r["backend"], r["dtype"], r["device"]): r["images_per_s"]
-                 for r in records if r["fold"] == 1}
+                 for r in records if is_original(r)}
     for r in records:
         base = originals.get((r["model"], r["requested_batch_size"], r["backend"], r["dtype"], r["device"]))
         r["ratio_vs_original"] = r["images_per_s"] / base if base else None
@@ -129,7 +135,7 @@ def best_batches(records: list[dict]) -> list[dict]:
     with ``ratio_vs_original_best``: its images/s over the best fold=1 images/s of the same
     model, backend, dtype and device (each at its own best batch size)."""
     best = [r for r in records if r["best_batch"]]
-    originals = {(r["model"], r["backend"], r["dtype"], r["device"]): r["images_per_s"] for r in best if r["fold"] == 1}
+    originals = {(r["model"], r["backend"], r["dtype"], r["device"]): r["images_per_s"] for r in best if is_original(r)}
     out = []
     for r in best:
         base = originals.get((r["model"], r["backend"], r["dtype"], r["device"]))
@@ -189,7 +195,8 @@ def write_json(path: str | os.PathLike, records: list[dict], *, peaks: PeakSet |
         "machine": machine or {}, "settings": settings or {},
         "peaks": (peaks or PeakSet()).to_dict(),
         "records": [{k: r.get(k) for k in RECORD_KEYS} for r in records],
-        "best": [{"model": r["model"], "fold": r["fold"], "channel_multiple": r["channel_multiple"],
+        "best": [{"model": r["model"], "fold": r["fold"], "width_mult": r.get("width_mult"),
+                  "channel_multiple": r["channel_multiple"],
                   "backend": r["backend"], "dtype": r["dtype"], "device": r["device"],
                   "batch_size": r["batch_size"], "images_per_s": r["images_per_s"],
                   "ratio_vs_original_best": r["ratio_vs_original_best"]} for r in best_batches(records)],

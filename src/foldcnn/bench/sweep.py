@@ -81,8 +81,7 @@ def default_backend_factory(model: FoldedCNN, config: BenchConfig, *, max_batch:
 def _build_model(config: BenchConfig, seed: int) -> FoldedCNN:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        kw = {"channel_multiple": config.channel_multiple} if config.fold > 1 else {}
-        return create_model(config.model, fold=config.fold, **kw, **dict(config.model_kwargs)).eval()
+        return create_model(config.model, fold=config.fold, **config.build_kwargs()).eval()
 
 
 def _short(e: BaseException) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from foldcnn.bench.peak import PeakSet
-from foldcnn.bench.report import best_batches
+from foldcnn.bench.report import best_batches, is_original
 
 __all__ = [
     "config_cell",
@@ -47,7 +47,12 @@ def _ratio(v: float | None) -> str:
 
 
 def _cm(r: dict) -> str:
-    return "-" if r["fold"] == 1 else ("default" if r["channel_multiple"] is None else str(r["channel_multiple"]))
+    """The width rounding; a width multiplier other than the paper's sqrt(fold) is shown before it."""
+    wm = r.get("width_mult")
+    own = "" if wm is None or abs(wm - r["fold"] ** 0.5) < 1e-3 else f"w{wm:g} "
+    if is_original(r):
+        return "-"
+    return own + ("default" if r["channel_multiple"] is None else str(r["channel_multiple"]))
 
 
 def _spread(r: dict) -> str:
@@ -90,10 +95,13 @@ def peer_summary(records: list[dict]) -> list[dict]:
     for r in best:
         g = groups.setdefault((task_of(r["model"]), r["dtype"], r["device"]),
                               {"task": task_of(r["model"]), "dtype": r["dtype"], "device": r["device"],
-                               "original": {}, "baseline": None, "folded": None})
+                               "original": {}, "baseline": None, "narrow": None, "folded": None})
         if r["family"] == "baseline":
             if r["fold"] == 1 and (g["baseline"] is None or r["images_per_s"] > g["baseline"]["images_per_s"]):
                 g["baseline"] = r
+        elif r["fold"] == 1 and not is_original(r):  # a narrower CNN: a peer like the baseline
+            if g["narrow"] is None or r["images_per_s"] > g["narrow"]["images_per_s"]:
+                g["narrow"] = r
         elif r["fold"] == 1:
             prev = g["original"].get(r["backend"])
             if prev is None or r["images_per_s"] > prev["images_per_s"]:
@@ -103,7 +111,7 @@ def peer_summary(records: list[dict]) -> list[dict]:
     out = []
     tasks = list(dict.fromkeys(k[0] for k in groups))
     for _, g in sorted(groups.items(), key=lambda kv: (tasks.index(kv[0][0]), _DTYPE_ORDER.get(kv[0][1], 9), kv[0][2])):
-        peers = [*g["original"].values(), *([g["baseline"]] if g["baseline"] else [])]
+        peers = [*g["original"].values(), *([g["baseline"]] if g["baseline"] else []), *([g["narrow"]] if g["narrow"] else [])]
         top = max(peers, key=lambda r: r["images_per_s"]) if peers else None
         g["best_peer"] = top
         g["gain"] = g["folded"]["images_per_s"] / top["images_per_s"] if g["folded"] and top else None
@@ -124,7 +132,7 @@ def headline(records: list[dict], precisions: dict[str, set[str]] | None = None)
     Returns dicts with ``task``, ``device``, ``original``, ``folded`` (records) and ``gain``."""
     groups: dict[tuple, dict] = {}
     for r in records:
-        if r["family"] == "baseline":
+        if r["family"] == "baseline" or (r["fold"] == 1 and not is_original(r)):
             continue
         task = task_of(r["model"])
         if precisions is not None and r["dtype"] not in precisions.get(task, ()):

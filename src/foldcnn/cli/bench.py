@@ -6,7 +6,7 @@ import argparse
 import functools
 import sys
 
-from foldcnn.cli.common import MODEL_KWARGS_HELP, CLIError, parse_model_kwargs
+from foldcnn.cli.common import MODEL_KWARGS_HELP, WIDTH_MULT_HELP, CLIError, parse_model_kwargs, parse_width_mults
 from foldcnn.cli.common import parse_ints as _ints
 
 
@@ -60,7 +60,7 @@ def _plan(args: argparse.Namespace):
         batch_sizes=_ints(args.batch_sizes, "--batch-sizes"), backends=backends, device=args.device,
         channel_multiples=cms, trials=args.trials, min_seconds=args.min_seconds,
         peak_sizes=_ints(args.peak_sizes, "--peak-sizes"), baselines=() if args.no_baselines else None,
-        model_kwargs=parse_model_kwargs(args.model_kwargs),
+        model_kwargs=parse_model_kwargs(args.model_kwargs), width_mults=parse_width_mults(args.width_mults),
     )
 
 
@@ -195,6 +195,8 @@ def _add_bench(sub) -> None:
     _add_precision(p, "precisions for bare --backends names, comma-separated, e.g. fp32,int8")
     p.add_argument("--compile", action="store_true", help="add torch.compile fp32 to the backends (slow setup)")
     p.add_argument("--channel-multiples", help="width rounding of folded models, e.g. 1,8,16 (1 = paper's widths)")
+    p.add_argument("--width-mults", help="comma-separated width multipliers, each with every fold, e.g. 0.5,1,2 "
+                   "(" + WIDTH_MULT_HELP + "); default: sqrt(fold)")
     p.add_argument("--no-baselines", action="store_true", help="leave out the paper's scaled baseline models")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="device (default: the preset's)")
     p.add_argument("--trials", type=int, default=None, help="interleaved trials per configuration (default: preset's)")

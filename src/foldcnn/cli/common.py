@@ -73,3 +73,31 @@ def parse_fractions(text: str, flag: str, n: int = 3) -> tuple[float, ...]:
         raise CLIError(f"{flag} must be {n} positive fractions (train,val,test) that sum to 1, like 0.8,0.1,0.1; "
                        f"got {text!r}")
     return vals
+
+
+WIDTH_MULT_HELP = ("every hidden width x this multiplier, relative to the original's (a folded model's default is "
+                   "sqrt(fold), the paper's; below 1 at fold 1: a narrower CNN)")
+
+
+def parse_width_mult(value: str | float | None, flag: str = "--width-mult") -> float | None:
+    """'0.5' -> 0.5: a positive width multiplier (None stays None: the default, sqrt(fold))."""
+    if value is None:
+        return None
+    try:
+        w = float(value)
+    except ValueError:
+        w = float("nan")
+    if not w > 0 or w == float("inf"):
+        raise CLIError(f"{flag} takes positive numbers like 0.5 or 1.41 (a multiple of the original's widths), "
+                       f"got {value!r}")
+    return w
+
+
+def parse_width_mults(text: str | None, flag: str = "--width-mults") -> tuple[float, ...] | None:
+    """'0.5,1,2' -> (0.5, 1.0, 2.0); None stays None."""
+    if text is None:
+        return None
+    vals = tuple(parse_width_mult(v.strip(), flag) for v in text.split(",") if v.strip())
+    if not vals:
+        raise CLIError(f"{flag} takes comma-separated positive numbers like 0.5,1,2; got {text!r}")
+    return vals

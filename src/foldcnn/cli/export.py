@@ -110,4 +110,30 @@ def _add_export(sub) -> None:
     p.set_defaults(func=_cmd_export)
 
 
-COMMANDS = [_add_export]
+def _cmd_extract(args: argparse.Namespace) -> int:
+    from foldcnn.errors import OutputExistsError
+    from foldcnn.workflows.extract import write_slot_checkpoint
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise OutputExistsError(f"{out} is not empty; pass --overwrite to replace it or choose another --out")
+    done = write_slot_checkpoint(args.checkpoint, out)
+    print(f"wrote {done['checkpoint']}: the fold-1 slot CNN of a fold-{done['fold']} model "
+          f"(width x{done['width_mult']:.3g}, {done['params']:,} parameters); its logits equal the folded model's "
+          f"per image within {done['max_abs_logit_diff']:.1e}")
+    return 0
+
+
+def _add_extract(sub) -> None:
+    p = sub.add_parser("extract", help="write the fold-1 slot CNN of a folded checkpoint trained with "
+                       "--cross-slot-decay inf (same answers per image)",
+                       description="A folded model trained with --cross-slot-decay inf is f copies of one narrower "
+                       "CNN side by side; this writes that CNN as a fold-1 checkpoint, checked to give every image "
+                       "the same logits. A model with weights between fold slots is refused.")
+    p.add_argument("checkpoint", help="folded checkpoint directory")
+    p.add_argument("--out", required=True, help="directory of the fold-1 checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.set_defaults(func=_cmd_extract)
+
+
+COMMANDS = [_add_export, _add_extract]

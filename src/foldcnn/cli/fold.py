@@ -5,15 +5,35 @@ from __future__ import annotations
 import argparse
 import sys
 
-from foldcnn.cli.common import CROSS_SLOT_DECAY_HELP, MODEL_KWARGS_HELP, SLOT_DIAGONAL_HELP, CLIError, parse_fractions, parse_model_kwargs, parse_size
+from foldcnn.cli.common import (
+    CROSS_SLOT_DECAY_HELP,
+    MODEL_KWARGS_HELP,
+    SLOT_DIAGONAL_HELP,
+    CLIError,
+    parse_fractions,
+    parse_model_kwargs,
+    parse_size,
+    parse_width_mults,
+)
 
 
 def _folds(args: argparse.Namespace) -> tuple[int, ...]:
+    if args.folds is None and args.fold is None:
+        return (1, 2, 4) if args.search else (4,)
     text = args.folds if args.folds is not None else str(args.fold)
     try:
         return tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise CLIError(f"--folds takes comma-separated integers >= 2, like 2,3,4; got {text!r}") from None
+        raise CLIError(f"--folds takes comma-separated integers, like 2,3,4; got {text!r}") from None
+
+
+def _ints(text: str | None, flag: str) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise CLIError(f"{flag} takes comma-separated integers, like 8,32; got {text!r}") from None
 
 
 def _backends(text: str | None) -> tuple[tuple[str, str], ...] | None:
@@ -26,28 +46,36 @@ def _backends(text: str | None) -> tuple[tuple[str, str], ...] | None:
 
 
 def _cmd_fold(args: argparse.Namespace) -> int:
-    from foldcnn.train.fold_pipeline import REPORT_JSON, REPORT_MD, FoldOptions, run_fold
+    from foldcnn.workflows.fold import REPORT_JSON, REPORT_MD, FoldOptions, run_fold
     from foldcnn.train.sources import DataSpec
 
     data = DataSpec(data_dir=args.data, input_size=parse_size(args.input_size), seed=args.data_seed,
                     split=parse_fractions(args.split, "--split"))
     try:
-        batch_sizes = tuple(int(v) for v in args.bench_batch_sizes.split(","))
+        batch_sizes = tuple(int(v) for v in args.batch_sizes.split(","))
     except ValueError:
-        raise CLIError(f"--bench-batch-sizes takes integers like 256,1024; got {args.bench_batch_sizes!r}") from None
+        raise CLIError(f"--batch-sizes takes integers like 256,1024; got {args.batch_sizes!r}") from None
+    precisions = tuple(p.strip() for p in args.precision.split(",") if p.strip()) if args.precision else None
     opts = FoldOptions(model=args.model, data=data, folds=_folds(args), model_kwargs=parse_model_kwargs(args.model_kwargs),
                        weights=args.weights, max_accuracy_drop=args.max_accuracy_drop,
                        channel_multiple=args.channel_multiple, epochs=args.epochs, original_epochs=args.original_epochs,
                        batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads,
-                       precision=args.train_precision, distill=args.distill,
+                       train_precision=args.train_precision, distill=args.distill, precisions=precisions,
                        slot_diagonal_init=args.slot_diagonal_init, cross_slot_decay=args.cross_slot_decay,
                        bench_batch_sizes=batch_sizes,
                        bench_backends=_backends(args.backends), bench_trials=args.trials,
-                       bench_min_seconds=args.min_seconds)
+                       bench_min_seconds=args.min_seconds, search=args.search,
+                       widths=parse_width_mults(args.widths, "--widths"),
+                       channel_multiples=_ints(args.channel_multiples, "--channel-multiples"),
+                       max_flip_rate=args.max_flip_rate, invariant=args.invariant, abandon_margin=args.abandon_margin,
+                       engine=args.engine, address=args.address)
     quiet = args.quiet
     report = run_fold(opts, args.out, resume=args.resume, progress=not quiet, command=["foldcnn", *sys.argv[1:]],
                       log=None if quiet else (lambda msg: print(f"foldcnn fold: {msg}", file=sys.stderr)),
                       train_only=args.train_only)
+    if args.search:
+        _print_search(report, args.out)
+        return 0
     if args.train_only:
         for f, run in report["stages"].items():
             print(f"fold {f}: test top-1 {run['summary']['test_top1']:.2%}")
@@ -64,6 +92,18 @@ def _cmd_fold(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_search(report: dict, out: str) -> None:
+    for r in report["candidates"]:
+        acc = "" if r["val_top1"] is None else f", val top-1 {r['val_top1']:.2%}"
+        print(f"{r['name']:>12} ({r['kind']}): {r['images_per_s']:,.0f} images/s ({r['engine']}), {r['gain']:.2f}x"
+              f"{acc}: {r['status']}")
+    c, cost = report["chosen"], report["cost"]
+    print(f"chosen: {c['name']}, test top-1 {c['top1']:.2%}; {report['verdict']}")
+    print(f"cost: {cost['seconds']:,.0f} s; {cost['trained']} trained, {cost['abandoned']} abandoned, "
+          f"{cost['untrained']} untrained")
+    print(f"wrote {out}/report.md, {out}/report.json, {c['onnx']}")
+
+
 def _add_fold(sub) -> None:
     from foldcnn.train.config import PRECISIONS, TrainConfig
 
@@ -74,7 +114,9 @@ def _add_fold(sub) -> None:
         "model with the project's recipe (train-time BatchNorm, zero-init head, fold-slot tying, distillation "
         "from the original, slot-diagonal start), measures original and folded throughput in one interleaved run, picks the "
         "fastest folded model within --max-accuracy-drop points, exports it to ONNX and writes "
-        "OUT/report.md and OUT/report.json. Resumable with --resume.",
+        "OUT/report.md and OUT/report.json. Resumable with --resume. With --search: every fold x width (narrower "
+        "fold-1 CNNs too) is timed first, the fastest trained first, and the fastest within the budget chosen on "
+        "validation (docs/search.md).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("model", help="your CNN as package.module:Name (an nn.Module class or a function returning one, "
                    "for one image; the current directory is importable) or a zoo model name")
@@ -85,10 +127,30 @@ def _add_fold(sub) -> None:
     p.add_argument("--weights", help="the original's trained weights (.safetensors or a .pt/.pth state_dict); "
                    "without them the original is trained first")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--fold", type=int, default=4, help="the fold to try")
-    group.add_argument("--folds", help="several folds to try, e.g. 2,3,4")
+    group.add_argument("--fold", type=int, default=None, help="the fold to try (default 4)")
+    group.add_argument("--folds", help="several folds to try, e.g. 2,3,4 (with --search 1 adds the narrower CNNs; "
+                       "default there 1,2,4)")
+    p.add_argument("--search", action="store_true", help="find the fastest model on this machine within the "
+                   "budget: every fold x width multiplier (narrower fold-1 CNNs too), timed first with random "
+                   "weights, trained fastest first, hopeless learning curves abandoned (docs/search.md)")
+    p.add_argument("--widths", help="--search: width multipliers relative to the original's, comma-separated "
+                   "(default 0.5,0.71,1 and sqrt(f) for each fold f; sqrt(f), the paper's point, is always in)")
+    p.add_argument("--channel-multiples", help="--search: width roundings to try, e.g. 8,32 (default: "
+                   "--channel-multiple)")
+    p.add_argument("--max-flip-rate", type=float, default=None, help="--search: the largest share of validation "
+                   "images whose class may change with their fold-mates (default: no limit)")
+    p.add_argument("--invariant", action="store_true", help="--search: train the folded candidates with "
+                   "--cross-slot-decay inf, so answers cannot depend on fold-mates")
+    p.add_argument("--abandon-margin", type=float, default=2.0, help="--search: points of validation top-1 a "
+                   "candidate's curve may trail the original's progress before it is abandoned at 1/4 or 1/2 of "
+                   "its epochs")
+    p.add_argument("--engine", choices=("local", "ray"), default="local", help="--search: ray trains the candidates "
+                   "as Ray Tune trials side by side, stopped by its ASHA scheduler (one trial per candidate)")
+    p.add_argument("--address", help="--engine ray: the Ray cluster to join (default: a local one, started and "
+                   "stopped)")
     p.add_argument("--max-accuracy-drop", type=float, default=1.0,
-                   help="points of test top-1 a folded model may lose against the original to be chosen")
+                   help="points of top-1 a model may lose against the original to be chosen (test top-1; "
+                   "validation top-1 with --search)")
     p.add_argument("--split", default="0.8,0.1,0.1", metavar="TR,VA,TE",
                    help="train,val,test fractions of a folder of class folders (seeded, stratified)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the split")
@@ -113,8 +175,10 @@ def _add_fold(sub) -> None:
                    help=CROSS_SLOT_DECAY_HELP)
     p.add_argument("--backends", help="engines to time, as backend/precision pairs (default: every CPU engine here "
                    "except torch.compile)")
-    p.add_argument("--bench-batch-sizes", default="256,1024", help="batch sizes (images) to time; each model keeps "
+    p.add_argument("--batch-sizes", default="256,1024", help="batch sizes (images) to time; each model keeps "
                    "its best")
+    p.add_argument("--precision", help="the engines' precisions to time and choose from, comma-separated, e.g. fp32 "
+                   "(for a deployment that cannot quantize) or fp32,int8 (default: every precision here)")
     p.add_argument("--trials", type=int, default=3, help="interleaved timing trials")
     p.add_argument("--min-seconds", type=float, default=0.3, help="length of each timed block")
     p.add_argument("--resume", action="store_true", help="continue a run in --out (finished stages are reused)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from foldcnn.cli.common import MODEL_KWARGS_HELP, CLIError, parse_ints, parse_model_kwargs
+from foldcnn.cli.common import MODEL_KWARGS_HELP, WIDTH_MULT_HELP, CLIError, parse_ints, parse_model_kwargs, parse_width_mult
 from foldcnn.cli.options import add_json_flag, write_json_output
 
 
@@ -49,6 +49,7 @@ def _hidden_widths(report) -> str:
 def _analyze_records(args: argparse.Namespace) -> tuple[list[dict], object]:
     from foldcnn.analysis import DEVICES, DTYPE_BYTES, analyze, attainable, measure_peak
     from foldcnn.models import DEFAULT_CHANNEL_MULTIPLE, create_model, list_models, model_entry
+    from foldcnn.models.base import resolve_width_mult
 
     if args.all and args.models:
         raise CLIError("give model names or --all, not both")
@@ -56,6 +57,7 @@ def _analyze_records(args: argparse.Namespace) -> tuple[list[dict], object]:
     for name in names:
         model_entry(name)  # an unknown name fails before any work
     kwargs = parse_model_kwargs(args.model_kwargs)
+    width_mult = parse_width_mult(args.width_mult)
     bpe = DTYPE_BYTES[args.precision]
     cm = args.channel_multiple if args.channel_multiple is not None else DEFAULT_CHANNEL_MULTIPLE
     device = measure_peak(args.precision) if args.device == "measured" else DEVICES.get(args.device)
@@ -66,10 +68,11 @@ def _analyze_records(args: argparse.Namespace) -> tuple[list[dict], object]:
         base = analyze(create_model(name, fold=1, **kwargs), args.batch_size, bpe)
         base_pred = attainable(base, device, args.precision) if device is not None else None
         for f in parse_ints(args.folds, "--folds"):
-            r = analyze(create_model(name, fold=f, channel_multiple=cm, **kwargs), args.batch_size, bpe)
+            wm = resolve_width_mult(f, width_mult)
+            r = analyze(create_model(name, fold=f, width_mult=wm, channel_multiple=cm, **kwargs), args.batch_size, bpe)
             rec = {
-                "model": name, "fold": f, "widths": _hidden_widths(r),
-                "width_rounding": "orig" if f == 1 else ("paper" if cm == 1 else f"x{cm}"),
+                "model": name, "fold": f, "width_mult": round(wm, 4), "widths": _hidden_widths(r),
+                "width_rounding": "orig" if wm == 1 else ("paper" if cm == 1 else f"x{cm}"),
                 "channel_multiple": cm, "params": r.params, "batch_size": r.batch_size,
                 "dtype": args.precision, "bytes_per_element": bpe,
                 "flops_per_image": r.flops_per_image, "bytes_per_image": r.bytes_per_image,
@@ -136,6 +139,7 @@ def _add_analyze(sub) -> None:
                    help="predict images/s on a datasheet device, or on this CPU as measured now")
     p.add_argument("--channel-multiple", type=int, default=None,
                    help="round widened layers up to this multiple (1 = paper's exact widths; default 8)")
+    p.add_argument("--width-mult", help=WIDTH_MULT_HELP + ", at every --fold")
     add_json_flag(p, what="one record per (model, fold)")
     p.set_defaults(func=_cmd_analyze)
 

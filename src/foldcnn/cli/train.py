@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from foldcnn.cli.common import MODEL_KWARGS_HELP, CLIError, parse_fractions, parse_model_kwargs, parse_size
+from foldcnn.cli.common import (
+    MODEL_KWARGS_HELP,
+    WIDTH_MULT_HELP,
+    CLIError,
+    parse_fractions,
+    parse_model_kwargs,
+    parse_size,
+    parse_width_mult,
+)
 
 
 # ------------------------------------------------------------------------------ train/eval
@@ -72,7 +80,8 @@ def _train(args: argparse.Namespace) -> int:
                        allow_folded_teacher=args.allow_folded_teacher, resume=args.resume,
                        overwrite=args.overwrite, state_every_steps=args.save_every_steps,
                        regroupings=args.regroupings, model_kwargs=parse_model_kwargs(args.model_kwargs),
-                       weights=args.weights, log=lambda msg: print(f"note: {msg}", file=sys.stderr))
+                       weights=args.weights, log=lambda msg: print(f"note: {msg}", file=sys.stderr),
+                       width_mult=parse_width_mult(args.width_mult))
     if "summary" not in run:  # not rank 0 of a multi-process run
         return 0
     _print_skipped(run["data"], args.out)
@@ -163,6 +172,7 @@ def _add_train(sub) -> None:
                    help="train,val,test fractions of a --data folder of class folders only (seeded by --data-seed, "
                    "stratified by class)")
     p.add_argument("--fold", type=int, default=1, help="images classified together (1 = original CNN)")
+    p.add_argument("--width-mult", help=WIDTH_MULT_HELP)
     p.add_argument("--channel-multiple", type=int, default=None,
                    help="round widened layers up to this multiple (1 = paper's widths; default 8)")
     p.add_argument("--input-size", help="resize folder images (or video frames; default 50x50) to HxW "

@@ -46,7 +46,10 @@ def scaled_width(width: int, width_mult: float, channel_multiple: int) -> int:
     if width_mult == 1.0:
         return width
     # The epsilon keeps int() from truncating 63.99999... when width_mult is an exact root.
-    w = max(1, int(width * width_mult + 1e-9))
+    w = int(width * width_mult + 1e-9)
+    if w < 1:
+        raise UsageError(f"width_mult {width_mult:g} makes a layer of {width} channels 0 channels wide; "
+                         f"use a width multiplier of at least {1 / width:.3g}")
     return -(-w // channel_multiple) * channel_multiple
 
 

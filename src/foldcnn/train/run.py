@@ -74,7 +74,7 @@ def check_out_dir(out_dir: str | Path, *, resume: bool = False, overwrite: bool 
 
 
 def build_model_for(model_name: str, splits: Splits, fold: int, channel_multiple: int | None,
-                    model_kwargs: dict | None = None):
+                    model_kwargs: dict | None = None, width_mult: float | None = None):
     """A model sized for the data: a zoo builder gets num_classes and input_size; a model by import
     path gets the images' input_shape, and num_classes when its builder takes it and none was given."""
     _, h, w = splits.train.input_shape
@@ -84,11 +84,11 @@ def build_model_for(model_name: str, splits: Splits, fold: int, channel_multiple
                          "use a smaller --fold or more training data")
     if not is_import_path(model_name):
         kw = {"num_classes": k, "input_size": (h, w), **(model_kwargs or {})}
-        return create_model(model_name, fold=fold, channel_multiple=channel_multiple, **kw)
+        return create_model(model_name, fold=fold, width_mult=width_mult, channel_multiple=channel_multiple, **kw)
     kw = {**(model_kwargs or {}), "input_shape": splits.train.input_shape}
     if "num_classes" not in kw and accepts_keyword(model_name, "num_classes"):
         kw["num_classes"] = k
-    model = create_model(model_name, fold=fold, channel_multiple=channel_multiple, **kw)
+    model = create_model(model_name, fold=fold, width_mult=width_mult, channel_multiple=channel_multiple, **kw)
     if model.num_classes != k:
         raise UsageError(f"model {model_name} emits {model.num_classes} logits per image but the data has {k} "
                          f"classes; build it for {k} (e.g. --model-kwargs '{{\"num_classes\": {k}}}')")
@@ -160,6 +160,8 @@ def run_training(
     weights: str | Path | None = None,
     evaluate_only: bool = False,
     log: Callable[[str], None] | None = None,
+    width_mult: float | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> dict:
     """Train, evaluate on the test split, save ``out_dir/checkpoint`` and ``out_dir/run.json``.
 
@@ -176,6 +178,8 @@ def run_training(
     other ranks return ``{"rank": r}``. ``regroupings`` (folded models only; 0 = off): the test
     images are also classified in that many other random fold groupings, and the flip rate (share
     of images whose class changes with their fold-mates) and the top-1 spread go into run.json.
+    ``width_mult`` scales every hidden width (None: sqrt(fold)); ``on_epoch`` gets each epoch's
+    metrics row (train_model's), and an exception it raises stops the run there (train_state.pt kept).
     Returns the run manifest.
     """
     dist = dist_info()
@@ -198,7 +202,7 @@ def run_training(
     for note in splits.meta.get("notes") or []:
         say(note)
     torch.manual_seed(cfg.seed)  # --seed seeds the initialization
-    model = build_model_for(model_name, splits, fold, channel_multiple, model_kwargs)
+    model = build_model_for(model_name, splits, fold, channel_multiple, model_kwargs, width_mult)
     if state is not None:
         load_state_into(model, state, str(weights))
     diagonal = cfg.slot_diagonal_init if cfg.slot_diagonal_init is not None else is_import_path(model_name)
@@ -219,7 +223,7 @@ def run_training(
     else:
         result = train_model(model, splits.train, splits.val, cfg, out_dir=out,
                              progress=progress and dist.is_main, teacher_logits=t_logits, resume=resume,
-                             state_every_steps=state_every_steps)
+                             state_every_steps=state_every_steps, on_epoch=on_epoch)
     if not dist.is_main:
         return {"rank": dist.rank}
     t0 = time.perf_counter()

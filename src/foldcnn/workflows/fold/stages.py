@@ -1,0 +1,97 @@
+"""The pieces `foldcnn fold` and its search share: a trained stage, the interleaved timing of
+builds, the engines a user allows, and the chosen model's export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from foldcnn.checkpoints import CONFIG_FILE
+from foldcnn.errors import UsageError
+from foldcnn.train.resume import TRAIN_STATE_FILE
+from foldcnn.workflows.fold.options import FoldOptions
+from foldcnn.workflows.fold.space import Candidate
+
+__all__ = ["ORIGINAL_STAGE", "stage_done", "train_stage", "time_builds", "restrict_precisions", "export_chosen"]
+
+ORIGINAL_STAGE = "original"
+
+
+def stage_done(stage: Path) -> bool:
+    return (stage / "run.json").is_file() and (stage / "checkpoint" / CONFIG_FILE).is_file()
+
+
+def train_stage(opts: FoldOptions, fold: int, out: Path, resume: bool, progress: bool, log, command) -> dict:
+    """Train (or, with weights at fold 1, evaluate) one model; a finished stage is read back."""
+    from foldcnn.train.run import run_training
+
+    stage = out / (ORIGINAL_STAGE if fold == 1 else f"fold{fold}")
+    if stage_done(stage):
+        log(f"{stage.name}: done earlier, reusing {stage / 'checkpoint'}")
+        return json.loads((stage / "run.json").read_text())
+    teacher = out / ORIGINAL_STAGE / "checkpoint" if fold > 1 and opts.distill != "none" else None
+    continuing = resume and (stage / TRAIN_STATE_FILE).is_file()
+    log(f"{stage.name}: " + ("evaluating the given weights" if fold == 1 and opts.weights else
+                             ("resuming" if continuing else "training") + f" fold={fold}"))
+    return run_training(opts.model, opts.data, opts.train_config(fold, teacher is not None), stage, fold=fold,
+                        channel_multiple=opts.channel_multiple if fold > 1 else None, progress=progress,
+                        command=command, teacher=teacher, resume=continuing, model_kwargs=opts.model_kwargs,
+                        weights=opts.weights if fold == 1 else None,
+                        evaluate_only=fold == 1 and opts.weights is not None, log=log)
+
+
+def time_builds(opts: FoldOptions, builds: list[Candidate], kwargs: dict, progress: bool) -> dict[tuple, dict]:
+    """Best (engine, batch) of each build from one interleaved sweep with random weights:
+    ``{candidate.key: {"images_per_s", "engine", "backend", "precision", "batch_size", "flops_per_image", ...}}``."""
+    from foldcnn.backends import available_backends
+    from foldcnn.bench.configs import make_configs
+    from foldcnn.bench.sweep import run_sweep
+
+    backends = opts.bench_backends or tuple(b for b in available_backends("cpu") if b[0] != "compile")
+    backends = restrict_precisions(backends, opts.precisions)
+    configs = [c for b in builds for c in make_configs([opts.model], [b.fold], opts.bench_batch_sizes, backends,
+                                                       channel_multiples=[b.channel_multiple], model_kwargs=kwargs,
+                                                       width_mults=[b.width_mult])]
+    outcome = run_sweep(list(dict.fromkeys(configs)), trials=opts.bench_trials, min_seconds=opts.bench_min_seconds,
+                        threads=opts.threads or None, seed=opts.seed, group_by=None, progress=progress)
+    best: dict[tuple, dict] = {}
+    for r in outcome.results:
+        c, st = r.config, r.images_per_s
+        wm = c.resolved_width_mult
+        key = (c.fold, round(wm, 6), None if wm == 1.0 else c.channel_multiple)
+        if key not in best or st.median > best[key]["images_per_s"]:
+            best[key] = {"images_per_s": round(st.median, 1), "images_per_s_min": round(st.min, 1),
+                         "images_per_s_max": round(st.max, 1), "engine": f"{c.backend}/{c.dtype}",
+                         "backend": c.backend, "precision": c.dtype, "batch_size": c.batch_size,
+                         "flops_per_image": r.flops_per_image}
+    missing = [b.name for b in builds if b.key not in best]
+    if missing:
+        why = "; ".join(f"{c.label()}: {reason}" for c, reason in outcome.skipped[:3])
+        raise UsageError(f"no engine could time {', '.join(missing)} here ({why})")
+    return best
+
+
+def restrict_precisions(backends, precisions: tuple[str, ...] | None) -> tuple[tuple[str, str], ...]:
+    """The (engine, precision) pairs whose precision is allowed; none left is the user's error."""
+    kept = tuple(b for b in backends if precisions is None or b[1] in precisions)
+    if not kept:
+        raise UsageError(f"no engine to time at precision {','.join(precisions)}: the engines are "
+                         f"{', '.join('/'.join(b) for b in backends)}")
+    return kept
+
+
+def export_chosen(chosen: dict, out: Path) -> dict:
+    """ONNX fp32 (and int8 when the chosen engine ran int8), each with its sidecar JSON."""
+    from foldcnn.backends import check_onnx_parity, export_onnx
+    from foldcnn.checkpoints import load_calibration, load_checkpoint
+
+    ck = load_checkpoint(chosen["checkpoint"])
+    files = {"onnx": str(out / "model.onnx")}
+    export_onnx(ck.model, files["onnx"], class_names=ck.class_names)
+    parity = check_onnx_parity(ck.model, files["onnx"])
+    if chosen["precision"] == "int8":
+        cal = load_calibration(chosen["checkpoint"])
+        if cal is not None:
+            files["onnx_int8"] = str(out / "model.int8.onnx")
+            export_onnx(ck.model, files["onnx_int8"], class_names=ck.class_names, int8_calibration=cal)
+    return {**files, "onnx_max_abs_diff": parity["max_abs_diff"]}

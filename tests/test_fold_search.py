@@ -1,0 +1,198 @@
+"""`foldcnn fold --search`: the search space, the abandonment rule, a tiny search end to end
+(statuses, fastest-first training, no checkpoint named that does not exist), resume, and bad input."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from foldcnn.workflows.fold.space import Candidate, abandon_reason, rung_epochs, search_space
+from tiny_data import write_folder
+
+TINY = ["--epochs", "4", "--original-epochs", "4", "--backends", "eager/fp32", "--batch-sizes", "8", "--trials", "1",
+        "--min-seconds", "0.01", "--threads", "1", "--batch-size", "8"]
+
+
+def test_search_space_defaults_paper_point_and_no_original():
+    space = search_space((1, 2, 4), None, (None,))
+    names = [c.name for c in space]
+    assert "f1-w1" not in names  # the original is measured, never a candidate
+    assert {"f1-w0.5", "f1-w0.71", "f2-w1.41", "f4-w2", "f4-w1"} <= set(names) and len(names) == 2 + 4 + 4
+    assert Candidate(4, 2.0).kind == "paper" and Candidate(1, 0.5).kind == "narrower" and Candidate(1, 1.0).kind == "original"
+    # the paper's point joins a user's widths; the width rounding means nothing at width 1 (one build)
+    space = search_space((4,), (1.0, 0.5), (8, 32))
+    assert sorted(c.name for c in space) == ["f4-w0.5-c32", "f4-w0.5-c8", "f4-w1", "f4-w2-c32", "f4-w2-c8"]
+    assert any(math.isclose(c.width_mult, 2.0) for c in space)
+
+
+def test_rungs_and_the_abandonment_rule():
+    assert rung_epochs(200) == (50, 100) and rung_epochs(4) == (1, 2) and rung_epochs(1) == ()
+    reference = [0.5, 0.7, 0.8, 0.9]  # the original: 40 more points after its first quarter
+    assert abandon_reason([0.5], 4, reference, target=0.89, margin_points=2) is None  # 0.5 + 0.4 + 0.02 >= 0.89
+    assert abandon_reason([0.2], 4, reference, target=0.89, margin_points=2) is not None  # 0.62 < 0.89
+    assert abandon_reason([0.2, 0.3, 0.4], 4, reference, target=0.89, margin_points=2) is None  # not a rung
+    assert abandon_reason([0.2, 0.3], 4, [], target=0.89, margin_points=2) is None  # no reference curve: never
+    why = abandon_reason([0.5, 0.6], 4, reference, target=0.89, margin_points=0)
+    assert "after epoch 2 of 4" in why and "below the budget 89.00%" in why
+
+
+def _screened(row: dict) -> float:
+    """The first sweep's images/s, which ordered the training (a confirmed row keeps it beside)."""
+    return row.get("screening_images_per_s", row["images_per_s"])
+
+
+def _search(tmp_path, *extra):
+    from foldcnn.cli import main
+
+    data = write_folder(tmp_path / "d", {".": {c: [(12, 12)] * 10 for c in "abc"}})
+    out = tmp_path / "out"
+    argv = ["fold", "apex-squad-count", "--data", str(data), "--out", str(out), "--search", "--folds", "1,4",
+            "--widths", "0.5,1", *TINY, "--quiet", *extra]
+    return main(argv), argv, out
+
+
+def test_tiny_search_end_to_end_then_resume(tmp_path, capsys):
+    rc, argv, out = _search(tmp_path)
+    assert rc == 0
+    r = json.loads((out / "report.json").read_text())
+    rows = r["candidates"]
+    assert rows[0]["kind"] == "original" and {row["name"] for row in rows[1:]} == {"f1-w0.5", "f4-w0.5", "f4-w1", "f4-w2"}
+    assert {row["status"] for row in rows} <= {"chosen", "meets", "misses", "abandoned", "untrained"}
+    assert sum(row["status"] == "chosen" for row in rows) == 1
+    keys = {"fold", "width_mult", "channel_multiple", "flops_per_image", "images_per_s", "engine", "precision",
+            "val_top1", "test_top1", "flip_rate", "epochs_trained", "status"}
+    assert all(keys <= set(row) for row in rows)
+    for row in rows:  # a checkpoint named is a checkpoint that exists; only finished models name one
+        assert (row["checkpoint"] is None) == (row["status"] in ("abandoned", "untrained"))
+        if row["checkpoint"]:
+            assert (Path(row["checkpoint"]) / "config.json").is_file()
+    # trained fastest first (in the first sweep's order): nothing faster than the chosen model is
+    # untrained; a slower one is trained only when the confirming sweep put it ahead of the chosen one
+    chosen = next(row for row in rows if row["status"] == "chosen")
+    for row in rows[1:]:
+        if _screened(row) > _screened(chosen):
+            assert row["status"] in ("misses", "abandoned")
+        elif row is not chosen:
+            assert row["status"] == "untrained" or row["confirmed"]
+    if chosen["kind"] != "original":
+        assert chosen["val_top1"] >= r["budget_val_top1"] - 1e-12
+    c = r["chosen"]
+    assert c["fold"] == chosen["fold"] and c["width_mult"] == chosen["width_mult"] and Path(c["onnx"]).is_file()
+    assert c["top1"] == chosen["test_top1"] and c["images_per_s"] == chosen["images_per_s"] and chosen["confirmed"]
+    assert rows[0]["confirmed"] and list((out / "search").glob("confirm-*.json"))
+    cost = r["cost"]
+    assert cost["trained"] + cost["abandoned"] + cost["untrained"] == len(rows) - 1
+    md = (out / "report.md").read_text()
+    assert r["verdict"][1:] in md and "| candidate |" in md
+    from foldcnn.cli import main
+
+    assert main([*argv, "--resume"]) == 0  # nothing retrained: the same rows, the same training cost
+    again = json.loads((out / "report.json").read_text())
+    assert [(x["name"], x["status"], x["val_top1"]) for x in again["candidates"]] == \
+        [(x["name"], x["status"], x["val_top1"]) for x in rows]
+    assert again["cost"]["train_seconds"] == cost["train_seconds"]
+
+
+def test_resume_reuses_timing_and_stages(tmp_path, capsys):
+    from foldcnn.cli import main
+
+    rc, argv, out = _search(tmp_path)
+    assert rc == 0
+    argv = [a for a in argv if a != "--quiet"]
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 0
+    err = capsys.readouterr().err
+    rows = json.loads((out / "report.json").read_text())["candidates"]
+    trained = [row for row in rows[1:] if row["status"] != "untrained"]
+    assert "timing: done earlier" in err and "original: done earlier" in err
+    reused = [line for line in err.splitlines() if "done earlier" in line or "abandoned earlier" in line]
+    assert len([line for line in reused if "confirming" not in line and "-w" in line]) == len(trained)  # each stage
+    assert " training fold=" not in err and "confirming the throughput" not in err  # nothing trained or timed again
+
+
+@pytest.mark.parametrize("extra, says", [
+    (["--widths", "0"], "--widths takes positive numbers"),
+    (["--widths", "0.001"], "0 channels wide"),
+    (["--folds", "0,4"], "folds must be ints >= 1"),
+    (["--invariant", "--cross-slot-decay", "1"], "contradicts it"),
+    (["--max-flip-rate", "2"], "max_flip_rate is a share"),
+    (["--train-only"], "--train-only does not apply to --search"),
+    (["--precision", "fp64"], "precisions are"),
+])
+def test_bad_search_input_is_one_sentence_and_nothing_trained(tmp_path, capsys, extra, says):
+    rc, argv, out = _search(tmp_path, *extra)
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert says in err and len(err.splitlines()) == 1, err
+    assert not list(out.rglob("config.json")) and not (out / "report.json").exists()
+
+
+def test_search_flags_need_search(tmp_path, capsys):
+    from foldcnn.cli import main
+
+    data = write_folder(tmp_path / "d", {".": {c: [(12, 12)] * 4 for c in "ab"}})
+    assert main(["fold", "apex-squad-count", "--data", str(data), "--out", str(tmp_path / "o"), "--widths", "0.5",
+                 "--quiet"]) == 2
+    assert "add search=True (--search)" in capsys.readouterr().err
+
+
+CONCAT_CNN = '''
+import torch
+from torch import nn
+
+
+class Concat(nn.Module):
+    def __init__(self, num_classes=3):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(3, 8, 3, padding=1)
+        self.c = nn.Conv2d(16, 8, 3, padding=1)
+        self.head = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        y = torch.relu(self.c(torch.cat([self.a(x), self.b(x)], dim=1)))
+        return self.head(y.mean((2, 3)))
+'''
+
+
+def test_invariant_refuses_a_model_whose_slots_could_mix(tmp_path, monkeypatch, capsys):
+    from foldcnn.cli import main
+    from tiny_data import write_user_module
+
+    name = write_user_module(tmp_path, monkeypatch, CONCAT_CNN, "concat_cnn")
+    data = write_folder(tmp_path / "d", {".": {c: [(12, 12)] * 6 for c in "abc"}})
+    out = tmp_path / "out"
+    assert main(["fold", f"{name}:Concat", "--data", str(data), "--out", str(out), "--search", "--folds", "4",
+                 "--invariant", "--model-kwargs", '{"input_shape": [3, 12, 12]}', *TINY, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--invariant needs every layer tied" in err and "'c'" in err and len(err.splitlines()) == 1
+    assert not list(out.rglob("config.json"))
+
+
+def test_ray_engine_bad_input_is_one_sentence_before_training(tmp_path, capsys):
+    rc, _, out = _search(tmp_path, "--engine", "ray", "--address", "127.0.0.1:9")
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot reach the Ray cluster at '127.0.0.1:9'" in err and len(err.splitlines()) == 1
+    assert not list(out.rglob("config.json"))
+    from foldcnn.cli import main
+
+    data = write_folder(tmp_path / "d2", {".": {c: [(12, 12)] * 4 for c in "ab"}})
+    assert main(["fold", "apex-squad-count", "--data", str(data), "--out", str(tmp_path / "o"), "--engine", "ray",
+                 "--quiet"]) == 2
+    assert "add search=True (--search)" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ray_engine_trains_candidates_as_tune_trials(tmp_path):
+    """A local Ray cluster (about a minute to start and stop on 2 cores): the same report as without Ray."""
+    rc, argv, out = _search(tmp_path, "--engine", "ray")
+    assert rc == 0
+    rows = json.loads((out / "report.json").read_text())["candidates"]
+    o = _screened(rows[0])
+    for row in rows[1:]:  # every candidate faster than the original was a trial: finished or stopped by ASHA
+        assert row["status"] in (("chosen", "meets", "misses", "abandoned") if _screened(row) > o else
+                                 ("untrained",))
+        if row["status"] == "abandoned":
+            assert "ASHA" in row["reason"] and not (out / row["name"] / "checkpoint" / "config.json").exists()
+    assert (out / "search" / "ray" / "candidates").is_dir()
