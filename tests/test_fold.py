@@ -111,3 +111,24 @@ def test_round_batch_refuses_what_is_not_a_count():
             round_batch(bad, 2)
     with pytest.raises(ValueError, match="fold"):
         round_batch(8, 0)
+
+
+def test_numpy_folding_is_the_torch_layout_exactly():
+    """The torch-free path folds numpy arrays with the same functions: same layout, same values."""
+
+    from foldcnn.errors import UsageError
+
+    rng = np.random.default_rng(0)
+    for f in (1, 2, 3, 4):
+        x = rng.integers(0, 256, (3 * f, 3, 5, 7), dtype=np.uint8)
+        folded = fold_images(x, f)
+        assert isinstance(folded, np.ndarray) and np.shares_memory(folded, x)  # a view, as in torch
+        np.testing.assert_array_equal(folded, fold_images(torch.from_numpy(x), f).numpy())
+        y = rng.standard_normal((3, 4 * f)).astype(np.float32)
+        np.testing.assert_array_equal(unfold_logits(y, f), unfold_logits(torch.from_numpy(y), f).numpy())
+        padded, n = pad_to_fold(x[:f + 1], f)
+        want, m = pad_to_fold(torch.from_numpy(x[:f + 1]), f)
+        assert n == m == f + 1 and padded.dtype == np.uint8
+        np.testing.assert_array_equal(padded, want.numpy())
+    with pytest.raises(UsageError, match="multiple of fold=2"):
+        fold_images(np.zeros((3, 3, 4, 4), np.float32), 2)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from foldcnn.backends import graph_cache, onnx_export, ort as ort_backend
+from foldcnn.backends import graph_cache, onnx_export
 from foldcnn.checkpoints import save_checkpoint
 from foldcnn.infer import Predictor
 from tiny_data import one_thread, random_images, tiny_model  # noqa: F401 (one_thread: autouse)
@@ -32,27 +32,46 @@ def test_second_run_reads_the_cached_graph_and_answers_the_same(ckpt, monkeypatc
         first = p.predict_arrays(x)[1]
         assert p.stats.graph_cache["hit"] is False
         assert p.stats.graph_cache["path"].startswith(str(ckpt / graph_cache.CACHE_FOLDER))
-    monkeypatch.setattr(ort_backend, "onnx_bytes", _no_export)
-    monkeypatch.setattr(ort_backend, "quantize_int8", _no_export)
+    monkeypatch.setattr(onnx_export, "onnx_bytes", _no_export)
+    monkeypatch.setattr(onnx_export, "quantize_int8", _no_export)
     with Predictor.from_checkpoint(ckpt, backend="ort", precision=precision, workers=0) as p:
         again = p.predict_arrays(x)[1]
         assert p.stats.graph_cache["hit"] is True
     np.testing.assert_array_equal(first, again)
 
 
-def test_key_follows_weights_precision_and_calibration():
-    m = tiny_model(2)
-    calib = np.zeros((4, 6, 12, 16), np.float32)
-    base = graph_cache.graph_key(m, "int8", calib)
-    assert graph_cache.graph_key(m, "int8", calib) == base
-    assert graph_cache.graph_key(m, "fp32") != base
-    assert graph_cache.graph_key(m, "int8", calib + 0.5) != base
-    other = tiny_model(2, seed=1)
+def test_key_follows_weights_precision_and_calibration(tmp_path):
+    names = [f"c{i}" for i in range(5)]
+    ck = save_checkpoint(tmp_path / "a", tiny_model(2), names)
+    calib = np.zeros((4, 3, 12, 16), np.uint8)
+    base = graph_cache.graph_key(ck, "int8", calib)
+    assert graph_cache.graph_key(ck, "int8", calib) == base
+    assert graph_cache.graph_key(ck, "int8", torch.from_numpy(calib)) == base  # a tensor: the same bytes
+    assert graph_cache.graph_key(ck, "fp32") != base
+    assert graph_cache.graph_key(ck, "int8", calib + 1) != base
+    other = save_checkpoint(tmp_path / "b", tiny_model(2, seed=1), names)
     assert graph_cache.graph_key(other, "int8", calib) != base
     with torch.no_grad():
         m2 = tiny_model(2)
         next(m2.parameters()).view(-1)[0] += 1e-3
-    assert graph_cache.graph_key(m2, "int8", calib) != base
+    assert graph_cache.graph_key(save_checkpoint(tmp_path / "c", m2, names), "int8", calib) != base
+    same = save_checkpoint(tmp_path / "d", tiny_model(2), [f"other{i}" for i in range(5)])  # names: not in the graph
+    assert graph_cache.graph_key(same, "int8", calib) == base
+
+
+def test_cached_graph_is_found_without_building_the_model(ckpt, monkeypatch):
+    """The torch-free lookup computes the key a torch run stored the graph under."""
+    assert graph_cache.cached_checkpoint_graph(ckpt, "int8") is None
+    with Predictor.from_checkpoint(ckpt, backend="ort", precision="int8", workers=0) as p:
+        want = p.predict_arrays(random_images(9, seed=3))[1]
+    g = graph_cache.cached_checkpoint_graph(ckpt, "int8")
+    assert g is not None and g.graph_cache["hit"] and (g.fold, g.num_classes, g.precision) == (2, 5, "int8")
+    import foldcnn.checkpoints as checkpoints
+
+    monkeypatch.setattr(checkpoints, "load_checkpoint", _no_export)  # no torch model is built
+    with Predictor.from_checkpoint(ckpt, backend="ort", precision="int8", workers=0) as p:
+        assert p.graph is not None and p.class_names == [f"c{i}" for i in range(5)]
+        np.testing.assert_array_equal(p.predict_arrays(random_images(9, seed=3))[1], want)
 
 
 def test_read_only_checkpoint_uses_the_user_cache_then_no_cache(ckpt, tmp_path, monkeypatch):
@@ -83,4 +102,3 @@ def test_in_memory_models_are_not_cached(tmp_path, monkeypatch):
     with Predictor(tiny_model(1), backend="ort", workers=0) as p:
         assert p.stats.graph_cache is None
     assert not (tmp_path / "user-cache").exists()
-    assert onnx_export.onnx_bytes is ort_backend.onnx_bytes

@@ -18,6 +18,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "foldcnn"
 # of training, inference, serving or the CLI; inference does not import training).
 FORBIDDEN = {
     "foldcnn.errors": ("foldcnn.",),
+    "foldcnn.tensors": ("foldcnn.",),
     "foldcnn.fold": ("foldcnn.models", "foldcnn.checkpoints", "foldcnn.data", "foldcnn.train", "foldcnn.infer",
                      "foldcnn.backends", "foldcnn.serve", "foldcnn.cli", "foldcnn.scaleout", "foldcnn.bench",
                      "foldcnn.workflows"),

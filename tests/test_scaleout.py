@@ -146,10 +146,10 @@ def test_broken_video_keeps_frames_before_the_error(monkeypatch):
 
     def five_then_fail(path, input_size, stride, resize, keyframes=False):
         for t in range(5):
-            yield t * stride, torch.full((3, *input_size), t, dtype=torch.uint8)
+            yield t * stride, np.full((3, *input_size), t, dtype=np.uint8)
         raise readers.VideoReadError(f"cannot read video {path}: decoding failed after 5 frames")
 
-    monkeypatch.setattr(readers, "iter_video_frames", five_then_fail)
+    monkeypatch.setattr(readers, "iter_video_arrays", five_then_fail)
     rows = list(decode_units(_video_unit("cam.mp4"), fold=FOLD, input_shape=(3, 22, 52), stride=2, chunk=4,
                              on_error="skip"))
     folds, fail = rows[:-1], rows[-1]
@@ -205,7 +205,7 @@ def test_read_tasks_honour_resize_off_and_max_pixels(data, ckpt):
     local = Predictor.from_checkpoint(ckpt, workers=0, resize_mode="nearest")._spec
     from foldcnn.infer.sources import load_image_file
 
-    want = np.stack([load_image_file(p, local)[0].numpy() for p in data["images"][:2]])
+    want = np.stack([load_image_file(p, local)[0] for p in data["images"][:2]])
     assert len(ok) == 1 and (ok[0]["image"][0, :2] == want).all()
 
 
@@ -383,3 +383,67 @@ def test_ray_run_on_error_raise_names_the_file(cluster, data, ckpt, tmp_path):
     with pytest.raises(DataReadError, match="bad.png"):
         run_ray_predict(ckpt, [data["imgs"]], tmp_path, on_error="raise", progress=False)
     assert cluster.is_initialized()
+
+
+@pytest.mark.slow
+def test_ray_run_survives_an_inference_worker_killed_mid_job(cluster, ckpt, tmp_path):
+    """SIGKILL of the inference actor while the job runs: Ray restarts it and retries its batches
+    (Ray Data's actor pools restart and retry by default), and the rows equal an undisturbed run's."""
+    import signal
+    import threading
+    import time
+
+    from foldcnn.scaleout import run_ray_predict
+
+    def inference_workers() -> list[int]:
+        """Pids of this test's own Ray workers (descendants of this process) running the inference
+        actor: the state API needs the dashboard, which the local cluster here runs without."""
+        parent = {}
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                try:
+                    parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+        ours, me = [], os.getpid()
+        for pid in parent:
+            p, seen = pid, 0
+            while p in parent and p != me and seen < 64:
+                p, seen = parent[p], seen + 1
+            if p == me and pid != me:
+                try:
+                    if b"FoldedInference" in (Path("/proc") / str(pid) / "cmdline").read_bytes():
+                        ours.append(pid)
+                except OSError:
+                    continue
+        return ours
+
+    rng = np.random.default_rng(3)
+    (tmp_path / "imgs").mkdir()
+    for i in range(600):
+        Image.fromarray(rng.integers(0, 256, (22, 52, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"{i:04d}.png")
+    args = dict(batch_size=8, num_actors=1, progress=False, formats=("csv",))
+    run_ray_predict(ckpt, [tmp_path / "imgs"], tmp_path / "calm", **args)
+    killed, running = [], threading.Event()
+
+    def kill_the_inference_actor():
+        while running.is_set() and not killed:
+            pids = inference_workers()
+            if pids:
+                time.sleep(0.5)  # let it take a few batches first
+                if running.is_set():
+                    os.kill(pids[0], signal.SIGKILL)
+                    killed.append(pids[0])
+                return
+            time.sleep(0.05)
+
+    running.set()
+    t = threading.Thread(target=kill_the_inference_actor)
+    t.start()
+    try:
+        run_ray_predict(ckpt, [tmp_path / "imgs"], tmp_path / "killed", **args)
+    finally:
+        running.clear()
+        t.join()
+    assert killed, "the job ended before its inference actor could be killed; give it more images"
+    assert (tmp_path / "killed" / "predictions.csv").read_bytes() == (tmp_path / "calm" / "predictions.csv").read_bytes()

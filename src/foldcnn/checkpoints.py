@@ -3,7 +3,9 @@ with no other file. Nothing is unpickled; training-resume state lives in ``train
 loaded with ``weights_only=True`` (see foldcnn.train.resume).
 
 A lower layer: models and safetensors only, so that inference, serving and export read
-checkpoints without importing training."""
+checkpoints without importing training. torch and the model zoo are imported by the functions
+that build or save a model, not by this module: ``read_config`` and the file names serve the
+torch-free inference path (foldcnn.backends.graphs)."""
 
 from __future__ import annotations
 
@@ -11,13 +13,15 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from foldcnn.errors import FoldcnnError
-from foldcnn.models import FoldedCNN, ModelConfig, model_from_config
-from foldcnn.models.imported import import_root, is_import_path, search_path
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from foldcnn.models import FoldedCNN
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -77,7 +81,11 @@ def save_checkpoint(
     ``calibration_images`` (uint8 (N, C, H, W), a sample of the training images) are stored
     beside the weights for int8 calibration at inference time (see load_calibration).
     """
+    import torch
     from safetensors.torch import save
+
+    from foldcnn.models import ModelConfig
+    from foldcnn.models.imported import import_root, is_import_path
 
     config = getattr(model, "config", None)
     if not isinstance(config, ModelConfig):
@@ -187,6 +195,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     with a sentence saying how to save a state_dict; ``{"state_dict": {...}}`` wrappers are unwrapped."""
     import pickle
 
+    import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -226,6 +235,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> Check
     that no longer imports, or weights that no longer fit, raise a one-sentence CheckpointError."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
+
+    from foldcnn.models import ModelConfig, model_from_config
+    from foldcnn.models.imported import search_path
 
     path = Path(path)
     cfg = read_config(path)

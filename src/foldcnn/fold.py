@@ -7,12 +7,15 @@ Layout contract, for a fold factor f:
 * folded logits (N/f, f*K) become per-image logits (N, K); logits [j*K, (j+1)*K) of
   folded row g belong to image g*f + j.
 
-Both directions are plain reshapes, so they are views of contiguous inputs.
+Both directions are plain reshapes, so they are views of contiguous inputs. Every function takes a
+torch tensor or a numpy array and returns the same kind: this module imports neither torch nor
+anything that does, so the torch-free inference path (an exported graph on onnxruntime or
+OpenVINO) folds with these very functions.
 """
 
 from __future__ import annotations
 
-import torch
+import numpy as np
 
 from foldcnn.errors import UsageError, UsageTypeError
 
@@ -21,14 +24,8 @@ __all__ = ["check_fold", "fold_images", "unfold_logits", "pad_to_fold", "padded_
 
 def check_fold(fold: object) -> int:
     """Return ``fold`` as an int after checking it is an integer >= 1."""
-    if isinstance(fold, bool) or not isinstance(fold, int):
-        try:
-            import numpy as np
-
-            if isinstance(fold, np.integer):
-                fold = int(fold)
-        except ImportError:  # pragma: no cover - numpy is a core dependency
-            pass
+    if isinstance(fold, np.integer):
+        fold = int(fold)
     if isinstance(fold, bool) or not isinstance(fold, int):
         raise UsageTypeError(f"fold must be an int >= 1 (1 means the unfolded CNN), got {fold!r}")
     if fold < 1:
@@ -44,13 +41,14 @@ def _check_multiple(n: int, fold: int, what: str) -> None:
         )
 
 
-def fold_images(x: torch.Tensor, fold: int) -> torch.Tensor:
+def fold_images(x, fold: int):
     """Stack groups of ``fold`` consecutive images along channels.
 
-    (N, C, H, W) -> (N/f, f*C, H, W). Returns a view when ``x`` is contiguous.
+    (N, C, H, W) -> (N/f, f*C, H, W), a torch tensor or a numpy array (the same kind back).
+    Returns a view when ``x`` is contiguous.
     """
     fold = check_fold(fold)
-    if x.dim() != 4:
+    if x.ndim != 4:
         raise UsageError(
             f"fold_images expects a batch of images (N, C, H, W), got a tensor of shape "
             f"{tuple(x.shape)}; add a batch axis with x.unsqueeze(0) for a single image"
@@ -60,10 +58,10 @@ def fold_images(x: torch.Tensor, fold: int) -> torch.Tensor:
     return x.reshape(n // fold, fold * c, h, w)
 
 
-def unfold_logits(y: torch.Tensor, fold: int) -> torch.Tensor:
-    """Split folded logits back into per-image logits: (N/f, f*K) -> (N, K)."""
+def unfold_logits(y, fold: int):
+    """Split folded logits back into per-image logits: (N/f, f*K) -> (N, K) (torch or numpy)."""
     fold = check_fold(fold)
-    if y.dim() != 2:
+    if y.ndim != 2:
         raise UsageError(
             f"unfold_logits expects folded logits (N/f, f*K), got a tensor of shape {tuple(y.shape)}"
         )
@@ -94,18 +92,26 @@ def round_batch(batch_size: int, fold: int) -> int:
     return max(fold, batch_size // fold * fold)
 
 
-def pad_to_fold(x: torch.Tensor, fold: int) -> tuple[torch.Tensor, int]:
+def pad_to_fold(x, fold: int) -> tuple:
     """Zero-pad the batch axis of ``x`` (N, ...) up to a multiple of ``fold``.
 
     Returns ``(padded, n_real)``: callers keep the first ``n_real`` per-image outputs and
     discard the rest. When N is already a multiple of ``fold`` the input itself is returned.
     """
     fold = check_fold(fold)
-    if x.dim() < 1:
+    if x.ndim < 1:
         raise UsageError("pad_to_fold expects a batch (N, ...), got a 0-d tensor")
     n = x.shape[0]
     target = padded_count(n, fold)
     if target == n:
         return x, n
-    pad = x.new_zeros((target - n, *x.shape[1:]))
-    return torch.cat([x, pad], dim=0), n
+    if isinstance(x, np.ndarray):
+        return np.concatenate([x, np.zeros((target - n, *x.shape[1:]), x.dtype)]), n
+    pad = x.new_zeros((target - n, *x.shape[1:]))  # a torch tensor: torch is imported already
+    return _torch_cat(x, pad), n
+
+
+def _torch_cat(x, pad):
+    import torch  # only reached with a torch tensor in hand
+
+    return torch.cat([x, pad], dim=0)

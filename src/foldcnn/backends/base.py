@@ -13,13 +13,18 @@ import contextvars
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from foldcnn.errors import FoldcnnError, UsageError, UsageTypeError
 from foldcnn.fold import unfold_logits
-from foldcnn.models import FoldedCNN
+from foldcnn.tensors import is_tensor, tensor_to_numpy
+
+if TYPE_CHECKING:  # torch is not imported here: the ort and openvino backends run exported graphs without it
+    import torch
+
+    from foldcnn.models import FoldedCNN
 
 __all__ = ["DEVICES", "PRECISIONS", "Backend", "BackendError", "BackendSpec", "cores_shared", "default_threads",
            "prediction_agreement", "shares_cores"]
@@ -58,7 +63,7 @@ class Backend:
         return self._run(self._check(x))
 
     def _check(self, x: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
-        if not isinstance(x, (np.ndarray, torch.Tensor)):
+        if not (isinstance(x, np.ndarray) or is_tensor(x)):
             raise UsageTypeError(f"run() takes a numpy array or a torch tensor, got {type(x).__name__}")
         shape = tuple(x.shape)
         if len(shape) != 4 or shape[1:] != self.folded_input_shape or shape[0] < 1:
@@ -68,10 +73,8 @@ class Backend:
                 f"(fold={f} images of ({c}, {h}, {w}) each); got {shape}. Fold images with "
                 f"foldcnn.fold_images(images, {f})"
             )
-        if isinstance(x, torch.Tensor):
-            if x.dtype != torch.float32:
-                x = x.float()
-            return x
+        if is_tensor(x):
+            return x.float()  # no copy when it is float32 already
         return np.ascontiguousarray(x, dtype=np.float32)
 
     def _run(self, x: np.ndarray | torch.Tensor) -> np.ndarray:  # pragma: no cover - abstract
@@ -142,13 +145,17 @@ def prediction_agreement(reference_logits, logits, fold: int | None = None) -> f
     Both are per-image logits (N, K), or folded logits (N/f, f*K) when ``fold`` is given
     (they are unfolded first). Used to judge lower precisions (bf16, int8) against fp32.
     """
-    ref = torch.as_tensor(np.asarray(reference_logits, dtype=np.float32))
-    got = torch.as_tensor(np.asarray(logits, dtype=np.float32))
+    ref = _as_float_array(reference_logits)
+    got = _as_float_array(logits)
     if fold is not None:
         ref, got = unfold_logits(ref, fold), unfold_logits(got, fold)
-    if ref.shape != got.shape or ref.dim() != 2:
+    if ref.shape != got.shape or ref.ndim != 2:
         raise UsageError(f"prediction_agreement needs two logits arrays of one shape (N, K), "
                          f"got {tuple(ref.shape)} and {tuple(got.shape)}")
     if ref.shape[0] == 0:
         raise UsageError("prediction_agreement needs at least one image")
-    return float((ref.argmax(1) == got.argmax(1)).double().mean())
+    return float((ref.argmax(1) == got.argmax(1)).mean())
+
+
+def _as_float_array(x) -> np.ndarray:
+    return np.asarray(tensor_to_numpy(x) if is_tensor(x) else x, dtype=np.float32)

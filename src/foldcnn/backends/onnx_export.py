@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from foldcnn.backends.base import BackendError
+from foldcnn.backends.graphs import INPUT_NAME, OUTPUT_NAME, SIDECAR_FORMAT, fold_calibration, graph_sha256
 from foldcnn.errors import MissingInputError, UsageError
-from foldcnn.fold import fold_images
 from foldcnn.models import FoldedCNN
 
 __all__ = [
@@ -38,15 +38,12 @@ __all__ = [
     "write_sidecar",
 ]
 
-INPUT_NAME = "images"
-OUTPUT_NAME = "logits"
 # Opset of the TorchScript exporter: 17 is read by every onnxruntime >= 1.14 and has all ops we use.
 DEFAULT_OPSET = 17
 # The oldest opset torch.onnx writes (torch.onnx._constants.ONNX_MIN_OPSET); onnxruntime has no kernels
 # for the opset-1 ReLU an opset-5 graph would hold.
 MIN_OPSET = 7
 EXPORTERS = ("auto", "legacy", "dynamo")
-SIDECAR_FORMAT = "foldcnn-onnx"
 
 
 def _plain_copy(model: FoldedCNN) -> torch.nn.Module:
@@ -122,27 +119,6 @@ def _max_opset() -> int:
     return int(getattr(_constants, "ONNX_MAX_OPSET", DEFAULT_OPSET))
 
 
-def fold_calibration(images: torch.Tensor, fold: int, input_shape: tuple[int, int, int]) -> np.ndarray:
-    """uint8 images (N, C, H, W) -> folded float32 inputs (ceil(N/f), f*C, H, W) in [0, 1].
-
-    A last partial fold is filled with the first images again (not zeros, which would shift the
-    activation ranges), so every calibration image is used.
-    """
-    images = torch.as_tensor(images)
-    if images.dtype != torch.uint8 or images.dim() != 4 or tuple(images.shape[1:]) != tuple(input_shape):
-        raise BackendError(
-            f"calibration images must be uint8 (N, {', '.join(map(str, input_shape))}) like the training "
-            f"images, got {images.dtype} {tuple(images.shape)}; convert floats in [0, 1] with "
-            "(x * 255).round().to(torch.uint8)")
-    n = images.shape[0]
-    if n == 0:
-        raise BackendError("calibration needs at least one image; pass a few hundred training images")
-    short = -n % fold
-    if short:
-        images = torch.cat([images, images[torch.arange(short) % n]])
-    return fold_images(images.float().div_(255), fold).contiguous().numpy()
-
-
 def quantize_int8(model_bytes: bytes, calibration: np.ndarray, *, per_channel: bool = True,
                   batch: int = 32) -> bytes:
     """ONNX Runtime static quantization (QDQ; uint8 activations, int8 weights, per-channel weights)
@@ -182,8 +158,10 @@ def quantize_int8(model_bytes: bytes, calibration: np.ndarray, *, per_channel: b
 
 
 def write_sidecar(path: str | os.PathLike, model: FoldedCNN, *, class_names: list[str] | None = None,
-                  precision: str = "fp32", opset: int | None = None) -> Path:
-    """Write ``<path>.json``: what a user needs to fold inputs and read the outputs without foldcnn."""
+                  precision: str = "fp32", opset: int | None = None, data: bytes | None = None) -> Path:
+    """Write ``<path>.json``: what a user needs to fold inputs and read the outputs without foldcnn.
+    ``data``: the graph's bytes, whose SHA-256 the sidecar records (so a sidecar is never used with
+    another graph); read from ``path`` when not given."""
     path = Path(path)
     names = list(class_names) if class_names is not None else [str(i) for i in range(model.num_classes)]
     if len(names) != model.num_classes:
@@ -201,6 +179,7 @@ def write_sidecar(path: str | os.PathLike, model: FoldedCNN, *, class_names: lis
         "normalization": {"scale": 1 / 255, "range": [0.0, 1.0], "from": "uint8"},
         "precision": precision,
         "opset": opset,
+        "graph_sha256": graph_sha256(data if data is not None else path.read_bytes()),
         "model": config.to_dict() if config is not None else None,
         "layout": "image i -> folded row i // fold, channels [C*(i % fold), C*(i % fold) + C); "
                   "logits [j*K, (j+1)*K) of folded row g -> image g*fold + j",
@@ -229,7 +208,7 @@ def export_onnx(model: FoldedCNN, path: str | os.PathLike, *, opset: int | None 
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
-    write_sidecar(path, model, class_names=class_names, precision=precision, opset=graph_opset(data))
+    write_sidecar(path, model, class_names=class_names, precision=precision, opset=graph_opset(data), data=data)
     return path
 
 

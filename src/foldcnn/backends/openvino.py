@@ -27,14 +27,19 @@ import logging
 import os
 import warnings
 from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from foldcnn.backends.base import Backend, BackendError, BackendSpec, default_threads
-from foldcnn.backends.onnx_export import fold_calibration, onnx_bytes, quantize_int8
+from foldcnn.backends.graphs import GraphModel, check_graph_shapes, fold_calibration
 from foldcnn.backends.ort import NO_CALIBRATION
-from foldcnn.models import FoldedCNN
+from foldcnn.tensors import is_tensor
+
+if TYPE_CHECKING:  # an exported graph (GraphModel) runs without torch
+    import torch
+
+    from foldcnn.models import FoldedCNN
 
 __all__ = ["DEFAULTS", "HINTS", "HINT_ENV", "INT8_METHODS", "OpenVINOBackend", "OpenVINOOptions", "default_options",
            "openvino_support"]
@@ -134,23 +139,37 @@ def nncf_int8(ov_model, calibration: np.ndarray):
 class OpenVINOBackend(Backend):
     """An OpenVINO CompiledModel over the exported folded graph, on the CPU."""
 
-    def __init__(self, model: FoldedCNN, *, precision: str, threads: int | None, device: str = "cpu",
+    def __init__(self, model: FoldedCNN | GraphModel, *, precision: str, threads: int | None, device: str = "cpu",
                  max_batch: int, calibration: torch.Tensor | None = None,
                  options: OpenVINOOptions = DEFAULTS) -> None:
         super().__init__(model, "openvino", precision, device, max_batch)
         if device != "cpu":
             raise BackendError(openvino_support(device)[precision] or "the openvino backend runs on the CPU")
-        if precision == "int8" and calibration is None:
+        graph = isinstance(model, GraphModel)
+        if precision == "int8" and calibration is None and not graph:
             raise BackendError(NO_CALIBRATION)
         self.options = options
         self.threads = default_threads(threads)
-        data = onnx_bytes(model)
-        cal = fold_calibration(calibration, model.fold, model.input_shape) if precision == "int8" else None
-        if cal is not None and options.int8 == "qdq":
+        cal = None
+        self.graph_cache = None
+        if graph:
+            if (precision == "int8") != (model.precision == "int8"):
+                raise BackendError(f"{model.source} is a {model.precision} graph; run it at that precision "
+                                   f"(not {precision})")
+            data, self.graph_cache = model.data, model.graph_cache
+        elif precision == "int8" and options.int8 == "qdq":
             missing = _int8_missing("qdq")
             if missing:
                 raise BackendError(missing)
-            data = quantize_int8(data, cal)
+            from foldcnn.backends.graph_cache import model_graph
+
+            data, self.graph_cache = model_graph(model, "int8", calibration)  # the QDQ graph ort runs
+        else:
+            from foldcnn.backends.graph_cache import model_graph
+
+            data, self.graph_cache = model_graph(model, "fp32", None)
+            if precision == "int8":
+                cal = fold_calibration(calibration, model.fold, model.input_shape)
         core = _core()
         try:
             self.ov_model = core.read_model(data, b"")
@@ -161,6 +180,8 @@ class OpenVINOBackend(Backend):
         except Exception as e:
             raise BackendError(f"OpenVINO could not read the exported model ({type(e).__name__}: "
                                f"{str(e).splitlines()[0][:200] if str(e) else ''}); try the ort or eager backend") from e
+        if graph:
+            check_graph_shapes(model, _dims(self.ov_model.input(0)), _dims(self.ov_model.output(0)))
         self.config = {"PERFORMANCE_HINT": options.hint.upper(), "INFERENCE_PRECISION_HINT": _OV_PRECISION[precision],
                        "INFERENCE_NUM_THREADS": self.threads}
         self._compiled: dict[int | None, tuple] = {}
@@ -197,7 +218,7 @@ class OpenVINOBackend(Backend):
         return self._runner(None)
 
     def _run(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
-        if isinstance(x, torch.Tensor):
+        if is_tensor(x):
             x = x.detach().to("cpu").contiguous().numpy()
         _, requests = self._pick(x.shape[0])
         if not hasattr(requests, "wait_all"):  # one stream: one InferRequest (a queue has wait_all)
@@ -219,6 +240,11 @@ class OpenVINOBackend(Backend):
         self._compiled.clear()
         self.ov_model = None
         super().close()
+
+
+def _dims(port) -> list:
+    """An OpenVINO port's dims: ints, -1 for a dynamic one."""
+    return [d.get_length() if d.is_static else -1 for d in port.get_partial_shape()]
 
 
 def _build_openvino(model, *, precision, threads, device, max_batch, calibration=None) -> Backend:

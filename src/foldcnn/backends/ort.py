@@ -1,11 +1,16 @@
-"""ONNX Runtime backend: fp32 (CPU, or CUDA provider when present) and int8 static QDQ (CPU)."""
+"""ONNX Runtime backend: fp32 (CPU, or CUDA provider when present) and int8 static QDQ (CPU).
+
+It runs a torch FoldedCNN (exported, and cached for a checkpoint's model, by
+foldcnn.backends.graph_cache) or an exported graph (foldcnn.backends.graphs.GraphModel); the
+latter with numpy alone: this module does not import torch.
+"""
 
 from __future__ import annotations
 
 import importlib.util
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from foldcnn.backends.base import (
     Backend,
@@ -14,14 +19,13 @@ from foldcnn.backends.base import (
     default_threads,
     shares_cores,
 )
-from foldcnn.backends.onnx_export import (
-    INPUT_NAME,
-    OUTPUT_NAME,
-    fold_calibration,
-    onnx_bytes,
-    quantize_int8,
-)
-from foldcnn.models import FoldedCNN
+from foldcnn.backends.graphs import INPUT_NAME, OUTPUT_NAME, GraphModel, check_graph_shapes
+from foldcnn.tensors import is_tensor
+
+if TYPE_CHECKING:
+    import torch
+
+    from foldcnn.models import FoldedCNN
 
 _NO_BF16 = ("ONNX Runtime's CPU provider has no bf16 convolution kernels (the session rejects the graph); "
             "bf16 is available on the eager, compile and openvino backends")
@@ -54,14 +58,19 @@ NO_CALIBRATION = (
 class OrtBackend(Backend):
     """An onnxruntime InferenceSession over the exported folded graph (dynamic batch axis)."""
 
-    def __init__(self, model: FoldedCNN, *, precision: str, threads: int | None, device: str,
+    def __init__(self, model: FoldedCNN | GraphModel, *, precision: str, threads: int | None, device: str,
                  max_batch: int, calibration: torch.Tensor | None = None) -> None:
         super().__init__(model, "ort", precision, device, max_batch)
         import onnxruntime as ort
 
-        if precision == "int8" and calibration is None:
-            raise BackendError(NO_CALIBRATION)
-        data, self.graph_cache = _graph(model, precision, calibration)
+        if isinstance(model, GraphModel):
+            data, self.graph_cache = model.data, model.graph_cache
+        else:
+            if precision == "int8" and calibration is None:
+                raise BackendError(NO_CALIBRATION)
+            from foldcnn.backends.graph_cache import model_graph
+
+            data, self.graph_cache = model_graph(model, precision, calibration)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = default_threads(threads)
         opts.inter_op_num_threads = 1
@@ -79,9 +88,11 @@ class OrtBackend(Backend):
                                "try another backend (eager) or another onnxruntime version") from e
         self.threads = opts.intra_op_num_threads
         self.providers = self.session.get_providers()
+        if isinstance(model, GraphModel):
+            check_graph_shapes(model, self.session.get_inputs()[0].shape, self.session.get_outputs()[0].shape)
 
     def _run(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
-        if isinstance(x, torch.Tensor):
+        if is_tensor(x):
             x = x.detach().to("cpu").contiguous().numpy()
         # A fresh output per call: it is B x f*K floats, tiny beside the input, and a caller may
         # keep it; a reused buffer would be overwritten by the next call.
@@ -90,23 +101,6 @@ class OrtBackend(Backend):
     def close(self) -> None:
         self.session = None
         super().close()
-
-
-def _graph(model: FoldedCNN, precision: str, calibration: torch.Tensor | None) -> tuple[bytes, dict | None]:
-    """The (quantized) ONNX graph; cached beside the checkpoint when the model came from one
-    (``model.checkpoint_dir``, set by Predictor.from_checkpoint), see foldcnn.backends.graph_cache."""
-    calib = fold_calibration(calibration, model.fold, model.input_shape) if precision == "int8" else None
-
-    def build() -> bytes:
-        data = onnx_bytes(model)
-        return quantize_int8(data, calib) if calib is not None else data
-
-    checkpoint_dir = getattr(model, "checkpoint_dir", None)
-    if checkpoint_dir is None:
-        return build(), None
-    from foldcnn.backends.graph_cache import cached_graph, graph_key
-
-    return cached_graph(graph_key(model, precision, calib, {"per_channel": True}), build, checkpoint_dir)
 
 
 def _build_ort(model, *, precision, threads, device, max_batch, calibration=None) -> Backend:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-
-import torch
+from typing import TYPE_CHECKING
 
 from foldcnn.backends.base import DEVICES, PRECISIONS, Backend, BackendError, BackendSpec
+from foldcnn.backends.graphs import GRAPH_BACKENDS, GraphModel
 from foldcnn.errors import UsageTypeError
 from foldcnn.fold import check_fold
-from foldcnn.models import FoldedCNN
+
+if TYPE_CHECKING:  # an exported graph (GraphModel) is built without torch and without the registry
+    import torch
+
+    from foldcnn.models import FoldedCNN
 
 __all__ = ["available_backends", "create_backend", "list_backends", "register_backend"]
 
@@ -75,7 +79,7 @@ def _describe(device: str) -> str:
 
 
 def create_backend(
-    model: FoldedCNN,
+    model: FoldedCNN | GraphModel,
     name: str = "eager",
     *,
     precision: str = "fp32",
@@ -88,9 +92,15 @@ def create_backend(
 
     ``max_batch`` is the largest number of folded inputs per ``run`` call (used for warm-up and
     static shapes); ``calibration`` uint8 images (N, C, H, W) are needed for ``precision="int8"``.
-    ``threads`` (default: all cores) sets the engine's intra-op threads.
+    ``threads`` (default: all cores) sets the engine's intra-op threads. An exported graph
+    (foldcnn.backends.graphs.GraphModel) runs on ort or openvino, without torch.
     """
     _check_device(device)
+    if isinstance(model, GraphModel):
+        return _create_graph_backend(model, name, precision=precision, threads=threads, device=device,
+                                    max_batch=max_batch)
+    import torch
+
     _ensure_builtin()
     if not isinstance(model, torch.nn.Module) or not hasattr(model, "fold"):
         raise UsageTypeError(f"create_backend takes a FoldedCNN (from foldcnn.create_model), got {type(model).__name__}")
@@ -114,3 +124,25 @@ def create_backend(
     check_fold(model.fold)
     return spec.build(model, precision=precision, threads=threads, device=device,
                       max_batch=max_batch, calibration=calibration)
+
+
+def _create_graph_backend(graph: GraphModel, name: str, *, precision: str, threads: int | None, device: str,
+                          max_batch: int) -> Backend:
+    """The ort or openvino backend over an exported graph (no torch: neither the registry's torch
+    engines nor the model zoo are imported)."""
+    if name not in GRAPH_BACKENDS:
+        raise BackendError(f"an exported graph runs on {' or '.join(GRAPH_BACKENDS)}, not {name!r}; pass "
+                           "--backend ort (backend='ort') or openvino")
+    if name == "ort":
+        from foldcnn.backends.ort import OrtBackend as Engine, ort_support as supports
+    else:
+        from foldcnn.backends.openvino import OpenVINOBackend as Engine, openvino_support as supports
+    why = supports(device).get(precision, f"no precision {precision!r}")
+    if why is not None:
+        raise BackendError(f"{name}/{precision} is not usable here: {why}")
+    if name == "ort":
+        return Engine(graph, precision=precision, threads=threads, device=device, max_batch=max_batch)
+    from foldcnn.backends.openvino import default_options
+
+    return Engine(graph, precision=precision, threads=threads, device=device, max_batch=max_batch,
+                  options=default_options())

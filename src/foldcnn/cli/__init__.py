@@ -14,7 +14,10 @@ __all__ = ["CLIError", "build_parser", "main"]
 
 
 # ------------------------------------------------------------------------------------ main
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or with ``only`` (a module of _MODULES) of that module's
+    commands alone: what ``main`` uses for the commands of a slim install (_SLIM), so that their
+    start-up imports neither the other commands' modules nor torch."""
     from foldcnn import __version__
 
     parser = argparse.ArgumentParser(
@@ -24,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"foldcnn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _MODULES:
+    for name in (only,) if only else _MODULES:
         for add in importlib.import_module(f"foldcnn.cli.{name}").COMMANDS:
             add(sub)
     _no_abbreviations(parser)
@@ -42,12 +45,22 @@ def _no_abbreviations(parser: argparse.ArgumentParser) -> None:
 
 # One module per command group; each lists its parser builders in COMMANDS.
 _MODULES = ("demo", "models", "data", "train", "fold", "export", "predict", "scrape", "serve", "bench")
+# Commands a torch-free install runs, -> the module that defines them: their parser is built alone.
+_SLIM = {"predict": "predict", "serve": "serve"}
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The command word of ``argv`` (its first item when it names a command), else None."""
+    return argv[0] if argv and argv[0] in _SLIM else None
 
 
 def _user_message(e: BaseException) -> str | None:
     """The one sentence to print for a user error, or None for a bug (which keeps its traceback)."""
     if isinstance(e, FoldcnnError):
         return str(e)
+    if isinstance(e, ModuleNotFoundError) and (e.name or "").split(".")[0] == "torch":
+        return ("this command needs torch, which this install lacks: pip install 'foldcnn[train]' (an install "
+                "without torch runs exported graphs: foldcnn predict MODEL.onnx, see docs/runtime.md)")
     if isinstance(e, OSError) and e.filename is not None:  # a path that is missing, unreadable, not writable
         return f"{e.strerror or e}: {e.filename}" + (f" -> {e.filename2}" if e.filename2 else "")
     if isinstance(e, ConnectionError):
@@ -58,7 +71,9 @@ def _user_message(e: BaseException) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     """Run one command. A user error (FoldcnnError, a path that cannot be read or written) prints
     one sentence and exits 2; anything else is a bug in foldcnn and keeps its traceback."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = _command_of(argv)
+    parser = build_parser(_SLIM[command]) if command else build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

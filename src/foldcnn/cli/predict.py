@@ -93,6 +93,8 @@ def _run_ray(args: argparse.Namespace, options) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     options = predict_options(args)
+    if args.engine == "ray" and args.resume:
+        raise CLIError("--resume is for the local engine; the Ray engine writes its output directory in one go")
     if args.engine == "ray":
         return _run_ray(args, options)
     if args.address:
@@ -107,13 +109,49 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise CLIError(f"{e}; install the extra it names (e.g. pip install 'foldcnn[export,video]')") from None
 
 
+# Options whose values change the rows written (the rest change only speed): part of an output's
+# fingerprint, so that --resume never continues an output with other rows.
+_ROW_OPTIONS = ("device", "partial", "fallback", "on_error", "resize", "resize_mode", "stride", "keyframes",
+                "max_pixels")
+
+
+def _model_identity(model: str) -> str:
+    """SHA-256 of what the model computes: an .onnx file's bytes, a checkpoint's weights and config."""
+    import hashlib
+    from pathlib import Path
+
+    from foldcnn.backends.graphs import is_onnx_path
+
+    if is_onnx_path(model):
+        return hashlib.sha256(Path(model).read_bytes()).hexdigest()
+    from foldcnn.backends.graph_cache import graph_key
+
+    return graph_key(model, "model")
+
+
+def _fingerprint(args: argparse.Namespace, options, stats) -> dict:
+    """What the output's rows depend on: the model, the engine it ran on, the inputs, row options."""
+    import os
+
+    chosen = options.to_dict()
+    return {"model": _model_identity(args.checkpoint), "engine": f"{stats.backend}/{stats.precision}",
+            "inputs": [os.path.abspath(x) if os.path.exists(x) else x for x in args.input],
+            "options": {k: chosen[k] for k in _ROW_OPTIONS}}
+
+
 def _predict_local(args: argparse.Namespace, options) -> int:
-    from foldcnn.infer import PredictionWriter, Predictor
+    from foldcnn.infer import Predictor
+    from foldcnn.infer.journal import ResumableWriter
 
     with Predictor.from_checkpoint(args.checkpoint, options) as p:
-        with PredictionWriter(args.out) as writer:
-            p.predict_to(writer, _inputs(args), progress=not args.quiet)
+        # Always journaled, so that a run killed without --resume can be resumed.
+        with ResumableWriter(args.out, _fingerprint(args, options, p.stats), resume=args.resume) as writer:
+            kept = writer.rows
+            p.predict_to(writer, _inputs(args), progress=not args.quiet, resume_after=writer.resume_after)
         if args.json != "-":
+            if args.resume:
+                print(f"resumed: {kept:,} row(s) kept from the interrupted run (inputs up to position "
+                      f"{writer.resume_after if kept else -1}), {writer.rows - kept:,} written now")
             for line in _summary_lines(p.stats, args.out):
                 print(line)
         if args.json is not None:
@@ -136,7 +174,8 @@ def _add_predict(sub) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description="Writes one row per input image in input order: index, source, frame "
                        "(video frame number), class_name, class_index, confidence.")
-    p.add_argument("checkpoint", help="checkpoint directory (model.safetensors + config.json)")
+    p.add_argument("checkpoint", help="checkpoint directory (model.safetensors + config.json), or an exported graph "
+                   "MODEL.onnx with its sidecar MODEL.onnx.json (runs on ort or openvino without torch)")
     p.add_argument("--input", required=True, nargs="+", action="extend",
                    help="image folders (recursive: images and videos), quoted globs ('frames/*.png'), images, "
                         "video files, or uint8 images that need no decoding (.npy, .safetensors, Parquet or Arrow "
@@ -149,6 +188,9 @@ def _add_predict(sub) -> None:
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local: this process; ray: a Ray cluster (foldcnn.scaleout)")
     p.add_argument("--address", default=None, help="Ray cluster address for --engine ray (None: start one locally)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run: keep the rows of OUT.partial up to its journal's last commit "
+                        "and skip those inputs (refused when the model, inputs or row options differ)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_json_flag(p, what="the run's summary (counts, per-stage seconds, options)")
     p.set_defaults(func=_cmd_predict)

@@ -19,23 +19,27 @@ import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 from foldcnn.background import Ahead
-from foldcnn.data.base import ArrayDataset
 from foldcnn.data.frames import FrameConverter
 from foldcnn.data.resize import resize_rgb
 from foldcnn.errors import FoldcnnError, MissingExtraError, MissingInputError, UsageError
 from foldcnn.progress import progress_bar
 
+if TYPE_CHECKING:  # torch is imported by the functions that return tensors, not by this module
+    import torch
+
+    from foldcnn.data.base import ArrayDataset
+
 __all__ = [
     "IMAGE_EXTENSIONS", "DataReadError", "ImageReadError", "VideoReadError", "LabelsMismatchError",
     "VideoTruncatedError", "SkippedFile", "ReadReport", "read_image", "list_images", "iter_images", "load_images",
-    "load_image_folder", "image_size_counts", "iter_video_frames", "iter_video_batches", "iter_container_batches", "open_video_input", "declared_frames", "read_labels_csv", "load_video", "resize_rgb",
+    "load_image_folder", "image_size_counts", "iter_video_frames", "iter_video_arrays", "iter_video_batches",
+    "iter_container_batches", "open_video_input", "declared_frames", "read_labels_csv", "load_video", "resize_rgb",
     "to_rgb", "decode_rgb", "decode_png_fast", "fast_png_available", "iter_folder",
 ]
 
@@ -253,6 +257,8 @@ def read_image(path: str | Path, input_size: tuple[int, int] | None = None, *, r
     """
     size = _check_size(input_size)
     _check_choice("resize", resize, RESIZE_MODES)
+    import torch
+
     arr, _ = _decode(Path(path), max_pixels)
     return torch.from_numpy(np.ascontiguousarray(resize_rgb(arr, size, resize).transpose(2, 0, 1)))
 
@@ -309,6 +315,8 @@ def iter_images(source, input_size: tuple[int, int] | None = None, *, on_error: 
     ``on_error="skip"`` skips unreadable files and records them in ``report``; without a
     report a warning lists them at the end.
     """
+    import torch
+
     _check_choice("on_error", on_error, ("skip", "raise"))
     size = _check_size(input_size)
     _check_choice("resize", resize, RESIZE_MODES)
@@ -330,6 +338,8 @@ def iter_images(source, input_size: tuple[int, int] | None = None, *, on_error: 
 def load_images(source, input_size: tuple[int, int], *, on_error: str = "raise", resize: str = "bilinear",
                 max_pixels: int | None = None) -> tuple[torch.Tensor, list[Path], ReadReport]:
     """All images of a folder or list -> ``(uint8 (N, 3, H, W), paths, report)`` for prediction."""
+    import torch
+
     if _check_size(input_size) is None:
         raise UsageError("load_images needs input_size=(H, W) to stack images of any size")
     report = ReadReport()
@@ -454,6 +464,10 @@ def load_image_folder(root: str | Path, input_size: tuple[int, int] | None = Non
     lost = [c for i, c in enumerate(files) if files[c] and i not in seen]
     if lost:
         empty_classes("whose every image failed to read", lost)
+    import torch
+
+    from foldcnn.data.base import ArrayDataset
+
     images = torch.from_numpy(np.ascontiguousarray(np.stack(arrays).transpose(0, 3, 1, 2)))
     meta = {"source": "image_folder", "root": str(root), "input_size": list(images.shape[2:]),
             "resize": resize if size is not None else None, "files": rel, "modes": modes,
@@ -483,9 +497,17 @@ def iter_video_frames(path: str | Path, input_size: tuple[int, int] | None = (50
     for a coarse pass) and yields every ``stride``-th of them, numbered by their timestamps.
     :func:`iter_video_batches` gives the same frames a batch at a time.
     """
+    import torch
+
+    for number, image in iter_video_arrays(path, input_size, stride, resize, keyframes=keyframes):
+        yield number, torch.from_numpy(image)
+
+
+def iter_video_arrays(path: str | Path, input_size: tuple[int, int] | None = (50, 50), stride: int = 1,
+                      resize: str = "nearest", *, keyframes: bool = False) -> Iterator[tuple[int, np.ndarray]]:
+    """:func:`iter_video_frames` with numpy frames: ``(frame_index, uint8 (3, H, W) array)``; no torch."""
     for numbers, images, _ in iter_video_batches(path, input_size, stride, resize, keyframes=keyframes):
-        t = torch.from_numpy(images)
-        yield from zip(numbers, t)
+        yield from zip(numbers, images)
 
 
 def iter_video_batches(path: str | Path, input_size: tuple[int, int] | None = (50, 50), stride: int = 1,
@@ -710,6 +732,10 @@ def load_video(path: str | Path, input_size: tuple[int, int] | None = (50, 50), 
             if numbers:
                 batches.append(images)
                 index.extend(numbers)
+    import torch
+
+    from foldcnn.data.base import ArrayDataset
+
     frames = torch.from_numpy(np.concatenate(batches))
     if n_video != len(labels):
         raise LabelsMismatchError(f"{labels_path} labels {len(labels)} frames (0..{len(labels) - 1}) but "

@@ -4,9 +4,12 @@
     for pred in p.predict_iter("frames/"):        # a folder, glob, video, tensor, PIL images, ...
         print(pred.source, pred.class_name, pred.confidence)
     print(p.stats.images_per_s, p.stats.padding_waste)
+
+An exported graph runs without torch: ``Predictor("model.onnx")`` (docs/runtime.md).
 """
 
 from foldcnn.infer.arrays import ImageSizeError
+from foldcnn.infer.journal import ResumableWriter
 from foldcnn.infer.options import PredictOptions
 from foldcnn.infer.predictor import ON_ERROR, PARTIAL_MODES, Predictor
 from foldcnn.infer.results import (
@@ -28,6 +31,7 @@ __all__ = [
     "Prediction",
     "PredictionWriter",
     "Predictor",
+    "ResumableWriter",
     "SkippedInput",
     "write_predictions",
 ]

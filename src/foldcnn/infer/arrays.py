@@ -1,21 +1,22 @@
 """Image arrays: layout detection, dtype and range checks, resizing, uint8 -> float32.
 
 Used by the decode worker threads, so everything computes with numpy: a torch op there
-starts its own OpenMP team per thread and fights the model's threads for the cores.
+starts its own OpenMP team per thread and fights the model's threads for the cores. Images
+travel as numpy arrays from here on; a torch tensor given by the caller is read as one (torch
+is never imported here: a tensor can only come from a caller that imported it).
 """
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
-import torch
 from PIL import Image
 
 from foldcnn.data.readers import DataReadError, resize_rgb
 from foldcnn.errors import UsageError, UsageTypeError
+from foldcnn.tensors import is_array, is_tensor, tensor_to_numpy
 
-__all__ = ["ImageSizeError", "as_nchw", "fit_images", "resize_images", "to_unit_float"]
+__all__ = ["ImageSizeError", "as_nchw", "fit_images", "is_array", "is_tensor", "resize_images", "tensor_to_numpy",
+           "to_unit_float"]
 
 
 class ImageSizeError(DataReadError):
@@ -27,11 +28,8 @@ class ImageSizeError(DataReadError):
         super().__init__(f"{what}: {self.reason}")
 
 
-_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
-def as_nchw(x, shape: tuple[int, int, int], what: str = "images") -> torch.Tensor:
-    """A 4-D tensor / array -> a (N, C, H, W) tensor view (no copy, no dtype change)."""
+def as_nchw(x, shape: tuple[int, int, int], what: str = "images") -> np.ndarray:
+    """A 4-D array / tensor -> a (N, C, H, W) numpy view (no copy, no dtype change)."""
     c, h, w = shape
     if isinstance(x, np.ndarray):
         if x.ndim != 4:
@@ -46,11 +44,9 @@ def as_nchw(x, shape: tuple[int, int, int], what: str = "images") -> torch.Tenso
         if not layouts:
             raise UsageError(f"{what}: an array of shape {x.shape} has neither {c} channels on axis 1 (N, C, H, W) "
                              f"nor on axis 3 (N, H, W, C); the model takes {c}-channel images")
-        if x.dtype != np.uint8 and not np.issubdtype(x.dtype, np.floating):
-            raise UsageTypeError(f"{what}: images must be uint8 (0-255) or float in [0, 1], got {x.dtype}")
-        t = _from_numpy(x)
-        return t.permute(0, 3, 1, 2) if layouts[0] == "NHWC" else t
-    if not isinstance(x, torch.Tensor):
+        _check_dtype(x.dtype, what)
+        return x.transpose(0, 3, 1, 2) if layouts[0] == "NHWC" else x
+    if not is_tensor(x):
         raise UsageTypeError(f"{what}: expected a torch tensor or numpy array, got {type(x).__name__}")
     if x.dim() != 4:
         raise UsageError(f"{what}: expected a batch (N, {c}, H, W), got shape {tuple(x.shape)}; "
@@ -59,19 +55,14 @@ def as_nchw(x, shape: tuple[int, int, int], what: str = "images") -> torch.Tenso
         hint = " (it looks like (N, H, W, C): use x.permute(0, 3, 1, 2))" if x.shape[3] == c else ""
         raise UsageError(f"{what}: images have {x.shape[1]} channels but the model takes {c}: "
                          f"expected (N, {c}, H, W), got {tuple(x.shape)}{hint}")
-    if x.dtype != torch.uint8 and x.dtype not in _FLOATS:
+    if x.is_complex() or not (x.is_floating_point() or str(x.dtype) == "torch.uint8"):
         raise UsageTypeError(f"{what}: images must be uint8 (0-255) or float in [0, 1], got {x.dtype}")
-    return x
+    return tensor_to_numpy(x)
 
 
-def _from_numpy(x: np.ndarray) -> torch.Tensor:
-    """A tensor over ``x``'s memory, read-only arrays too (Arrow columns, mmaps): nothing here
-    writes to input images, so torch's warning about non-writable arrays does not apply."""
-    if x.flags.writeable:
-        return torch.from_numpy(x)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.from_numpy(x)
+def _check_dtype(dtype, what: str) -> None:
+    if dtype != np.uint8 and not np.issubdtype(dtype, np.floating):
+        raise UsageTypeError(f"{what}: images must be uint8 (0-255) or float in [0, 1], got {dtype}")
 
 
 def to_unit_float(a: np.ndarray) -> np.ndarray:
@@ -97,23 +88,23 @@ def _resize_np(a: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
     return out
 
 
-def resize_images(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
-    """(n, C, h, w) uint8 or float32 -> (n, C, H, W) with Pillow (identical to reading the file resized)."""
-    return torch.from_numpy(_resize_np(x.numpy(), size, mode))
+def resize_images(x, size: tuple[int, int], mode: str = "bilinear"):
+    """(n, C, h, w) uint8 or float32 -> (n, C, H, W) with Pillow (identical to reading the file
+    resized); a numpy array or a torch tensor, the same kind back."""
+    if is_tensor(x):
+        import torch
+
+        return torch.from_numpy(_resize_np(tensor_to_numpy(x), size, mode))
+    return _resize_np(np.asarray(x), size, mode)
 
 
-def fit_images(x: torch.Tensor, shape: tuple[int, int, int], resize: bool, resize_mode: str | None,
-               what: str, contiguous: bool = True) -> torch.Tensor:
+def fit_images(x: np.ndarray, shape: tuple[int, int, int], resize: bool, resize_mode: str | None,
+               what: str, contiguous: bool = True) -> np.ndarray:
     """(n, C, h, w) uint8/float -> C-contiguous (n, C, H, W) uint8 or float32 in [0, 1] at the
     (H, W) of ``shape``; other sizes are resized (``resize``) or an :class:`ImageSizeError`.
     ``contiguous=False`` keeps a strided view (e.g. of an (N, H, W, C) array) where no resize was
     needed: the batch assembly reads it in its one scaling pass, no transposed copy first."""
-    x = x.detach()
-    if x.device.type != "cpu":
-        x = x.cpu()
-    if x.dtype not in (torch.uint8, torch.float32, torch.float64, torch.float16):
-        x = x.float()  # bfloat16: numpy has no such type
-    a = x.numpy()
+    a = tensor_to_numpy(x) if is_tensor(x) else x
     if a.dtype != np.uint8:
         a = a.astype(np.float32, copy=False)
         if a.size:
@@ -126,4 +117,4 @@ def fit_images(x: torch.Tensor, shape: tuple[int, int, int], resize: bool, resiz
         if not resize:
             raise ImageSizeError(what, tuple(a.shape[2:]), want)
         a = _resize_np(a, want, resize_mode or "bilinear")
-    return torch.from_numpy(np.ascontiguousarray(a) if contiguous else a)
+    return np.ascontiguousarray(a) if contiguous else a

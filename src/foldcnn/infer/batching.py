@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from itertools import chain
 
 import numpy as np
-import torch
 
 from foldcnn.fold import padded_count
 from foldcnn.infer.sources import Chunk
+from foldcnn.tensors import is_tensor, tensor_to_numpy
 
 __all__ = ["BatchAssembler", "ChunkBuffer", "assemble", "softmax"]
 
@@ -29,7 +29,7 @@ class ChunkBuffer:
         self.parts.append(c)
         self.n += len(c.indices)
 
-    def take(self, k: int) -> tuple[list[torch.Tensor], Sequence[int], Sequence, Sequence]:
+    def take(self, k: int) -> tuple[list[np.ndarray], Sequence[int], Sequence, Sequence]:
         pieces: list[Chunk] = []
         while k:
             c = self.parts[0]
@@ -62,7 +62,7 @@ class BatchAssembler:
         self._bufs: list[np.ndarray | None] = [None] * max(1, buffers)
         self._turn = 0
 
-    def __call__(self, images: list[torch.Tensor], fold: int) -> tuple[np.ndarray, int]:
+    def __call__(self, images: list[np.ndarray], fold: int) -> tuple[np.ndarray, int]:
         k = sum(t.shape[0] for t in images)
         target = padded_count(k, fold)
         shape = tuple(images[0].shape[1:])
@@ -73,7 +73,7 @@ class BatchAssembler:
         out = buf[:target]
         pos = 0
         for t in images:
-            a = t.numpy()
+            a = tensor_to_numpy(t) if is_tensor(t) else t
             n = a.shape[0]
             out[pos:pos + n] = a
             if a.dtype == np.uint8:
@@ -85,7 +85,7 @@ class BatchAssembler:
         return out, k
 
 
-def assemble(images: list[torch.Tensor], fold: int) -> tuple[np.ndarray, int]:
+def assemble(images: list[np.ndarray], fold: int) -> tuple[np.ndarray, int]:
     """Pieces of images -> (a new float32 (k', C, H, W) array in [0, 1], k); see BatchAssembler."""
     return BatchAssembler()(images, fold)
 

@@ -10,6 +10,9 @@ fills it with zero images whose outputs are discarded; ``partial="fallback"`` se
 through an unfolded (fold=1) model instead.
 Note that the images of one fold do affect each other's logits (that is the method); nothing
 outside a fold, and no padding choice, changes a result.
+
+The model may be an exported graph (an ``.onnx`` with its sidecar, or a checkpoint whose graph
+is cached: foldcnn.backends.graphs) run on ort or openvino: then torch is never imported.
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from foldcnn.backends.base import cores_shared, default_threads
+from foldcnn.backends.graphs import GRAPH_BACKENDS, GraphModel, NeedsTorchError, is_onnx_path, torch_available
 from foldcnn.errors import UsageError, UsageTypeError
 from foldcnn.fold import check_fold, fold_images, round_batch, unfold_logits
 from foldcnn.infer.arrays import as_nchw
@@ -36,22 +40,77 @@ from foldcnn.infer.results import Prediction, PredictStats, SkippedInput
 from foldcnn.infer.sources import Chunk, InputSpec, count_inputs, files_per_job, iter_jobs
 from foldcnn.progress import progress_bar
 
+if TYPE_CHECKING:
+    import torch
+
 __all__ = ["ON_ERROR", "PARTIAL_MODES", "Predictor"]
+
+
+def _after(chunk: Chunk, position: int) -> Chunk | None:
+    """The part of ``chunk`` after input ``position`` (its indices increase), None if nothing."""
+    k = next((j for j, i in enumerate(chunk.indices) if i > position), None)
+    if k is None:
+        return None
+    return Chunk(chunk.images[k:], chunk.indices[k:], chunk.sources[k:], chunk.frames[k:], stream=chunk.stream)
 
 _DEFAULT_THREADS = 2  # decoding threads when workers is None
 
 
 def _load_model(model_or_path, what: str):
-    """A FoldedCNN, or a checkpoint path -> (model, class_names or None)."""
+    """A FoldedCNN, an exported graph (GraphModel or an .onnx path), or a checkpoint path ->
+    (model, class_names or None)."""
+    if isinstance(model_or_path, GraphModel):
+        return model_or_path, model_or_path.class_names
+    if is_onnx_path(model_or_path):
+        from foldcnn.backends.graphs import load_onnx
+
+        graph = load_onnx(model_or_path)
+        return graph, graph.class_names
     if isinstance(model_or_path, (str, os.PathLike)):
+        require_torch(f"the checkpoint {model_or_path} as a torch model")
         from foldcnn.checkpoints import load_checkpoint
 
         ck = load_checkpoint(model_or_path)
         return ck.model, ck.class_names
-    if not isinstance(model_or_path, torch.nn.Module) or not hasattr(model_or_path, "fold"):
-        raise UsageTypeError(f"{what} must be a FoldedCNN (foldcnn.create_model) or a checkpoint path, "
-                        f"got {type(model_or_path).__name__}")
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(model_or_path, torch.nn.Module) or not hasattr(model_or_path, "fold"):
+        raise UsageTypeError(f"{what} must be a FoldedCNN (foldcnn.create_model), an exported graph (.onnx) or a "
+                             f"checkpoint path, got {type(model_or_path).__name__}")
     return model_or_path, None
+
+
+def require_torch(what: str) -> None:
+    """A NeedsTorchError saying how to do without torch, when torch is not installed."""
+    if not torch_available():
+        raise NeedsTorchError(
+            f"running {what} needs torch, which is not installed; export it once where torch is installed "
+            "(foldcnn export CHECKPOINT --out model.onnx, with --precision int8 for int8) and predict with "
+            "model.onnx, or run this checkpoint once with --backend ort there to cache its graph in "
+            "CHECKPOINT/onnx-cache/ (pip install 'foldcnn[train]' adds torch)")
+
+
+def _graph_engine(graph: GraphModel, opts: PredictOptions) -> tuple[str, str]:
+    """(backend name, precision) for an exported graph: ort or openvino (the default eager means
+    ort), at the graph's own precision; another engine or a precision the graph lacks is refused."""
+    import importlib.util
+
+    chosen = opts.non_default()
+    name = opts.backend
+    if name == "auto" or (name == "eager" and "backend" not in chosen):
+        name = "ort" if importlib.util.find_spec("onnxruntime") is not None else "openvino"
+    if name not in GRAPH_BACKENDS:
+        raise UsageError(f"{graph.source} is an exported graph: it runs on {' or '.join(GRAPH_BACKENDS)} (or auto), "
+                         f"not {name}; pass --backend ort (backend='ort'), or predict with the checkpoint to use {name}")
+    precision = graph.precision
+    if "precision" in chosen and opts.precision != precision:
+        if not (opts.precision == "bf16" and precision == "fp32" and name == "openvino"):
+            raise UsageError(f"{graph.source} is a {precision} graph, so it runs at {precision}, not "
+                             f"{opts.precision}; export the checkpoint at {opts.precision} (foldcnn export "
+                             f"--precision {opts.precision}) or drop --precision")
+        precision = opts.precision
+    return name, precision
 
 
 class Predictor:
@@ -87,6 +146,11 @@ class Predictor:
         self.options = opts
         model, saved_names = _load_model(model, "model")
         self.model = model
+        self.graph = model if isinstance(model, GraphModel) else None
+        engine = opts.backend
+        if self.graph is not None and backend_object is None:
+            engine, precision = _graph_engine(self.graph, opts)
+            opts = self.options = opts.replace(backend=engine, precision=precision)
         self.fold = check_fold(model.fold)
         self.num_classes = int(model.num_classes)
         self.input_shape = tuple(int(s) for s in model.input_shape)
@@ -112,12 +176,12 @@ class Predictor:
                                chunk=self.batch_size, keyframes=opts.keyframes,
                                # several videos decode at once (PyAV releases the GIL): up to 2 ahead
                                videos_ahead=min(self.workers, 2))
-        if opts.precision == "int8" and calibration is None and backend_object is None:
+        if opts.precision == "int8" and calibration is None and backend_object is None and self.graph is None:
             raise UsageError("precision='int8' needs calibration images: pass calibration= (uint8 (N, C, H, W) "
                              "training images) or use Predictor.from_checkpoint on a checkpoint from 'foldcnn train'")
         self._owns_backend = backend_object is None
         self.backend_selection: dict | None = None
-        self._backend = self._make_backend(backend_object if backend_object is not None else opts.backend,
+        self._backend = self._make_backend(backend_object if backend_object is not None else engine,
                                            opts.precision, opts.threads, opts.device, calibration, opts.select_seconds)
         try:
             self._fallback = self._fallback_backend(opts.fallback, opts.threads) if self.partial == "fallback" \
@@ -132,13 +196,29 @@ class Predictor:
     def from_checkpoint(cls, path: str | os.PathLike, options: PredictOptions | None = None, **overrides) -> Predictor:
         """Load a checkpoint directory (model.safetensors + config.json); options as for Predictor.
 
-        For ``precision="int8"`` the checkpoint's stored calibration images are used.
+        For ``precision="int8"`` the checkpoint's stored calibration images are used. With the ort
+        or openvino backend at fp32 or int8, a graph of the checkpoint already in its cache
+        (``onnx-cache/``, written by an earlier run) is run as it is, without torch; otherwise the
+        model is built with torch (and its graph exported and cached); without torch that is a
+        NeedsTorchError naming ``foldcnn export``.
         """
-        from foldcnn.checkpoints import load_calibration, load_checkpoint
-
         calibration = overrides.pop("calibration", None)
         extra = {} if isinstance(overrides.get("backend", ""), str) else {"backend": overrides.pop("backend")}
         opts = (options or PredictOptions()).replace(**overrides)
+        if is_onnx_path(path):  # an exported graph and its sidecar
+            return cls(path, None, opts, **extra)
+        if not extra and opts.backend in GRAPH_BACKENDS and opts.precision in ("fp32", "int8"):
+            from foldcnn.backends.graph_cache import cached_checkpoint_graph
+            from foldcnn.tensors import is_tensor, tensor_to_numpy
+
+            cal = tensor_to_numpy(calibration) if is_tensor(calibration) else calibration
+            graph = cached_checkpoint_graph(path, opts.precision, cal)
+            if graph is not None:
+                return cls(graph, graph.class_names, opts)
+        require_torch(f"the checkpoint {path} (its {opts.backend}/{opts.precision} graph is not cached)"
+                      if opts.backend in GRAPH_BACKENDS else f"the checkpoint {path} on the {opts.backend} backend")
+        from foldcnn.checkpoints import load_calibration, load_checkpoint
+
         ck = load_checkpoint(path)
         ck.model.checkpoint_dir = Path(path)  # engines may cache what they derive from it (ONNX graphs)
         if opts.precision == "int8" and calibration is None:
@@ -158,13 +238,15 @@ class Predictor:
                     tuple(getattr(backend, "input_shape", self.input_shape)) != self.input_shape:
                 raise UsageError("the backend object was built for another model (fold or input shape differ)")
             return backend
-        from foldcnn.backends import create_backend, select_backend
+        from foldcnn.backends import create_backend
 
         # Decoders run beside the engine: its idle threads should yield the cores to them.
         with cores_shared(self.workers > 0):
             if backend != "auto":
                 return create_backend(self.model, backend, precision=precision, threads=threads, device=device,
                                       max_batch=max_batch, calibration=calibration)
+            from foldcnn.backends.select import select_backend
+
             extra = {} if select_seconds is None else {"seconds": select_seconds}
             chosen, info = select_backend(self.model, precisions=(precision,), max_batch=max_batch,
                                           calibration=calibration, device=device, threads=threads, **extra)
@@ -221,7 +303,7 @@ class Predictor:
         self.close()
 
     # ---------------------------------------------------------------------------------- core
-    def _probs(self, images: list[torch.Tensor], stats: PredictStats, fallback: bool = False) -> np.ndarray:
+    def _probs(self, images: list[np.ndarray], stats: PredictStats, fallback: bool = False) -> np.ndarray:
         """Images (k, C, H, W) -> softmax probabilities (k, K) float32; pads the last fold if needed."""
         x, k = self._assemble(images, 1 if fallback else self.fold)
         return self._probs_of(x, k, stats, fallback)
@@ -230,7 +312,7 @@ class Predictor:
         """An assembled batch (k', C, H, W) holding k images -> their probabilities (k, K)."""
         f = 1 if fallback else self.fold
         t0 = time.perf_counter()
-        logits = (self._fallback if fallback else self._backend).run(fold_images(torch.from_numpy(x), f))
+        logits = (self._fallback if fallback else self._backend).run(fold_images(x, f))
         stats.seconds_model += time.perf_counter() - t0
         stats.images += k
         if fallback:
@@ -238,10 +320,10 @@ class Predictor:
         else:
             stats.folded_inputs += x.shape[0] // f
             stats.padded_images += x.shape[0] - k
-        per_image = unfold_logits(torch.from_numpy(np.asarray(logits, dtype=np.float32)), f)[:k].numpy()
+        per_image = unfold_logits(np.asarray(logits, dtype=np.float32), f)[:k]
         return softmax(per_image)
 
-    def _stream(self, chunks: Iterator[Chunk], stats: PredictStats) -> Iterator[tuple]:
+    def _stream(self, chunks: Iterator[Chunk], stats: PredictStats, resume_after: int = -1) -> Iterator[tuple]:
         """Chunks -> (indices, sources, frames, images, fallback) per batch to run, in input order.
 
         A new fold stream (``Chunk.stream``: a video begins or ends) ends the current one: its
@@ -268,6 +350,10 @@ class Predictor:
                 stream = chunk.stream
             if chunk.images is None or not len(chunk.indices):
                 continue
+            if chunk.indices[0] <= resume_after:  # written by the run being resumed
+                chunk = _after(chunk, resume_after)
+                if chunk is None:
+                    continue
             buf.add(chunk)
             while buf.n >= self.batch_size:
                 imgs, idx, src, frm = buf.take(self.batch_size)
@@ -334,11 +420,12 @@ class Predictor:
         return self._engine
 
     # ------------------------------------------------------------------------------- public
-    def _batches(self, source, stride: int | None, progress: bool) -> Iterator[tuple]:
+    def _batches(self, source, stride: int | None, progress: bool, resume_after: int = -1) -> Iterator[tuple]:
         """(indices, sources, frames, class indices (k,), confidences list, probabilities (k, K))
-        per batch, in input order; the time the consumer spends on each counts as "write"."""
+        per batch, in input order; the time the consumer spends on each counts as "write".
+        ``resume_after``: inputs at positions up to it are skipped (see predict_to)."""
         stride = self.options.stride if stride is None else self.options.replace(stride=stride).stride
-        spec = replace(self._spec, stride=stride)
+        spec = replace(self._spec, stride=stride, resume_after=resume_after)
         stats = self.stats = self._new_stats()
         t0 = time.perf_counter()
         total = count_inputs(source, spec.stride, spec.keyframes) if progress else None
@@ -347,7 +434,7 @@ class Predictor:
         processes = self._processes if self.workers else None
         depth = max(2 * self.workers, -(-self.batch_size // files_per_job(processes)) + self.workers)
         chunks = ordered_map(iter_jobs(source, spec, processes), self.workers, depth=depth, processes=processes)
-        batches = self._run(self._stream(chunks, stats), stats, ahead=self.workers > 0)
+        batches = self._run(self._stream(chunks, stats, resume_after), stats, ahead=self.workers > 0)
         try:
             for idx, src, frm, probs in batches:
                 top = probs.argmax(axis=1)
@@ -377,11 +464,18 @@ class Predictor:
             for j, c in enumerate(top.tolist()):
                 yield Prediction(idx[j], src[j], frm[j], c, names[c], conf[j], probs[j])
 
-    def predict_to(self, writer, source, *, stride: int | None = None, progress: bool = False) -> int:
+    def predict_to(self, writer, source, *, stride: int | None = None, progress: bool = False,
+                   resume_after: int = -1) -> int:
         """Classify ``source`` straight into a :class:`PredictionWriter` (a batch of rows at a
         time, no Prediction objects: what ``foldcnn predict`` does); returns the rows written.
-        The rows equal those of ``writer.write_all(p.predict_iter(source))``."""
-        for idx, src, frm, top, conf, _ in self._batches(source, stride, progress):
+        The rows equal those of ``writer.write_all(p.predict_iter(source))``.
+
+        ``resume_after``: skip the inputs (images, video frames) at positions up to this one, as
+        written by an earlier run (foldcnn.infer.journal.ResumableWriter records it): image files
+        there are not decoded, frames are decoded but not run. Batches end at fold boundaries of
+        their fold stream, so an earlier run's last batch does too, and the images after it fold
+        as they did then: the rows equal the rest of an uninterrupted run's."""
+        for idx, src, frm, top, conf, _ in self._batches(source, stride, progress, resume_after):
             writer.write_batch(idx, src, frm, top.tolist(), conf, self.class_names)
         return writer.rows
 

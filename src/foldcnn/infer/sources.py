@@ -2,7 +2,7 @@
 
 Accepted inputs (``source``):
 
-* a torch tensor (N, C, H, W), uint8 (0-255) or float in [0, 1];
+* a torch tensor (N, C, H, W), uint8 (0-255) or float in [0, 1] (read as a numpy array);
 * a numpy array (N, C, H, W) or (N, H, W, C), uint8 or float in [0, 1]; the layout is the one
   whose channel axis has the model's C channels; when both axes do, the one whose other two
   axes are the model's (H, W); when that still leaves both, a ValueError asks for a transpose;
@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from foldcnn.data.readers import (
@@ -47,13 +46,12 @@ from foldcnn.data.readers import (
     DataReadError,
     decode_rgb,
     iter_folder,
-    read_image,
     resize_rgb,
     to_rgb,
 )
 from foldcnn.errors import MissingInputError, UsageError, UsageTypeError
 from foldcnn.infer.array_files import count_array_file, is_array_file, iter_array_file
-from foldcnn.infer.arrays import ImageSizeError, as_nchw, fit_images, to_unit_float
+from foldcnn.infer.arrays import ImageSizeError, as_nchw, fit_images, is_array, to_unit_float
 from foldcnn.background import Ahead
 from foldcnn.infer.results import SkippedInput
 
@@ -84,14 +82,16 @@ class InputSpec:
     chunk: int = 1024  # images per job for arrays
     keyframes: bool = False  # video: decode only the key frames
     videos_ahead: int = 0  # videos decoding in background threads beyond the current one
+    resume_after: int = -1  # image files at input positions up to this one are not decoded (a resumed run)
 
 
 @dataclass
 class Chunk:
-    """Decoded images (n, C, H, W) uint8 or float32 in [0, 1] (None when n == 0) and, per image,
-    its input position, source file and video frame; plus inputs skipped in this stretch."""
+    """Decoded images, a numpy array (n, C, H, W) uint8 or float32 in [0, 1] (None when n == 0)
+    and, per image, its input position, source file and video frame; plus inputs skipped in this
+    stretch."""
 
-    images: torch.Tensor | None
+    images: np.ndarray | None
     indices: Sequence[int]
     sources: Sequence[str | None]
     frames: Sequence[int | None]
@@ -113,11 +113,11 @@ def is_video(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_EXTENSIONS
 
 
-def _fit(x: torch.Tensor, spec: InputSpec, what: str, contiguous: bool = True) -> torch.Tensor:
+def _fit(x: np.ndarray, spec: InputSpec, what: str, contiguous: bool = True) -> np.ndarray:
     return fit_images(x, spec.shape, spec.resize, spec.resize_mode, what, contiguous)
 
 
-def _array_job(x: torch.Tensor, start: int, spec: InputSpec, source: str | None = None) -> Callable[[], Chunk]:
+def _array_job(x: np.ndarray, start: int, spec: InputSpec, source: str | None = None) -> Callable[[], Chunk]:
     def run() -> Chunk:
         t = _fit(x, spec, f"images in {source}" if source else "images", contiguous=False)
         n = t.shape[0]
@@ -127,16 +127,17 @@ def _array_job(x: torch.Tensor, start: int, spec: InputSpec, source: str | None 
 
 
 # ---------------------------------------------------------------------------- single images
-def load_image_file(path, spec: InputSpec) -> torch.Tensor:
-    """One image file -> uint8 (1, 3, H, W) at the model's size (resize, resize_mode and
+def load_image_file(path, spec: InputSpec) -> np.ndarray:
+    """One image file -> a uint8 array (1, 3, H, W) at the model's size (resize, resize_mode and
     max_pixels of ``spec``); DataReadError naming the file when it cannot be used."""
     if spec.shape[0] != 3:
         raise UsageError(f"image files are decoded as RGB (3 channels) but the model takes {spec.shape[0]}; "
                          "pass tensors (N, C, H, W) instead")
-    return _fit(read_image(path, max_pixels=spec.max_pixels)[None], spec, f"image {path}")
+    arr, _ = decode_rgb(Path(path), spec.max_pixels)
+    return _fit(np.ascontiguousarray(arr.transpose(2, 0, 1))[None], spec, f"image {path}")
 
 
-def _load_single(kind: str, obj, spec: InputSpec) -> torch.Tensor:
+def _load_single(kind: str, obj, spec: InputSpec) -> np.ndarray:
     """One image -> (1, C, H, W) at the model's size."""
     if kind == "file":
         return load_image_file(obj, spec)
@@ -144,13 +145,16 @@ def _load_single(kind: str, obj, spec: InputSpec) -> torch.Tensor:
         if spec.shape[0] != 3:
             raise UsageError(f"PIL images are converted to RGB but the model takes {spec.shape[0]} channels")
         arr = to_rgb(obj)
-        return _fit(torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))[None], spec, "PIL image")
+        return _fit(np.ascontiguousarray(arr.transpose(2, 0, 1))[None], spec, "PIL image")
     return _fit(as_nchw(obj[None], spec.shape, "image"), spec, "image")
 
 
 def _singles_job(items: list[tuple[str, object]], start: int, spec: InputSpec) -> Callable[[], Chunk]:
     if all(kind == "file" for kind, _ in items):
-        return FilesJob([str(obj) for _, obj in items], start, spec)
+        done = min(len(items), max(0, spec.resume_after - start + 1))  # written by the run resumed
+        if done == len(items):
+            return _empty_job
+        return FilesJob([str(obj) for _, obj in items[done:]], start + done, spec)
 
     def run() -> Chunk:
         imgs, idx, srcs, skipped = [], [], [], []
@@ -165,12 +169,19 @@ def _singles_job(items: list[tuple[str, object]], start: int, spec: InputSpec) -
             imgs.append(img)
             idx.append(start + k)
             srcs.append(str(obj) if kind == "file" else None)
-        arrays = [t.numpy() for t in imgs]
+        arrays = imgs
         if len({a.dtype for a in arrays}) > 1:  # a list mixing uint8 and float images
             arrays = [to_unit_float(a) for a in arrays]
-        images = torch.from_numpy(np.concatenate(arrays)) if arrays else None
+        images = np.concatenate(arrays) if arrays else None
         return Chunk(images, idx, srcs, [None] * len(idx), skipped)
     return run
+
+
+def _empty_job() -> Chunk:
+    return Chunk(None, [], [], [])
+
+
+_empty_job.inline = True
 
 
 def decode_files(paths: list[str], spec: InputSpec) -> tuple[np.ndarray, list[int], list[tuple[int, str]], float]:
@@ -235,22 +246,22 @@ class FilesJob:
             _load_single("file", Path(self.paths[k]), self.spec)  # raises the reader's own error
             raise DataReadError(f"cannot read image {self.paths[k]}: {failed[0][1]}")  # if it read this time
         skipped = [SkippedInput(self.start + k, self.paths[k], reason) for k, reason in failed]
-        chunk = Chunk(torch.from_numpy(images) if ok else None, [self.start + k for k in ok],
+        chunk = Chunk(images if ok else None, [self.start + k for k in ok],
                       [self.paths[k] for k in ok], [None] * len(ok), skipped)
         chunk.seconds_decode = seconds
         return chunk
 
 
 # ----------------------------------------------------------------------------------- videos
-def iter_video(path, spec: InputSpec) -> Iterator[tuple[int, torch.Tensor]]:
-    """``(frame number, uint8 (3, H, W))`` for every ``spec.stride``-th frame of a video, at the
+def iter_video(path, spec: InputSpec) -> Iterator[tuple[int, np.ndarray]]:
+    """``(frame number, uint8 array (3, H, W))`` for every ``spec.stride``-th frame of a video, at the
     model's size (nearest neighbour unless ``spec.resize_mode`` names another; with
     ``resize=False`` a frame of another size is an ImageSizeError)."""
     from foldcnn.data import readers  # looked up at call time, so tests can stand in a decoder
 
     _check_video_spec(spec)
     want = spec.shape[1:]
-    for number, img in readers.iter_video_frames(path, input_size=want if spec.resize else None,
+    for number, img in readers.iter_video_arrays(path, input_size=want if spec.resize else None,
                                                  stride=spec.stride, resize=spec.resize_mode or "nearest",
                                                  keyframes=spec.keyframes):
         if tuple(img.shape[1:]) != want:
@@ -280,7 +291,7 @@ def _iter_video_batches(path, spec: InputSpec) -> Iterator[tuple[list[int], np.n
 
 def _frames_job(path: Path, images: np.ndarray, numbers: list[int], pos: int,
                 stream: int) -> Callable[[], Chunk]:
-    return lambda: Chunk(torch.from_numpy(images), range(pos, pos + len(numbers)),
+    return lambda: Chunk(images, range(pos, pos + len(numbers)),
                          [str(path)] * len(numbers), numbers, stream=stream)
 
 
@@ -378,7 +389,7 @@ def _segment_jobs(path: Path, start: int, spec: InputSpec, processes):
                     return
                 n = len(answer.numbers)
                 if n:
-                    chunk = Chunk(torch.from_numpy(answer.images), range(pos, pos + n), [str(path)] * n,
+                    chunk = Chunk(answer.images, range(pos, pos + n), [str(path)] * n,
                                   answer.numbers, stream=start)
                     chunk.seconds_decode, chunk.in_process = answer.seconds, True
                     yield (lambda c=chunk: c), n, segment.first + answer.decoded
@@ -467,7 +478,7 @@ def iter_expand_path(p: str | os.PathLike, top: bool = True) -> Iterator[tuple[s
 
 def _units(source, spec: InputSpec, top: bool) -> Iterator[tuple[str, object]]:
     """Flatten ``source`` into ("batch", (N, C, H, W) tensor) | ("file"|"video"|"pil"|"image", obj)."""
-    if isinstance(source, (torch.Tensor, np.ndarray)):
+    if is_array(source):
         if source.ndim == 4:
             yield "batch", as_nchw(source, spec.shape)
         elif source.ndim == 3 and not top:
@@ -580,7 +591,7 @@ def count_inputs(source, stride: int = 1, keyframes: bool = False) -> int | None
     """How many images ``source`` will give (for a progress bar), or None when unknown (generators,
     videos whose container does not say how many frames they hold, key-frame passes). A video
     counts its container's frames, every ``stride``-th; one cut short gives fewer."""
-    if isinstance(source, (torch.Tensor, np.ndarray)):
+    if is_array(source):
         return int(source.shape[0]) if source.ndim == 4 else None
     if isinstance(source, Image.Image):
         return 1
@@ -594,7 +605,7 @@ def count_inputs(source, stride: int = 1, keyframes: bool = False) -> int | None
     if isinstance(source, (list, tuple)):
         total = 0
         for item in source:
-            if isinstance(item, (torch.Tensor, np.ndarray)) and item.ndim == 4:
+            if is_array(item) and item.ndim == 4:
                 n = int(item.shape[0])
             elif isinstance(item, (str, os.PathLike)) and Path(item).is_dir():
                 n = count_inputs(item, stride, keyframes)

@@ -58,7 +58,7 @@ def _image_group(ids, paths, fold, spec, on_error) -> Iterator[Batch]:
     ok_ids, images = [], []
     for i, p in zip(ids, paths):
         try:
-            images.append(load_image_file(p, spec)[0].numpy())
+            images.append(load_image_file(p, spec)[0])
             ok_ids.append(int(i))
         except DataReadError as e:
             if on_error == "raise":
@@ -91,7 +91,7 @@ def _video(source_id, path, fold, spec, chunk, on_error) -> Iterator[Batch]:
             yield _failure_row(source_id, reason, fold, shape)
             return
         frames.append(t)
-        images.append(img.numpy())
+        images.append(img)
         if len(images) == chunk:
             yield _fold_rows([source_id] * chunk, frames, images, fold, shape)
             frames, images = [], []
