@@ -6,9 +6,7 @@ import argparse
 import sys
 
 from foldcnn.cli.common import (
-    CROSS_SLOT_DECAY_HELP,
     MODEL_KWARGS_HELP,
-    SLOT_DIAGONAL_HELP,
     CLIError,
     parse_fractions,
     parse_model_kwargs,
@@ -46,6 +44,7 @@ def _backends(text: str | None) -> tuple[tuple[str, str], ...] | None:
 
 
 def _cmd_fold(args: argparse.Namespace) -> int:
+    from foldcnn.cli.train import train_config_from_args
     from foldcnn.workflows.fold import REPORT_JSON, REPORT_MD, FoldOptions, run_fold
     from foldcnn.train.sources import DataSpec
 
@@ -59,9 +58,7 @@ def _cmd_fold(args: argparse.Namespace) -> int:
     opts = FoldOptions(model=args.model, data=data, folds=_folds(args), model_kwargs=parse_model_kwargs(args.model_kwargs),
                        weights=args.weights, max_accuracy_drop=args.max_accuracy_drop,
                        channel_multiple=args.channel_multiple, epochs=args.epochs, original_epochs=args.original_epochs,
-                       batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads,
-                       train_precision=args.train_precision, distill=args.distill, precisions=precisions,
-                       slot_diagonal_init=args.slot_diagonal_init, cross_slot_decay=args.cross_slot_decay,
+                       weight_decay=args.weight_decay, train=train_config_from_args(args, 1), precisions=precisions,
                        bench_batch_sizes=batch_sizes,
                        bench_backends=_backends(args.backends), bench_trials=args.trials,
                        bench_min_seconds=args.min_seconds, search=args.search,
@@ -105,9 +102,10 @@ def _print_search(report: dict, out: str) -> None:
 
 
 def _add_fold(sub) -> None:
-    from foldcnn.train.config import PRECISIONS, TrainConfig
+    from foldcnn.cli.options import add_options
+    from foldcnn.cli.train import UNSET
+    from foldcnn.train.config import TrainConfig
 
-    d = TrainConfig()
     p = sub.add_parser(
         "fold", help="your CNN + your images -> a faster folded model, verified and exported (one command)",
         description="Evaluates (or trains, then evaluates) the original on the test split, trains each folded "
@@ -157,22 +155,8 @@ def _add_fold(sub) -> None:
     p.add_argument("--input-size", help="resize images to HxW (default: their size; mixed sizes: the most common)")
     p.add_argument("--channel-multiple", type=int, default=None,
                    help="round widened layers up to this multiple (1 = paper's widths; default 8)")
-    p.add_argument("--epochs", type=int, default=None,
-                   help="epochs of each folded model (default: by fold, 100 at f=2/3, 200 at f=4 and above)")
     p.add_argument("--original-epochs", type=int, default=None, help="epochs of the original when it is trained "
-                   "(default 60)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="training images per step")
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of initialization, fold groups and timing inputs")
-    p.add_argument("--threads", type=int, default=0, help="torch/engine threads (0 = all cores)")
-    p.add_argument("--train-precision", choices=PRECISIONS, default=d.precision, help="training forward precision")
-    p.add_argument("--distill", choices=("mse", "kl", "none"), default="kl",
-                   help="distillation of the folded models from the original (KL with temperature 4, as in "
-                   "docs/accuracy.md)")
-    p.add_argument("--slot-diagonal-init", action=argparse.BooleanOptionalAction, default=None,
-                   help=SLOT_DIAGONAL_HELP)
-    p.add_argument("--cross-slot-decay", type=float, default=d.cross_slot_decay, metavar="DECAY",
-                   help=CROSS_SLOT_DECAY_HELP)
+                   "(default: by fold, as --epochs)")
     p.add_argument("--backends", help="engines to time, as backend/precision pairs (default: every CPU engine here "
                    "except torch.compile)")
     p.add_argument("--batch-sizes", default="256,1024", help="batch sizes (images) to time; each model keeps "
@@ -185,6 +169,10 @@ def _add_fold(sub) -> None:
     p.add_argument("--train-only", action="store_true", help="stop after training and evaluating (steps a-c); a later "
                    "--resume run measures throughput, chooses and exports (e.g. on a quiet machine)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or notes")
+    # The training recipe: the same flags as foldcnn train (TrainConfig); --epochs is the folded
+    # models', --distill defaults to kl (from the original), --threads also sets the timing's threads.
+    add_options(p, TrainConfig, defaults={**UNSET, "distill": "kl"},
+                group_title="training of every stage (foldcnn.train.config.TrainConfig, as foldcnn train)")
     p.set_defaults(func=_cmd_fold)
 
 

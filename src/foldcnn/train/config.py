@@ -31,6 +31,10 @@ def recommended_budget(fold: int) -> dict:
     return {"epochs": epochs, "weight_decay": 1e-5 if fold <= 2 else 0.05}
 
 
+# Fields whose value comes from the fold's budget (TrainConfig.for_fold) unless a run gives them.
+BY_FOLD = ("epochs", "weight_decay")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Fast defaults for a small CPU: Adam(W) with a one-cycle schedule reaches the paper's
