@@ -101,6 +101,40 @@ def _print_search(report: dict, out: str) -> None:
     print(f"wrote {out}/report.md, {out}/report.json, {c['onnx']}")
 
 
+def _add_search_flags(p) -> None:
+    """--search and what it explores and keeps (foldcnn.workflows.fold.search)."""
+    p.add_argument("--search", action="store_true", help="find the fastest model on this machine within the "
+                   "budget: every fold x width multiplier (narrower fold-1 CNNs too), timed first with random "
+                   "weights, trained fastest first, hopeless learning curves abandoned (docs/search.md)")
+    p.add_argument("--widths", help="--search: width multipliers relative to the original's, comma-separated "
+                   "(default 0.5,0.71,1 and sqrt(f) for each fold f; sqrt(f), the paper's point, is always in)")
+    p.add_argument("--channel-multiples", help="--search: width roundings to try, e.g. 8,32 (default: "
+                   "--channel-multiple)")
+    p.add_argument("--max-flip-rate", type=float, default=None, help="--search: the largest share of validation "
+                   "images whose class may change with their fold-mates (default: no limit)")
+    p.add_argument("--invariant", action="store_true", help="--search: train the folded candidates with "
+                   "--cross-slot-decay inf, so answers cannot depend on fold-mates")
+    p.add_argument("--abandon-margin", type=float, default=2.0, help="--search: points of validation top-1 a "
+                   "candidate's curve may trail the original's progress before it is abandoned at 1/4 or 1/2 of "
+                   "its epochs")
+    p.add_argument("--engine", choices=("local", "ray"), default="local", help="--search: ray trains the candidates "
+                   "as Ray Tune trials side by side, stopped by its ASHA scheduler (one trial per candidate)")
+    p.add_argument("--address", help="--engine ray: the Ray cluster to join (default: a local one, started and "
+                   "stopped)")
+
+
+def _add_timing_flags(p) -> None:
+    """The interleaved throughput sweep that times every model (foldcnn.bench)."""
+    p.add_argument("--backends", help="engines to time, as backend/precision pairs (default: every CPU engine here "
+                   "except torch.compile)")
+    p.add_argument("--batch-sizes", default="256,1024", help="batch sizes (images) to time; each model keeps "
+                   "its best")
+    p.add_argument("--precision", help="the engines' precisions to time and choose from, comma-separated, e.g. fp32 "
+                   "(for a deployment that cannot quantize) or fp32,int8 (default: every precision here)")
+    p.add_argument("--trials", type=int, default=3, help="interleaved timing trials")
+    p.add_argument("--min-seconds", type=float, default=0.3, help="length of each timed block")
+
+
 def _add_fold(sub) -> None:
     from foldcnn.cli.options import add_options
     from foldcnn.cli.train import UNSET
@@ -128,24 +162,7 @@ def _add_fold(sub) -> None:
     group.add_argument("--fold", type=int, default=None, help="the fold to try (default 4)")
     group.add_argument("--folds", help="several folds to try, e.g. 2,3,4 (with --search 1 adds the narrower CNNs; "
                        "default there 1,2,4)")
-    p.add_argument("--search", action="store_true", help="find the fastest model on this machine within the "
-                   "budget: every fold x width multiplier (narrower fold-1 CNNs too), timed first with random "
-                   "weights, trained fastest first, hopeless learning curves abandoned (docs/search.md)")
-    p.add_argument("--widths", help="--search: width multipliers relative to the original's, comma-separated "
-                   "(default 0.5,0.71,1 and sqrt(f) for each fold f; sqrt(f), the paper's point, is always in)")
-    p.add_argument("--channel-multiples", help="--search: width roundings to try, e.g. 8,32 (default: "
-                   "--channel-multiple)")
-    p.add_argument("--max-flip-rate", type=float, default=None, help="--search: the largest share of validation "
-                   "images whose class may change with their fold-mates (default: no limit)")
-    p.add_argument("--invariant", action="store_true", help="--search: train the folded candidates with "
-                   "--cross-slot-decay inf, so answers cannot depend on fold-mates")
-    p.add_argument("--abandon-margin", type=float, default=2.0, help="--search: points of validation top-1 a "
-                   "candidate's curve may trail the original's progress before it is abandoned at 1/4 or 1/2 of "
-                   "its epochs")
-    p.add_argument("--engine", choices=("local", "ray"), default="local", help="--search: ray trains the candidates "
-                   "as Ray Tune trials side by side, stopped by its ASHA scheduler (one trial per candidate)")
-    p.add_argument("--address", help="--engine ray: the Ray cluster to join (default: a local one, started and "
-                   "stopped)")
+    _add_search_flags(p)
     p.add_argument("--max-accuracy-drop", type=float, default=1.0,
                    help="points of top-1 a model may lose against the original to be chosen (test top-1; "
                    "validation top-1 with --search)")
@@ -157,14 +174,7 @@ def _add_fold(sub) -> None:
                    help="round widened layers up to this multiple (1 = paper's widths; default 8)")
     p.add_argument("--original-epochs", type=int, default=None, help="epochs of the original when it is trained "
                    "(default: by fold, as --epochs)")
-    p.add_argument("--backends", help="engines to time, as backend/precision pairs (default: every CPU engine here "
-                   "except torch.compile)")
-    p.add_argument("--batch-sizes", default="256,1024", help="batch sizes (images) to time; each model keeps "
-                   "its best")
-    p.add_argument("--precision", help="the engines' precisions to time and choose from, comma-separated, e.g. fp32 "
-                   "(for a deployment that cannot quantize) or fp32,int8 (default: every precision here)")
-    p.add_argument("--trials", type=int, default=3, help="interleaved timing trials")
-    p.add_argument("--min-seconds", type=float, default=0.3, help="length of each timed block")
+    _add_timing_flags(p)
     p.add_argument("--resume", action="store_true", help="continue a run in --out (finished stages are reused)")
     p.add_argument("--train-only", action="store_true", help="stop after training and evaluating (steps a-c); a later "
                    "--resume run measures throughput, chooses and exports (e.g. on a quiet machine)")
