@@ -8,6 +8,7 @@ import pytest
 
 from foldcnn.checkpoints import load_checkpoint
 from foldcnn.workflows.fold import FoldOptions
+from foldcnn.train.config import TrainConfig
 from foldcnn.train.sources import DataSpec
 from tiny_data import USER_CNNS, write_folder, write_user_module
 
@@ -96,11 +97,18 @@ def test_options_are_validated():
     with pytest.raises(ValueError, match="points"):
         FoldOptions("m:N", data, max_accuracy_drop=-1)
     assert FoldOptions("m:N", data, folds=(4, 2, 4)).folds == (2, 4)
-    opts = FoldOptions("m:N", data, cross_slot_decay=float("inf"))
+    opts = FoldOptions("m:N", data, train=TrainConfig(cross_slot_decay=float("inf"), distill="kl", lr=1e-3))
     assert opts.train_config(4, teacher=True).cross_slot_decay == float("inf")
     assert opts.train_config(1, teacher=False).cross_slot_decay == 0.0  # the original has no fold slots
     with pytest.raises(ValueError, match="cross_slot_decay"):
-        FoldOptions("m:N", data, cross_slot_decay=-1)
+        FoldOptions("m:N", data, train=TrainConfig(cross_slot_decay=-1))
+    # The recipe is the given TrainConfig with each stage's budget by fold unless epochs are given.
+    assert opts.train_config(4, teacher=True) == TrainConfig.for_fold(4, cross_slot_decay=float("inf"),
+                                                                       distill="kl", lr=1e-3)
+    assert opts.train_config(1, teacher=False) == TrainConfig.for_fold(1, lr=1e-3)
+    pinned = FoldOptions("m:N", data, epochs=7, original_epochs=3, weight_decay=0.1)
+    assert (pinned.train_config(4, True).epochs, pinned.train_config(1, False).epochs) == (7, 3)
+    assert pinned.train_config(4, True).weight_decay == pinned.train_config(1, False).weight_decay == 0.1
 
 
 def test_advice_names_what_the_folded_run_measured_about_itself():

@@ -130,7 +130,7 @@ def test_json_path_or_stdout_for_models_and_analyze(tmp_path, capsys):
     assert rec["bytes_per_element"] == 4 and rec["fold"] == 1
 
 
-@pytest.mark.parametrize("command", ["train"])
+@pytest.mark.parametrize("command", ["train", "fold"])
 def test_training_flags_are_generated_from_train_config(command):
     """Each TrainConfig field the command line takes has one flag, made from the field (its help text
     and spelling live in foldcnn/train/config.py only)."""
@@ -142,7 +142,7 @@ def test_training_flags_are_generated_from_train_config(command):
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     actions = sub.choices[command]._actions
     for f in fields(TrainConfig):
-        mine = [a for a in actions if a.dest == f.name]
+        mine = [a for a in actions if flag_of(f) in a.option_strings]
         if not is_cli_option(f):
             assert not mine, f.name
             continue

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from foldcnn.bench.report import machine_info
+from foldcnn.train.config import TrainConfig
 from foldcnn.train.sources import DataSpec
 from foldcnn.workflows.fold import FoldOptions, run_fold
 
@@ -48,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.datetime.now(datetime.timezone.utc)
     load_before = os.getloadavg()
     opts = FoldOptions(args.model, DataSpec(data_dir=args.data), folds=tuple(int(f) for f in args.folds.split(",")),
-                       threads=args.threads, max_accuracy_drop=args.max_accuracy_drop, search=True)
+                       train=TrainConfig(distill="kl", threads=args.threads), max_accuracy_drop=args.max_accuracy_drop,
+                       search=True)
     report = run_fold(opts, args.out, resume=args.resume, progress=False, command=["python", *sys.argv],
                       log=lambda msg: print(f"fold_search: {msg}", file=sys.stderr, flush=True))
     keep = ("name", "kind", "fold", "width_mult", "channel_multiple", "flops_per_image", "images_per_s",

@@ -64,6 +64,27 @@ def atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _config_body(model, config, class_names, metrics, extra) -> dict:
+    """config.json: everything that rebuilds the model and reads its outputs, nothing pickled."""
+    from foldcnn.models.imported import import_root, is_import_path
+
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_source": "import" if ":" in config.name else "zoo",
+        "model": config.to_dict(),
+        # where the user's module was found: loading elsewhere (predict, serve, Ray workers) looks there too
+        **({"import_root": import_root(config.name)} if is_import_path(config.name) else {}),
+        "fold": model.fold,
+        "num_classes": model.num_classes,
+        "input_shape": list(model.input_shape),
+        "class_names": list(class_names),
+        "normalization": {"scale": 1 / 255, "range": [0.0, 1.0]},
+        "metrics": metrics or {},
+        "extra": extra or {},
+    }
+
+
 def save_checkpoint(
     out_dir: str | os.PathLike,
     model: FoldedCNN,
@@ -85,7 +106,6 @@ def save_checkpoint(
     from safetensors.torch import save
 
     from foldcnn.models import ModelConfig
-    from foldcnn.models.imported import import_root, is_import_path
 
     config = getattr(model, "config", None)
     if not isinstance(config, ModelConfig):
@@ -101,21 +121,7 @@ def save_checkpoint(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    body = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "model_source": "import" if ":" in config.name else "zoo",
-        "model": config.to_dict(),
-        # where the user's module was found: loading elsewhere (predict, serve, Ray workers) looks there too
-        **({"import_root": import_root(config.name)} if is_import_path(config.name) else {}),
-        "fold": model.fold,
-        "num_classes": model.num_classes,
-        "input_shape": list(model.input_shape),
-        "class_names": list(class_names),
-        "normalization": {"scale": 1 / 255, "range": [0.0, 1.0]},
-        "metrics": metrics or {},
-        "extra": extra or {},
-    }
+    body = _config_body(model, config, class_names, metrics, extra)
     # Weights first, config last: a config.json only exists next to complete weights.
     atomic_write(out / WEIGHTS_FILE, save(state, metadata={"format": FORMAT}))
     if calibration_images is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -38,6 +39,39 @@ def _candidates(device: str, precisions, calibration, candidates) -> tuple[list[
     return chosen, skipped
 
 
+def _build_all(chosen, build, x, skipped: dict, say) -> dict:
+    """Build and warm up each (name, precision); a failure goes to ``skipped`` with its reason."""
+    built: dict[str, Backend] = {}
+    for name, precision in chosen:
+        key = f"{name}/{precision}"
+        say(f"building {key}")
+        try:
+            b = build(name, precision=precision)
+            b.run(x)  # warm-up (and, for compile, any last compilation)
+        except BackendError as e:
+            skipped[key] = str(e)
+            continue
+        built[key] = b
+    if not built:
+        raise BackendError("every candidate backend failed to build: "
+                           + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    return built
+
+
+def _time_interleaved(built: dict, x, seconds: float) -> dict[str, list[float]]:
+    """Seconds per run of each backend, rounds interleaved until ``seconds`` are spent (at least one)."""
+    times: dict[str, list[float]] = {key: [] for key in built}
+    deadline = time.perf_counter() + seconds
+    for _ in range(MAX_ROUNDS):
+        for key, b in built.items():  # interleaved: a noisy neighbour hits every candidate alike
+            start = time.perf_counter()
+            b.run(x)
+            times[key].append(time.perf_counter() - start)
+        if time.perf_counter() > deadline:
+            break
+    return times
+
+
 def select_backend(
     model: FoldedCNN,
     *,
@@ -68,30 +102,10 @@ def select_backend(
         raise BackendError(f"no backend to choose from on {device} for precisions {', '.join(precisions)} "
                            f"(usable here: {', '.join(f'{n}/{p}' for n, p in available_backends(device))}{why})")
     x = torch.rand(max_batch, *model.folded_input_shape).numpy()
-    built: dict[str, Backend] = {}
-    times: dict[str, list[float]] = {}
-    for name, precision in chosen:
-        key = f"{name}/{precision}"
-        say(f"building {key}")
-        try:
-            b = create_backend(model, name, precision=precision, threads=threads, device=device,
-                               max_batch=max_batch, calibration=calibration)
-            b.run(x)  # warm-up (and, for compile, any last compilation)
-        except BackendError as e:
-            skipped[key] = str(e)
-            continue
-        built[key], times[key] = b, []
-    if not built:
-        raise BackendError("every candidate backend failed to build: "
-                           + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
-    deadline = time.perf_counter() + seconds
-    for _ in range(MAX_ROUNDS):
-        for key, b in built.items():  # interleaved: a noisy neighbour hits every candidate alike
-            start = time.perf_counter()
-            b.run(x)
-            times[key].append(time.perf_counter() - start)
-        if time.perf_counter() > deadline:
-            break
+    build = functools.partial(create_backend, model, threads=threads, device=device, max_batch=max_batch,
+                              calibration=calibration)
+    built = _build_all(chosen, build, x, skipped, say)
+    times = _time_interleaved(built, x, seconds)
     images = max_batch * model.fold
     rate = {k: images / statistics.median(t) for k, t in times.items()}
     picked = max(rate, key=rate.get)

@@ -96,6 +96,33 @@ def _fit_budget(configs, trials, seconds, notes):
     return configs, value
 
 
+def _model_of(model: str | None, checkpoint: str | None, model_kwargs: dict | None) -> tuple[str, dict]:
+    """The model to tune and its builder options: given, or the checkpoint's (which must agree)."""
+    kwargs: dict = dict(model_kwargs or {})
+    if checkpoint is not None:
+        from foldcnn.checkpoints import read_config
+
+        cfg = read_config(checkpoint)["model"]
+        if model is not None and model != cfg["name"]:
+            raise UsageError(f"the checkpoint {checkpoint} holds {cfg['name']!r}, not {model!r}; "
+                             f"leave the model name out or give {cfg['name']}")
+        model = cfg["name"]
+        kwargs = {**{k: tuple(v) if isinstance(v, list) else v for k, v in (cfg.get("kwargs") or {}).items()},
+                  **kwargs}
+    if model is None:
+        raise UsageError("name the model to tune (or give a checkpoint)")
+    return model, kwargs
+
+
+def _row(r, widths: dict) -> dict:
+    """One ranking row of a timed candidate."""
+    c = r.config
+    return {"fold": c.fold, "channel_multiple": c.channel_multiple, "widths": widths[(c.fold, c.channel_multiple)],
+            "params": r.params, "batch_size": c.batch_size, "backend": c.backend, "dtype": c.dtype,
+            "device": c.device, "images_per_s": r.images_per_s.median, "images_per_s_min": r.images_per_s.min,
+            "images_per_s_max": r.images_per_s.max, "accuracy": "-"}
+
+
 def tune(
     model: str | None = None,
     *,
@@ -126,19 +153,7 @@ def tune(
     (an ONNX Runtime session held about 0.5-1 GB at 4096 images of 22 x 52 here).
     """
     notes: list[str] = []
-    kwargs: dict = dict(model_kwargs or {})
-    if checkpoint is not None:
-        from foldcnn.checkpoints import read_config
-
-        cfg = read_config(checkpoint)["model"]
-        if model is not None and model != cfg["name"]:
-            raise UsageError(f"the checkpoint {checkpoint} holds {cfg['name']!r}, not {model!r}; "
-                             f"leave the model name out or give {cfg['name']}")
-        model = cfg["name"]
-        kwargs = {**{k: tuple(v) if isinstance(v, list) else v for k, v in (cfg.get("kwargs") or {}).items()},
-                  **kwargs}
-    if model is None:
-        raise UsageError("name the model to tune (or give a checkpoint)")
+    model, kwargs = _model_of(model, checkpoint, model_kwargs)
     if device == "cuda" and not torch.cuda.is_available():
         raise UsageError("skipped: no CUDA device; tune with --device cpu here, or on a machine with a GPU")
     if backends is None:
@@ -150,16 +165,7 @@ def tune(
     runnable, min_seconds = _fit_budget(runnable, trials, seconds, notes)
     outcome = run_sweep(runnable, trials=trials, min_seconds=min_seconds, threads=threads, progress=progress,
                         make_backend=make_backend, timer=timer, available=available, group_by=None)
-    ranking = []
-    for r in outcome.results:
-        c = r.config
-        ranking.append({
-            "fold": c.fold, "channel_multiple": c.channel_multiple, "widths": widths[(c.fold, c.channel_multiple)],
-            "params": r.params, "batch_size": c.batch_size, "backend": c.backend, "dtype": c.dtype,
-            "device": c.device, "images_per_s": r.images_per_s.median, "images_per_s_min": r.images_per_s.min,
-            "images_per_s_max": r.images_per_s.max, "accuracy": "-",
-        })
-    ranking.sort(key=lambda d: d["images_per_s"], reverse=True)
+    ranking = sorted((_row(r, widths) for r in outcome.results), key=lambda d: d["images_per_s"], reverse=True)
     result = TuneResult(model, ranking, [f"{c.label()}: {why}" for c, why in [*skipped, *outcome.skipped]], notes,
                         checkpoint=checkpoint, min_seconds=min_seconds)
     if checkpoint is not None:

@@ -74,15 +74,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         run_sweep,
         skip_unavailable,
     )
-    from foldcnn.bench.tables import (
-        format_best,
-        format_headline,
-        format_peaks,
-        format_peers,
-        format_records,
-        format_skipped,
-    )
-
     preset, configs = _plan(args)
     if args.trials is not None and args.trials < 1 or args.min_seconds is not None and args.min_seconds <= 0:
         raise CLIError("--trials must be >= 1 and --min-seconds > 0")
@@ -110,6 +101,22 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         peaks = peaks.highest(measure())
     skipped += outcome.skipped
     records = build_records(outcome.results, peaks)
+    _print_tables(records, peaks, skipped)
+    _write_outputs(args, records, peaks, machine, skipped, preset)
+    return 0
+
+
+def _print_tables(records, peaks, skipped) -> None:
+    """The sweep's tables: every record, best batches, peers, the headline, peaks, what did not run."""
+    from foldcnn.bench.tables import (
+        format_best,
+        format_headline,
+        format_peaks,
+        format_peers,
+        format_records,
+        format_skipped,
+    )
+
     if records:
         print("\nthroughput (median images/s over trials; range = (max - min) / median; all f images of a "
               "folded input counted):")
@@ -130,8 +137,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if skipped:
         print(f"\n{len(skipped)} configuration(s) not run:")
         print(format_skipped(skipped))
-    _write_outputs(args, records, peaks, machine, skipped, preset)
-    return 0
 
 
 def _write_outputs(args, records, peaks, machine, skipped, preset) -> None:

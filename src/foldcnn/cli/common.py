@@ -25,13 +25,6 @@ def parse_size(text: str | None, flag: str = "--input-size", example: str = "22x
 MODEL_KWARGS_HELP = ("JSON keyword arguments of the model's builder, e.g. '{\"num_classes\": 10}'; for a model "
                      "given as package.module:Name, \"input_shape\": [C, H, W] sets one image's shape where no "
                      "data gives it")
-CROSS_SLOT_DECAY_HELP = ("folded models: after each step shrink the weights between different fold slots by "
-                         "lr x DECAY, on top of the weight decay; inf holds them at zero, so every image's answer "
-                         "depends on that image alone, whatever its fold-mates and slot (each slot a narrower CNN; "
-                         "pair with --slot-diagonal-init). 0 = off; docs/accuracy.md 'Fold-mates'")
-SLOT_DIAGONAL_HELP = ("start a folded model with zero weights between different fold slots, so each slot sees "
-                      "its own image from the first step (default: on for a CNN given as package.module:Name, "
-                      "where it ended a long flat start, off for zoo models; docs/accuracy.md)")
 
 
 def parse_ints(text: str | None, flag: str) -> tuple[int, ...] | None:

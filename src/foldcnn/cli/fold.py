@@ -6,9 +6,7 @@ import argparse
 import sys
 
 from foldcnn.cli.common import (
-    CROSS_SLOT_DECAY_HELP,
     MODEL_KWARGS_HELP,
-    SLOT_DIAGONAL_HELP,
     CLIError,
     parse_fractions,
     parse_model_kwargs,
@@ -46,6 +44,7 @@ def _backends(text: str | None) -> tuple[tuple[str, str], ...] | None:
 
 
 def _cmd_fold(args: argparse.Namespace) -> int:
+    from foldcnn.cli.train import train_config_from_args
     from foldcnn.workflows.fold import REPORT_JSON, REPORT_MD, FoldOptions, run_fold
     from foldcnn.train.sources import DataSpec
 
@@ -59,9 +58,7 @@ def _cmd_fold(args: argparse.Namespace) -> int:
     opts = FoldOptions(model=args.model, data=data, folds=_folds(args), model_kwargs=parse_model_kwargs(args.model_kwargs),
                        weights=args.weights, max_accuracy_drop=args.max_accuracy_drop,
                        channel_multiple=args.channel_multiple, epochs=args.epochs, original_epochs=args.original_epochs,
-                       batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads,
-                       train_precision=args.train_precision, distill=args.distill, precisions=precisions,
-                       slot_diagonal_init=args.slot_diagonal_init, cross_slot_decay=args.cross_slot_decay,
+                       weight_decay=args.weight_decay, train=train_config_from_args(args, 1), precisions=precisions,
                        bench_batch_sizes=batch_sizes,
                        bench_backends=_backends(args.backends), bench_trials=args.trials,
                        bench_min_seconds=args.min_seconds, search=args.search,
@@ -104,10 +101,45 @@ def _print_search(report: dict, out: str) -> None:
     print(f"wrote {out}/report.md, {out}/report.json, {c['onnx']}")
 
 
-def _add_fold(sub) -> None:
-    from foldcnn.train.config import PRECISIONS, TrainConfig
+def _add_search_flags(p) -> None:
+    """--search and what it explores and keeps (foldcnn.workflows.fold.search)."""
+    p.add_argument("--search", action="store_true", help="find the fastest model on this machine within the "
+                   "budget: every fold x width multiplier (narrower fold-1 CNNs too), timed first with random "
+                   "weights, trained fastest first, hopeless learning curves abandoned (docs/search.md)")
+    p.add_argument("--widths", help="--search: width multipliers relative to the original's, comma-separated "
+                   "(default 0.5,0.71,1 and sqrt(f) for each fold f; sqrt(f), the paper's point, is always in)")
+    p.add_argument("--channel-multiples", help="--search: width roundings to try, e.g. 8,32 (default: "
+                   "--channel-multiple)")
+    p.add_argument("--max-flip-rate", type=float, default=None, help="--search: the largest share of validation "
+                   "images whose class may change with their fold-mates (default: no limit)")
+    p.add_argument("--invariant", action="store_true", help="--search: train the folded candidates with "
+                   "--cross-slot-decay inf, so answers cannot depend on fold-mates")
+    p.add_argument("--abandon-margin", type=float, default=2.0, help="--search: points of validation top-1 a "
+                   "candidate's curve may trail the original's progress before it is abandoned at 1/4 or 1/2 of "
+                   "its epochs")
+    p.add_argument("--engine", choices=("local", "ray"), default="local", help="--search: ray trains the candidates "
+                   "as Ray Tune trials side by side, stopped by its ASHA scheduler (one trial per candidate)")
+    p.add_argument("--address", help="--engine ray: the Ray cluster to join (default: a local one, started and "
+                   "stopped)")
 
-    d = TrainConfig()
+
+def _add_timing_flags(p) -> None:
+    """The interleaved throughput sweep that times every model (foldcnn.bench)."""
+    p.add_argument("--backends", help="engines to time, as backend/precision pairs (default: every CPU engine here "
+                   "except torch.compile)")
+    p.add_argument("--batch-sizes", default="256,1024", help="batch sizes (images) to time; each model keeps "
+                   "its best")
+    p.add_argument("--precision", help="the engines' precisions to time and choose from, comma-separated, e.g. fp32 "
+                   "(for a deployment that cannot quantize) or fp32,int8 (default: every precision here)")
+    p.add_argument("--trials", type=int, default=3, help="interleaved timing trials")
+    p.add_argument("--min-seconds", type=float, default=0.3, help="length of each timed block")
+
+
+def _add_fold(sub) -> None:
+    from foldcnn.cli.options import add_options
+    from foldcnn.cli.train import UNSET
+    from foldcnn.train.config import TrainConfig
+
     p = sub.add_parser(
         "fold", help="your CNN + your images -> a faster folded model, verified and exported (one command)",
         description="Evaluates (or trains, then evaluates) the original on the test split, trains each folded "
@@ -130,24 +162,7 @@ def _add_fold(sub) -> None:
     group.add_argument("--fold", type=int, default=None, help="the fold to try (default 4)")
     group.add_argument("--folds", help="several folds to try, e.g. 2,3,4 (with --search 1 adds the narrower CNNs; "
                        "default there 1,2,4)")
-    p.add_argument("--search", action="store_true", help="find the fastest model on this machine within the "
-                   "budget: every fold x width multiplier (narrower fold-1 CNNs too), timed first with random "
-                   "weights, trained fastest first, hopeless learning curves abandoned (docs/search.md)")
-    p.add_argument("--widths", help="--search: width multipliers relative to the original's, comma-separated "
-                   "(default 0.5,0.71,1 and sqrt(f) for each fold f; sqrt(f), the paper's point, is always in)")
-    p.add_argument("--channel-multiples", help="--search: width roundings to try, e.g. 8,32 (default: "
-                   "--channel-multiple)")
-    p.add_argument("--max-flip-rate", type=float, default=None, help="--search: the largest share of validation "
-                   "images whose class may change with their fold-mates (default: no limit)")
-    p.add_argument("--invariant", action="store_true", help="--search: train the folded candidates with "
-                   "--cross-slot-decay inf, so answers cannot depend on fold-mates")
-    p.add_argument("--abandon-margin", type=float, default=2.0, help="--search: points of validation top-1 a "
-                   "candidate's curve may trail the original's progress before it is abandoned at 1/4 or 1/2 of "
-                   "its epochs")
-    p.add_argument("--engine", choices=("local", "ray"), default="local", help="--search: ray trains the candidates "
-                   "as Ray Tune trials side by side, stopped by its ASHA scheduler (one trial per candidate)")
-    p.add_argument("--address", help="--engine ray: the Ray cluster to join (default: a local one, started and "
-                   "stopped)")
+    _add_search_flags(p)
     p.add_argument("--max-accuracy-drop", type=float, default=1.0,
                    help="points of top-1 a model may lose against the original to be chosen (test top-1; "
                    "validation top-1 with --search)")
@@ -157,36 +172,17 @@ def _add_fold(sub) -> None:
     p.add_argument("--input-size", help="resize images to HxW (default: their size; mixed sizes: the most common)")
     p.add_argument("--channel-multiple", type=int, default=None,
                    help="round widened layers up to this multiple (1 = paper's widths; default 8)")
-    p.add_argument("--epochs", type=int, default=None,
-                   help="epochs of each folded model, run as given (default: by fold, 100 at f=2/3, 200 at "
-                        "f=4 and above, raised on small sets to the steps they give on 4,000 images, the raised "
-                        "part stopping on a validation plateau)")
     p.add_argument("--original-epochs", type=int, default=None, help="epochs of the original when it is trained "
-                   "(default 60, raised on small sets as --epochs)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="training images per step")
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of initialization, fold groups and timing inputs")
-    p.add_argument("--threads", type=int, default=0, help="torch/engine threads (0 = all cores)")
-    p.add_argument("--train-precision", choices=PRECISIONS, default=d.precision, help="training forward precision")
-    p.add_argument("--distill", choices=("mse", "kl", "none"), default="kl",
-                   help="distillation of the folded models from the original (KL with temperature 4, as in "
-                   "docs/accuracy.md)")
-    p.add_argument("--slot-diagonal-init", action=argparse.BooleanOptionalAction, default=None,
-                   help=SLOT_DIAGONAL_HELP)
-    p.add_argument("--cross-slot-decay", type=float, default=d.cross_slot_decay, metavar="DECAY",
-                   help=CROSS_SLOT_DECAY_HELP)
-    p.add_argument("--backends", help="engines to time, as backend/precision pairs (default: every CPU engine here "
-                   "except torch.compile)")
-    p.add_argument("--batch-sizes", default="256,1024", help="batch sizes (images) to time; each model keeps "
-                   "its best")
-    p.add_argument("--precision", help="the engines' precisions to time and choose from, comma-separated, e.g. fp32 "
-                   "(for a deployment that cannot quantize) or fp32,int8 (default: every precision here)")
-    p.add_argument("--trials", type=int, default=3, help="interleaved timing trials")
-    p.add_argument("--min-seconds", type=float, default=0.3, help="length of each timed block")
+                   "(default: by fold, as --epochs: 60, raised on small sets)")
+    _add_timing_flags(p)
     p.add_argument("--resume", action="store_true", help="continue a run in --out (finished stages are reused)")
     p.add_argument("--train-only", action="store_true", help="stop after training and evaluating (steps a-c); a later "
                    "--resume run measures throughput, chooses and exports (e.g. on a quiet machine)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or notes")
+    # The training recipe: the same flags as foldcnn train (TrainConfig); --epochs is the folded
+    # models', --distill defaults to kl (from the original), --threads also sets the timing's threads.
+    add_options(p, TrainConfig, defaults={**UNSET, "distill": "kl"},
+                group_title="training of every stage (foldcnn.train.config.TrainConfig, as foldcnn train)")
     p.set_defaults(func=_cmd_fold)
 
 

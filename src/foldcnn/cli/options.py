@@ -25,6 +25,14 @@ __all__ = ["add_json_flag", "add_options", "add_predict_options", "as_flags", "d
 _TYPES = {"str": str, "int": int, "float": float}
 
 
+def _dest(f) -> str:
+    """Where a field's flag stores its value: the field's name, or the name its own flag spells
+    (``precision`` under ``--train-precision`` is ``train_precision``, so that a command can also
+    take an inference ``--precision``); a ``--no-x`` switch stores into the field's name."""
+    flag = f.metadata.get("flag")
+    return f.name if not flag or flag.startswith("--no-") else flag.lstrip("-").replace("-", "_")
+
+
 def _type(f):
     base = str(f.type).replace(" ", "").split("|")[0]
     return _TYPES.get(base, str)
@@ -50,13 +58,13 @@ def add_options(parser: argparse.ArgumentParser, cls, *, unsupported: dict[str, 
         default = defaults.get(f.name, f.default if f.default is not MISSING else None)
         help_text = f.metadata.get("help", "")
         if str(f.type).replace(" ", "") in ("bool|None", "None|bool"):
-            group.add_argument(flag_of(f), dest=f.name, action=argparse.BooleanOptionalAction, default=default,
+            group.add_argument(flag_of(f), dest=_dest(f), action=argparse.BooleanOptionalAction, default=default,
                                help=help_text)
         elif f.type == "bool" or isinstance(f.default, bool):
-            group.add_argument(flag_of(f), dest=f.name, action="store_false" if default else "store_true",
+            group.add_argument(flag_of(f), dest=_dest(f), action="store_false" if default else "store_true",
                                help=help_text)
         else:
-            kwargs = {"dest": f.name, "default": default, "type": _type(f), "help": help_text}
+            kwargs = {"dest": _dest(f), "default": default, "type": _type(f), "help": help_text}
             for key in ("choices", "metavar"):
                 if f.metadata.get(key):
                     kwargs[key] = f.metadata[key]
@@ -65,7 +73,7 @@ def add_options(parser: argparse.ArgumentParser, cls, *, unsupported: dict[str, 
 
 def option_values(args: argparse.Namespace, cls) -> dict:
     """The values of the flags :func:`add_options` made for ``cls`` (the fields it gave flags)."""
-    return {f.name: getattr(args, f.name) for f in fields(cls) if is_cli_option(f) and hasattr(args, f.name)}
+    return {f.name: getattr(args, _dest(f)) for f in fields(cls) if is_cli_option(f) and hasattr(args, _dest(f))}
 
 
 def add_predict_options(parser: argparse.ArgumentParser, *, unsupported: dict[str, str] | None = None,

@@ -47,35 +47,74 @@ def _summary_lines(stats, out: str, events: str | None) -> list[str]:
     return lines
 
 
-def _cmd_scrape(args: argparse.Namespace) -> int:
-    from foldcnn.scrape.events import EVENT_COLUMNS, Event
-    from foldcnn.scrape.layout import load_layout, parse_checkpoint_map
-    from foldcnn.scrape.outputs import TableWriter
-    from foldcnn.scrape.pipeline import SCRAPE_COLUMNS, ScrapeOptions, Scraper, StreamBrokenError
-
-    options = predict_options(args)
+def _check_flags(args: argparse.Namespace) -> None:
+    """Combinations of flags that cannot work, refused before any video is opened."""
     if args.videos.count("-") > 1:
         raise CLIError("standard input (-) can be read once; give - at most once")
     if args.out == "-" and args.json == "-":
         raise CLIError("--out - and --json - both write to standard output; send one of them to a file")
-    scrape_opts = ScrapeOptions(stride=args.stride, keyframes=args.keyframes, hold=args.hold,
-                                max_wait_ms=args.max_wait_ms, on_lag=args.on_lag, scale_layout=args.scale_layout)
-    layout = load_layout(args.layout, parse_checkpoint_map(args.checkpoints))
     if args.events is not None and not args.events.lower().endswith(".csv"):
         raise CLIError(f"--events must end in .csv, got {args.events!r}")
     if args.truth and not args.plots:
         raise CLIError("--truth is drawn by --plots; add --plots")
     if args.plots and args.out == "-":
         raise CLIError("--plots are written beside --out; give --out a file")
+    if args.address and args.engine != "ray":
+        raise CLIError("--address is only used with --engine ray")
+
+
+def _write_all(args: argparse.Namespace, produced, layout, plot):
+    """Rows (and events) to their files as they come, flushed per frame for live input; returns the
+    StreamBrokenError that ended a broken stream (its rows up to the break are the output), or None."""
+    from foldcnn.scrape.events import EVENT_COLUMNS, Event
+    from foldcnn.scrape.outputs import TableWriter
+    from foldcnn.scrape.pipeline import SCRAPE_COLUMNS, StreamBrokenError
+
+    rows = TableWriter(args.out, SCRAPE_COLUMNS)
+    events = TableWriter(args.events, EVENT_COLUMNS, formats={".csv": "csv"}) if args.events else None
+    live = rows.to_stdout or any(v == "-" or "://" in v for v in args.videos)
+    broken = None
+    try:
+        for item in produced:
+            if isinstance(item, Event):
+                if events is not None:
+                    events.write(item.to_dict())
+                    if live:
+                        events.flush()
+                continue
+            rows.write(item)
+            if plot is not None:
+                plot.add(item)
+            if live and item["region"] == layout.regions[-1].name:  # a frame's rows are out: flush them
+                rows.flush()
+    except StreamBrokenError as e:
+        broken = e
+    except BaseException:
+        rows.close(ok=False)
+        if events is not None:
+            events.close(ok=False)
+        raise
+    rows.close()
+    if events is not None:
+        events.close()
+    return broken
+
+
+def _cmd_scrape(args: argparse.Namespace) -> int:
+    from foldcnn.scrape.layout import load_layout, parse_checkpoint_map
+    from foldcnn.scrape.pipeline import ScrapeOptions, Scraper
+
+    options = predict_options(args)
+    _check_flags(args)
+    scrape_opts = ScrapeOptions(stride=args.stride, keyframes=args.keyframes, hold=args.hold,
+                                max_wait_ms=args.max_wait_ms, on_lag=args.on_lag, scale_layout=args.scale_layout)
+    layout = load_layout(args.layout, parse_checkpoint_map(args.checkpoints))
     plot = None
     if args.plots:
         from foldcnn.scrape.plots import ReadingsPlot, read_truth
 
         truth = read_truth(args.truth) if args.truth else None
         plot = ReadingsPlot()
-    if args.address and args.engine != "ray":
-        raise CLIError("--address is only used with --engine ray")
-    broken = None
     with Scraper(layout, scrape_opts, options) as scraper:  # checks every checkpoint here, also for Ray
         if args.engine == "ray":
             from foldcnn.scrape.pipeline import ScrapeStats
@@ -87,32 +126,7 @@ def _cmd_scrape(args: argparse.Namespace) -> int:
                                   stats=scraper.stats)
         else:
             produced = scraper.run(args.videos)
-        rows = TableWriter(args.out, SCRAPE_COLUMNS)
-        events = TableWriter(args.events, EVENT_COLUMNS, formats={".csv": "csv"}) if args.events else None
-        live = rows.to_stdout or any(v == "-" or "://" in v for v in args.videos)
-        try:
-            for item in produced:
-                if isinstance(item, Event):
-                    if events is not None:
-                        events.write(item.to_dict())
-                        if live:
-                            events.flush()
-                    continue
-                rows.write(item)
-                if plot is not None:
-                    plot.add(item)
-                if live and item["region"] == layout.regions[-1].name:  # a frame's rows are out: flush them
-                    rows.flush()
-        except StreamBrokenError as e:  # its rows up to the break are the output
-            broken = e
-        except BaseException:
-            rows.close(ok=False)
-            if events is not None:
-                events.close(ok=False)
-            raise
-        rows.close()
-        if events is not None:
-            events.close()
+        broken = _write_all(args, produced, layout, plot)
         stats = scraper.stats
     plots = plot.write(str(args.out).rsplit(".", 1)[0], truth) if plot is not None else []
     if args.json != "-" and args.out != "-":

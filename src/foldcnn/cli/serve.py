@@ -228,6 +228,33 @@ def _serve_process(args: argparse.Namespace, config, sock, banner: bool) -> int:
     return 0
 
 
+def _add_limit_flags(p, d) -> None:
+    """What one request and the server may hold at once (ImageLimits, d: its defaults)."""
+    p.add_argument("--max-image-bytes", type=int, default=d.max_image_bytes, help="largest encoded image")
+    p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes, help="largest request body")
+    p.add_argument("--max-images", type=int, default=d.max_images, help="most images in one request")
+    p.add_argument("--body-memory-bytes", type=int, default=None,
+                   help="bytes of request bodies held at once, server-wide (default 4 x --max-body-bytes); "
+                        "past it requests get 503 with Retry-After")
+    p.add_argument("--body-timeout-s", type=float, default=30.0,
+                   help="longest a request body may take to arrive (408 after it)")
+    p.add_argument("--decode-threads", type=int, default=2,
+                   help="the image-decoding pool's threads (large images also share a budget of --max-pixels "
+                   "pixels decoding at once, so small requests are not stuck behind them)")
+
+
+def _add_server_flags(p) -> None:
+    """uvicorn's settings: shutdown, logging, event loop and HTTP parser."""
+    p.add_argument("--graceful-timeout-s", type=float, default=30.0,
+                   help="on shutdown, how long in-flight requests may take to finish")
+    p.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"), default="info")
+    p.add_argument("--access-log", action="store_true", help="log every request")
+    p.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+                   help="uvicorn's event loop (auto: uvloop where installed)")
+    p.add_argument("--http", choices=("auto", "h11", "httptools"), default="auto",
+                   help="uvicorn's HTTP parser (auto: httptools where installed)")
+
+
 def _add_serve(sub) -> None:
     from foldcnn.serve.validation import ImageLimits
 
@@ -272,27 +299,10 @@ def _add_serve(sub) -> None:
                         "otherwise; request = only images of one request (no client's images change another's "
                         "answers; padding costs throughput on small requests), key = only images sent with the "
                         "same API key, none = anyone (fullest folds; answers may depend on other clients)")
-    p.add_argument("--max-image-bytes", type=int, default=d.max_image_bytes, help="largest encoded image")
-    p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes, help="largest request body")
-    p.add_argument("--max-images", type=int, default=d.max_images, help="most images in one request")
-    p.add_argument("--body-memory-bytes", type=int, default=None,
-                   help="bytes of request bodies held at once, server-wide (default 4 x --max-body-bytes); "
-                        "past it requests get 503 with Retry-After")
-    p.add_argument("--body-timeout-s", type=float, default=30.0,
-                   help="longest a request body may take to arrive (408 after it)")
-    p.add_argument("--decode-threads", type=int, default=2,
-                   help="the image-decoding pool's threads (large images also share a budget of --max-pixels "
-                   "pixels decoding at once, so small requests are not stuck behind them)")
+    _add_limit_flags(p, d)
     p.add_argument("--model-name", default="foldcnn", help="the model's name in the KServe v2 endpoints "
                    "(/v2/models/NAME/infer)")
-    p.add_argument("--graceful-timeout-s", type=float, default=30.0,
-                   help="on shutdown, how long in-flight requests may take to finish")
-    p.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"), default="info")
-    p.add_argument("--access-log", action="store_true", help="log every request")
-    p.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
-                   help="uvicorn's event loop (auto: uvloop where installed)")
-    p.add_argument("--http", choices=("auto", "h11", "httptools"), default="auto",
-                   help="uvicorn's HTTP parser (auto: httptools where installed)")
+    _add_server_flags(p)
     p.set_defaults(func=_cmd_serve)
 
 

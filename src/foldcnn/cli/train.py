@@ -17,8 +17,8 @@ from foldcnn.cli.common import (
 
 
 # ------------------------------------------------------------------------------ train/eval
-# Flags whose command-line default is "by fold" (recommended_budget) or "by --teacher", not the field's.
-BY_FOLD = {"epochs": None, "weight_decay": None, "distill": None}
+# Flags whose command-line default is "by fold" (TrainConfig.for_fold) or "by --teacher", not the field's.
+UNSET = {"epochs": None, "weight_decay": None, "distill": None}
 
 
 def train_config_from_args(args: argparse.Namespace, fold: int, **overrides):
@@ -28,7 +28,7 @@ def train_config_from_args(args: argparse.Namespace, fold: int, **overrides):
     from foldcnn.errors import UsageError
     from foldcnn.train.config import TrainConfig
 
-    values = {k: v for k, v in option_values(args, TrainConfig).items() if not (k in BY_FOLD and v is None)}
+    values = {k: v for k, v in option_values(args, TrainConfig).items() if not (k in UNSET and v is None)}
     if "distill" not in values:  # as foldcnn fold and docs/accuracy.md
         values["distill"] = "kl" if getattr(args, "teacher", None) else "none"
     try:
@@ -190,7 +190,7 @@ def _add_train(sub) -> None:
                    help="train,val,test fractions of the video in time order (default 0.6,0.2,0.2)")
     p.add_argument("--video-gap", type=int, default=0, help="frames left out between two video splits")
     p.add_argument("--teacher", help="unfolded (fold=1) checkpoint of the same task to distill from")
-    add_options(p, TrainConfig, defaults=BY_FOLD, group_title="training (foldcnn.train.config.TrainConfig)")
+    add_options(p, TrainConfig, defaults=UNSET, group_title="training (foldcnn.train.config.TrainConfig)")
     p.add_argument("--allow-folded-teacher", action="store_true", help="accept a teacher with fold > 1")
     p.add_argument("--regroupings", type=int, default=10, metavar="R",
                    help="folded models: after training, classify the test images in R other random fold groupings "

@@ -397,6 +397,35 @@ def image_size_counts(root: str | Path, *, extensions: Sequence[str] = IMAGE_EXT
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
+def _read_files(todo, root: Path, size, resize: str, max_pixels, on_error: str, report: ReadReport):
+    """Decode (label, path) pairs to RGB arrays of one size: (arrays, labels, relative paths, modes
+    seen). Without ``size`` every image must have the first one's size."""
+    arrays, labels, rel, modes = [], [], [], {}
+    first: tuple[Path, tuple[int, int]] | None = None
+    for label, p in todo:
+        try:
+            arr, mode = _decode(p, max_pixels)
+        except ImageReadError as e:
+            if on_error == "raise":
+                raise
+            report.skip(p.relative_to(root).as_posix(), e.reason)
+            continue
+        if size is None:
+            if first is None:
+                first = (p, arr.shape[:2])
+            elif arr.shape[:2] != first[1]:
+                (h0, w0), (h1, w1) = first[1], arr.shape[:2]
+                raise DataReadError(
+                    f"images differ in size: {first[0]} is {h0}x{w0} (HxW) but {p} is {h1}x{w1}; "
+                    f"pass input_size=(H, W) (e.g. input_size=({h0}, {w0})) to resize them all")
+        arrays.append(resize_rgb(arr, size, resize))
+        labels.append(label)
+        rel.append(p.relative_to(root).as_posix())
+        modes[mode] = modes.get(mode, 0) + 1
+        report.read += 1
+    return arrays, labels, rel, modes
+
+
 def load_image_folder(root: str | Path, input_size: tuple[int, int] | None = None, *,
                       extensions: Sequence[str] = IMAGE_EXTENSIONS, on_error: str = "skip",
                       max_pixels: int | None = None, resize: str = "bilinear",
@@ -434,30 +463,9 @@ def load_image_folder(root: str | Path, input_size: tuple[int, int] | None = Non
     if empties := [c for c, fs in files.items() if not fs]:
         empty_classes(f"with no images (extensions {', '.join(exts)})", empties)
 
-    arrays, labels, rel, modes = [], [], [], {}
-    first: tuple[Path, tuple[int, int]] | None = None
     todo = [(label, p) for label, c in enumerate(files) for p in files[c]]
-    for label, p in progress_bar(todo, desc=f"reading {root.name}", unit="img", disable=not progress):
-        try:
-            arr, mode = _decode(p, max_pixels)
-        except ImageReadError as e:
-            if on_error == "raise":
-                raise
-            report.skip(p.relative_to(root).as_posix(), e.reason)
-            continue
-        if size is None:
-            if first is None:
-                first = (p, arr.shape[:2])
-            elif arr.shape[:2] != first[1]:
-                (h0, w0), (h1, w1) = first[1], arr.shape[:2]
-                raise DataReadError(
-                    f"images differ in size: {first[0]} is {h0}x{w0} (HxW) but {p} is {h1}x{w1}; "
-                    f"pass input_size=(H, W) (e.g. input_size=({h0}, {w0})) to resize them all")
-        arrays.append(resize_rgb(arr, size, resize))
-        labels.append(label)
-        rel.append(p.relative_to(root).as_posix())
-        modes[mode] = modes.get(mode, 0) + 1
-        report.read += 1
+    todo = progress_bar(todo, desc=f"reading {root.name}", unit="img", disable=not progress)
+    arrays, labels, rel, modes = _read_files(todo, root, size, resize, max_pixels, on_error, report)
     if not arrays:
         raise DataReadError(f"no readable images under {root}: {report.summary()}")
     seen = set(labels)

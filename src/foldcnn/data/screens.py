@@ -186,6 +186,22 @@ def _occlude(frame: np.ndarray, box: list[int], colour: np.ndarray) -> None:
 
 
 # ----------------------------------------------------------------------------------- output
+def _paint(frame: np.ndarray, f: int, painter, values, spells, rng) -> str:
+    """Draw one region of frame ``f``: its readout, or an 'other' state during a spell; its class."""
+    state = next((s for a, b, s in spells if a <= f < b), None)
+    x, y, bw, bh = painter.box
+    if state is None:
+        name, readout = values[f]
+        frame[y:y + bh, x:x + bw] = painter.crop(f, readout)
+        return name
+    crop = painter.other(f, state, rng)
+    if crop is None:
+        _occlude(frame, painter.box, np.array([40, 44, 52], np.uint8))
+    else:
+        frame[y:y + bh, x:x + bw] = crop
+    return OTHER
+
+
 def write_screens(out_dir: str | Path, game: str, *, seconds: float = 60.0, fps: int = 30,
                   size: tuple[int, int] = (1280, 720), seed: int = 0, crf: int = 18, overwrite: bool = False,
                   progress=None, command: str | None = None) -> dict:
@@ -220,20 +236,8 @@ def write_screens(out_dir: str | Path, game: str, *, seconds: float = 60.0, fps:
         stream.codec_context.options = {"preset": "veryfast", "crf": str(crf)}
         for f in range(frames):
             frame = scene.frame(f)
-            for i, (region, painter) in enumerate(zip(regions, painters)):
-                state = next((s for a, b, s in spells[i] if a <= f < b), None)
-                x, y, bw, bh = painter.box
-                if state is None:
-                    name, readout = values[i][f]
-                    frame[y:y + bh, x:x + bw] = painter.crop(f, readout)
-                else:
-                    name = OTHER
-                    crop = painter.other(f, state, rng)
-                    if crop is None:
-                        _occlude(frame, painter.box, np.array([40, 44, 52], np.uint8))
-                    else:
-                        frame[y:y + bh, x:x + bw] = crop
-                truth_rows.append((f, region.name, name))
+            truth_rows += [(f, region.name, _paint(frame, f, painter, values[i], spells[i], rng))
+                           for i, (region, painter) in enumerate(zip(regions, painters))]
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
             if progress is not None:

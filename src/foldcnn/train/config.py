@@ -66,6 +66,10 @@ def fit_budget(cfg: TrainConfig, train_images: int, fold: int) -> tuple[TrainCon
     return cfg, info
 
 
+# Fields whose value comes from the fold's budget (TrainConfig.for_fold, fit_budget) unless a run gives them.
+BY_FOLD = ("epochs", "weight_decay", "min_steps", "plateau_patience")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Fast defaults for a small CPU: Adam(W) with a one-cycle schedule reaches the paper's

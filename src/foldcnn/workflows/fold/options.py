@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from foldcnn.errors import UsageError
 from foldcnn.precision import BYTES_PER_ELEMENT
-from foldcnn.train.config import TrainConfig
+from foldcnn.train.config import BY_FOLD, TrainConfig
 from foldcnn.train.sources import DataSpec
 
 __all__ = ["FoldOptions"]
@@ -14,8 +14,10 @@ __all__ = ["FoldOptions"]
 
 @dataclass(frozen=True)
 class FoldOptions:
-    """What `foldcnn fold` does; saved in report.json. ``epochs`` None: the budget by fold
-    (``recommended_budget``); bench fields set the interleaved throughput sweep of step d.
+    """What `foldcnn fold` does; saved in report.json. ``train`` is the training recipe every stage
+    uses (its epochs and weight decay are replaced by the fold's budget, ``recommended_budget``,
+    unless ``epochs`` / ``original_epochs`` / ``weight_decay`` are given); bench fields set the
+    interleaved throughput sweep of step d.
 
     ``search`` (foldcnn.workflows.fold.search) explores every (fold, width multiplier, channel
     multiple) of ``folds`` x ``widths`` x ``channel_multiples``; fold 1 is then allowed in ``folds``
@@ -28,17 +30,12 @@ class FoldOptions:
     weights: str | None = None
     max_accuracy_drop: float = 1.0  # points of top-1 (test; validation in a search)
     channel_multiple: int | None = None
-    epochs: int | None = None
+    # KL distillation with temperature, as docs/accuracy.md's f=4 rows used; cross_slot_decay acts on
+    # the folded stages only; slot_diagonal_init None: on for CNNs by import path.
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(distill="kl"))
+    epochs: int | None = None  # the folded models' (and a search's candidates'); None: by fold
     original_epochs: int | None = None
-    batch_size: int = 64
-    lr: float = 3e-3
-    seed: int = 0
-    threads: int = 0
-    train_precision: str = "auto"
-    # KL with temperature, as docs/accuracy.md's f=4 rows used (`foldcnn train`'s tip says the same).
-    distill: str = "kl"
-    slot_diagonal_init: bool | None = None  # None: TrainConfig's default (on for CNNs by import path)
-    cross_slot_decay: float = 0.0  # folded stages only (TrainConfig.cross_slot_decay)
+    weight_decay: float | None = None  # None: by fold
     bench_batch_sizes: tuple[int, ...] = (256, 1024)
     bench_backends: tuple[tuple[str, str], ...] | None = None  # None: every CPU engine here (no compile)
     precisions: tuple[str, ...] | None = None  # the engines' precisions allowed (None: all); foldcnn.precision names
@@ -63,9 +60,8 @@ class FoldOptions:
         object.__setattr__(self, "folds", tuple(sorted(set(folds))))
         if not (isinstance(self.max_accuracy_drop, (int, float)) and 0 <= self.max_accuracy_drop <= 100):
             raise UsageError(f"max_accuracy_drop is in points of top-1 (0-100), got {self.max_accuracy_drop!r}")
-        if self.distill not in ("mse", "kl", "none"):
-            raise UsageError(f"distill must be mse, kl or none, got {self.distill!r}")
-        TrainConfig(cross_slot_decay=self.cross_slot_decay)  # a bad value fails here, not after the original trained
+        if not isinstance(self.train, TrainConfig):
+            raise UsageError(f"train must be a TrainConfig, got {type(self.train).__name__}")
         if self.bench_trials < 1 or not self.bench_batch_sizes:
             raise UsageError("the throughput sweep needs bench_trials >= 1 and at least one batch size")
         if self.precisions is not None:
@@ -98,30 +94,30 @@ class FoldOptions:
             raise UsageError(f"channel_multiples are ints >= 1 like 8,32; got {self.channel_multiples!r}")
         if self.max_flip_rate is not None and not 0 <= self.max_flip_rate <= 1:
             raise UsageError(f"max_flip_rate is a share of images (0-1), got {self.max_flip_rate!r}")
-        if self.invariant and self.cross_slot_decay not in (0.0, float("inf")):
+        if self.invariant and self.train.cross_slot_decay not in (0.0, float("inf")):
             raise UsageError(f"invariant trains the folded candidates with cross_slot_decay inf; "
-                             f"cross_slot_decay {self.cross_slot_decay:g} contradicts it")
+                             f"cross_slot_decay {self.train.cross_slot_decay:g} contradicts it")
         if not self.abandon_margin >= 0:
             raise UsageError(f"abandon_margin is points of validation top-1 (>= 0), got {self.abandon_margin!r}")
+
+    def _recipe(self, budget_fold: int, epochs: int | None, **changes) -> TrainConfig:
+        """``train`` with the budget of ``budget_fold`` (epochs, weight decay, the floor of steps)
+        where not given, and ``changes``."""
+        given = {f.name: getattr(self.train, f.name) for f in fields(TrainConfig) if f.name not in BY_FOLD}
+        budget = {k: v for k, v in (("epochs", epochs), ("weight_decay", self.weight_decay)) if v is not None}
+        return TrainConfig.for_fold(budget_fold, **{**given, **budget, **changes})
 
     def candidate_config(self, fold: int) -> TrainConfig:
         """A search candidate's recipe: distilled from the original; a fold-1 candidate (a narrower
         CNN) gets the f=4 budget, which made narrower CNNs match the original (docs/accuracy.md)."""
-        over = {"epochs": self.epochs} if self.epochs is not None else {}
-        decay = float("inf") if self.invariant else self.cross_slot_decay
-        return TrainConfig.for_fold(4 if fold == 1 else fold, **over, batch_size=self.batch_size,
-                                    lr=self.lr, seed=self.seed, threads=self.threads, precision=self.train_precision,
-                                    distill=self.distill, slot_diagonal_init=self.slot_diagonal_init,
-                                    cross_slot_decay=decay if fold > 1 else 0.0)
+        decay = float("inf") if self.invariant else self.train.cross_slot_decay
+        return self._recipe(4 if fold == 1 else fold, self.epochs, cross_slot_decay=decay if fold > 1 else 0.0)
 
     def train_config(self, fold: int, teacher: bool) -> TrainConfig:
-        epochs = self.original_epochs if fold == 1 else self.epochs
-        over = {"epochs": epochs} if epochs is not None else {}
-        return TrainConfig.for_fold(fold, **over, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
-                                    threads=self.threads, precision=self.train_precision,
-                                    distill=self.distill if teacher else "none",
-                                    slot_diagonal_init=self.slot_diagonal_init,
-                                    cross_slot_decay=self.cross_slot_decay if fold > 1 else 0.0)
+        """The recipe of the original (fold 1) or of a folded stage."""
+        return self._recipe(fold, self.original_epochs if fold == 1 else self.epochs,
+                            distill=self.train.distill if teacher else "none",
+                            cross_slot_decay=self.train.cross_slot_decay if fold > 1 else 0.0)
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -33,7 +33,7 @@ def _trial(config: dict) -> None:
     opts: FoldOptions = config["opts"]
     c = Candidate(**config["candidate"])
     out = Path(config["out"])
-    teacher = out / ORIGINAL_STAGE / "checkpoint" if opts.distill != "none" else None
+    teacher = out / ORIGINAL_STAGE / "checkpoint" if opts.train.distill != "none" else None
     run_training(opts.model, opts.data, opts.candidate_config(c.fold), out / c.name, fold=c.fold,
                  width_mult=c.width_mult, channel_multiple=c.channel_multiple, progress=False,
                  command=config["command"], teacher=teacher, overwrite=True, model_kwargs=opts.model_kwargs,
@@ -58,7 +58,7 @@ def train_on_ray(opts: FoldOptions, todo: list[Candidate], out: Path, *, address
     space = {"candidate": tune.grid_search([asdict(c) for c in todo]), "opts": opts, "out": str(out.resolve()),
              "command": command}
     with _cluster(address, progress):
-        tuner = tune.Tuner(tune.with_resources(_trial, {"cpu": max(1, opts.threads)}), param_space=space,
+        tuner = tune.Tuner(tune.with_resources(_trial, {"cpu": max(1, opts.train.threads)}), param_space=space,
                            tune_config=tune.TuneConfig(scheduler=scheduler, num_samples=1),
                            run_config=tune.RunConfig(storage_path=str((out / "search" / "ray").resolve()),
                                                      name="candidates", verbose=1 if progress else 0))

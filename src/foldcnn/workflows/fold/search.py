@@ -146,7 +146,7 @@ class _Search:
 
         self.say(f"{c.name}: {'resuming' if continuing else 'training'} fold={c.fold} width x{c.width_mult:.3g} "
                  f"({cfg.epochs} epochs)")
-        teacher = self.out / ORIGINAL_STAGE / "checkpoint" if opts.distill != "none" else None
+        teacher = self.out / ORIGINAL_STAGE / "checkpoint" if opts.train.distill != "none" else None
         try:
             return run_training(opts.model, opts.data, cfg, stage, fold=c.fold, width_mult=c.width_mult,
                                 channel_multiple=c.channel_multiple, progress=self.progress, command=self.command,

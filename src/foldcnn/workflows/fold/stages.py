@@ -29,7 +29,7 @@ def train_stage(opts: FoldOptions, fold: int, out: Path, resume: bool, progress:
     if stage_done(stage):
         log(f"{stage.name}: done earlier, reusing {stage / 'checkpoint'}")
         return json.loads((stage / "run.json").read_text())
-    teacher = out / ORIGINAL_STAGE / "checkpoint" if fold > 1 and opts.distill != "none" else None
+    teacher = out / ORIGINAL_STAGE / "checkpoint" if fold > 1 and opts.train.distill != "none" else None
     continuing = resume and resume_state(stage).is_file()  # the run's state, or its distillation twin's
     log(f"{stage.name}: " + ("evaluating the given weights" if fold == 1 and opts.weights else
                              ("resuming" if continuing else "training") + f" fold={fold}"))
@@ -53,7 +53,7 @@ def time_builds(opts: FoldOptions, builds: list[Candidate], kwargs: dict, progre
                                                        channel_multiples=[b.channel_multiple], model_kwargs=kwargs,
                                                        width_mults=[b.width_mult])]
     outcome = run_sweep(list(dict.fromkeys(configs)), trials=opts.bench_trials, min_seconds=opts.bench_min_seconds,
-                        threads=opts.threads or None, seed=opts.seed, group_by=None, progress=progress)
+                        threads=opts.train.threads or None, seed=opts.train.seed, group_by=None, progress=progress)
     best: dict[tuple, dict] = {}
     for r in outcome.results:
         c, st = r.config, r.images_per_s
