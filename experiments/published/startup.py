@@ -148,8 +148,7 @@ def main() -> None:
             imported[mode] = rec["torch_imported"]
     from foldcnn.results import write_result
 
-    common = {"load_before": f"load average {load_before[0]:.1f} at the start of the run (a shared machine: other "
-                             "jobs ran beside these timings)",
+    common = {"load_before": f"load average {load_before[0]:.1f} at the start of the run",
               "software": {"python": platform.python_version()},
               "baseline": {"src": args.baseline_src, "label": args.baseline_label} if args.baseline_src else None}
     labels = {"onnx_int8": "MODEL.onnx (int8) + sidecar", "cached_checkpoint_int8": "checkpoint, cached int8 graph",
