@@ -153,6 +153,96 @@ def _versions() -> dict:
             "machine": platform.machine(), "cuda": torch.version.cuda}
 
 
+def _check_inputs(model_name: str, data: DataSpec, cfg: TrainConfig, out: Path, *, teacher, allow_folded_teacher,
+                  weights, fold: int, evaluate_only: bool, resume: bool, overwrite: bool, is_main: bool):
+    """Every check that needs no training data, before any image is generated or read; returns the
+    given weights' state_dict (or None)."""
+    model_entry(model_name)  # an unknown model fails before any data is generated or read
+    _check_teacher_args(cfg, teacher, allow_folded_teacher)
+    if weights is not None and fold != 1:
+        raise UsageError(f"weights {weights} are the original's (fold=1); a folded model starts from fresh "
+                         "weights and learns from the original as its teacher (foldcnn fold does both)")
+    if evaluate_only and weights is None:
+        raise UsageError("evaluate_only needs the trained weights (weights=FILE, --weights)")
+    state = read_state_dict(weights) if weights is not None else None  # unreadable: fail before the data
+    check_data_spec(data)
+    if is_main:
+        check_out_dir(out, resume=resume, overwrite=overwrite)
+    if resume:
+        load_train_state(resume_state(out))  # missing or damaged: fail before the data
+    return state
+
+
+def _prepare_model(model_name: str, splits: Splits, cfg: TrainConfig, fold: int, channel_multiple, model_kwargs,
+                   width_mult, state, weights, resume: bool, say):
+    """The model sized for the data, from the given weights or a fresh start (zero head, slot-diagonal
+    where on), and the training aids that apply to it: (model, aids)."""
+    torch.manual_seed(cfg.seed)  # --seed seeds the initialization
+    model = build_model_for(model_name, splits, fold, channel_multiple, model_kwargs, width_mult)
+    if state is not None:
+        load_state_into(model, state, str(weights))
+    diagonal = cfg.slot_diagonal_init if cfg.slot_diagonal_init is not None else is_import_path(model_name)
+    aids = aid_report(model, train_batchnorm=cfg.train_batchnorm, zero_init_head=cfg.zero_init_head and state is None,
+                      tie_slots=cfg.tie_slots, slot_diagonal_init=diagonal and state is None)
+    for note in aid_notes(aids):
+        say(note)
+    if cfg.zero_init_head and not resume and state is None:
+        zero_init_head_(model)
+    if aids["slot_diagonal_init"]["on"] and not resume:
+        slot_diagonal_init_(model, fold)
+    return model, aids
+
+
+def _summary(model_name: str, fold: int, test: dict, regrouping: dict | None, result, val_images: int,
+             test_seconds: float) -> dict:
+    """run.json's summary: test and best validation top-1, epochs, times, the fold-mate flip rate."""
+    summary = {
+        "model": model_name,
+        "fold": fold,
+        "test_top1": test["top1"],
+        "test_top5": test["top5"],
+        "best_val_top1": result.best_val_top1 if result else None,
+        "best_epoch": result.best_epoch if result else 0,
+        "epochs_run": len(result.history) if result else 0,
+        "train_seconds": result.train_seconds if result else 0.0,
+        "test_seconds": round(test_seconds, 2),
+    }
+    if result is not None:
+        summary["still_improving"] = still_improving(result.history, val_images)
+    if regrouping is not None:
+        summary["test_flip_rate"] = regrouping["flip_rate"]
+        summary["test_top1_spread"] = regrouping["top1_spread"]
+    return summary
+
+
+def _loop_features(cfg: TrainConfig, result) -> dict:
+    """What the training loop ran with (run.json's features): precision, device, curriculum, resume,
+    ranks, early stopping, weight average, pooled BatchNorm statistics."""
+    f = result.features if result else {"resumed_from": None, "world_size": 1, "early_stopped": False,
+                                         "weight_average": None, "curriculum": None}
+    return {
+        "precision": f.get("precision"), "device": f.get("device"), "channels_last": f.get("channels_last"),
+        "curriculum": {"end_fraction": cfg.curriculum_end, "active_classes": f["curriculum"]} if cfg.curriculum
+        else None,
+        "resumed_from": f["resumed_from"],
+        "distributed": {"world_size": f["world_size"], "backend": f["backend"]} if f["world_size"] > 1 else None,
+        "early_stopping": {"patience": cfg.patience, "plateau_patience": cfg.plateau_patience,
+                           "stopped": f["early_stopped"]} if cfg.patience or cfg.plateau_patience else None,
+        "weight_average": f["weight_average"],
+        # BatchNorms whose running statistics were averaged over the fold slots (symmetry.pool_slot_statistics_)
+        "slot_statistics_pooled": f.get("slot_statistics_pooled"),
+    }
+
+
+def _save(out: Path, model, splits: Splits, cfg: TrainConfig, summary: dict) -> None:
+    """The checkpoint, with a seeded sample of the training images for int8 calibration."""
+    generator = torch.Generator().manual_seed(cfg.seed)
+    pick = torch.randperm(len(splits.train), generator=generator)[:CALIBRATION_IMAGES]
+    save_checkpoint(out / "checkpoint", model, splits.train.classes,
+                    metrics=summary, extra={"data": splits.meta, "train_config": cfg.to_dict()},
+                    calibration_images=splits.train.images[pick])
+
+
 def run_training(
     model_name: str,
     data: DataSpec,
@@ -198,19 +288,9 @@ def run_training(
     dist = dist_info()
     out = Path(out_dir)
     say = log if (log is not None and dist.is_main) else (lambda _msg: None)
-    model_entry(model_name)  # an unknown model fails before any data is generated or read
-    _check_teacher_args(cfg, teacher, allow_folded_teacher)
-    if weights is not None and fold != 1:
-        raise UsageError(f"weights {weights} are the original's (fold=1); a folded model starts from fresh "
-                         "weights and learns from the original as its teacher (foldcnn fold does both)")
-    if evaluate_only and weights is None:
-        raise UsageError("evaluate_only needs the trained weights (weights=FILE, --weights)")
-    state = read_state_dict(weights) if weights is not None else None  # unreadable: fail before the data
-    check_data_spec(data)
-    if dist.is_main:
-        check_out_dir(out, resume=resume, overwrite=overwrite)
-    if resume:
-        load_train_state(resume_state(out))  # missing or damaged: fail before the data
+    state = _check_inputs(model_name, data, cfg, out, teacher=teacher, allow_folded_teacher=allow_folded_teacher,
+                          weights=weights, fold=fold, evaluate_only=evaluate_only, resume=resume,
+                          overwrite=overwrite, is_main=dist.is_main)
     splits = load_splits(data, progress=progress and dist.is_main)
     for note in splits.meta.get("notes") or []:
         say(note)
@@ -219,27 +299,13 @@ def run_training(
         say(f"{len(splits.train)} training images: {budget['epochs_asked']} epochs would be "
             f"{budget['epochs_asked'] * budget['steps_per_epoch']} steps; training up to {cfg.epochs} epochs "
             f"({budget['steps']} steps), stopping when validation stops improving")
-    torch.manual_seed(cfg.seed)  # --seed seeds the initialization
-    model = build_model_for(model_name, splits, fold, channel_multiple, model_kwargs, width_mult)
-    if state is not None:
-        load_state_into(model, state, str(weights))
-    diagonal = cfg.slot_diagonal_init if cfg.slot_diagonal_init is not None else is_import_path(model_name)
-    aids = aid_report(model, train_batchnorm=cfg.train_batchnorm, zero_init_head=cfg.zero_init_head and state is None,
-                      tie_slots=cfg.tie_slots, slot_diagonal_init=diagonal and state is None)
-    if not evaluate_only:
-        for note in aid_notes(aids):
-            say(note)
-    if cfg.zero_init_head and not resume and state is None:
-        zero_init_head_(model)
-    if aids["slot_diagonal_init"]["on"] and not resume:
-        slot_diagonal_init_(model, fold)
+    model, aids = _prepare_model(model_name, splits, cfg, fold, channel_multiple, model_kwargs, width_mult,
+                                 state, weights, resume, say if not evaluate_only else (lambda _msg: None))
     t_logits, distill_info = _teacher_logits(teacher, splits, cfg, out, allow_folded_teacher, dist.is_main)
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
-    check = None
-    if evaluate_only:
-        result = None
-    else:
+    result = check = None
+    if not evaluate_only:
         result, check = train_with_check(model, splits.train, splits.val, cfg, out, t_logits, resume=resume,
                                          progress=progress and dist.is_main, state_every_steps=state_every_steps,
                                          on_epoch=on_epoch)
@@ -251,47 +317,12 @@ def run_training(
     test = evaluate(model, splits.test, batch_size=cfg.eval_batch_size, seed=INPUT_ORDER)  # as foldcnn eval
     regrouping = regrouping_metrics(model, splits.test, regroupings=regroupings, batch_size=cfg.eval_batch_size) \
         if fold > 1 and regroupings > 0 else None
-    summary = {
-        "model": model_name,
-        "fold": fold,
-        "test_top1": test["top1"],
-        "test_top5": test["top5"],
-        "best_val_top1": result.best_val_top1 if result else None,
-        "best_epoch": result.best_epoch if result else 0,
-        "epochs_run": len(result.history) if result else 0,
-        "train_seconds": result.train_seconds if result else 0.0,
-        "test_seconds": round(time.perf_counter() - t0, 2),
-    }
-    if result is not None:
-        summary["still_improving"] = still_improving(result.history, len(splits.val))
-    if regrouping is not None:
-        summary["test_flip_rate"] = regrouping["flip_rate"]
-        summary["test_top1_spread"] = regrouping["top1_spread"]
-    f = result.features if result else {"resumed_from": None, "world_size": 1, "early_stopped": False,
-                                         "weight_average": None, "curriculum": None}
-    features = {
-        "fold": fold, "channel_multiple": channel_multiple, "precision": f.get("precision"),
-        "device": f.get("device"), "channels_last": f.get("channels_last"),
-        "weights": {"path": str(weights), "evaluate_only": evaluate_only} if weights is not None else None,
-        "training_aids": None if evaluate_only else aids,
-        "curriculum": {"end_fraction": cfg.curriculum_end, "active_classes": f["curriculum"]} if cfg.curriculum
-        else None,
-        "distillation": {**distill_info, "check": check} if distill_info else None,
-        "budget": budget,
-        "resumed_from": f["resumed_from"],
-        "distributed": {"world_size": f["world_size"], "backend": f["backend"]} if f["world_size"] > 1 else None,
-        "early_stopping": {"patience": cfg.patience, "plateau_patience": cfg.plateau_patience,
-                           "stopped": f["early_stopped"]} if cfg.patience or cfg.plateau_patience else None,
-        "weight_average": f["weight_average"],
-        # BatchNorms whose running statistics were averaged over the fold slots (symmetry.pool_slot_statistics_)
-        "slot_statistics_pooled": f.get("slot_statistics_pooled"),
-    }
-    data_sha = {n: dataset_sha256(getattr(splits, n)) for n in ("train", "val", "test")}
-    generator = torch.Generator().manual_seed(cfg.seed)
-    pick = torch.randperm(len(splits.train), generator=generator)[:CALIBRATION_IMAGES]
-    save_checkpoint(out / "checkpoint", model, splits.train.classes,
-                    metrics=summary, extra={"data": splits.meta, "train_config": cfg.to_dict()},
-                    calibration_images=splits.train.images[pick])
+    summary = _summary(model_name, fold, test, regrouping, result, len(splits.val), time.perf_counter() - t0)
+    features = {"fold": fold, "channel_multiple": channel_multiple,
+                "weights": {"path": str(weights), "evaluate_only": evaluate_only} if weights is not None else None,
+                "training_aids": None if evaluate_only else aids,
+                "distillation": {**distill_info, "check": check} if distill_info else None,
+                "budget": budget, **_loop_features(cfg, result)}
     manifest = {
         "schema_version": RUN_SCHEMA_VERSION,
         "command": command or sys.argv,
@@ -302,9 +333,10 @@ def run_training(
         "train_config": cfg.to_dict(),
         "features": features,
         "data": splits.meta,
-        "data_sha256": data_sha,
+        "data_sha256": {n: dataset_sha256(getattr(splits, n)) for n in ("train", "val", "test")},
         "model_config": model.config.to_dict(),
         "versions": _versions(),
     }
+    _save(out, model, splits, cfg, summary)
     atomic_write(out / "run.json", json.dumps(manifest, indent=2).encode())
     return manifest

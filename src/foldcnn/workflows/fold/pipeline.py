@@ -36,6 +36,8 @@ from foldcnn.workflows.fold.stages import ORIGINAL_STAGE, export_chosen, time_bu
 __all__ = ["FoldOptions", "run_fold", "REPORT_JSON", "REPORT_MD"]
 
 REPORT_JSON, REPORT_MD, FRONTIER_PNG = "report.json", "report.md", "frontier.png"
+# report.json's layout; raised when a key changes meaning (2: search candidates, narrower peers, 0.2.0 options).
+REPORT_SCHEMA_VERSION = 2
 
 
 def _builds(opts: FoldOptions, c: Candidate, kwargs: dict) -> bool:
@@ -95,6 +97,19 @@ def _choose(opts: FoldOptions, rows: list[dict], original: dict) -> tuple[dict |
     return chosen, why
 
 
+def _check_inputs(opts: FoldOptions, out: Path, resume: bool, train_only: bool) -> None:
+    """Everything that can fail before any work: the model's import, the data, the weights, --out."""
+    model_entry(opts.model)  # a path that does not import fails before any work
+    check_data_spec(opts.data)
+    if opts.weights is not None:
+        read_state_dict(opts.weights)  # unreadable or pickled: fail before any work
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise OutputExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    if opts.search and train_only:
+        raise UsageError("--train-only does not apply to --search: the search times every candidate first and "
+                         "trains only the fastest ones")
+
+
 def run_fold(opts: FoldOptions, out_dir: str | Path, *, resume: bool = False, progress: bool = True,
              log: Callable[[str], None] | None = None, command: list[str] | None = None,
              train_only: bool = False) -> dict:
@@ -106,15 +121,7 @@ def run_fold(opts: FoldOptions, out_dir: str | Path, *, resume: bool = False, pr
 
     say = log or (lambda _msg: None)
     out = Path(out_dir)
-    model_entry(opts.model)  # a path that does not import fails before any work
-    check_data_spec(opts.data)
-    if opts.weights is not None:
-        read_state_dict(opts.weights)  # unreadable or pickled: fail before any work
-    if out.exists() and any(out.iterdir()) and not resume:
-        raise OutputExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    if opts.search and train_only:
-        raise UsageError("--train-only does not apply to --search: the search times every candidate first and "
-                         "trains only the fastest ones")
+    _check_inputs(opts, out, resume, train_only)
     out.mkdir(parents=True, exist_ok=True)
     command = command or sys.argv
     if opts.search:
@@ -142,6 +149,7 @@ def run_fold(opts: FoldOptions, out_dir: str | Path, *, resume: bool = False, pr
     files = export_chosen(target, out)
     stages.update(1)
     report = {
+        "schema_version": REPORT_SCHEMA_VERSION,
         "model": opts.model, "max_accuracy_drop": opts.max_accuracy_drop, "test_images": runs[1]["test_metrics"]["images"],
         "original": original, "folded": folded, "narrower": narrower,
         "best_narrower_peer": max(narrower, key=lambda r: r["images_per_s"]) if narrower else None,
@@ -167,7 +175,7 @@ def _search_report(opts: FoldOptions, out: Path, resume: bool, progress: bool, s
     files = export_chosen(result["chosen_row"], out)
     run = result["original_run"]
     report = {
-        "model": opts.model, "search": True, "max_accuracy_drop": opts.max_accuracy_drop,
+        "schema_version": REPORT_SCHEMA_VERSION, "model": opts.model, "search": True, "max_accuracy_drop": opts.max_accuracy_drop,
         "budget_val_top1": result["budget_val_top1"], "test_images": run["test_metrics"]["images"],
         "verdict": result["verdict"], "candidates": result["candidates"],
         "chosen": chosen_summary(result, files), "cost": result["cost"],
