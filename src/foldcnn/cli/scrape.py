@@ -61,35 +61,82 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise CLIError("--plots are written beside --out; give --out a file")
     if args.address and args.engine != "ray":
         raise CLIError("--address is only used with --engine ray")
+    if args.resume and not _journaled(args):
+        raise CLIError("--resume continues a local scrape of video files into a .csv or .jsonl --out (its "
+                       "journal): live input (- or a URL) cannot be replayed, and --engine ray, Parquet and "
+                       "standard output keep no journal")
 
 
-def _write_all(args: argparse.Namespace, produced, layout, plot):
-    """Rows (and events) to their files as they come, flushed per frame for live input; returns the
-    StreamBrokenError that ended a broken stream (its rows up to the break are the output), or None."""
+def _journaled(args: argparse.Namespace) -> bool:
+    """Whether the run keeps a resume journal: local runs over files, written to CSV or JSONL."""
+    live = any(v == "-" or "://" in v for v in args.videos)
+    return args.engine != "ray" and not live and str(args.out).lower().endswith((".csv", ".jsonl"))
+
+
+def _fingerprint(args: argparse.Namespace, layout, scrape_opts, options) -> dict:
+    """What a scrape's rows depend on, for --resume: the videos, the layout, each model's weights
+    (by their bytes) and the options that change rows."""
+    import hashlib
+    from pathlib import Path
+
+    def digest(path: str) -> str:
+        p = Path(path)
+        files = sorted(f for f in p.rglob("*") if f.is_file() and "onnx-cache" not in f.parts) if p.is_dir() else [p]
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+        return h.hexdigest()
+
+    checkpoints = sorted({r.checkpoint for r in layout.regions})
+    return {"videos": [str(Path(v).resolve()) for v in args.videos], "layout": layout.to_dict(),
+            "models": {c: digest(c) for c in checkpoints}, "scrape": dict(vars(scrape_opts)),
+            "predict": options.to_dict()}
+
+
+def _write_all(args: argparse.Namespace, produced, layout, plot, fingerprint: dict | None):
+    """Rows (and events) to their files as they come, flushed per frame for live input and committed
+    to the resume journal every COMMIT_FRAMES frames for files; returns the StreamBrokenError that
+    ended a broken stream (its rows up to the break are the output), or None."""
     from foldcnn.scrape.events import EVENT_COLUMNS, Event
-    from foldcnn.scrape.outputs import TableWriter
+    from foldcnn.scrape.outputs import COMMIT_FRAMES, ScrapeJournal, TableWriter
     from foldcnn.scrape.pipeline import SCRAPE_COLUMNS, StreamBrokenError
 
-    rows = TableWriter(args.out, SCRAPE_COLUMNS)
-    events = TableWriter(args.events, EVENT_COLUMNS, formats={".csv": "csv"}) if args.events else None
+    keep = fingerprint is not None and args.resume
+    rows = TableWriter(args.out, SCRAPE_COLUMNS, keep_partial=keep)
+    events = TableWriter(args.events, EVENT_COLUMNS, formats={".csv": "csv"}, keep_partial=keep) if args.events \
+        else None
     live = rows.to_stdout or any(v == "-" or "://" in v for v in args.videos)
-    broken = None
+    journal = ScrapeJournal(rows, events, fingerprint, resume=args.resume) if fingerprint is not None else None
+    skip_rows, skip_events = (journal.skip_rows, journal.skip_events) if journal else (0, 0)
+    broken, frames = None, 0
     try:
         for item in produced:
             if isinstance(item, Event):
-                if events is not None:
+                if skip_events:  # written before the run that is resumed was killed
+                    skip_events -= 1
+                elif events is not None:
                     events.write(item.to_dict())
                     if live:
                         events.flush()
                 continue
-            rows.write(item)
             if plot is not None:
                 plot.add(item)
-            if live and item["region"] == layout.regions[-1].name:  # a frame's rows are out: flush them
-                rows.flush()
+            if skip_rows:
+                skip_rows -= 1
+                continue
+            rows.write(item)
+            if item["region"] == layout.regions[-1].name:  # a frame's rows are out
+                frames += 1
+                if live:
+                    rows.flush()
+                if journal is not None and frames % COMMIT_FRAMES == 0:
+                    journal.commit()
     except StreamBrokenError as e:
         broken = e
     except BaseException:
+        if journal is not None:
+            journal.commit()  # what was written is kept for --resume
         rows.close(ok=False)
         if events is not None:
             events.close(ok=False)
@@ -97,6 +144,8 @@ def _write_all(args: argparse.Namespace, produced, layout, plot):
     rows.close()
     if events is not None:
         events.close()
+    if journal is not None:
+        journal.finish()
     return broken
 
 
@@ -126,7 +175,8 @@ def _cmd_scrape(args: argparse.Namespace) -> int:
                                   stats=scraper.stats)
         else:
             produced = scraper.run(args.videos)
-        broken = _write_all(args, produced, layout, plot)
+        fingerprint = _fingerprint(args, layout, scrape_opts, options) if _journaled(args) else None
+        broken = _write_all(args, produced, layout, plot, fingerprint)
         stats = scraper.stats
     plots = plot.write(str(args.out).rsplit(".", 1)[0], truth) if plot is not None else []
     if args.json != "-" and args.out != "-":
@@ -161,6 +211,10 @@ def _add_scrape(sub) -> None:
     p.add_argument("--checkpoints", metavar="NAME=PATH,...",
                    help="replace the layout's checkpoint NAME by PATH (e.g. a task name from 'foldcnn data screens')")
     p.add_argument("--out", required=True, help="rows: .csv, .jsonl or .parquet; - for JSONL on standard output")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a killed run over video files into the same .csv/.jsonl --out (and --events): "
+                        "its OUT.journal says which rows are durable; the videos are scraped again and the rows "
+                        "already written are not written twice, so the files end as an uninterrupted run's")
     p.add_argument("--events", metavar="EVENTS.csv",
                    help="write events: source, region, value, start_frame, end_frame, start_s, end_s, min_confidence")
     p.add_argument("--plots", action="store_true",
