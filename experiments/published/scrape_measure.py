@@ -168,7 +168,23 @@ def wrong_runs(rows: list[dict], truth: dict, region: str) -> list[list]:
     return out
 
 
-def quality(rows: list[dict], events: list[Event], truth: dict, layout, overlap: float) -> dict:
+def renderings(rows: list[dict], truth: dict, region: str, fps: float) -> dict:
+    """Distinct drawings a region's frames show, (panel look, true class), and those misread in any
+    frame: a region keeps one look for LOOK_SECONDS, so one drawing fills many frames and the
+    frame accuracy of one stream rests on this many independent drawings."""
+    from foldcnn.data.screens import LOOK_SECONDS
+
+    per = max(1, int(LOOK_SECONDS * fps))
+    seen, wrong = set(), set()
+    for row in rows:
+        key = (row["frame"] // per, truth[(row["frame"], region)])
+        seen.add(key)
+        if row["class_name"] != key[1]:
+            wrong.add(key)
+    return {"drawings": len(seen), "misread_drawings": len(wrong)}
+
+
+def quality(rows: list[dict], events: list[Event], truth: dict, layout, overlap: float, fps: float = 30.0) -> dict:
     regions = [r.name for r in layout.regions]
     per_region = {}
     for r in layout.regions:
@@ -178,7 +194,8 @@ def quality(rows: list[dict], events: list[Event], truth: dict, layout, overlap:
                               "checkpoint": r.checkpoint, **_trained(r.checkpoint),
                               "events": event_f1([e for e in events if e.region == r.name],
                                                  [e for e in _true_events(truth, [r.name])], overlap),
-                              "wrong_runs": wrong_runs(mine, truth, r.name)}
+                              "wrong_runs": wrong_runs(mine, truth, r.name),
+                              **renderings(mine, truth, r.name, fps)}
     return {"regions": per_region, "events": event_f1(events, _true_events(truth, regions), overlap)}
 
 
@@ -219,7 +236,7 @@ def other_crf(screens: Path, crf: int, layout, opts: ScrapeOptions, popts: Predi
                       crf=crf)
         rows, events, _ = scrape_once(str(Path(tmp) / "video.mp4"), layout, opts, popts)
         truth = _truth(Path(tmp))
-    return quality(rows, events, truth, layout, overlap)
+    return quality(rows, events, truth, layout, overlap, m["fps"])
 
 
 def cut_crops(video: str, layout, out: Path) -> dict[str, Path]:
@@ -303,7 +320,8 @@ def accuracy_rows(result: dict, sets: dict, screens: Path, label: dict) -> list[
                          "crop_test_top1_pct": None if r["crop_test_top1"] is None else 100 * r["crop_test_top1"],
                          "unencoded_pct": "" if unenc is None else f"{100 * unenc:.2f}%",
                          "frame_accuracy_pct": 100 * r["frame_accuracy"], "event_f1": e["f1"],
-                         "events_matched": e["matched"], "events_predicted": e["predicted"], "events_true": e["true"]})
+                         "events_matched": e["matched"], "events_predicted": e["predicted"], "events_true": e["true"],
+                         "drawings": f"{r['misread_drawings']} / {r['drawings']}"})
     return rows
 
 
@@ -314,7 +332,8 @@ ACCURACY_COLUMNS = [{"title": "models", "cell": "{models}"}, {"title": "video", 
                     {"title": "frame accuracy vs truth", "cell": "{frame_accuracy_pct:.2f}%"},
                     {"title": "event F1, --hold {hold}", "cell": "{event_f1:.3f}"},
                     {"title": "events matched / predicted / true",
-                     "cell": "{events_matched} / {events_predicted} / {events_true}"}]
+                     "cell": "{events_matched} / {events_predicted} / {events_true}"},
+                    {"title": "drawings misread / shown", "cell": "{drawings}"}]
 SPEED_TITLES = {"decode_only": "decoding alone, no conversion", "decode_regions_rgb": "decoding + the regions' RGB",
                 "decode_full_rgb": "decoding + whole frames' RGB", "scrape_main": "scrape, {main} models",
                 "scrape_compare": "scrape, {compare} models",
@@ -378,7 +397,8 @@ def main() -> None:
               "event_rule": "same region and value, frame spans with intersection over union >= overlap_iou"}
     for name, layout in sets.items():
         rows, events, stats = scrape_once(video, layout, opts, popts)
-        result[name] = {"quality": quality(rows, events, truth, layout, args.overlap), "first_run": stats,
+        result[name] = {"quality": quality(rows, events, truth, layout, args.overlap, result["screens"]["fps"]),
+                        "first_run": stats,
                         "folds": {r.name: stats["engines"][r.checkpoint]["fold"] for r in layout.regions},
                         "unencoded_accuracy": unencoded_accuracy(result["screens"], layout, popts)}
     if args.also_crf is not None:

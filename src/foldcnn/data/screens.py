@@ -269,6 +269,7 @@ def write_screens(out_dir: str | Path, game: str, *, seconds: float = 60.0, fps:
     (out / "layout.json").write_text(json.dumps(layout, indent=2) + "\n")
     manifest = {"generator": SCREENS_VERSION, "game": game, "seconds": seconds, "fps": fps,
                 "frames": len(truth_rows) // len(regions), "size": [w, h], "seed": seed, "crf": crf, "codec": "libx264 yuv420p",
+                "video_bytes": (out / "video.mp4").stat().st_size,
                 "regions": layout["regions"], "other_frames": {r["name"]: sum(1 for f, n, c in truth_rows
                                                                               if n == r["name"] and c == OTHER)
                                                                for r in regions},
