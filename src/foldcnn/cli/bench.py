@@ -6,7 +6,7 @@ import argparse
 import functools
 import sys
 
-from foldcnn.cli.common import MODEL_KWARGS_HELP, WIDTH_MULT_HELP, CLIError, parse_model_kwargs, parse_width_mults
+from foldcnn.cli.common import model_help, CLIError, parse_model_kwargs, parse_width_mults
 from foldcnn.cli.common import parse_ints as _ints
 
 
@@ -192,7 +192,7 @@ def _add_bench(sub) -> None:
     p.add_argument("--quick", action="store_true", help="same as --preset quick (a few seconds)")
     p.add_argument("--models", help="comma-separated model names or families (game, noscope, cifar, baseline), "
                    "or your own CNN as package.module:Name")
-    p.add_argument("--model-kwargs", help=MODEL_KWARGS_HELP)
+    p.add_argument("--model-kwargs", help=model_help("kwargs"))
     p.add_argument("--folds", help="comma-separated folds, e.g. 1,2,3,4")
     p.add_argument("--batch-sizes", help="comma-separated batch sizes in IMAGES (rounded up to a multiple of f)")
     p.add_argument("--backends", help="comma-separated backend/precision pairs (eager/fp32,ort/int8) or "
@@ -201,7 +201,7 @@ def _add_bench(sub) -> None:
     p.add_argument("--compile", action="store_true", help="add torch.compile fp32 to the backends (slow setup)")
     p.add_argument("--channel-multiples", help="width rounding of folded models, e.g. 1,8,16 (1 = paper's widths)")
     p.add_argument("--width-mults", help="comma-separated width multipliers, each with every fold, e.g. 0.5,1,2 "
-                   "(" + WIDTH_MULT_HELP + "); default: sqrt(fold)")
+                   "(" + model_help("width_mult") + "); default: sqrt(fold)")
     p.add_argument("--no-baselines", action="store_true", help="leave out the paper's scaled baseline models")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="device (default: the preset's)")
     p.add_argument("--trials", type=int, default=None, help="interleaved trials per configuration (default: preset's)")
@@ -280,7 +280,7 @@ def _add_tune(sub) -> None:
         "--checkpoint, each row shows what is known of its accuracy cost.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("model", nargs="?", help="zoo model name or package.module:Name (default: the checkpoint's model)")
-    p.add_argument("--model-kwargs", help=MODEL_KWARGS_HELP)
+    p.add_argument("--model-kwargs", help=model_help("kwargs"))
     p.add_argument("--checkpoint", help="checkpoint directory: its model, and accuracy notes from its "
                    "metrics and calibration images")
     p.add_argument("--seconds", type=float, default=60.0, help="time budget (approximate) for the whole run")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from foldcnn.cli.common import MODEL_KWARGS_HELP, WIDTH_MULT_HELP, CLIError, parse_ints, parse_model_kwargs, parse_width_mult
+from foldcnn.cli.common import model_help, CLIError, parse_ints, parse_model_kwargs, parse_width_mult
 from foldcnn.cli.options import add_json_flag, write_json_output
 
 
@@ -129,7 +129,7 @@ def _add_analyze(sub) -> None:
     )
     p.add_argument("models", nargs="*", metavar="MODEL",
                    help="zoo model names or your own as package.module:Name (default: all of the zoo)")
-    p.add_argument("--model-kwargs", help=MODEL_KWARGS_HELP)
+    p.add_argument("--model-kwargs", help=model_help("kwargs"))
     p.add_argument("--all", action="store_true", help="every model of the zoo")
     p.add_argument("--folds", default="1,2,3,4", help="comma-separated fold factors (default 1,2,3,4)")
     p.add_argument("--batch-size", type=int, default=1024, help="batch size in images (default 1024)")
@@ -139,7 +139,7 @@ def _add_analyze(sub) -> None:
                    help="predict images/s on a datasheet device, or on this CPU as measured now")
     p.add_argument("--channel-multiple", type=int, default=None,
                    help="round widened layers up to this multiple (1 = paper's exact widths; default 8)")
-    p.add_argument("--width-mult", help=WIDTH_MULT_HELP + ", at every --fold")
+    p.add_argument("--width-mult", help=model_help("width_mult") + ", at every --fold")
     add_json_flag(p, what="one record per (model, fold)")
     p.set_defaults(func=_cmd_analyze)
 

@@ -63,7 +63,7 @@ class DemoResult:
 
 def _train(cfg: DemoConfig, fold: int, epochs: int, out: Path, progress: bool, teacher: Path | None = None) -> dict:
     from foldcnn.train.config import TrainConfig
-    from foldcnn.train.run import DataSpec, run_training
+    from foldcnn.train.run import DataSpec, ModelSpec, RunOptions, run_training
 
     data = DataSpec(task=cfg.task, train_size=cfg.train_size, val_size=cfg.val_size,
                     test_size=cfg.test_size, seed=cfg.seed)
@@ -80,7 +80,8 @@ def _train(cfg: DemoConfig, fold: int, epochs: int, out: Path, progress: bool, t
     if fold > 1:
         train = replace(train, weight_decay=cfg.weight_decay_folded)
         command += ["--weight-decay", f"{cfg.weight_decay_folded:g}"]
-    run = run_training(cfg.task, data, train, out, fold=fold, progress=progress, command=command, teacher=teacher)
+    run = run_training(ModelSpec(cfg.task, fold=fold), data, train,
+                       RunOptions(out, teacher=teacher, quiet=not progress, command=command))
     return {**run["summary"], "command": shlex.join(command)}
 
 
