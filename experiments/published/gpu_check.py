@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     for note in notes:
         print(f"note: {note}", flush=True)
     outcome = run_sweep(runnable, trials=preset.trials, min_seconds=preset.min_seconds, progress=True)
-    needed = sorted({(c.runtime, c.device, c.dtype) for c in runnable})
+    needed = sorted({(c.runtime, c.device, c.precision) for c in runnable})
     peaks = measure_peaks(needed, sizes=preset.peak_sizes, copy_mib=preset.copy_mib, repeats=preset.peak_repeats)
     records = build_records(outcome.results, peaks)
     skipped += outcome.skipped

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import torch
 
-from foldcnn.errors import UnknownNameError
+from foldcnn.errors import UnknownNameError, UsageError
 
-__all__ = ["BYTES_PER_ELEMENT", "TORCH_DTYPES", "HALF_PRECISIONS", "torch_dtype", "cast_dtype"]
+__all__ = ["BYTES_PER_ELEMENT", "PRECISIONS", "TORCH_DTYPES", "HALF_PRECISIONS", "torch_dtype", "cast_dtype",
+           "check_precision", "precision_rank", "with_precision_key"]
 
-# Bytes per element of each precision, in the order the CLI lists them.
-BYTES_PER_ELEMENT: dict[str, int] = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "int8": 1}
+# Bytes per element of each precision, in the order the CLI and every table list them.
+BYTES_PER_ELEMENT: dict[str, int] = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "int8": 1}
+# The precisions an inference engine runs a model at (tf32 is a matmul mode of fp32, not one of them).
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 # Float storage types: what a tensor of this precision is made of.
 TORCH_DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # Precisions under which weights and inputs are cast down from fp32.
@@ -35,3 +38,24 @@ def cast_dtype(precision: str) -> torch.dtype | None:
     """The dtype a model and its inputs are cast to under ``precision``; None keeps fp32 tensors
     (fp32, and int8, whose quantized layers take fp32 activations)."""
     return TORCH_DTYPES[precision] if precision in HALF_PRECISIONS else None
+
+
+def check_precision(precision: str, what: str = "precision") -> str:
+    """``precision`` if it is a precision name (BYTES_PER_ELEMENT), else one UsageError naming them."""
+    if precision not in BYTES_PER_ELEMENT:
+        raise UsageError(f"{what} must be one of {', '.join(BYTES_PER_ELEMENT)}, got {precision!r}")
+    return precision
+
+
+def precision_rank(precision: str) -> int:
+    """Where ``precision`` sorts in a table: BYTES_PER_ELEMENT's order, unknown names last."""
+    order = list(BYTES_PER_ELEMENT)
+    return order.index(precision) if precision in order else len(order)
+
+
+def with_precision_key(record: dict) -> dict:
+    """``record`` keyed ``precision``: files written before foldcnn 0.2.0 (bench JSON format_version 1,
+    its CSV, tune rankings) named the precision ``dtype``; every reader of such a file goes through here."""
+    if "dtype" not in record:
+        return record
+    return {("precision" if k == "dtype" else k): v for k, v in record.items()}

@@ -90,7 +90,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     peaks = None
     if not args.no_peak and runnable:
-        needed = sorted({(c.runtime, c.device, c.dtype) for c in runnable})
+        needed = sorted({(c.runtime, c.device, c.precision) for c in runnable})
         measure = functools.partial(measure_peaks, needed, sizes=preset.peak_sizes, copy_mib=preset.copy_mib,
                                     repeats=preset.peak_repeats, threads=args.threads)
         peaks = measure()
@@ -250,16 +250,16 @@ def _cmd_tune(args: argparse.Namespace) -> int:
             print(f"  {s}")
         return 1
     rows = [[str(i + 1), str(r["fold"]), "-" if r["fold"] == 1 else str(r["channel_multiple"]), r["widths"],
-             str(r["batch_size"]), r["backend"], r["dtype"], f"{r['images_per_s']:,.0f}",
+             str(r["batch_size"]), r["backend"], r["precision"], f"{r['images_per_s']:,.0f}",
              f"{r['images_per_s_min']:,.0f}-{r['images_per_s_max']:,.0f}", r["accuracy"]]
             for i, r in enumerate(res.ranking[: args.top])]
     print(f"\nranking of {len(res.ranking)} candidates (median images/s of {args.trials} interleaved trials "
           f"of >= {res.min_seconds:.2g} s):")
-    print(format_table(["rank", "fold", "width", "conv widths", "batch", "backend", "dtype", "images/s",
+    print(format_table(["rank", "fold", "width", "conv widths", "batch", "backend", "precision", "images/s",
                         "min-max", "accuracy"], rows))
     w = res.winner
     print(f"\nwinner: {res.model} fold={w['fold']}" + ("" if w["fold"] == 1 else f" channel_multiple={w['channel_multiple']}")
-          + f", batch {w['batch_size']} images, {w['backend']}/{w['dtype']}: {w['images_per_s']:,.0f} images/s"
+          + f", batch {w['batch_size']} images, {w['backend']}/{w['precision']}: {w['images_per_s']:,.0f} images/s"
           + ("" if w["accuracy"] == "-" else f"; accuracy: {w['accuracy']}"))
     print("run it:")
     for line in predict_hint(res):

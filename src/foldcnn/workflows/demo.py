@@ -89,7 +89,7 @@ def _throughput(cfg: DemoConfig, progress: bool) -> tuple[list[dict], dict]:
 
     configs = make_configs([cfg.task], (1, cfg.fold), (cfg.batch_size,), cfg.backends)
     outcome = run_sweep(configs, trials=cfg.trials, min_seconds=cfg.min_seconds, progress=progress)
-    needed = sorted({(c.runtime, c.device, c.dtype) for c in configs})
+    needed = sorted({(c.runtime, c.device, c.precision) for c in configs})
     peaks = measure_peaks(needed)
     records = build_records(outcome.results, peaks)
     return records, {"peaks": peaks, "skipped": [(str(c), why) for c, why in outcome.skipped]}
@@ -165,7 +165,7 @@ def _plots(cfg: DemoConfig, result: DemoResult, out: Path) -> list[Path]:
         return []
     folder = out / "plots"
     folder.mkdir(parents=True, exist_ok=True)
-    groups = [(f"{r['backend']} {r['dtype']}\nmodel only", r["original_images_per_s"], r["folded_images_per_s"])
+    groups = [(f"{r['backend']} {r['precision']}\nmodel only", r["original_images_per_s"], r["folded_images_per_s"])
               for r in comparison_rows(cfg, result)]
     e = result.end_to_end
     if 1 in e and cfg.fold in e:
@@ -205,12 +205,12 @@ def _finish_plot(plt, fig, ax, path: Path, title: str, ylabel: str) -> Path:
 def comparison_rows(cfg: DemoConfig, result: DemoResult) -> list[dict]:
     """One row per (backend, precision): original vs folded images/s and their ratio."""
     rows = []
-    by_key = {(r["backend"], r["dtype"], r["fold"]): r for r in result.throughput}
-    for backend, dtype in cfg.backends:
-        a, b = by_key.get((backend, dtype, 1)), by_key.get((backend, dtype, cfg.fold))
+    by_key = {(r["backend"], r["precision"], r["fold"]): r for r in result.throughput}
+    for backend, precision in cfg.backends:
+        a, b = by_key.get((backend, precision, 1)), by_key.get((backend, precision, cfg.fold))
         if a is None or b is None:
             continue
-        rows.append({"backend": backend, "dtype": dtype, "original_images_per_s": a["images_per_s"],
+        rows.append({"backend": backend, "precision": precision, "original_images_per_s": a["images_per_s"],
                      "folded_images_per_s": b["images_per_s"], "ratio": b["images_per_s"] / a["images_per_s"],
                      "original_fraction_of_peak": a["fraction_of_peak"],
                      "folded_fraction_of_peak": b["fraction_of_peak"]})
@@ -231,7 +231,7 @@ def format_summary(cfg: DemoConfig, result: DemoResult) -> str:
         lines.append(f"| test images whose class changes with their fold-mates (10 regroupings) | 0% (not folded) | "
                      f"{100 * b['test_flip_rate']:.1f}% (top-1 spread {100 * b['test_top1_spread']:.1f} points) |")
     for r in comparison_rows(cfg, result):
-        lines.append(f"| images/s, {r['backend']} {r['dtype']} (batch {cfg.batch_size}) | "
+        lines.append(f"| images/s, {r['backend']} {r['precision']} (batch {cfg.batch_size}) | "
                      f"{r['original_images_per_s']:,.0f} ({_pct(r['original_fraction_of_peak'])} of peak) | "
                      f"{r['folded_images_per_s']:,.0f} ({_pct(r['folded_fraction_of_peak'])} of peak), "
                      f"**{r['ratio']:.2f}x** |")
@@ -244,8 +244,8 @@ def format_summary(cfg: DemoConfig, result: DemoResult) -> str:
     best = fastest_rows(result)
     if best is not None:
         a, b = best
-        lines.append(f"| fastest of the rows above | {a['images_per_s']:,.0f} ({a['backend']} {a['dtype']}) | "
-                     f"{b['images_per_s']:,.0f} ({b['backend']} {b['dtype']}), "
+        lines.append(f"| fastest of the rows above | {a['images_per_s']:,.0f} ({a['backend']} {a['precision']}) | "
+                     f"{b['images_per_s']:,.0f} ({b['backend']} {b['precision']}), "
                      f"**{b['images_per_s'] / a['images_per_s']:.2f}x** |")
     return "\n".join(lines)
 
