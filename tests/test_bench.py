@@ -5,6 +5,7 @@ that matters."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -536,6 +537,32 @@ def test_cli_gpu_preset_without_cuda_says_skipped(capsys):
                "--no-baselines", "--quiet"])
     out = capsys.readouterr().out
     assert rc == 0 and "0 configurations" in out and "skipped: no CUDA device" in out
+
+
+def test_bench_flags_are_the_preset_fields():
+    """Each Preset field the command line takes is one `foldcnn bench` flag, made from the field; a
+    given flag replaces the preset's value, an absent one keeps it."""
+    from dataclasses import fields
+
+    from foldcnn.bench.presets import PRESETS, Preset
+    from foldcnn.cli import build_parser
+    from foldcnn.cli.bench import _plan
+    from foldcnn.options import flag_of, is_cli_option
+
+    parser = build_parser()
+    flags = {f.name: flag_of(f) for f in fields(Preset) if is_cli_option(f)}
+    assert set(flags) == {"models", "folds", "batch_sizes", "backends", "device", "channel_multiples", "trials",
+                          "min_seconds", "peak_sizes"}
+    args = parser.parse_args(["bench", "--quick", "--folds", "1,4", "--batch-sizes", "16", "--backends", "eager,ort",
+                              "--precision", "fp32,int8", "--channel-multiples", "1,default", "--trials", "4",
+                              "--min-seconds", "0.5", "--peak-sizes", "64", "--no-baselines"])
+    preset, configs = _plan(args)
+    assert preset == replace(PRESETS["quick"], folds=(1, 4), batch_sizes=(16,), trials=4, min_seconds=0.5,
+                             backends=(("eager", "fp32"), ("eager", "int8"), ("ort", "fp32"), ("ort", "int8")),
+                             channel_multiples=(1, None), peak_sizes=(64,), baselines=())
+    assert {c.fold for c in configs} == {1, 4} and {c.batch_size for c in configs} == {16}
+    assert _plan(parser.parse_args(["bench", "--quick"]))[0] == PRESETS["quick"]
+    assert _plan(parser.parse_args(["bench", "--quick", "--peak-size", "32"]))[0].peak_sizes == (32,)
 
 
 def test_cli_bad_flags_give_one_line_errors(capsys):
