@@ -39,3 +39,19 @@ def test_records_keyed_dtype_before_0_2_are_keyed_precision():
     assert list(with_precision_key(old).items()) == [("model", "m"), ("precision", "int8"), ("images_per_s", 1.0)]
     new = {"model": "m", "precision": "int8"}
     assert with_precision_key(new) is new
+
+
+def test_no_precision_is_named_dtype():
+    """A precision name (fp32, int8, ...) is held under `precision`, never `dtype`: no "dtype" key and no
+    `dtype: str` field or parameter in the package, except the reader of files written before 0.2.0
+    and safetensors headers, whose "dtype" is a real element type."""
+    import re
+    from pathlib import Path
+
+    import foldcnn
+
+    allowed = {"precision.py", "bench/report.py", "infer/array_files.py"}
+    root = Path(foldcnn.__file__).parent
+    found = [f"{p.relative_to(root)}:{i}" for p in sorted(root.rglob("*.py")) if str(p.relative_to(root)) not in allowed
+             for i, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"[\"']dtype[\"']|\bdtype: str\b", line)]
+    assert found == []

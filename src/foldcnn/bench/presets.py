@@ -6,15 +6,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from foldcnn.analysis.roofline import PEAK_SIZES
 from foldcnn.bench.configs import BenchConfig, make_configs
+from foldcnn.bench.peak import PeakSet, measure_peaks
 from foldcnn.errors import UnknownNameError
 from foldcnn.models.game import GAME_TASKS
 from foldcnn.options import option
 
-__all__ = ["DEFAULT_BATCH_SIZES", "PRESETS", "Preset", "preset_configs"]
+__all__ = ["DEFAULT_BATCH_SIZES", "PRESETS", "Preset", "preset_configs", "preset_peaks"]
 
 GAME_MODELS = tuple(GAME_TASKS)
 BASELINES = tuple(f"{m}-scaled" for m in GAME_MODELS)  # the paper's compound-scaled baseline
@@ -110,3 +112,11 @@ def preset_configs(preset: Preset | str, *, model_kwargs: dict | None = None,
         configs += make_configs(p.baselines, (1,), p.baseline_batch_sizes or p.batch_sizes, p.backends,
                                 device=p.device)
     return p, configs
+
+
+def preset_peaks(preset: Preset, configs: Iterable[BenchConfig], *, threads: int | None = None) -> PeakSet:
+    """The matmul peak of every (runtime, device, precision) that ``configs`` run at, and each device's
+    bandwidth, measured as ``preset`` says (its peak sizes, copy size and repeats)."""
+    needed = sorted({(c.runtime, c.device, c.precision) for c in configs})
+    return measure_peaks(needed, sizes=preset.peak_sizes, copy_mib=preset.copy_mib, repeats=preset.peak_repeats,
+                         threads=threads)

@@ -73,7 +73,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         build_records,
         estimate_seconds,
         machine_info,
-        measure_peaks,
+        preset_peaks,
         run_sweep,
         skip_unavailable,
     )
@@ -93,9 +93,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     peaks = None
     if not args.no_peak and runnable:
-        needed = sorted({(c.runtime, c.device, c.precision) for c in runnable})
-        measure = functools.partial(measure_peaks, needed, sizes=preset.peak_sizes, copy_mib=preset.copy_mib,
-                                    repeats=preset.peak_repeats, threads=args.threads)
+        measure = functools.partial(preset_peaks, preset, runnable, threads=args.threads)
         peaks = measure()
     outcome = run_sweep(runnable, trials=preset.trials, min_seconds=preset.min_seconds, threads=args.threads,
                         seed=args.seed, group_by=None if args.interleave == "all" else "model",

@@ -127,12 +127,11 @@ def _train(cfg: DemoConfig, fold: int, train: TrainConfig, out: Path, progress: 
 
 
 def _throughput(cfg: DemoConfig, progress: bool) -> tuple[list[dict], dict]:
-    from foldcnn.bench import build_records, measure_peaks, preset_configs, run_sweep
+    from foldcnn.bench import build_records, preset_configs, preset_peaks, run_sweep
 
     sweep, configs = preset_configs(cfg.sweep)
     outcome = run_sweep(configs, trials=sweep.trials, min_seconds=sweep.min_seconds, progress=progress)
-    needed = sorted({(c.runtime, c.device, c.precision) for c in configs})
-    peaks = measure_peaks(needed, sizes=sweep.peak_sizes, copy_mib=sweep.copy_mib, repeats=sweep.peak_repeats)
+    peaks = preset_peaks(sweep, configs)
     records = build_records(outcome.results, peaks)
     return records, {"peaks": peaks, "skipped": [(str(c), why) for c, why in outcome.skipped]}
 
