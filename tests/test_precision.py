@@ -55,3 +55,13 @@ def test_no_precision_is_named_dtype():
     found = [f"{p.relative_to(root)}:{i}" for p in sorted(root.rglob("*.py")) if str(p.relative_to(root)) not in allowed
              for i, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"[\"']dtype[\"']|\bdtype: str\b", line)]
     assert found == []
+
+
+def test_importing_precision_needs_no_torch():
+    """The torch-free runtime (foldcnn.infer.options) takes its precision names from here."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import foldcnn.precision, foldcnn.infer.options as o; "
+            "assert o.PRECISIONS is foldcnn.precision.PRECISIONS; assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
