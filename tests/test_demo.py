@@ -121,3 +121,14 @@ def test_demo_cli_unknown_task_is_one_line(capsys, tmp_path):
     assert main(["demo", "--task", "nope", "--out", str(tmp_path / "d"), "--quick"]) == 2
     err = capsys.readouterr().err
     assert "nope" in err and "Traceback" not in err
+
+
+def test_demo_config_declares_no_field_of_the_configs_it_composes():
+    """DemoConfig holds a DataSpec, two TrainConfigs and a bench Preset; it repeats none of their fields."""
+    from dataclasses import fields
+
+    from foldcnn.bench.presets import Preset
+
+    own = {f.name for f in fields(DemoConfig)}
+    composed = {f.name for cls in (DataSpec, TrainConfig, Preset) for f in fields(cls)}
+    assert own == {"data", "fold", "original", "folded", "bench"} and not own & composed
