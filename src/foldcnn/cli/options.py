@@ -74,16 +74,19 @@ assert set(_PARSERS) == set(PARSERS)
 
 
 def add_options(parser: argparse.ArgumentParser, cls, *, unsupported: dict[str, str] | None = None,
-                defaults: dict | None = None, group_title: str | None = None, only=None) -> None:
+                defaults: dict | None = None, group_title: str | None = None, only=None,
+                flags: dict[str, str] | None = None, helps: dict[str, str] | None = None) -> None:
     """A flag for every command-line field of the config dataclass ``cls`` (foldcnn.options.option),
     except those in ``unsupported`` (name -> why) and, with ``only``, those not named there.
 
     ``defaults`` overrides a field's default for this command (shown in --help); a boolean field
     gets a switch (``--x`` for a False default, the ``--no-x`` its metadata names for a True one,
-    ``--x/--no-x`` for an optional one)."""
-    unsupported, defaults = unsupported or {}, defaults or {}
+    ``--x/--no-x`` for an optional one). ``flags`` and ``helps`` respell a field's flag and reword its
+    help for a command that holds two configs of one class (``foldcnn demo``'s ``--epochs-original``
+    and ``--epochs-folded``, both TrainConfig.epochs); a respelled flag stores under its own name."""
+    unsupported, defaults, flags, helps = unsupported or {}, defaults or {}, flags or {}, helps or {}
     names = {f.name for f in fields(cls)}
-    unknown = sorted((set(unsupported) | set(defaults) | set(only or ())) - names)
+    unknown = sorted((set(unsupported) | set(defaults) | set(only or ()) | set(flags) | set(helps)) - names)
     if unknown:
         raise ValueError(f"not {cls.__name__} fields: {unknown}")  # a bug in the command's table
     group = parser.add_argument_group(group_title) if group_title else parser
@@ -91,21 +94,21 @@ def add_options(parser: argparse.ArgumentParser, cls, *, unsupported: dict[str, 
         if f.name in unsupported or not is_cli_option(f) or (only is not None and f.name not in only):
             continue
         default = defaults.get(f.name, _default(f))
-        help_text = f.metadata.get("help", "")
+        flag = flags.get(f.name) or flag_of(f)
+        kwargs = {"dest": flag.lstrip("-").replace("-", "_") if f.name in flags else _dest(f),
+                  "help": helps.get(f.name, f.metadata.get("help", ""))}
         if str(f.type).replace(" ", "") in ("bool|None", "None|bool"):
-            group.add_argument(flag_of(f), dest=_dest(f), action=argparse.BooleanOptionalAction, default=default,
-                               help=help_text)
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, **kwargs)
         elif f.type == "bool" or isinstance(f.default, bool):
-            group.add_argument(flag_of(f), dest=_dest(f), action="store_false" if default else "store_true",
-                               help=help_text)
+            group.add_argument(flag, action="store_false" if default else "store_true", **kwargs)
         else:
-            kwargs = {"dest": _dest(f), "default": default, "type": _type(f), "help": help_text}
+            kwargs.update(default=default, type=_type(f))
             if f.name not in defaults and f.default is MISSING and f.default_factory is MISSING:
-                kwargs = {**kwargs, "required": True, "default": None}
+                kwargs.update(required=True, default=None)
             for key in ("choices", "metavar"):
                 if f.metadata.get(key):
                     kwargs[key] = f.metadata[key]
-            group.add_argument(flag_of(f), **kwargs)
+            group.add_argument(flag, **kwargs)
 
 
 def option_values(args: argparse.Namespace, cls, given: dict | None = None) -> dict:

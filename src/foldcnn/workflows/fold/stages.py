@@ -59,8 +59,8 @@ def time_builds(opts: FoldOptions, builds: list[Candidate], kwargs: dict, progre
         key = (c.fold, round(wm, 6), None if wm == 1.0 else c.channel_multiple)
         if key not in best or st.median > best[key]["images_per_s"]:
             best[key] = {"images_per_s": round(st.median, 1), "images_per_s_min": round(st.min, 1),
-                         "images_per_s_max": round(st.max, 1), "engine": f"{c.backend}/{c.dtype}",
-                         "backend": c.backend, "precision": c.dtype, "batch_size": c.batch_size,
+                         "images_per_s_max": round(st.max, 1), "engine": f"{c.backend}/{c.precision}",
+                         "backend": c.backend, "precision": c.precision, "batch_size": c.batch_size,
                          "flops_per_image": r.flops_per_image}
     missing = [b.name for b in builds if b.key not in best]
     if missing:
