@@ -325,6 +325,22 @@ def test_png_uploads_by_libspng_give_pillows_tensors(monkeypatch, fast):
     assert e.value.status == 413
 
 
+def test_large_pngs_decode_by_pillow_which_lets_other_threads_run(monkeypatch):
+    """libspng holds the GIL for its whole decode (0.2 s for 16 megapixels: the event loop stops);
+    a PNG over FAST_PNG_PIXELS goes through Pillow, which releases it: the same tensor."""
+    from foldcnn.data import readers
+    from foldcnn.serve import validation
+
+    calls = []
+    real = readers.decode_png_fast
+    monkeypatch.setattr(readers, "decode_png_fast", lambda data, limit: calls.append(1) or real(data, limit))
+    big = random_images(1, (3, 37, 53), seed=5)[0]
+    want = readers.resize_rgb(big, (8, 8), "bilinear").transpose(2, 0, 1)
+    assert np.array_equal(decode_image(png(big), (3, 8, 8), ImageLimits()), want) and calls == [1]
+    monkeypatch.setattr(validation, "FAST_PNG_PIXELS", 37 * 53 - 1)
+    assert np.array_equal(decode_image(png(big), (3, 8, 8), ImageLimits()), want) and calls == [1]
+
+
 def test_api_key_is_required_when_set():
     app = create_app(ColorPredictor(), ServeConfig(max_wait_ms=1, api_key="s3cret"))
     body = {"content": png((4, 0, 0)), "headers": {"Content-Type": "image/png"}}
