@@ -227,15 +227,13 @@ def _row(c: Candidate, timing: dict, original_speed: float) -> dict:
 def run_search(opts: FoldOptions, out: Path, *, resume: bool, progress: bool, say, command) -> dict:
     """Steps 1-4 of the module docstring; returns the report's body (pipeline.run_fold writes it)."""
     t0 = time.perf_counter()
-    cms = opts.channel_multiples or (opts.channel_multiple,)
-    space = search_space(opts.folds, opts.widths, cms)
+    space = search_space(opts.folds, opts.widths, opts.channel_multiples or (opts.channel_multiple,))
     if not space:
         raise UsageError("the search has no candidate besides the original; give --folds above 1 or --widths "
                          "other than 1")
     if "input_shape" in opts.model_kwargs or ":" not in opts.model:
         check_builds(opts, space, opts.model_kwargs)  # before the original trains
-    if opts.engine == "ray":
-        _check_ray(opts.address)
+    _check_ray(opts.address) if opts.engine == "ray" else None
     original_run = train_stage(opts, 1, out, resume, progress, say, command)
     kwargs = dict(original_run["model_config"]["kwargs"])
     check_builds(opts, space, kwargs)
@@ -283,20 +281,25 @@ def run_search(opts: FoldOptions, out: Path, *, resume: bool, progress: bool, sa
     for r in rows:
         if r["checkpoint"] is not None and not (Path(r["checkpoint"]) / CONFIG_FILE).is_file():
             raise RuntimeError(f"internal: {r['name']} names {r['checkpoint']}, which does not exist")
+    cost = _cost(opts, rows, time.perf_counter() - t0, timing[ORIGINAL.key].get("sweep_seconds"), confirmed)
+    return {"original": original, "candidates": rows, "chosen_row": chosen, "budget_val_top1": target,
+            "cost": cost, "verdict": verdict(rows, chosen, opts), "original_run": original_run}
+
+
+def _cost(opts: FoldOptions, rows: list[dict], seconds: float, timing_seconds, confirm_seconds) -> dict:
+    """What the search cost, and one f=4 training to compare it with: the f=4 candidate's seconds,
+    or without a full f=4 training, the f=4 budget at the abandoned f=4 runs' seconds per epoch."""
     trained = [r for r in rows[1:] if r["status"] in ("chosen", "meets", "misses")]
-    cost = {"seconds": round(time.perf_counter() - t0, 1),
-            "train_seconds": round(sum(r["train_seconds"] for r in rows), 1),
-            "timing_seconds": timing[ORIGINAL.key].get("sweep_seconds"), "confirm_seconds": confirmed,
+    cost = {"seconds": round(seconds, 1), "train_seconds": round(sum(r["train_seconds"] for r in rows), 1),
+            "timing_seconds": timing_seconds, "confirm_seconds": confirm_seconds,
             "trained": len(trained), "abandoned": sum(r["status"] == "abandoned" for r in rows),
             "untrained": sum(r["status"] == "untrained" for r in rows)}
     f4 = [r["train_seconds"] for r in trained if r["fold"] == 4]
     cost["f4_train_seconds"] = f4[0] if f4 else None
-    # Without a full f=4 training to compare with: the f=4 budget at the abandoned f=4 runs' seconds per epoch.
     part = [r for r in rows if r["fold"] == 4 and r["status"] == "abandoned" and r["epochs_trained"]]
     cost["f4_train_seconds_estimated"] = None if f4 or not part else round(
         opts.candidate_config(4).epochs * sum(r["train_seconds"] for r in part) / sum(r["epochs_trained"] for r in part), 1)
-    return {"original": original, "candidates": rows, "chosen_row": chosen, "budget_val_top1": target,
-            "cost": cost, "verdict": verdict(rows, chosen, opts), "original_run": original_run}
+    return cost
 
 
 def verdict(rows: list[dict], chosen: dict, opts: FoldOptions) -> str:
