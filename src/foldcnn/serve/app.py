@@ -292,9 +292,9 @@ async def _until_disconnect(request) -> None:
 def freeze_heap() -> None:
     """Move every object alive now (modules, the model, torch's and FastAPI's state: some 200,000
     objects) out of the cyclic garbage collector's reach (:func:`gc.freeze`). Without it each
-    full collection walks them all and stops the event loop for 100-250 ms on a 2-core AMD EPYC,
-    every ~800 one-image requests: with 64 clients every one of them waits it out, the whole of
-    the p99. Objects made later (requests, batches) are collected as usual."""
+    full collection walks them all and stops the event loop for a tenth of a second or more,
+    every few hundred one-image requests under load: every request in flight waits it out, the
+    whole p99 (docs/serving.md). Objects made later (requests, batches) are collected as usual."""
     gc.collect()
     gc.freeze()
 

@@ -103,7 +103,7 @@ def _opened(data: bytes, limits: ImageLimits, where: str):
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# PNGs up to this many pixels (512 x 512) decode by libspng, which holds the GIL (~3 ms at most here).
+# PNGs up to this many pixels (512 x 512) decode by libspng, which holds the GIL meanwhile (a few ms).
 FAST_PNG_PIXELS = 1 << 18
 
 
@@ -141,9 +141,9 @@ def decode_image(data: bytes, input_shape: tuple[int, int, int], limits: ImageLi
     _check_size(data, limits, where)
     # Small 8-bit RGB PNGs by libspng where the png extra is installed (as for files: the same
     # pixels); every other image, and every problem, goes through Pillow below. libspng (pyspng)
-    # holds the GIL for the whole decode, ~13 ns a pixel here: 0.2 s for a 16-megapixel PNG, which
-    # stops the event loop and every other client that long; Pillow releases it while it decodes
-    # and resizes, so a large image costs other clients at most a GIL switch interval.
+    # holds the GIL for the whole decode (a tenth of a second or more for a 16-megapixel PNG,
+    # docs/serving.md), which stops the event loop and every other client that long; Pillow
+    # releases it while it decodes and resizes: a large image costs others a GIL switch interval.
     fast = "PNG" in limits.formats and 0 < _png_pixels(data) <= FAST_PNG_PIXELS
     arr = decode_png_fast(data, limits.max_pixels) if fast else None
     if arr is not None and not limits.resize and arr.shape[:2] != (h, w):
