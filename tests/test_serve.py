@@ -667,6 +667,51 @@ def test_cli_processes_share_the_port_and_drain_on_sigterm(tmp_path):
     assert not any(Path(f"/proc/{pid}").exists() for pid in children)  # the children have exited too
 
 
+def test_processes_listen_on_sockets_of_their_own_on_linux():
+    """On Linux each server process gets its own SO_REUSEPORT socket on the one port (the kernel
+    spreads connections over them); elsewhere they share one."""
+    import sys
+
+    from foldcnn.cli.serve import _listening_sockets
+
+    socks = _listening_sockets("127.0.0.1", 0, 3)
+    try:
+        assert len(socks) == 3 and len({s.getsockname()[1] for s in socks}) == 1
+        assert len({id(s) for s in socks}) == (3 if sys.platform.startswith("linux") else 1)
+    finally:
+        for s in {*socks}:
+            s.close()
+
+
+def test_cli_processes_exit_cleanly_on_sigterm_while_loading(tmp_path):
+    """SIGTERM as soon as the server processes exist (their model likely still loading): exit 0,
+    no traceback, every child gone."""
+    import signal
+    import subprocess
+    import sys
+
+    from foldcnn.checkpoints import save_checkpoint
+
+    pytest.importorskip("foldcnn.infer")
+    model = create_model("apex-squad-count", fold=2)
+    save_checkpoint(tmp_path / "ck", model, [f"n{i}" for i in range(model.num_classes)])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "foldcnn", "serve", str(tmp_path / "ck"), "--port", str(port),
+                             "--log-level", "warning", "--processes", "2"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while len(children := subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                         text=True).stdout.split()) < 2:
+        assert time.monotonic() < deadline and proc.poll() is None, "two server processes did not start"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert not any(Path(f"/proc/{pid}").exists() for pid in children)
+
+
 def test_workers_need_one_predictor_each():
     with pytest.raises(ValueError, match="one per replica"):
         create_app(ColorPredictor(), ServeConfig(replicas=2))
