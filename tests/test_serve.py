@@ -595,9 +595,9 @@ def test_cli_port_out_of_range_or_in_use_is_one_line(tmp_path, capsys):
     assert len(err) == 1 and "cannot listen on 127.0.0.1:" in err[0]
 
 
-def start_cli_server(tmp_path, *flags):
+def launch_cli_server(tmp_path, *flags):
     """`foldcnn serve` of a random-weight apex-squad-count f=2 checkpoint in a subprocess on a free
-    loopback port, once /healthz answers; returns (process, url, model)."""
+    loopback port, at once; returns (process, port, model)."""
     import subprocess
     import sys
 
@@ -611,6 +611,12 @@ def start_cli_server(tmp_path, *flags):
     proc = subprocess.Popen([sys.executable, "-m", "foldcnn", "serve", str(tmp_path / "ck"), "--port", str(port),
                              "--log-level", "warning", *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
+    return proc, port, model
+
+
+def start_cli_server(tmp_path, *flags):
+    """:func:`launch_cli_server`, once /healthz answers; returns (process, url, model)."""
+    proc, port, model = launch_cli_server(tmp_path, *flags)
     url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
     while True:
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -688,19 +694,9 @@ def test_cli_processes_exit_cleanly_on_sigterm_while_loading(tmp_path):
     no traceback, every child gone."""
     import signal
     import subprocess
-    import sys
-
-    from foldcnn.checkpoints import save_checkpoint
 
     pytest.importorskip("foldcnn.infer")
-    model = create_model("apex-squad-count", fold=2)
-    save_checkpoint(tmp_path / "ck", model, [f"n{i}" for i in range(model.num_classes)])
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "foldcnn", "serve", str(tmp_path / "ck"), "--port", str(port),
-                             "--log-level", "warning", "--processes", "2"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc, _, _ = launch_cli_server(tmp_path, "--processes", "2")
     deadline = time.monotonic() + 60
     while len(children := subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
                                          text=True).stdout.split()) < 2:
