@@ -147,19 +147,31 @@ async def send_one(host: str, port: int, request: bytes, timeout_s: float = 60.0
         writer.close()
 
 
+async def _connect(host: str, port: int, statuses: dict[str, int]):
+    """(reader, writer), or (None, None) with the failure counted (the client connects again later)."""
+    try:
+        return await asyncio.open_connection(host, port)
+    except OSError as e:
+        statuses[type(e).__name__] = statuses.get(type(e).__name__, 0) + 1
+        return None, None
+
+
 async def run_step(host: str, port: int, requests_bytes: list[bytes], *, clients: int, requests: int,
                    seconds: float, check=None, stop: asyncio.Event | None = None) -> StepResult:
     """``clients`` closed-loop connections send ``requests_bytes`` in turn until ``requests`` have
     been sent, ``seconds`` have passed or ``stop`` is set (requests in flight are awaited). A client
     refused with 503 waits its Retry-After (within the step's time) before its next request.
-    ``check(i, body)`` (i: the index into ``requests_bytes``) may raise on a wrong answer."""
+    ``check(i, body)`` (i: the index into ``requests_bytes``) may raise on a wrong answer. Every
+    client connects before the step starts (its clock and its first request)."""
     result = StepResult(clients)
-    deadline = time.monotonic() + seconds
     sent = 0
+
+    connections = await asyncio.gather(*(_connect(host, port, result.statuses) for _ in range(clients)))
+    deadline = time.monotonic() + seconds
 
     async def client(k: int) -> None:
         nonlocal sent
-        reader = writer = None
+        reader, writer = connections[k]
         i = k
         try:
             while sent < requests and time.monotonic() < deadline and not (stop is not None and stop.is_set()):
