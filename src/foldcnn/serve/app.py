@@ -1,6 +1,7 @@
 """The HTTP app: ``POST /v1/classify``, the KServe v2 endpoints, ``GET /healthz``, ``GET /metrics``.
 
-    app = create_app(Predictor.from_checkpoint("run/checkpoint", batch_size=1024), ServeConfig())
+    config = ServeConfig(PredictOptions(batch_size=1024), max_wait_ms=5)
+    app = create_app(Predictor.from_checkpoint("run/checkpoint", config.predict.replace(workers=0)), config)
     uvicorn.run(app, host="127.0.0.1", port=8000)        # what `foldcnn serve` does
 
 One process, one asyncio loop, the model in a worker thread: the model is small, so batching
@@ -43,16 +44,15 @@ import logging
 import math
 import queue
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from foldcnn.errors import UsageError
 from foldcnn.infer.results import result_row
 from foldcnn.serve.batcher import BatcherClosed, BatchFailed, FoldBatcher, QueueFull
+from foldcnn.serve.config import ServeConfig
 from foldcnn.serve.decoding import DecodePool
 from foldcnn.serve.isolation import (
-    SERVE_ISOLATION,
     predictor_fold_invariant,
     probe_fold_invariance,
     resolve_isolation,
@@ -104,74 +104,6 @@ class _BodyMemory:
             yield take
         finally:
             self.used -= mine
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    """How the server batches and what it accepts.
-
-    batch_size: images per model call (rounded down to a multiple of the fold);
-    max_wait_ms: the longest the oldest queued image waits for a batch to fill;
-    replicas: batches computed at once, each by its own copy of the model (threads);
-    max_queue_ms: the queue's deadline: a request is refused (503 + Retry-After) when the work
-    already admitted would not finish within it (estimated from the measured decode and model
-    rates), and fails with 503 if it is still unbatched that long after it arrived;
-    max_queue_images: queued images before 503 (a memory bound; default 16 x batch_size);
-    api_key: required as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` when set (one key,
-    or several: a tuple, one per client or tenant);
-    isolation: who may share a fold (foldcnn.serve.batcher): "auto" (default: "none" when the
-    model's answers cannot depend on fold-mates (fold 1, or trained with cross-slot decay inf),
-    "request" otherwise), "request" (only images of one request), "key" (only images of one API
-    key) or "none" (anyone: fullest folds; with other models answers depend on other clients);
-    partial: how the predictor treats a batch's partial last fold, "pad" (zeros, counted as
-    padding waste) or "fallback" (its images go through an unfolded model; Predictor partial=);
-    body_memory_bytes: bytes of request bodies held at once, server-wide (default
-    4 x limits.max_body_bytes; more: 503); body_timeout_s: longest a body may take to arrive (408);
-    decode_threads: the decoding pool's threads; decode_pixels: pixels of large images decoding
-    at once, server-wide (default: limits.max_pixels, one largest image); request_decode_pixels:
-    pixels of one request decoding at once (default: limits.max_pixels);
-    model_name: the name of the model in the KServe v2 endpoints (``/v2/models/{model_name}``).
-    """
-
-    batch_size: int = 1024
-    max_wait_ms: float = 5.0
-    replicas: int = 1
-    max_queue_ms: float = 5000.0
-    max_queue_images: int | None = None
-    api_key: str | tuple[str, ...] | None = None
-    partial: str = "pad"
-    isolation: str = "auto"
-    limits: ImageLimits = field(default_factory=ImageLimits)
-    body_memory_bytes: int | None = None
-    body_timeout_s: float = 30.0
-    decode_threads: int = 2
-    decode_pixels: int | None = None
-    request_decode_pixels: int | None = None
-    model_name: str = "foldcnn"
-
-    def __post_init__(self):
-        for name in ("body_memory_bytes", "decode_threads", "decode_pixels", "request_decode_pixels"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise UsageError(f"ServeConfig.{name} must be a positive int, got {v!r}")
-        if not self.body_timeout_s > 0:
-            raise UsageError(f"ServeConfig.body_timeout_s must be > 0 seconds, got {self.body_timeout_s!r}")
-        if not self.max_queue_ms > 0:
-            raise UsageError(f"ServeConfig.max_queue_ms must be > 0, got {self.max_queue_ms!r}")
-        if not (self.model_name and all(ch.isalnum() or ch in "-_." for ch in self.model_name)):
-            raise UsageError(f"the model name must be letters, digits, '-', '_' or '.', got {self.model_name!r}")
-        if self.isolation not in SERVE_ISOLATION:
-            raise UsageError(f"isolation must be one of {', '.join(SERVE_ISOLATION)}, got {self.isolation!r}")
-        if self.isolation == "key" and self.api_key is None:
-            raise UsageError("isolation 'key' folds together only images sent with the same API key; set one or "
-                             "more API keys (--api-key) or choose isolation 'request'")
-        keys = (self.api_key,) if isinstance(self.api_key, str) else tuple(self.api_key or ())
-        if self.api_key is not None and not keys:
-            raise UsageError("api_key is an empty list; give at least one key or None")
-        if any(not (key and all("!" <= ch <= "~" for ch in key)) for key in keys):
-            # An empty key would accept an empty header; a header value is ASCII, so any other key never matches.
-            raise UsageError("the API key (--api-key or FOLDCNN_API_KEY) must be non-empty printable ASCII without "
-                             "spaces, e.g. from: python -c 'import secrets; print(secrets.token_urlsafe(32))'")
 
 
 def _client_key(headers, api_key: str | tuple[str, ...] | None) -> int | None:
