@@ -567,7 +567,7 @@ def test_cli_flags_make_the_config(monkeypatch):
 
 def test_serve_flags_come_from_the_config_fields():
     """ServeConfig composes PredictOptions (batch size, partial folds) and declares its own fields
-    once; `foldcnn serve` has a flag for each of them and for the request limits."""
+    once; `foldcnn serve` has a flag for each of them."""
     from dataclasses import fields
 
     from foldcnn.cli import build_parser
@@ -579,8 +579,7 @@ def test_serve_flags_come_from_the_config_fields():
     assert {f.name for f in fields(ServeConfig)} & {f.name for f in fields(PredictOptions)} == set()
     serve = next(a for a in build_parser()._subparsers._group_actions[0].choices.items() if a[0] == "serve")[1]
     flags = {s for a in serve._actions for s in a.option_strings}
-    for cls in (ServeConfig, ImageLimits):
-        assert {flag_of(f) for f in fields(cls) if is_cli_option(f)} <= flags
+    assert {flag_of(f) for f in fields(ServeConfig) if is_cli_option(f)} <= flags
     args = build_parser().parse_args(["serve", "ck", "--decode-threads", "3", "--max-images", "7", "--isolation",
                                       "request", "--batch-size", "16", "--body-timeout-s", "2.5"])
     cfg = serve_config(args)

@@ -32,7 +32,8 @@ def serve_config(args: argparse.Namespace):
     api_key = keys[0] if len(keys) == 1 else tuple(keys)
     options = predict_options(args)
     try:
-        limits = ImageLimits(max_pixels=args.max_pixels, resize=args.resize, **option_values(args, ImageLimits))
+        limits = ImageLimits(max_image_bytes=args.max_image_bytes, max_body_bytes=args.max_body_bytes,
+                             max_pixels=args.max_pixels, max_images=args.max_images, resize=args.resize)
     except ValueError as e:
         raise CLIError(str(e).replace("ImageLimits.", "--").replace("_", "-")) from None
     try:
@@ -243,6 +244,15 @@ def _serve_process(args: argparse.Namespace, config, sock, banner: bool) -> int:
     return 0
 
 
+def _add_limit_flags(p, d) -> None:
+    """What one request may carry (ImageLimits, d: its defaults; --max-pixels and --no-resize are
+    PredictOptions' flags, which the limits take too)."""
+    g = p.add_argument_group("request limits")
+    g.add_argument("--max-image-bytes", type=int, default=d.max_image_bytes, help="largest encoded image")
+    g.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes, help="largest request body")
+    g.add_argument("--max-images", type=int, default=d.max_images, help="most images in one request")
+
+
 def _add_server_flags(p) -> None:
     """uvicorn's settings: shutdown, logging, event loop and HTTP parser."""
     p.add_argument("--graceful-timeout-s", type=float, default=30.0,
@@ -285,7 +295,7 @@ def _add_serve(sub) -> None:
                    help="require 'Authorization: Bearer KEY' or 'X-API-Key: KEY' (default: env FOLDCNN_API_KEY); "
                         "repeat it for one key per client or tenant")
     add_options(p, ServeConfig, group_title="serving options")
-    add_options(p, ImageLimits, group_title="request limits")
+    _add_limit_flags(p, d)
     _add_server_flags(p)
     p.set_defaults(func=_cmd_serve)
 

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from foldcnn.options import option
 from foldcnn.errors import FoldcnnError, UsageError
 
 __all__ = ["ImageLimits", "RequestError", "DEFAULT_FORMATS", "MAX_JSON_DEPTH", "check_image_count", "decode_image",
@@ -49,12 +48,12 @@ class ImageLimits:
     max_images: images per request; resize: resize to the model input (False: reject other sizes).
     """
 
-    max_image_bytes: int = option(8 * 1024 * 1024, "largest encoded image")
-    max_body_bytes: int = option(64 * 1024 * 1024, "largest request body")
-    max_pixels: int = option(16_000_000, cli=False)  # the flag is PredictOptions' --max-pixels
-    max_images: int = option(1024, "most images in one request")
-    resize: bool = option(True, cli=False)  # the flag is PredictOptions' --no-resize
-    formats: tuple[str, ...] = option(DEFAULT_FORMATS, cli=False)
+    max_image_bytes: int = 8 * 1024 * 1024
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_pixels: int = 16_000_000
+    max_images: int = 1024
+    resize: bool = True
+    formats: tuple[str, ...] = DEFAULT_FORMATS
 
     def __post_init__(self):
         for name in ("max_image_bytes", "max_body_bytes", "max_pixels", "max_images"):
