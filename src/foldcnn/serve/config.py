@@ -53,7 +53,7 @@ class ServeConfig:
                                     "request (no client's images change another's answers; padding costs "
                                     "throughput on small requests), key = only images sent with the same API "
                                     "key, none = anyone (fullest folds; answers may depend on other clients)",
-                            choices=SERVE_ISOLATION)
+                            choices=("auto", "request", "key", "none"))
     limits: ImageLimits = field(default_factory=ImageLimits, metadata={"cli": False})
     body_memory_bytes: int | None = option(None, "bytes of request bodies held at once, server-wide (default 4 x "
                                                  "--max-body-bytes); past it requests get 503 with Retry-After")
