@@ -108,6 +108,7 @@ OWN_MEANING = {
     ("fold", ("FoldOptions", "TrainConfig"), ("ModelSpec", "DataSpec")),
     ("predict", ("PredictOptions",), ()),
     ("bench", (), ("Preset", "PredictOptions")),
+    ("serve", ("ServeConfig",), ("PredictOptions",)),
 ])
 def test_a_command_takes_its_configs_flags_from_them(command, complete, partial):
     """A flag of the command that spells a config field is the one the field generates (its help is

@@ -174,9 +174,6 @@ def _write_outputs(args, records, peaks, machine, skipped, preset) -> None:
         print(f"plots: {len(paths)} PNG file(s) in {args.plots}")
 
 
-_THREADS_HELP = {"threads": "compute threads of every engine (default: all cores)"}
-
-
 def _add_precision(p, help_text: str) -> None:
     p.add_argument("--precision", metavar="PRECISIONS", help=help_text)
 
@@ -211,7 +208,7 @@ def _add_bench(sub) -> None:
     p.add_argument("--interleave", choices=("model", "all"), default="model",
                    help="interleave within each model's configurations (engines freed per model) or all at "
                    "once (all engines alive: memory)")
-    add_options(p, PredictOptions, only=("threads",), helps=_THREADS_HELP)
+    add_options(p, PredictOptions, only=("threads",))
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
     p.add_argument("--no-peak", action="store_true", help="skip the peak and bandwidth measurement")
     p.add_argument("--max-minutes", type=float, default=None, help="refuse to start if the estimate is longer")
@@ -298,7 +295,7 @@ def _add_tune(sub) -> None:
                        "backends": "backend/precision pairs (default: every pair usable here)",
                        "device": "where the candidates run", "trials": "interleaved trials per candidate"})
     _add_precision(p, "precisions for bare --backends names, comma-separated")
-    add_options(p, PredictOptions, only=("threads",), helps=_THREADS_HELP)
+    add_options(p, PredictOptions, only=("threads",))
     p.add_argument("--top", type=int, default=15, help="rows of the ranking to print")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_tune)
