@@ -64,6 +64,8 @@ SAME_NAME_DIFFERENT_OPTION = {
     "name": "the model's name (ModelSpec) vs a bench preset's name (Preset)",
     "folds": "the folds a fold run trains and chooses from (FoldOptions) vs the folds a bench sweep times (Preset)",
     "channel_multiples": "the roundings a search trains (FoldOptions) vs those a bench sweep times (Preset)",
+    "max_wait_ms": "how long a live stream's partial fold waits (ScrapeOptions, default 100) vs how long the server "
+                   "holds a batch for more requests (ServeConfig, default 5)",
 }
 
 
@@ -109,6 +111,7 @@ OWN_MEANING = {
     ("predict", ("PredictOptions",), ()),
     ("bench", (), ("Preset", "PredictOptions")),
     ("serve", ("ServeConfig",), ("PredictOptions",)),
+    ("scrape", ("ScrapeOptions",), ("PredictOptions",)),
 ])
 def test_a_command_takes_its_configs_flags_from_them(command, complete, partial):
     """A flag of the command that spells a config field is the one the field generates (its help is

@@ -6,7 +6,15 @@ import argparse
 import sys
 
 from foldcnn.cli.common import CLIError
-from foldcnn.cli.options import add_json_flag, add_predict_options, predict_options, write_json_output
+from foldcnn.cli.options import (
+    add_json_flag,
+    add_options,
+    add_predict_options,
+    as_flags,
+    option_values,
+    predict_options,
+    write_json_output,
+)
 
 # Options of the models that a scrape cannot honour, and why (they get no flag).
 UNSUPPORTED = {
@@ -18,8 +26,6 @@ UNSUPPORTED = {
     "resize": "each region's crop is resized to its model's input (the layout's \"resize\" names the mode)",
     "resize_mode": "the layout names each region's mode (\"resize\": bilinear or nearest)",
     "max_pixels": "frames are video frames",
-    "stride": "given below (--stride)",
-    "keyframes": "given below (--keyframes)",
 }
 
 
@@ -150,13 +156,16 @@ def _write_all(args: argparse.Namespace, produced, layout, plot, fingerprint: di
 
 
 def _cmd_scrape(args: argparse.Namespace) -> int:
+    from foldcnn.errors import UsageError
     from foldcnn.scrape.layout import load_layout, parse_checkpoint_map
     from foldcnn.scrape.pipeline import ScrapeOptions, Scraper
 
     options = predict_options(args)
     _check_flags(args)
-    scrape_opts = ScrapeOptions(stride=args.stride, keyframes=args.keyframes, hold=args.hold,
-                                max_wait_ms=args.max_wait_ms, on_lag=args.on_lag, scale_layout=args.scale_layout)
+    try:
+        scrape_opts = ScrapeOptions(**option_values(args, ScrapeOptions))
+    except UsageError as e:
+        raise CLIError(as_flags(str(e), ScrapeOptions)) from None
     layout = load_layout(args.layout, parse_checkpoint_map(args.checkpoints))
     plot = None
     if args.plots:
@@ -195,6 +204,8 @@ def _cmd_scrape(args: argparse.Namespace) -> int:
 
 
 def _add_scrape(sub) -> None:
+    from foldcnn.scrape.pipeline import ScrapeOptions
+
     p = sub.add_parser(
         "scrape", help="read game streams once: every screen region through its folded CNN, to readings and events",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -221,19 +232,7 @@ def _add_scrape(sub) -> None:
                    help="a PNG per region beside --out (OUT.REGION.png): its reading over time (needs matplotlib)")
     p.add_argument("--truth", metavar="TRUTH.csv",
                    help="with --plots: draw the truth too (frame, region, class; as 'foldcnn data screens' writes)")
-    p.add_argument("--hold", type=int, default=3, metavar="K",
-                   help="a region's class becomes an event once it is the answer K sampled frames in a row, and "
-                        "the event ends only when another reading (or 'other') is the answer K frames in a row")
-    p.add_argument("--stride", type=int, default=1, help="read every N-th frame")
-    p.add_argument("--keyframes", action="store_true", help="decode only the key frames (every N-th with --stride)")
-    p.add_argument("--scale-layout", action="store_true",
-                   help="accept videos whose frame size differs from the layout's, scaling its boxes")
-    p.add_argument("--max-wait-ms", type=float, default=100.0,
-                   help="live inputs (-, URLs): a region's partial fold waits at most this long for fold-mates, "
-                        "then runs padded (files never wait: their grouping is always predict's)")
-    p.add_argument("--on-lag", choices=("drop", "block"), default="drop",
-                   help="live inputs the models cannot keep up with: drop frames (counted in the summary) or stop "
-                        "reading until the models catch up (files are never dropped)")
+    add_options(p, ScrapeOptions, group_title="events and live input (foldcnn.scrape.ScrapeOptions)")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local: this process; ray: one Ray task per video on a Ray cluster, the same rows")
     p.add_argument("--address", default=None, help="Ray cluster address for --engine ray (None: start one locally)")

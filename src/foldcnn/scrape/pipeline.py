@@ -29,6 +29,7 @@ import numpy as np
 from foldcnn.data.readers import DataReadError
 from foldcnn.data.resize import resize_rgb
 from foldcnn.errors import FoldcnnError, UsageError
+from foldcnn.options import option
 from foldcnn.infer.results import RESULT_COLUMNS, result_row
 from foldcnn.scrape.events import Event, EventTracker
 from foldcnn.scrape.layout import Layout, LayoutError, Region
@@ -47,20 +48,24 @@ class StreamBrokenError(FoldcnnError, RuntimeError):
 
 @dataclass(frozen=True)
 class ScrapeOptions:
-    """How the stream is read and turned into events (the models' options: PredictOptions)."""
+    """How the stream's readings are turned into events and how live input is paced. Which frames
+    are read (stride, keyframes) and how the models run are the PredictOptions every region's
+    engine shares."""
 
-    stride: int = 1  # every stride-th frame
-    keyframes: bool = False  # only the key frames (every stride-th of them)
-    hold: int = 3  # readings in a row before a value counts as an event
-    max_wait_ms: float = 100.0  # live inputs: longest a partial fold waits for fold-mates
-    on_lag: str = "drop"  # live inputs the models cannot keep up with: drop frames or block the reader
-    scale_layout: bool = False  # accept frames of another size than the layout's, scaling its boxes
+    hold: int = option(3, "a region's class becomes an event once it is the answer K sampled frames in a row, and "
+                          "the event ends only when another reading (or 'other') is the answer K frames in a row",
+                       metavar="K")
+    max_wait_ms: float = option(100.0, "live inputs (-, URLs): a region's partial fold waits at most this long for "
+                                       "fold-mates, then runs padded (files never wait: their grouping is always "
+                                       "predict's)")
+    on_lag: str = option("drop", "live inputs the models cannot keep up with: drop frames (counted in the summary) "
+                                 "or stop reading until the models catch up (files are never dropped)",
+                         choices=ON_LAG)
+    scale_layout: bool = option(False, "accept videos whose frame size differs from the layout's, scaling its boxes")
 
     def __post_init__(self) -> None:
-        for name in ("stride", "hold"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise UsageError(f"{name} must be an int >= 1, got {v!r}")
+        if isinstance(self.hold, bool) or not isinstance(self.hold, int) or self.hold < 1:
+            raise UsageError(f"hold must be an int >= 1, got {self.hold!r}")
         if not isinstance(self.max_wait_ms, (int, float)) or self.max_wait_ms < 0:
             raise UsageError(f"max_wait_ms must be a number >= 0, got {self.max_wait_ms!r}")
         if self.on_lag not in ON_LAG:
@@ -176,9 +181,9 @@ class _VideoRun:
 
     def __init__(self, scraper: Scraper, video: str, index0: int) -> None:
         self.scraper, self.video, self.index0 = scraper, video, index0
-        opts, self.stats = scraper.options, scraper.stats
+        opts, frames, self.stats = scraper.options, scraper.predict_options, scraper.stats
         self.used: list[Layout] = []  # the layout for the video's frame size (scaled with scale_layout)
-        self.feed = FrameFeed(video, self.boxes_for, opts.stride, opts.keyframes, opts.on_lag)
+        self.feed = FrameFeed(video, self.boxes_for, frames.stride, frames.keyframes, opts.on_lag)
         self.record = {"source": self.feed.source, "frames": 0, "dropped_frames": 0, "fps": self.feed.rate,
                        "frame_size": None}
         self.stats.sources.append(self.record)
@@ -276,7 +281,7 @@ class Scraper:
         from foldcnn.infer.options import PredictOptions
 
         self.layout, self.options = layout, options or ScrapeOptions()
-        opts = (predict_options or PredictOptions()).replace(workers=0)
+        self.predict_options = opts = (predict_options or PredictOptions()).replace(workers=0)
         self.log = log or (lambda msg: None)
         self.engines: dict[str, _Engine] = {}
         try:
@@ -385,13 +390,17 @@ class Scraper:
 def scrape(videos, layout: Layout | str, options: ScrapeOptions | None = None, predict_options=None,
            **overrides) -> Iterator[dict | Event]:
     """Rows and events of ``videos`` (paths, ``"-"``, URLs) read with ``layout`` (a Layout or a
-    layout JSON path); ``overrides`` name ScrapeOptions fields. See :class:`Scraper`."""
-    from dataclasses import replace
+    layout JSON path); ``overrides`` name ScrapeOptions or PredictOptions fields (e.g. hold=5,
+    stride=2). See :class:`Scraper`."""
+    from dataclasses import fields, replace
 
+    from foldcnn.infer.options import PredictOptions
     from foldcnn.scrape.layout import load_layout
 
     if not isinstance(layout, Layout):
         layout = load_layout(layout)
-    opts = replace(options or ScrapeOptions(), **overrides)
-    with Scraper(layout, opts, predict_options) as s:
+    own = {f.name for f in fields(ScrapeOptions)}
+    opts = replace(options or ScrapeOptions(), **{k: v for k, v in overrides.items() if k in own})
+    popts = (predict_options or PredictOptions()).replace(**{k: v for k, v in overrides.items() if k not in own})
+    with Scraper(layout, opts, popts) as s:
         yield from s.run(videos)
