@@ -117,3 +117,54 @@ def test_run_json_records_the_budget_and_the_check(tmp_path):
 def test_default_budget_end_to_end_on_a_small_set(tmp_path):
     """The real floor (3,780 steps at f=1, 6,300 at f=2) on 120 generated images, with plateau stopping."""
     _check_manifests(*_small_runs(tmp_path), tmp_path)
+
+
+def _result(best, vals, epoch=1):
+    from foldcnn.train.loop import TrainResult
+
+    return TrainResult(best_epoch=epoch, best_val_top1=best, history=[{"val_top1": v} for v in vals])
+
+
+def test_final_choice_keeps_the_better_run_on_validation_ties_by_the_smoothed_curve():
+    from foldcnn.train.distill_gate import final_choice
+
+    assert final_choice(_result(0.9, [0.5, 0.9]), _result(0.8, [0.8, 0.8]))["kept"]
+    lost = final_choice(_result(0.8, [0.8, 0.8]), _result(0.9, [0.5, 0.9]))
+    assert not lost["kept"] and "twin's weights were kept" in lost["reason"]
+    tie = final_choice(_result(0.9, [0.5, 0.5, 0.9]), _result(0.9, [0.9, 0.9, 0.9]))
+    assert not tie["kept"] and "3-epoch means" in tie["reason"]
+    assert final_choice(_result(0.9, [0.9]), _result(0.9, [0.9]))["kept"]  # a full tie keeps the teacher
+
+
+@pytest.mark.parametrize("teacher_kind", ["noisy", "right"])
+def test_finish_twin_ends_with_whichever_full_run_was_better_on_validation(teacher_kind, tmp_path):
+    """With finish_twin the twin also runs to its end; the model holds, bit for bit, the weights of a
+    plain full run of the recipe the final choice names, and the result is that run's."""
+    torch.manual_seed(0)
+    model = create_model("lol-gold-fraction", fold=2, num_classes=3, input_size=(12, 12))
+    train, val = easy_dataset(60, 0, size=(12, 12)), easy_dataset(30, 1, size=(12, 12))
+    labels = train.labels if teacher_kind == "right" else torch.where(torch.arange(60) % 3 == 0, 0, train.labels)
+    teacher = 8.0 * F.one_hot(labels, 3).float()
+    cfg = TrainConfig(epochs=8, batch_size=16, precision="fp32", threads=1, distill="kl", distill_weight=0.9,
+                      temperature=1.0)
+    start = copy.deepcopy(model)
+    result, record = train_with_check(model, train, val, cfg, tmp_path / "run", teacher, progress=False,
+                                      state_every_steps=0, finish_twin=True)
+    if not record["kept"]:
+        pytest.skip("the early check already switched the teacher off (covered above)")
+    final = record["final"]
+    assert json.loads((tmp_path / "run" / CHECK_FILE).read_text())["final"] == final
+    for kind, t in (("distilled", teacher), ("undistilled", None)):
+        alone = train_model(copy.deepcopy(start), train, val, cfg if t is not None else
+                            TrainConfig(**{**cfg.to_dict(), "distill": "none"}), out_dir=tmp_path / kind,
+                            progress=False, teacher_logits=t, state_every_steps=0)
+        assert final[f"{kind}_best_val_top1"] == round(alone.best_val_top1, 5)
+    chosen_kind = "distilled" if final["kept"] else "undistilled"
+    alone = copy.deepcopy(start)
+    train_model(alone, train, val, cfg if final["kept"] else TrainConfig(**{**cfg.to_dict(), "distill": "none"}),
+                out_dir=tmp_path / (chosen_kind + "2"), progress=False,
+                teacher_logits=teacher if final["kept"] else None, state_every_steps=0)
+    got, want = _weights(model), _weights(alone)
+    assert all(torch.equal(got[k], want[k]) for k in got)
+    assert result.best_val_top1 == max(final["distilled_best_val_top1"], final["undistilled_best_val_top1"]) \
+        or final["kept"]

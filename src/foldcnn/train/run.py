@@ -308,9 +308,9 @@ def run_training(
     if not evaluate_only:
         result, check = train_with_check(model, splits.train, splits.val, cfg, out, t_logits, resume=resume,
                                          progress=progress and dist.is_main, state_every_steps=state_every_steps,
-                                         on_epoch=on_epoch)
-        if check is not None and not check["kept"]:
-            say(f"fold {fold}: {check['reason']}")
+                                         on_epoch=on_epoch, finish_twin=budget["extended"])
+        for c in (c for c in (check, (check or {}).get("final")) if c and not c["kept"]):
+            say(f"fold {fold}: {c['reason']}")
     if not dist.is_main:
         return {"rank": dist.rank}
     t0 = time.perf_counter()
