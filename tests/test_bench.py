@@ -5,6 +5,7 @@ that matters."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -35,6 +36,7 @@ from foldcnn.bench import (
     write_json,
 )
 from foldcnn.bench.tables import format_best, format_peers, format_records, peer_summary
+from foldcnn.errors import UsageError
 from foldcnn.models import create_model
 from foldcnn.models.game import GAME_TASKS
 
@@ -135,7 +137,7 @@ def test_presets_build_their_configs():
     p, cfgs = preset_configs("cpu-targets")
     assert {c.fold for c in cfgs} == {1, 4} and {c.requested_batch_size for c in cfgs} >= {256, 1024, 4096}
     # every precision's best CPU path is in the one run, whichever engine it is on
-    assert {(c.backend, c.dtype) for c in cfgs} == {(b, d) for b in ("eager", "compile") for d in ("fp32", "bf16")} | {
+    assert {(c.backend, c.precision) for c in cfgs} == {(b, d) for b in ("eager", "compile") for d in ("fp32", "bf16")} | {
         ("ort", "fp32"), ("ort", "int8"), ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8")}
     assert ("openvino", "fp32") in PRESETS["peers"].backends
     # the baselines are peers at their best batch too: every batch size the originals get, fold 1 only
@@ -207,7 +209,7 @@ def test_sweep_interleaves_configs_and_shares_backends():
     cfgs = make_configs([MODEL], [1, 2], [4, 8], [("eager", "fp32")])
     out, log, built = fake_sweep(cfgs, lambda c, n, i: 1.0, trials=2, min_seconds=0.5, warmup_calls=1)
     assert len(out.results) == 4 and not out.skipped
-    # one backend per (model, fold, backend, dtype), sized for its largest folded batch
+    # one backend per (model, fold, backend, precision), sized for its largest folded batch
     assert sorted(m for _, m, _ in built) == [4, 8]
     assert all(b.closed for b, _, _ in built)
     timed = log[4:]  # after 4 warm-ups; a call (1 s) longer than the block (0.5 s) gets no untimed call
@@ -326,8 +328,8 @@ def test_best_batch_and_peers():
         assert MODEL in text
 
 
-def _rec(model, fold, backend, dtype, images_per_s, flops_per_image=1e7, family="game"):
-    return {"model": model, "family": family, "fold": fold, "backend": backend, "dtype": dtype, "device": "cpu",
+def _rec(model, fold, backend, precision, images_per_s, flops_per_image=1e7, family="game"):
+    return {"model": model, "family": family, "fold": fold, "backend": backend, "precision": precision, "device": "cpu",
             "batch_size": 1024, "images_per_s": images_per_s, "flops_per_s": images_per_s * flops_per_image,
             "best_batch": True}
 
@@ -359,13 +361,13 @@ def test_verdicts_compare_best_engine_with_best_engine_and_headline_any_precisio
                _rec("t", 1, "ort", "fp32", 11_000), _rec("t", 4, "ort", "fp32", 11_500),
                _rec("t-scaled", 1, "ort", "fp32", 12_000, family="baseline"),
                _rec("t", 1, "openvino", "bf16", 18_000), _rec("t", 4, "openvino", "bf16", 40_000)]
-    by_dtype = {g["dtype"]: g for g in peer_summary(records)}
+    by_precision = {g["precision"]: g for g in peer_summary(records)}
     # int8: the folded best (OpenVINO) over the original's best on any engine (OpenVINO), not ORT over ORT
-    assert by_dtype["int8"]["gain_vs_original"] == pytest.approx(38_000 / 29_000)
-    assert by_dtype["fp32"]["gain_vs_original"] == pytest.approx(11_500 / 11_000)
-    assert by_dtype["fp32"]["gain"] == pytest.approx(11_500 / 12_000)  # the baseline is a peer, not the original
+    assert by_precision["int8"]["gain_vs_original"] == pytest.approx(38_000 / 29_000)
+    assert by_precision["fp32"]["gain_vs_original"] == pytest.approx(11_500 / 11_000)
+    assert by_precision["fp32"]["gain"] == pytest.approx(11_500 / 12_000)  # the baseline is a peer, not the original
     (g,) = headline(records)
-    assert (g["original"]["dtype"], g["folded"]["dtype"]) == ("int8", "bf16")
+    assert (g["original"]["precision"], g["folded"]["precision"]) == ("int8", "bf16")
     assert g["gain"] == pytest.approx(40_000 / 29_000)
     (g,) = headline(records, {"t": {"fp32", "int8"}})  # bf16 disagreed with fp32 too often: left out
     assert g["gain"] == pytest.approx(38_000 / 29_000)
@@ -384,10 +386,47 @@ def test_json_and_csv_round_trip(tmp_path):
     assert doc["skipped"][0]["reason"] == "skipped: no CUDA device"
     assert len(doc["best"]) == 7
     raw = json.loads((tmp_path / "b.json").read_text())
-    assert {"model", "fold", "batch_size", "backend", "dtype", "images_per_s", "flops_per_s",
+    assert {"model", "fold", "batch_size", "backend", "precision", "images_per_s", "flops_per_s",
             "arithmetic_intensity", "fraction_of_peak"} <= set(raw["records"][0])
     write_csv(tmp_path / "b.csv", records)
     assert read_csv(tmp_path / "b.csv") == records
+
+
+def _keyed_dtype(rows: list[dict]) -> list[dict]:
+    return [{("dtype" if k == "precision" else k): v for k, v in r.items()} for r in rows]
+
+
+def test_bench_files_written_before_precision_was_the_key_still_read(tmp_path):
+    """format_version 1 (foldcnn 0.1) keyed a record's, a best row's and a peak's precision "dtype":
+    read_json and read_csv give them keyed as this version writes them."""
+    records = _records()
+    peaks = PeakSet([Peak("torch", "cpu", "fp32", 1e11, "fake mm")])
+    write_json(tmp_path / "new.json", records, peaks=peaks)
+    doc = json.loads((tmp_path / "new.json").read_text())
+    assert doc["format_version"] == 2 and "dtype" not in doc["records"][0]
+    old = {**doc, "format_version": 1, "records": _keyed_dtype(doc["records"]), "best": _keyed_dtype(doc["best"]),
+           "peaks": {**doc["peaks"], "peaks": _keyed_dtype(doc["peaks"]["peaks"])}}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    got, want = read_json(tmp_path / "old.json"), read_json(tmp_path / "new.json")
+    assert got["records"] == want["records"] == records and got["best"] == want["best"]
+    assert got["peaks"].flops_per_s("torch", "cpu", "fp32") == 1e11
+    write_csv(tmp_path / "b.csv", records)
+    text = (tmp_path / "b.csv").read_text()
+    (tmp_path / "old.csv").write_text(text.replace(",precision,", ",dtype,", 1))
+    assert read_csv(tmp_path / "old.csv") == records
+    (tmp_path / "future.json").write_text(json.dumps({**doc, "format_version": 3}))
+    with pytest.raises(UsageError, match="newer than this foldcnn reads"):
+        read_json(tmp_path / "future.json")
+
+
+def test_the_published_bench_file_of_format_version_1_reads():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "results/search/apex-squad-count-2000-bench.json"
+    assert json.loads(path.read_text())["format_version"] == 1
+    doc = read_json(path)
+    assert doc["records"] and all(r["precision"] in ("int8", "bf16") for r in doc["records"])
+    assert all("dtype" not in r for r in doc["records"] + doc["best"])
 
 
 def test_plots_write_png_files(tmp_path):
@@ -427,7 +466,7 @@ def test_peakset_highest_keeps_the_higher_measurement_per_roof():
     both = before.highest(after)
     assert both.flops_per_s("torch", "cpu", "fp32") == 4e11 and both.flops_per_s("torch", "cpu", "bf16") == 2e12
     assert both.bytes_per_s("cpu") == 4e10 and len(both.bandwidths) == 1
-    whats = {(p.dtype, p.what) for p in both.peaks}
+    whats = {(p.precision, p.what) for p in both.peaks}
     assert ("fp32", "mm c; the higher of 2 measurements") in whats
     assert ("bf16", "mm b; the higher of 2 measurements") in whats
     assert ("int8", "mmi") in whats  # measured once: said as it is
@@ -500,6 +539,32 @@ def test_cli_gpu_preset_without_cuda_says_skipped(capsys):
     assert rc == 0 and "0 configurations" in out and "skipped: no CUDA device" in out
 
 
+def test_bench_flags_are_the_preset_fields():
+    """Each Preset field the command line takes is one `foldcnn bench` flag, made from the field; a
+    given flag replaces the preset's value, an absent one keeps it."""
+    from dataclasses import fields
+
+    from foldcnn.bench.presets import PRESETS, Preset
+    from foldcnn.cli import build_parser
+    from foldcnn.cli.bench import _plan
+    from foldcnn.options import flag_of, is_cli_option
+
+    parser = build_parser()
+    flags = {f.name: flag_of(f) for f in fields(Preset) if is_cli_option(f)}
+    assert set(flags) == {"models", "folds", "batch_sizes", "backends", "device", "channel_multiples", "trials",
+                          "min_seconds", "peak_sizes"}
+    args = parser.parse_args(["bench", "--quick", "--folds", "1,4", "--batch-sizes", "16", "--backends", "eager,ort",
+                              "--precision", "fp32,int8", "--channel-multiples", "1,default", "--trials", "4",
+                              "--min-seconds", "0.5", "--peak-sizes", "64", "--no-baselines"])
+    preset, configs = _plan(args)
+    assert preset == replace(PRESETS["quick"], folds=(1, 4), batch_sizes=(16,), trials=4, min_seconds=0.5,
+                             backends=(("eager", "fp32"), ("eager", "int8"), ("ort", "fp32"), ("ort", "int8")),
+                             channel_multiples=(1, None), peak_sizes=(64,), baselines=())
+    assert {c.fold for c in configs} == {1, 4} and {c.batch_size for c in configs} == {16}
+    assert _plan(parser.parse_args(["bench", "--quick"]))[0] == PRESETS["quick"]
+    assert _plan(parser.parse_args(["bench", "--quick", "--peak-size", "32"]))[0].peak_sizes == (32,)
+
+
 def test_cli_bad_flags_give_one_line_errors(capsys):
     from foldcnn.cli import main
 
@@ -532,7 +597,7 @@ def test_width_mults_time_narrower_and_wider_builds_and_only_the_original_is_the
     assert narrow.widened and narrow.build_kwargs()["width_mult"] == 0.5 and "w=0.5" in narrow.label()
     assert not next(c for c in cfgs if c.fold == 4 and c.resolved_width_mult == 1.0).widened
     records = [{"model": MODEL, "fold": 1, "width_mult": w, "requested_batch_size": 8, "backend": "eager",
-                "dtype": "fp32", "device": "cpu", "images_per_s": v} for w, v in ((1.0, 100.0), (0.5, 300.0))]
+                "precision": "fp32", "device": "cpu", "images_per_s": v} for w, v in ((1.0, 100.0), (0.5, 300.0))]
     add_ratios(records)
     assert [r["ratio_vs_original"] for r in records] == [1.0, 3.0] and [is_original(r) for r in records] == [True, False]
     with pytest.raises(ValueError, match="positive"):

@@ -10,7 +10,7 @@ from foldcnn.checkpoints import save_checkpoint
 from foldcnn.train.config import TrainConfig
 from foldcnn.train.distill import TeacherError, check_teacher, distill_loss_sum, teacher_logits
 from foldcnn.train.loop import evaluate, train_model
-from foldcnn.train.run import DataSpec, run_training
+from foldcnn.train.run import DataSpec, ModelSpec, RunOptions, run_training
 from tiny_data import easy_dataset as shared_easy_dataset
 
 
@@ -95,12 +95,13 @@ def test_run_computes_teacher_logits_once_and_caches_them(tmp_path, monkeypatch)
     data = DataSpec(task="sot-coin-count", train_size=48, val_size=16, test_size=16)
     cfg = TrainConfig(epochs=2, batch_size=16, distill="kl", distill_weight=0.5)
     out = tmp_path / "run"
-    m = run_training("sot-coin-count", data, cfg, out, fold=2, progress=False, teacher=teacher)
+    m = run_training(ModelSpec("sot-coin-count", fold=2), data, cfg, RunOptions(out, quiet=True, teacher=teacher))
     assert len(calls) == 1  # once per data set, not per epoch
     d = m["features"]["distillation"]
     assert d["kind"] == "kl" and d["teacher_fold"] == 1 and not d["cached"] and len(d["teacher_sha256"]) == 64
     # A new run in the same folder (overwrite=True: never silently) reuses the cached logits.
-    m = run_training("sot-coin-count", data, cfg, out, fold=2, progress=False, teacher=teacher, overwrite=True)
+    m = run_training(ModelSpec("sot-coin-count", fold=2), data, cfg,
+                     RunOptions(out, quiet=True, teacher=teacher, overwrite=True))
     assert len(calls) == 1 and m["features"]["distillation"]["cached"]
     json.loads((out / "run.json").read_text())
 
@@ -109,13 +110,13 @@ def test_run_refuses_bad_teachers_before_training(tmp_path):
     data = DataSpec(task="sot-coin-count", train_size=16, val_size=8, test_size=8)
     cfg = TrainConfig(epochs=1, distill="mse")
     with pytest.raises(TeacherError, match="fold=2"):  # before any data is generated
-        run_training("sot-coin-count", data, cfg, tmp_path / "a", fold=2,
-                     teacher=_teacher_for("sot-coin-count", tmp_path, fold=2))
+        run_training(ModelSpec("sot-coin-count", fold=2), data, cfg,
+                     RunOptions(tmp_path / "a", teacher=_teacher_for("sot-coin-count", tmp_path, fold=2)))
     with pytest.raises(TeacherError, match="another task"):
-        run_training("sot-coin-count", data, cfg, tmp_path / "b", fold=2,
-                     teacher=_teacher_for("lol-gold-fraction", tmp_path))
+        run_training(ModelSpec("sot-coin-count", fold=2), data, cfg,
+                     RunOptions(tmp_path / "b", teacher=_teacher_for("lol-gold-fraction", tmp_path)))
     with pytest.raises(ValueError, match="needs a teacher"):
-        run_training("sot-coin-count", data, cfg, tmp_path / "c", fold=2)
+        run_training(ModelSpec("sot-coin-count", fold=2), data, cfg, RunOptions(tmp_path / "c"))
     assert not (tmp_path / "b" / "metrics.jsonl").exists()
 
 

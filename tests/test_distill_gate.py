@@ -86,14 +86,15 @@ def test_a_run_killed_while_the_twin_trained_resumes_to_the_same_result(tmp_path
 def _small_runs(tmp_path, min_steps=None):
     """An original and a distilled f=2 model through run_training with the default budget of their fold
     (``min_steps`` replaces the floor); their run.json manifests."""
-    from foldcnn.train.run import DataSpec, run_training
+    from foldcnn.train.run import DataSpec, ModelSpec, RunOptions, run_training
 
     data = DataSpec(task="sot-coin-count", train_size=120, val_size=60, test_size=60)
     floor = {} if min_steps is None else {"min_steps": min_steps}
-    first = run_training("sot-coin-count", data, TrainConfig.for_fold(1, threads=1, **floor), tmp_path / "o",
-                         progress=False)
-    folded = run_training("sot-coin-count", data, TrainConfig.for_fold(2, threads=1, distill="kl", **floor),
-                          tmp_path / "f2", fold=2, progress=False, teacher=tmp_path / "o" / "checkpoint")
+    first = run_training(ModelSpec("sot-coin-count"), data, TrainConfig.for_fold(1, threads=1, **floor),
+                         RunOptions(tmp_path / "o", quiet=True))
+    folded = run_training(ModelSpec("sot-coin-count", fold=2), data,
+                          TrainConfig.for_fold(2, threads=1, distill="kl", **floor),
+                          RunOptions(tmp_path / "f2", quiet=True, teacher=tmp_path / "o" / "checkpoint"))
     return first, folded
 
 

@@ -133,5 +133,5 @@ def test_precision_restricts_the_engines_timed():
     assert restrict_precisions(pairs, None) == pairs
     with pytest.raises(ValueError, match="no engine to time at precision bf16"):
         restrict_precisions(pairs, ("bf16",))
-    with pytest.raises(ValueError, match="precisions are"):
+    with pytest.raises(ValueError, match="precisions must be among"):
         FoldOptions("m:N", DataSpec(data_dir="x"), precisions=("fp64",))

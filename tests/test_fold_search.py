@@ -116,9 +116,9 @@ def test_resume_reuses_timing_and_stages(tmp_path, capsys):
     (["--widths", "0.001"], "0 channels wide"),
     (["--folds", "0,4"], "folds must be ints >= 1"),
     (["--invariant", "--cross-slot-decay", "1"], "contradicts it"),
-    (["--max-flip-rate", "2"], "max_flip_rate is a share"),
+    (["--max-flip-rate", "2"], "--max-flip-rate is a share"),
     (["--train-only"], "--train-only does not apply to --search"),
-    (["--precision", "fp64"], "precisions are"),
+    (["--precision", "fp64"], "--precision must be among"),
 ])
 def test_bad_search_input_is_one_sentence_and_nothing_trained(tmp_path, capsys, extra, says):
     rc, argv, out = _search(tmp_path, *extra)

@@ -59,7 +59,7 @@ def test_check_engine_judges_relative_to_the_logits_scale():
 
 def test_gpu_table_ratio_on_the_same_engine():
     def rec(fold, backend, ips):
-        return {"model": "sot-timer", "backend": backend, "dtype": "fp16", "fold": fold, "images_per_s": ips}
+        return {"model": "sot-timer", "backend": backend, "precision": "fp16", "fold": fold, "images_per_s": ips}
 
     text = format_gpu_table([rec(1, "eager", 100_000), rec(4, "eager", 300_000), rec(1, "tensorrt", 200_000),
                              rec(4, "tensorrt", 400_000), rec(4, "compile", 1.0)])  # no f=1 row: left out

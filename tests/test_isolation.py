@@ -78,6 +78,7 @@ def test_same_image_same_answer_over_http_with_concurrent_clients(tmp_path):
 
     from foldcnn.infer import Predictor
     from foldcnn.models import create_model
+    from foldcnn.infer.options import PredictOptions
     from foldcnn.serve import ServeConfig, create_app
 
     torch.manual_seed(0)
@@ -85,7 +86,7 @@ def test_same_image_same_answer_over_http_with_concurrent_clients(tmp_path):
     imgs = random_images(13, model.input_shape, seed=3)
     # A long batching window so the four requests share one batch; 11 images come first, so
     # without isolation the last request's image would sit in a fold with three strangers.
-    app = create_app(Predictor(model, workers=0, batch_size=32), ServeConfig(max_wait_ms=600, batch_size=32))
+    app = create_app(Predictor(model, workers=0, batch_size=32), ServeConfig(PredictOptions(batch_size=32), max_wait_ms=600))
     assert app.state.batcher.isolation == "request"  # the default
 
     def post(url, arrays):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from foldcnn.analysis import DEVICES, DTYPE_BYTES, Device, analyze, attainable, measure_peak
+from foldcnn.precision import BYTES_PER_ELEMENT
+from foldcnn.analysis import DEVICES, Device, analyze, attainable, measure_peak
 from foldcnn.analysis.roofline import best_matmul_rate, size_note
 from foldcnn.models import create_model
 
@@ -19,7 +20,7 @@ def lol_fp16():
 def test_device_table_is_sane(name):
     d = DEVICES[name]
     assert d.name == name and d.source.startswith("https://")
-    assert set(d.peak_flops_per_s) <= set(DTYPE_BYTES) and {"fp32", "fp16"} <= set(d.peak_flops_per_s)
+    assert set(d.peak_flops_per_s) <= set(BYTES_PER_ELEMENT) and {"fp32", "fp16"} <= set(d.peak_flops_per_s)
     assert 1e11 < d.bytes_per_s < 1e13
     # Tensor-core half precision is faster than plain fp32 on all of these GPUs.
     assert d.peak("fp16") > 4 * d.peak("fp32")
@@ -66,7 +67,7 @@ def test_attainable_rejects_mismatched_dtype(lol_fp16):
         attainable(lol_fp16[1], DEVICES["a100"], "fp32")
     with pytest.raises(ValueError, match="no bf16"):
         attainable(lol_fp16[1], DEVICES["v100"], "bf16")
-    with pytest.raises(ValueError, match="unknown dtype"):
+    with pytest.raises(ValueError, match="precision must be one of"):
         attainable(lol_fp16[1], DEVICES["h100"], "fp8")
 
 

@@ -25,6 +25,7 @@ pytest.importorskip("prometheus_client")
 from PIL import Image
 
 from foldcnn import create_model, fold_images, pad_to_fold, unfold_logits
+from foldcnn.infer.options import PredictOptions
 from foldcnn.serve import ImageLimits, RequestError, ServeConfig, create_app, decode_image
 
 
@@ -182,7 +183,7 @@ def test_order_and_routing_with_a_folded_model_across_formats():
 # ----------------------------------------------------------------------------- batching
 def test_concurrent_clients_share_batches_and_get_their_own_results():
     pred = ColorPredictor(fold=4, delay_s=0.02)
-    app = create_app(pred, ServeConfig(max_wait_ms=150, batch_size=64, isolation="none"))  # folds shared too
+    app = create_app(pred, ServeConfig(PredictOptions(batch_size=64), max_wait_ms=150, isolation="none"))  # folds shared too
     clients = 8
 
     async def one(c, k):
@@ -206,7 +207,7 @@ def test_concurrent_clients_share_batches_and_get_their_own_results():
 
 def test_request_isolation_pads_each_request_to_whole_folds():
     pred = ColorPredictor(fold=4)
-    app = create_app(pred, ServeConfig(max_wait_ms=150, batch_size=64))  # isolation "request", the default
+    app = create_app(pred, ServeConfig(PredictOptions(batch_size=64), max_wait_ms=150))  # isolation "request", the default
 
     async def fn(c):
         return await asyncio.gather(*(c.post("/v1/classify", files=[("f", ("i.png", png((k * 10 + j, 0, 0)),
@@ -222,7 +223,7 @@ def test_request_isolation_pads_each_request_to_whole_folds():
 
 def test_lone_request_is_flushed_after_max_wait():
     pred = ColorPredictor(fold=4)
-    app = create_app(pred, ServeConfig(max_wait_ms=30, batch_size=1024))
+    app = create_app(pred, ServeConfig(PredictOptions(batch_size=1024), max_wait_ms=30))
 
     async def fn(c):
         t0 = time.perf_counter()
@@ -325,6 +326,22 @@ def test_png_uploads_by_libspng_give_pillows_tensors(monkeypatch, fast):
     assert e.value.status == 413
 
 
+def test_large_pngs_decode_by_pillow_which_lets_other_threads_run(monkeypatch):
+    """libspng holds the GIL for its whole decode (0.2 s for 16 megapixels: the event loop stops);
+    a PNG over FAST_PNG_PIXELS goes through Pillow, which releases it: the same tensor."""
+    from foldcnn.data import readers
+    from foldcnn.serve import validation
+
+    calls = []
+    real = readers.decode_png_fast
+    monkeypatch.setattr(readers, "decode_png_fast", lambda data, limit: calls.append(1) or real(data, limit))
+    big = random_images(1, (3, 37, 53), seed=5)[0]
+    want = readers.resize_rgb(big, (8, 8), "bilinear").transpose(2, 0, 1)
+    assert np.array_equal(decode_image(png(big), (3, 8, 8), ImageLimits()), want) and calls == [1]
+    monkeypatch.setattr(validation, "FAST_PNG_PIXELS", 37 * 53 - 1)
+    assert np.array_equal(decode_image(png(big), (3, 8, 8), ImageLimits()), want) and calls == [1]
+
+
 def test_api_key_is_required_when_set():
     app = create_app(ColorPredictor(), ServeConfig(max_wait_ms=1, api_key="s3cret"))
     body = {"content": png((4, 0, 0)), "headers": {"Content-Type": "image/png"}}
@@ -378,7 +395,7 @@ def parse_metrics(text):
 
 def test_metrics_parse_and_count():
     pred = ColorPredictor(fold=4)
-    app = create_app(pred, ServeConfig(max_wait_ms=1, batch_size=8))
+    app = create_app(pred, ServeConfig(PredictOptions(batch_size=8), max_wait_ms=1))
 
     async def fn(c):
         for n in (1, 3, 8):
@@ -412,7 +429,7 @@ _SERVED_TYPES = {
 
 
 def test_metrics_names_types_and_no_created_samples():
-    app = create_app(ColorPredictor(fold=4), ServeConfig(max_wait_ms=1, batch_size=8))
+    app = create_app(ColorPredictor(fold=4), ServeConfig(PredictOptions(batch_size=8), max_wait_ms=1))
 
     async def fn(c):
         await c.post("/v1/classify", content=png((1, 0, 0)), headers={"Content-Type": "image/png"})
@@ -444,7 +461,7 @@ def test_two_apps_in_one_process_keep_separate_metrics():
 # ------------------------------------------------------------------------ real socket, lifecycle
 def test_graceful_shutdown_drains_in_flight_requests():
     pred = ColorPredictor(fold=1, delay_s=0.15)
-    app = create_app(pred, ServeConfig(max_wait_ms=5, batch_size=2))
+    app = create_app(pred, ServeConfig(PredictOptions(batch_size=2), max_wait_ms=5))
     results = {}
 
     def client(k):
@@ -469,7 +486,7 @@ def test_graceful_shutdown_drains_in_flight_requests():
 
 def test_client_that_goes_away_breaks_nothing():
     pred = ColorPredictor(fold=1, delay_s=1.0)  # wide margins: a loaded machine delays the server's threads
-    app = create_app(pred, ServeConfig(max_wait_ms=1, batch_size=1))
+    app = create_app(pred, ServeConfig(PredictOptions(batch_size=1), max_wait_ms=1))
     with LiveServer(app) as srv:
         def post(v, timeout):
             return httpx.post(srv.url + "/v1/classify", content=png((v, 0, 0)),
@@ -494,7 +511,7 @@ def test_client_that_goes_away_breaks_nothing():
 
 
 def test_healthz_reports_the_model():
-    app = create_app(ColorPredictor(fold=4), ServeConfig(batch_size=10))
+    app = create_app(ColorPredictor(fold=4), ServeConfig(PredictOptions(batch_size=10)))
 
     async def fn(c):
         return await c.get("/healthz")
@@ -513,7 +530,7 @@ def test_real_predictor_behind_the_server_matches_offline():
     pred = infer.Predictor(model, workers=0, batch_size=64)
     offline = infer.Predictor(model, workers=0, batch_size=64)
     imgs = random_images(6, model.input_shape, seed=3)
-    app = create_app(pred, ServeConfig(max_wait_ms=1, batch_size=64))
+    app = create_app(pred, ServeConfig(PredictOptions(batch_size=64), max_wait_ms=1))
 
     async def fn(c):
         return await c.post("/v1/classify", files=[("files", ("i.png", png(a), "image/png")) for a in imgs])
@@ -548,6 +565,30 @@ def test_cli_flags_make_the_config(monkeypatch):
         serve_config(parse(["serve", "ck", "--max-images", "0"]))
 
 
+def test_serve_flags_come_from_the_config_fields():
+    """ServeConfig composes PredictOptions (batch size, partial folds) and declares its own fields
+    once; `foldcnn serve` has a flag for each of them."""
+    from dataclasses import fields
+
+    from foldcnn.cli import build_parser
+    from foldcnn.cli.serve import serve_config
+    from foldcnn.options import flag_of, is_cli_option
+
+    cfg = ServeConfig(PredictOptions(batch_size=8, partial="pad"), max_wait_ms=2)
+    assert (cfg.batch_size, cfg.partial, cfg.predict.backend) == (8, "pad", "eager")
+    assert {f.name for f in fields(ServeConfig)} & {f.name for f in fields(PredictOptions)} == set()
+    serve = next(a for a in build_parser()._subparsers._group_actions[0].choices.items() if a[0] == "serve")[1]
+    flags = {s for a in serve._actions for s in a.option_strings}
+    assert {flag_of(f) for f in fields(ServeConfig) if is_cli_option(f)} <= flags
+    args = build_parser().parse_args(["serve", "ck", "--decode-threads", "3", "--max-images", "7", "--isolation",
+                                      "request", "--batch-size", "16", "--body-timeout-s", "2.5"])
+    cfg = serve_config(args)
+    assert (cfg.decode_threads, cfg.limits.max_images, cfg.isolation, cfg.batch_size, cfg.body_timeout_s) == \
+        (3, 7, "request", 16, 2.5)
+    with pytest.raises(ValueError, match="replicas must be an int >= 1"):
+        ServeConfig(replicas=0)
+
+
 @pytest.mark.parametrize("key", ["", "caf\u00e9", "two words"])
 def test_unusable_api_key_is_refused(monkeypatch, key):
     from foldcnn.cli import build_parser
@@ -579,9 +620,9 @@ def test_cli_port_out_of_range_or_in_use_is_one_line(tmp_path, capsys):
     assert len(err) == 1 and "cannot listen on 127.0.0.1:" in err[0]
 
 
-def start_cli_server(tmp_path, *flags):
+def launch_cli_server(tmp_path, *flags):
     """`foldcnn serve` of a random-weight apex-squad-count f=2 checkpoint in a subprocess on a free
-    loopback port, once /healthz answers; returns (process, url, model)."""
+    loopback port, at once; returns (process, port, model)."""
     import subprocess
     import sys
 
@@ -595,6 +636,12 @@ def start_cli_server(tmp_path, *flags):
     proc = subprocess.Popen([sys.executable, "-m", "foldcnn", "serve", str(tmp_path / "ck"), "--port", str(port),
                              "--log-level", "warning", *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
+    return proc, port, model
+
+
+def start_cli_server(tmp_path, *flags):
+    """:func:`launch_cli_server`, once /healthz answers; returns (process, url, model)."""
+    proc, port, model = launch_cli_server(tmp_path, *flags)
     url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
     while True:
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -651,11 +698,46 @@ def test_cli_processes_share_the_port_and_drain_on_sigterm(tmp_path):
     assert not any(Path(f"/proc/{pid}").exists() for pid in children)  # the children have exited too
 
 
+def test_processes_listen_on_sockets_of_their_own_on_linux():
+    """On Linux each server process gets its own SO_REUSEPORT socket on the one port (the kernel
+    spreads connections over them); elsewhere they share one."""
+    import sys
+
+    from foldcnn.cli.serve import _listening_sockets
+
+    socks = _listening_sockets("127.0.0.1", 0, 3)
+    try:
+        assert len(socks) == 3 and len({s.getsockname()[1] for s in socks}) == 1
+        assert len({id(s) for s in socks}) == (3 if sys.platform.startswith("linux") else 1)
+    finally:
+        for s in {*socks}:
+            s.close()
+
+
+def test_cli_processes_exit_cleanly_on_sigterm_while_loading(tmp_path):
+    """SIGTERM as soon as the server processes exist (their model likely still loading): exit 0,
+    no traceback, every child gone."""
+    import signal
+    import subprocess
+
+    pytest.importorskip("foldcnn.infer")
+    proc, _, _ = launch_cli_server(tmp_path, "--processes", "2")
+    deadline = time.monotonic() + 60
+    while len(children := subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                         text=True).stdout.split()) < 2:
+        assert time.monotonic() < deadline and proc.poll() is None, "two server processes did not start"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert not any(Path(f"/proc/{pid}").exists() for pid in children)
+
+
 def test_workers_need_one_predictor_each():
     with pytest.raises(ValueError, match="one per replica"):
         create_app(ColorPredictor(), ServeConfig(replicas=2))
     preds = [ColorPredictor(fold=1, delay_s=0.05), ColorPredictor(fold=1, delay_s=0.05)]
-    app = create_app(preds, ServeConfig(replicas=2, batch_size=1, max_wait_ms=1))
+    app = create_app(preds, ServeConfig(PredictOptions(batch_size=1), replicas=2, max_wait_ms=1))
 
     async def fn(c):
         return await asyncio.gather(*(c.post("/v1/classify", content=png((v, 0, 0)),
@@ -712,7 +794,7 @@ def test_server_over_http_answers_exactly_what_the_predictor_writes(tmp_path):
         files[-1].write_bytes(png(a))
     with Predictor(model, workers=0, batch_size=8) as offline:
         want = [p.to_dict() for p in offline.predict(files)]
-    app = create_app(Predictor(model, workers=0, batch_size=8), ServeConfig(max_wait_ms=20, batch_size=8))
+    app = create_app(Predictor(model, workers=0, batch_size=8), ServeConfig(PredictOptions(batch_size=8), max_wait_ms=20))
     parts = [[3, 0, 7], [10, 1], [5, 2, 9, 4, 8, 6]]  # three clients, shuffled: other fold-mates than offline
 
     with LiveServer(app) as server:

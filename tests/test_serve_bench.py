@@ -71,3 +71,17 @@ def test_serve_bench_cli_writes_its_results(tmp_path, capsys):
     data = json.loads(path.read_text())
     assert path.name.startswith("serve-bench-v1-heavy_") and len(data["rows"]) == 3 and data["heavy"]
     assert data["rows"][0]["answered"] == 20 and data["command"].startswith("foldcnn serve-bench")
+
+
+def test_a_step_runs_in_a_client_process_of_its_own():
+    import os
+
+    from foldcnn.serve.loadgen import ClientProcess, step_in_process
+
+    app = create_app(ColorPredictor(fold=4), ServeConfig(max_wait_ms=1))
+    reqs = [classify_request([png((v, 0, 0))]) for v in (5, 6)]
+    with LiveServer(app) as srv, ClientProcess() as clients:
+        port = int(srv.url.rsplit(":", 1)[1])
+        assert clients.call(os.getpid) != os.getpid()  # not this process (nor its heap)
+        result = clients.call(step_in_process, "127.0.0.1", port, reqs, 4, 24, 20.0)
+    assert result.sent == 24 and result.statuses == {"200": 24} and len(result.latencies_ms) == 24

@@ -15,6 +15,7 @@ httpx = pytest.importorskip("httpx")
 
 from foldcnn.checkpoints import save_checkpoint  # noqa: E402
 from foldcnn.models import create_model  # noqa: E402
+from foldcnn.infer.options import PredictOptions  # noqa: E402
 from foldcnn.serve import ServeConfig, checkpoint_fold_invariant, create_app  # noqa: E402
 from foldcnn.serve.isolation import probe_fold_invariance, resolve_isolation  # noqa: E402
 from test_serve import LiveServer, png, random_images  # noqa: E402
@@ -76,7 +77,7 @@ def test_folds_filled_across_requests_give_the_isolated_answers(tmp_path):
     offline = Predictor.from_checkpoint(path, workers=0, batch_size=64)
     imgs = random_images(10, served.input_shape, seed=11)
     alone = [offline.predict_arrays(np.ascontiguousarray(a.transpose(2, 0, 1))[None]) for a in imgs]
-    app = create_app(served, ServeConfig(max_wait_ms=200, batch_size=64))
+    app = create_app(served, ServeConfig(PredictOptions(batch_size=64), max_wait_ms=200))
     assert app.state.isolation == "none"
     parts = [[0], [1, 2], [3, 4, 5], [6], [7, 8, 9]]
     got = {}

@@ -16,6 +16,7 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
+from foldcnn.infer.options import PredictOptions  # noqa: E402
 from foldcnn.serve import ImageLimits, ServeConfig, create_app  # noqa: E402
 from test_serve import ColorPredictor, LiveServer, png, start_cli_server  # noqa: E402 - the stand-ins and server of test_serve
 
@@ -104,7 +105,7 @@ def test_work_that_cannot_finish_in_time_gets_503_with_retry_after(no_tracebacks
     """A slow model (0.3 s a batch of 2): once its measured rate says the queue needs more than
     max_queue_ms, new requests get 503 + Retry-After at once; the admitted ones are answered."""
     pred = ColorPredictor(fold=1, delay_s=0.3)
-    app = create_app(pred, ServeConfig(max_wait_ms=1, batch_size=2, max_queue_ms=800))
+    app = create_app(pred, ServeConfig(PredictOptions(batch_size=2), max_wait_ms=1, max_queue_ms=800))
     with LiveServer(app) as srv:
         r = httpx.post(srv.url + "/v1/classify", content=png((1, 0, 0)), headers={"Content-Type": "image/png"})
         assert r.status_code == 200  # one timed batch: the server now knows its rate (~0.15 s a slot)
@@ -133,7 +134,7 @@ def test_work_that_cannot_finish_in_time_gets_503_with_retry_after(no_tracebacks
 def test_queue_deadline_passed_is_a_json_503(no_tracebacks):
     """A request still unbatched max_queue_ms after it arrived fails with a 503 (nobody computes it)."""
     pred = ColorPredictor(fold=1, delay_s=1.0)
-    app = create_app(pred, ServeConfig(max_wait_ms=1, batch_size=1, max_queue_ms=300))
+    app = create_app(pred, ServeConfig(PredictOptions(batch_size=1), max_wait_ms=1, max_queue_ms=300))
     with LiveServer(app) as srv:
         results = {}
 
@@ -180,7 +181,7 @@ def test_heavy_images_do_not_stall_a_small_request(no_tracebacks):
     limits = ImageLimits(max_pixels=side * side)
     # A deadline no backlog here reaches, even on a crowded machine: this test is about the small
     # request's turn; refusing heavy work past the deadline is tested above.
-    app = create_app(ColorPredictor(fold=1), ServeConfig(limits=limits, max_wait_ms=1, batch_size=64,
+    app = create_app(ColorPredictor(fold=1), ServeConfig(PredictOptions(batch_size=64), limits=limits, max_wait_ms=1,
                                                          max_queue_ms=600_000))
     done = []
 
@@ -214,7 +215,7 @@ def test_heavy_images_do_not_stall_a_small_request(no_tracebacks):
 
 def test_shutdown_answers_in_flight_requests_with_json_503(no_tracebacks):
     pred = ColorPredictor(fold=1, delay_s=3.0)
-    app = create_app(pred, ServeConfig(max_wait_ms=1, batch_size=1))
+    app = create_app(pred, ServeConfig(PredictOptions(batch_size=1), max_wait_ms=1))
     srv = LiveServer(app)
     srv.server.config.timeout_graceful_shutdown = 0.5
     replies = {}

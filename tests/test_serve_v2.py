@@ -12,6 +12,7 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
+from foldcnn.infer.options import PredictOptions  # noqa: E402
 from foldcnn.serve import ServeConfig, create_app  # noqa: E402
 from test_serve import ColorPredictor, LiveServer, asgi, png  # noqa: E402
 
@@ -189,7 +190,7 @@ def test_bad_v2_requests_get_one_json_error(case, status, words):
 def test_concurrent_v2_and_v1_clients_get_exactly_their_own_answers():
     """Three kinds of clients at once (v1 multipart, v2 JSON, v2 binary) sharing folds and
     batches: every answer is the one for its own image, in its own order."""
-    app = create_app(ColorPredictor(fold=4), ServeConfig(max_wait_ms=20, batch_size=16, isolation="none"))
+    app = create_app(ColorPredictor(fold=4), ServeConfig(PredictOptions(batch_size=16), max_wait_ms=20, isolation="none"))
     got, want = {}, {}
 
     def client(k):

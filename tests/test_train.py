@@ -69,13 +69,13 @@ def test_cli_budget_defaults_by_fold(fold, epochs, decay, capsys):
     from foldcnn.cli.train import _train_inputs
 
     base = ["train", "--task", "sot-coin-count", "--fold", str(fold), "--out", "/tmp/x-never"]
-    _, _, cfg = _train_inputs(build_parser().parse_args(base))
+    _, _, cfg, _ = _train_inputs(build_parser().parse_args(base))
     assert (cfg.epochs, cfg.weight_decay) == (epochs, decay) == tuple(recommended_budget(fold).values())
     assert f"fold {fold}: {epochs} epochs" in capsys.readouterr().err
-    _, _, cfg = _train_inputs(build_parser().parse_args(base + ["--epochs", "3"]))
+    _, _, cfg, _ = _train_inputs(build_parser().parse_args(base + ["--epochs", "3"]))
     assert (cfg.epochs, cfg.weight_decay) == (3, decay)
     assert capsys.readouterr().err.startswith(f"fold {fold}: weight decay {decay:g} (this fold's defaults")
-    _, _, cfg = _train_inputs(build_parser().parse_args(base + ["--weight-decay", "0.2", "--epochs", "3"]))
+    _, _, cfg, _ = _train_inputs(build_parser().parse_args(base + ["--weight-decay", "0.2", "--epochs", "3"]))
     assert (cfg.epochs, cfg.weight_decay) == (3, 0.2)
     assert "this fold's defaults" not in capsys.readouterr().err
     assert TrainConfig.for_fold(fold, lr=1e-3) == TrainConfig(epochs=epochs, weight_decay=decay, lr=1e-3,
@@ -240,11 +240,12 @@ def test_video_whose_training_part_has_one_class(tmp_path, capsys):
 
 
 def test_run_manifest_records_how_the_run_was_made(tmp_path):
-    from foldcnn.train.run import DataSpec, run_training
+    from foldcnn.train.run import DataSpec, ModelSpec, RunOptions, run_training
 
     cfg = TrainConfig(epochs=2, batch_size=16, curriculum=True, seed=3)
-    m = run_training("sot-coin-count", DataSpec(task="sot-coin-count", train_size=64, val_size=16, test_size=16),
-                     cfg, tmp_path, fold=2, progress=False, command=["foldcnn", "train", "..."])
+    m = run_training(ModelSpec("sot-coin-count", fold=2),
+                     DataSpec(task="sot-coin-count", train_size=64, val_size=16, test_size=16),
+                     cfg, RunOptions(tmp_path, quiet=True, command=("foldcnn", "train", "...")))
     assert m["command"] == ["foldcnn", "train", "..."] and m["seed"] == 3
     assert {"python", "torch", "numpy", "foldcnn"} <= set(m["versions"])
     assert set(m["data_sha256"]) == {"train", "val", "test"} and all(len(h) == 64 for h in m["data_sha256"].values())
@@ -254,8 +255,9 @@ def test_run_manifest_records_how_the_run_was_made(tmp_path):
     assert json.loads((tmp_path / "run.json").read_text()) == json.loads(json.dumps(m))
     assert (tmp_path / "train_state.pt").exists()
     # --seed seeds the initialization: the same run again gives the same weights.
-    m2 = run_training("sot-coin-count", DataSpec(task="sot-coin-count", train_size=64, val_size=16, test_size=16),
-                      cfg, tmp_path / "again", fold=2, progress=False)
+    m2 = run_training(ModelSpec("sot-coin-count", fold=2),
+                      DataSpec(task="sot-coin-count", train_size=64, val_size=16, test_size=16),
+                      cfg, RunOptions(tmp_path / "again", quiet=True))
     assert m2["summary"]["test_top1"] == m["summary"]["test_top1"]
     a, b = (load_checkpoint(p / "checkpoint").model.state_dict() for p in (tmp_path, tmp_path / "again"))
     assert all(torch.equal(a[k], b[k]) for k in a)

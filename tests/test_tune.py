@@ -50,7 +50,7 @@ def fake_engines(speed):
 
 def _speed(c, batch):
     # fastest: f=4 on ort int8 at batch 1024; the paper's widths (channel_multiple=1) are slow
-    s = 1000.0 * c.fold + {"eager": 0, "ort": 300}[c.backend] + {"fp32": 0, "int8": 700}[c.dtype]
+    s = 1000.0 * c.fold + {"eager": 0, "ort": 300}[c.backend] + {"fp32": 0, "int8": 700}[c.precision]
     s += {256: 0, 1024: 50, 4096: 20}[batch]  # batch: images in this call (one engine serves all sizes)
     return s / 3 if c.channel_multiple == 1 else s
 
@@ -71,7 +71,7 @@ def test_tune_picks_the_max_of_injected_measurements():
     speeds = [r["images_per_s"] for r in res.ranking]
     assert speeds == sorted(speeds, reverse=True)
     w = res.winner
-    assert (w["fold"], w["channel_multiple"], w["batch_size"], w["backend"], w["dtype"]) == (4, 8, 1024, "ort", "int8")
+    assert (w["fold"], w["channel_multiple"], w["batch_size"], w["backend"], w["precision"]) == (4, 8, 1024, "ort", "int8")
     assert w["images_per_s"] == pytest.approx(4000 + 300 + 700 + 50)
     assert len(res.ranking) == 4 * 3 * 3  # builds x batch sizes x backends
     assert res.skipped == [] and all(r["accuracy"] == "-" for r in res.ranking)
@@ -116,11 +116,11 @@ def test_tune_with_checkpoint_reports_accuracy_cost(checkpoint):
 
     if ("eager", "bf16") not in available_backends("cpu"):
         pytest.skip("no bf16 on this CPU")
-    make, timer = fake_engines(lambda c, b: 100.0 * c.fold + (50 if c.dtype == "bf16" else 0))
+    make, timer = fake_engines(lambda c, b: 100.0 * c.fold + (50 if c.precision == "bf16" else 0))
     res = tune(checkpoint=checkpoint, folds=(1, 2), channel_multiples=(8,), batch_sizes=(64,),
                backends=[("eager", "fp32"), ("eager", "bf16")], make_backend=make, timer=timer, available=ANY)
     assert res.model == MODEL and res.checkpoint_build == (2, 8)
-    acc = {(r["fold"], r["dtype"]): r["accuracy"] for r in res.ranking}
+    acc = {(r["fold"], r["precision"]): r["accuracy"] for r in res.ranking}
     assert acc[(1, "fp32")] == acc[(1, "bf16")] == "unknown: train it"
     assert acc[(2, "fp32")] == "test top-1 90.0% (checkpoint)"
     assert acc[(2, "bf16")].endswith("agreement with fp32 on 24 calibration images")

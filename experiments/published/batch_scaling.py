@@ -19,7 +19,7 @@ from foldcnn.bench.report import read_json
 
 
 def rates(path: str) -> dict[tuple, float]:
-    return {(r["model"], r["fold"], r["backend"], r["dtype"], r["batch_size"]): r["images_per_s"]
+    return {(r["model"], r["fold"], r["backend"], r["precision"], r["batch_size"]): r["images_per_s"]
             for r in read_json(path)["records"] if not r["model"].endswith("-scaled")}
 
 

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import importlib.util
 
-    from foldcnn.bench import build_records, machine_info, measure_peaks, preset_configs, run_sweep, write_json
+    from foldcnn.bench import build_records, machine_info, preset_configs, preset_peaks, run_sweep, write_json
     from foldcnn.bench.configs import skip_unavailable
 
     start = time.perf_counter()
@@ -91,8 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     for note in notes:
         print(f"note: {note}", flush=True)
     outcome = run_sweep(runnable, trials=preset.trials, min_seconds=preset.min_seconds, progress=True)
-    needed = sorted({(c.runtime, c.device, c.dtype) for c in runnable})
-    peaks = measure_peaks(needed, sizes=preset.peak_sizes, copy_mib=preset.copy_mib, repeats=preset.peak_repeats)
+    peaks = preset_peaks(preset, runnable)
     records = build_records(outcome.results, peaks)
     skipped += outcome.skipped
     write_json(out / "bench.json", records, peaks=peaks, machine=machine,

@@ -57,19 +57,19 @@ def allowed_precisions(records: list[dict], agreement: dict | None) -> dict[str,
     out: dict[str, set[str]] = {}
     for r in records:
         task = r["model"].removesuffix("-scaled")
-        if r["dtype"] == "fp32" or agreement.get((task, r["dtype"]), 0.0) >= MIN_AGREEMENT:
-            out.setdefault(task, set()).add(r["dtype"])
+        if r["precision"] == "fp32" or agreement.get((task, r["precision"]), 0.0) >= MIN_AGREEMENT:
+            out.setdefault(task, set()).add(r["precision"])
     return out
 
 
-def verdict(dtype: str, ratio: float, task: str, agreement: dict | None) -> str:
+def verdict(precision: str, ratio: float, task: str, agreement: dict | None) -> str:
     if ratio < TARGET:
         return "not met"
-    if dtype == "fp32":
+    if precision == "fp32":
         return "met"
-    if agreement is None or (task, dtype) not in agreement:
+    if agreement is None or (task, precision) not in agreement:
         return "met (agreement unchecked)"
-    agree = agreement[(task, dtype)]
+    agree = agreement[(task, precision)]
     return "met" if agree >= MIN_AGREEMENT else f"not met (agreement {100 * agree:.2f}%)"
 
 
@@ -80,10 +80,10 @@ def rows(records: list[dict], agreement: dict | None = None) -> list[list[str]]:
             continue
         original, folded, ratio = g["best_original"], g["folded"], g["gain_vs_original"]
         base = g["baseline"]
-        agree = "-" if agreement is None or g["dtype"] == "fp32" else (
-            f"{100 * agreement[(g['task'], g['dtype'])]:.2f}%" if (g["task"], g["dtype"]) in agreement else "unchecked")
-        out.append([g["task"], g["dtype"], path_cell(original), f"f={folded['fold']}: {path_cell(folded)}",
-                    f"**{ratio:.2f}x**", agree, verdict(g["dtype"], ratio, g["task"], agreement),
+        agree = "-" if agreement is None or g["precision"] == "fp32" else (
+            f"{100 * agreement[(g['task'], g['precision'])]:.2f}%" if (g["task"], g["precision"]) in agreement else "unchecked")
+        out.append([g["task"], g["precision"], path_cell(original), f"f={folded['fold']}: {path_cell(folded)}",
+                    f"**{ratio:.2f}x**", agree, verdict(g["precision"], ratio, g["task"], agreement),
                     "-" if base is None else path_cell(base)])
     return out
 
@@ -121,10 +121,10 @@ def main() -> None:
     print()
     peaks = data.get("peaks")
     for peak in peaks.peaks if peaks else []:
-        print(f"- peak {peak.runtime} {peak.dtype}: {peak.flops_per_s / 1e9:,.0f} GFLOP/s ({peak.what})")
-    roofs = {(r["device"], r["dtype"]): r for r in data["records"] if r.get("roof")}
-    for (_, dtype), r in roofs.items():
-        print(f"- roof {dtype}: {r['peak_flops_per_s'] / 1e9:,.0f} GFLOP/s ({r['roof']})")
+        print(f"- peak {peak.runtime} {peak.precision}: {peak.flops_per_s / 1e9:,.0f} GFLOP/s ({peak.what})")
+    roofs = {(r["device"], r["precision"]): r for r in data["records"] if r.get("roof")}
+    for (_, precision), r in roofs.items():
+        print(f"- roof {precision}: {r['peak_flops_per_s'] / 1e9:,.0f} GFLOP/s ({r['roof']})")
     for bw in peaks.bandwidths if peaks else []:
         print(f"- copy bandwidth: {bw.bytes_per_s / 1e9:,.1f} GB/s ({bw.what})")
 

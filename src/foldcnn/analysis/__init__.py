@@ -7,7 +7,6 @@ Imports torch only: no matplotlib, no onnxruntime.
 from foldcnn.analysis.counting import AnalysisReport, LayerCount, analyze, count_layer, summarize
 from foldcnn.analysis.roofline import (
     DEVICES,
-    DTYPE_BYTES,
     Attainable,
     Device,
     attainable,
@@ -16,5 +15,5 @@ from foldcnn.analysis.roofline import (
 
 __all__ = [
     "analyze", "AnalysisReport", "LayerCount", "count_layer", "summarize",
-    "DEVICES", "DTYPE_BYTES", "Device", "Attainable", "attainable", "measure_peak",
+    "DEVICES", "Device", "Attainable", "attainable", "measure_peak",
 ]

@@ -18,36 +18,32 @@ import torch
 
 from foldcnn.analysis.counting import AnalysisReport
 from foldcnn.errors import UsageError
-from foldcnn.precision import BYTES_PER_ELEMENT, TORCH_DTYPES
+from foldcnn.precision import BYTES_PER_ELEMENT, TORCH_DTYPES, check_precision
 from foldcnn.timing import median_seconds
 
-__all__ = ["DTYPE_BYTES", "Device", "DEVICES", "PEAK_SIZES", "Attainable", "attainable", "best_matmul_rate",
+__all__ = ["Device", "DEVICES", "PEAK_SIZES", "Attainable", "attainable", "best_matmul_rate",
            "copy_bandwidth", "matmul_peak", "matmul_sizes", "measure_peak", "size_note", "torch_threads"]
-
-# Bytes per element of each dtype name; tf32 is fp32 in memory.
-DTYPE_BYTES: dict[str, int] = BYTES_PER_ELEMENT
 
 _T = 1e12  # tera
 
 
 @dataclass(frozen=True)
 class Device:
-    """Peak compute per dtype (FLOP/s, dense) and memory bandwidth (bytes/s) of one device."""
+    """Peak compute per precision (FLOP/s, dense) and memory bandwidth (bytes/s) of one device."""
 
     name: str
     peak_flops_per_s: dict[str, float]
     bytes_per_s: float
     source: str = field(default="")
 
-    def peak(self, dtype: str) -> float:
-        if dtype not in DTYPE_BYTES:
-            raise UsageError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPE_BYTES)}")
-        if dtype not in self.peak_flops_per_s:
+    def peak(self, precision: str) -> float:
+        check_precision(precision)
+        if precision not in self.peak_flops_per_s:
             raise UsageError(
-                f"device {self.name!r} has no {dtype} peak (its datasheet lists none); "
+                f"device {self.name!r} has no {precision} peak (its datasheet lists none); "
                 f"available: {', '.join(self.peak_flops_per_s)}"
             )
-        return self.peak_flops_per_s[dtype]
+        return self.peak_flops_per_s[precision]
 
 
 DEVICES: dict[str, Device] = {
@@ -100,10 +96,10 @@ DEVICES: dict[str, Device] = {
 
 @dataclass(frozen=True)
 class Attainable:
-    """Roofline prediction for one (model report, device, dtype)."""
+    """Roofline prediction for one (model report, device, precision)."""
 
     device: str
-    dtype: str
+    precision: str
     images_per_s: float
     flops_per_s: float  # attainable: min(peak, AI x bandwidth)
     bound: str  # "compute" or "memory"
@@ -112,23 +108,23 @@ class Attainable:
     ridge_point: float  # FLOPs/byte where the two roofs meet: peak / bandwidth
 
 
-def attainable(report: AnalysisReport, device: Device, dtype: str) -> Attainable:
-    """Predicted images/s of ``report``'s model on ``device`` at ``dtype``.
+def attainable(report: AnalysisReport, device: Device, precision: str) -> Attainable:
+    """Predicted images/s of ``report``'s model on ``device`` at ``precision``.
 
-    The report must count the same element size as ``dtype`` (fp16 -> analyze(...,
+    The report must count the same element size as ``precision`` (fp16 -> analyze(...,
     bytes_per_element=2)); otherwise its intensity belongs to another precision.
     """
-    peak = device.peak(dtype)
-    if report.bytes_per_element != DTYPE_BYTES[dtype]:
+    peak = device.peak(precision)
+    if report.bytes_per_element != BYTES_PER_ELEMENT[precision]:
         raise UsageError(
-            f"the report counts {report.bytes_per_element} bytes per element but {dtype} has "
-            f"{DTYPE_BYTES[dtype]}; rerun analyze(model, bytes_per_element={DTYPE_BYTES[dtype]})"
+            f"the report counts {report.bytes_per_element} bytes per element but {precision} has "
+            f"{BYTES_PER_ELEMENT[precision]}; rerun analyze(model, bytes_per_element={BYTES_PER_ELEMENT[precision]})"
         )
     memory_roof = report.arithmetic_intensity * device.bytes_per_s
     flops_per_s = min(peak, memory_roof)
     return Attainable(
         device=device.name,
-        dtype=dtype,
+        precision=precision,
         images_per_s=flops_per_s / report.flops_per_image,
         flops_per_s=flops_per_s,
         bound="compute" if peak <= memory_roof else "memory",
@@ -139,20 +135,20 @@ def attainable(report: AnalysisReport, device: Device, dtype: str) -> Attainable
 
 
 # ------------------------------------------------------------------------------ measured
-def _matmul_fn(dtype: str, size: int) -> Callable[[], object]:
+def _matmul_fn(precision: str, size: int) -> Callable[[], object]:
     gen = torch.Generator().manual_seed(0)
-    if dtype == "int8":
+    if precision == "int8":
         if not hasattr(torch, "_int_mm"):
             raise UsageError("this torch build has no int8 matrix multiply (torch._int_mm)")
         a = torch.randint(-128, 128, (size, size), dtype=torch.int8, generator=gen)
         b = torch.randint(-128, 128, (size, size), dtype=torch.int8, generator=gen)
         return lambda: torch._int_mm(a, b)
-    if dtype not in TORCH_DTYPES:
+    if precision not in TORCH_DTYPES:
         raise UsageError(
-            f"measure_peak supports {', '.join([*TORCH_DTYPES, 'int8'])} on CPU, got {dtype!r}"
+            f"measure_peak supports {', '.join([*TORCH_DTYPES, 'int8'])} on CPU, got {precision!r}"
         )
-    a = torch.randn(size, size, generator=gen).to(TORCH_DTYPES[dtype])
-    b = torch.randn(size, size, generator=gen).to(TORCH_DTYPES[dtype])
+    a = torch.randn(size, size, generator=gen).to(TORCH_DTYPES[precision])
+    b = torch.randn(size, size, generator=gen).to(TORCH_DTYPES[precision])
     return lambda: torch.mm(a, b)
 
 
@@ -199,11 +195,11 @@ def torch_threads(threads: int | None):
         torch.set_num_threads(old)
 
 
-def matmul_peak(dtype: str, size: int | Sequence[int] = PEAK_SIZES, repeats: int = 5) -> tuple[float, int]:
+def matmul_peak(precision: str, size: int | Sequence[int] = PEAK_SIZES, repeats: int = 5) -> tuple[float, int]:
     """(FLOP/s, n) of the fastest torch n x n matmul over ``size``, at torch's current threads."""
     if repeats < 1:
         raise UsageError("repeats must be >= 1")
-    return best_matmul_rate(lambda n: median_seconds(_matmul_fn(dtype, n), repeats), size)
+    return best_matmul_rate(lambda n: median_seconds(_matmul_fn(precision, n), repeats), size)
 
 
 def copy_bandwidth(copy_mib: int = 128, repeats: int = 5) -> float:
@@ -216,7 +212,7 @@ def copy_bandwidth(copy_mib: int = 128, repeats: int = 5) -> float:
 
 
 def measure_peak(
-    dtype: str = "fp32",
+    precision: str = "fp32",
     threads: int | None = None,
     *,
     size: int | Sequence[int] = PEAK_SIZES,
@@ -235,12 +231,12 @@ def measure_peak(
     if repeats < 1 or copy_mib < 1:
         raise UsageError("size, copy_mib and repeats must be >= 1")
     with torch_threads(threads) as used:
-        flops_per_s, best = matmul_peak(dtype, sizes, repeats)
+        flops_per_s, best = matmul_peak(precision, sizes, repeats)
         bytes_per_s = copy_bandwidth(copy_mib, repeats)
     return Device(
         name="measured",
-        peak_flops_per_s={dtype: flops_per_s},
+        peak_flops_per_s={precision: flops_per_s},
         bytes_per_s=bytes_per_s,
-        source=f"measured here: torch {dtype} {size_note(sizes, best)} matmul and a {copy_mib} MiB copy, "
+        source=f"measured here: torch {precision} {size_note(sizes, best)} matmul and a {copy_mib} MiB copy, "
         f"{used} thread(s), median of {repeats}",
     )

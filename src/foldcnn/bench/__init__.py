@@ -12,7 +12,7 @@ from foldcnn.bench.configs import (
     skip_unavailable,
 )
 from foldcnn.bench.peak import Bandwidth, Peak, PeakSet, measure_peaks
-from foldcnn.bench.presets import PRESETS, Preset, preset_configs
+from foldcnn.bench.presets import PRESETS, Preset, preset_configs, preset_peaks
 from foldcnn.bench.report import (
     RECORD_KEYS,
     best_batches,
@@ -57,6 +57,7 @@ __all__ = [
     "measure_peaks",
     "predict_hint",
     "preset_configs",
+    "preset_peaks",
     "read_csv",
     "read_json",
     "run_sweep",

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from foldcnn.analysis import DTYPE_BYTES
 from foldcnn.errors import UsageError
 from foldcnn.fold import check_fold, padded_count
 from foldcnn.models import model_entry
 from foldcnn.models.base import resolve_width_mult
+from foldcnn.precision import check_precision
 
 __all__ = ["RUNTIMES", "BenchConfig", "estimate_seconds", "make_configs", "skip_unavailable"]
 
@@ -44,7 +44,7 @@ class BenchConfig:
     fold: int = 1
     batch_size: int = 1024
     backend: str = "eager"
-    dtype: str = "fp32"
+    precision: str = "fp32"  # a foldcnn.precision name
     device: str = "cpu"
     channel_multiple: int | None = None
     requested_batch_size: int | None = field(default=None, compare=False)
@@ -62,8 +62,7 @@ class BenchConfig:
         if self.batch_size % self.fold:
             raise UsageError(f"batch_size {self.batch_size} is not a multiple of fold={self.fold}; "
                              f"use {padded_count(self.batch_size, self.fold)} (make_configs rounds it up)")
-        if self.dtype not in DTYPE_BYTES:
-            raise UsageError(f"dtype must be one of {', '.join(DTYPE_BYTES)}, got {self.dtype!r}")
+        check_precision(self.precision)
         if self.device not in ("cpu", "cuda"):
             raise UsageError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
         if self.backend not in RUNTIMES:
@@ -105,12 +104,12 @@ class BenchConfig:
     @property
     def backend_key(self) -> tuple:
         """Configurations with one backend_key share one backend (one session, many batch sizes)."""
-        return (*self.model_key, self.backend, self.dtype, self.device)
+        return (*self.model_key, self.backend, self.precision, self.device)
 
     def label(self) -> str:
         cm = f" cm={self.channel_multiple}" if self.widened and self.channel_multiple is not None else ""
         wm = "" if self.width_mult is None else f" w={self.width_mult:.3g}"
-        return f"{self.model} f={self.fold}{wm}{cm} B={self.batch_size} {self.backend}/{self.dtype}/{self.device}"
+        return f"{self.model} f={self.fold}{wm}{cm} B={self.batch_size} {self.backend}/{self.precision}/{self.device}"
 
 
 
@@ -126,7 +125,7 @@ def make_configs(
     model_kwargs: dict | None = None,
     width_mults: Iterable[float | None] = (None,),
 ) -> list[BenchConfig]:
-    """The product models x folds x width_mults x channel_multiples x batch_sizes x (backend, dtype) pairs.
+    """The product models x folds x width_mults x channel_multiples x batch_sizes x (backend, precision) pairs.
 
     Batch sizes are in images and are rounded UP to a multiple of each fold (no image is
     dropped; the requested size is kept for matching f=1 rows). Requested sizes that round to
@@ -149,8 +148,8 @@ def make_configs(
                     for b in batch_sizes:
                         if isinstance(b, bool) or not isinstance(b, int) or b < 1:
                             raise UsageError(f"batch sizes count images and must be ints >= 1, got {b!r}")
-                        for backend, dtype in backends:
-                            c = BenchConfig(name, f, padded_count(b, f), backend, dtype, device, cm, b, kwargs, wm)
+                        for backend, precision in backends:
+                            c = BenchConfig(name, f, padded_count(b, f), backend, precision, device, cm, b, kwargs, wm)
                             # Two requested sizes that round to one batch are timed once, under the exact one.
                             if c not in out or b == c.batch_size:
                                 out[c] = c
@@ -195,8 +194,8 @@ def skip_unavailable(
             if c.device not in known:
                 known[c.device] = _available_pairs(c.device)
             pairs = known[c.device]
-            if pairs is not None and (c.backend, c.dtype) not in pairs:
-                reason = f"skipped: {c.backend}/{c.dtype} is not available on this machine ({c.device})"
+            if pairs is not None and (c.backend, c.precision) not in pairs:
+                reason = f"skipped: {c.backend}/{c.precision} is not available on this machine ({c.device})"
         if reason:
             skipped.append((c, reason))
         else:
@@ -229,11 +228,11 @@ def estimate_seconds(configs: Sequence[BenchConfig], trials: int, min_seconds: f
     cache: dict = {}
     total = 0.0
     for c in configs:
-        rate = _GUESS_CUDA_FLOPS_PER_S if c.device == "cuda" else _GUESS_FLOPS_PER_S.get(("cpu", c.dtype), 5e10)
+        rate = _GUESS_CUDA_FLOPS_PER_S if c.device == "cuda" else _GUESS_FLOPS_PER_S.get(("cpu", c.precision), 5e10)
         call_s = c.batch_size * _flops_per_image(c, cache) / rate
         untimed = call_s if call_s < min_seconds else 0.0
         total += trials * (untimed + max(min_seconds, call_s)) + max(warmup_calls, 1) * call_s
         total += _PER_BATCH_SETUP_S.get(c.backend, 0.0)
-    setups = {c.backend_key: _SETUP_S.get(c.backend, 5.0) + (_INT8_SETUP_S if c.dtype == "int8" else 0.0)
+    setups = {c.backend_key: _SETUP_S.get(c.backend, 5.0) + (_INT8_SETUP_S if c.precision == "int8" else 0.0)
               for c in configs}
     return total + sum(setups.values())

@@ -65,15 +65,15 @@ def fit_budget(configs: Sequence[BenchConfig], trials: int, min_seconds: float,
 def format_gpu_table(records: list[dict]) -> str:
     """Per model and engine: f=1 and f=4 images/s at the largest batch and the ratio, with the target."""
     rows = []
-    by = {(r["model"], r["backend"], r["dtype"], r["fold"]): r for r in records}
-    for (model, backend, dtype, fold), r in by.items():
+    by = {(r["model"], r["backend"], r["precision"], r["fold"]): r for r in records}
+    for (model, backend, precision, fold), r in by.items():
         if fold == 1:
             continue
-        base = by.get((model, backend, dtype, 1))
+        base = by.get((model, backend, precision, 1))
         if base is None:
             continue
         ratio = r["images_per_s"] / base["images_per_s"]
-        rows.append([model, f"{backend}/{dtype}", f"{base['images_per_s']:,.0f}", f"f={fold}: {r['images_per_s']:,.0f}",
+        rows.append([model, f"{backend}/{precision}", f"{base['images_per_s']:,.0f}", f"f={fold}: {r['images_per_s']:,.0f}",
                      f"{ratio:.2f}x", "met" if ratio >= GPU_TARGET else "not met"])
     return format_table(["model", "engine", "f=1 images/s", "folded images/s", "folded / f=1",
                          f"target >= {GPU_TARGET}x"], rows)

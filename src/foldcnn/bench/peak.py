@@ -1,4 +1,4 @@
-"""Peak FLOP/s per (runtime, device, dtype) and memory bandwidth, measured in the benchmark's run.
+"""Peak FLOP/s per (runtime, device, precision) and memory bandwidth, measured in the benchmark's run.
 
 * torch on CPU: ``foldcnn.analysis.roofline.matmul_peak`` (``torch.mm`` of two n x n
   matrices, fp32 or bf16; bandwidth from a large ``copy_``).
@@ -17,7 +17,7 @@ is judged against the fastest matmul this machine ran at that precision, whichev
 fraction of peak reads above 100%).
 
 Each peak is the fastest of several sizes n (``PEAK_SIZES``: no one size is the fastest on
-every machine and dtype, and a peak set too low flatters every fraction of peak). FLOPs of an
+every machine and precision, and a peak set too low flatters every fraction of peak). FLOPs of an
 n x n matrix multiply are counted as 2 * n^3 (one multiply and one add per MAC; integer ops for
 int8). Bandwidth counts bytes read + bytes written. Every value is the median of ``repeats``
 timed calls after one warm-up; ``Peak.what`` says exactly what was run. ``PeakSet.highest``
@@ -44,7 +44,7 @@ from foldcnn.analysis.roofline import (
 )
 from foldcnn.bench.timing import CudaEventTimer, median_seconds
 from foldcnn.errors import UsageError
-from foldcnn.precision import TORCH_DTYPES
+from foldcnn.precision import TORCH_DTYPES, with_precision_key
 
 __all__ = ["Bandwidth", "Peak", "PeakSet", "measure_peaks", "openvino_matmul_peak", "ort_matmul_peak", "peak_runtime"]
 
@@ -52,7 +52,7 @@ __all__ = ["Bandwidth", "Peak", "PeakSet", "measure_peaks", "openvino_matmul_pea
 class Peak:
     runtime: str  # "torch", "ort" or "openvino"
     device: str  # "cpu" or "cuda"
-    dtype: str
+    precision: str
     flops_per_s: float
     what: str
 
@@ -72,16 +72,16 @@ class PeakSet:
     bandwidths: list[Bandwidth] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
-    def flops_per_s(self, runtime: str, device: str, dtype: str) -> float | None:
+    def flops_per_s(self, runtime: str, device: str, precision: str) -> float | None:
         runtime = peak_runtime(runtime)
         for p in self.peaks:
-            if (p.runtime, p.device, p.dtype) == (runtime, device, dtype):
+            if (p.runtime, p.device, p.precision) == (runtime, device, precision):
                 return p.flops_per_s
         return None
 
-    def roof(self, device: str, dtype: str) -> Peak | None:
-        """The highest peak measured for ``dtype`` on ``device`` on any runtime (None: none measured)."""
-        mine = [p for p in self.peaks if (p.device, p.dtype) == (device, dtype)]
+    def roof(self, device: str, precision: str) -> Peak | None:
+        """The highest peak measured for ``precision`` on ``device`` on any runtime (None: none measured)."""
+        mine = [p for p in self.peaks if (p.device, p.precision) == (device, precision)]
         return max(mine, key=lambda p: p.flops_per_s) if mine else None
 
     def bytes_per_s(self, device: str) -> float | None:
@@ -89,7 +89,7 @@ class PeakSet:
         return max(vals) if vals else None
 
     def highest(self, other: PeakSet) -> PeakSet:
-        """Per (runtime, device, dtype) and per device's bandwidth, the higher of ``self`` and
+        """Per (runtime, device, precision) and per device's bandwidth, the higher of ``self`` and
         ``other``, its ``what`` saying it was the higher of two measurements; ``skipped`` keeps
         what neither measured."""
         def best(a: list, b: list, key, rate):
@@ -102,9 +102,9 @@ class PeakSet:
             return [replace(v, what=f"{v.what}; the higher of 2 measurements") if k in both else v
                     for k, v in out.items()]
 
-        peaks = best(self.peaks, other.peaks, lambda p: (p.runtime, p.device, p.dtype), lambda p: p.flops_per_s)
+        peaks = best(self.peaks, other.peaks, lambda p: (p.runtime, p.device, p.precision), lambda p: p.flops_per_s)
         bws = best(self.bandwidths, other.bandwidths, lambda b: b.device, lambda b: b.bytes_per_s)
-        got = {f"{p.runtime}/{p.device}/{p.dtype}" for p in peaks}
+        got = {f"{p.runtime}/{p.device}/{p.precision}" for p in peaks}
         skipped = [s for s in dict.fromkeys([*self.skipped, *other.skipped]) if s.split(":")[0] not in got]
         return PeakSet(peaks, bws, skipped)
 
@@ -114,7 +114,7 @@ class PeakSet:
 
     @classmethod
     def from_dict(cls, d: dict) -> PeakSet:
-        return cls([Peak(**p) for p in d.get("peaks", [])], [Bandwidth(**b) for b in d.get("bandwidths", [])],
+        return cls([Peak(**with_precision_key(p)) for p in d.get("peaks", [])], [Bandwidth(**b) for b in d.get("bandwidths", [])],
                    list(d.get("skipped", [])))
 
 
@@ -124,24 +124,24 @@ def peak_runtime(runtime: str) -> str:
 
 
 # ------------------------------------------------------------------------------------ torch
-def _torch_cpu(dtype: str, sizes: Sequence[int], copy_mib: int, repeats: int,
+def _torch_cpu(precision: str, sizes: Sequence[int], copy_mib: int, repeats: int,
                threads: int | None) -> tuple[Peak, Bandwidth]:
     with torch_threads(threads) as n:
-        rate, best = matmul_peak(dtype, sizes, repeats)
+        rate, best = matmul_peak(precision, sizes, repeats)
         bytes_per_s = copy_bandwidth(copy_mib, repeats)
-    what = f"torch.mm {size_note(sizes, best)} {dtype} on CPU, {n} thread(s), median of {repeats}"
+    what = f"torch.mm {size_note(sizes, best)} {precision} on CPU, {n} thread(s), median of {repeats}"
     bw = Bandwidth("cpu", bytes_per_s, f"torch copy_ of {copy_mib} MiB fp32 on CPU (read + write bytes), "
                                        f"{n} thread(s), median of {repeats}")
-    return Peak("torch", "cpu", dtype, rate, what), bw
+    return Peak("torch", "cpu", precision, rate, what), bw
 
 
-def _torch_cuda(dtype: str, sizes: Sequence[int], repeats: int) -> Peak:
-    if dtype not in TORCH_DTYPES:
-        raise UsageError(f"no torch CUDA matmul peak for {dtype}")
+def _torch_cuda(precision: str, sizes: Sequence[int], repeats: int) -> Peak:
+    if precision not in TORCH_DTYPES:
+        raise UsageError(f"no torch CUDA matmul peak for {precision}")
 
     def seconds(n: int) -> float:
-        a = torch.randn(n, n, device="cuda", dtype=TORCH_DTYPES[dtype])
-        b = torch.randn(n, n, device="cuda", dtype=TORCH_DTYPES[dtype])
+        a = torch.randn(n, n, device="cuda", dtype=TORCH_DTYPES[precision])
+        b = torch.randn(n, n, device="cuda", dtype=TORCH_DTYPES[precision])
         return median_seconds(lambda: torch.mm(a, b), repeats, CudaEventTimer(), sync=torch.cuda.synchronize)
 
     old = torch.backends.cuda.matmul.allow_tf32
@@ -150,8 +150,8 @@ def _torch_cuda(dtype: str, sizes: Sequence[int], repeats: int) -> Peak:
         rate, best = best_matmul_rate(seconds, sizes)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = old
-    return Peak("torch", "cuda", dtype, rate,
-                f"torch.mm {size_note(sizes, best)} {dtype} on {torch.cuda.get_device_name()} (TF32 off), "
+    return Peak("torch", "cuda", precision, rate,
+                f"torch.mm {size_note(sizes, best)} {precision} on {torch.cuda.get_device_name()} (TF32 off), "
                 f"CUDA events, median of {repeats}")
 
 
@@ -165,20 +165,20 @@ def _cuda_bandwidth(copy_mib: int, repeats: int) -> Bandwidth:
 
 
 # -------------------------------------------------------------------------------------- ort
-def _matmul_graph(dtype: str, size: int, rng: np.random.Generator):
+def _matmul_graph(precision: str, size: int, rng: np.random.Generator):
     """(serialized one-node ONNX model, left-hand input array)."""
     from onnx import TensorProto, helper, numpy_helper
 
-    if dtype == "fp32":
+    if precision == "fp32":
         op, a_type, y_type = "MatMul", TensorProto.FLOAT, TensorProto.FLOAT
         a = rng.standard_normal((size, size), dtype=np.float32)
         b = rng.standard_normal((size, size), dtype=np.float32)
-    elif dtype == "int8":
+    elif precision == "int8":
         op, a_type, y_type = "MatMulInteger", TensorProto.UINT8, TensorProto.INT32
         a = rng.integers(0, 256, (size, size), dtype=np.uint8)
         b = rng.integers(-128, 128, (size, size), dtype=np.int8)
     else:
-        raise UsageError(f"no ONNX Runtime matmul peak for {dtype} (fp32 and int8 are measured)")
+        raise UsageError(f"no ONNX Runtime matmul peak for {precision} (fp32 and int8 are measured)")
     graph = helper.make_graph(
         [helper.make_node(op, ["a", "b"], ["y"])], f"peak_{op}",
         [helper.make_tensor_value_info("a", a_type, [size, size])],
@@ -190,7 +190,7 @@ def _matmul_graph(dtype: str, size: int, rng: np.random.Generator):
     return model.SerializeToString(), a, op
 
 
-def ort_matmul_peak(dtype: str = "fp32", *, size: int | Sequence[int] = PEAK_SIZES, repeats: int = 5,
+def ort_matmul_peak(precision: str = "fp32", *, size: int | Sequence[int] = PEAK_SIZES, repeats: int = 5,
                     threads: int | None = None, device: str = "cpu") -> Peak:
     """Peak of a one-node ONNX MatMul (fp32) / MatMulInteger (int8) run by onnxruntime: the
     fastest of ``size`` (one matrix size or several)."""
@@ -206,7 +206,7 @@ def ort_matmul_peak(dtype: str = "fp32", *, size: int | Sequence[int] = PEAK_SIZ
 
     def seconds(n: int) -> float:
         nonlocal op
-        blob, a, op = _matmul_graph(dtype, n, np.random.default_rng(0))
+        blob, a, op = _matmul_graph(precision, n, np.random.default_rng(0))
         sess = ort.InferenceSession(blob, so, providers=providers)
         if device == "cuda":  # keep both matrices on the GPU: time the multiply, not the PCIe copies
             binding = sess.io_binding()
@@ -217,8 +217,8 @@ def ort_matmul_peak(dtype: str = "fp32", *, size: int | Sequence[int] = PEAK_SIZ
 
     rate, best = best_matmul_rate(seconds, size)
     n = "default" if threads is None else str(threads)
-    kind = "uint8 x int8 -> int32" if dtype == "int8" else "fp32"
-    return Peak("ort", device, dtype, rate,
+    kind = "uint8 x int8 -> int32" if precision == "int8" else "fp32"
+    return Peak("ort", device, precision, rate,
                 f"onnxruntime {ort.__version__} one-node {op} {size_note(size, best)} ({kind}) on {device}, "
                 f"{n} intra-op thread(s), median of {repeats}")
 
@@ -245,29 +245,29 @@ def _qdq_matmul_graph(size: int, rng: np.random.Generator) -> tuple[bytes, np.nd
     return model.SerializeToString(), a
 
 
-def openvino_matmul_peak(dtype: str = "fp32", *, size: int | Sequence[int] = PEAK_SIZES, repeats: int = 5,
+def openvino_matmul_peak(precision: str = "fp32", *, size: int | Sequence[int] = PEAK_SIZES, repeats: int = 5,
                          threads: int | None = None) -> Peak:
     """Peak of a one-node MatMul run by OpenVINO on the CPU with the inference precision set to
-    ``dtype`` (fp32 or bf16), or of a QDQ MatMul for int8: the fastest of ``size``."""
+    ``precision`` (fp32 or bf16), or of a QDQ MatMul for int8: the fastest of ``size``."""
     import openvino as ov
 
-    if dtype not in ("fp32", "bf16", "int8"):
-        raise ValueError(f"no OpenVINO matmul peak for {dtype} (fp32, bf16 and int8 are measured)")
+    if precision not in ("fp32", "bf16", "int8"):
+        raise ValueError(f"no OpenVINO matmul peak for {precision} (fp32, bf16 and int8 are measured)")
     core = ov.Core()
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "bf16" if dtype == "bf16" else "f32"}
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
     if threads is not None:
         config["INFERENCE_NUM_THREADS"] = threads
 
     def seconds(n: int) -> float:
         rng = np.random.default_rng(0)
-        blob, a = _qdq_matmul_graph(n, rng) if dtype == "int8" else _matmul_graph("fp32", n, rng)[:2]
+        blob, a = _qdq_matmul_graph(n, rng) if precision == "int8" else _matmul_graph("fp32", n, rng)[:2]
         request = core.compile_model(core.read_model(blob, b""), "CPU", config).create_infer_request()
         return median_seconds(lambda: request.infer({0: a}, share_inputs=True), repeats)
 
     rate, best = best_matmul_rate(seconds, size)
-    kind = "QDQ MatMul (uint8 x int8)" if dtype == "int8" else f"MatMul, inference precision {config['INFERENCE_PRECISION_HINT']}"
+    kind = "QDQ MatMul (uint8 x int8)" if precision == "int8" else f"MatMul, inference precision {config['INFERENCE_PRECISION_HINT']}"
     n = "default" if threads is None else str(threads)
-    return Peak("openvino", "cpu", dtype, rate,
+    return Peak("openvino", "cpu", precision, rate,
                 f"openvino {ov.__version__} one-node {kind} {size_note(size, best)} on cpu, {n} thread(s), "
                 f"median of {repeats}")
 
@@ -281,17 +281,17 @@ def measure_peaks(
     repeats: int = 5,
     threads: int | None = None,
 ) -> PeakSet:
-    """Measure every (runtime, device, dtype) in ``needed``, each the fastest matmul over
+    """Measure every (runtime, device, precision) in ``needed``, each the fastest matmul over
     ``sizes``, plus each device's copy bandwidth.
 
-    A peak that cannot be measured here (no CUDA, no onnxruntime, no kernel for the dtype) is
+    A peak that cannot be measured here (no CUDA, no onnxruntime, no kernel for the precision) is
     listed in ``skipped`` with the reason instead of raising.
     """
     sizes = matmul_sizes(sizes)
     out = PeakSet()
     seen = set()
-    for runtime, device, dtype in needed:
-        key = (peak_runtime(runtime), device, dtype)
+    for runtime, device, precision in needed:
+        key = (peak_runtime(runtime), device, precision)
         if key in seen:
             continue
         seen.add(key)
@@ -300,28 +300,28 @@ def measure_peaks(
             if device == "cuda" and not torch.cuda.is_available():
                 raise UsageError("skipped: no CUDA device")
             if runtime == "torch" and device == "cpu":
-                peak, bw = _torch_cpu(dtype, sizes, copy_mib, repeats, threads)
+                peak, bw = _torch_cpu(precision, sizes, copy_mib, repeats, threads)
                 if out.bytes_per_s("cpu") is None:
                     out.bandwidths.append(bw)
             elif runtime == "torch":
-                peak = _torch_cuda(dtype, sizes, repeats)
+                peak = _torch_cuda(precision, sizes, repeats)
             elif runtime == "ort":
                 from foldcnn.backends.base import (
                     default_threads,  # the ORT backend's own default
                 )
 
-                peak = ort_matmul_peak(dtype, size=sizes, repeats=repeats, threads=default_threads(threads),
+                peak = ort_matmul_peak(precision, size=sizes, repeats=repeats, threads=default_threads(threads),
                                        device=device)
             elif runtime == "openvino" and device == "cpu":
                 from foldcnn.backends.base import default_threads
 
-                peak = openvino_matmul_peak(dtype, size=sizes, repeats=repeats, threads=default_threads(threads))
+                peak = openvino_matmul_peak(precision, size=sizes, repeats=repeats, threads=default_threads(threads))
             else:
                 raise UsageError(f"no peak measurement for runtime {runtime!r} on {device}")
             out.peaks.append(peak)
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types; reported, not fatal
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            out.skipped.append(f"{runtime}/{device}/{dtype}: {msg}")
+            out.skipped.append(f"{runtime}/{device}/{precision}: {msg}")
     devices = {d for _, d, _ in seen}
     if "cpu" in devices and out.bytes_per_s("cpu") is None:
         _, bw = _torch_cpu("fp32", (256,), copy_mib, repeats, threads)

@@ -64,14 +64,14 @@ def _series_markers(labels) -> dict[str, str]:
 
 
 def plot_throughput(records: list[dict], out_dir: str | os.PathLike) -> list[Path]:
-    """One PNG per (backend, dtype, device): a panel per model, images/s (median, min-max bars)
+    """One PNG per (backend, precision, device): a panel per model, images/s (median, min-max bars)
     against batch size in images, one line per fold; the scaled baseline joins its task's panel."""
     plt = _pyplot()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for key in dict.fromkeys((r["backend"], r["dtype"], r["device"]) for r in records):
-        rows = [r for r in records if (r["backend"], r["dtype"], r["device"]) == key]
+    for key in dict.fromkeys((r["backend"], r["precision"], r["device"]) for r in records):
+        rows = [r for r in records if (r["backend"], r["precision"], r["device"]) == key]
         names = {r["model"] for r in rows}
         models = list(dict.fromkeys(_panel(r, names) for r in rows))
         markers = _series_markers(_fold_label(r) for r in rows)
@@ -102,17 +102,17 @@ def plot_throughput(records: list[dict], out_dir: str | os.PathLike) -> list[Pat
 
 
 def plot_roofline(records: list[dict], peaks: PeakSet, out_dir: str | os.PathLike) -> list[Path]:
-    """One log-log PNG per (backend, dtype, device) whose peak and bandwidth were measured:
+    """One log-log PNG per (backend, precision, device) whose peak and bandwidth were measured:
     attainable FLOP/s = min(peak, AI x bandwidth) and every (model, fold) at its best batch size
     placed at (arithmetic intensity, measured FLOP/s)."""
     plt = _pyplot()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for key in dict.fromkeys((r["backend"], r["runtime"], r["dtype"], r["device"]) for r in records):
-        backend, runtime, dtype, device = key
-        peak, bw = peaks.flops_per_s(runtime, device, dtype), peaks.bytes_per_s(device)
-        rows = [r for r in records if (r["backend"], r["runtime"], r["dtype"], r["device"]) == key and r["best_batch"]]
+    for key in dict.fromkeys((r["backend"], r["runtime"], r["precision"], r["device"]) for r in records):
+        backend, runtime, precision, device = key
+        peak, bw = peaks.flops_per_s(runtime, device, precision), peaks.bytes_per_s(device)
+        rows = [r for r in records if (r["backend"], r["runtime"], r["precision"], r["device"]) == key and r["best_batch"]]
         if not peak or not bw or not rows:
             continue
         ais = [r["arithmetic_intensity"] for r in rows]
@@ -120,7 +120,7 @@ def plot_roofline(records: list[dict], peaks: PeakSet, out_dir: str | os.PathLik
         xs = [lo * (hi / lo) ** (i / 200) for i in range(201)]
         fig, ax = plt.subplots(figsize=(8.5, 4.5))
         ax.plot(xs, [min(peak, x * bw) for x in xs], color="black",
-                label=f"roof: {runtime} {dtype} peak {peak / 1e9:,.0f} GFLOP/s, {bw / 1e9:,.1f} GB/s copy")
+                label=f"roof: {runtime} {precision} peak {peak / 1e9:,.0f} GFLOP/s, {bw / 1e9:,.1f} GB/s copy")
         names = {r["model"] for r in rows}
         models = list(dict.fromkeys(_panel(r, names) for r in rows))
         markers = _series_markers(_fold_label(r) for r in rows)
@@ -135,12 +135,12 @@ def plot_roofline(records: list[dict], peaks: PeakSet, out_dir: str | os.PathLik
             ax.scatter([], [], color="gray", marker=marker, label=label)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel(f"arithmetic intensity (FLOPs/byte, {dtype})")
+        ax.set_xlabel(f"arithmetic intensity (FLOPs/byte, {precision})")
         ax.set_ylabel("FLOP/s")
-        ax.set_title(f"roofline: {backend} {dtype} on {device} (best batch size per model and fold)", fontsize=10)
+        ax.set_title(f"roofline: {backend} {precision} on {device} (best batch size per model and fold)", fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
-        paths.append(_save(plt, fig, out_dir / f"roofline_{_slug(backend, dtype, device)}.png"))
+        paths.append(_save(plt, fig, out_dir / f"roofline_{_slug(backend, precision, device)}.png"))
     return paths
 
 

@@ -6,14 +6,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from foldcnn.analysis.roofline import PEAK_SIZES
 from foldcnn.bench.configs import BenchConfig, make_configs
+from foldcnn.bench.peak import PeakSet, measure_peaks
 from foldcnn.errors import UnknownNameError
 from foldcnn.models.game import GAME_TASKS
+from foldcnn.options import option
 
-__all__ = ["DEFAULT_BATCH_SIZES", "PRESETS", "Preset", "preset_configs"]
+__all__ = ["DEFAULT_BATCH_SIZES", "PRESETS", "Preset", "preset_configs", "preset_peaks"]
 
 GAME_MODELS = tuple(GAME_TASKS)
 BASELINES = tuple(f"{m}-scaled" for m in GAME_MODELS)  # the paper's compound-scaled baseline
@@ -22,23 +25,33 @@ DEFAULT_BATCH_SIZES = (1, 16, 64, 256, 1024, 4096)  # images
 
 @dataclass(frozen=True)
 class Preset:
-    """A sweep: models x folds x batch sizes x (backend, precision), plus baselines at fold 1."""
+    """A sweep: models x folds x batch sizes x (backend, precision), plus baselines at fold 1.
 
-    name: str
-    description: str
-    models: tuple[str, ...]
-    folds: tuple[int, ...]
-    batch_sizes: tuple[int, ...]
-    backends: tuple[tuple[str, str], ...]
-    device: str = "cpu"
-    baselines: tuple[str, ...] = ()  # run at fold 1 only (they are peers, not folded models)
-    baseline_batch_sizes: tuple[int, ...] | None = None  # default: batch_sizes
-    channel_multiples: tuple[int | None, ...] = (None,)
-    trials: int = 3
-    min_seconds: float = 0.2
-    peak_sizes: tuple[int, ...] = PEAK_SIZES  # the peak is the fastest matmul of these sizes
-    copy_mib: int = 128
-    peak_repeats: int = 5
+    The fields with a help text are ``foldcnn bench``'s flags (foldcnn.cli.options.add_options; a
+    given flag replaces the preset's value): lists are comma-separated on the command line."""
+
+    name: str = option(cli=False)
+    description: str = option(cli=False)
+    models: tuple[str, ...] = option(help="comma-separated model names or families (game, noscope, cifar, "
+                                          "baseline), or your own CNN as package.module:Name")
+    folds: tuple[int, ...] = option(help="comma-separated folds, e.g. 1,2,3,4")
+    batch_sizes: tuple[int, ...] = option(help="comma-separated batch sizes in IMAGES (rounded up to a multiple "
+                                               "of f)")
+    backends: tuple[tuple[str, str], ...] = option(help="comma-separated backend/precision pairs (eager/fp32,"
+                                                        "ort/int8) or backend names combined with --precision")
+    device: str = option("cpu", "device (default: the preset's)", choices=("cpu", "cuda"))
+    # Run at fold 1 only (they are peers, not folded models); --no-baselines empties them.
+    baselines: tuple[str, ...] = option((), cli=False)
+    baseline_batch_sizes: tuple[int, ...] | None = option(None, cli=False)  # default: batch_sizes
+    channel_multiples: tuple[int | None, ...] = option((None,), "width rounding of folded models, e.g. 1,8,16 (1 = "
+                                                               "paper's widths; 'default': the zoo's rounding)")
+    trials: int = option(3, "interleaved trials per configuration (default: the preset's)")
+    min_seconds: float = option(0.2, "length of each timed block in seconds (default: the preset's)")
+    peak_sizes: tuple[int, ...] = option(PEAK_SIZES, "matrix sizes of the peak matmuls, comma-separated; each "
+                                         "peak is the fastest of them, measured before and after the sweep "
+                                         "(default: the preset's; 1024,2048,3072,4096 on CPU)")
+    copy_mib: int = option(128, cli=False)  # the copy whose time gives the memory bandwidth
+    peak_repeats: int = option(5, cli=False)
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [
@@ -99,3 +112,11 @@ def preset_configs(preset: Preset | str, *, model_kwargs: dict | None = None,
         configs += make_configs(p.baselines, (1,), p.baseline_batch_sizes or p.batch_sizes, p.backends,
                                 device=p.device)
     return p, configs
+
+
+def preset_peaks(preset: Preset, configs: Iterable[BenchConfig], *, threads: int | None = None) -> PeakSet:
+    """The matmul peak of every (runtime, device, precision) that ``configs`` run at, and each device's
+    bandwidth, measured as ``preset`` says (its peak sizes, copy size and repeats)."""
+    needed = sorted({(c.runtime, c.device, c.precision) for c in configs})
+    return measure_peaks(needed, sizes=preset.peak_sizes, copy_mib=preset.copy_mib, repeats=preset.peak_repeats,
+                         threads=threads)

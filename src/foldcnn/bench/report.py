@@ -7,7 +7,7 @@ roof of the record's precision and device (``peak_flops_per_s``, named by ``roof
 matmul peak measured in the same run on any runtime, or, where a model ran faster than every
 matmul measured, that model's FLOP/s, so no fraction reads above 100%;
 ``ratio_vs_original`` divides by the fold=1 record of the same model, requested image batch
-size, backend, dtype and device.
+size, backend, precision and device.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from foldcnn.bench.peak import PeakSet
 from foldcnn.bench.sweep import BenchResult
 from foldcnn.errors import UsageError
 from foldcnn.models.base import resolve_channel_multiple
+from foldcnn.precision import with_precision_key
 
 __all__ = [
     "RECORD_KEYS",
@@ -35,22 +36,24 @@ __all__ = [
     "write_json",
 ]
 
+# 2: the precision of a record, a best row and a peak is keyed "precision" (1: "dtype").
+FORMAT_VERSION = 2
 # Column order of records, the CSV file and the JSON records.
 RECORD_KEYS = (
     "model", "family", "fold", "width_mult", "channel_multiple", "params", "batch_size", "requested_batch_size",
-    "folded_batch", "backend", "dtype", "device", "runtime",
+    "folded_batch", "backend", "precision", "device", "runtime",
     "images_per_s", "images_per_s_min", "images_per_s_q1", "images_per_s_q3", "images_per_s_max", "trials",
     "flops_per_image", "flops_per_s", "bytes_per_image", "arithmetic_intensity",
     "peak_flops_per_s", "roof", "fraction_of_peak", "ratio_vs_original", "best_batch",
 )
 _INT_KEYS = {"fold", "channel_multiple", "params", "batch_size", "requested_batch_size", "folded_batch", "trials"}
 _BOOL_KEYS = {"best_batch"}
-_STR_KEYS = {"model", "family", "backend", "dtype", "device", "runtime", "roof"}
+_STR_KEYS = {"model", "family", "backend", "precision", "dtype", "device", "runtime", "roof"}
 
 
 def _series_key(r: dict) -> tuple:
     """Records that differ only in batch size."""
-    return (r["model"], r["fold"], r.get("width_mult"), r["channel_multiple"], r["backend"], r["dtype"], r["device"])
+    return (r["model"], r["fold"], r.get("width_mult"), r["channel_multiple"], r["backend"], r["precision"], r["device"])
 
 
 def is_original(r: dict) -> bool:
@@ -70,7 +73,7 @@ def build_records(results: list[BenchResult], peaks: PeakSet | None = None) -> l
             "channel_multiple": resolve_channel_multiple(c.channel_multiple) if c.widened else None,
             "params": res.params,
             "batch_size": c.batch_size, "requested_batch_size": c.requested_batch_size,
-            "folded_batch": c.folded_batch, "backend": c.backend, "dtype": c.dtype, "device": c.device,
+            "folded_batch": c.folded_batch, "backend": c.backend, "precision": c.precision, "device": c.device,
             "runtime": c.runtime,
             "images_per_s": st.median, "images_per_s_min": st.min, "images_per_s_q1": st.q1,
             "images_per_s_q3": st.q3, "images_per_s_max": st.max, "trials": len(st.values),
@@ -91,35 +94,35 @@ def _label(r: dict) -> str:
 
 
 def add_roofs(records: list[dict], peaks: PeakSet) -> None:
-    """Set ``peak_flops_per_s``, ``roof`` and ``fraction_of_peak`` in place: per (device, dtype)
+    """Set ``peak_flops_per_s``, ``roof`` and ``fraction_of_peak`` in place: per (device, precision)
     the roof is the highest matmul peak of that precision on any runtime, raised to the fastest
     record of that precision where one ran faster (the roof then names it)."""
-    for device, dtype in dict.fromkeys((r["device"], r["dtype"]) for r in records):
-        mine = [r for r in records if (r["device"], r["dtype"]) == (device, dtype)]
+    for device, precision in dict.fromkeys((r["device"], r["precision"]) for r in records):
+        mine = [r for r in records if (r["device"], r["precision"]) == (device, precision)]
         top = max(mine, key=lambda r: r["flops_per_s"])
-        peak = peaks.roof(device, dtype)
+        peak = peaks.roof(device, precision)
         if peak is None:  # no matmul of this precision measured: no roof claimed
             for r in mine:
                 r["peak_flops_per_s"], r["roof"], r["fraction_of_peak"] = None, None, None
             continue
         value, name = peak.flops_per_s, f"{peak.runtime} matmul"
         if top["flops_per_s"] > value:
-            value, name = top["flops_per_s"], f"model: {_label(top)} (faster than every {dtype} matmul measured)"
+            value, name = top["flops_per_s"], f"model: {_label(top)} (faster than every {precision} matmul measured)"
         for r in mine:
             r["peak_flops_per_s"], r["roof"], r["fraction_of_peak"] = value, name, r["flops_per_s"] / value
 
 
 def add_ratios(records: list[dict]) -> None:
     """Set ``ratio_vs_original`` = images/s / images/s of the matching fold=1 record, in place."""
-    originals = {(r["model"], r["requested_batch_size"], r["backend"], r["dtype"], r["device"]): r["images_per_s"]
+    originals = {(r["model"], r["requested_batch_size"], r["backend"], r["precision"], r["device"]): r["images_per_s"]
                  for r in records if is_original(r)}
     for r in records:
-        base = originals.get((r["model"], r["requested_batch_size"], r["backend"], r["dtype"], r["device"]))
+        base = originals.get((r["model"], r["requested_batch_size"], r["backend"], r["precision"], r["device"]))
         r["ratio_vs_original"] = r["images_per_s"] / base if base else None
 
 
 def mark_best_batches(records: list[dict]) -> None:
-    """Set ``best_batch`` on the fastest batch size of each (model, fold, width, backend, dtype, device)."""
+    """Set ``best_batch`` on the fastest batch size of each (model, fold, width, backend, precision, device)."""
     best: dict[tuple, dict] = {}
     for r in records:
         r["best_batch"] = False
@@ -131,14 +134,14 @@ def mark_best_batches(records: list[dict]) -> None:
 
 
 def best_batches(records: list[dict]) -> list[dict]:
-    """The best-batch record of each (model, fold, width, backend, dtype, device), in record order,
+    """The best-batch record of each (model, fold, width, backend, precision, device), in record order,
     with ``ratio_vs_original_best``: its images/s over the best fold=1 images/s of the same
-    model, backend, dtype and device (each at its own best batch size)."""
+    model, backend, precision and device (each at its own best batch size)."""
     best = [r for r in records if r["best_batch"]]
-    originals = {(r["model"], r["backend"], r["dtype"], r["device"]): r["images_per_s"] for r in best if is_original(r)}
+    originals = {(r["model"], r["backend"], r["precision"], r["device"]): r["images_per_s"] for r in best if is_original(r)}
     out = []
     for r in best:
-        base = originals.get((r["model"], r["backend"], r["dtype"], r["device"]))
+        base = originals.get((r["model"], r["backend"], r["precision"], r["device"]))
         out.append({**r, "ratio_vs_original_best": r["images_per_s"] / base if base else None})
     return out
 
@@ -191,13 +194,13 @@ def write_json(path: str | os.PathLike, records: list[dict], *, peaks: PeakSet |
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {
-        "format": "foldcnn-bench", "format_version": 1,
+        "format": "foldcnn-bench", "format_version": FORMAT_VERSION,
         "machine": machine or {}, "settings": settings or {},
         "peaks": (peaks or PeakSet()).to_dict(),
         "records": [{k: r.get(k) for k in RECORD_KEYS} for r in records],
         "best": [{"model": r["model"], "fold": r["fold"], "width_mult": r.get("width_mult"),
                   "channel_multiple": r["channel_multiple"],
-                  "backend": r["backend"], "dtype": r["dtype"], "device": r["device"],
+                  "backend": r["backend"], "precision": r["precision"], "device": r["device"],
                   "batch_size": r["batch_size"], "images_per_s": r["images_per_s"],
                   "ratio_vs_original_best": r["ratio_vs_original_best"]} for r in best_batches(records)],
         "skipped": skipped or [],
@@ -207,10 +210,16 @@ def write_json(path: str | os.PathLike, records: list[dict], *, peaks: PeakSet |
 
 
 def read_json(path: str | os.PathLike) -> dict:
-    """The document written by ``write_json``; ``peaks`` comes back as a PeakSet."""
+    """The document written by ``write_json`` (any format_version up to this one, keyed as this one
+    writes it); ``peaks`` comes back as a PeakSet."""
     doc = json.loads(Path(path).read_text())
     if doc.get("format") != "foldcnn-bench":
         raise UsageError(f"{path} was not written by foldcnn bench --json")
+    if doc.get("format_version", 1) > FORMAT_VERSION:
+        raise UsageError(f"{path} is bench JSON format_version {doc['format_version']}, newer than this foldcnn "
+                         f"reads ({FORMAT_VERSION}); upgrade foldcnn")
+    for key in ("records", "best"):
+        doc[key] = [with_precision_key(r) for r in doc.get(key) or []]
     doc["peaks"] = PeakSet.from_dict(doc.get("peaks") or {})
     return doc
 
@@ -242,4 +251,4 @@ def _parse(key: str, text: str):
 def read_csv(path: str | os.PathLike) -> list[dict]:
     """Records from ``write_csv`` with their types restored (ints, floats, bools, None)."""
     with Path(path).open(newline="") as fh:
-        return [{k: _parse(k, v) for k, v in row.items()} for row in csv.DictReader(fh)]
+        return [with_precision_key({k: _parse(k, v) for k, v in row.items()}) for row in csv.DictReader(fh)]

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from foldcnn.analysis import DTYPE_BYTES, analyze
+from foldcnn.analysis import analyze
 from foldcnn.bench.configs import BenchConfig, skip_unavailable
 from foldcnn.bench.timing import (
     CudaEventTimer,
@@ -35,6 +35,7 @@ from foldcnn.bench.timing import (
 )
 from foldcnn.errors import UsageError
 from foldcnn.models import FoldedCNN, create_model, model_entry
+from foldcnn.precision import BYTES_PER_ELEMENT
 from foldcnn.progress import progress_bar
 
 __all__ = ["BenchResult", "SweepOutcome", "default_backend_factory", "run_sweep"]
@@ -47,7 +48,7 @@ class BenchResult:
     config: BenchConfig
     images_per_s: TrialStats
     flops_per_image: float  # foldcnn.analysis.analyze (FLOPs = 2 x MACs + bias adds)
-    bytes_per_image: float  # at the config's dtype and batch size
+    bytes_per_image: float  # at the config's precision and batch size
     arithmetic_intensity: float
     params: int
     family: str
@@ -71,10 +72,10 @@ def default_backend_factory(model: FoldedCNN, config: BenchConfig, *, max_batch:
     if config.backend == "tensorrt":
         from foldcnn.bench.trt import TensorRTRunner
 
-        return TensorRTRunner(model, precision=config.dtype, max_batch=max_batch)
+        return TensorRTRunner(model, precision=config.precision, max_batch=max_batch)
     from foldcnn.backends import create_backend
 
-    return create_backend(model, config.backend, precision=config.dtype, threads=threads,
+    return create_backend(model, config.backend, precision=config.precision, threads=threads,
                           device=config.device, max_batch=max_batch, calibration=calibration)
 
 
@@ -109,16 +110,16 @@ class _Group:
             if key in self.backends or key in failed:
                 continue
             model = self.models[c.model_key]
-            on_status(f"building {c.backend}/{c.dtype} for {c.model} f={c.fold}")
+            on_status(f"building {c.backend}/{c.precision} for {c.model} f={c.fold}")
             cal = None
-            if c.dtype == "int8":
+            if c.precision == "int8":
                 cal = torch.from_numpy(rng.integers(0, 256, (CALIBRATION_IMAGES, *model.input_shape), dtype=np.uint8))
             try:  # each backend gets its own copy: an engine may convert the module in place
                 self.backends[key] = factory(copy.deepcopy(model), c, max_batch=max_folded[key],
                                              calibration=cal, threads=threads)
-            # A failing engine (no C++ compiler, no kernel for this dtype) must not end the sweep.
+            # A failing engine (no C++ compiler, no kernel for this precision) must not end the sweep.
             except Exception as e:  # noqa: BLE001
-                failed[key] = f"skipped: building {c.backend}/{c.dtype} failed: {_short(e)}"
+                failed[key] = f"skipped: building {c.backend}/{c.precision} failed: {_short(e)}"
         self.live = []
         for c in configs:
             if c.backend_key in failed:
@@ -152,7 +153,7 @@ class _Group:
 def _check_output(y, c: BenchConfig, num_classes: int) -> None:
     want = (c.folded_batch, c.fold * num_classes)
     if tuple(np.shape(y)) != want:
-        raise UsageError(f"{c.backend}/{c.dtype} returned logits of shape {tuple(np.shape(y))}, expected {want}")
+        raise UsageError(f"{c.backend}/{c.precision} returned logits of shape {tuple(np.shape(y))}, expected {want}")
 
 
 def run_sweep(
@@ -222,7 +223,7 @@ def _run_group(configs, trials, min_seconds, warmup_calls, threads, seed, factor
                     _check_output(y, c, model.num_classes)
                 live.append(c)
             except Exception as e:  # noqa: BLE001 - reported as a skip, the sweep goes on
-                skipped.append((c, f"skipped: {c.backend}/{c.dtype} failed at batch {c.batch_size}: {_short(e)}"))
+                skipped.append((c, f"skipped: {c.backend}/{c.precision} failed at batch {c.batch_size}: {_short(e)}"))
                 bar.update(trials)
         values: dict[BenchConfig, list[float]] = {c: [] for c in live}
         calls: dict[BenchConfig, int] = {c: 0 for c in live}
@@ -242,7 +243,7 @@ def _run_group(configs, trials, min_seconds, warmup_calls, threads, seed, factor
                 n, s = time_block(run, min_seconds, t)
             except Exception as e:  # noqa: BLE001 - reported as a skip, the sweep goes on
                 failed.add(c)
-                skipped.append((c, f"skipped: {c.backend}/{c.dtype} failed while timing: {_short(e)}"))
+                skipped.append((c, f"skipped: {c.backend}/{c.precision} failed while timing: {_short(e)}"))
                 continue
             finally:
                 bar.update(1)
@@ -254,7 +255,7 @@ def _run_group(configs, trials, min_seconds, warmup_calls, threads, seed, factor
             if c in failed:
                 continue
             model = group.models[c.model_key]
-            rep = analyze(model, batch_size=c.batch_size, bytes_per_element=DTYPE_BYTES[c.dtype])
+            rep = analyze(model, batch_size=c.batch_size, bytes_per_element=BYTES_PER_ELEMENT[c.precision])
             results.append(BenchResult(
                 config=c, images_per_s=TrialStats.from_values(values[c]),
                 flops_per_image=rep.flops_per_image, bytes_per_image=rep.bytes_per_image,

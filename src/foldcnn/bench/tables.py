@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from foldcnn.bench.peak import PeakSet
 from foldcnn.bench.report import best_batches, is_original
+from foldcnn.precision import precision_rank
 
 __all__ = [
     "config_cell",
@@ -18,9 +19,6 @@ __all__ = [
     "peer_summary",
     "task_of",
 ]
-
-
-_DTYPE_ORDER = {"fp32": 0, "tf32": 1, "bf16": 2, "fp16": 3, "int8": 4}
 
 
 def format_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -62,19 +60,19 @@ def _spread(r: dict) -> str:
 
 def format_records(records: list[dict]) -> str:
     """Every configuration: median images/s, trial range, GFLOP/s, AI, fraction of peak, ratio."""
-    headers = ["model", "f", "width", "batch", "backend", "dtype", "images/s", "range", "GFLOP/s", "AI",
+    headers = ["model", "f", "width", "batch", "backend", "precision", "images/s", "range", "GFLOP/s", "AI",
                "of peak", "vs f=1", "best"]
     rows = [[r["model"], str(r["fold"]), _cm(r), str(r["batch_size"]), r["backend"],
-             r["dtype"] + ("" if r["device"] == "cpu" else f"@{r['device']}"), _num(r["images_per_s"]), _spread(r),
+             r["precision"] + ("" if r["device"] == "cpu" else f"@{r['device']}"), _num(r["images_per_s"]), _spread(r),
              _num(r["flops_per_s"] / 1e9, 1), _num(r["arithmetic_intensity"], 1), _pct(r["fraction_of_peak"]),
              _ratio(r["ratio_vs_original"]), "*" if r["best_batch"] else ""] for r in records]
     return format_table(headers, rows)
 
 
 def format_best(records: list[dict]) -> str:
-    """Best batch size per (model, fold, width, backend, dtype) and the gain over fold=1 at its best."""
-    headers = ["model", "f", "width", "backend", "dtype", "best batch", "images/s", "of peak", "vs f=1 (best)"]
-    rows = [[r["model"], str(r["fold"]), _cm(r), r["backend"], r["dtype"], str(r["batch_size"]),
+    """Best batch size per (model, fold, width, backend, precision) and the gain over fold=1 at its best."""
+    headers = ["model", "f", "width", "backend", "precision", "best batch", "images/s", "of peak", "vs f=1 (best)"]
+    rows = [[r["model"], str(r["fold"]), _cm(r), r["backend"], r["precision"], str(r["batch_size"]),
              _num(r["images_per_s"]), _pct(r["fraction_of_peak"]), _ratio(r["ratio_vs_original_best"])]
             for r in best_batches(records)]
     return format_table(headers, rows)
@@ -86,15 +84,15 @@ def task_of(model: str) -> str:
 
 
 def peer_summary(records: list[dict]) -> list[dict]:
-    """Per (task, dtype, device): the original CNN (fold 1) on each backend at its best batch
+    """Per (task, precision, device): the original CNN (fold 1) on each backend at its best batch
     size, the paper's baseline (``<task>-scaled``) at its best, the best folded configuration,
     and ``gain`` = best folded / best of all the peers (originals and baseline), like for like
-    in one dtype."""
+    in one precision."""
     best = [r for r in records if r["best_batch"]]
     groups: dict[tuple, dict] = {}
     for r in best:
-        g = groups.setdefault((task_of(r["model"]), r["dtype"], r["device"]),
-                              {"task": task_of(r["model"]), "dtype": r["dtype"], "device": r["device"],
+        g = groups.setdefault((task_of(r["model"]), r["precision"], r["device"]),
+                              {"task": task_of(r["model"]), "precision": r["precision"], "device": r["device"],
                                "original": {}, "baseline": None, "narrow": None, "folded": None})
         if r["family"] == "baseline":
             if r["fold"] == 1 and (g["baseline"] is None or r["images_per_s"] > g["baseline"]["images_per_s"]):
@@ -110,7 +108,7 @@ def peer_summary(records: list[dict]) -> list[dict]:
             g["folded"] = r
     out = []
     tasks = list(dict.fromkeys(k[0] for k in groups))
-    for _, g in sorted(groups.items(), key=lambda kv: (tasks.index(kv[0][0]), _DTYPE_ORDER.get(kv[0][1], 9), kv[0][2])):
+    for _, g in sorted(groups.items(), key=lambda kv: (tasks.index(kv[0][0]), precision_rank(kv[0][1]), kv[0][2])):
         peers = [*g["original"].values(), *([g["baseline"]] if g["baseline"] else []), *([g["narrow"]] if g["narrow"] else [])]
         top = max(peers, key=lambda r: r["images_per_s"]) if peers else None
         g["best_peer"] = top
@@ -135,7 +133,7 @@ def headline(records: list[dict], precisions: dict[str, set[str]] | None = None)
         if r["family"] == "baseline" or (r["fold"] == 1 and not is_original(r)):
             continue
         task = task_of(r["model"])
-        if precisions is not None and r["dtype"] not in precisions.get(task, ()):
+        if precisions is not None and r["precision"] not in precisions.get(task, ()):
             continue
         g = groups.setdefault((task, r["device"]), {"task": task, "device": r["device"], "original": None,
                                                     "folded": None})
@@ -152,7 +150,7 @@ def headline(records: list[dict], precisions: dict[str, set[str]] | None = None)
 
 def config_cell(r: dict) -> str:
     """``12,345 (f=4 openvino/int8 B=1024)``: images/s and the configuration that ran them."""
-    return f"{r['images_per_s']:,.0f} (f={r['fold']} {r['backend']}/{r['dtype']} B={r['batch_size']})"
+    return f"{r['images_per_s']:,.0f} (f={r['fold']} {r['backend']}/{r['precision']} B={r['batch_size']})"
 
 
 def format_headline(records: list[dict], precisions: dict[str, set[str]] | None = None) -> str:
@@ -170,7 +168,7 @@ def format_peers(records: list[dict]) -> str:
     def cell(r):
         return "-" if r is None else f"{r['images_per_s']:,.0f} (B={r['batch_size']})"
 
-    headers = ["task", "dtype", *[f"f=1 {b}" for b in backends], "baseline", "best folded", "vs best original",
+    headers = ["task", "precision", *[f"f=1 {b}" for b in backends], "baseline", "best folded", "vs best original",
                "vs best peer"]
     rows = []
     for g in summary:
@@ -178,7 +176,7 @@ def format_peers(records: list[dict]) -> str:
         folded = "-" if fo is None else f"{fo['images_per_s']:,.0f} (f={fo['fold']} {fo['backend']} B={fo['batch_size']})"
         base = g["baseline"]
         base_cell = "-" if base is None else f"{cell(base)} {base['backend']}"
-        rows.append([g["task"], g["dtype"] + ("" if g["device"] == "cpu" else f"@{g['device']}"),
+        rows.append([g["task"], g["precision"] + ("" if g["device"] == "cpu" else f"@{g['device']}"),
                      *[cell(g["original"].get(b)) for b in backends], base_cell, folded,
                      _ratio(g["gain_vs_original"]), _ratio(g["gain"])])
     return format_table(headers, rows)
@@ -186,11 +184,11 @@ def format_peers(records: list[dict]) -> str:
 
 def format_peaks(peaks: PeakSet, records: list[dict] | None = None) -> str:
     """What was measured for the roofs, with the exact operation, and each precision's roof."""
-    lines = [f"  peak {p.runtime}/{p.device}/{p.dtype}: {p.flops_per_s / 1e9:,.1f} GFLOP/s  [{p.what}]"
+    lines = [f"  peak {p.runtime}/{p.device}/{p.precision}: {p.flops_per_s / 1e9:,.1f} GFLOP/s  [{p.what}]"
              for p in peaks.peaks]
-    roofs = {(r["device"], r["dtype"]): r for r in records or [] if r.get("roof")}
-    lines += [f"  roof {device}/{dtype}: {r['peak_flops_per_s'] / 1e9:,.1f} GFLOP/s  [{r['roof']}]"
-              for (device, dtype), r in roofs.items()]
+    roofs = {(r["device"], r["precision"]): r for r in records or [] if r.get("roof")}
+    lines += [f"  roof {device}/{precision}: {r['peak_flops_per_s'] / 1e9:,.1f} GFLOP/s  [{r['roof']}]"
+              for (device, precision), r in roofs.items()]
     lines += [f"  bandwidth {b.device}: {b.bytes_per_s / 1e9:,.1f} GB/s  [{b.what}]" for b in peaks.bandwidths]
     lines += [f"  not measured: {s}" for s in peaks.skipped]
     return "\n".join(lines) if lines else "  (no peaks measured)"

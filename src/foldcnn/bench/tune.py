@@ -33,7 +33,7 @@ DEFAULT_MULTIPLES = (DEFAULT_CHANNEL_MULTIPLE, 1, 16)  # the default first: it n
 @dataclass
 class TuneResult:
     model: str
-    ranking: list[dict]  # best first: fold, channel_multiple, widths, batch_size, backend, dtype, images_per_s, ...
+    ranking: list[dict]  # best first: fold, channel_multiple, widths, batch_size, backend, precision, images_per_s, ...
     skipped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     checkpoint: str | None = None
@@ -118,7 +118,7 @@ def _row(r, widths: dict) -> dict:
     """One ranking row of a timed candidate."""
     c = r.config
     return {"fold": c.fold, "channel_multiple": c.channel_multiple, "widths": widths[(c.fold, c.channel_multiple)],
-            "params": r.params, "batch_size": c.batch_size, "backend": c.backend, "dtype": c.dtype,
+            "params": r.params, "batch_size": c.batch_size, "backend": c.backend, "precision": c.precision,
             "device": c.device, "images_per_s": r.images_per_s.median, "images_per_s_min": r.images_per_s.min,
             "images_per_s_max": r.images_per_s.max, "accuracy": "-"}
 
@@ -189,17 +189,17 @@ def _accuracy_notes(result: TuneResult, checkpoint: str, archs: dict, threads: i
         if (row["fold"], row["channel_multiple"]) != own:
             row["accuracy"] = "unknown: train it"
             continue
-        if row["dtype"] == "fp32":
+        if row["precision"] == "fp32":
             row["accuracy"] = f"test top-1 {top1:.1%} (checkpoint)" if top1 is not None else "the checkpoint's"
             continue
-        key = (row["backend"], row["dtype"])
+        key = (row["backend"], row["precision"])
         if key not in agreement:
             agreement[key] = _agreement(ck.model, cal, *key, row["device"], threads)
         row["accuracy"] = agreement[key]
 
 
-def _agreement(model: FoldedCNN, cal, backend: str, dtype: str, device: str, threads) -> str:
-    """Prediction agreement of ``backend``/``dtype`` with eager fp32 on the calibration images."""
+def _agreement(model: FoldedCNN, cal, backend: str, precision: str, device: str, threads) -> str:
+    """Prediction agreement of ``backend``/``precision`` with eager fp32 on the calibration images."""
     if cal is None:
         return "unknown: the checkpoint has no calibration images"
     from foldcnn.backends import create_backend, prediction_agreement
@@ -210,7 +210,7 @@ def _agreement(model: FoldedCNN, cal, backend: str, dtype: str, device: str, thr
     try:
         with create_backend(copy.deepcopy(model), "eager", device=device, max_batch=x.shape[0],
                             threads=threads) as ref, \
-                create_backend(copy.deepcopy(model), backend, precision=dtype, device=device,
+                create_backend(copy.deepcopy(model), backend, precision=precision, device=device,
                                max_batch=x.shape[0], calibration=cal, threads=threads) as low:
             a, b = ref.run(x), low.run(x)
     except Exception as e:  # noqa: BLE001 - the ranking stands without it
@@ -226,7 +226,7 @@ def predict_hint(result: TuneResult, row: dict | None = None) -> list[str]:
     row = row or result.winner
     if row is None:
         return []
-    run = f"--backend {row['backend']} --precision {row['dtype']} --batch-size {row['batch_size']}"
+    run = f"--backend {row['backend']} --precision {row['precision']} --batch-size {row['batch_size']}"
     if row["device"] != "cpu":
         run += f" --device {row['device']}"
     if row["backend"] == "tensorrt":  # the Predictor has no TensorRT engine; its fastest GPU engine

@@ -6,7 +6,7 @@ import argparse
 import functools
 import sys
 
-from foldcnn.cli.common import MODEL_KWARGS_HELP, WIDTH_MULT_HELP, CLIError, parse_model_kwargs, parse_width_mults
+from foldcnn.cli.common import model_help, CLIError, parse_model_kwargs, parse_width_mults
 from foldcnn.cli.common import parse_ints as _ints
 
 
@@ -41,27 +41,30 @@ def _backends(text: str | None, precisions: str | None) -> tuple[tuple[str, str]
     return tuple(dict.fromkeys(pairs))
 
 
+def _channel_multiples(text: str | None) -> tuple[int | None, ...] | None:
+    """'1,8,default' -> (1, 8, None): 'default' is the zoo's rounding."""
+    if text is None:
+        return None
+    ints = text.replace("default", "")
+    return (*(_ints(ints, "--channel-multiples") if ints.strip(", ") else ()), *((None,) if "default" in text else ()))
+
+
 def _plan(args: argparse.Namespace):
-    from foldcnn.bench.presets import preset_configs
+    """(preset, configs): the preset the flags name with the fields the flags give (Preset's fields)."""
+    from foldcnn.bench.presets import PRESETS, Preset, preset_configs
+    from foldcnn.cli.options import option_values
 
     preset = "quick" if args.quick else args.preset
-    backends = _backends(args.backends, args.precision)
+    given = option_values(args, Preset)
+    backends = _backends(given["backends"], args.precision)
     if args.compile:
-        from foldcnn.bench.presets import PRESETS
-
         backends = tuple(dict.fromkeys([*(backends or PRESETS[preset].backends), ("compile", "fp32")]))
-    cms = None
-    if args.channel_multiples is not None:
-        text = args.channel_multiples.replace("default", "")
-        cms = (*(_ints(text, "--channel-multiples") if text.strip(", ") else ()),
-               *((None,) if "default" in args.channel_multiples else ()))
-    return preset_configs(
-        preset, models=_models(args.models), folds=_ints(args.folds, "--folds"),
-        batch_sizes=_ints(args.batch_sizes, "--batch-sizes"), backends=backends, device=args.device,
-        channel_multiples=cms, trials=args.trials, min_seconds=args.min_seconds,
-        peak_sizes=_ints(args.peak_sizes, "--peak-sizes"), baselines=() if args.no_baselines else None,
-        model_kwargs=parse_model_kwargs(args.model_kwargs), width_mults=parse_width_mults(args.width_mults),
-    )
+    parsed = {"models": _models(given["models"]), "folds": _ints(given["folds"], "--folds"),
+              "batch_sizes": _ints(given["batch_sizes"], "--batch-sizes"), "backends": backends,
+              "channel_multiples": _channel_multiples(given["channel_multiples"]),
+              "peak_sizes": _ints(given["peak_sizes"], "--peak-sizes"), "baselines": () if args.no_baselines else None}
+    return preset_configs(preset, **{**given, **parsed}, model_kwargs=parse_model_kwargs(args.model_kwargs),
+                          width_mults=parse_width_mults(args.width_mults))
 
 
 # ------------------------------------------------------------------------------------ bench
@@ -70,7 +73,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         build_records,
         estimate_seconds,
         machine_info,
-        measure_peaks,
+        preset_peaks,
         run_sweep,
         skip_unavailable,
     )
@@ -90,9 +93,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     peaks = None
     if not args.no_peak and runnable:
-        needed = sorted({(c.runtime, c.device, c.dtype) for c in runnable})
-        measure = functools.partial(measure_peaks, needed, sizes=preset.peak_sizes, copy_mib=preset.copy_mib,
-                                    repeats=preset.peak_repeats, threads=args.threads)
+        measure = functools.partial(preset_peaks, preset, runnable, threads=args.threads)
         peaks = measure()
     outcome = run_sweep(runnable, trials=preset.trials, min_seconds=preset.min_seconds, threads=args.threads,
                         seed=args.seed, group_by=None if args.interleave == "all" else "model",
@@ -178,7 +179,12 @@ def _add_precision(p, help_text: str) -> None:
 
 
 def _add_bench(sub) -> None:
-    from foldcnn.bench.presets import PRESETS
+    from dataclasses import fields
+
+    from foldcnn.bench.presets import PRESETS, Preset
+    from foldcnn.cli.options import add_options
+    from foldcnn.infer.options import PredictOptions
+    from foldcnn.options import is_cli_option
 
     p = sub.add_parser(
         "bench", help="throughput sweep: models x folds x batch sizes x backends x precisions, with measured peaks",
@@ -190,30 +196,20 @@ def _add_bench(sub) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), default="default",
                    help="the sweep to run; the flags below override its fields")
     p.add_argument("--quick", action="store_true", help="same as --preset quick (a few seconds)")
-    p.add_argument("--models", help="comma-separated model names or families (game, noscope, cifar, baseline), "
-                   "or your own CNN as package.module:Name")
-    p.add_argument("--model-kwargs", help=MODEL_KWARGS_HELP)
-    p.add_argument("--folds", help="comma-separated folds, e.g. 1,2,3,4")
-    p.add_argument("--batch-sizes", help="comma-separated batch sizes in IMAGES (rounded up to a multiple of f)")
-    p.add_argument("--backends", help="comma-separated backend/precision pairs (eager/fp32,ort/int8) or "
-                   "backend names combined with --precision")
+    p.add_argument("--model-kwargs", help=model_help("kwargs"))
+    # The sweep's fields (foldcnn.bench.presets.Preset): None keeps the preset's value.
+    add_options(p, Preset, defaults={f.name: None for f in fields(Preset) if is_cli_option(f)})
+    p.add_argument("--peak-size", dest="peak_sizes", help=argparse.SUPPRESS)  # the singular, as before
     _add_precision(p, "precisions for bare --backends names, comma-separated, e.g. fp32,int8")
     p.add_argument("--compile", action="store_true", help="add torch.compile fp32 to the backends (slow setup)")
-    p.add_argument("--channel-multiples", help="width rounding of folded models, e.g. 1,8,16 (1 = paper's widths)")
     p.add_argument("--width-mults", help="comma-separated width multipliers, each with every fold, e.g. 0.5,1,2 "
-                   "(" + WIDTH_MULT_HELP + "); default: sqrt(fold)")
+                   "(" + model_help("width_mult") + "); default: sqrt(fold)")
     p.add_argument("--no-baselines", action="store_true", help="leave out the paper's scaled baseline models")
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="device (default: the preset's)")
-    p.add_argument("--trials", type=int, default=None, help="interleaved trials per configuration (default: preset's)")
-    p.add_argument("--min-seconds", type=float, default=None, help="length of each timed block (default: preset's)")
     p.add_argument("--interleave", choices=("model", "all"), default="model",
                    help="interleave within each model's configurations (engines freed per model) or all at "
                    "once (all engines alive: memory)")
-    p.add_argument("--threads", type=int, default=None, help="intra-op threads of every engine (default: all cores)")
+    add_options(p, PredictOptions, only=("threads",))
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
-    p.add_argument("--peak-sizes", "--peak-size", default=None,
-                   help="matrix sizes of the peak matmuls, comma-separated; each peak is the fastest of them, "
-                        "measured before and after the sweep (default: preset's; 1024,2048,3072,4096 on CPU)")
     p.add_argument("--no-peak", action="store_true", help="skip the peak and bandwidth measurement")
     p.add_argument("--max-minutes", type=float, default=None, help="refuse to start if the estimate is longer")
     p.add_argument("--json", help="write the records, peaks, machine and settings as JSON here")
@@ -250,16 +246,16 @@ def _cmd_tune(args: argparse.Namespace) -> int:
             print(f"  {s}")
         return 1
     rows = [[str(i + 1), str(r["fold"]), "-" if r["fold"] == 1 else str(r["channel_multiple"]), r["widths"],
-             str(r["batch_size"]), r["backend"], r["dtype"], f"{r['images_per_s']:,.0f}",
+             str(r["batch_size"]), r["backend"], r["precision"], f"{r['images_per_s']:,.0f}",
              f"{r['images_per_s_min']:,.0f}-{r['images_per_s_max']:,.0f}", r["accuracy"]]
             for i, r in enumerate(res.ranking[: args.top])]
     print(f"\nranking of {len(res.ranking)} candidates (median images/s of {args.trials} interleaved trials "
           f"of >= {res.min_seconds:.2g} s):")
-    print(format_table(["rank", "fold", "width", "conv widths", "batch", "backend", "dtype", "images/s",
+    print(format_table(["rank", "fold", "width", "conv widths", "batch", "backend", "precision", "images/s",
                         "min-max", "accuracy"], rows))
     w = res.winner
     print(f"\nwinner: {res.model} fold={w['fold']}" + ("" if w["fold"] == 1 else f" channel_multiple={w['channel_multiple']}")
-          + f", batch {w['batch_size']} images, {w['backend']}/{w['dtype']}: {w['images_per_s']:,.0f} images/s"
+          + f", batch {w['batch_size']} images, {w['backend']}/{w['precision']}: {w['images_per_s']:,.0f} images/s"
           + ("" if w["accuracy"] == "-" else f"; accuracy: {w['accuracy']}"))
     print("run it:")
     for line in predict_hint(res):
@@ -272,6 +268,10 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _add_tune(sub) -> None:
+    from foldcnn.bench.presets import Preset
+    from foldcnn.cli.options import add_options
+    from foldcnn.infer.options import PredictOptions
+
     p = sub.add_parser(
         "tune", help="measure this machine and pick the fastest fold, width rounding, batch, backend and precision",
         description="Times every candidate build of MODEL (folds x width roundings, identical widths once) "
@@ -280,21 +280,22 @@ def _add_tune(sub) -> None:
         "--checkpoint, each row shows what is known of its accuracy cost.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("model", nargs="?", help="zoo model name or package.module:Name (default: the checkpoint's model)")
-    p.add_argument("--model-kwargs", help=MODEL_KWARGS_HELP)
+    p.add_argument("--model-kwargs", help=model_help("kwargs"))
     p.add_argument("--checkpoint", help="checkpoint directory: its model, and accuracy notes from its "
                    "metrics and calibration images")
     p.add_argument("--seconds", type=float, default=60.0, help="time budget (approximate) for the whole run")
-    p.add_argument("--folds", default="1,2,3,4", help="comma-separated folds to consider")
-    p.add_argument("--channel-multiples", default="8,1,16",
-                   help="width roundings to consider (1 = paper's widths; the first names ties)")
-    p.add_argument("--batch-sizes", default="256,1024",
-                   help="batch sizes in images (every engine is alive at once: 4096 needs ~0.5-1 GB per "
-                   "ONNX Runtime session)")
-    p.add_argument("--backends", help="backend/precision pairs (default: every pair usable here)")
+    # The candidates, as a bench sweep's fields (foldcnn.bench.presets.Preset), with tune's defaults.
+    add_options(p, Preset, only=("folds", "channel_multiples", "batch_sizes", "backends", "device", "trials"),
+                defaults={"folds": "1,2,3,4", "channel_multiples": "8,1,16", "batch_sizes": "256,1024",
+                          "backends": None, "device": "cpu", "trials": 2},
+                helps={"folds": "comma-separated folds to consider",
+                       "channel_multiples": "width roundings to consider (1 = paper's widths; the first names ties)",
+                       "batch_sizes": "batch sizes in images (every engine is alive at once: 4096 needs ~0.5-1 GB "
+                                      "per ONNX Runtime session)",
+                       "backends": "backend/precision pairs (default: every pair usable here)",
+                       "device": "where the candidates run", "trials": "interleaved trials per candidate"})
     _add_precision(p, "precisions for bare --backends names, comma-separated")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--trials", type=int, default=2, help="interleaved trials per candidate")
-    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
+    add_options(p, PredictOptions, only=("threads",))
     p.add_argument("--top", type=int, default=15, help="rows of the ranking to print")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_tune)

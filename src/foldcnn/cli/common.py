@@ -9,6 +9,16 @@ class CLIError(FoldcnnError):
     """A command-line usage error (a FoldcnnError: printed as one sentence, exit status 2)."""
 
 
+def model_help(name: str) -> str:
+    """The help text a ModelSpec field declares, for commands that take that flag by hand (called
+    while their parser is built: ModelSpec imports torch, which the slim commands never load)."""
+    from dataclasses import fields
+
+    from foldcnn.models.spec import ModelSpec
+
+    return next(f.metadata["help"] for f in fields(ModelSpec) if f.name == name)
+
+
 def parse_size(text: str | None, flag: str = "--input-size", example: str = "22x52") -> tuple[int, int] | None:
     """'24x48' -> (24, 48): two positive ints joined by 'x', in the order the flag documents."""
     if text is None:
@@ -22,9 +32,6 @@ def parse_size(text: str | None, flag: str = "--input-size", example: str = "22x
     return a, b
 
 
-MODEL_KWARGS_HELP = ("JSON keyword arguments of the model's builder, e.g. '{\"num_classes\": 10}'; for a model "
-                     "given as package.module:Name, \"input_shape\": [C, H, W] sets one image's shape where no "
-                     "data gives it")
 
 
 def parse_ints(text: str | None, flag: str) -> tuple[int, ...] | None:
@@ -68,8 +75,6 @@ def parse_fractions(text: str, flag: str, n: int = 3) -> tuple[float, ...]:
     return vals
 
 
-WIDTH_MULT_HELP = ("every hidden width x this multiplier, relative to the original's (a folded model's default is "
-                   "sqrt(fold), the paper's; below 1 at fold 1: a narrower CNN)")
 
 
 def parse_width_mult(value: str | float | None, flag: str = "--width-mult") -> float | None:
@@ -94,3 +99,23 @@ def parse_width_mults(text: str | None, flag: str = "--width-mults") -> tuple[fl
     if not vals:
         raise CLIError(f"{flag} takes comma-separated positive numbers like 0.5,1,2; got {text!r}")
     return vals
+
+
+def parse_names(text: str | None, flag: str) -> tuple[str, ...] | None:
+    """'fp32,int8' -> ('fp32', 'int8'): a comma list of names (the consumer checks them)."""
+    if text is None:
+        return None
+    names = tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    if not names:
+        raise CLIError(f"{flag} takes a comma-separated list, e.g. fp32,int8; got {text!r}")
+    return names
+
+
+def parse_pairs(text: str | None, flag: str) -> tuple[tuple[str, str], ...] | None:
+    """'ort/fp32,openvino/int8' -> (('ort', 'fp32'), ('openvino', 'int8'))."""
+    if text is None:
+        return None
+    pairs = [t.strip().split("/") for t in text.split(",") if t.strip()]
+    if not pairs or any(len(p) != 2 or not all(p) for p in pairs):
+        raise CLIError(f"{flag} takes backend/precision pairs like ort/fp32,ort/int8; got {text!r}")
+    return tuple((a, b) for a, b in pairs)

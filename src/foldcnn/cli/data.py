@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import sys
+import time
 
 from foldcnn.cli.common import CLIError, parse_size
 from foldcnn.progress import progress_bar
@@ -12,6 +15,19 @@ from foldcnn.progress import progress_bar
 # Each `foldcnn data KIND` subcommand adds itself to this list (a function taking the
 # sub-subparsers object), so generators and readers stay in their own sections below.
 _DATA_SUBCOMMANDS: list = []
+
+
+def _data_command(add):
+    """Register a `foldcnn data KIND` subcommand (a function taking the sub-subparsers object)."""
+    _DATA_SUBCOMMANDS.append(add)
+    return add
+
+
+def _output_flags(p, func, replaces: str) -> None:
+    """--overwrite and --quiet, as every generator takes them, and the function that runs it."""
+    p.add_argument("--overwrite", action="store_true", help=f"replace {replaces}")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=func)
 
 
 def _add_data(sub) -> None:
@@ -23,9 +39,6 @@ def _add_data(sub) -> None:
 
 # ------------------------------------------------------------------------------ data game
 def _cmd_data_game(args: argparse.Namespace) -> int:
-    import os
-    import shlex
-
     from foldcnn.data.game_export import write_game_text
     from foldcnn.data.game_tasks import list_game_tasks
 
@@ -52,11 +65,15 @@ def _cmd_data_game(args: argparse.Namespace) -> int:
     return 0
 
 
+@_data_command
 def _add_data_game(data_sub) -> None:
+    from foldcnn.cli.options import add_options
     from foldcnn.data.game_tasks import list_game_tasks
+    from foldcnn.train.sources import DataSpec
 
     p = data_sub.add_parser(
         "game", help="synthetic game-screen text for the paper's game tasks (class-per-directory PNGs)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Write DIR/{train,val,test}/<class>/<index>.png and DIR/manifest.json. "
         "The same arguments give byte-identical files.",
     )
@@ -64,118 +81,105 @@ def _add_data_game(data_sub) -> None:
     p.add_argument("task", metavar="TASK", choices=tasks + ["all"],
                    help=f"one of {', '.join(tasks)}; or 'all' (each into DIR/<task>/)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (must be empty)")
-    p.add_argument("--train-size", type=int, default=10_000, metavar="N", help="training images (default 10000)")
-    p.add_argument("--val-size", type=int, default=1_000, metavar="N", help="validation images (default 1000)")
-    p.add_argument("--test-size", type=int, default=1_000, metavar="N", help="test images (default 1000)")
-    p.add_argument("--data-seed", type=int, default=0,
-                   help="data seed; each split derives its own, as 'foldcnn train --task T --data-seed S' (default 0)")
-    p.add_argument("--workers", type=int, default=1, metavar="W", help="processes (default 1)")
-    p.add_argument("--overwrite", action="store_true", help="replace the splits and manifest in a non-empty DIR")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_data_game)
+    add_options(p, DataSpec, only=("train_size", "val_size", "test_size", "seed"),
+                defaults={"train_size": 10_000, "test_size": 1_000})  # as 'foldcnn train --task T' generates them
+    p.add_argument("--workers", type=int, default=1, metavar="W", help="processes")
+    _output_flags(p, _cmd_data_game, "the splits and manifest in a non-empty DIR")
 
-
-_DATA_SUBCOMMANDS.append(_add_data_game)
 
 
 # ----------------------------------------------------------------------------- data video
-def _cmd_data_video(args: argparse.Namespace) -> int:
-    import shlex
-    import time
-
-    from foldcnn.data.video import generate_video
-
-    h, w = parse_size(args.input_size, flag="--input-size", example="240x320 (height x width)")
-    size = (w, h)  # generate_video takes (width, height)
-    command = shlex.join(["foldcnn", "data", "video", "--out", args.out, "--frames", str(args.frames),
-                          "--data-seed", str(args.data_seed), "--input-size", f"{h}x{w}", "--object", args.object,
-                          "--fps", str(args.fps)] + (["--no-distractors"] if args.no_distractors else [])
-                         + (["--codec", args.codec] if args.codec else []))
+def _generate(args: argparse.Namespace, kind: str, example: str, flags: list[str], write) -> int:
+    """What `data video` and `data screens` share: the frame size, the command that reproduces the
+    output (recorded in its manifest), and the lines ``write((width, height), command)`` returns,
+    printed with the time taken."""
+    h, w = parse_size(args.input_size, flag="--input-size", example=example)
+    command = shlex.join(["foldcnn", "data", kind, "--out", args.out, *flags, "--data-seed", str(args.data_seed),
+                          "--input-size", f"{h}x{w}"])
     start = time.perf_counter()
-    try:
-        r = generate_video(args.out, args.frames, args.data_seed, size, args.object, args.fps,
-                           distractors=not args.no_distractors, codec=args.codec, overwrite=args.overwrite,
-                           progress=not args.quiet, command=command)
-    except (FileExistsError, ImportError) as e:
-        raise CLIError(str(e)) from None
-    m = r.manifest
-    print(f"{r.video_path}: {m['frames']} frames, {h}x{w} (HxW) at {m['fps']} fps, {m['codec']['name']}; "
-          f"{m['object']} present in {m['positives']} frames ({m['positives_fraction']:.1%})")
-    print(f"labels: {r.labels_path}   manifest: {r.manifest_path}   "
-          f"({time.perf_counter() - start:.1f} s)")
+    lines = write((w, h), command)
+    print("\n".join(lines) + f"   ({time.perf_counter() - start:.1f} s)")
     return 0
 
 
+def _cmd_data_video(args: argparse.Namespace) -> int:
+    from foldcnn.data.video import generate_video
+
+    def write(size, command):
+        try:
+            r = generate_video(args.out, args.frames, args.data_seed, size, args.object, args.fps,
+                               distractors=not args.no_distractors, codec=args.codec, overwrite=args.overwrite,
+                               progress=not args.quiet, command=command)
+        except (FileExistsError, ImportError) as e:
+            raise CLIError(str(e)) from None
+        m = r.manifest
+        return [f"{r.video_path}: {m['frames']} frames, {size[1]}x{size[0]} (HxW) at {m['fps']} fps, "
+                f"{m['codec']['name']}; {m['object']} present in {m['positives']} frames "
+                f"({m['positives_fraction']:.1%})", f"labels: {r.labels_path}   manifest: {r.manifest_path}"]
+
+    flags = ["--frames", str(args.frames), "--object", args.object, "--fps", str(args.fps)]
+    flags += (["--no-distractors"] if args.no_distractors else []) + (["--codec", args.codec] if args.codec else [])
+    return _generate(args, "video", "240x320 (height x width)", flags, write)
+
+
+def _video_parser(data_sub, kind: str, func, size: str, seed: str, own: dict, **texts) -> None:
+    """The parser of a generator that writes a video: its ``own`` flags (flag -> add_argument's
+    keywords), --out, --input-size, --data-seed, --fps and the output flags; ``texts`` are
+    add_parser's help and description."""
+    p = data_sub.add_parser(kind, formatter_class=argparse.ArgumentDefaultsHelpFormatter, **texts)
+    for flag, kwargs in own.items():
+        p.add_argument(flag, **kwargs)
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--input-size", default=size, metavar="HxW", help="frame size, height x width")
+    p.add_argument("--data-seed", type=int, default=0, help=seed)
+    p.add_argument("--fps", type=int, default=30, help="frames per second")
+    _output_flags(p, func, "a video already in DIR")
+
+
+@_data_command
 def _add_data_video(data_sub) -> None:
     from foldcnn.data.video import OBJECTS
 
-    p = data_sub.add_parser(
-        "video", help="synthetic NoScope-style video: a street scene, per-frame 'object present' labels",
-        description="Write DIR/video.mp4 (H.264, yuv420p), DIR/labels.csv (frame,label) and "
-        "DIR/manifest.json. The same arguments give the same labels (and, with the same "
-        "library versions, the same video bytes).",
-    )
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--frames", type=int, required=True, metavar="N", help="number of frames (>= 20)")
-    p.add_argument("--data-seed", type=int, default=0, help="scene and schedule seed (default 0)")
-    p.add_argument("--input-size", default="240x320", metavar="HxW",
-                   help="frame size, height x width (default 240x320)")
-    p.add_argument("--object", choices=OBJECTS, default="car", help="class whose presence is labelled (default car)")
-    p.add_argument("--fps", type=int, default=30, help="frames per second (default 30)")
-    p.add_argument("--no-distractors", action="store_true", help="no objects of the other classes")
-    p.add_argument("--codec", help="encoder (default libx264, else mpeg4)")
-    p.add_argument("--overwrite", action="store_true", help="replace a video already in DIR")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_data_video)
-
-
-_DATA_SUBCOMMANDS.append(_add_data_video)
+    own = {"--frames": {"type": int, "required": True, "metavar": "N", "help": "number of frames (>= 20)"},
+           "--object": {"choices": OBJECTS, "default": "car", "help": "class whose presence is labelled"},
+           "--no-distractors": {"action": "store_true", "help": "no objects of the other classes"},
+           "--codec": {"help": "encoder (default libx264, else mpeg4)"}}
+    _video_parser(data_sub, "video", _cmd_data_video, "240x320", "scene and schedule seed", own,
+                  help="synthetic NoScope-style video: a street scene, per-frame 'object present' labels",
+                  description="Write DIR/video.mp4 (H.264, yuv420p), DIR/labels.csv (frame,label) and "
+                  "DIR/manifest.json. The same arguments give the same labels (and, with the same library "
+                  "versions, the same video bytes).")
 
 
 # --------------------------------------------------------------------------- data screens
 def _cmd_data_screens(args: argparse.Namespace) -> int:
-    import shlex
-    import time
-
     from foldcnn.data.screens import write_screens
 
-    h, w = parse_size(args.input_size, flag="--input-size", example="720x1280 (height x width)")
-    size = (w, h)  # write_screens takes (width, height)
-    command = shlex.join(["foldcnn", "data", "screens", "--game", args.game, "--seconds", str(args.seconds),
-                          "--fps", str(args.fps), "--input-size", f"{h}x{w}", "--data-seed", str(args.data_seed),
-                          "--out", args.out])
-    start = time.perf_counter()
-    frames = max(1, int(round(args.seconds * args.fps)))
-    with progress_bar(total=frames, unit="frame", file=sys.stderr, disable=args.quiet, desc="screens") as bar:
-        m = write_screens(args.out, args.game, seconds=args.seconds, fps=args.fps, size=size, seed=args.data_seed,
-                          overwrite=args.overwrite, progress=bar.update, command=command)
-    print(f"{args.out}/video.mp4: {m['frames']} frames, {h}x{w} (HxW) at {m['fps']} fps; regions "
-          + ", ".join(f"{r['name']} ({r['task']})" for r in m["regions"]))
-    print(f"layout: {args.out}/layout.json (checkpoints named by task: scrape --checkpoints TASK=PATH,...)   "
-          f"truth: {args.out}/truth.csv   ({time.perf_counter() - start:.1f} s)")
-    return 0
+    def write(size, command):
+        frames = max(1, int(round(args.seconds * args.fps)))
+        with progress_bar(total=frames, unit="frame", file=sys.stderr, disable=args.quiet, desc="screens") as bar:
+            m = write_screens(args.out, args.game, seconds=args.seconds, fps=args.fps, size=size,
+                              seed=args.data_seed, overwrite=args.overwrite, progress=bar.update, command=command)
+        return [f"{args.out}/video.mp4: {m['frames']} frames, {size[1]}x{size[0]} (HxW) at {m['fps']} fps; regions "
+                + ", ".join(f"{r['name']} ({r['task']})" for r in m["regions"]),
+                f"layout: {args.out}/layout.json (checkpoints named by task: scrape --checkpoints TASK=PATH,...)   "
+                f"truth: {args.out}/truth.csv"]
+
+    flags = ["--game", args.game, "--seconds", str(args.seconds), "--fps", str(args.fps)]
+    return _generate(args, "screens", "720x1280 (height x width)", flags, write)
 
 
+@_data_command
 def _add_data_screens(data_sub) -> None:
     from foldcnn.data.screens import GAMES
 
-    p = data_sub.add_parser(
-        "screens", help="synthetic game screens to scrape: a match's HUD readouts over a moving scene (H.264)",
-        description="Write DIR/video.mp4, DIR/layout.json (a region per HUD readout; its zoo task where the "
-        "checkpoint goes), DIR/truth.csv (frame, region, class) and DIR/manifest.json. The HUD text is rendered "
-        "by the game tasks' renderer, so models trained on 'foldcnn data game' crops read it.")
-    p.add_argument("--game", required=True, choices=list(GAMES), help="which game's HUD")
-    p.add_argument("--seconds", type=float, default=60.0, help="length (default 60)")
-    p.add_argument("--fps", type=int, default=30, help="frames per second (default 30)")
-    p.add_argument("--input-size", default="720x1280", metavar="HxW", help="frame size, height x width (default 720x1280)")
-    p.add_argument("--data-seed", type=int, default=0, help="match and scene seed (default 0)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--overwrite", action="store_true", help="replace a video already in DIR")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_data_screens)
-
-
-_DATA_SUBCOMMANDS.append(_add_data_screens)
+    _video_parser(data_sub, "screens", _cmd_data_screens, "720x1280", "match and scene seed",
+                  {"--game": {"required": True, "choices": list(GAMES), "help": "which game's HUD"},
+                   "--seconds": {"type": float, "default": 60.0, "help": "length"}},
+                  help="synthetic game screens to scrape: a match's HUD readouts over a moving scene (H.264)",
+                  description="Write DIR/video.mp4, DIR/layout.json (a region per HUD readout; its zoo task where "
+                  "the checkpoint goes), DIR/truth.csv (frame, region, class) and DIR/manifest.json. The HUD text "
+                  "is rendered by the game tasks' renderer, so models trained on 'foldcnn data game' crops read it.")
 
 
 COMMANDS = [_add_data]

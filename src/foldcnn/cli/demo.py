@@ -1,24 +1,44 @@
-"""`foldcnn demo`: train the original and a folded CNN on generated data and compare them."""
+"""`foldcnn demo`: train the original and a folded CNN on generated data and compare them.
+
+Its flags are fields of the configs DemoConfig composes (foldcnn.cli.options.add_options): the
+generated task (DataSpec), the fold (DemoConfig), the two training recipes (TrainConfig, one flag
+each for the original's and the folded model's epochs). A flag left out keeps DemoConfig's value,
+or ``DemoConfig.quick()``'s with --quick.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
 from foldcnn.cli.common import CLIError
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from foldcnn.workflows.demo import DemoConfig, format_summary, run_demo
+def _given(args: argparse.Namespace, **names: str) -> dict:
+    """{field: value} of the flags given (dest -> field in ``names``)."""
+    return {name: getattr(args, dest) for dest, name in names.items() if getattr(args, dest) is not None}
 
-    quick = dict(train_size=600, val_size=200, test_size=400, epochs_original=2, epochs_folded=2,
-                 trials=1, min_seconds=0.05, batch_size=256, backends=(("eager", "fp32"),))
-    base = DemoConfig(**quick) if args.quick else DemoConfig()
-    overrides = {k: v for k, v in {"task": args.task, "fold": args.fold, "train_size": args.train_size,
-                                   "epochs_original": args.epochs_original,
-                                   "epochs_folded": args.epochs_folded, "distill": args.distill}.items()
-                 if v is not None}
-    cfg = DemoConfig(**{**base.__dict__, **overrides})
+
+def demo_config(args: argparse.Namespace):
+    """The DemoConfig the flags describe; a bad value is one sentence."""
+    from foldcnn.errors import UsageError
+    from foldcnn.workflows.demo import DemoConfig
+
+    base = DemoConfig.quick() if args.quick else DemoConfig()
+    try:
+        return replace(base, **_given(args, fold="fold"),
+                       data=replace(base.data, **_given(args, task="task", train_size="train_size")),
+                       original=replace(base.original, **_given(args, epochs_original="epochs")),
+                       folded=replace(base.folded, **_given(args, epochs_folded="epochs", distill="distill")))
+    except UsageError as e:
+        raise CLIError(str(e)) from None
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from foldcnn.workflows.demo import format_summary, run_demo
+
+    cfg = demo_config(args)
     from foldcnn.models import model_entry
 
     try:
@@ -37,6 +57,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _add_demo(sub) -> None:
+    from foldcnn.cli.options import add_options
+    from foldcnn.train.config import TrainConfig
+    from foldcnn.train.sources import DataSpec
     from foldcnn.workflows.demo import DemoConfig
 
     d = DemoConfig()
@@ -45,13 +68,17 @@ def _add_demo(sub) -> None:
         "throughput, write a report (about 10 minutes on 2 CPU cores)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", default="foldcnn-demo", help="folder for report.md, plots and both checkpoints")
-    p.add_argument("--task", default=None, help=f"game task to generate and learn (default {d.task})")
-    p.add_argument("--fold", type=int, default=None, help=f"fold of the folded model (default {d.fold})")
-    p.add_argument("--train-size", type=int, default=None, help=f"generated training images (default {d.train_size})")
-    p.add_argument("--epochs-original", type=int, default=None, help=f"default {d.epochs_original}")
-    p.add_argument("--epochs-folded", type=int, default=None, help=f"default {d.epochs_folded}")
-    p.add_argument("--distill", choices=("kl", "mse", "none"), default=None,
-                   help=f"the folded CNN distills from the original (default {d.distill}; none: labels only)")
+    add_options(p, DataSpec, only=("task", "train_size"), defaults={"task": None, "train_size": None},
+                helps={"task": f"game task to generate and learn (default {d.task})",
+                       "train_size": f"generated training images (default {d.data.train_size})"})
+    add_options(p, DemoConfig, defaults={"fold": None}, helps={"fold": f"fold of the folded model (default {d.fold})"})
+    add_options(p, TrainConfig, only=("epochs",), defaults={"epochs": None}, flags={"epochs": "--epochs-original"},
+                helps={"epochs": f"epochs of the original (default {d.original.epochs})"})
+    add_options(p, TrainConfig, only=("epochs", "distill"), defaults={"epochs": None, "distill": None},
+                flags={"epochs": "--epochs-folded"},
+                helps={"epochs": f"epochs of the folded model (default {d.folded.epochs})",
+                       "distill": f"the folded CNN distills from the original (default {d.folded.distill}; none: "
+                                  "labels only)"})
     p.add_argument("--quick", action="store_true", help="a tiny run (under a minute) to check the set-up")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_demo)

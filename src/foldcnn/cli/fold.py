@@ -5,67 +5,41 @@ from __future__ import annotations
 import argparse
 import sys
 
-from foldcnn.cli.common import (
-    MODEL_KWARGS_HELP,
-    CLIError,
-    parse_fractions,
-    parse_model_kwargs,
-    parse_size,
-    parse_width_mults,
-)
+from foldcnn.cli.common import CLIError
 
 
 def _folds(args: argparse.Namespace) -> tuple[int, ...]:
+    if args.folds is not None and args.fold is not None:
+        raise CLIError("--fold and --folds exclude each other: give one fold or a list")
     if args.folds is None and args.fold is None:
         return (1, 2, 4) if args.search else (4,)
     text = args.folds if args.folds is not None else str(args.fold)
-    try:
+    try:  # FoldOptions says which folds it takes
         return tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise CLIError(f"--folds takes comma-separated integers, like 2,3,4; got {text!r}") from None
 
 
-def _ints(text: str | None, flag: str) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise CLIError(f"{flag} takes comma-separated integers, like 8,32; got {text!r}") from None
-
-
-def _backends(text: str | None) -> tuple[tuple[str, str], ...] | None:
-    if text is None:
-        return None
-    pairs = [t.strip().split("/") for t in text.split(",") if t.strip()]
-    if not pairs or any(len(p) != 2 or not all(p) for p in pairs):
-        raise CLIError(f"--backends takes backend/precision pairs like ort/fp32,ort/int8; got {text!r}")
-    return tuple((a, b) for a, b in pairs)
-
-
 def _cmd_fold(args: argparse.Namespace) -> int:
+    from foldcnn.cli.options import as_flags, option_values
     from foldcnn.cli.train import train_config_from_args
-    from foldcnn.workflows.fold import REPORT_JSON, REPORT_MD, FoldOptions, run_fold
+    from foldcnn.errors import UsageError
+    from foldcnn.models.spec import ModelSpec
     from foldcnn.train.sources import DataSpec
+    from foldcnn.workflows.fold import REPORT_JSON, REPORT_MD, FoldOptions, run_fold
 
-    data = DataSpec(data_dir=args.data, input_size=parse_size(args.input_size), seed=args.data_seed,
-                    split=parse_fractions(args.split, "--split"))
-    try:
-        batch_sizes = tuple(int(v) for v in args.batch_sizes.split(","))
-    except ValueError:
-        raise CLIError(f"--batch-sizes takes integers like 256,1024; got {args.batch_sizes!r}") from None
-    precisions = tuple(p.strip() for p in args.precision.split(",") if p.strip()) if args.precision else None
-    opts = FoldOptions(model=args.model, data=data, folds=_folds(args), model_kwargs=parse_model_kwargs(args.model_kwargs),
-                       weights=args.weights, max_accuracy_drop=args.max_accuracy_drop,
-                       channel_multiple=args.channel_multiple, epochs=args.epochs, original_epochs=args.original_epochs,
-                       weight_decay=args.weight_decay, train=train_config_from_args(args, 1), precisions=precisions,
-                       bench_batch_sizes=batch_sizes,
-                       bench_backends=_backends(args.backends), bench_trials=args.trials,
-                       bench_min_seconds=args.min_seconds, search=args.search,
-                       widths=parse_width_mults(args.widths, "--widths"),
-                       channel_multiples=_ints(args.channel_multiples, "--channel-multiples"),
-                       max_flip_rate=args.max_flip_rate, invariant=args.invariant, abandon_margin=args.abandon_margin,
-                       engine=args.engine, address=args.address)
+    if args.data is None:
+        raise CLIError("--data is required: a folder of class folders, or of train/, val/ and test/ subfolders")
+    specs = []
+    for cls, given in ((ModelSpec, {"name": args.model, "fold": 1, "width_mult": None}), (DataSpec, {}), (FoldOptions, {})):
+        try:
+            if cls is FoldOptions:
+                given = {"model": specs[0], "data": specs[1], "train": train_config_from_args(args, 1),
+                         "folds": _folds(args), "epochs": args.epochs, "weight_decay": args.weight_decay}
+            specs.append(cls(**option_values(args, cls, given)))
+        except UsageError as e:
+            raise CLIError(as_flags(str(e), cls)) from None
+    opts = specs[-1]
     quiet = args.quiet
     report = run_fold(opts, args.out, resume=args.resume, progress=not quiet, command=["foldcnn", *sys.argv[1:]],
                       log=None if quiet else (lambda msg: print(f"foldcnn fold: {msg}", file=sys.stderr)),
@@ -101,44 +75,13 @@ def _print_search(report: dict, out: str) -> None:
     print(f"wrote {out}/report.md, {out}/report.json, {c['onnx']}")
 
 
-def _add_search_flags(p) -> None:
-    """--search and what it explores and keeps (foldcnn.workflows.fold.search)."""
-    p.add_argument("--search", action="store_true", help="find the fastest model on this machine within the "
-                   "budget: every fold x width multiplier (narrower fold-1 CNNs too), timed first with random "
-                   "weights, trained fastest first, hopeless learning curves abandoned (docs/search.md)")
-    p.add_argument("--widths", help="--search: width multipliers relative to the original's, comma-separated "
-                   "(default 0.5,0.71,1 and sqrt(f) for each fold f; sqrt(f), the paper's point, is always in)")
-    p.add_argument("--channel-multiples", help="--search: width roundings to try, e.g. 8,32 (default: "
-                   "--channel-multiple)")
-    p.add_argument("--max-flip-rate", type=float, default=None, help="--search: the largest share of validation "
-                   "images whose class may change with their fold-mates (default: no limit)")
-    p.add_argument("--invariant", action="store_true", help="--search: train the folded candidates with "
-                   "--cross-slot-decay inf, so answers cannot depend on fold-mates")
-    p.add_argument("--abandon-margin", type=float, default=2.0, help="--search: points of validation top-1 a "
-                   "candidate's curve may trail the original's progress before it is abandoned at 1/4 or 1/2 of "
-                   "its epochs")
-    p.add_argument("--engine", choices=("local", "ray"), default="local", help="--search: ray trains the candidates "
-                   "as Ray Tune trials side by side, stopped by its ASHA scheduler (one trial per candidate)")
-    p.add_argument("--address", help="--engine ray: the Ray cluster to join (default: a local one, started and "
-                   "stopped)")
-
-
-def _add_timing_flags(p) -> None:
-    """The interleaved throughput sweep that times every model (foldcnn.bench)."""
-    p.add_argument("--backends", help="engines to time, as backend/precision pairs (default: every CPU engine here "
-                   "except torch.compile)")
-    p.add_argument("--batch-sizes", default="256,1024", help="batch sizes (images) to time; each model keeps "
-                   "its best")
-    p.add_argument("--precision", help="the engines' precisions to time and choose from, comma-separated, e.g. fp32 "
-                   "(for a deployment that cannot quantize) or fp32,int8 (default: every precision here)")
-    p.add_argument("--trials", type=int, default=3, help="interleaved timing trials")
-    p.add_argument("--min-seconds", type=float, default=0.3, help="length of each timed block")
-
-
 def _add_fold(sub) -> None:
     from foldcnn.cli.options import add_options
     from foldcnn.cli.train import UNSET
+    from foldcnn.models.spec import ModelSpec
     from foldcnn.train.config import TrainConfig
+    from foldcnn.train.sources import DataSpec
+    from foldcnn.workflows.fold import FoldOptions
 
     p = sub.add_parser(
         "fold", help="your CNN + your images -> a faster folded model, verified and exported (one command)",
@@ -152,29 +95,11 @@ def _add_fold(sub) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("model", help="your CNN as package.module:Name (an nn.Module class or a function returning one, "
                    "for one image; the current directory is importable) or a zoo model name")
-    p.add_argument("--data", required=True, help="folder of class folders (DIR/<class>/*.png; split by --split), or "
-                   "of train/, val/ and test/ subfolders of class folders")
+    add_options(p, DataSpec, only=("data_dir", "split", "seed", "input_size"), group_title="data (DataSpec)")
     p.add_argument("--out", required=True, help="run directory (original/, fold<f>/, model.onnx, report.md, report.json)")
-    p.add_argument("--model-kwargs", help=MODEL_KWARGS_HELP)
-    p.add_argument("--weights", help="the original's trained weights (.safetensors or a .pt/.pth state_dict); "
-                   "without them the original is trained first")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--fold", type=int, default=None, help="the fold to try (default 4)")
-    group.add_argument("--folds", help="several folds to try, e.g. 2,3,4 (with --search 1 adds the narrower CNNs; "
-                       "default there 1,2,4)")
-    _add_search_flags(p)
-    p.add_argument("--max-accuracy-drop", type=float, default=1.0,
-                   help="points of top-1 a model may lose against the original to be chosen (test top-1; "
-                   "validation top-1 with --search)")
-    p.add_argument("--split", default="0.8,0.1,0.1", metavar="TR,VA,TE",
-                   help="train,val,test fractions of a folder of class folders (seeded, stratified)")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the split")
-    p.add_argument("--input-size", help="resize images to HxW (default: their size; mixed sizes: the most common)")
-    p.add_argument("--channel-multiple", type=int, default=None,
-                   help="round widened layers up to this multiple (1 = paper's widths; default 8)")
-    p.add_argument("--original-epochs", type=int, default=None, help="epochs of the original when it is trained "
-                   "(default: by fold, as --epochs: 60, raised on small sets)")
-    _add_timing_flags(p)
+    add_options(p, ModelSpec, only=("kwargs", "weights", "channel_multiple"), group_title="the original (ModelSpec)")
+    p.add_argument("--fold", type=int, default=None, help="the fold to try (default 4; or --folds)")
+    add_options(p, FoldOptions, defaults={"folds": None}, group_title="what to try and keep (FoldOptions)")
     p.add_argument("--resume", action="store_true", help="continue a run in --out (finished stages are reused)")
     p.add_argument("--train-only", action="store_true", help="stop after training and evaluating (steps a-c); a later "
                    "--resume run measures throughput, chooses and exports (e.g. on a quiet machine)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from foldcnn.cli.common import MODEL_KWARGS_HELP, WIDTH_MULT_HELP, CLIError, parse_ints, parse_model_kwargs, parse_width_mult
+from foldcnn.cli.common import model_help, CLIError, parse_ints, parse_model_kwargs, parse_width_mult
 from foldcnn.cli.options import add_json_flag, write_json_output
 
 
@@ -47,7 +47,8 @@ def _hidden_widths(report) -> str:
 
 
 def _analyze_records(args: argparse.Namespace) -> tuple[list[dict], object]:
-    from foldcnn.analysis import DEVICES, DTYPE_BYTES, analyze, attainable, measure_peak
+    from foldcnn.analysis import DEVICES, analyze, attainable, measure_peak
+    from foldcnn.precision import BYTES_PER_ELEMENT
     from foldcnn.models import DEFAULT_CHANNEL_MULTIPLE, create_model, list_models, model_entry
     from foldcnn.models.base import resolve_width_mult
 
@@ -58,7 +59,7 @@ def _analyze_records(args: argparse.Namespace) -> tuple[list[dict], object]:
         model_entry(name)  # an unknown name fails before any work
     kwargs = parse_model_kwargs(args.model_kwargs)
     width_mult = parse_width_mult(args.width_mult)
-    bpe = DTYPE_BYTES[args.precision]
+    bpe = BYTES_PER_ELEMENT[args.precision]
     cm = args.channel_multiple if args.channel_multiple is not None else DEFAULT_CHANNEL_MULTIPLE
     device = measure_peak(args.precision) if args.device == "measured" else DEVICES.get(args.device)
     if device is not None:
@@ -74,7 +75,7 @@ def _analyze_records(args: argparse.Namespace) -> tuple[list[dict], object]:
                 "model": name, "fold": f, "width_mult": round(wm, 4), "widths": _hidden_widths(r),
                 "width_rounding": "orig" if wm == 1 else ("paper" if cm == 1 else f"x{cm}"),
                 "channel_multiple": cm, "params": r.params, "batch_size": r.batch_size,
-                "dtype": args.precision, "bytes_per_element": bpe,
+                "precision": args.precision, "bytes_per_element": bpe,
                 "flops_per_image": r.flops_per_image, "bytes_per_image": r.bytes_per_image,
                 "arithmetic_intensity": r.arithmetic_intensity,
                 "ai_vs_unfolded": r.arithmetic_intensity / base.arithmetic_intensity,
@@ -120,7 +121,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def _add_analyze(sub) -> None:
-    from foldcnn.analysis.roofline import DEVICES, DTYPE_BYTES
+    from foldcnn.analysis.roofline import DEVICES
+    from foldcnn.precision import BYTES_PER_ELEMENT
 
     p = sub.add_parser(
         "analyze",
@@ -129,17 +131,17 @@ def _add_analyze(sub) -> None:
     )
     p.add_argument("models", nargs="*", metavar="MODEL",
                    help="zoo model names or your own as package.module:Name (default: all of the zoo)")
-    p.add_argument("--model-kwargs", help=MODEL_KWARGS_HELP)
+    p.add_argument("--model-kwargs", help=model_help("kwargs"))
     p.add_argument("--all", action="store_true", help="every model of the zoo")
     p.add_argument("--folds", default="1,2,3,4", help="comma-separated fold factors (default 1,2,3,4)")
     p.add_argument("--batch-size", type=int, default=1024, help="batch size in images (default 1024)")
-    p.add_argument("--precision", choices=list(DTYPE_BYTES), default="fp16",
+    p.add_argument("--precision", choices=list(BYTES_PER_ELEMENT), default="fp16",
                    help="element type of weights and activations (default fp16)")
     p.add_argument("--device", choices=[*DEVICES, "measured"],
                    help="predict images/s on a datasheet device, or on this CPU as measured now")
     p.add_argument("--channel-multiple", type=int, default=None,
                    help="round widened layers up to this multiple (1 = paper's exact widths; default 8)")
-    p.add_argument("--width-mult", help=WIDTH_MULT_HELP + ", at every --fold")
+    p.add_argument("--width-mult", help=model_help("width_mult") + ", at every --fold")
     add_json_flag(p, what="one record per (model, fold)")
     p.set_defaults(func=_cmd_analyze)
 

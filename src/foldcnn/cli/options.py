@@ -1,25 +1,35 @@
-"""Command-line flags generated from the config dataclasses (PredictOptions, TrainConfig), in one
-place: every command that runs a model (predict, serve, eval, fold) or trains one (train, fold)
-takes the same options with the same spelling; a new option reaches all of them or none.
+"""Command-line flags generated from the config dataclasses (PredictOptions, TrainConfig, ModelSpec,
+DataSpec, RunOptions, FoldOptions), in one place: every command that runs a model (predict, serve,
+eval, fold) or trains one (train, fold) takes the same options with the same spelling; a new option
+reaches all of them or none. A field declares its flag (foldcnn.options.option); the help text lives
+on the field and nowhere else.
 
-Each command names the options it cannot honour (with the reason); those get no flag. Old
-spellings stay as deprecated aliases for one release (they warn on stderr).
+Each command names the options it cannot honour (with the reason); those get no flag.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from dataclasses import MISSING, fields
 
-from foldcnn.cli.common import CLIError
+from foldcnn.cli.common import (
+    CLIError,
+    parse_fractions,
+    parse_ints,
+    parse_model_kwargs,
+    parse_names,
+    parse_pairs,
+    parse_size,
+    parse_width_mult,
+    parse_width_mults,
+)
 from foldcnn.errors import UsageError
 from foldcnn.infer.options import PredictOptions
-from foldcnn.options import flag_of, is_cli_option
+from foldcnn.options import PARSERS, flag_of, is_cli_option
 
-__all__ = ["add_json_flag", "add_options", "add_predict_options", "as_flags", "deprecated_alias", "option_values",
+__all__ = ["add_json_flag", "add_options", "add_predict_options", "as_flags", "option_values",
            "predict_options", "write_json_output"]
 
 _TYPES = {"str": str, "int": int, "float": float}
@@ -34,46 +44,84 @@ def _dest(f) -> str:
 
 
 def _type(f):
+    """What argparse turns the flag's text into: the field's plain type, or the text for a field
+    with a named parser (foldcnn.options.PARSERS), which :func:`option_values` applies so that its
+    one-sentence error goes the way of every other usage error."""
+    if f.metadata.get("parse") is not None:
+        return str
     base = str(f.type).replace(" ", "").split("|")[0]
     return _TYPES.get(base, str)
 
 
+def _default(f):
+    if f.default is not MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not MISSING else None
+
+
+# One parser per foldcnn.options.PARSERS name; each raises CLIError with one sentence naming the flag.
+_PARSERS = {
+    "size": lambda text, flag: parse_size(text, flag=flag, example="24x48 (height x width)"),
+    "fractions": parse_fractions,
+    "ints": parse_ints,
+    "width_mult": parse_width_mult,
+    "width_mults": parse_width_mults,
+    "names": parse_names,
+    "pairs": parse_pairs,
+    "json_object": parse_model_kwargs,
+}
+assert set(_PARSERS) == set(PARSERS)
+
+
 def add_options(parser: argparse.ArgumentParser, cls, *, unsupported: dict[str, str] | None = None,
-                defaults: dict | None = None, group_title: str | None = None, only=None) -> None:
+                defaults: dict | None = None, group_title: str | None = None, only=None,
+                flags: dict[str, str] | None = None, helps: dict[str, str] | None = None) -> None:
     """A flag for every command-line field of the config dataclass ``cls`` (foldcnn.options.option),
     except those in ``unsupported`` (name -> why) and, with ``only``, those not named there.
 
     ``defaults`` overrides a field's default for this command (shown in --help); a boolean field
     gets a switch (``--x`` for a False default, the ``--no-x`` its metadata names for a True one,
-    ``--x/--no-x`` for an optional one)."""
-    unsupported, defaults = unsupported or {}, defaults or {}
+    ``--x/--no-x`` for an optional one). ``flags`` and ``helps`` respell a field's flag and reword its
+    help for a command that holds two configs of one class (``foldcnn demo``'s ``--epochs-original``
+    and ``--epochs-folded``, both TrainConfig.epochs); a respelled flag stores under its own name."""
+    unsupported, defaults, flags, helps = unsupported or {}, defaults or {}, flags or {}, helps or {}
     names = {f.name for f in fields(cls)}
-    unknown = sorted((set(unsupported) | set(defaults) | set(only or ())) - names)
+    unknown = sorted((set(unsupported) | set(defaults) | set(only or ()) | set(flags) | set(helps)) - names)
     if unknown:
         raise ValueError(f"not {cls.__name__} fields: {unknown}")  # a bug in the command's table
     group = parser.add_argument_group(group_title) if group_title else parser
     for f in fields(cls):
         if f.name in unsupported or not is_cli_option(f) or (only is not None and f.name not in only):
             continue
-        default = defaults.get(f.name, f.default if f.default is not MISSING else None)
-        help_text = f.metadata.get("help", "")
+        default = defaults.get(f.name, _default(f))
+        flag = flags.get(f.name) or flag_of(f)
+        kwargs = {"dest": flag.lstrip("-").replace("-", "_") if f.name in flags else _dest(f),
+                  "help": helps.get(f.name, f.metadata.get("help", ""))}
         if str(f.type).replace(" ", "") in ("bool|None", "None|bool"):
-            group.add_argument(flag_of(f), dest=_dest(f), action=argparse.BooleanOptionalAction, default=default,
-                               help=help_text)
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, **kwargs)
         elif f.type == "bool" or isinstance(f.default, bool):
-            group.add_argument(flag_of(f), dest=_dest(f), action="store_false" if default else "store_true",
-                               help=help_text)
+            group.add_argument(flag, action="store_false" if default else "store_true", **kwargs)
         else:
-            kwargs = {"dest": _dest(f), "default": default, "type": _type(f), "help": help_text}
+            kwargs.update(default=default, type=_type(f))
+            if f.name not in defaults and f.default is MISSING and f.default_factory is MISSING:
+                kwargs.update(required=True, default=None)
             for key in ("choices", "metavar"):
                 if f.metadata.get(key):
                     kwargs[key] = f.metadata[key]
-            group.add_argument(flag_of(f), **kwargs)
+            group.add_argument(flag, **kwargs)
 
 
-def option_values(args: argparse.Namespace, cls) -> dict:
-    """The values of the flags :func:`add_options` made for ``cls`` (the fields it gave flags)."""
-    return {f.name: getattr(args, _dest(f)) for f in fields(cls) if is_cli_option(f) and hasattr(args, _dest(f))}
+def option_values(args: argparse.Namespace, cls, given: dict | None = None) -> dict:
+    """The values of the flags :func:`add_options` made for ``cls`` (the fields it gave flags),
+    with ``given`` (field -> value, worked out by the command) in place of the flags' own."""
+    given = given or {}
+    return {**{f.name: _parsed(f, getattr(args, _dest(f))) for f in fields(cls)
+               if is_cli_option(f) and hasattr(args, _dest(f)) and f.name not in given}, **given}
+
+
+def _parsed(f, value):
+    parse = f.metadata.get("parse")
+    return _PARSERS[parse](value, flag_of(f)) if parse is not None and isinstance(value, str) else value
 
 
 def add_predict_options(parser: argparse.ArgumentParser, *, unsupported: dict[str, str] | None = None,
@@ -98,22 +146,6 @@ def as_flags(message: str, cls=PredictOptions) -> str:
             if message.startswith(spelled + " ") or message.startswith(spelled + "="):
                 return flag_of(f) + message[len(spelled):]
     return message
-
-
-def deprecated_alias(parser, old: str, new: str, *, dest: str, const=None, value_type=None, choices=None) -> None:
-    """``old`` works as ``new`` for one release and says so on stderr; ``const`` makes it a switch;
-    ``choices`` are checked as for ``new``."""
-
-    class Alias(argparse.Action):
-        def __call__(self, parser, namespace, values, option_string=None):
-            print(f"foldcnn: {option_string} is deprecated and will be removed in the next release; use {new}",
-                  file=sys.stderr)
-            setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
-
-    if const is not None:
-        parser.add_argument(old, dest=dest, action=Alias, nargs=0, const=const, help=argparse.SUPPRESS)
-    else:
-        parser.add_argument(old, dest=dest, action=Alias, type=value_type, choices=choices, help=argparse.SUPPRESS)
 
 
 def add_json_flag(parser, *, what: str = "the results") -> None:

@@ -8,7 +8,7 @@ import signal
 import sys
 
 from foldcnn.cli.common import CLIError
-from foldcnn.cli.options import add_predict_options, predict_options
+from foldcnn.cli.options import add_options, add_predict_options, as_flags, option_values, predict_options
 
 # PredictOptions the server does not take as flags, and why (foldcnn.cli.options).
 UNSUPPORTED = {
@@ -24,31 +24,25 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 def serve_config(args: argparse.Namespace):
     """The ServeConfig the flags describe (also used by experiments/published/load_test.py)."""
+    from foldcnn.errors import UsageError
     from foldcnn.serve import ImageLimits, ServeConfig
 
     # --api-key may be repeated (one key per tenant); the environment holds one key.
     keys = args.api_key if args.api_key is not None else [os.environ.get("FOLDCNN_API_KEY")]
     api_key = keys[0] if len(keys) == 1 else tuple(keys)
+    options = predict_options(args)
     try:
         limits = ImageLimits(max_image_bytes=args.max_image_bytes, max_body_bytes=args.max_body_bytes,
                              max_pixels=args.max_pixels, max_images=args.max_images, resize=args.resize)
     except ValueError as e:
         raise CLIError(str(e).replace("ImageLimits.", "--").replace("_", "-")) from None
-    options = predict_options(args)
-    for flag, v, lo in (("--replicas", args.replicas, 1), ("--max-wait-ms", args.max_wait_ms, 0)):
-        if v < lo:
-            raise CLIError(f"{flag} must be >= {lo}, got {v}")
-    for flag, v in (("--decode-threads", args.decode_threads), ("--body-memory-bytes", args.body_memory_bytes)):
-        if v is not None and v < 1:
-            raise CLIError(f"{flag} must be >= 1, got {v}")
-    for flag, v in (("--body-timeout-s", args.body_timeout_s), ("--max-queue-ms", args.max_queue_ms)):
-        if not v > 0:
-            raise CLIError(f"{flag} must be > 0, got {v}")
-    return ServeConfig(batch_size=options.batch_size, max_wait_ms=args.max_wait_ms, replicas=args.replicas,
-                       max_queue_ms=args.max_queue_ms, max_queue_images=args.max_queue_images, api_key=api_key,
-                       partial=options.partial_mode, isolation=args.isolation, limits=limits,
-                       body_memory_bytes=args.body_memory_bytes, body_timeout_s=args.body_timeout_s,
-                       decode_threads=args.decode_threads, model_name=args.model_name)
+    try:
+        return ServeConfig(options, limits=limits, api_key=api_key, **option_values(args, ServeConfig))
+    except UsageError as e:
+        message = as_flags(str(e), ServeConfig)
+        if message == str(e):  # not about one flag (the API key): as the library says it
+            raise
+        raise CLIError(message) from None
 
 
 def check_listen(host: str, port: int) -> None:
@@ -110,7 +104,7 @@ def _serve_ray(args: argparse.Namespace, config) -> int:
 
     from foldcnn.serve.ray_serve import ray_app
 
-    app = ray_app(args.checkpoint, predict_options(args).replace(workers=0), config, replicas=args.processes)
+    app = ray_app(args.checkpoint, config, replicas=args.processes)
     import ray
     from ray import serve
 
@@ -132,27 +126,48 @@ def _serve_ray(args: argparse.Namespace, config) -> int:
     return 0
 
 
-def _serve_processes(args: argparse.Namespace, config) -> int:
-    """--processes N: one listening socket, N forked servers accepting on it (each its own model,
-    batcher and queue; the kernel spreads connections). SIGTERM to this process drains them all."""
+def _listening_sockets(host: str, port: int, n: int) -> list:
+    """One listening socket per server process. On Linux each process gets its own, bound with
+    SO_REUSEPORT, and the kernel spreads new connections evenly over them; with one shared socket
+    whichever process accepts first takes them (measured: 59 of 64 keep-alive clients on one of
+    two processes, which then carried almost all the load). Elsewhere, one shared socket."""
     import socket
 
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    spread = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+    socks = []
+    for _ in range(n if spread else 1):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if spread:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, socks[0].getsockname()[1] if socks else port))  # port 0: the first one's port
+        sock.set_inheritable(True)
+        socks.append(sock)
+    return socks if spread else socks * n
+
+
+def _serve_processes(args: argparse.Namespace, config) -> int:
+    """--processes N: N forked servers on one port (each its own model, batcher, queue and, on
+    Linux, listening socket; the kernel spreads connections). SIGTERM to this process drains them all."""
     if not hasattr(os, "fork"):
         raise CLIError("--processes needs os.fork (Linux, macOS); run one process per port instead")
-    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((args.host, args.port))
-    sock.set_inheritable(True)
+    socks = _listening_sockets(args.host, args.port, args.processes)
     sys.stdout.flush()
     children = []
-    for i in range(args.processes):
+    for i, sock in enumerate(socks):
         pid = os.fork()
-        if pid == 0:  # the child: a whole server on the shared socket
+        if pid == 0:  # the child: a whole server on its socket
             code = 1
             try:
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
+                # SIGTERM while the model still loads (nothing served yet): a clean exit, as it is later
+                signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+                for other in {*socks} - {sock}:
+                    other.close()  # a sibling's socket left open here would hold its connections when it exits
                 code = _serve_process(args, config, sock, banner=i == 0)
+            except SystemExit as e:
+                code = 0 if e.code in (0, None) else 1
             except BaseException:  # noqa: BLE001 - report it, then leave without the parent's cleanup
                 import traceback
 
@@ -162,7 +177,8 @@ def _serve_processes(args: argparse.Namespace, config) -> int:
                 sys.stderr.flush()
                 os._exit(code)
         children.append(pid)
-    sock.close()
+    for sock in {*socks}:
+        sock.close()
     print(f"{args.processes} server processes share http://{args.host}:{args.port} (pids "
           f"{', '.join(map(str, children))}); /metrics and /healthz describe the process that answers")
 
@@ -192,7 +208,7 @@ def _serve_process(args: argparse.Namespace, config, sock, banner: bool) -> int:
     from foldcnn.serve import checkpoint_fold_invariant, create_app
 
     # The Predictors get decoded arrays from the server: no decoding threads of their own.
-    options = predict_options(args).replace(workers=0)
+    options = config.predict.replace(workers=0)
     predictors = [Predictor.from_checkpoint(args.checkpoint, options) for _ in range(args.replicas)]
     app = create_app(predictors, config, fold_invariant=checkpoint_fold_invariant(args.checkpoint))
     _warm_up(predictors, app.state.batcher.max_batch)
@@ -229,18 +245,12 @@ def _serve_process(args: argparse.Namespace, config, sock, banner: bool) -> int:
 
 
 def _add_limit_flags(p, d) -> None:
-    """What one request and the server may hold at once (ImageLimits, d: its defaults)."""
-    p.add_argument("--max-image-bytes", type=int, default=d.max_image_bytes, help="largest encoded image")
-    p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes, help="largest request body")
-    p.add_argument("--max-images", type=int, default=d.max_images, help="most images in one request")
-    p.add_argument("--body-memory-bytes", type=int, default=None,
-                   help="bytes of request bodies held at once, server-wide (default 4 x --max-body-bytes); "
-                        "past it requests get 503 with Retry-After")
-    p.add_argument("--body-timeout-s", type=float, default=30.0,
-                   help="longest a request body may take to arrive (408 after it)")
-    p.add_argument("--decode-threads", type=int, default=2,
-                   help="the image-decoding pool's threads (large images also share a budget of --max-pixels "
-                   "pixels decoding at once, so small requests are not stuck behind them)")
+    """What one request may carry (ImageLimits, d: its defaults; --max-pixels and --no-resize are
+    PredictOptions' flags, which the limits take too)."""
+    g = p.add_argument_group("request limits")
+    g.add_argument("--max-image-bytes", type=int, default=d.max_image_bytes, help="largest encoded image")
+    g.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes, help="largest request body")
+    g.add_argument("--max-images", type=int, default=d.max_images, help="most images in one request")
 
 
 def _add_server_flags(p) -> None:
@@ -256,6 +266,7 @@ def _add_server_flags(p) -> None:
 
 
 def _add_serve(sub) -> None:
+    from foldcnn.serve.config import ServeConfig
     from foldcnn.serve.validation import ImageLimits
 
     d = ImageLimits()
@@ -271,14 +282,6 @@ def _add_serve(sub) -> None:
     p.add_argument("checkpoint", help="checkpoint directory (model.safetensors + config.json)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (loopback only by default)")
     p.add_argument("--port", type=int, default=8000, help="TCP port")
-    p.add_argument("--max-wait-ms", type=float, default=5.0,
-                   help="longest an image waits for its batch to fill (the latency budget of batching)")
-    p.add_argument("--max-queue-ms", type=float, default=5000.0,
-                   help="the queue's deadline: a request gets 503 + Retry-After when the work already admitted "
-                        "would not finish within it (estimated from measured decode and model rates), or when it "
-                        "is still waiting for a batch this long after it arrived")
-    p.add_argument("--max-queue-images", type=int, default=None,
-                   help="queued images before new requests get 503 (a memory bound; default 16 x --batch-size)")
     p.add_argument("--engine", choices=("uvicorn", "ray"), default="uvicorn",
                    help="uvicorn: this machine; ray: a Ray Serve deployment of --processes replicas (pip install "
                         "'ray[serve]'), on a local Ray instance or the cluster at --ray-address")
@@ -287,21 +290,12 @@ def _add_serve(sub) -> None:
     p.add_argument("--processes", type=int, default=1,
                    help="server processes sharing the port (forked; each loads its own copy of the model and has its "
                         "own queue): uses more cores for the HTTP work; SIGTERM drains them all")
-    p.add_argument("--replicas", type=int, default=1,
-                   help="batches computed at once, each by its own copy of the model (1 is best on a small CPU)")
     add_predict_options(p, unsupported=UNSUPPORTED, defaults={"max_pixels": d.max_pixels})
     p.add_argument("--api-key", default=None, action="append",
                    help="require 'Authorization: Bearer KEY' or 'X-API-Key: KEY' (default: env FOLDCNN_API_KEY); "
                         "repeat it for one key per client or tenant")
-    p.add_argument("--isolation", choices=("auto", "request", "key", "none"), default="auto",
-                   help="who may share a fold: auto = none for a model whose answers cannot depend on fold-mates "
-                        "(fold 1, or trained with --cross-slot-decay inf, as its config.json records), request "
-                        "otherwise; request = only images of one request (no client's images change another's "
-                        "answers; padding costs throughput on small requests), key = only images sent with the "
-                        "same API key, none = anyone (fullest folds; answers may depend on other clients)")
+    add_options(p, ServeConfig, group_title="serving options")
     _add_limit_flags(p, d)
-    p.add_argument("--model-name", default="foldcnn", help="the model's name in the KServe v2 endpoints "
-                   "(/v2/models/NAME/infer)")
     _add_server_flags(p)
     p.set_defaults(func=_cmd_serve)
 

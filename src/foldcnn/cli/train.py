@@ -6,13 +6,7 @@ import argparse
 import sys
 
 from foldcnn.cli.common import (
-    MODEL_KWARGS_HELP,
-    WIDTH_MULT_HELP,
     CLIError,
-    parse_fractions,
-    parse_model_kwargs,
-    parse_size,
-    parse_width_mult,
 )
 
 
@@ -38,51 +32,51 @@ def train_config_from_args(args: argparse.Namespace, fold: int, **overrides):
 
 
 def _train_inputs(args: argparse.Namespace):
-    """(model name, DataSpec, TrainConfig) from the flags; raises on bad combinations."""
+    """(ModelSpec, DataSpec, TrainConfig, RunOptions) from the flags; raises on bad combinations."""
+    from foldcnn.cli.options import as_flags, option_values
+    from foldcnn.errors import UsageError
+    from foldcnn.models.spec import ModelSpec
+    from foldcnn.train.config import RunOptions
     from foldcnn.train.run import DataSpec
 
-    model = args.model or args.task
-    if model is None:
+    if args.model is None and args.task is None:
         raise CLIError("name the model with --model (or give --task, whose model is used)")
     if args.nproc < 1:
         raise CLIError(f"--nproc must be >= 1, got {args.nproc}")
     if args.distill not in (None, "none") and args.teacher is None:
         raise CLIError("--distill needs --teacher CKPT (an unfolded checkpoint of the same task)")
-    if args.video is None and args.labels is not None:
-        raise CLIError("--labels go with --video (a folder from 'foldcnn data video' has its own labels.csv)")
-    split = parse_fractions(args.video_split, "--video-split") if args.video_split else (0.6, 0.2, 0.2)
-    data = DataSpec(task=args.task, data_dir=args.data, video=args.video, labels=args.labels,
-                    train_size=args.train_size, val_size=args.val_size, test_size=args.test_size,
-                    seed=args.data_seed, input_size=parse_size(args.input_size), video_stride=args.video_stride,
-                    video_split=split, video_gap=args.video_gap, on_error=args.on_error,
-                    split=parse_fractions(args.split, "--split"))
-    cfg = train_config_from_args(args, args.fold)
+    specs = []
+    for cls, extra in ((ModelSpec, {}), (DataSpec, {}),
+                       (RunOptions, {"command": tuple(getattr(args, "command_line", ())) or None, "log": _note})):
+        try:
+            specs.append(cls(**option_values(args, cls), **extra))
+        except UsageError as e:
+            raise CLIError(as_flags(str(e), cls)) from None
+    model, data, run = specs
+    cfg = train_config_from_args(args, model.fold)
     for flag, value in (("--consistency", args.consistency), ("--cross-slot-decay", args.cross_slot_decay)):
-        if value and args.fold == 1:
+        if value and model.fold == 1:
             raise CLIError(f"{flag} acts between the images of a fold: it needs --fold 2 or more")
     shown = {"epochs": f"{cfg.epochs} epochs (at least {cfg.min_steps} optimizer steps, with plateau stopping "
                        "on the added ones)", "weight_decay": f"weight decay {cfg.weight_decay:g}"}
     defaulted = [text for k, text in shown.items() if getattr(args, k) is None]
     if defaulted and not args.quiet:
-        print(f"fold {args.fold}: {', '.join(defaulted)} (this fold's defaults, docs/accuracy.md; "
+        print(f"fold {model.fold}: {', '.join(defaulted)} (this fold's defaults, docs/accuracy.md; "
               f"--epochs and --weight-decay change them)", file=sys.stderr)
-    if args.fold > 1 and args.teacher is None and not args.quiet:
+    if model.fold > 1 and args.teacher is None and not args.quiet:
         print("tip: folded models get closer to the original with --teacher <its fold=1 checkpoint> "
               "--distill kl (docs/accuracy.md)", file=sys.stderr)
-    return model, data, cfg
+    return model, data, cfg, run
+
+
+def _note(msg: str) -> None:
+    print(f"note: {msg}", file=sys.stderr)
 
 
 def _train(args: argparse.Namespace) -> int:
     from foldcnn.train.run import run_training
 
-    model, data, cfg = _train_inputs(args)
-    run = run_training(model, data, cfg, args.out, fold=args.fold, channel_multiple=args.channel_multiple,
-                       progress=not args.quiet, command=args.command_line, teacher=args.teacher,
-                       allow_folded_teacher=args.allow_folded_teacher, resume=args.resume,
-                       overwrite=args.overwrite, state_every_steps=args.save_every_steps,
-                       regroupings=args.regroupings, model_kwargs=parse_model_kwargs(args.model_kwargs),
-                       weights=args.weights, log=lambda msg: print(f"note: {msg}", file=sys.stderr),
-                       width_mult=parse_width_mult(args.width_mult))
+    run = run_training(*_train_inputs(args))
     if "summary" not in run:  # not rank 0 of a multi-process run
         return 0
     _print_skipped(run["data"], args.out)
@@ -118,8 +112,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from foldcnn.train import distributed
 
     args.command_line = ["foldcnn", *sys.argv[1:]]
-    if args.regroupings < 0:
-        raise CLIError(f"--regroupings must be >= 0 (0 = off), got {args.regroupings}")
     under_torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if args.nproc > 1:
@@ -130,8 +122,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         from foldcnn.train.run import check_out_dir
 
-        model, data, _ = _train_inputs(args)  # bad flags, model or data fail here, not in N processes
-        model_entry(model)
+        model, data, _, _ = _train_inputs(args)  # bad flags, model or data fail here, not in N processes
+        model_entry(model.name or data.task)
         check_data_spec(data)
         check_out_dir(args.out, resume=args.resume, overwrite=args.overwrite)
         try:
@@ -153,60 +145,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _add_train(sub) -> None:
     from foldcnn.cli.options import add_options
-    from foldcnn.train.config import DEFAULT_STATE_EVERY_STEPS, TrainConfig
+    from foldcnn.models.spec import ModelSpec
+    from foldcnn.train.config import RunOptions, TrainConfig
+    from foldcnn.train.sources import DataSpec
 
     p = sub.add_parser("train", help="train a (folded) CNN on a generated task, an image folder or a video",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--task", help="generate this synthetic game task in memory (see 'foldcnn data game')")
-    src.add_argument("--data", help="folder with train/, val/, test/ subfolders of class folders, a folder of "
-                     "class folders only (DIR/<class>/*.png; split by --split), or a folder written by "
-                     "'foldcnn data video' (video.mp4 + labels.csv)")
-    src.add_argument("--video", help="a video file; frames are split in time into train/val/test")
-    p.add_argument("--model", help="zoo model, or your own CNN as package.module:Name (an nn.Module class or a "
-                   "function returning one, for one image; the current directory is importable) "
-                   "(default: the task's own model)")
-    p.add_argument("--model-kwargs", help=MODEL_KWARGS_HELP)
-    p.add_argument("--weights", help="start from the original's trained weights (fold 1): a .safetensors file or "
-                   "a .pt/.pth state_dict")
-    p.add_argument("--split", default="0.8,0.1,0.1", metavar="TR,VA,TE",
-                   help="train,val,test fractions of a --data folder of class folders only (seeded by --data-seed, "
-                   "stratified by class)")
-    p.add_argument("--fold", type=int, default=1, help="images classified together (1 = original CNN)")
-    p.add_argument("--width-mult", help=WIDTH_MULT_HELP)
-    p.add_argument("--channel-multiple", type=int, default=None,
-                   help="round widened layers up to this multiple (1 = paper's widths; default 8)")
-    p.add_argument("--input-size", help="resize folder images (or video frames; default 50x50) to HxW "
-                   "(default: their own size; mixed sizes in a folder of class folders: the most common)")
-    p.add_argument("--out", required=True, help="run directory (checkpoint/, metrics.jsonl, run.json, "
-                   "train_state.pt)")
-    p.add_argument("--train-size", type=int, default=6000, help="generated training images")
-    p.add_argument("--val-size", type=int, default=1000, help="generated validation images")
-    p.add_argument("--test-size", type=int, default=2000, help="generated test images")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the generated data")
-    p.add_argument("--labels", help="per-frame labels of --video, CSV frame,label (default: labels.csv beside it)")
-    p.add_argument("--video-stride", type=int, default=1, help="keep every N-th video frame")
-    p.add_argument("--video-split", default=None, metavar="TR,VA,TE",
-                   help="train,val,test fractions of the video in time order (default 0.6,0.2,0.2)")
-    p.add_argument("--video-gap", type=int, default=0, help="frames left out between two video splits")
-    p.add_argument("--teacher", help="unfolded (fold=1) checkpoint of the same task to distill from")
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Give one data source: --task, --data or --video.")
+    add_options(p, DataSpec, group_title="data (foldcnn.train.sources.DataSpec)")
+    add_options(p, ModelSpec, group_title="model (foldcnn.models.spec.ModelSpec)")
     add_options(p, TrainConfig, defaults=UNSET, group_title="training (foldcnn.train.config.TrainConfig)")
-    p.add_argument("--allow-folded-teacher", action="store_true", help="accept a teacher with fold > 1")
-    p.add_argument("--regroupings", type=int, default=10, metavar="R",
-                   help="folded models: after training, classify the test images in R other random fold groupings "
-                        "and record the flip rate and top-1 spread in run.json (0 = off)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its train_state.pt")
-    p.add_argument("--overwrite", action="store_true",
-                   help="start a new run in a non-empty --out, replacing the run there (without it or --resume "
-                   "a non-empty --out is an error)")
-    p.add_argument("--on-error", choices=("skip", "raise"), default="skip",
-                   help="unreadable images in a --data folder: skip them (counted on stderr, listed in run.json) "
-                   "or stop on the first")
-    p.add_argument("--save-every-steps", type=int, default=DEFAULT_STATE_EVERY_STEPS,
-                   help="also write train_state.pt every N steps within an epoch (0 = after each epoch only)")
+    add_options(p, RunOptions, group_title="run (foldcnn.train.config.RunOptions)")
     p.add_argument("--nproc", type=int, default=1,
                    help="data-parallel processes (DDP: gloo on CPU, nccl on GPU); or start under torchrun")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
 

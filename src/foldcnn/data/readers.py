@@ -546,13 +546,7 @@ def iter_container_batches(container, path, size: tuple[int, int] | None, stride
     av = _import_av()
     with container:
         stream = _video_stream(container, path)
-        if keyframes:
-            stream.codec_context.skip_frame = "NONKEY"
-            rate = stream.average_rate or stream.guessed_rate
-            if not rate or stream.time_base is None:
-                raise VideoReadError(f"cannot number the key frames of {path}: it has no frame rate; "
-                                     "decode every frame")
-            start = stream.start_time or 0
+        number = _frame_numbering(stream, path, keyframes)
         convert = converter if converter is not None else FrameConverter(size, resize, batch)
         numbers: list[int] = []
         index = reported = 0
@@ -570,11 +564,7 @@ def iter_container_batches(container, path, size: tuple[int, int] | None, stride
                     if size is None and numbers and (frame.height, frame.width) != native:
                         yield emit()
                     native = frame.height, frame.width
-                    if keyframes:
-                        numbers.append(round(float((frame.pts - start) * stream.time_base * rate))
-                                       if frame.pts is not None else index)
-                    else:
-                        numbers.append(index)
+                    numbers.append(number(frame, index))
                     convert.add(frame)
                 index += 1
                 if len(numbers) == batch:
@@ -596,6 +586,20 @@ def iter_container_batches(container, path, size: tuple[int, int] | None, stride
             raise VideoTruncatedError(
                 f"video {path} is truncated: decoding stopped at frame {index} but its container "
                 f"declares {declared} frames", frames_read=index)
+
+
+def _frame_numbering(stream, path, keyframes: bool):
+    """(frame, decoded index) -> the frame's number: the index, or in a key-frame pass (which makes
+    the decoder skip the others) the number its time stamp gives."""
+    if not keyframes:
+        return lambda frame, index: index
+    stream.codec_context.skip_frame = "NONKEY"
+    rate = stream.average_rate or stream.guessed_rate
+    if not rate or stream.time_base is None:
+        raise VideoReadError(f"cannot number the key frames of {path}: it has no frame rate; decode every frame")
+    start, time_base = stream.start_time or 0, stream.time_base
+    return lambda frame, index: round(float((frame.pts - start) * time_base * rate)) if frame.pts is not None \
+        else index
 
 
 def declared_frames(path: str | Path) -> int | None:

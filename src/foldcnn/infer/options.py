@@ -19,6 +19,7 @@ from typing import Any
 
 from foldcnn.errors import UsageError
 from foldcnn.options import option as _opt
+from foldcnn.precision import PRECISIONS
 
 __all__ = [
     "BACKEND_NAMES", "DECODERS", "DEVICES", "ON_ERROR", "PARTIAL_MODES", "PRECISIONS", "RESIZE_MODES", "PredictOptions",
@@ -28,7 +29,6 @@ __all__ = [
 # The names a user can pick; "auto" times the usable backends and keeps the fastest. Backends
 # registered later (foldcnn.backends.register_backend) are accepted by name too.
 BACKEND_NAMES = ("auto", "eager", "compile", "ort", "openvino", "cuda-graphs")
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 DEVICES = ("cpu", "cuda")
 PARTIAL_MODES = ("pad", "fallback")
 ON_ERROR = ("raise", "skip")

@@ -68,37 +68,8 @@ def ordered_map(jobs: Iterator[Callable[[], T]], workers: int, depth: int | None
     pool = ThreadPoolExecutor(workers, thread_name_prefix="foldcnn-decode")
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
-
-    def put(item) -> bool:
-        return put_unless_stopped(q, item, stop)
-
-    def feed() -> None:
-        try:
-            for job in jobs:
-                if getattr(job, "inline", False):
-                    if not put(("call", job)):
-                        return
-                    continue
-                remote = getattr(job, "remote", None) if processes is not None else None
-                if remote is not None:
-                    fn, args = remote
-                    fut = processes.submit(fn, *args)
-                    item = ("remote", (job, fut))
-                else:
-                    fut = pool.submit(job)
-                    item = ("job", fut)
-                if not put(item):
-                    fut.cancel()
-                    return
-            put(("end", None))
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
-            put(("error", e))
-        finally:
-            close = getattr(jobs, "close", None)
-            if close is not None:
-                close()  # e.g. release an open video file when the consumer stopped early
-
-    feeder = threading.Thread(target=feed, name="foldcnn-feeder", daemon=True)
+    feeder = threading.Thread(target=_feed, args=(jobs, pool, processes, lambda item: put_unless_stopped(q, item, stop)),
+                              name="foldcnn-feeder", daemon=True)
     feeder.start()
     try:
         while True:
@@ -115,15 +86,49 @@ def ordered_map(jobs: Iterator[Callable[[], T]], workers: int, depth: int | None
                 yield _finish_remote(*value)
     finally:
         stop.set()
-        while True:  # drop what was queued so the feeder cannot block on a full queue
-            try:
-                kind, value = q.get_nowait()
-            except queue.Empty:
-                break
-            if kind in ("job", "remote"):
-                (value[1] if kind == "remote" else value).cancel()
+        _cancel_queued(q)  # so the feeder cannot block on a full queue
         feeder.join()
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _feed(jobs, pool: ThreadPoolExecutor, processes, put: Callable[[tuple], bool]) -> None:
+    """The feeder thread of :func:`ordered_map`: submit each job and ``put`` its place in the order
+    (``put`` returns False once the consumer has stopped)."""
+    try:
+        for job in jobs:
+            if getattr(job, "inline", False):
+                if not put(("call", job)):
+                    return
+                continue
+            remote = getattr(job, "remote", None) if processes is not None else None
+            if remote is not None:
+                fn, args = remote
+                fut = processes.submit(fn, *args)
+                item = ("remote", (job, fut))
+            else:
+                fut = pool.submit(job)
+                item = ("job", fut)
+            if not put(item):
+                fut.cancel()
+                return
+        put(("end", None))
+    except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
+        put(("error", e))
+    finally:
+        close = getattr(jobs, "close", None)
+        if close is not None:
+            close()  # e.g. release an open video file when the consumer stopped early
+
+
+def _cancel_queued(q: queue.Queue) -> None:
+    """Drop what :func:`_feed` queued and cancel its futures."""
+    while True:
+        try:
+            kind, value = q.get_nowait()
+        except queue.Empty:
+            return
+        if kind in ("job", "remote"):
+            (value[1] if kind == "remote" else value).cancel()
 
 
 def _finish_remote(job, fut):

@@ -519,6 +519,18 @@ def _shifted(job: Callable[[], Chunk], offset: int) -> Callable[[], Chunk]:
     return run
 
 
+def _memory_jobs(kind: str, obj, pos: int, spec: InputSpec) -> Iterator[tuple[Callable[[], Chunk], int]]:
+    """Jobs of an in-memory batch or an array file (.npy / .safetensors / Parquet / Arrow: no
+    decoding, views where possible), each with how many input positions it takes."""
+    if kind == "batch":
+        pieces = (obj[a:a + spec.chunk] for a in range(0, obj.shape[0], spec.chunk))
+    else:
+        pieces = (as_nchw(piece, spec.shape, f"images in {obj}") for piece in iter_array_file(obj, spec.chunk))
+    for piece in pieces:
+        yield _array_job(piece, pos, spec, None if kind == "batch" else str(obj)), piece.shape[0]
+        pos += piece.shape[0]
+
+
 def iter_jobs(source, spec: InputSpec, processes=None) -> Iterator[Callable[[], Chunk]]:
     """Decode jobs for ``source``, in input order; each job returns one :class:`Chunk`.
 
@@ -561,23 +573,16 @@ def iter_jobs(source, spec: InputSpec, processes=None) -> Iterator[Callable[[], 
                 yield flush()
             if kind == "ignored":
                 yield _ignored_job(obj)
-            elif kind == "batch":
-                for a in range(0, obj.shape[0], spec.chunk):
-                    piece = obj[a:a + spec.chunk]
-                    yield _array_job(piece, pos, spec)
-                    pos += piece.shape[0]
-            elif kind == "arrays":  # .npy / .safetensors / Parquet / Arrow: no decoding, views where possible
-                for piece in iter_array_file(obj, spec.chunk):
-                    yield _array_job(as_nchw(piece, spec.shape, f"images in {obj}"), pos, spec, str(obj))
-                    pos += piece.shape[0]
-            elif spec.videos_ahead > 0:
-                start_videos(unit)
-                base = pos  # the video's jobs count its positions from 0
-                for job, n in ahead.pop(id(unit)):
-                    yield _shifted(job, base)
-                    pos += n
             else:
-                for job, n in _video_jobs(obj, pos, spec, processes):
+                if kind in ("batch", "arrays"):
+                    jobs = _memory_jobs(kind, obj, pos, spec)
+                elif spec.videos_ahead > 0:
+                    start_videos(unit)
+                    base = pos  # the video's jobs count its positions from 0
+                    jobs = ((_shifted(job, base), n) for job, n in ahead.pop(id(unit)))
+                else:
+                    jobs = _video_jobs(obj, pos, spec, processes)
+                for job, n in jobs:
                     yield job
                     pos += n
         if singles:

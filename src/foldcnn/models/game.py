@@ -10,6 +10,8 @@ with c1 = ci = 32 and cn = 8 before widening.
 
 from __future__ import annotations
 
+import functools
+
 from torch import nn
 
 from foldcnn.errors import UsageError
@@ -161,29 +163,16 @@ def scaled_game_cnn(
 
 
 def _register(task: str) -> None:
+    """The task's CNN and the paper's compound-scaled baseline of it, in the zoo."""
     k, (h, w), units = GAME_TASKS[task]
-
-    @register_model(
-        task,
-        family="game",
-        description=f"game-scraping CNN, {units} unit(s), {k} classes, {h}x{w} crops",
-        num_classes=k,
-        input_shape=(3, h, w),
-    )
-    def _build(**kw) -> GameCNN:
-        return game_cnn(task, **kw)
-
     sh, sw = int(h / SCALE_RESOLUTION), int(w / SCALE_RESOLUTION)
-
-    @register_model(
-        f"{task}-scaled",
-        family="baseline",
-        description=f"paper's baseline: {task} scaled down by EfficientNet compound scaling",
-        num_classes=k,
-        input_shape=(3, sh, sw),
-    )
-    def _build_scaled(**kw) -> GameCNN:
-        return scaled_game_cnn(task, **kw)
+    for name, family, description, shape, build in (
+        (task, "game", f"game-scraping CNN, {units} unit(s), {k} classes, {h}x{w} crops", (3, h, w), game_cnn),
+        (f"{task}-scaled", "baseline", f"paper's baseline: {task} scaled down by EfficientNet compound scaling",
+         (3, sh, sw), scaled_game_cnn),
+    ):
+        register_model(name, family=family, description=description, num_classes=k,
+                       input_shape=shape)(functools.partial(build, task))
 
 
 for _task in GAME_TASKS:

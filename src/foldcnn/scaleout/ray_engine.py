@@ -221,11 +221,9 @@ def run_ray_predict(checkpoint, inputs, out_dir, options: PredictOptions | None 
                     formats=("parquet", "csv"), **overrides) -> dict:
     """Classify every image and video frame of ``inputs`` on a Ray cluster; write the results.
 
-    ``inputs``: folders, globs, image and video files, mixed, expanded and decoded as the
-    single-process Predictor does (resize, resize_mode, max_pixels, stride). ``options`` (:class:`foldcnn.infer.options.PredictOptions`;
-    keyword ``overrides`` name its fields) as for the Predictor: backend, precision, device,
-    batch size, threads per actor (default 1), on_error, stride; those the engine cannot honour
-    (``UNSUPPORTED``) are refused when set. ``num_actors`` inference actors, each holding
+    ``inputs``: folders, globs, image and video files, mixed, expanded and decoded as the Predictor
+    does. ``options`` (PredictOptions; ``overrides`` name its fields) as for the Predictor, threads
+    per actor default 1; those the engine cannot honour (``UNSUPPORTED``) are refused when set. ``num_actors`` inference actors, each holding
     ``threads`` CPUs (default: half the cluster's CPUs, the other half decode) or, with
     ``device="cuda"``, one GPU each (default: one per GPU).
     ``address=None`` starts a local Ray cluster on this machine and stops it after; an address
@@ -234,12 +232,10 @@ def run_ray_predict(checkpoint, inputs, out_dir, options: PredictOptions | None 
     Unreadable files are reported (``on_error="skip"``: in ``failed`` and ``failed.csv``) or
     raised (``"raise"``: DataReadError naming the file).
 
-    Writes ``out_dir/predictions.{parquet,csv}`` (``formats``; the schema every writer shares,
-    foldcnn.infer.results.RESULT_COLUMNS: index, source, frame (null for images), class_name,
-    class_index, confidence; one row per image or frame in input order, row for row what
-    ``foldcnn predict`` writes locally), ``failed.csv`` (source, reason) and ``summary.json``; returns the summary:
-    images, files, failed, seconds (decoding + inference on the cluster), images_per_s, outputs
-    (paths), padding, and the settings used.
+    Writes ``out_dir/predictions.{parquet,csv}`` (``formats``; foldcnn.infer.results.RESULT_COLUMNS,
+    row for row what ``foldcnn predict`` writes locally), ``failed.csv`` (source, reason) and
+    ``summary.json``, which it returns: images, files, failed, seconds (decoding + inference on the
+    cluster), images_per_s, outputs (paths), padding, and the settings used.
     """
     t0 = time.perf_counter()
     options = (options or PredictOptions()).replace(**overrides)
@@ -251,38 +247,19 @@ def run_ray_predict(checkpoint, inputs, out_dir, options: PredictOptions | None 
     files = expand_inputs(inputs)
     if files.videos and importlib.util.find_spec("av") is None:
         raise MissingExtraError("reading video needs PyAV: pip install 'foldcnn[video]'")
-    out = Path(out_dir).resolve()
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"out_dir {out} is a file; give a directory for predictions.parquet/csv")
-    out.mkdir(parents=True, exist_ok=True)
+    out = _out_dir(out_dir)
     batch_size = round_batch(options.batch_size, fold)  # as the Predictor rounds it
     sources, units, unit_of = make_units(files, padded_count(IMAGES_PER_TASK, fold))
 
-    with _quiet(progress), _cluster(address, progress) as where:
-        t1 = time.perf_counter()
-        actors = num_actors or _default_actors(device, threads_per_actor)
-        ds = _pipeline(units, checkpoint=ckpt_path, options=options, threads=threads_per_actor, fold=fold,
-                       input_shape=input_shape, batch_size=batch_size, num_actors=actors)
-        try:
-            rows = _collect(ds)
-        except Exception as e:
-            message = _data_error(e)
-            if message is None:
-                raise
-            raise DataReadError(message) from None
-        seconds = time.perf_counter() - t1
-    bad = rows["error"] != ""
-    failed = [{"source": sources[i], "reason": r} for i, r in
-              sorted(zip(rows["source_id"][bad].tolist(), rows["error"][bad].tolist()))]
-    good = {k: v[~bad] for k, v in rows.items() if k != "error"}
-    # Each unit (one video, or one group of images) pads its own last fold.
-    per_unit = np.bincount(np.asarray(unit_of, np.int64)[good["source_id"]], minlength=len(units))
-    padded = int(((-per_unit) % fold).sum())
+    t1 = time.perf_counter()
+    rows, where, actors = _run_on_cluster(units, address=address, progress=progress, num_actors=num_actors,
+                                          checkpoint=ckpt_path, options=options, threads=threads_per_actor,
+                                          fold=fold, input_shape=input_shape, batch_size=batch_size)
+    seconds = time.perf_counter() - t1
+    failed, good, padded = _split_rows(rows, sources, unit_of, len(units), fold)
     n = len(good["source_id"])
-
-    kinds = [k for k, _ in files.files]
-    numbered = number_rows(good, rows["source_id"][bad], len(sources))
-    outputs = write_predictions(out, numbered, sources, kinds, class_names, formats)
+    numbered = number_rows(good, rows["source_id"][rows["error"] != ""], len(sources))
+    outputs = write_predictions(out, numbered, sources, [k for k, _ in files.files], class_names, formats)
     outputs["failed"] = write_failed(out, failed)
     outputs["summary"] = str(out / "summary.json")
     summary = {
@@ -298,3 +275,37 @@ def run_ray_predict(checkpoint, inputs, out_dir, options: PredictOptions | None 
     }
     Path(outputs["summary"]).write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _run_on_cluster(units, *, address, progress: bool, num_actors: int | None, **pipeline) -> tuple[dict, dict, int]:
+    """The rows of every unit classified on the cluster (joined or started for the call), where it
+    ran, and how many inference actors did it; an unreadable input raises DataReadError."""
+    with _quiet(progress), _cluster(address, progress) as where:
+        actors = num_actors or _default_actors(pipeline["options"].device, pipeline["threads"])
+        ds = _pipeline(units, num_actors=actors, **pipeline)
+        try:
+            return _collect(ds), where, actors
+        except Exception as e:
+            message = _data_error(e)
+            if message is None:
+                raise
+            raise DataReadError(message) from None
+
+
+def _out_dir(out_dir) -> Path:
+    out = Path(out_dir).resolve()
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"out_dir {out} is a file; give a directory for predictions.parquet/csv")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _split_rows(rows: dict, sources: list, unit_of, n_units: int, fold: int) -> tuple[list, dict, int]:
+    """The cluster's rows as (failed files, the rows of classified images, padded images): each
+    unit (one video, or one group of images) pads its own last fold."""
+    bad = rows["error"] != ""
+    failed = [{"source": sources[i], "reason": r} for i, r in
+              sorted(zip(rows["source_id"][bad].tolist(), rows["error"][bad].tolist()))]
+    good = {k: v[~bad] for k, v in rows.items() if k != "error"}
+    per_unit = np.bincount(np.asarray(unit_of, np.int64)[good["source_id"]], minlength=n_units)
+    return failed, good, int(((-per_unit) % fold).sum())

@@ -1,6 +1,7 @@
 """The HTTP app: ``POST /v1/classify``, the KServe v2 endpoints, ``GET /healthz``, ``GET /metrics``.
 
-    app = create_app(Predictor.from_checkpoint("run/checkpoint", batch_size=1024), ServeConfig())
+    config = ServeConfig(PredictOptions(batch_size=1024), max_wait_ms=5)
+    app = create_app(Predictor.from_checkpoint("run/checkpoint", config.predict.replace(workers=0)), config)
     uvicorn.run(app, host="127.0.0.1", port=8000)        # what `foldcnn serve` does
 
 One process, one asyncio loop, the model in a worker thread: the model is small, so batching
@@ -37,21 +38,21 @@ counted as ``client_gone`` (status 499 in the metrics).
 # signatures, and it is imported inside create_app (fastapi is optional).
 import asyncio
 import contextlib
+import gc
 import hmac
 import logging
 import math
 import queue
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from foldcnn.errors import UsageError
 from foldcnn.infer.results import result_row
 from foldcnn.serve.batcher import BatcherClosed, BatchFailed, FoldBatcher, QueueFull
+from foldcnn.serve.config import ServeConfig
 from foldcnn.serve.decoding import DecodePool
 from foldcnn.serve.isolation import (
-    SERVE_ISOLATION,
     predictor_fold_invariant,
     probe_fold_invariance,
     resolve_isolation,
@@ -103,74 +104,6 @@ class _BodyMemory:
             yield take
         finally:
             self.used -= mine
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    """How the server batches and what it accepts.
-
-    batch_size: images per model call (rounded down to a multiple of the fold);
-    max_wait_ms: the longest the oldest queued image waits for a batch to fill;
-    replicas: batches computed at once, each by its own copy of the model (threads);
-    max_queue_ms: the queue's deadline: a request is refused (503 + Retry-After) when the work
-    already admitted would not finish within it (estimated from the measured decode and model
-    rates), and fails with 503 if it is still unbatched that long after it arrived;
-    max_queue_images: queued images before 503 (a memory bound; default 16 x batch_size);
-    api_key: required as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` when set (one key,
-    or several: a tuple, one per client or tenant);
-    isolation: who may share a fold (foldcnn.serve.batcher): "auto" (default: "none" when the
-    model's answers cannot depend on fold-mates (fold 1, or trained with cross-slot decay inf),
-    "request" otherwise), "request" (only images of one request), "key" (only images of one API
-    key) or "none" (anyone: fullest folds; with other models answers depend on other clients);
-    partial: how the predictor treats a batch's partial last fold, "pad" (zeros, counted as
-    padding waste) or "fallback" (its images go through an unfolded model; Predictor partial=);
-    body_memory_bytes: bytes of request bodies held at once, server-wide (default
-    4 x limits.max_body_bytes; more: 503); body_timeout_s: longest a body may take to arrive (408);
-    decode_threads: the decoding pool's threads; decode_pixels: pixels of large images decoding
-    at once, server-wide (default: limits.max_pixels, one largest image); request_decode_pixels:
-    pixels of one request decoding at once (default: limits.max_pixels);
-    model_name: the name of the model in the KServe v2 endpoints (``/v2/models/{model_name}``).
-    """
-
-    batch_size: int = 1024
-    max_wait_ms: float = 5.0
-    replicas: int = 1
-    max_queue_ms: float = 5000.0
-    max_queue_images: int | None = None
-    api_key: str | tuple[str, ...] | None = None
-    partial: str = "pad"
-    isolation: str = "auto"
-    limits: ImageLimits = field(default_factory=ImageLimits)
-    body_memory_bytes: int | None = None
-    body_timeout_s: float = 30.0
-    decode_threads: int = 2
-    decode_pixels: int | None = None
-    request_decode_pixels: int | None = None
-    model_name: str = "foldcnn"
-
-    def __post_init__(self):
-        for name in ("body_memory_bytes", "decode_threads", "decode_pixels", "request_decode_pixels"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise UsageError(f"ServeConfig.{name} must be a positive int, got {v!r}")
-        if not self.body_timeout_s > 0:
-            raise UsageError(f"ServeConfig.body_timeout_s must be > 0 seconds, got {self.body_timeout_s!r}")
-        if not self.max_queue_ms > 0:
-            raise UsageError(f"ServeConfig.max_queue_ms must be > 0, got {self.max_queue_ms!r}")
-        if not (self.model_name and all(ch.isalnum() or ch in "-_." for ch in self.model_name)):
-            raise UsageError(f"the model name must be letters, digits, '-', '_' or '.', got {self.model_name!r}")
-        if self.isolation not in SERVE_ISOLATION:
-            raise UsageError(f"isolation must be one of {', '.join(SERVE_ISOLATION)}, got {self.isolation!r}")
-        if self.isolation == "key" and self.api_key is None:
-            raise UsageError("isolation 'key' folds together only images sent with the same API key; set one or "
-                             "more API keys (--api-key) or choose isolation 'request'")
-        keys = (self.api_key,) if isinstance(self.api_key, str) else tuple(self.api_key or ())
-        if self.api_key is not None and not keys:
-            raise UsageError("api_key is an empty list; give at least one key or None")
-        if any(not (key and all("!" <= ch <= "~" for ch in key)) for key in keys):
-            # An empty key would accept an empty header; a header value is ASCII, so any other key never matches.
-            raise UsageError("the API key (--api-key or FOLDCNN_API_KEY) must be non-empty printable ASCII without "
-                             "spaces, e.g. from: python -c 'import secrets; print(secrets.token_urlsafe(32))'")
 
 
 def _client_key(headers, api_key: str | tuple[str, ...] | None) -> int | None:
@@ -288,6 +221,16 @@ async def _until_disconnect(request) -> None:
         pass
 
 
+def freeze_heap() -> None:
+    """Move every object alive now (modules, the model, torch's and FastAPI's state: some 200,000
+    objects) out of the cyclic garbage collector's reach (:func:`gc.freeze`). Without it each
+    full collection walks them all and stops the event loop for a tenth of a second or more,
+    every few hundred one-image requests under load: every request in flight waits it out, the
+    whole p99 (docs/serving.md). Objects made later (requests, batches) are collected as usual."""
+    gc.collect()
+    gc.freeze()
+
+
 def _pooled(predictors: list):
     """One predict function over several predictors: each call borrows one (they are not thread-safe)."""
     if len(predictors) == 1:
@@ -315,44 +258,26 @@ def create_app(predictor, config: ServeConfig | None = None, *, fold_invariant: 
     ``isolation="auto"`` (default: found from the predictor, see foldcnn.serve.isolation).
     ``app.state.batcher`` and ``app.state.metrics`` are exposed for tests and embedding.
     """
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, PlainTextResponse, Response
+    from fastapi import FastAPI
 
     config = config or ServeConfig()
-    limits = config.limits
-    predictors = list(predictor) if isinstance(predictor, (list, tuple)) else [predictor]
+    predictors = _same_model(predictor, config)
     first = predictors[0]
     input_shape = tuple(int(v) for v in first.input_shape)
-    class_names = list(first.class_names)
-    for p in predictors[1:]:
-        if (p.fold, tuple(p.input_shape), list(p.class_names)) != (first.fold, input_shape, class_names):
-            raise UsageError("all predictors must serve the same model (fold, input shape and classes differ)")
-    if config.replicas > len(predictors):
-        raise UsageError(f"replicas={config.replicas} needs {config.replicas} predictors, one per replica thread "
-                         f"(a Predictor is not thread-safe); got {len(predictors)}")
-    invariant = False
-    if config.isolation == "auto":
-        invariant = predictor_fold_invariant(first) if fold_invariant is None or int(first.fold) == 1 \
-            else bool(fold_invariant)
-        if invariant and int(first.fold) > 1 and not probe_fold_invariance(first.predict_arrays, int(first.fold),
-                                                                           input_shape):
-            _log.warning("the checkpoint records cross-slot decay inf, but an image's answer changed with its "
-                         "fold-mates on this engine; serving with request isolation")
-            invariant = False
-    isolation = resolve_isolation(config.isolation, invariant)
+    isolation = _isolation(first, config, fold_invariant, input_shape)
     batcher = FoldBatcher(_pooled(predictors), fold=int(first.fold), max_batch=config.batch_size,
                           max_wait_ms=config.max_wait_ms, workers=config.replicas,
                           max_queue_images=config.max_queue_images, partial=config.partial,
                           isolation=isolation, max_queue_ms=config.max_queue_ms)
     metrics = ServeMetrics(batcher.max_batch, queue_images=lambda: batcher.queued_images)
     batcher.metrics = metrics
-    decoder = DecodePool(config.decode_threads, config.decode_pixels or limits.max_pixels,
-                         config.request_decode_pixels or limits.max_pixels)
-    body_memory = _BodyMemory(config.body_memory_bytes or 4 * limits.max_body_bytes)
+    decoder = DecodePool(config.decode_threads, config.decode_pixels or config.limits.max_pixels,
+                         config.request_decode_pixels or config.limits.max_pixels)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         await batcher.start()
+        freeze_heap()  # the model is loaded (and warmed up by `foldcnn serve`): start-up objects stay
         yield
         app.state.draining = True
         await batcher.close(drain=True)  # uvicorn has already let in-flight requests finish
@@ -365,32 +290,85 @@ def create_app(predictor, config: ServeConfig | None = None, *, fold_invariant: 
     app.state.draining = False
     app.state.decoder = decoder
     app.state.isolation = isolation
+    service = _Service(app, config, input_shape, list(first.class_names))
+    _add_v1_routes(app, service)
+    _add_v2_routes(app, service)
+    return app
 
-    def draining() -> bool:
-        return app.state.draining or batcher.closing
 
-    def error(status: int, message: str, close: bool = False, retry_after_s: float = 1.0) -> JSONResponse:
+def _same_model(predictor, config: ServeConfig) -> list:
+    """The predictors (one, or one per replica thread), checked to serve one model."""
+    predictors = list(predictor) if isinstance(predictor, (list, tuple)) else [predictor]
+    first = predictors[0]
+    input_shape, class_names = tuple(int(v) for v in first.input_shape), list(first.class_names)
+    for p in predictors[1:]:
+        if (p.fold, tuple(p.input_shape), list(p.class_names)) != (first.fold, input_shape, class_names):
+            raise UsageError("all predictors must serve the same model (fold, input shape and classes differ)")
+    if config.replicas > len(predictors):
+        raise UsageError(f"replicas={config.replicas} needs {config.replicas} predictors, one per replica thread "
+                         f"(a Predictor is not thread-safe); got {len(predictors)}")
+    return predictors
+
+
+def _isolation(first, config: ServeConfig, fold_invariant: bool | None, input_shape) -> str:
+    """The isolation to serve with: config.isolation, with "auto" resolved (probing the model)."""
+    invariant = False
+    if config.isolation == "auto":
+        invariant = predictor_fold_invariant(first) if fold_invariant is None or int(first.fold) == 1 \
+            else bool(fold_invariant)
+        if invariant and int(first.fold) > 1 and not probe_fold_invariance(first.predict_arrays, int(first.fold),
+                                                                           input_shape):
+            _log.warning("the checkpoint records cross-slot decay inf, but an image's answer changed with its "
+                         "fold-mates on this engine; serving with request isolation")
+            invariant = False
+    return resolve_isolation(config.isolation, invariant)
+
+
+class _Service:
+    """What every endpoint shares: the app's batcher, metrics and decoding pool, the body meter,
+    the model's input shape and classes; and the plumbing of a request (auth, admission, errors)."""
+
+    def __init__(self, app, config: ServeConfig, input_shape: tuple[int, int, int], class_names: list[str]):
+        from fastapi.responses import JSONResponse, Response
+
+        self.app, self.config, self.limits, self.isolation = app, config, config.limits, app.state.isolation
+        self.batcher, self.metrics, self.decoder = app.state.batcher, app.state.metrics, app.state.decoder
+        self.input_shape, self.class_names = input_shape, class_names
+        self.body_memory = _BodyMemory(config.body_memory_bytes or 4 * config.limits.max_body_bytes)
+        self._json_response, self._response = JSONResponse, Response
+
+    def draining(self) -> bool:
+        return self.app.state.draining or self.batcher.closing
+
+    def error(self, status: int, message: str, close: bool = False, retry_after_s: float = 1.0):
         """The JSON error; ``close`` when the rest of the body may still be coming (do not read it)."""
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
         if close:
             headers["Connection"] = "close"
         if status == 503:
             headers["Retry-After"] = str(max(1, math.ceil(retry_after_s)))
-        return JSONResponse({"error": message}, status_code=status, headers=headers)
+        return self._json_response({"error": message}, status_code=status, headers=headers)
 
-    def unauthorized() -> JSONResponse:
-        return error(401, "missing or wrong API key; send it as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'")
+    def unauthorized(self):
+        return self.error(401, "missing or wrong API key; send it as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'")
 
-    def admit(n: int, ahead_s: float = 0.0) -> None:
+    def authorized(self, request) -> bool:
+        return _authorized(request.headers, self.config.api_key)
+
+    def admit(self, n: int, ahead_s: float = 0.0) -> None:
         """Refuse (QueueFull) when the work admitted before these images cannot finish in time."""
-        if draining():
+        if self.draining():
             raise BatcherClosed("the server is shutting down; retry the request (on another instance)")
-        batcher.check_admission(n, ahead_s)
+        self.batcher.check_admission(n, ahead_s)
 
-    async def classify_images(request: Request, client: int, images: np.ndarray):
+    async def read_body(self, request, limit: int) -> bytearray:
+        with self.body_memory.held() as take:
+            return await _read_body(request, limit, self.config.body_timeout_s, self.draining, take)
+
+    async def classify_images(self, request, client: int, images: np.ndarray):
         """Queue the images; their (indices, probabilities), or ClientGone if the client leaves."""
         # The queue's deadline runs from here: the request's own decoding is not queue time.
-        job = asyncio.ensure_future(batcher.submit(images, key=client))
+        job = asyncio.ensure_future(self.batcher.submit(images, key=client))
         gone = asyncio.ensure_future(_until_disconnect(request))
         try:
             await asyncio.wait({job, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -403,82 +381,118 @@ def create_app(predictor, config: ServeConfig | None = None, *, fold_invariant: 
             raise ClientGone()
         return job.result()
 
-    async def answer(request: Request, work) -> Response:
+    async def answer(self, request, work):
         """Run ``work(client)`` (auth first) and turn every failure into one JSON error."""
         t0 = time.perf_counter()
         status = 200
         try:
-            client = _client_key(request.headers, config.api_key)
+            client = _client_key(request.headers, self.config.api_key)
             if client is None:
                 status = 401
-                return unauthorized()
-            admit(0)  # the queue alone is past its deadline: refuse before reading the body
+                return self.unauthorized()
+            self.admit(0)  # the queue alone is past its deadline: refuse before reading the body
             return await work(client)
-        except RequestError as e:
-            status = e.status
-            return error(e.status, e.message, close=e.status in (408, 413, 503))  # these may come mid-body
-        except ClientGone:  # nobody to answer; not an error of the server (no traceback)
-            status = 499
-            return error(499, "the client closed the connection before the answer was ready", close=True)
-        except BatchFailed as e:
-            status = 500
-            return error(500, str(e))
-        except QueueFull as e:
-            status = 503
-            return error(503, str(e), close=True, retry_after_s=e.retry_after_s)
-        except BatcherClosed as e:
-            status = 503
-            return error(503, str(e), close=True)
+        except Exception as e:
+            status, response = self._failure(e)
+            return response
         except asyncio.CancelledError:
-            if not draining():
+            if not self.draining():
                 raise
             # uvicorn's graceful timeout ran out: answer the documented JSON 503, not its plain-text 500
             status = 503
-            return error(503, "the server shut down before the answer was ready; retry the request")
-        except Exception as e:  # a bug here must not take the server down; log it, answer 500
-            status = 500
-            _log.exception("request failed")
-            return error(500, f"internal server error ({type(e).__name__}); the server log has the details")
+            return self.error(503, "the server shut down before the answer was ready; retry the request")
         finally:
-            metrics.request(status, time.perf_counter() - t0, _REASONS.get(status, "other") if status != 200 else None)
+            reason = _REASONS.get(status, "other") if status != 200 else None
+            self.metrics.request(status, time.perf_counter() - t0, reason)
 
-    async def read_body(request: Request, limit: int) -> bytearray:
-        with body_memory.held() as take:
-            return await _read_body(request, limit, config.body_timeout_s, draining, take)
+    def _failure(self, e: Exception):
+        """(status, the JSON error) for what a request's work raised."""
+        if isinstance(e, RequestError):
+            return e.status, self.error(e.status, e.message, close=e.status in (408, 413, 503))  # may come mid-body
+        if isinstance(e, ClientGone):  # nobody to answer; not an error of the server (no traceback)
+            return 499, self.error(499, "the client closed the connection before the answer was ready", close=True)
+        if isinstance(e, BatchFailed):
+            return 500, self.error(500, str(e))
+        if isinstance(e, QueueFull):
+            return 503, self.error(503, str(e), close=True, retry_after_s=e.retry_after_s)
+        if isinstance(e, BatcherClosed):
+            return 503, self.error(503, str(e), close=True)
+        _log.exception("request failed", exc_info=e)  # a bug here must not take the server down; answer 500
+        return 500, self.error(500, f"internal server error ({type(e).__name__}); the server log has the details")
+
+
+async def _classify(service: _Service, request, client: int):
+    """``POST /v1/classify`` once authorized: the images of the body, classified, as result rows."""
+    with service.body_memory.held() as take:
+        blobs = await _request_blobs(request, service.config, service.decoder, service.draining, take)
+        images = await _decode_request(blobs, service.input_shape, service.limits, service.decoder, service.admit)
+    indices, probs = await service.classify_images(request, client, images)
+    names = service.class_names
+    results = [result_row(i, None, None, names[k], k, probs[i, k]) for i, k in enumerate(indices.tolist())]
+    return service._json_response({"results": results})
+
+
+async def _v2_infer(service: _Service, request, client: int):
+    """``POST /v2/models/{name}/infer`` once authorized: the tensors in, the outputs asked for out."""
+    input_shape, limits, decoder = service.input_shape, service.limits, service.decoder
+    body = await service.read_body(request, limits.max_body_bytes)
+    header = request.headers.get(HEADER_LENGTH)
+    if len(body) > _INLINE_PARSE_BYTES:  # parsing megabytes must not stall the event loop
+        req = await decoder.call(parse_infer_request, bytes(body), header, input_shape)
+    else:
+        req = parse_infer_request(bytes(body), header, input_shape)
+    del body
+    if req.blobs is not None:
+        images = await _decode_request(req.blobs, input_shape, limits, decoder, service.admit)
+    else:
+        check_image_count(req.count, limits)
+        service.admit(req.count)
+        images = req.pixels
+    indices, probs = await service.classify_images(request, client, images)
+    content, headers = infer_response(req, service.config.model_name, indices, probs, service.class_names)
+    return service._response(content, headers=headers)
+
+
+def _add_v1_routes(app, service: _Service) -> None:
+    """``POST /v1/classify``, ``GET /healthz``, ``GET /metrics``."""
+    from fastapi import Request
+    from fastapi.responses import JSONResponse, PlainTextResponse
+
+    batcher, config = service.batcher, service.config
 
     @app.post("/v1/classify")
     async def classify(request: Request):
-        async def work(client):
-            with body_memory.held() as take:
-                blobs = await _request_blobs(request, config, decoder, draining, take)
-                images = await _decode_request(blobs, input_shape, limits, decoder, admit)
-            indices, probs = await classify_images(request, client, images)
-            results = [result_row(i, None, None, class_names[k], k, probs[i, k])
-                       for i, k in enumerate(indices.tolist())]
-            return JSONResponse({"results": results})
-
-        return await answer(request, work)
+        return await service.answer(request, lambda client: _classify(service, request, client))
 
     @app.get("/healthz")
     async def healthz():
-        body = {"status": "draining" if draining() else "ok", "fold": batcher.fold,
-                "input_shape": list(input_shape), "num_classes": len(class_names),
-                "batch_size": batcher.max_batch, "max_wait_ms": config.max_wait_ms, "isolation": isolation,
-                "queue_images": batcher.queued_images, "queue_wait_estimate_ms": round(
-                    batcher.wait_estimate_s() * 1000, 1)}
-        return JSONResponse(body, status_code=503 if draining() else 200)
+        draining = service.draining()
+        body = {"status": "draining" if draining else "ok", "fold": batcher.fold,
+                "input_shape": list(service.input_shape), "num_classes": len(service.class_names),
+                "batch_size": batcher.max_batch, "max_wait_ms": config.max_wait_ms,
+                "isolation": service.isolation, "queue_images": batcher.queued_images,
+                "queue_wait_estimate_ms": round(batcher.wait_estimate_s() * 1000, 1)}
+        return JSONResponse(body, status_code=503 if draining else 200)
 
     @app.get("/metrics")
     async def prometheus(request: Request):
-        if not _authorized(request.headers, config.api_key):
-            return unauthorized()
-        return PlainTextResponse(metrics.render(), media_type=metrics.content_type)
+        if not service.authorized(request):
+            return service.unauthorized()
+        return PlainTextResponse(service.metrics.render(), media_type=service.metrics.content_type)
 
-    # ------------------------------------------------------------ KServe v2 / Open Inference Protocol
-    name = config.model_name
 
-    def unknown_model(model: str) -> JSONResponse:
-        return error(404, f"no model {model!r} here; this server serves {name!r}")
+def _add_v2_routes(app, service: _Service) -> None:
+    """The KServe v2 / Open Inference Protocol endpoints (foldcnn.serve.v2)."""
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
+
+    name = service.config.model_name
+
+    def unknown_model(model: str):
+        return service.error(404, f"no model {model!r} here; this server serves {name!r}")
+
+    def readiness(body: dict):
+        return JSONResponse(body, status_code=503 if service.draining() else 200)
 
     @app.get("/v2/health/live")
     async def v2_live():
@@ -486,7 +500,7 @@ def create_app(predictor, config: ServeConfig | None = None, *, fold_invariant: 
 
     @app.get("/v2/health/ready")
     async def v2_ready():
-        return JSONResponse({"ready": not draining()}, status_code=503 if draining() else 200)
+        return readiness({"ready": not service.draining()})
 
     @app.get("/v2")
     async def v2_server():
@@ -494,17 +508,15 @@ def create_app(predictor, config: ServeConfig | None = None, *, fold_invariant: 
 
     @app.get("/v2/models/{model}")
     async def v2_model(model: str, request: Request):
-        if not _authorized(request.headers, config.api_key):
-            return unauthorized()
+        if not service.authorized(request):
+            return service.unauthorized()
         if model != name:
             return unknown_model(model)
-        return JSONResponse(model_metadata(name, input_shape, len(class_names)))
+        return JSONResponse(model_metadata(name, service.input_shape, len(service.class_names)))
 
     @app.get("/v2/models/{model}/ready")
     async def v2_model_ready(model: str):
-        if model != name:
-            return unknown_model(model)
-        return JSONResponse({"name": name, "ready": not draining()}, status_code=503 if draining() else 200)
+        return unknown_model(model) if model != name else readiness({"name": name, "ready": not service.draining()})
 
     @app.post("/v2/models/{model}/infer")
     @app.post("/v2/models/{model}/versions/{version}/infer")
@@ -512,29 +524,8 @@ def create_app(predictor, config: ServeConfig | None = None, *, fold_invariant: 
         if model != name:
             return unknown_model(model)
         if version != "1":
-            return error(404, f"model {name!r} has one version, '1'; got {version!r}")
-
-        async def work(client):
-            body = await read_body(request, limits.max_body_bytes)
-            header = request.headers.get(HEADER_LENGTH)
-            if len(body) > _INLINE_PARSE_BYTES:  # parsing megabytes must not stall the event loop
-                req = await decoder.call(parse_infer_request, bytes(body), header, input_shape)
-            else:
-                req = parse_infer_request(bytes(body), header, input_shape)
-            del body
-            if req.blobs is not None:
-                images = await _decode_request(req.blobs, input_shape, limits, decoder, admit)
-            else:
-                check_image_count(req.count, limits)
-                admit(req.count)
-                images = req.pixels
-            indices, probs = await classify_images(request, client, images)
-            content, headers = infer_response(req, name, indices, probs, class_names)
-            return Response(content, headers=headers)
-
-        return await answer(request, work)
-
-    return app
+            return service.error(404, f"model {name!r} has one version, '1'; got {version!r}")
+        return await service.answer(request, lambda client: _v2_infer(service, request, client))
 
 
 def _version() -> str:

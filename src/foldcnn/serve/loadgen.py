@@ -5,22 +5,34 @@
 Each client holds one keep-alive HTTP/1.1 connection and sends its requests one after another
 (closed loop); the requests are prepared bytes (head and body), so the client costs little CPU
 next to the server it measures. Plain asyncio streams, no HTTP library: a response is read by its
-status line, its headers and its ``Content-Length``.
+status line, its headers and its ``Content-Length``. A request's latency is measured by its
+client, from the write of its first byte to the last byte of its answer.
+
+Where the clients run matters as much as what they cost: clients inside a process that imported
+torch share its garbage collector, whose full collections walk some 200,000 objects and stop
+every client for 100+ ms. :class:`ClientProcess` runs them in a process of their own (spawned:
+numpy and the standard library only, uvloop where installed, its start-up heap frozen).
+
+    with ClientProcess() as clients:
+        result = clients.call(step_in_process, "127.0.0.1", 8000, [request_bytes], 64, 2000, 20.0)
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
+import gc
 import io
 import json
+import multiprocessing
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 __all__ = ["StepResult", "http_request", "png_bytes", "run_step", "classify_request", "v2_binary_request",
-           "v2_json_request", "heavy_png_bytes"]
+           "v2_json_request", "heavy_png_bytes", "ClientProcess", "step_in_process", "run_async"]
 
 
 def png_bytes(height: int, width: int, seed: int = 0) -> bytes:
@@ -135,19 +147,31 @@ async def send_one(host: str, port: int, request: bytes, timeout_s: float = 60.0
         writer.close()
 
 
+async def _connect(host: str, port: int, statuses: dict[str, int]):
+    """(reader, writer), or (None, None) with the failure counted (the client connects again later)."""
+    try:
+        return await asyncio.open_connection(host, port)
+    except OSError as e:
+        statuses[type(e).__name__] = statuses.get(type(e).__name__, 0) + 1
+        return None, None
+
+
 async def run_step(host: str, port: int, requests_bytes: list[bytes], *, clients: int, requests: int,
                    seconds: float, check=None, stop: asyncio.Event | None = None) -> StepResult:
     """``clients`` closed-loop connections send ``requests_bytes`` in turn until ``requests`` have
     been sent, ``seconds`` have passed or ``stop`` is set (requests in flight are awaited). A client
     refused with 503 waits its Retry-After (within the step's time) before its next request.
-    ``check(i, body)`` (i: the index into ``requests_bytes``) may raise on a wrong answer."""
+    ``check(i, body)`` (i: the index into ``requests_bytes``) may raise on a wrong answer. Every
+    client connects before the step starts (its clock and its first request)."""
     result = StepResult(clients)
-    deadline = time.monotonic() + seconds
     sent = 0
+
+    connections = await asyncio.gather(*(_connect(host, port, result.statuses) for _ in range(clients)))
+    deadline = time.monotonic() + seconds
 
     async def client(k: int) -> None:
         nonlocal sent
-        reader = writer = None
+        reader, writer = connections[k]
         i = k
         try:
             while sent < requests and time.monotonic() < deadline and not (stop is not None and stop.is_set()):
@@ -157,8 +181,8 @@ async def run_step(host: str, port: int, requests_bytes: list[bytes], *, clients
                 t0 = time.perf_counter()
                 try:
                     writer.write(requests_bytes[i % len(requests_bytes)])
-                    status, body, retry_s = await asyncio.wait_for(_read_response(reader),
-                                                                   max(deadline - time.monotonic(), 0) + 30)
+                    async with asyncio.timeout(max(deadline - time.monotonic(), 0) + 30):  # no task per request
+                        status, body, retry_s = await _read_response(reader)
                 except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as e:
                     key = type(e).__name__
                     result.statuses[key] = result.statuses.get(key, 0) + 1
@@ -186,3 +210,46 @@ async def run_step(host: str, port: int, requests_bytes: list[bytes], *, clients
     result.seconds = time.perf_counter() - t0
     result.sent = sent
     return result
+
+
+def run_async(coro):
+    """``asyncio.run(coro)`` on uvloop where it is installed (a cheaper client loop), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+def step_in_process(host: str, port: int, requests_bytes: list[bytes], clients: int, requests: int,
+                    seconds: float) -> StepResult:
+    """:func:`run_step` to completion (for :meth:`ClientProcess.call`)."""
+    return run_async(run_step(host, port, requests_bytes, clients=clients, requests=requests, seconds=seconds))
+
+
+def _client_process_start() -> None:
+    gc.collect()
+    gc.freeze()  # the imports (numpy, PIL) stay out of every later collection
+
+
+class ClientProcess:
+    """A process of its own for load-generating clients (spawned, so it inherits no torch heap):
+    ``call(fn, *args)`` runs the module-level function ``fn`` there and returns its (picklable)
+    result. A context manager; ``close()`` ends the process."""
+
+    def __init__(self):
+        self._pool = concurrent.futures.ProcessPoolExecutor(
+            1, mp_context=multiprocessing.get_context("spawn"), initializer=_client_process_start)
+
+    def call(self, fn, *args):
+        return self._pool.submit(fn, *args).result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> ClientProcess:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,6 +1,6 @@
 """`foldcnn serve --engine ray`: the same app as a Ray Serve deployment, for many machines.
 
-    app = ray_app("runs/apex/checkpoint", PredictOptions(), ServeConfig(), replicas=2)
+    app = ray_app("runs/apex/checkpoint", ServeConfig(PredictOptions(backend="ort")), replicas=2)
     serve.run(app, route_prefix="/")                     # what `foldcnn serve --engine ray` does
 
 Each Ray Serve replica (a Ray actor, on any node of the cluster) loads the checkpoint and runs the
@@ -17,9 +17,9 @@ from foldcnn.errors import MissingExtraError
 __all__ = ["ray_app"]
 
 
-def ray_app(checkpoint: str, options, config, replicas: int = 1, num_cpus: float = 1.0):
-    """A bound Ray Serve application serving ``checkpoint`` (``options``: the PredictOptions of
-    each replica's Predictor; ``config``: its ServeConfig)."""
+def ray_app(checkpoint: str, config, replicas: int = 1, num_cpus: float = 1.0):
+    """A bound Ray Serve application serving ``checkpoint`` with the ServeConfig ``config`` (each
+    replica's Predictor takes ``config.predict``; the server decodes, so no decoding workers)."""
     try:
         from ray import serve
     except ImportError as e:
@@ -30,7 +30,7 @@ def ray_app(checkpoint: str, options, config, replicas: int = 1, num_cpus: float
         from foldcnn.serve.app import create_app
         from foldcnn.serve.isolation import checkpoint_fold_invariant
 
-        predictor = Predictor.from_checkpoint(checkpoint, options)
+        predictor = Predictor.from_checkpoint(checkpoint, config.predict.replace(workers=0))
         return create_app(predictor, config, fold_invariant=checkpoint_fold_invariant(checkpoint))
 
     deployment = serve.deployment(serve.ingress(build)(), name="foldcnn", num_replicas=replicas,

@@ -86,14 +86,37 @@ def _shape(spec: dict, name: str) -> list[int]:
 
 def parse_infer_request(body: bytes, header_length: str | None, input_shape: tuple[int, int, int]) -> InferRequest:
     """The body of ``POST /v2/models/{name}/infer`` -> :class:`InferRequest` (400 on anything wrong)."""
-    view = memoryview(body)
-    if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
-            raise RequestError(400, f"the Inference-Header-Content-Length header says {header_length!r} but the "
-                                    f"body has {len(body):,} bytes; it must be the length of the JSON part")
-        head, binary = bytes(view[:int(header_length)]), view[int(header_length):]
+    head, binary = _split_body(body, header_length)
+    doc, spec = _parse_head(head)
+    name, datatype = spec.get("name"), spec.get("datatype")
+    shape = _shape(spec, str(name))
+    size = _binary_size(spec, name, binary)
+    blobs = pixels = None
+    if name == "images":
+        blobs = _image_blobs(spec, datatype, shape, binary if size is not None else None)
+    elif name == "pixels":
+        pixels = _pixel_array(spec, datatype, shape, input_shape, binary if size is not None else None)
     else:
-        head, binary = body, view[len(body):]
+        c, h, w = input_shape
+        raise RequestError(400, f"the model has no input {name!r}; send 'images' (BYTES [N], image files) or "
+                                f"'pixels' (UINT8 [N, {c}, {h}, {w}])")
+    return InferRequest(id=doc.get("id") if isinstance(doc.get("id"), str) else None, blobs=blobs, pixels=pixels,
+                        outputs=_outputs(doc))
+
+
+def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
+    """(the JSON header, the binary data after it) by the Inference-Header-Content-Length header."""
+    view = memoryview(body)
+    if header_length is None:
+        return body, view[len(body):]
+    if not header_length.isdigit() or int(header_length) > len(body):
+        raise RequestError(400, f"the Inference-Header-Content-Length header says {header_length!r} but the "
+                                f"body has {len(body):,} bytes; it must be the length of the JSON part")
+    return bytes(view[:int(header_length)]), view[int(header_length):]
+
+
+def _parse_head(head: bytes) -> tuple[dict, dict]:
+    """(the request document, its one input's spec)."""
     check_json_depth(head)
     try:
         doc = json.loads(head)
@@ -105,9 +128,11 @@ def parse_infer_request(body: bytes, header_length: str | None, input_shape: tup
     if len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise RequestError(400, f"the model takes one input ('images' BYTES [N] or 'pixels' UINT8 [N, C, H, W]), "
                                 f"got {len(inputs)}")
-    spec = inputs[0]
-    name, datatype = spec.get("name"), spec.get("datatype")
-    shape = _shape(spec, str(name))
+    return doc, inputs[0]
+
+
+def _binary_size(spec: dict, name, binary: memoryview) -> int | None:
+    """The input's declared binary_data_size (None: its data is in the JSON), checked against the body."""
     params = spec.get("parameters") or {}
     size = params.get("binary_data_size") if isinstance(params, dict) else None
     if size is not None:
@@ -121,62 +146,60 @@ def parse_infer_request(body: bytes, header_length: str | None, input_shape: tup
                                 f"binary_data_size")
     elif "data" not in spec:
         raise RequestError(400, f"input {name!r} has neither 'data' nor parameters.binary_data_size")
+    return size
+
+
+def _image_blobs(spec: dict, datatype, shape: list[int], binary: memoryview | None) -> list[bytes]:
+    """Input 'images' (BYTES [N] or [N, 1]) -> the encoded image files, from ``binary`` when given."""
+    if datatype != "BYTES":
+        raise RequestError(400, f"input 'images' holds encoded image files: datatype BYTES, got {datatype!r}")
+    if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
+        raise RequestError(400, f"input 'images' has shape [N] (or [N, 1]), one image file per element; "
+                                f"got {shape}")
+    count = shape[0]
+    if binary is not None:
+        return _split_bytes(binary, count, "images")
+    data = spec["data"]
+    flat = data if isinstance(data, list) and all(isinstance(s, str) for s in data) else \
+        [s for row in data for s in row] if isinstance(data, list) and all(
+            isinstance(r, list) for r in data) else None
+    if flat is None or not all(isinstance(s, str) for s in flat):
+        raise RequestError(400, "input 'images': in JSON each element is a base64 string of an image file")
+    if len(flat) != count:
+        raise RequestError(400, f"input 'images' has shape {shape} but {len(flat)} elements")
+    blobs = []
+    for i, s in enumerate(flat):
+        try:
+            blobs.append(base64.b64decode("".join(s.split()), validate=True))
+        except (binascii.Error, ValueError):
+            raise RequestError(400, f"input 'images' element {i} is not valid base64; send the image file "
+                                    f"base64-encoded, or as binary data") from None
+    return blobs
+
+
+def _pixel_array(spec: dict, datatype, shape: list[int], input_shape: tuple[int, int, int],
+                 binary: memoryview | None) -> np.ndarray:
+    """Input 'pixels' (UINT8 [N, C, H, W]) -> uint8 (N, C, H, W), from ``binary`` when given."""
     c, h, w = input_shape
-    if name == "images":
-        if datatype != "BYTES":
-            raise RequestError(400, f"input 'images' holds encoded image files: datatype BYTES, got {datatype!r}")
-        if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
-            raise RequestError(400, f"input 'images' has shape [N] (or [N, 1]), one image file per element; "
-                                    f"got {shape}")
-        count = shape[0]
-        if size is not None:
-            blobs = _split_bytes(binary, count, name)
-        else:
-            data = spec["data"]
-            flat = data if isinstance(data, list) and all(isinstance(s, str) for s in data) else \
-                [s for row in data for s in row] if isinstance(data, list) and all(
-                    isinstance(r, list) for r in data) else None
-            if flat is None or not all(isinstance(s, str) for s in flat):
-                raise RequestError(400, "input 'images': in JSON each element is a base64 string of an image file")
-            if len(flat) != count:
-                raise RequestError(400, f"input 'images' has shape {shape} but {len(flat)} elements")
-            blobs = []
-            for i, s in enumerate(flat):
-                try:
-                    blobs.append(base64.b64decode("".join(s.split()), validate=True))
-                except (binascii.Error, ValueError):
-                    raise RequestError(400, f"input 'images' element {i} is not valid base64; send the image file "
-                                            f"base64-encoded, or as binary data") from None
-        pixels = None
-    elif name == "pixels":
-        if datatype != "UINT8":
-            raise RequestError(400, f"input 'pixels' holds uint8 pixels: datatype UINT8, got {datatype!r}")
-        if len(shape) != 4 or tuple(shape[1:]) != (c, h, w):
-            raise RequestError(400, f"input 'pixels' has shape [N, {c}, {h}, {w}] (the model's channels, height "
-                                    f"and width), got {shape}")
-        count = shape[0]
-        if size is not None:
-            if size != count * c * h * w:
-                raise RequestError(400, f"input 'pixels' of shape {shape} needs {count * c * h * w:,} bytes of "
-                                        f"binary data, got {size:,}")
-            pixels = np.frombuffer(binary, np.uint8).reshape(count, c, h, w).copy()
-        else:
-            try:
-                arr = np.asarray(spec["data"], dtype=np.int64)
-            except (TypeError, ValueError, OverflowError):
-                raise RequestError(400, "input 'pixels': 'data' must be a (flat or nested) list of ints 0-255") \
-                    from None
-            if arr.size != count * c * h * w or (arr.size and (arr.min() < 0 or arr.max() > 255)):
-                raise RequestError(400, f"input 'pixels' of shape {shape} needs {count * c * h * w:,} ints 0-255, "
-                                        f"got {arr.size:,}" + (" outside 0-255" if arr.size == count * c * h * w
-                                                                 else ""))
-            pixels = arr.astype(np.uint8).reshape(count, c, h, w)
-        blobs = None
-    else:
-        raise RequestError(400, f"the model has no input {name!r}; send 'images' (BYTES [N], image files) or "
-                                f"'pixels' (UINT8 [N, {c}, {h}, {w}])")
-    return InferRequest(id=doc.get("id") if isinstance(doc.get("id"), str) else None, blobs=blobs, pixels=pixels,
-                        outputs=_outputs(doc))
+    if datatype != "UINT8":
+        raise RequestError(400, f"input 'pixels' holds uint8 pixels: datatype UINT8, got {datatype!r}")
+    if len(shape) != 4 or tuple(shape[1:]) != (c, h, w):
+        raise RequestError(400, f"input 'pixels' has shape [N, {c}, {h}, {w}] (the model's channels, height "
+                                f"and width), got {shape}")
+    count = shape[0]
+    if binary is not None:
+        if len(binary) != count * c * h * w:
+            raise RequestError(400, f"input 'pixels' of shape {shape} needs {count * c * h * w:,} bytes of "
+                                    f"binary data, got {len(binary):,}")
+        return np.frombuffer(binary, np.uint8).reshape(count, c, h, w).copy()
+    try:
+        arr = np.asarray(spec["data"], dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        raise RequestError(400, "input 'pixels': 'data' must be a (flat or nested) list of ints 0-255") from None
+    if arr.size != count * c * h * w or (arr.size and (arr.min() < 0 or arr.max() > 255)):
+        raise RequestError(400, f"input 'pixels' of shape {shape} needs {count * c * h * w:,} ints 0-255, "
+                                f"got {arr.size:,}" + (" outside 0-255" if arr.size == count * c * h * w else ""))
+    return arr.astype(np.uint8).reshape(count, c, h, w)
 
 
 def _outputs(doc: dict) -> list[tuple[str, bool]]:

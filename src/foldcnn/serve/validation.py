@@ -103,6 +103,8 @@ def _opened(data: bytes, limits: ImageLimits, where: str):
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# PNGs up to this many pixels (512 x 512) decode by libspng, which holds the GIL meanwhile (a few ms).
+FAST_PNG_PIXELS = 1 << 18
 
 
 def image_pixels(data: bytes, limits: ImageLimits, where: str = "the image") -> int:
@@ -121,6 +123,13 @@ def image_pixels(data: bytes, limits: ImageLimits, where: str = "the image") -> 
         return im.size[0] * im.size[1]
 
 
+def _png_pixels(data: bytes) -> int:
+    """Width x height from a PNG's IHDR chunk; 0 when ``data`` does not start like a PNG."""
+    if data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR" or len(data) < 24:
+        return 0
+    return int.from_bytes(data[16:20], "big") * int.from_bytes(data[20:24], "big")
+
+
 def decode_image(data: bytes, input_shape: tuple[int, int, int], limits: ImageLimits,
                  where: str = "the image") -> np.ndarray:
     """Encoded image bytes -> uint8 (C, H, W) in the model's input shape (C = 3 RGB or 1 grey)."""
@@ -130,9 +139,13 @@ def decode_image(data: bytes, input_shape: tuple[int, int, int], limits: ImageLi
 
     c, h, w = input_shape
     _check_size(data, limits, where)
-    # 8-bit RGB PNGs by libspng where the png extra is installed (as for files: the same pixels);
-    # every other image, and every problem, goes through Pillow below.
-    arr = decode_png_fast(data, limits.max_pixels) if "PNG" in limits.formats else None
+    # Small 8-bit RGB PNGs by libspng where the png extra is installed (as for files: the same
+    # pixels); every other image, and every problem, goes through Pillow below. libspng (pyspng)
+    # holds the GIL for the whole decode (a tenth of a second or more for a 16-megapixel PNG,
+    # docs/serving.md), which stops the event loop and every other client that long; Pillow
+    # releases it while it decodes and resizes: a large image costs others a GIL switch interval.
+    fast = "PNG" in limits.formats and 0 < _png_pixels(data) <= FAST_PNG_PIXELS
+    arr = decode_png_fast(data, limits.max_pixels) if fast else None
     if arr is not None and not limits.resize and arr.shape[:2] != (h, w):
         arr = None  # Pillow's path names the size mismatch
     if arr is None:

@@ -214,3 +214,45 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Where and how a training run goes, beside what it trains (ModelSpec, DataSpec, TrainConfig):
+    its folder, the teacher checkpoint it distils from, resuming, and what it reports.
+
+    A non-empty ``out_dir`` needs ``resume`` (continue its train_state.pt) or ``overwrite``;
+    ``regroupings`` (folded models; 0 = off): the test images are also classified in that many other
+    random fold groupings, and the flip rate and top-1 spread go into run.json; ``evaluate_only``
+    evaluates the model's given weights without training; ``log`` gets one sentence per note worth
+    telling the user (the library never prints); ``on_epoch`` gets each epoch's metrics row, and an
+    exception it raises stops the run there (train_state.pt kept)."""
+
+    out_dir: str = option(help="run directory (checkpoint/, metrics.jsonl, run.json, train_state.pt)", flag="--out")
+    teacher: str | None = option(None, "unfolded (fold=1) checkpoint of the same task to distill from")
+    allow_folded_teacher: bool = option(False, "accept a teacher with fold > 1")
+    resume: bool = option(False, "continue the run in --out from its train_state.pt")
+    overwrite: bool = option(False, "start a new run in a non-empty --out, replacing the run there (without it or "
+                             "--resume a non-empty --out is an error)")
+    regroupings: int = option(10, "folded models: after training, classify the test images in R other random fold "
+                              "groupings and record the flip rate and top-1 spread in run.json (0 = off)",
+                              metavar="R")
+    state_every_steps: int = option(DEFAULT_STATE_EVERY_STEPS, "also write train_state.pt every N steps within an "
+                                    "epoch (0 = after each epoch only)", flag="--save-every-steps")
+    quiet: bool = option(False, "no progress bar")
+    evaluate_only: bool = option(False, cli=False)
+    command: tuple[str, ...] | None = option(None, cli=False)  # what run.json records (default sys.argv)
+    log: object = option(None, cli=False)  # Callable[[str], None]
+    on_epoch: object = option(None, cli=False)  # Callable[[dict], None]
+
+    def __post_init__(self):
+        if self.resume and self.overwrite:
+            raise UsageError("resume and overwrite exclude each other: --resume continues the run in --out, "
+                             "--overwrite starts a new one there")
+        if isinstance(self.regroupings, bool) or not isinstance(self.regroupings, int) or self.regroupings < 0:
+            raise UsageError(f"regroupings must be an int >= 0 (0 = off), got {self.regroupings!r}")
+        if self.state_every_steps < 0:
+            raise UsageError(f"state_every_steps must be >= 0 (0 = after each epoch only), got {self.state_every_steps}")
+
+    def replace(self, **changes) -> RunOptions:
+        return replace(self, **changes)

@@ -12,7 +12,6 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -28,9 +27,10 @@ from foldcnn.checkpoints import (
 from foldcnn.errors import OutputExistsError, UsageError
 from foldcnn.models import create_model, model_entry
 from foldcnn.models.imported import accepts_keyword, is_import_path
+from foldcnn.models.spec import ModelSpec
 from foldcnn.train.aids import aid_notes, aid_report, zero_init_head_
 from foldcnn.train.symmetry import slot_diagonal_init_
-from foldcnn.train.config import DEFAULT_STATE_EVERY_STEPS, PLATEAU_WINDOW, TrainConfig, fit_budget
+from foldcnn.train.config import PLATEAU_WINDOW, RunOptions, TrainConfig, fit_budget
 from foldcnn.train.devices import resolve_device
 from foldcnn.train.distill import check_teacher_fold, load_teacher, teacher_logits, teacher_sha256
 from foldcnn.train.distributed import dist_info
@@ -40,7 +40,7 @@ from foldcnn.train.loop import evaluate, smoothed
 from foldcnn.train.resume import TRAIN_STATE_FILE, dataset_sha256, load_train_state
 from foldcnn.train.sources import SPLIT_SEED_OFFSETS, DataSpec, Splits, check_data_spec, load_splits
 
-__all__ = ["DataSpec", "Splits", "SPLIT_SEED_OFFSETS", "load_splits", "build_model_for", "run_training",
+__all__ = ["DataSpec", "ModelSpec", "RunOptions", "TrainConfig", "Splits", "SPLIT_SEED_OFFSETS", "load_splits", "build_model_for", "run_training",
            "TEACHER_CACHE", "check_out_dir", "zero_init_head_"]
 
 # run.json's layout; raised when a key changes meaning (2: test metrics folded in input order, as foldcnn eval).
@@ -153,35 +153,36 @@ def _versions() -> dict:
             "machine": platform.machine(), "cuda": torch.version.cuda}
 
 
-def _check_inputs(model_name: str, data: DataSpec, cfg: TrainConfig, out: Path, *, teacher, allow_folded_teacher,
-                  weights, fold: int, evaluate_only: bool, resume: bool, overwrite: bool, is_main: bool):
+def _check_inputs(model: ModelSpec, data: DataSpec, cfg: TrainConfig, run: RunOptions, *, is_main: bool):
     """Every check that needs no training data, before any image is generated or read; returns the
     given weights' state_dict (or None)."""
-    model_entry(model_name)  # an unknown model fails before any data is generated or read
-    _check_teacher_args(cfg, teacher, allow_folded_teacher)
-    if weights is not None and fold != 1:
-        raise UsageError(f"weights {weights} are the original's (fold=1); a folded model starts from fresh "
+    if model.name is None:
+        raise UsageError("name the model (--model): only a generated task (--task) has a model of its own")
+    model_entry(model.name)  # an unknown model fails before any data is generated or read
+    _check_teacher_args(cfg, run.teacher, run.allow_folded_teacher)
+    if model.weights is not None and model.fold != 1:
+        raise UsageError(f"weights {model.weights} are the original's (fold=1); a folded model starts from fresh "
                          "weights and learns from the original as its teacher (foldcnn fold does both)")
-    if evaluate_only and weights is None:
+    if run.evaluate_only and model.weights is None:
         raise UsageError("evaluate_only needs the trained weights (weights=FILE, --weights)")
-    state = read_state_dict(weights) if weights is not None else None  # unreadable: fail before the data
+    state = read_state_dict(model.weights) if model.weights is not None else None  # unreadable: fail before the data
     check_data_spec(data)
     if is_main:
-        check_out_dir(out, resume=resume, overwrite=overwrite)
-    if resume:
-        load_train_state(resume_state(out))  # missing or damaged: fail before the data
+        check_out_dir(run.out_dir, resume=run.resume, overwrite=run.overwrite)
+    if run.resume:
+        load_train_state(resume_state(Path(run.out_dir)))  # missing or damaged: fail before the data
     return state
 
 
-def _prepare_model(model_name: str, splits: Splits, cfg: TrainConfig, fold: int, channel_multiple, model_kwargs,
-                   width_mult, state, weights, resume: bool, say):
+def _prepare_model(model: ModelSpec, splits: Splits, cfg: TrainConfig, state, resume: bool, say):
     """The model sized for the data, from the given weights or a fresh start (zero head, slot-diagonal
     where on), and the training aids that apply to it: (model, aids)."""
     torch.manual_seed(cfg.seed)  # --seed seeds the initialization
-    model = build_model_for(model_name, splits, fold, channel_multiple, model_kwargs, width_mult)
+    spec, model = model, build_model_for(model.name, splits, model.fold, model.channel_multiple, model.kwargs,
+                                         model.width_mult)
     if state is not None:
-        load_state_into(model, state, str(weights))
-    diagonal = cfg.slot_diagonal_init if cfg.slot_diagonal_init is not None else is_import_path(model_name)
+        load_state_into(model, state, str(spec.weights))
+    diagonal = cfg.slot_diagonal_init if cfg.slot_diagonal_init is not None else is_import_path(spec.name)
     aids = aid_report(model, train_batchnorm=cfg.train_batchnorm, zero_init_head=cfg.zero_init_head and state is None,
                       tie_slots=cfg.tie_slots, slot_diagonal_init=diagonal and state is None)
     for note in aid_notes(aids):
@@ -189,7 +190,7 @@ def _prepare_model(model_name: str, splits: Splits, cfg: TrainConfig, fold: int,
     if cfg.zero_init_head and not resume and state is None:
         zero_init_head_(model)
     if aids["slot_diagonal_init"]["on"] and not resume:
-        slot_diagonal_init_(model, fold)
+        slot_diagonal_init_(model, spec.fold)
     return model, aids
 
 
@@ -243,100 +244,76 @@ def _save(out: Path, model, splits: Splits, cfg: TrainConfig, summary: dict) -> 
                     calibration_images=splits.train.images[pick])
 
 
-def run_training(
-    model_name: str,
-    data: DataSpec,
-    cfg: TrainConfig,
-    out_dir: str | Path,
-    *,
-    fold: int = 1,
-    channel_multiple: int | None = None,
-    progress: bool = True,
-    command: list[str] | None = None,
-    teacher: str | Path | None = None,
-    allow_folded_teacher: bool = False,
-    resume: bool = False,
-    overwrite: bool = False,
-    state_every_steps: int = DEFAULT_STATE_EVERY_STEPS,
-    regroupings: int = 10,
-    model_kwargs: dict | None = None,
-    weights: str | Path | None = None,
-    evaluate_only: bool = False,
-    log: Callable[[str], None] | None = None,
-    width_mult: float | None = None,
-    on_epoch: Callable[[dict], None] | None = None,
-) -> dict:
-    """Train, evaluate on the test split, save ``out_dir/checkpoint`` and ``out_dir/run.json``.
+def run_training(model: ModelSpec, data: DataSpec, train: TrainConfig, run: RunOptions) -> dict:
+    """Train, evaluate on the test split, save ``run.out_dir/checkpoint`` and ``run.out_dir/run.json``;
+    returns that run manifest.
 
-    ``model_name`` is a zoo name or an import path ``package.module:Name`` (``model_kwargs`` go to
-    its builder). ``weights`` (a safetensors file or a .pt/.pth state_dict of the unfolded model,
-    fold=1 only) start the model from trained weights; ``evaluate_only`` then skips training.
-    ``log`` gets one sentence per note worth telling the user (resized images, training aids
-    left out for some layers); the library never prints.
-
-    ``teacher`` (a fold=1 checkpoint of the same task) with ``cfg.distill`` mixes distillation
-    into the loss; ``resume=True`` continues ``out_dir/train_state.pt``; a non-empty ``out_dir``
-    needs ``resume`` or ``overwrite`` (:func:`check_out_dir`). Under an initialized
-    process group (torchrun) every rank trains and only rank 0 evaluates and writes; the
-    other ranks return ``{"rank": r}``. ``regroupings`` (folded models only; 0 = off): the test
-    images are also classified in that many other random fold groupings, and the flip rate (share
-    of images whose class changes with their fold-mates) and the top-1 spread go into run.json.
-    ``width_mult`` scales every hidden width (None: sqrt(fold)); ``on_epoch`` gets each epoch's
-    metrics row (train_model's), and an exception it raises stops the run there (train_state.pt kept).
-    Returns the run manifest.
+    ``model`` names the CNN (a zoo name or an import path; its ``kwargs`` go to the builder;
+    ``weights`` start the original from trained weights, and ``run.evaluate_only`` then skips
+    training); ``train.distill`` with ``run.teacher`` (a fold=1 checkpoint of the same task) mixes
+    distillation into the loss. Every check that needs no data runs before any image is read. Under
+    an initialized process group (torchrun) every rank trains and only rank 0 evaluates and writes;
+    the other ranks return ``{"rank": r}``.
     """
     dist = dist_info()
-    out = Path(out_dir)
-    say = log if (log is not None and dist.is_main) else (lambda _msg: None)
-    state = _check_inputs(model_name, data, cfg, out, teacher=teacher, allow_folded_teacher=allow_folded_teacher,
-                          weights=weights, fold=fold, evaluate_only=evaluate_only, resume=resume,
-                          overwrite=overwrite, is_main=dist.is_main)
-    splits = load_splits(data, progress=progress and dist.is_main)
+    out, name = Path(run.out_dir), model.name or data.task
+    say = run.log if (run.log is not None and dist.is_main) else (lambda _msg: None)
+    progress = not run.quiet and dist.is_main
+    state = _check_inputs(model.replace(name=name), data, train, run, is_main=dist.is_main)
+    splits = load_splits(data, progress=progress)
     for note in splits.meta.get("notes") or []:
         say(note)
-    cfg, budget = fit_budget(cfg, len(splits.train), fold)
-    if budget["extended"] and not evaluate_only:
+    train, budget = fit_budget(train, len(splits.train), model.fold)
+    if budget["extended"] and not run.evaluate_only:
         say(f"{len(splits.train)} training images: {budget['epochs_asked']} epochs would be "
-            f"{budget['epochs_asked'] * budget['steps_per_epoch']} steps; training up to {cfg.epochs} epochs "
+            f"{budget['epochs_asked'] * budget['steps_per_epoch']} steps; training up to {train.epochs} epochs "
             f"({budget['steps']} steps), stopping when validation stops improving")
-    model, aids = _prepare_model(model_name, splits, cfg, fold, channel_multiple, model_kwargs, width_mult,
-                                 state, weights, resume, say if not evaluate_only else (lambda _msg: None))
-    t_logits, distill_info = _teacher_logits(teacher, splits, cfg, out, allow_folded_teacher, dist.is_main)
+    net, aids = _prepare_model(model.replace(name=name), splits, train, state, run.resume,
+                               say if not run.evaluate_only else (lambda _msg: None))
+    t_logits, distill_info = _teacher_logits(run.teacher, splits, train, out, run.allow_folded_teacher, dist.is_main)
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
     result = check = None
-    if not evaluate_only:
-        result, check = train_with_check(model, splits.train, splits.val, cfg, out, t_logits, resume=resume,
-                                         progress=progress and dist.is_main, state_every_steps=state_every_steps,
-                                         on_epoch=on_epoch, finish_twin=budget["extended"])
+    if not run.evaluate_only:
+        result, check = train_with_check(net, splits.train, splits.val, train, out, t_logits, resume=run.resume,
+                                         progress=progress, state_every_steps=run.state_every_steps,
+                                         on_epoch=run.on_epoch, finish_twin=budget["extended"])
         for c in (c for c in (check, (check or {}).get("final")) if c and not c["kept"]):
-            say(f"fold {fold}: {c['reason']}")
+            say(f"fold {model.fold}: {c['reason']}")
     if not dist.is_main:
         return {"rank": dist.rank}
+    manifest = _evaluate_and_describe(net, model.replace(name=name), splits, train, run, result, aids,
+                                      distill_info and {**distill_info, "check": check}, budget)
+    _save(out, net, splits, train, manifest["summary"])
+    atomic_write(out / "run.json", json.dumps(manifest, indent=2).encode())
+    return manifest
+
+
+def _evaluate_and_describe(net, model: ModelSpec, splits: Splits, train: TrainConfig, run: RunOptions, result,
+                           aids, distillation, budget) -> dict:
+    """Test metrics (folded in input order, as foldcnn eval) and the run manifest around them."""
     t0 = time.perf_counter()
-    test = evaluate(model, splits.test, batch_size=cfg.eval_batch_size, seed=INPUT_ORDER)  # as foldcnn eval
-    regrouping = regrouping_metrics(model, splits.test, regroupings=regroupings, batch_size=cfg.eval_batch_size) \
-        if fold > 1 and regroupings > 0 else None
-    summary = _summary(model_name, fold, test, regrouping, result, len(splits.val), time.perf_counter() - t0)
-    features = {"fold": fold, "channel_multiple": channel_multiple,
-                "weights": {"path": str(weights), "evaluate_only": evaluate_only} if weights is not None else None,
-                "training_aids": None if evaluate_only else aids,
-                "distillation": {**distill_info, "check": check} if distill_info else None,
-                "budget": budget, **_loop_features(cfg, result)}
-    manifest = {
+    test = evaluate(net, splits.test, batch_size=train.eval_batch_size, seed=INPUT_ORDER)  # as foldcnn eval
+    regrouping = regrouping_metrics(net, splits.test, regroupings=run.regroupings, batch_size=train.eval_batch_size) \
+        if model.fold > 1 and run.regroupings > 0 else None
+    summary = _summary(model.name, model.fold, test, regrouping, result, len(splits.val), time.perf_counter() - t0)
+    features = {"fold": model.fold, "channel_multiple": model.channel_multiple,
+                "weights": {"path": str(model.weights), "evaluate_only": run.evaluate_only}
+                if model.weights is not None else None,
+                "training_aids": None if run.evaluate_only else aids,
+                "distillation": distillation or None,
+                "budget": budget, **_loop_features(train, result)}
+    return {
         "schema_version": RUN_SCHEMA_VERSION,
-        "command": command or sys.argv,
-        "seed": cfg.seed,
+        "command": list(run.command) if run.command else sys.argv,
+        "seed": train.seed,
         "summary": summary,
         "test_metrics": test,
         "test_regrouping": regrouping,
-        "train_config": cfg.to_dict(),
+        "train_config": train.to_dict(),
         "features": features,
         "data": splits.meta,
         "data_sha256": {n: dataset_sha256(getattr(splits, n)) for n in ("train", "val", "test")},
-        "model_config": model.config.to_dict(),
+        "model_config": net.config.to_dict(),
         "versions": _versions(),
     }
-    _save(out, model, splits, cfg, summary)
-    atomic_write(out / "run.json", json.dumps(manifest, indent=2).encode())
-    return manifest

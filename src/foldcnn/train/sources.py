@@ -16,6 +16,7 @@ from foldcnn.data.base import ArrayDataset
 from foldcnn.data.splits import SPLIT_NAMES as SPLITS
 from foldcnn.data.splits import SPLIT_SEED_OFFSETS, split_seed
 from foldcnn.errors import MissingInputError, UsageError
+from foldcnn.options import option
 
 __all__ = ["DataSpec", "Splits", "SPLIT_SEED_OFFSETS", "check_data_spec", "load_splits", "file_sha256"]
 
@@ -29,20 +30,29 @@ class DataSpec:
     of class folders only (split seeded and stratified by ``split``) or written by ``foldcnn data
     video``, or a video with per-frame labels (``video``)."""
 
-    task: str | None = None
-    data_dir: str | None = None
-    train_size: int = 6000
-    val_size: int = 1000
-    test_size: int = 2000
-    seed: int = 0
-    input_size: tuple[int, int] | None = None
-    video: str | None = None
-    labels: str | None = None  # frame,label CSV; default labels.csv beside the video
-    video_stride: int = 1
-    video_split: tuple[float, ...] = (0.6, 0.2, 0.2)  # train/val/test fractions, in time order
-    video_gap: int = 0  # frames left out between two splits
-    on_error: str = "skip"  # image folders: skip unreadable images (listed in meta) or "raise" on the first
-    split: tuple[float, ...] = (0.8, 0.1, 0.1)  # train/val/test fractions of a folder of class folders only
+    task: str | None = option(None, "generate this synthetic game task in memory (see 'foldcnn data game')")
+    data_dir: str | None = option(None, "folder with train/, val/, test/ subfolders of class folders, a folder of "
+                                  "class folders only (DIR/<class>/*.png; split by --split), or a folder written by "
+                                  "'foldcnn data video' (video.mp4 + labels.csv)", flag="--data")
+    train_size: int = option(6000, "generated training images", metavar="N")
+    val_size: int = option(1000, "generated validation images", metavar="N")
+    test_size: int = option(2000, "generated test images", metavar="N")
+    seed: int = option(0, "seed of the generated data, or of the split of a folder of class folders",
+                       flag="--data-seed")
+    input_size: tuple[int, int] | None = option(
+        None, "resize folder images (or video frames; default 50x50) to HxW (default: their own size; mixed sizes "
+        "in a folder of class folders: the most common)", parse="size", metavar="HxW")
+    video: str | None = option(None, "a video file; frames are split in time into train/val/test")
+    labels: str | None = option(None, "per-frame labels of --video, CSV frame,label (default: labels.csv beside it)")
+    video_stride: int = option(1, "keep every N-th video frame", metavar="N")
+    video_split: tuple[float, ...] = option((0.6, 0.2, 0.2), "train,val,test fractions of the video in time order",
+                                            parse="fractions", metavar="TR,VA,TE")
+    video_gap: int = option(0, "frames left out between two video splits", metavar="N")
+    on_error: str = option("skip", "unreadable images in a --data folder: skip them (counted on stderr, listed in "
+                           "run.json) or stop on the first", choices=("skip", "raise"))
+    split: tuple[float, ...] = option((0.8, 0.1, 0.1), "train,val,test fractions of a --data folder of class folders "
+                                      "only (seeded by --data-seed, stratified by class)", parse="fractions",
+                                      metavar="TR,VA,TE")
 
     def __post_init__(self):
         if sum(x is not None for x in (self.task, self.data_dir, self.video)) != 1:
@@ -107,11 +117,11 @@ def check_data_spec(spec: DataSpec) -> None:
         _check_folder(Path(spec.data_dir))
         return
     video, labels = _video_paths(spec)
-    if not video.is_file():
-        raise MissingInputError(f"video {video} does not exist")
-    if not labels.is_file():
-        raise MissingInputError(f"no labels for {video}: {labels} does not exist; pass --labels CSV "
-                                "(header frame,label; one row per frame)")
+    for path, missing in ((video, f"video {video} does not exist"),
+                          (labels, f"no labels for {video}: {labels} does not exist; pass --labels CSV "
+                                   "(header frame,label; one row per frame)")):
+        if not path.is_file():
+            raise MissingInputError(missing)
     try:
         import av  # noqa: F401
     except ImportError:

@@ -11,44 +11,87 @@ import json
 import platform
 import shlex
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import Field, asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from foldcnn.bench.presets import Preset
 from foldcnn.errors import UsageError
+from foldcnn.options import option
+from foldcnn.train.config import TrainConfig
+from foldcnn.train.sources import DataSpec
+
+
+# The demo's throughput sweep: a bench preset whose models and folds are the demo's task at fold 1
+# and at its fold (``DemoConfig.sweep``); one batch size, also the end-to-end run's.
+DEMO_BENCH = Preset("demo", "the demo's task, original and folded, on ONNX Runtime and OpenVINO fp32/int8 and "
+                    "torch eager fp32", models=(), folds=(), batch_sizes=(1024,),
+                    backends=(("ort", "fp32"), ("ort", "int8"), ("openvino", "fp32"), ("openvino", "int8"),
+                              ("eager", "fp32")), trials=3, min_seconds=0.3)
+
+
+def _no_cli(default_factory) -> Field:
+    """A composed config: its own fields are the flags, not it."""
+    return field(default_factory=default_factory, metadata={"cli": False})
 
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """What the demo runs; the defaults fit minutes on a small CPU (measured: docs/benchmarks.md, the demo)."""
+    """What the demo runs, composed of the configs the commands it stands for take: the generated
+    task (``data``, as ``foldcnn train --task``), the two training recipes (``original``, fold 1,
+    and ``folded``, which distills from the original unless its ``distill`` is none), and the
+    throughput sweep (``bench``, a ``foldcnn bench`` preset; its one batch size is also the
+    end-to-end run's). The defaults fit minutes on a small CPU (results/demo-*.json): the folded CNN
+    gets 200 epochs (at 100 it was still behind, docs/design.md, "Training recipe") and AdamW decay
+    0.05; the early distillation check would add a quarter of its budget, so both skip it."""
 
-    task: str = "sot-coin-count"
-    fold: int = 4
-    train_size: int = 6000
-    val_size: int = 1000
-    test_size: int = 2000
-    epochs_original: int = 30
-    epochs_folded: int = 200  # at 100 the folded CNN was still behind (docs/design.md, "Training recipe")
-    distill: str = "kl"  # the folded CNN distills from the original just trained ("none": plain labels)
-    weight_decay_folded: float = 0.05  # AdamW decay of the folded CNN; the original keeps the default
-    batch_size: int = 1024  # images per call in the throughput measurement
-    backends: tuple[tuple[str, str], ...] = (("ort", "fp32"), ("ort", "int8"), ("openvino", "fp32"),
-                                             ("openvino", "int8"), ("eager", "fp32"))
-    trials: int = 3
-    min_seconds: float = 0.3
-    seed: int = 0
+    data: DataSpec = _no_cli(lambda: DataSpec(task="sot-coin-count"))
+    fold: int = option(4, "fold of the folded model (>= 2)")
+    original: TrainConfig = _no_cli(lambda: TrainConfig(epochs=30, distill_check=False))
+    folded: TrainConfig = _no_cli(lambda: TrainConfig(epochs=200, weight_decay=0.05, distill="kl",
+                                                      distill_check=False))
+    bench: Preset = _no_cli(lambda: DEMO_BENCH)
 
     def __post_init__(self):
+        for name, cls in (("data", DataSpec), ("original", TrainConfig), ("folded", TrainConfig), ("bench", Preset)):
+            if not isinstance(getattr(self, name), cls):
+                raise UsageError(f"{name} must be a {cls.__name__}, got {type(getattr(self, name)).__name__}")
         if self.fold < 2:
             raise UsageError(f"the demo compares a folded model with the original: fold must be >= 2, got {self.fold}")
-        if min(self.train_size, self.val_size, self.test_size, self.epochs_original, self.epochs_folded) < 1:
-            raise UsageError("sizes and epochs must be >= 1")
-        if self.weight_decay_folded < 0:
-            raise UsageError(f"weight_decay_folded must be >= 0, got {self.weight_decay_folded}")
-        if self.distill not in ("kl", "mse", "none"):
-            raise UsageError(f"distill must be kl, mse or none, got {self.distill!r}")
+        if self.data.task is None:
+            raise UsageError("the demo generates a game task: data needs a task (DataSpec(task=...))")
+        if self.original.distill != "none":
+            raise UsageError(f"the original has no teacher: original.distill must be none, got {self.original.distill!r}")
+        if min(self.original.weight_decay, self.folded.weight_decay) < 0:
+            raise UsageError("weight_decay must be >= 0")
+        if len(self.bench.batch_sizes) != 1 or self.bench.baselines:
+            raise UsageError("the demo times one batch size and no baselines: bench needs one batch_sizes entry "
+                             "and no baselines")
+
+    @classmethod
+    def quick(cls) -> DemoConfig:
+        """A tiny run (under a minute) that checks the set-up: ``foldcnn demo --quick``."""
+        d = cls()
+        return cls(data=replace(d.data, train_size=600, val_size=200, test_size=400),
+                   original=replace(d.original, epochs=2), folded=replace(d.folded, epochs=2),
+                   bench=replace(d.bench, batch_sizes=(256,), backends=(("eager", "fp32"),), trials=1,
+                                 min_seconds=0.05))
+
+    @property
+    def task(self) -> str:
+        return self.data.task
+
+    @property
+    def batch_size(self) -> int:
+        """Images per call, in the throughput sweep and end to end."""
+        return self.bench.batch_sizes[0]
+
+    @property
+    def sweep(self) -> Preset:
+        """``bench`` with the demo's models and folds: its task at fold 1 and at ``fold``."""
+        return replace(self.bench, models=(self.task,), folds=(1, self.fold))
 
 
 @dataclass
@@ -61,36 +104,35 @@ class DemoResult:
     report: Path | None = None
 
 
-def _train(cfg: DemoConfig, fold: int, epochs: int, out: Path, progress: bool, teacher: Path | None = None) -> dict:
-    from foldcnn.train.config import TrainConfig
-    from foldcnn.train.run import DataSpec, run_training
-
-    data = DataSpec(task=cfg.task, train_size=cfg.train_size, val_size=cfg.val_size,
-                    test_size=cfg.test_size, seed=cfg.seed)
-    command = ["foldcnn", "train", "--task", cfg.task, "--fold", str(fold), "--epochs", str(epochs),
-               "--train-size", str(cfg.train_size), "--val-size", str(cfg.val_size),
-               "--test-size", str(cfg.test_size), "--data-seed", str(cfg.seed), "--seed", str(cfg.seed),
-               "--out", str(out)]
-    distill = cfg.distill if teacher is not None else "none"
+def _train_command(cfg: DemoConfig, fold: int, train: TrainConfig, out: Path, teacher: Path | None) -> list[str]:
+    """The ``foldcnn train`` command that reproduces one of the demo's runs."""
+    d = cfg.data
+    command = ["foldcnn", "train", "--task", d.task, "--fold", str(fold), "--epochs", str(train.epochs),
+               "--train-size", str(d.train_size), "--val-size", str(d.val_size), "--test-size", str(d.test_size),
+               "--data-seed", str(d.seed), "--seed", str(train.seed), "--out", str(out)]
     if teacher is not None:
-        # The generated task is where distillation was measured to help (docs/accuracy.md); the early
-        # check against an undistilled twin would add a quarter of the folded budget to the demo.
-        command += ["--teacher", str(teacher), "--distill", distill, "--no-distill-check"]
-    train = TrainConfig(epochs=epochs, seed=cfg.seed, distill=distill, distill_check=False)
-    if fold > 1:
-        train = replace(train, weight_decay=cfg.weight_decay_folded)
-        command += ["--weight-decay", f"{cfg.weight_decay_folded:g}"]
-    run = run_training(cfg.task, data, train, out, fold=fold, progress=progress, command=command, teacher=teacher)
+        command += ["--teacher", str(teacher), "--distill", train.distill, "--no-distill-check"]
+    if fold > 1 or train.weight_decay != TrainConfig.weight_decay:  # train's default decay is by fold
+        command += ["--weight-decay", f"{train.weight_decay:g}"]
+    return command
+
+
+def _train(cfg: DemoConfig, fold: int, train: TrainConfig, out: Path, progress: bool,
+           teacher: Path | None = None) -> dict:
+    from foldcnn.train.run import ModelSpec, RunOptions, run_training
+
+    command = _train_command(cfg, fold, train, out, teacher)
+    run = run_training(ModelSpec(cfg.task, fold=fold), cfg.data, train,
+                       RunOptions(out, teacher=teacher, quiet=not progress, command=tuple(command)))
     return {**run["summary"], "command": shlex.join(command)}
 
 
 def _throughput(cfg: DemoConfig, progress: bool) -> tuple[list[dict], dict]:
-    from foldcnn.bench import build_records, make_configs, measure_peaks, run_sweep
+    from foldcnn.bench import build_records, preset_configs, preset_peaks, run_sweep
 
-    configs = make_configs([cfg.task], (1, cfg.fold), (cfg.batch_size,), cfg.backends)
-    outcome = run_sweep(configs, trials=cfg.trials, min_seconds=cfg.min_seconds, progress=progress)
-    needed = sorted({(c.runtime, c.device, c.dtype) for c in configs})
-    peaks = measure_peaks(needed)
+    sweep, configs = preset_configs(cfg.sweep)
+    outcome = run_sweep(configs, trials=sweep.trials, min_seconds=sweep.min_seconds, progress=progress)
+    peaks = preset_peaks(sweep, configs)
     records = build_records(outcome.results, peaks)
     return records, {"peaks": peaks, "skipped": [(str(c), why) for c, why in outcome.skipped]}
 
@@ -104,21 +146,22 @@ def run_demo(out_dir: str | Path = "foldcnn-demo", cfg: DemoConfig | None = None
     say = on_stage or (lambda _msg: None)
     t0 = time.perf_counter()
     result = DemoResult()
-    say(f"1/4 training the original {cfg.task} CNN (fold 1, {cfg.epochs_original} epochs, "
-        f"{cfg.train_size} generated images)")
-    result.accuracy[1] = _train(cfg, 1, cfg.epochs_original, out / "original", progress)
-    say(f"2/4 training the folded CNN (fold {cfg.fold}, {cfg.epochs_folded} epochs, same images"
-        + (f", distilling from the original ({cfg.distill})" if cfg.distill != "none" else "") + ")")
-    teacher = out / "original" / "checkpoint" if cfg.distill != "none" else None
-    result.accuracy[cfg.fold] = _train(cfg, cfg.fold, cfg.epochs_folded, out / f"folded-f{cfg.fold}", progress,
+    say(f"1/4 training the original {cfg.task} CNN (fold 1, {cfg.original.epochs} epochs, "
+        f"{cfg.data.train_size} generated images)")
+    result.accuracy[1] = _train(cfg, 1, cfg.original, out / "original", progress)
+    distill = cfg.folded.distill
+    say(f"2/4 training the folded CNN (fold {cfg.fold}, {cfg.folded.epochs} epochs, same images"
+        + (f", distilling from the original ({distill})" if distill != "none" else "") + ")")
+    teacher = out / "original" / "checkpoint" if distill != "none" else None
+    result.accuracy[cfg.fold] = _train(cfg, cfg.fold, cfg.folded, out / f"folded-f{cfg.fold}", progress,
                                        teacher)
     say(f"3/4 measuring throughput at batch {cfg.batch_size} images: "
-        + ", ".join(f"{b}/{d}" for b, d in cfg.backends))
+        + ", ".join(f"{b}/{d}" for b, d in cfg.bench.backends))
     records, extra = _throughput(cfg, progress)
     result.throughput = records
     peaks = extra["peaks"]
     result.peaks = peaks.to_dict()
-    say(f"4/4 end to end: foldcnn predict on {cfg.test_size} test PNGs, original and folded")
+    say(f"4/4 end to end: foldcnn predict on {cfg.data.test_size} test PNGs, original and folded")
     result.end_to_end = _end_to_end(cfg, out)
     plots = _plots(cfg, result, out)
     result.seconds = time.perf_counter() - t0
@@ -136,8 +179,8 @@ def _end_to_end(cfg: DemoConfig, out: Path) -> dict:
     from foldcnn.infer import PredictionWriter, Predictor
 
     pngs = out / "test-pngs"
-    write_game_text(cfg.task, str(pngs), {"test": cfg.test_size}, cfg.seed, overwrite=True)
-    backend, precision = cfg.backends[0]
+    write_game_text(cfg.task, str(pngs), {"test": cfg.data.test_size}, cfg.data.seed, overwrite=True)
+    backend, precision = cfg.bench.backends[0]
     rows = {}
     for fold, folder in ((1, "original"), (cfg.fold, f"folded-f{cfg.fold}")):
         ck = out / folder / "checkpoint"
@@ -165,7 +208,7 @@ def _plots(cfg: DemoConfig, result: DemoResult, out: Path) -> list[Path]:
         return []
     folder = out / "plots"
     folder.mkdir(parents=True, exist_ok=True)
-    groups = [(f"{r['backend']} {r['dtype']}\nmodel only", r["original_images_per_s"], r["folded_images_per_s"])
+    groups = [(f"{r['backend']} {r['precision']}\nmodel only", r["original_images_per_s"], r["folded_images_per_s"])
               for r in comparison_rows(cfg, result)]
     e = result.end_to_end
     if 1 in e and cfg.fold in e:
@@ -205,12 +248,12 @@ def _finish_plot(plt, fig, ax, path: Path, title: str, ylabel: str) -> Path:
 def comparison_rows(cfg: DemoConfig, result: DemoResult) -> list[dict]:
     """One row per (backend, precision): original vs folded images/s and their ratio."""
     rows = []
-    by_key = {(r["backend"], r["dtype"], r["fold"]): r for r in result.throughput}
-    for backend, dtype in cfg.backends:
-        a, b = by_key.get((backend, dtype, 1)), by_key.get((backend, dtype, cfg.fold))
+    by_key = {(r["backend"], r["precision"], r["fold"]): r for r in result.throughput}
+    for backend, precision in cfg.bench.backends:
+        a, b = by_key.get((backend, precision, 1)), by_key.get((backend, precision, cfg.fold))
         if a is None or b is None:
             continue
-        rows.append({"backend": backend, "dtype": dtype, "original_images_per_s": a["images_per_s"],
+        rows.append({"backend": backend, "precision": precision, "original_images_per_s": a["images_per_s"],
                      "folded_images_per_s": b["images_per_s"], "ratio": b["images_per_s"] / a["images_per_s"],
                      "original_fraction_of_peak": a["fraction_of_peak"],
                      "folded_fraction_of_peak": b["fraction_of_peak"]})
@@ -231,7 +274,7 @@ def format_summary(cfg: DemoConfig, result: DemoResult) -> str:
         lines.append(f"| test images whose class changes with their fold-mates (10 regroupings) | 0% (not folded) | "
                      f"{100 * b['test_flip_rate']:.1f}% (top-1 spread {100 * b['test_top1_spread']:.1f} points) |")
     for r in comparison_rows(cfg, result):
-        lines.append(f"| images/s, {r['backend']} {r['dtype']} (batch {cfg.batch_size}) | "
+        lines.append(f"| images/s, {r['backend']} {r['precision']} (batch {cfg.batch_size}) | "
                      f"{r['original_images_per_s']:,.0f} ({_pct(r['original_fraction_of_peak'])} of peak) | "
                      f"{r['folded_images_per_s']:,.0f} ({_pct(r['folded_fraction_of_peak'])} of peak), "
                      f"**{r['ratio']:.2f}x** |")
@@ -244,8 +287,8 @@ def format_summary(cfg: DemoConfig, result: DemoResult) -> str:
     best = fastest_rows(result)
     if best is not None:
         a, b = best
-        lines.append(f"| fastest of the rows above | {a['images_per_s']:,.0f} ({a['backend']} {a['dtype']}) | "
-                     f"{b['images_per_s']:,.0f} ({b['backend']} {b['dtype']}), "
+        lines.append(f"| fastest of the rows above | {a['images_per_s']:,.0f} ({a['backend']} {a['precision']}) | "
+                     f"{b['images_per_s']:,.0f} ({b['backend']} {b['precision']}), "
                      f"**{b['images_per_s'] / a['images_per_s']:.2f}x** |")
     return "\n".join(lines)
 
@@ -271,11 +314,11 @@ def write_report(out: Path, cfg: DemoConfig, result: DemoResult, plots: list[Pat
         f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
         f"torch {torch.__version__}. Total time {result.seconds / 60:.1f} min.", "",
         format_summary(cfg, result), "",
-        f"Accuracy: the folded model is {verdict}. Both were trained on the same {cfg.train_size} "
-        f"generated images and tested on the same {cfg.test_size}; the folded model for "
-        f"{cfg.epochs_folded} epochs against the original's {cfg.epochs_original}, its fold slots tied while "
-        f"training, with weight decay {cfg.weight_decay_folded:g}"
-        + (f" and distilling from the original ({cfg.distill})" if cfg.distill != "none" else "")
+        f"Accuracy: the folded model is {verdict}. Both were trained on the same {cfg.data.train_size} "
+        f"generated images and tested on the same {cfg.data.test_size}; the folded model for "
+        f"{cfg.folded.epochs} epochs against the original's {cfg.original.epochs}, its fold slots tied while "
+        f"training, with weight decay {cfg.folded.weight_decay:g}"
+        + (f" and distilling from the original ({cfg.folded.distill})" if cfg.folded.distill != "none" else "")
         + " (docs/accuracy.md).", "",
         "Throughput counts every image of a folded input; the ratio compares the two models on the same "
         "runtime and precision, in one run with interleaved trials; the last row compares each model on its "
@@ -286,7 +329,8 @@ def write_report(out: Path, cfg: DemoConfig, result: DemoResult, plots: list[Pat
         "## Reproduce", "",
         f"- original: `{a['command']}`", f"- folded: `{b['command']}`",
         f"- throughput: `foldcnn bench --models {cfg.task} --folds 1,{cfg.fold} --batch-sizes {cfg.batch_size} "
-        f"--backends {','.join(f'{x}/{y}' for x, y in cfg.backends)} --no-baselines`",
+        f"--backends {','.join(f'{x}/{y}' for x, y in cfg.bench.backends)} --no-baselines --trials {cfg.bench.trials} "
+        f"--min-seconds {cfg.bench.min_seconds:g}`",
         *(f"- end to end, f={f}: `{r['command']}` (the row times a warm Predictor: start-up excluded)"
           for f, r in result.end_to_end.items()), "",
     ]

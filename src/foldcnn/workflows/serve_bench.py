@@ -14,6 +14,10 @@ The heavy-client step: ``heavy_clients`` clients send back to back requests of
 meanwhile one client sends ``victim_requests`` one-image requests one after another; it records
 the victim's latencies, the heavy requests' statuses and the server's peak RSS.
 
+The clients run in one process of their own (:class:`foldcnn.serve.loadgen.ClientProcess`:
+spawned, without torch's heap, uvloop where installed), the servers in theirs; all share the
+machine's cores, as a user's clients on the same machine would. The document says so (``layout``).
+
 Default models: random-weight apex-squad-count checkpoints written to a temporary folder (speed
 does not depend on the weights): the original (fold 1), the folded model (fold ``fold``, random
 weights: its answers depend on fold-mates, so ``--isolation auto`` serves it with request
@@ -180,12 +184,11 @@ def _requests(cfg: ServeBenchConfig, size: int, model_name: str = "foldcnn") -> 
     return [make([pool[(i * size + j) % len(pool)] for j in range(size)]) for i in range(16)]
 
 
-def _step(server: _Server, cfg: ServeBenchConfig, reqs: list[bytes], clients: int, size: int) -> dict:
-    from foldcnn.serve.loadgen import run_step
+def _step(server: _Server, cfg: ServeBenchConfig, reqs: list[bytes], clients: int, size: int, pool) -> dict:
+    from foldcnn.serve.loadgen import step_in_process
 
     cpu0 = server.cpu_s()
-    result = asyncio.run(run_step("127.0.0.1", server.port, reqs, clients=clients, requests=cfg.requests,
-                                  seconds=cfg.seconds))
+    result = pool.call(step_in_process, "127.0.0.1", server.port, reqs, clients, cfg.requests, cfg.seconds)
     cpu = server.cpu_s() - cpu0
     row = {"model": server.label, "fold": server.health["fold"], "isolation": server.health["isolation"],
            "protocol": cfg.protocol, "images_per_request": size, **result.summary()}
@@ -194,20 +197,35 @@ def _step(server: _Server, cfg: ServeBenchConfig, reqs: list[bytes], clients: in
     return row
 
 
-async def _heavy(server: _Server, cfg: ServeBenchConfig) -> dict:
-    from foldcnn.serve.loadgen import classify_request, heavy_png_bytes, png_bytes, run_step
+async def _heavy_mix(port: int, heavy: bytes, victim: bytes, heavy_clients: int, victim_requests: int,
+                     seconds: float):
+    """(the heavy clients' StepResult, the victim's, whether the attack ended before the victim did)."""
+    from foldcnn.serve.loadgen import run_step
+
+    stop = asyncio.Event()
+    attack = asyncio.ensure_future(run_step("127.0.0.1", port, [heavy], clients=heavy_clients,
+                                            requests=10 ** 9, seconds=seconds * 3, stop=stop))
+    await asyncio.sleep(1.0)  # the attack is under way
+    lat = await run_step("127.0.0.1", port, [victim], clients=1, requests=victim_requests, seconds=seconds * 3)
+    alone = attack.done()  # the attack ended before the victim did: the step measured less than it says
+    stop.set()
+    return await attack, lat, alone
+
+
+def _heavy_in_process(*args):
+    """:func:`_heavy_mix` to completion (in the clients' process)."""
+    from foldcnn.serve.loadgen import run_async
+
+    return run_async(_heavy_mix(*args))
+
+
+def _heavy(server: _Server, cfg: ServeBenchConfig, pool) -> dict:
+    from foldcnn.serve.loadgen import classify_request, heavy_png_bytes, png_bytes
 
     heavy = classify_request([heavy_png_bytes()] * cfg.heavy_images)
     victim = classify_request([png_bytes(*cfg.image_size, 7)])
-    stop = asyncio.Event()
-    attack = asyncio.ensure_future(run_step("127.0.0.1", server.port, [heavy], clients=cfg.heavy_clients,
-                                            requests=10 ** 9, seconds=cfg.seconds * 3, stop=stop))
-    await asyncio.sleep(1.0)  # the attack is under way
-    lat = await run_step("127.0.0.1", server.port, [victim], clients=1, requests=cfg.victim_requests,
-                         seconds=cfg.seconds * 3)
-    alone = attack.done()  # the attack ended before the victim did: the step measured less than it says
-    stop.set()
-    heavy_result = await attack
+    heavy_result, lat, alone = pool.call(_heavy_in_process, server.port, heavy, victim, cfg.heavy_clients,
+                                         cfg.victim_requests, cfg.seconds)
     s = lat.summary()
     return {"model": server.label, "heavy_clients": cfg.heavy_clients, "heavy_images": cfg.heavy_images,
             "heavy_statuses": heavy_result.summary()["statuses"], "attack_ended_early": alone,
@@ -230,14 +248,35 @@ def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def _uptime() -> str | None:
+    """What `uptime` says (the machine's load, for the record), or None where it is missing."""
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _layout(cfg: ServeBenchConfig) -> str:
+    try:
+        import uvloop  # noqa: F401
+        loop = "uvloop"
+    except ImportError:
+        loop = "asyncio"
+    return (f"each model's server: `foldcnn serve --threads {cfg.threads}"
+            + "".join(f" {f}" for f in cfg.serve_flags) + "` (its own process(es)); the clients: one spawned "
+            f"Python process ({loop} event loop, raw HTTP/1.1 over asyncio streams, one keep-alive connection "
+            f"per client); server and clients share this machine's {os.cpu_count()} logical cores, nothing pinned")
+
+
 def run_serve_bench(cfg: ServeBenchConfig, log: Callable[[str], None] = lambda s: None) -> dict:
     """Run every step on every model; the results document (see the module docstring)."""
     from foldcnn.bench.report import machine_info
+    from foldcnn.serve.loadgen import ClientProcess
 
     doc = {"format": "foldcnn-serve-bench", "command": cfg.command, "date": datetime.datetime.now(
         datetime.timezone.utc).isoformat(timespec="seconds"), "commit": _commit(), "machine": machine_info(),
-        "load_before": _load(), "settings": asdict(cfg), "steps": [], "heavy": []}
-    with tempfile.TemporaryDirectory(prefix="foldcnn-serve-bench-") as tmp:
+        "layout": _layout(cfg), "uptime_before": _uptime(), "load_before": _load(), "settings": asdict(cfg), "steps": [], "heavy": []}
+    with tempfile.TemporaryDirectory(prefix="foldcnn-serve-bench-") as tmp, ClientProcess() as pool:
         models = bench_checkpoints(Path(tmp), cfg.fold) if not cfg.checkpoints else \
             [(Path(c).name, Path(c)) for c in cfg.checkpoints]
         servers: list[_Server] = []
@@ -246,26 +285,24 @@ def run_serve_bench(cfg: ServeBenchConfig, log: Callable[[str], None] = lambda s
                 servers.append(_Server(label, path, cfg))
                 log(f"serving {label}: fold {servers[-1].health['fold']}, isolation {servers[-1].health['isolation']}")
             doc["models"] = [{"model": s.label, **s.health} for s in servers]
+            warm = ServeBenchConfig(requests=200, seconds=5, clients=(8,), protocol=cfg.protocol)
             for s in servers:  # warm-up: connections, allocator, the rate estimates
-                _step(s, ServeBenchConfig(requests=200, seconds=5, clients=(8,), protocol=cfg.protocol), _requests(
-                    cfg, 1), 8, 1)
+                _step(s, warm, _requests(cfg, 1), 8, 1, pool)
             for size in cfg.request_sizes:
                 reqs = _requests(cfg, size)
                 for clients in cfg.clients:
                     for s in servers:
-                        row = _step(s, cfg, reqs, clients, size)
+                        row = _step(s, cfg, reqs, clients, size, pool)
                         row["load"] = _load()
                         doc["steps"].append(row)
                         log(row)
-            if cfg.heavy_clients:
-                for s in servers:
-                    row = asyncio.run(_heavy(s, cfg))
-                    doc["heavy"].append(row)
-                    log(row)
+            for s in servers if cfg.heavy_clients else ():
+                doc["heavy"].append(_heavy(s, cfg, pool))
+                log(doc["heavy"][-1])
         finally:
             for s in servers:
                 s.stop()
-    doc["load_after"] = _load()
+    doc["load_after"], doc["uptime_after"] = _load(), _uptime()
     return doc
 
 
@@ -287,8 +324,10 @@ def result_fields(doc: dict) -> dict:
                    f"{'/'.join(map(str, s['request_sizes']))} images of {s['image_size'][0]}x{s['image_size'][1]} "
                    f"a request, clients {','.join(map(str, s['clients']))}), every model in turn per step")
     return {"what": what, "description": description, "columns": COLUMNS, "rows": doc["steps"],
-            "command": doc["command"], "setup": doc["settings"], "models": doc["models"], "heavy": doc["heavy"],
-            "load_before": doc["load_before"], "load_after": doc["load_after"], "software": doc["machine"]}
+            "command": doc["command"], "layout": doc["layout"], "setup": doc["settings"], "models": doc["models"],
+            "heavy": doc["heavy"],
+            "load_before": doc["load_before"], "load_after": doc["load_after"], "uptime_before": doc["uptime_before"],
+            "uptime_after": doc["uptime_after"], "software": doc["machine"]}
 
 
 def command_line(argv: list[str]) -> str:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
 from foldcnn.errors import UsageError
+from foldcnn.models.spec import ModelSpec
+from foldcnn.options import option
 from foldcnn.precision import BYTES_PER_ELEMENT
 from foldcnn.train.config import BY_FOLD, TrainConfig
 from foldcnn.train.sources import DataSpec
@@ -23,34 +25,55 @@ class FoldOptions:
     multiple) of ``folds`` x ``widths`` x ``channel_multiples``; fold 1 is then allowed in ``folds``
     (below width 1: the narrower peers). ``widths`` None: 0.5, 0.71, 1 and sqrt(f) for each f."""
 
-    model: str
-    data: DataSpec
-    folds: tuple[int, ...] = (4,)
-    model_kwargs: dict = field(default_factory=dict)
-    weights: str | None = None
-    max_accuracy_drop: float = 1.0  # points of top-1 (test; validation in a search)
-    channel_multiple: int | None = None
+    model: ModelSpec = option(cli=False)  # the original (its fold is 1; a name alone is taken as ModelSpec(name))
+    data: DataSpec = option(cli=False)
+    folds: tuple[int, ...] = option((4,), "several folds to try, e.g. 2,3,4 (with --search 1 adds the narrower CNNs; "
+                                    "default there 1,2,4)", parse="ints")
+    max_accuracy_drop: float = option(1.0, "points of top-1 a model may lose against the original to be chosen (test "
+                                      "top-1; validation top-1 with --search)")
     # KL distillation with temperature, as docs/accuracy.md's f=4 rows used; cross_slot_decay acts on
     # the folded stages only; slot_diagonal_init None: on for CNNs by import path.
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(distill="kl"))
-    epochs: int | None = None  # the folded models' (and a search's candidates'); None: by fold
-    original_epochs: int | None = None
-    weight_decay: float | None = None  # None: by fold
-    bench_batch_sizes: tuple[int, ...] = (256, 1024)
-    bench_backends: tuple[tuple[str, str], ...] | None = None  # None: every CPU engine here (no compile)
-    precisions: tuple[str, ...] | None = None  # the engines' precisions allowed (None: all); foldcnn.precision names
-    bench_trials: int = 3
-    bench_min_seconds: float = 0.3
-    search: bool = False
-    widths: tuple[float, ...] | None = None
-    channel_multiples: tuple[int, ...] | None = None  # search only; None: (channel_multiple,)
-    max_flip_rate: float | None = None  # share of validation images whose class changes with their fold-mates
-    invariant: bool = False  # search only candidates trained with cross_slot_decay inf
-    abandon_margin: float = 2.0  # points of validation top-1 a learning curve may trail before it is abandoned
-    engine: str = "local"  # search only: "ray" trains the candidates as Ray Tune trials under ASHA
-    address: str | None = None  # the Ray cluster (None: a local one, started and stopped)
+    train: TrainConfig = option(cli=False, default_factory=lambda: TrainConfig(distill="kl"))
+    # The folded models' (and a search's candidates') epochs and weight decay; None: by fold. On the
+    # command line they are TrainConfig's --epochs and --weight-decay.
+    epochs: int | None = option(None, cli=False)
+    original_epochs: int | None = option(None, "epochs of the original when it is trained (default: by fold, as "
+                                         "--epochs: 60, raised on small sets)")
+    weight_decay: float | None = option(None, cli=False)
+    bench_batch_sizes: tuple[int, ...] = option((256, 1024), "batch sizes (images) to time; each model keeps its "
+                                                "best", flag="--batch-sizes", parse="ints")
+    bench_backends: tuple[tuple[str, str], ...] | None = option(
+        None, "engines to time, as backend/precision pairs (default: every CPU engine here except torch.compile)",
+        flag="--backends", parse="pairs")
+    precisions: tuple[str, ...] | None = option(
+        None, "the engines' precisions to time and choose from, comma-separated, e.g. fp32 (for a deployment that "
+        "cannot quantize) or fp32,int8 (default: every precision here)", flag="--precision", parse="names")
+    bench_trials: int = option(3, "interleaved timing trials", flag="--trials")
+    bench_min_seconds: float = option(0.3, "length of each timed block", flag="--min-seconds")
+    search: bool = option(False, "find the fastest model on this machine within the budget: every fold x width "
+                          "multiplier (narrower fold-1 CNNs too), timed first with random weights, trained fastest "
+                          "first, hopeless learning curves abandoned (docs/search.md)")
+    widths: tuple[float, ...] | None = option(None, "--search: width multipliers relative to the original's, "
+                                              "comma-separated (default 0.5,0.71,1 and sqrt(f) for each fold f; "
+                                              "sqrt(f), the paper's point, is always in)", parse="width_mults")
+    channel_multiples: tuple[int, ...] | None = option(None, "--search: width roundings to try, e.g. 8,32 (default: "
+                                                       "--channel-multiple)", parse="ints")
+    max_flip_rate: float | None = option(None, "--search: the largest share of validation images whose class may "
+                                         "change with their fold-mates (default: no limit)")
+    invariant: bool = option(False, "--search: train the folded candidates with --cross-slot-decay inf, so answers "
+                             "cannot depend on fold-mates")
+    abandon_margin: float = option(2.0, "--search: points of validation top-1 a candidate's curve may trail the "
+                                   "original's progress before it is abandoned at 1/4 or 1/2 of its epochs")
+    engine: str = option("local", "--search: ray trains the candidates as Ray Tune trials side by side, stopped by "
+                         "its ASHA scheduler (one trial per candidate)", choices=("local", "ray"))
+    address: str | None = option(None, "--engine ray: the Ray cluster to join (default: a local one, started and "
+                                 "stopped)")
 
     def __post_init__(self):
+        if isinstance(self.model, str):
+            object.__setattr__(self, "model", ModelSpec(self.model))
+        if not isinstance(self.model, ModelSpec) or self.model.fold != 1 or self.model.name is None:
+            raise UsageError(f"model is the original CNN: a ModelSpec with a name and fold 1, got {self.model!r}")
         folds = tuple(self.folds)
         low = 1 if self.search else 2
         if not folds or any(isinstance(f, bool) or not isinstance(f, int) or f < low for f in folds):
@@ -67,7 +90,7 @@ class FoldOptions:
         if self.precisions is not None:
             bad = [p for p in self.precisions if p not in BYTES_PER_ELEMENT]
             if bad or not self.precisions:
-                raise UsageError(f"precisions are {', '.join(BYTES_PER_ELEMENT)}; got {', '.join(self.precisions) or 'none'}")
+                raise UsageError(f"precisions must be among {', '.join(BYTES_PER_ELEMENT)}; got {', '.join(self.precisions) or 'none'}")
             object.__setattr__(self, "precisions", tuple(dict.fromkeys(self.precisions)))
 
     def _check_search(self) -> None:
@@ -106,6 +129,15 @@ class FoldOptions:
         given = {f.name: getattr(self.train, f.name) for f in fields(TrainConfig) if f.name not in BY_FOLD}
         budget = {k: v for k, v in (("epochs", epochs), ("weight_decay", self.weight_decay)) if v is not None}
         return TrainConfig.for_fold(budget_fold, **{**given, **budget, **changes})
+
+    def model_spec(self, fold: int, width_mult: float | None = None,
+                   channel_multiple: int | None = None) -> ModelSpec:
+        """The CNN of a stage: the original (fold 1, from the given weights if any), a folded model
+        at the paper's width, or a search candidate (``width_mult``, ``channel_multiple``)."""
+        if width_mult is not None:
+            return self.model.replace(fold=fold, width_mult=width_mult, channel_multiple=channel_multiple,
+                                      weights=None)
+        return self.model.replace(channel_multiple=None) if fold == 1 else self.model.replace(fold=fold, weights=None)
 
     def candidate_config(self, fold: int) -> TrainConfig:
         """A search candidate's recipe: distilled from the original; a fold-1 candidate (a narrower

@@ -36,14 +36,15 @@ from foldcnn.workflows.fold.stages import ORIGINAL_STAGE, export_chosen, time_bu
 __all__ = ["FoldOptions", "run_fold", "REPORT_JSON", "REPORT_MD"]
 
 REPORT_JSON, REPORT_MD, FRONTIER_PNG = "report.json", "report.md", "frontier.png"
-# report.json's layout; raised when a key changes meaning (2: search candidates, narrower peers, 0.2.0 options).
-REPORT_SCHEMA_VERSION = 2
+# report.json's layout; raised when a key changes meaning (2: search candidates, narrower peers; 3: options.model
+# is the original's ModelSpec, holding kwargs, weights and channel_multiple).
+REPORT_SCHEMA_VERSION = 3
 
 
 def _builds(opts: FoldOptions, c: Candidate, kwargs: dict) -> bool:
     """Whether the model builds at this width (a narrower CNN may round a layer to 0 channels)."""
     try:
-        create_model(opts.model, fold=c.fold, width_mult=c.width_mult, channel_multiple=c.channel_multiple, **kwargs)
+        create_model(opts.model.name, fold=c.fold, width_mult=c.width_mult, channel_multiple=c.channel_multiple, **kwargs)
     except UsageError:
         return False
     return True
@@ -52,9 +53,9 @@ def _builds(opts: FoldOptions, c: Candidate, kwargs: dict) -> bool:
 def _throughput(opts: FoldOptions, runs: dict[int, dict], progress: bool) -> tuple[dict[int, dict], list[dict]]:
     """Best (engine, batch) per fold of the paper's widths, {fold: {"images_per_s", "engine", ...}},
     and of the narrower fold-1 CNNs (timed with random weights in the same sweep, never trained here)."""
-    builds = [Candidate(f, math.sqrt(f), opts.channel_multiple if f > 1 else None) for f in (1, *opts.folds)]
+    builds = [Candidate(f, math.sqrt(f), opts.model.channel_multiple if f > 1 else None) for f in (1, *opts.folds)]
     kwargs = dict(runs[1]["model_config"]["kwargs"])
-    narrow = [c for c in (Candidate(1, w, opts.channel_multiple) for w in DEFAULT_WIDTHS if w < 1) if _builds(opts, c, kwargs)]
+    narrow = [c for c in (Candidate(1, w, opts.model.channel_multiple) for w in DEFAULT_WIDTHS if w < 1) if _builds(opts, c, kwargs)]
     best = time_builds(opts, builds + narrow, kwargs, progress)
     speed = {b.fold: {k: v for k, v in best[b.key].items() if k != "flops_per_image"} for b in builds}
     peers = [{"fold": 1, "width_mult": b.width_mult, "trained": False,
@@ -99,10 +100,10 @@ def _choose(opts: FoldOptions, rows: list[dict], original: dict) -> tuple[dict |
 
 def _check_inputs(opts: FoldOptions, out: Path, resume: bool, train_only: bool) -> None:
     """Everything that can fail before any work: the model's import, the data, the weights, --out."""
-    model_entry(opts.model)  # a path that does not import fails before any work
+    model_entry(opts.model.name)  # a path that does not import fails before any work
     check_data_spec(opts.data)
-    if opts.weights is not None:
-        read_state_dict(opts.weights)  # unreadable or pickled: fail before any work
+    if opts.model.weights is not None:
+        read_state_dict(opts.model.weights)  # unreadable or pickled: fail before any work
     if out.exists() and any(out.iterdir()) and not resume:
         raise OutputExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     if opts.search and train_only:
@@ -150,7 +151,7 @@ def run_fold(opts: FoldOptions, out_dir: str | Path, *, resume: bool = False, pr
     stages.update(1)
     report = {
         "schema_version": REPORT_SCHEMA_VERSION,
-        "model": opts.model, "max_accuracy_drop": opts.max_accuracy_drop, "test_images": runs[1]["test_metrics"]["images"],
+        "model": opts.model.name, "max_accuracy_drop": opts.max_accuracy_drop, "test_images": runs[1]["test_metrics"]["images"],
         "original": original, "folded": folded, "narrower": narrower,
         "best_narrower_peer": max(narrower, key=lambda r: r["images_per_s"]) if narrower else None,
         "chosen": {"fold": target["fold"], "checkpoint": target["checkpoint"], **files,
@@ -175,7 +176,7 @@ def _search_report(opts: FoldOptions, out: Path, resume: bool, progress: bool, s
     files = export_chosen(result["chosen_row"], out)
     run = result["original_run"]
     report = {
-        "schema_version": REPORT_SCHEMA_VERSION, "model": opts.model, "search": True, "max_accuracy_drop": opts.max_accuracy_drop,
+        "schema_version": REPORT_SCHEMA_VERSION, "model": opts.model.name, "search": True, "max_accuracy_drop": opts.max_accuracy_drop,
         "budget_val_top1": result["budget_val_top1"], "test_images": run["test_metrics"]["images"],
         "verdict": result["verdict"], "candidates": result["candidates"],
         "chosen": chosen_summary(result, files), "cost": result["cost"],

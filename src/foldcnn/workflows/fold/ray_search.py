@@ -28,16 +28,16 @@ def _trial(config: dict) -> None:
     """One candidate's training inside a Ray worker; every epoch's validation top-1 goes to Tune."""
     from ray import tune
 
-    from foldcnn.train.run import run_training
+    from foldcnn.train.run import RunOptions, run_training
 
     opts: FoldOptions = config["opts"]
     c = Candidate(**config["candidate"])
     out = Path(config["out"])
     teacher = out / ORIGINAL_STAGE / "checkpoint" if opts.train.distill != "none" else None
-    run_training(opts.model, opts.data, opts.candidate_config(c.fold), out / c.name, fold=c.fold,
-                 width_mult=c.width_mult, channel_multiple=c.channel_multiple, progress=False,
-                 command=config["command"], teacher=teacher, overwrite=True, model_kwargs=opts.model_kwargs,
-                 on_epoch=lambda row: tune.report({"val_top1": row["val_top1"], "epoch": row["epoch"]}))
+    run = RunOptions(out / c.name, teacher=teacher, overwrite=True, quiet=True, command=config["command"],
+                     on_epoch=lambda row: tune.report({"val_top1": row["val_top1"], "epoch": row["epoch"]}))
+    run_training(opts.model_spec(c.fold, c.width_mult, c.channel_multiple), opts.data,
+                 opts.candidate_config(c.fold), run)
 
 
 def train_on_ray(opts: FoldOptions, todo: list[Candidate], out: Path, *, address: str | None, progress: bool,

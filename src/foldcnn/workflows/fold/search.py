@@ -52,12 +52,12 @@ def check_builds(opts: FoldOptions, space: list[Candidate], kwargs: dict) -> Non
     from foldcnn.train.symmetry import untiable_layers
 
     for c in space:
-        model = create_model(opts.model, fold=c.fold, width_mult=c.width_mult, channel_multiple=c.channel_multiple,
+        model = create_model(opts.model.name, fold=c.fold, width_mult=c.width_mult, channel_multiple=c.channel_multiple,
                              **kwargs)
         loose = untiable_layers(model) if opts.invariant and c.fold > 1 else {}
         if loose:
             name, why = next(iter(loose.items()))
-            raise UsageError(f"--invariant needs every layer tied across fold slots, but {opts.model}'s layer "
+            raise UsageError(f"--invariant needs every layer tied across fold slots, but {opts.model.name}'s layer "
                              f"{name!r} cannot be ({why}), so its answers could still depend on fold-mates")
 
 
@@ -132,7 +132,7 @@ class _Search:
         return row["status"] == "meets"
 
     def _run(self, c: Candidate, stage: Path, target: float, reference: list[float]) -> dict:
-        from foldcnn.train.run import run_training
+        from foldcnn.train.run import RunOptions, run_training
 
         opts = self.opts
         cfg = opts.candidate_config(c.fold)
@@ -148,10 +148,9 @@ class _Search:
                  f"({cfg.epochs} epochs)")
         teacher = self.out / ORIGINAL_STAGE / "checkpoint" if opts.train.distill != "none" else None
         try:
-            return run_training(opts.model, opts.data, cfg, stage, fold=c.fold, width_mult=c.width_mult,
-                                channel_multiple=c.channel_multiple, progress=self.progress, command=self.command,
-                                teacher=teacher, resume=continuing, overwrite=self.resume and not continuing,
-                                model_kwargs=opts.model_kwargs, log=self.say, on_epoch=check)
+            run = RunOptions(stage, teacher=teacher, resume=continuing, overwrite=self.resume and not continuing,
+                             quiet=not self.progress, command=self.command, log=self.say, on_epoch=check)
+            return run_training(opts.model_spec(c.fold, c.width_mult, c.channel_multiple), opts.data, cfg, run)
         except _Abandon as a:
             curve = _metrics(stage)
             row = {"status": "abandoned", "reason": str(a), "val_top1": max(r["val_top1"] for r in curve),
@@ -227,15 +226,13 @@ def _row(c: Candidate, timing: dict, original_speed: float) -> dict:
 def run_search(opts: FoldOptions, out: Path, *, resume: bool, progress: bool, say, command) -> dict:
     """Steps 1-4 of the module docstring; returns the report's body (pipeline.run_fold writes it)."""
     t0 = time.perf_counter()
-    cms = opts.channel_multiples or (opts.channel_multiple,)
-    space = search_space(opts.folds, opts.widths, cms)
+    space = search_space(opts.folds, opts.widths, opts.channel_multiples or (opts.model.channel_multiple,))
     if not space:
         raise UsageError("the search has no candidate besides the original; give --folds above 1 or --widths "
                          "other than 1")
-    if "input_shape" in opts.model_kwargs or ":" not in opts.model:
-        check_builds(opts, space, opts.model_kwargs)  # before the original trains
-    if opts.engine == "ray":
-        _check_ray(opts.address)
+    if "input_shape" in opts.model.kwargs or ":" not in opts.model.name:
+        check_builds(opts, space, opts.model.kwargs)  # before the original trains
+    _check_ray(opts.address) if opts.engine == "ray" else None
     original_run = train_stage(opts, 1, out, resume, progress, say, command)
     kwargs = dict(original_run["model_config"]["kwargs"])
     check_builds(opts, space, kwargs)
@@ -283,20 +280,25 @@ def run_search(opts: FoldOptions, out: Path, *, resume: bool, progress: bool, sa
     for r in rows:
         if r["checkpoint"] is not None and not (Path(r["checkpoint"]) / CONFIG_FILE).is_file():
             raise RuntimeError(f"internal: {r['name']} names {r['checkpoint']}, which does not exist")
+    cost = _cost(opts, rows, time.perf_counter() - t0, timing[ORIGINAL.key].get("sweep_seconds"), confirmed)
+    return {"original": original, "candidates": rows, "chosen_row": chosen, "budget_val_top1": target,
+            "cost": cost, "verdict": verdict(rows, chosen, opts), "original_run": original_run}
+
+
+def _cost(opts: FoldOptions, rows: list[dict], seconds: float, timing_seconds, confirm_seconds) -> dict:
+    """What the search cost, and one f=4 training to compare it with: the f=4 candidate's seconds,
+    or without a full f=4 training, the f=4 budget at the abandoned f=4 runs' seconds per epoch."""
     trained = [r for r in rows[1:] if r["status"] in ("chosen", "meets", "misses")]
-    cost = {"seconds": round(time.perf_counter() - t0, 1),
-            "train_seconds": round(sum(r["train_seconds"] for r in rows), 1),
-            "timing_seconds": timing[ORIGINAL.key].get("sweep_seconds"), "confirm_seconds": confirmed,
+    cost = {"seconds": round(seconds, 1), "train_seconds": round(sum(r["train_seconds"] for r in rows), 1),
+            "timing_seconds": timing_seconds, "confirm_seconds": confirm_seconds,
             "trained": len(trained), "abandoned": sum(r["status"] == "abandoned" for r in rows),
             "untrained": sum(r["status"] == "untrained" for r in rows)}
     f4 = [r["train_seconds"] for r in trained if r["fold"] == 4]
     cost["f4_train_seconds"] = f4[0] if f4 else None
-    # Without a full f=4 training to compare with: the f=4 budget at the abandoned f=4 runs' seconds per epoch.
     part = [r for r in rows if r["fold"] == 4 and r["status"] == "abandoned" and r["epochs_trained"]]
     cost["f4_train_seconds_estimated"] = None if f4 or not part else round(
         opts.candidate_config(4).epochs * sum(r["train_seconds"] for r in part) / sum(r["epochs_trained"] for r in part), 1)
-    return {"original": original, "candidates": rows, "chosen_row": chosen, "budget_val_top1": target,
-            "cost": cost, "verdict": verdict(rows, chosen, opts), "original_run": original_run}
+    return cost
 
 
 def verdict(rows: list[dict], chosen: dict, opts: FoldOptions) -> str:

@@ -23,7 +23,7 @@ def stage_done(stage: Path) -> bool:
 def train_stage(opts: FoldOptions, fold: int, out: Path, resume: bool, progress: bool, log, command) -> dict:
     """Train (or, with weights at fold 1, evaluate) one model; a finished stage is read back."""
     from foldcnn.train.distill_gate import resume_state
-    from foldcnn.train.run import run_training
+    from foldcnn.train.run import RunOptions, run_training
 
     stage = out / (ORIGINAL_STAGE if fold == 1 else f"fold{fold}")
     if stage_done(stage):
@@ -31,13 +31,11 @@ def train_stage(opts: FoldOptions, fold: int, out: Path, resume: bool, progress:
         return json.loads((stage / "run.json").read_text())
     teacher = out / ORIGINAL_STAGE / "checkpoint" if fold > 1 and opts.train.distill != "none" else None
     continuing = resume and resume_state(stage).is_file()  # the run's state, or its distillation twin's
-    log(f"{stage.name}: " + ("evaluating the given weights" if fold == 1 and opts.weights else
+    log(f"{stage.name}: " + ("evaluating the given weights" if fold == 1 and opts.model.weights else
                              ("resuming" if continuing else "training") + f" fold={fold}"))
-    return run_training(opts.model, opts.data, opts.train_config(fold, teacher is not None), stage, fold=fold,
-                        channel_multiple=opts.channel_multiple if fold > 1 else None, progress=progress,
-                        command=command, teacher=teacher, resume=continuing, model_kwargs=opts.model_kwargs,
-                        weights=opts.weights if fold == 1 else None,
-                        evaluate_only=fold == 1 and opts.weights is not None, log=log)
+    run = RunOptions(stage, teacher=teacher, resume=continuing, quiet=not progress, command=command, log=log,
+                     evaluate_only=fold == 1 and opts.model.weights is not None)
+    return run_training(opts.model_spec(fold), opts.data, opts.train_config(fold, teacher is not None), run)
 
 
 def time_builds(opts: FoldOptions, builds: list[Candidate], kwargs: dict, progress: bool) -> dict[tuple, dict]:
@@ -49,7 +47,7 @@ def time_builds(opts: FoldOptions, builds: list[Candidate], kwargs: dict, progre
 
     backends = opts.bench_backends or tuple(b for b in available_backends("cpu") if b[0] != "compile")
     backends = restrict_precisions(backends, opts.precisions)
-    configs = [c for b in builds for c in make_configs([opts.model], [b.fold], opts.bench_batch_sizes, backends,
+    configs = [c for b in builds for c in make_configs([opts.model.name], [b.fold], opts.bench_batch_sizes, backends,
                                                        channel_multiples=[b.channel_multiple], model_kwargs=kwargs,
                                                        width_mults=[b.width_mult])]
     outcome = run_sweep(list(dict.fromkeys(configs)), trials=opts.bench_trials, min_seconds=opts.bench_min_seconds,
@@ -61,8 +59,8 @@ def time_builds(opts: FoldOptions, builds: list[Candidate], kwargs: dict, progre
         key = (c.fold, round(wm, 6), None if wm == 1.0 else c.channel_multiple)
         if key not in best or st.median > best[key]["images_per_s"]:
             best[key] = {"images_per_s": round(st.median, 1), "images_per_s_min": round(st.min, 1),
-                         "images_per_s_max": round(st.max, 1), "engine": f"{c.backend}/{c.dtype}",
-                         "backend": c.backend, "precision": c.dtype, "batch_size": c.batch_size,
+                         "images_per_s_max": round(st.max, 1), "engine": f"{c.backend}/{c.precision}",
+                         "backend": c.backend, "precision": c.precision, "batch_size": c.batch_size,
                          "flops_per_image": r.flops_per_image}
     missing = [b.name for b in builds if b.key not in best]
     if missing:
