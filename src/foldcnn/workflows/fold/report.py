@@ -20,9 +20,9 @@ def render_report(r: dict) -> str:
                      f"{f['engine']} | {f['batch_size']} | {f['gain']:.2f}x |")
     for f in r["folded"]:
         check, more = f.get("distill_check"), f.get("still_improving") or {}
-        for c in (check, (check or {}).get("final")):
-            if c and not c["kept"]:
-                lines.append(f"\nFold {f['fold']}: {c['reason']}.")
+        for decision in (check, (check or {}).get("final")):
+            if decision and not decision["kept"]:
+                lines.append(f"\nFold {f['fold']}: {decision['reason']}.")
         if more.get("yes"):
             lines.append(f"\nFold {f['fold']} was still improving at its last epoch "
                          f"(+{more['val_top1_gain_points']:g} points of val top-1 over {more['over_epochs']} epochs).")
