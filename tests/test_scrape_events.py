@@ -1,4 +1,5 @@
-"""foldcnn.scrape.events: a value counts once it holds --hold readings; 'other' ends an event."""
+"""foldcnn.scrape.events: a value counts once it holds --hold readings and ends only when another
+reading holds as long; 'other' ends an event."""
 
 import csv
 import json
@@ -37,6 +38,27 @@ def test_a_flicker_breaks_the_run_and_min_confidence_is_the_runs():
     r = [("5", 0.9), ("5", 0.4), ("3", 0.9), ("5", 0.9), ("5", 0.8), ("5", 0.95)]
     events = _events(r)
     assert [(e.value, e.start_frame, e.end_frame, e.min_confidence) for e in events] == [("5", 3, 5, 0.8)]
+
+
+def test_a_misread_shorter_than_hold_does_not_split_an_event():
+    r = [("5", 0.9)] * 4 + [("8", 0.7), ("other", 0.6)] + [("5", 0.5)] * 3 + [("3", 0.9)] * 2 + [("5", 0.8)]
+    events = _events(r)
+    # the event goes on through the misreads; min_confidence is over the readings of its value
+    assert [(e.value, e.start_frame, e.end_frame, e.min_confidence) for e in events] == [("5", 0, 11, 0.5)]
+
+
+def test_an_event_ends_at_its_last_reading_when_another_holds():
+    r = [("5", 0.9)] * 3 + [("6", 0.9)] + [("5", 0.9)] + [("6", 0.8)] * 3 + [("other", 0.9)] * 2 + [("6", 0.7)]
+    events = _events(r)
+    assert [(e.value, e.start_frame, e.end_frame) for e in events] == [("5", 0, 4), ("6", 5, 10)]
+    # hold 1: every change ends the event (the truth's events)
+    assert [(e.value, e.start_frame, e.end_frame) for e in _events(r, hold=1)] == [
+        ("5", 0, 2), ("6", 3, 3), ("5", 4, 4), ("6", 5, 7), ("6", 10, 10)]
+
+
+def test_other_that_holds_ends_an_event_and_a_new_value_needs_hold():
+    r = [("5", 0.9)] * 3 + [("other", 0.9)] * 3 + [("7", 0.9)] * 2 + [("other", 0.9)] + [("7", 0.9)] * 2
+    assert [(e.value, e.start_frame, e.end_frame) for e in _events(r)] == [("5", 0, 2)]
 
 
 def test_hold_must_be_positive():

@@ -12,7 +12,8 @@ from foldcnn.checkpoints import save_checkpoint
 from foldcnn.cli import main
 from foldcnn.data.game_tasks import game_task
 from foldcnn.data.readers import iter_video_batches
-from foldcnn.data.screens import GAMES, write_screens
+from foldcnn.data.game_tasks import OTHER
+from foldcnn.data.screens import GAMES, _paint, _RegionPainter, screen_frames, write_screens
 from foldcnn.scrape import Event, load_layout, scrape
 from tiny_data import one_thread  # noqa: F401
 
@@ -65,6 +66,41 @@ def test_cli_then_scrape_with_task_checkpoints(tmp_path, capsys):
     rows = [i for i in items if not isinstance(i, Event)]
     assert [(r["frame"], r["region"]) for r in rows] == [(f, n) for f, n, _ in _truth(d)]
     assert {r["class_name"] for r in rows} <= set(task.classes)
+
+
+def test_the_written_video_and_truth_are_the_drawn_frames(tmp_path):
+    """truth.csv is screen_frames' classes; the decoded crops differ from the drawn frames' own
+    4:2:0 conversion by little (the HUD's noise survives the encoder: >= 48 dB PSNR)."""
+    import av
+
+    write_screens(tmp_path / "s", "sot", seconds=2, fps=5, size=(320, 180), seed=1)
+    regions, frames = screen_frames("sot", seconds=2, fps=5, size=(320, 180), seed=1)
+    drawn = list(frames)
+    assert [(f, r["name"], c) for f, (_, cs) in enumerate(drawn) for r, c in zip(regions, cs)] == _truth(tmp_path / "s")
+    decoded = np.concatenate([b for _, b, _ in iter_video_batches(tmp_path / "s" / "video.mp4", input_size=None)])
+    for f, (frame, _) in enumerate(drawn):
+        yuv = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p").to_ndarray(format="rgb24")
+        for r in regions:
+            x, y, w, h = r["box"]
+            err = np.mean((yuv[y:y + h, x:x + w].astype(float) - decoded[f, :, y:y + h, x:x + w].transpose(1, 2, 0)) ** 2)
+            assert 10 * np.log10(255 ** 2 / max(err, 1e-9)) >= 48
+
+
+def test_other_states_are_drawn_as_the_training_renderers_other():
+    """An occluded region shows the renderer's empty panel in a look of its own (not a flat
+    colour, which no training crop shows), over a margin in its mean colour."""
+    painter = _RegionPainter(GAMES["sot"][1], np.random.default_rng(0), 5, (320, 180))
+    over, empty = painter.other(0, "occluded"), painter.other(0, "empty")
+    x, y, w, h = painter.box
+    assert over.shape == empty.shape == (h, w, 3) and not np.array_equal(over, empty)
+    assert over.reshape(-1, 3).std(0).max() > 1.0
+    frame = np.zeros((180, 320, 3), np.uint8)
+    assert _paint(frame, 2, painter, None, [(0, 5, "occluded")]) == OTHER
+    assert np.array_equal(frame[y:y + h, x:x + w], over) and frame[y - 1, x].any()
+    for state in ("placeholder", "words", "empty"):
+        frame = np.zeros((180, 320, 3), np.uint8)
+        assert _paint(frame, 2, painter, None, [(0, 5, state)]) == OTHER
+        assert np.array_equal(frame[y:y + h, x:x + w], painter.other(2, state)) and not frame[y - 1, x].any()
 
 
 @pytest.mark.slow

@@ -11,11 +11,18 @@ Accuracy: a region's rows against truth.csv, frame by frame. Events: the scrape'
 (``--hold``) against the truth's (every run of one class other than ``other``); an event
 matches a true one of the same region and value when their frame spans overlap by at least
 ``--overlap`` of their union (intersection over union), each true event matched at most once.
+Where the misreadings come from: each region's wrong frames as runs (first and last frame, true
+and read class), and the same models' frame accuracy on the drawn frames before encoding
+(``foldcnn.data.screens.screen_frames``: the codec's share of the errors), and with ``--also-crf
+N`` on the same match encoded at crf N.
+
 Speed, in rounds that alternate the runs (medians), as frames per wall second and frames per CPU
 second of the process (all its threads: what a shared machine's load cannot inflate): decode only (frames decoded, nothing
 converted), decode + the regions' RGB (the scrape's own decoding stage: the floor), decode +
 full-frame RGB (what cutting from whole frames would cost), the scrape with the region models
-(``--checkpoints``) and with the comparison models (``--compare``).
+(``--checkpoints``) and with the comparison models (``--compare``), and ``predict`` run once per
+region on that region's crops cut beforehand (``.npy``, cut once outside the timing: the
+Predictor built, its rows written to CSV), the region models.
 """
 
 from __future__ import annotations
@@ -147,7 +154,37 @@ def decode_frames(video: str, layout, how: str) -> int:
     return n
 
 
-def quality(rows: list[dict], events: list[Event], truth: dict, layout, overlap: float) -> dict:
+def wrong_runs(rows: list[dict], truth: dict, region: str) -> list[list]:
+    """[first frame, last frame, true class, read class] of each run of wrong readings."""
+    out: list[list] = []
+    for row in rows:
+        t, got = truth[(row["frame"], region)], row["class_name"]
+        if t == got:
+            continue
+        if out and out[-1][1] == row["frame"] - 1 and out[-1][2:] == [t, got]:
+            out[-1][1] = row["frame"]
+        else:
+            out.append([row["frame"], row["frame"], t, got])
+    return out
+
+
+def renderings(rows: list[dict], truth: dict, region: str, fps: float) -> dict:
+    """Distinct drawings a region's frames show, (panel look, true class), and those misread in any
+    frame: a region keeps one look for LOOK_SECONDS, so one drawing fills many frames and the
+    frame accuracy of one stream rests on this many independent drawings."""
+    from foldcnn.data.screens import LOOK_SECONDS
+
+    per = max(1, int(LOOK_SECONDS * fps))
+    seen, wrong = set(), set()
+    for row in rows:
+        key = (row["frame"] // per, truth[(row["frame"], region)])
+        seen.add(key)
+        if row["class_name"] != key[1]:
+            wrong.add(key)
+    return {"drawings": len(seen), "misread_drawings": len(wrong)}
+
+
+def quality(rows: list[dict], events: list[Event], truth: dict, layout, overlap: float, fps: float = 30.0) -> dict:
     regions = [r.name for r in layout.regions]
     per_region = {}
     for r in layout.regions:
@@ -156,110 +193,226 @@ def quality(rows: list[dict], events: list[Event], truth: dict, layout, overlap:
         per_region[r.name] = {"frames": len(mine), "frame_accuracy": right / len(mine) if mine else 0.0,
                               "checkpoint": r.checkpoint, **_trained(r.checkpoint),
                               "events": event_f1([e for e in events if e.region == r.name],
-                                                 [e for e in _true_events(truth, [r.name])], overlap)}
+                                                 [e for e in _true_events(truth, [r.name])], overlap),
+                              "wrong_runs": wrong_runs(mine, truth, r.name),
+                              **renderings(mine, truth, r.name, fps)}
     return {"regions": per_region, "events": event_f1(events, _true_events(truth, regions), overlap)}
 
 
-def main() -> None:
+def unencoded_accuracy(manifest: dict, layout, popts: PredictOptions) -> dict:
+    """Each region model's frame accuracy on the drawn frames before encoding (same match, same
+    fold grouping as the scrape: the region's crops in frame order)."""
+    import numpy as np
+
+    from foldcnn.data.screens import screen_frames
+    from foldcnn.infer import Predictor
+
+    regions, frames = screen_frames(manifest["game"], seconds=manifest["seconds"], fps=manifest["fps"],
+                                    size=tuple(manifest["size"]), seed=manifest["seed"])
+    crops: dict[str, list] = {r["name"]: [] for r in regions}
+    truth: dict[str, list] = {r["name"]: [] for r in regions}
+    for frame, classes in frames:
+        for r, c in zip(regions, classes):
+            x, y, w, h = r["box"]
+            crops[r["name"]].append(frame[y:y + h, x:x + w].transpose(2, 0, 1))
+            truth[r["name"]].append(c)
+    out = {}
+    for r in layout.regions:
+        with Predictor.from_checkpoint(r.checkpoint, popts) as p:
+            top, _ = p.predict_arrays(np.stack(crops[r.name]))
+            out[r.name] = float(np.mean([p.class_names[i] == t for i, t in zip(top.tolist(), truth[r.name])]))
+    return out
+
+
+def other_crf(screens: Path, crf: int, layout, opts: ScrapeOptions, popts: PredictOptions, overlap: float) -> dict:
+    """The same match encoded at ``crf``: the region models' frame accuracy and events there."""
+    import tempfile
+
+    from foldcnn.data.screens import write_screens
+
+    m = json.loads((screens / "manifest.json").read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        write_screens(tmp, m["game"], seconds=m["seconds"], fps=m["fps"], size=tuple(m["size"]), seed=m["seed"],
+                      crf=crf)
+        rows, events, _ = scrape_once(str(Path(tmp) / "video.mp4"), layout, opts, popts)
+        truth = _truth(Path(tmp))
+    return quality(rows, events, truth, layout, overlap, m["fps"])
+
+
+def cut_crops(video: str, layout, out: Path) -> dict[str, Path]:
+    """Each region's crops of every frame, cut once (the scrape's own cutter), as REGION.npy."""
+    import numpy as np
+
+    feed = FrameFeed(video, lambda w, h: [r.box for r in layout.regions])
+    parts: list[list] = [[] for _ in layout.regions]
+    for _, crops, _ in feed:
+        for k, c in enumerate(crops):
+            parts[k].append(c)
+    feed.close()
+    paths = {}
+    for r, p in zip(layout.regions, parts):
+        paths[r.name] = out / f"{r.name}.npy"
+        np.save(paths[r.name], np.concatenate(p))
+    return paths
+
+
+def predict_per_region(layout, crops: dict[str, Path], popts: PredictOptions, out: Path) -> int:
+    """``foldcnn predict CHECKPOINT --input REGION.npy --out REGION.csv`` once per region, in this
+    process: the Predictor built, the crops read and classified, the rows written. Returns frames."""
+    import numpy as np
+
+    from foldcnn.infer import Predictor
+    from foldcnn.infer.results import PredictionWriter
+
+    frames = 0
+    for r in layout.regions:
+        with Predictor.from_checkpoint(r.checkpoint, popts) as p, PredictionWriter(out / f"{r.name}.csv") as w:
+            p.predict_to(w, str(crops[r.name]))
+        frames = len(np.load(crops[r.name], mmap_mode="r"))
+    return frames
+
+
+def speed(video: str, sets: dict, opts: ScrapeOptions, popts: PredictOptions, rounds: int, tmp: Path) -> dict:
+    """Frames per wall and per CPU second of each run, in alternating rounds."""
+    layout = sets["main"]
+    crops = cut_crops(video, layout, tmp)
+    runs = {"decode_only": lambda: decode_frames(video, layout, "none"),
+            "decode_regions_rgb": lambda: decode_frames(video, layout, "regions"),
+            "decode_full_rgb": lambda: decode_frames(video, layout, "full")}
+    for n, lay in sets.items():
+        runs[f"scrape_{n}"] = lambda lay=lay: scrape_once(video, lay, opts, popts)[2]["frames"]
+    runs["predict_per_region"] = lambda: predict_per_region(layout, crops, popts, tmp)
+    wall: dict[str, list[float]] = {k: [] for k in runs}
+    cpu: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(rounds):
+        for k, fn in runs.items():
+            w, c = timed(fn)
+            wall[k].append(w)
+            cpu[k].append(c)
+    med = {k: statistics.median(v) for k, v in wall.items()}
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+    for m in (med, med_cpu):  # cutting the crops (a pass of its own) and then predict, per frame
+        m["cut_then_predict"] = 1 / (1 / m["decode_regions_rgb"] + 1 / m["predict_per_region"])
+    ratios = {}
+    for label, m in (("wall", med), ("cpu", med_cpu)):
+        for n in [*(f"scrape_{n}" for n in sets), "predict_per_region"]:
+            ratios[f"{label}: {n} / decode_regions_rgb"] = m[n] / m["decode_regions_rgb"]
+            ratios[f"{label}: {n} / decode_only"] = m[n] / m["decode_only"]
+        if "compare" in sets:
+            ratios[f"{label}: scrape_main / scrape_compare"] = m["scrape_main"] / m["scrape_compare"]
+        ratios[f"{label}: scrape_main / predict_per_region"] = m["scrape_main"] / m["predict_per_region"]
+        ratios[f"{label}: scrape_main / cut_then_predict"] = m["scrape_main"] / m["cut_then_predict"]
+    return {"frames_per_s": {"median": med, "rounds": wall}, "frames_per_cpu_s": {"median": med_cpu, "rounds": cpu},
+            "ratios": ratios}
+
+
+def accuracy_rows(result: dict, sets: dict, screens: Path, label: dict) -> list[dict]:
+    rows = []
+    runs = [(n, result[n]["quality"], result["screens"]["crf"]) for n in sets]
+    if "also_crf" in result:
+        runs.append(("main", result["also_crf"]["quality"], result["also_crf"]["crf"]))
+    for n, q, crf in runs:
+        for region, r in q["regions"].items():
+            e = r["events"]
+            unenc = result[n].get("unencoded_accuracy", {}).get(region)
+            rows.append({"models": label[n], "video": f"crf {crf}", "region": region,
+                         "task": layout_task(screens, region),
+                         "crop_test_top1_pct": None if r["crop_test_top1"] is None else 100 * r["crop_test_top1"],
+                         "unencoded_pct": "" if unenc is None else f"{100 * unenc:.2f}%",
+                         "frame_accuracy_pct": 100 * r["frame_accuracy"], "event_f1": e["f1"],
+                         "events_matched": e["matched"], "events_predicted": e["predicted"], "events_true": e["true"],
+                         "drawings": f"{r['misread_drawings']} / {r['drawings']}"})
+    return rows
+
+
+ACCURACY_COLUMNS = [{"title": "models", "cell": "{models}"}, {"title": "video", "cell": "{video}"},
+                    {"title": "region (task)", "cell": "{region} ({task})"},
+                    {"title": "crop test top-1", "cell": "{crop_test_top1_pct:.2f}%"},
+                    {"title": "frame accuracy, frames before encoding", "cell": "{unencoded_pct}"},
+                    {"title": "frame accuracy vs truth", "cell": "{frame_accuracy_pct:.2f}%"},
+                    {"title": "event F1, --hold {hold}", "cell": "{event_f1:.3f}"},
+                    {"title": "events matched / predicted / true",
+                     "cell": "{events_matched} / {events_predicted} / {events_true}"},
+                    {"title": "drawings misread / shown", "cell": "{drawings}"}]
+SPEED_TITLES = {"decode_only": "decoding alone, no conversion", "decode_regions_rgb": "decoding + the regions' RGB",
+                "decode_full_rgb": "decoding + whole frames' RGB", "scrape_main": "scrape, {main} models",
+                "scrape_compare": "scrape, {compare} models",
+                "predict_per_region": "predict once per region on its pre-cut crops, {main} models",
+                "cut_then_predict": "cutting the crops (decoding + regions' RGB) then predict per region "
+                                    "(derived: the two times added)"}
+
+
+def write_results(result: dict, sets: dict, screens: Path, args) -> None:
+    game = result["screens"]["game"]
+    details = {k: v for k, v in result.items() if k not in ("command", "date", "cpu", "commit")}
+    label = {n: "f=" + "/".join(sorted({str(f) for f in result[n]["folds"].values()})) for n in sets}
+    what = f"scrape-accuracy_{game}-60s-720p" if result["screens"]["frames"] == 1800 else f"scrape-accuracy_{game}"
+    cols = [dict(c, title=c["title"].format(hold=args.hold)) for c in ACCURACY_COLUMNS]
+    write_result(Path(args.out), what, description=f"foldcnn scrape on a generated {game} stream: per-region frame "
+                 "accuracy and event F1 against its truth.csv", columns=cols,
+                 rows=accuracy_rows(result, sets, screens, label), command=result["command"], details=details)
+    med, med_cpu = result["frames_per_s"]["median"], result["frames_per_cpu_s"]["median"]
+    speed_rows = [{"run": SPEED_TITLES[k].format(main=label["main"], compare=label.get("compare", "")),
+                   "frames_per_cpu_s": med_cpu[k], "frames_per_s": med[k],
+                   "vs_decode_regions_cpu": med_cpu[k] / med_cpu["decode_regions_rgb"]} for k in med]
+    speed_cols = [{"title": "run", "cell": "{run}"},
+                  {"title": f"frames per CPU second (median of {args.rounds})", "cell": "{frames_per_cpu_s:,.0f}"},
+                  {"title": "/ decoding + regions' RGB", "cell": "{vs_decode_regions_cpu:.2f}"},
+                  {"title": "frames per wall second (noisy on a shared machine)", "cell": "{frames_per_s:,.0f}"}]
+    write_result(Path(args.out), what.replace("accuracy", "speed"), description=f"foldcnn scrape on a generated {game} "
+                 "stream: frames per CPU second and per wall second against decoding alone and against predict run "
+                 "once per region on pre-cut crops, in alternating rounds",
+                 columns=speed_cols, rows=speed_rows, command=result["command"], details=details)
+
+
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--screens", required=True, help="a folder from 'foldcnn data screens'")
     ap.add_argument("--checkpoints", required=True, help="TASK=CHECKPOINT,... the region models (e.g. f=4)")
     ap.add_argument("--compare", help="TASK=CHECKPOINT,... the models to compare against (e.g. f=1)")
+    ap.add_argument("--also-crf", type=int, help="also scrape the same match encoded at this crf (region models)")
     ap.add_argument("--hold", type=int, default=3)
     ap.add_argument("--overlap", type=float, default=0.8)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--backend", default="eager")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "results"), help="the results folder")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    import tempfile
+
+    args = _args()
     screens = Path(args.screens)
-    video = str(screens / "video.mp4")
-    truth = _truth(screens)
-    popts = PredictOptions(backend=args.backend, threads=args.threads)
-    opts = ScrapeOptions(hold=args.hold)
+    video, truth = str(screens / "video.mp4"), _truth(screens)
+    popts, opts = PredictOptions(backend=args.backend, threads=args.threads), ScrapeOptions(hold=args.hold)
     sets = {"main": load_layout(screens / "layout.json", parse_checkpoint_map(args.checkpoints))}
     if args.compare:
         sets["compare"] = load_layout(screens / "layout.json", parse_checkpoint_map(args.compare))
-    load_before = _load()
     result = {"command": " ".join([sys.executable.split("/")[-1], *sys.argv]), "date": datetime.now(timezone.utc)
-              .isoformat(timespec="seconds"), "cpu": _cpu(), "commit": _commit(), "load_before": load_before,
+              .isoformat(timespec="seconds"), "cpu": _cpu(), "commit": _commit(), "load_before": _load(),
               "screens": json.loads((screens / "manifest.json").read_text()), "backend": args.backend,
               "threads": args.threads, "hold": args.hold, "overlap_iou": args.overlap,
               "event_rule": "same region and value, frame spans with intersection over union >= overlap_iou"}
     for name, layout in sets.items():
         rows, events, stats = scrape_once(video, layout, opts, popts)
-        result[name] = {"quality": quality(rows, events, truth, layout, args.overlap), "first_run": stats,
-                        "folds": {r.name: stats["engines"][r.checkpoint]["fold"] for r in layout.regions}}
-    names = ("decode_only", "decode_regions_rgb", "decode_full_rgb", *(f"scrape_{n}" for n in sets))
-    wall: dict[str, list[float]] = {k: [] for k in names}
-    cpu: dict[str, list[float]] = {k: [] for k in names}
-    layout = sets["main"]
-    runs = {"decode_only": lambda: decode_frames(video, layout, "none"),
-            "decode_regions_rgb": lambda: decode_frames(video, layout, "regions"),
-            "decode_full_rgb": lambda: decode_frames(video, layout, "full")}
-    for n, lay in sets.items():
-        runs[f"scrape_{n}"] = lambda lay=lay: scrape_once(video, lay, opts, popts)[2]["frames"]
-    for _ in range(args.rounds):
-        for k in names:
-            w, c = timed(runs[k])
-            wall[k].append(w)
-            cpu[k].append(c)
-    med = {k: statistics.median(v) for k, v in wall.items()}
-    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
-    result["frames_per_s"] = {"median": med, "rounds": wall}
-    result["frames_per_cpu_s"] = {"median": med_cpu, "rounds": cpu}
-    result["ratios"] = {}
-    for label, m in (("wall", med), ("cpu", med_cpu)):
-        for n in sets:
-            result["ratios"][f"{label}: scrape_{n} / decode_regions_rgb"] = m[f"scrape_{n}"] / m["decode_regions_rgb"]
-            result["ratios"][f"{label}: scrape_{n} / decode_only"] = m[f"scrape_{n}"] / m["decode_only"]
-        if "compare" in sets:
-            result["ratios"][f"{label}: scrape_main / scrape_compare"] = m["scrape_main"] / m["scrape_compare"]
+        result[name] = {"quality": quality(rows, events, truth, layout, args.overlap, result["screens"]["fps"]),
+                        "first_run": stats,
+                        "folds": {r.name: stats["engines"][r.checkpoint]["fold"] for r in layout.regions},
+                        "unencoded_accuracy": unencoded_accuracy(result["screens"], layout, popts)}
+    if args.also_crf is not None:
+        result["also_crf"] = {"crf": args.also_crf, "quality": other_crf(screens, args.also_crf, sets["main"], opts,
+                                                                         popts, args.overlap)}
+    with tempfile.TemporaryDirectory() as tmp:
+        result.update(speed(video, sets, opts, popts, args.rounds, Path(tmp)))
     result["load_after"] = _load()
-    game = result["screens"]["game"]
-    details = {k: v for k, v in result.items() if k not in ("command", "date", "cpu", "commit")}
-    label = {n: "f=" + "/".join(sorted({str(f) for f in result[n]["folds"].values()})) for n in sets}
-    acc_rows = []
-    for n in sets:
-        q = result[n]["quality"]
-        for region, r in q["regions"].items():
-            e = r["events"]
-            acc_rows.append({"models": label[n], "region": region, "task": layout_task(screens, region),
-                             "crop_test_top1_pct": None if r["crop_test_top1"] is None else 100 * r["crop_test_top1"],
-                             "frame_accuracy_pct": 100 * r["frame_accuracy"], "event_f1": e["f1"],
-                             "events_matched": e["matched"], "events_predicted": e["predicted"], "events_true": e["true"]})
-    acc_cols = [{"title": "models", "cell": "{models}"}, {"title": "region (task)", "cell": "{region} ({task})"},
-                {"title": "crop test top-1", "cell": "{crop_test_top1_pct:.2f}%"},
-                {"title": "frame accuracy vs truth", "cell": "{frame_accuracy_pct:.2f}%"},
-                {"title": f"event F1, --hold {args.hold}", "cell": "{event_f1:.3f}"},
-                {"title": "events matched / predicted / true",
-                 "cell": "{events_matched} / {events_predicted} / {events_true}"}]
-    what = f"scrape-accuracy_{game}-60s-720p" if result["screens"]["frames"] == 1800 else f"scrape-accuracy_{game}"
-    out = Path(args.out)
-    write_result(out, what, description=f"foldcnn scrape on a generated {game} stream: per-region frame accuracy "
-                 "and event F1 against its truth.csv", columns=acc_cols, rows=acc_rows, command=result["command"],
-                 details=details)
-    speed_rows = []
-    for k in names:
-        title = {"decode_only": "decoding alone, no conversion", "decode_regions_rgb": "decoding + the regions' RGB",
-                 "decode_full_rgb": "decoding + whole frames' RGB", "scrape_main": f"scrape, {label['main']} models",
-                 "scrape_compare": f"scrape, {label.get('compare', '')} models"}[k]
-        speed_rows.append({"run": title,
-                           "frames_per_cpu_s": med_cpu[k], "frames_per_s": med[k],
-                           "vs_decode_regions_cpu": med_cpu[k] / med_cpu["decode_regions_rgb"]})
-    speed_cols = [{"title": "run", "cell": "{run}"},
-                  {"title": f"frames per CPU second (median of {args.rounds})", "cell": "{frames_per_cpu_s:,.0f}"},
-                  {"title": "/ decoding + regions' RGB", "cell": "{vs_decode_regions_cpu:.2f}"},
-                  {"title": "frames per wall second (noisy on a shared machine)", "cell": "{frames_per_s:,.0f}"}]
-    write_result(out, what.replace("accuracy", "speed"), description=f"foldcnn scrape on a generated {game} "
-                 "stream: frames per CPU second and per wall second against decoding alone, in alternating rounds",
-                 columns=speed_cols, rows=speed_rows, command=result["command"], details=details)
+    write_results(result, sets, screens, args)
     for name in sets:
         q = result[name]["quality"]
         print(name, {r: round(v["frame_accuracy"], 4) for r, v in q["regions"].items()},
-              "event F1", round(q["events"]["f1"], 4))
-    print("frames/s", {k: round(v, 1) for k, v in med.items()})
-    print("frames per CPU s", {k: round(v, 1) for k, v in med_cpu.items()})
+              "event F1", round(q["events"]["f1"], 4), "unencoded", result[name]["unencoded_accuracy"])
+    print("frames per CPU s", {k: round(v, 1) for k, v in result["frames_per_cpu_s"]["median"].items()})
     print({k: round(v, 3) for k, v in result["ratios"].items()})
 
 

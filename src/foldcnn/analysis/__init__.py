@@ -5,13 +5,7 @@ Imports torch only: no matplotlib, no onnxruntime.
 """
 
 from foldcnn.analysis.counting import AnalysisReport, LayerCount, analyze, count_layer, summarize
-from foldcnn.analysis.roofline import (
-    DEVICES,
-    Attainable,
-    Device,
-    attainable,
-    measure_peak,
-)
+from foldcnn.analysis.roofline import DEVICES, Attainable, Device, attainable, measure_peak
 
 __all__ = [
     "analyze", "AnalysisReport", "LayerCount", "count_layer", "summarize",

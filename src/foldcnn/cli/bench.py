@@ -6,8 +6,14 @@ import argparse
 import functools
 import sys
 
-from foldcnn.cli.common import model_help, CLIError, parse_model_kwargs, parse_width_mults
+from foldcnn.cli.common import CLIError, model_help, parse_model_kwargs, parse_width_mults
 from foldcnn.cli.common import parse_ints as _ints
+
+_TUNE_DESCRIPTION = (
+    "Times every candidate build of MODEL (folds x width roundings, identical widths once) at several batch sizes "
+    "on every backend/precision usable here, in interleaved trials within a time budget, ranks them by images/s "
+    "and prints the winner as a ready-to-run command. With --checkpoint, each row shows what is known of its "
+    "accuracy cost.")
 
 
 # ---------------------------------------------------------------------------------- parsing
@@ -272,13 +278,9 @@ def _add_tune(sub) -> None:
     from foldcnn.cli.options import add_options
     from foldcnn.infer.options import PredictOptions
 
-    p = sub.add_parser(
-        "tune", help="measure this machine and pick the fastest fold, width rounding, batch, backend and precision",
-        description="Times every candidate build of MODEL (folds x width roundings, identical widths once) "
-        "at several batch sizes on every backend/precision usable here, in interleaved trials within a "
-        "time budget, ranks them by images/s and prints the winner as a ready-to-run command. With "
-        "--checkpoint, each row shows what is known of its accuracy cost.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("tune", help="measure this machine and pick the fastest fold, width rounding, batch, backend "
+                       "and precision", description=_TUNE_DESCRIPTION,
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("model", nargs="?", help="zoo model name or package.module:Name (default: the checkpoint's model)")
     p.add_argument("--model-kwargs", help=model_help("kwargs"))
     p.add_argument("--checkpoint", help="checkpoint directory: its model, and accuracy notes from its "

@@ -7,6 +7,15 @@ import sys
 
 from foldcnn.cli.common import CLIError
 
+_DESCRIPTION = (
+    "Evaluates (or trains, then evaluates) the original on the test split, trains each folded model with the "
+    "project's recipe (train-time BatchNorm, zero-init head, fold-slot tying, distillation from the original, "
+    "slot-diagonal start), measures original and folded throughput in one interleaved run, picks the fastest "
+    "folded model within --max-accuracy-drop points, exports it to ONNX and writes OUT/report.md and "
+    "OUT/report.json. Resumable with --resume. With --search: every fold x width (narrower fold-1 CNNs too) is "
+    "timed first, the fastest trained first, and the fastest within the budget chosen on validation "
+    "(docs/search.md).")
+
 
 def _folds(args: argparse.Namespace) -> tuple[int, ...]:
     if args.folds is not None and args.fold is not None:
@@ -78,21 +87,11 @@ def _print_search(report: dict, out: str) -> None:
 def _add_fold(sub) -> None:
     from foldcnn.cli.options import add_options
     from foldcnn.cli.train import UNSET
-    from foldcnn.models.spec import ModelSpec
-    from foldcnn.train.config import TrainConfig
-    from foldcnn.train.sources import DataSpec
+    from foldcnn.train.run import DataSpec, ModelSpec, TrainConfig
     from foldcnn.workflows.fold import FoldOptions
 
-    p = sub.add_parser(
-        "fold", help="your CNN + your images -> a faster folded model, verified and exported (one command)",
-        description="Evaluates (or trains, then evaluates) the original on the test split, trains each folded "
-        "model with the project's recipe (train-time BatchNorm, zero-init head, fold-slot tying, distillation "
-        "from the original, slot-diagonal start), measures original and folded throughput in one interleaved run, picks the "
-        "fastest folded model within --max-accuracy-drop points, exports it to ONNX and writes "
-        "OUT/report.md and OUT/report.json. Resumable with --resume. With --search: every fold x width (narrower "
-        "fold-1 CNNs too) is timed first, the fastest trained first, and the fastest within the budget chosen on "
-        "validation (docs/search.md).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("fold", help="your CNN + your images -> a faster folded model, verified and exported (one "
+                       "command)", description=_DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("model", help="your CNN as package.module:Name (an nn.Module class or a function returning one, "
                    "for one image; the current directory is importable) or a zoo model name")
     add_options(p, DataSpec, only=("data_dir", "split", "seed", "input_size"), group_title="data (DataSpec)")

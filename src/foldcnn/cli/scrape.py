@@ -222,7 +222,8 @@ def _add_scrape(sub) -> None:
     p.add_argument("--truth", metavar="TRUTH.csv",
                    help="with --plots: draw the truth too (frame, region, class; as 'foldcnn data screens' writes)")
     p.add_argument("--hold", type=int, default=3, metavar="K",
-                   help="a region's class becomes an event once it is the answer K sampled frames in a row")
+                   help="a region's class becomes an event once it is the answer K sampled frames in a row, and "
+                        "the event ends only when another reading (or 'other') is the answer K frames in a row")
     p.add_argument("--stride", type=int, default=1, help="read every N-th frame")
     p.add_argument("--keyframes", action="store_true", help="decode only the key frames (every N-th with --stride)")
     p.add_argument("--scale-layout", action="store_true",

@@ -9,11 +9,17 @@ Each HUD region shows one game task's readout, rendered by the game tasks' own r
 and effects as the training crops) at the task's crop size, so models trained on
 ``foldcnn data game`` crops read it. The values evolve as in a match: the clock ticks every
 second, gold and coins rise in steps, the squad count drops, a countdown runs down; now and then
-a region shows no valid readout (a placeholder, an empty panel, or a panel drawn over it):
-class ``other``. A region keeps its font for the whole match and changes its panel's look every
+a region shows no valid readout: class ``other``, drawn as the training crops' ``other`` is (a
+placeholder, a word, an empty panel, or a panel drawn over the region: the renderer's empty
+panel in a look of its own). A region keeps its font for the whole match and changes its panel's look every
 ``LOOK_SECONDS``; the scene behind the HUD (textures from the game text's background bank,
 enlarged and coloured) pans and changes every ``SCENE_SECONDS``. The output is a function of
 (game, seconds, fps, size, seed) and the library versions (the encoder's bytes).
+
+The video is H.264 4:2:0 at ``CRF`` 6: HUD crops are small and noisy (the training crops'
+noise and JPEG artefacts), and at the usual crf 18 the encoder smooths them enough to change
+what a region model reads, which the training crops never show; at crf 6 the decoded crops
+read as the rendered ones (docs/scrape.md has the measurement).
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ from foldcnn.errors import OutputExistsError, UsageError
 
 __all__ = ["GAMES", "SCREENS_VERSION", "HudRegion", "write_screens"]
 
-SCREENS_VERSION = "foldcnn-screens/1"
+SCREENS_VERSION = "foldcnn-screens/2"
+CRF = 6  # H.264 quality: the decoded HUD crops read as the rendered ones (module docstring)
 LOOK_SECONDS, SCENE_SECONDS = 10.0, 12.0
 OTHER_PER_MINUTE = 3.0  # spells of no valid readout per region and minute
 OTHER_SECONDS = (0.5, 2.0)
@@ -158,52 +165,69 @@ class _RegionPainter:
         h, w = self.spec.size
         return [self.x, self.y, w, h]
 
-    def crop(self, f: int, readout: Readout | None, cut: bool = False) -> np.ndarray:
+    def crop(self, f: int, readout: Readout | None, cut: bool = False, over: bool = False) -> np.ndarray:
+        """The region's crop at frame ``f`` showing ``readout``; ``over``: the panel of another
+        look (its own background and colours), as a panel drawn over the region shows."""
         look = int(f / (LOOK_SECONDS * self.fps))
-        key = (look, readout, cut)
+        key = (look, readout, cut, over)
         if key not in self._cache:
             if len(self._cache) > 256:
                 self._cache.clear()
-            rng = np.random.default_rng([self.seed, look])
+            rng = np.random.default_rng([self.seed, look, 1] if over else [self.seed, look])
             img = render_readouts(self.spec, [(readout, cut)], [self.face], self.u[None], [self.words],
                                   [self.track], rng)
             self._cache[key] = img[0].transpose(1, 2, 0)
         return self._cache[key]
 
-    def other(self, f: int, state: str, rng) -> np.ndarray | None:
-        """The crop of an ``other`` spell (None: a panel is drawn over the region instead)."""
-        if state == "occluded":
-            return None
-        kind = {"placeholder": "placeholder", "empty": "empty", "words": "words"}[state]
+    def other(self, f: int, state: str) -> np.ndarray:
+        """The crop of an ``other`` spell: the training renderer's ``other`` of that kind; a panel
+        drawn over the region is an empty panel of another look (the renderer's ``empty``)."""
+        kind = "empty" if state == "occluded" else state
         assert kind in OTHER_KINDS
         readout, cut = _other_readout(self.spec, kind, self.words)
-        return self.crop(f, readout, cut)
+        return self.crop(f, readout, cut, over=state == "occluded")
 
 
-def _occlude(frame: np.ndarray, box: list[int], colour: np.ndarray) -> None:
-    x, y, w, h = box
-    frame[max(0, y - 6):y + h + 6, max(0, x - 10):x + w + 10] = colour
-
-
-# ----------------------------------------------------------------------------------- output
-def _paint(frame: np.ndarray, f: int, painter, values, spells, rng) -> str:
-    """Draw one region of frame ``f``: its readout, or an 'other' state during a spell; its class."""
+def _paint(frame: np.ndarray, f: int, painter, values, spells) -> str:
+    """Draw one region of frame ``f``: its readout, or an 'other' state during a spell; its class.
+    A panel drawn over the region (``occluded``) also covers a margin around it, in its mean colour."""
     state = next((s for a, b, s in spells if a <= f < b), None)
     x, y, bw, bh = painter.box
     if state is None:
         name, readout = values[f]
         frame[y:y + bh, x:x + bw] = painter.crop(f, readout)
         return name
-    crop = painter.other(f, state, rng)
-    if crop is None:
-        _occlude(frame, painter.box, np.array([40, 44, 52], np.uint8))
-    else:
-        frame[y:y + bh, x:x + bw] = crop
+    crop = painter.other(f, state)
+    if state == "occluded":
+        frame[max(0, y - 6):y + bh + 6, max(0, x - 10):x + bw + 10] = crop.reshape(-1, 3).mean(0).astype(np.uint8)
+    frame[y:y + bh, x:x + bw] = crop
     return OTHER
 
 
+def screen_frames(game: str, *, seconds: float = 60.0, fps: int = 30, size: tuple[int, int] = (1280, 720),
+                  seed: int = 0):
+    """(layout regions, an iterator of (RGB frame (H, W, 3) uint8, its regions' classes)) of a
+    match, before encoding: what :func:`write_screens` encodes and writes as truth."""
+    if game not in GAMES:
+        raise UsageError(f"unknown game {game!r}; the games are {', '.join(GAMES)}")
+    frames = max(1, int(round(seconds * fps)))
+    rng = np.random.default_rng([seed, list(GAMES).index(game)])
+    regions = GAMES[game]
+    painters = [_RegionPainter(r, rng, fps, size) for r in regions]
+    values = [_readouts(r.task, rng, frames, fps) for r in regions]
+    spells = [_other_spells(rng, frames, fps) for _ in regions]
+    scene = _Scene(rng, size, fps)
+    layout = [{"name": r.name, "box": p.box, "checkpoint": r.task, "task": r.task} for r, p in zip(regions, painters)]
+
+    def draw():
+        for f in range(frames):
+            frame = scene.frame(f)
+            yield frame, [_paint(frame, f, p, values[i], spells[i]) for i, p in enumerate(painters)]
+    return layout, draw()
+
+
 def write_screens(out_dir: str | Path, game: str, *, seconds: float = 60.0, fps: int = 30,
-                  size: tuple[int, int] = (1280, 720), seed: int = 0, crf: int = 18, overwrite: bool = False,
+                  size: tuple[int, int] = (1280, 720), seed: int = 0, crf: int = CRF, overwrite: bool = False,
                   progress=None, command: str | None = None) -> dict:
     """Write ``out_dir``/video.mp4, layout.json, truth.csv and manifest.json; returns the manifest.
     ``size`` is (width, height); ``progress(k)`` after each k frames."""
@@ -220,13 +244,7 @@ def write_screens(out_dir: str | Path, game: str, *, seconds: float = 60.0, fps:
     if (out / "video.mp4").exists() and not overwrite:
         raise OutputExistsError(f"{out / 'video.mp4'} exists; pass --overwrite to replace it")
     out.mkdir(parents=True, exist_ok=True)
-    frames = max(1, int(round(seconds * fps)))
-    rng = np.random.default_rng([seed, list(GAMES).index(game)])
-    regions = GAMES[game]
-    painters = [_RegionPainter(r, rng, fps, size) for r in regions]
-    values = [_readouts(r.task, rng, frames, fps) for r in regions]
-    spells = [_other_spells(rng, frames, fps) for _ in regions]
-    scene = _Scene(rng, size, fps)
+    regions, frames = screen_frames(game, seconds=seconds, fps=fps, size=size, seed=seed)
     truth_rows = []
     tmp = out / "video.mp4.partial"
     with av.open(str(tmp), "w", format="mp4") as container:
@@ -234,10 +252,8 @@ def write_screens(out_dir: str | Path, game: str, *, seconds: float = 60.0, fps:
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.codec_context.thread_count = 1
         stream.codec_context.options = {"preset": "veryfast", "crf": str(crf)}
-        for f in range(frames):
-            frame = scene.frame(f)
-            truth_rows += [(f, region.name, _paint(frame, f, painter, values[i], spells[i], rng))
-                           for i, (region, painter) in enumerate(zip(regions, painters))]
+        for f, (frame, classes) in enumerate(frames):
+            truth_rows += [(f, r["name"], c) for r, c in zip(regions, classes)]
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
             if progress is not None:
@@ -249,13 +265,13 @@ def write_screens(out_dir: str | Path, game: str, *, seconds: float = 60.0, fps:
         wr = csv.writer(fh)
         wr.writerow(("frame", "region", "class"))
         wr.writerows(truth_rows)
-    layout = {"frame_size": [w, h], "regions": [
-        {"name": r.name, "box": p.box, "checkpoint": r.task, "task": r.task} for r, p in zip(regions, painters)]}
+    layout = {"frame_size": [w, h], "regions": regions}
     (out / "layout.json").write_text(json.dumps(layout, indent=2) + "\n")
-    manifest = {"generator": SCREENS_VERSION, "game": game, "seconds": seconds, "fps": fps, "frames": frames,
-                "size": [w, h], "seed": seed, "crf": crf, "codec": "libx264 yuv420p",
-                "regions": layout["regions"], "other_frames": {r.name: sum(1 for f, n, c in truth_rows
-                                                                           if n == r.name and c == OTHER)
+    manifest = {"generator": SCREENS_VERSION, "game": game, "seconds": seconds, "fps": fps,
+                "frames": len(truth_rows) // len(regions), "size": [w, h], "seed": seed, "crf": crf, "codec": "libx264 yuv420p",
+                "video_bytes": (out / "video.mp4").stat().st_size,
+                "regions": layout["regions"], "other_frames": {r["name"]: sum(1 for f, n, c in truth_rows
+                                                                              if n == r["name"] and c == OTHER)
                                                                for r in regions},
                 "command": command, "av": av.__version__}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

@@ -171,6 +171,99 @@ class _RegionStream:
         return allc[:n]
 
 
+class _VideoRun:
+    """One video being scraped: its feed, its region streams, and the frames whose rows are not out yet."""
+
+    def __init__(self, scraper: Scraper, video: str, index0: int) -> None:
+        self.scraper, self.video, self.index0 = scraper, video, index0
+        opts, self.stats = scraper.options, scraper.stats
+        self.used: list[Layout] = []  # the layout for the video's frame size (scaled with scale_layout)
+        self.feed = FrameFeed(video, self.boxes_for, opts.stride, opts.keyframes, opts.on_lag)
+        self.record = {"source": self.feed.source, "frames": 0, "dropped_frames": 0, "fps": self.feed.rate,
+                       "frame_size": None}
+        self.stats.sources.append(self.record)
+        self.streams: list[_RegionStream] = []
+        self.waiting: deque = deque()  # (frame number, index, arrival) of frames whose rows are not out yet
+        self.max_wait = opts.max_wait_ms / 1000.0
+
+    def boxes_for(self, width: int, height: int) -> list[tuple[int, int, int, int]]:
+        opts = self.scraper.options
+        self.used.append(self.scraper.layout.for_frame(width, height, opts.scale_layout, f"video {self.video}"))
+        return [r.box for r in self.used[-1].regions]
+
+    def timeout(self) -> float | None:
+        """How long a live input may wait for its next frame before partial folds run padded."""
+        if self.feed.live and self.waiting and any(s.waiting for s in self.streams):
+            oldest = min(a for _, _, a in self.waiting)
+            return max(0.0, oldest + self.max_wait - time.perf_counter())
+        return None
+
+    def add(self, item: tuple[list[int], list[np.ndarray], float]) -> None:
+        """A batch of decoded frames' region crops from the feed."""
+        numbers, crops, arrived = item
+        t_crop = time.perf_counter()
+        if not self.streams:
+            self.record["frame_size"] = list(self.feed.cropper.frame_size)
+            self.streams = [_RegionStream(r, self.scraper.engines[r.checkpoint], self.feed.source,
+                                          self.scraper.options.hold) for r in self.used[0].regions]
+        for s, c in zip(self.streams, crops):
+            s.add(c)
+        self.stats.seconds_crop += time.perf_counter() - t_crop
+        for k, number in enumerate(numbers):
+            self.waiting.append((number, self.index0 + self.record["frames"] + k, arrived))
+        self.record["frames"] += len(numbers)
+        self.stats.frames += len(numbers)
+
+    def run_engines(self, flush: bool) -> None:
+        for engine in self.scraper.engines.values():
+            mine = [s for s in self.streams if s.engine is engine]
+            if not flush and not self.feed.live and max(s.waiting for s in mine) < FILE_RUN:
+                continue
+            parts = [(s, s.take(flush)) for s in mine]
+            parts = [(s, c) for s, c in parts if c is not None]
+            if not parts:
+                continue
+            if flush:  # partial folds pad separately: one call per stream keeps each its own fold stream
+                answers = [engine.run(c) for _, c in parts]
+            else:
+                top, conf = engine.run(np.concatenate([c for _, c in parts]) if len(parts) > 1 else parts[0][1])
+                cuts = np.cumsum([len(c) for _, c in parts])[:-1]
+                answers = list(zip(np.split(top, cuts), np.split(conf, cuts)))
+            for (s, _), (t, c) in zip(parts, answers):
+                s.answers.extend(zip(t.tolist(), c.tolist()))
+
+    def emit(self) -> Iterator[dict | Event]:
+        """The rows (and the events they end) of every waiting frame all of whose regions are answered."""
+        stats, rate = self.stats, self.feed.rate
+        while self.waiting and all(s.answers for s in self.streams):
+            number, index, arrived = self.waiting.popleft()
+            t = None if rate is None else round(number / rate, 6)
+            for s in self.streams:
+                c, conf = s.answers.popleft()
+                name = s.engine.names[c]
+                row = result_row(index, self.feed.source, number, name, c, conf)
+                row["region"], row["time_s"] = s.region.name, t
+                stats.rows += 1
+                yield row
+                event = s.events.add(number, t or 0.0, name, row["confidence"])
+                if event is not None:
+                    stats.events += 1
+                    yield event
+            if self.feed.live:
+                stats.latencies_ms.append((time.perf_counter() - arrived) * 1000.0)
+
+    def flush(self) -> Iterator[dict | Event]:
+        """Run every partial fold (padded) and emit what it answers."""
+        self.run_engines(flush=True)
+        yield from self.emit()
+
+    def close(self) -> None:
+        self.feed.close()
+        self.record["dropped_frames"] = self.feed.dropped
+        self.stats.dropped_frames += self.feed.dropped
+        self.stats.seconds_decode_work += self.feed.seconds_decode
+
+
 class Scraper:
     """Engines for a layout's checkpoints, ready to scrape videos (see the module docstring).
 
@@ -252,103 +345,34 @@ class Scraper:
             stats.padded_crops = sum(e.info["padded"] for e in self.engines.values())
 
     def _video(self, video: str, index0: int) -> Iterator[dict | Event]:
-        opts, stats = self.options, self.stats
-        used: list[Layout] = []  # the layout for the video's frame size (scaled with scale_layout)
-
-        def boxes_for(width: int, height: int) -> list[tuple[int, int, int, int]]:
-            used.append(self.layout.for_frame(width, height, opts.scale_layout, f"video {video}"))
-            return [r.box for r in used[-1].regions]
-
-        feed = FrameFeed(video, boxes_for, opts.stride, opts.keyframes, opts.on_lag)
-        record = {"source": feed.source, "frames": 0, "dropped_frames": 0, "fps": feed.rate, "frame_size": None}
-        stats.sources.append(record)
-        streams: list[_RegionStream] = []
-        waiting: deque = deque()  # (frame number, index, arrival) of frames whose rows are not out yet
-        max_wait = opts.max_wait_ms / 1000.0
-
-        def run_engines(flush: bool) -> None:
-            for engine in self.engines.values():
-                mine = [s for s in streams if s.engine is engine]
-                if not flush and not feed.live and max(s.waiting for s in mine) < FILE_RUN:
-                    continue
-                parts = [(s, s.take(flush)) for s in mine]
-                parts = [(s, c) for s, c in parts if c is not None]
-                if not parts:
-                    continue
-                if flush:  # partial folds pad separately: one call per stream keeps each its own fold stream
-                    answers = [engine.run(c) for _, c in parts]
-                else:
-                    top, conf = engine.run(np.concatenate([c for _, c in parts]) if len(parts) > 1 else parts[0][1])
-                    cuts = np.cumsum([len(c) for _, c in parts])[:-1]
-                    answers = list(zip(np.split(top, cuts), np.split(conf, cuts)))
-                for (s, _), (t, c) in zip(parts, answers):
-                    s.answers.extend(zip(t.tolist(), c.tolist()))
-
-        def emit() -> Iterator[dict | Event]:
-            while waiting and all(s.answers for s in streams):
-                number, index, arrived = waiting.popleft()
-                t = None if feed.rate is None else round(number / feed.rate, 6)
-                for s in streams:
-                    c, conf = s.answers.popleft()
-                    name = s.engine.names[c]
-                    row = result_row(index, feed.source, number, name, c, conf)
-                    row["region"], row["time_s"] = s.region.name, t
-                    stats.rows += 1
-                    yield row
-                    event = s.events.add(number, t or 0.0, name, row["confidence"])
-                    if event is not None:
-                        stats.events += 1
-                        yield event
-                if feed.live:
-                    stats.latencies_ms.append((time.perf_counter() - arrived) * 1000.0)
-
+        stats = self.stats
+        run = _VideoRun(self, video, index0)
         try:
             while True:
-                timeout = None
-                if feed.live and waiting and any(s.waiting for s in streams):
-                    oldest = min(a for _, _, a in waiting)
-                    timeout = max(0.0, oldest + max_wait - time.perf_counter())
+                timeout = run.timeout()
                 t_wait = time.perf_counter()
                 try:
-                    item = feed.get(timeout)
+                    item = run.feed.get(timeout)
                 except queue.Empty:
                     stats.seconds_decode += time.perf_counter() - t_wait
-                    run_engines(flush=True)
-                    yield from emit()
+                    yield from run.flush()
                     continue
                 except DataReadError as e:
                     stats.seconds_decode += time.perf_counter() - t_wait
-                    run_engines(flush=True)
-                    yield from emit()
-                    yield from self._close_events(streams)
-                    raise StreamBrokenError(f"{str(e).rstrip('.')}; the rows of the {record['frames']} frame(s) "
-                                            f"before the break of {feed.name} were delivered") from None
+                    yield from run.flush()
+                    yield from self._close_events(run.streams)
+                    raise StreamBrokenError(f"{str(e).rstrip('.')}; the rows of the {run.record['frames']} frame(s) "
+                                            f"before the break of {run.feed.name} were delivered") from None
                 stats.seconds_decode += time.perf_counter() - t_wait
                 if item is None:
                     break
-                numbers, crops, arrived = item
-                t_crop = time.perf_counter()
-                if not streams:
-                    record["frame_size"] = list(feed.cropper.frame_size)
-                    streams = [_RegionStream(r, self.engines[r.checkpoint], feed.source, opts.hold)
-                               for r in used[0].regions]
-                for s, c in zip(streams, crops):
-                    s.add(c)
-                stats.seconds_crop += time.perf_counter() - t_crop
-                for k, number in enumerate(numbers):
-                    waiting.append((number, index0 + record["frames"] + k, arrived))
-                record["frames"] += len(numbers)
-                stats.frames += len(numbers)
-                run_engines(flush=False)
-                yield from emit()
-            run_engines(flush=True)
-            yield from emit()
-            yield from self._close_events(streams)
+                run.add(item)
+                run.run_engines(flush=False)
+                yield from run.emit()
+            yield from run.flush()
+            yield from self._close_events(run.streams)
         finally:
-            feed.close()
-            record["dropped_frames"] = feed.dropped
-            stats.dropped_frames += feed.dropped
-            stats.seconds_decode_work += feed.seconds_decode
+            run.close()
 
     def _close_events(self, streams: list[_RegionStream]) -> Iterator[Event]:
         for s in streams:
