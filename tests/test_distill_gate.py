@@ -1,5 +1,6 @@
 import copy
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -62,8 +63,6 @@ def test_no_check_without_a_teacher_or_when_turned_off(tmp_path):
 
 
 def test_a_run_killed_while_the_twin_trained_resumes_to_the_same_result(tmp_path):
-    from dataclasses import replace
-
     from foldcnn.train.distill_gate import PROBE_DIR, resume_state
     from foldcnn.train.resume import TRAIN_STATE_FILE
 
@@ -107,6 +106,10 @@ def _check_manifests(first, folded, tmp_path):
         assert m["summary"]["still_improving"] is not None
     check = folded["features"]["distillation"]["check"]
     assert check["epoch"] == check_epoch(folded["train_config"]["epochs"])
+    assert ("final" in check) == check["kept"]  # a raised budget: a kept teacher meets the finished twin
+    if check["kept"]:
+        best = max(check["final"]["distilled_best_val_top1"], check["final"]["undistilled_best_val_top1"])
+        assert folded["summary"]["best_val_top1"] == best
     assert json.loads((tmp_path / "f2" / CHECK_FILE).read_text())["kept"] == check["kept"]
 
 
@@ -118,3 +121,52 @@ def test_run_json_records_the_budget_and_the_check(tmp_path):
 def test_default_budget_end_to_end_on_a_small_set(tmp_path):
     """The real floor (3,780 steps at f=1, 6,300 at f=2) on 120 generated images, with plateau stopping."""
     _check_manifests(*_small_runs(tmp_path), tmp_path)
+
+
+def _result(best, vals, epoch=1):
+    from foldcnn.train.loop import TrainResult
+
+    return TrainResult(best_epoch=epoch, best_val_top1=best, history=[{"val_top1": v} for v in vals])
+
+
+def test_final_choice_keeps_the_better_run_on_validation_ties_by_the_smoothed_curve():
+    from foldcnn.train.distill_gate import final_choice
+
+    assert final_choice(_result(0.9, [0.5, 0.9]), _result(0.8, [0.8, 0.8]))["kept"]
+    lost = final_choice(_result(0.8, [0.8, 0.8]), _result(0.9, [0.5, 0.9]))
+    assert not lost["kept"] and "twin's weights were kept" in lost["reason"]
+    tie = final_choice(_result(0.9, [0.5, 0.5, 0.9]), _result(0.9, [0.9, 0.9, 0.9]))
+    assert not tie["kept"] and "3-epoch means" in tie["reason"]
+    assert final_choice(_result(0.9, [0.9]), _result(0.9, [0.9]))["kept"]  # a full tie keeps the teacher
+
+
+@pytest.mark.parametrize("winner", ["distilled", "undistilled"])
+def test_finish_twin_ends_with_the_full_run_the_final_choice_names(winner, monkeypatch, tmp_path):
+    """With finish_twin the twin also runs to its end; the model then holds, bit for bit, the weights
+    of a plain full run of the recipe the final choice names, and the result is that run's (the
+    choice itself is forced here, to reach both outcomes; its rule is tested above)."""
+    from foldcnn.train import distill_gate
+
+    real = distill_gate.final_choice
+    monkeypatch.setattr(distill_gate, "final_choice", lambda d, u: {**real(d, u), "kept": winner == "distilled"})
+    torch.manual_seed(0)
+    model = create_model("lol-gold-fraction", fold=2, num_classes=3, input_size=(12, 12))
+    train, val = easy_dataset(60, 0, size=(12, 12)), easy_dataset(30, 1, size=(12, 12))
+    teacher = 8.0 * F.one_hot(train.labels, 3).float()
+    cfg = TrainConfig(epochs=8, batch_size=16, precision="fp32", threads=1, distill="kl", distill_weight=0.9,
+                      temperature=1.0)
+    start = copy.deepcopy(model)
+    result, record = train_with_check(model, train, val, cfg, tmp_path / "run", teacher, progress=False,
+                                      state_every_steps=0, finish_twin=True)
+    assert record["kept"] and record["final"]["kept"] == (winner == "distilled")
+    assert json.loads((tmp_path / "run" / CHECK_FILE).read_text())["final"] == record["final"]
+    runs = {}
+    for kind, t in (("distilled", teacher), ("undistilled", None)):
+        alone = copy.deepcopy(start)
+        runs[kind] = train_model(alone, train, val, cfg if t is not None else replace(cfg, distill="none"),
+                                 out_dir=tmp_path / kind, progress=False, teacher_logits=t, state_every_steps=0)
+        assert record["final"][f"{kind}_best_val_top1"] == round(runs[kind].best_val_top1, 5)
+        if kind == winner:
+            got, want = _weights(model), _weights(alone)
+            assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
+    assert [r["val_top1"] for r in result.history] == [r["val_top1"] for r in runs[winner].history]

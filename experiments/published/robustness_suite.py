@@ -7,7 +7,7 @@
 
 should give, per case, the four test top-1 numbers of docs/accuracy.md's section "Small data sets
 the recipe was not tuned on" (the original within 1 point of the plain loop, f=4 within 1.0 point
-of the original, f=4 not below the undistilled f=4), written to results/robustness/<case>.json
+of the original, f=4 not below the undistilled f=4), written to results/robustness/<case>_<commit>.json
 with the commands, date, CPU, commit and load. Each case is one unsplit or pre-split tree of PNGs
 and a user CNN of its own shape (classes in this file, imported by path as the CLI does):
 
@@ -274,10 +274,19 @@ def provenance(argv: list[str]) -> dict:
             "load_average": os.getloadavg(), "threads": 1}
 
 
+def teacher_outcome(check: dict | None) -> str:
+    """What became of the teacher: off at the early check, or at the end against the finished twin, or kept."""
+    if not check:
+        return "-"
+    if not check["kept"]:
+        return f"off at epoch {check['epoch']}"
+    final = check.get("final")
+    return "off at the end" if final and not final["kept"] else "kept"
+
+
 def table_row(r: dict) -> str:
     t, f4 = r["targets"], r["f4"]
-    check = f4["distill_check"]
-    kd = "kept" if check and check["kept"] else "off" if check else "-"
+    kd = teacher_outcome(f4["distill_check"])
     return (f"| {r['case']}{' (held out)' if r['held_out'] else ''} | {r['plain_loop']['train_images']} | "
             f"{r['plain_loop']['classes']} | {r['plain_loop']['test_top1']:.2%} | {r['original']['test_top1']:.2%} | "
             f"{f4['test_top1']:.2%} | {r['f4_undistilled']['test_top1']:.2%} | {kd} | "
@@ -290,29 +299,35 @@ COLUMNS = [
     {"title": "classes", "cell": "{classes}"}, {"title": "user CNN", "cell": "{cnn}"},
     {"title": "plain loop", "cell": "{plain_top1:.2%}"}, {"title": "original", "cell": "{original_top1:.2%}"},
     {"title": "f=4 (default)", "cell": "{f4_top1:.2%}"}, {"title": "f=4 undistilled", "cell": "{f4_undistilled_top1:.2%}"},
-    {"title": "teacher at the check", "cell": "{teacher}"},
+    {"title": "teacher", "cell": "{teacher}"},
     {"title": "original - plain", "cell": "{original_vs_plain_points:+.2f}"},
     {"title": "f=4 - original", "cell": "{f4_vs_original_points:+.2f}"},
     {"title": "f=4 - undistilled", "cell": "{f4_vs_undistilled_points:+.2f}"},
 ]
 
 
+def latest_result(case: str) -> Path:
+    """The newest results/robustness/CASE_COMMIT.json by its recorded date (CASE.json: the first runs)."""
+    files = sorted(RESULTS.glob(f"{case}_*.json")) or [RESULTS / f"{case}.json"]
+    return max(files, key=lambda p: json.loads(p.read_text())["date"])
+
+
 def write_table(cases: list[str]) -> Path:
-    """The cases' results/robustness/CASE.json files as one results/ table (foldcnn.results)."""
+    """The cases' newest results/robustness/CASE_COMMIT.json files as one results/ table (foldcnn.results)."""
     from foldcnn.results import write_result
 
     rows, sources = [], {}
     for case in cases:
-        r = json.loads((RESULTS / f"{case}.json").read_text())
-        check = r["f4"]["distill_check"]
+        path = latest_result(case)
+        r = json.loads(path.read_text())
         rows.append({"case": case + (" (held out)" if r["held_out"] else ""),
                      "train_images": r["plain_loop"]["train_images"], "classes": r["plain_loop"]["classes"],
                      "cnn": r["model"].rsplit(":", 1)[1], "plain_top1": r["plain_loop"]["test_top1"],
                      "original_top1": r["original"]["test_top1"], "f4_top1": r["f4"]["test_top1"],
                      "f4_undistilled_top1": r["f4_undistilled"]["test_top1"],
-                     "teacher": "kept" if check and check["kept"] else "off" if check else "-",
+                     "teacher": teacher_outcome(r["f4"]["distill_check"]),
                      **{k: v for k, v in r["targets"].items() if k != "met"}})
-        sources[case] = {"file": f"results/robustness/{case}.json", "date": r["date"], "commit": r["commit"],
+        sources[case] = {"file": str(path.relative_to(ROOT)), "date": r["date"], "commit": r["commit"],
                          "load_average": r["load_average"], "load_average_after": r["load_average_after"]}
     return write_result(RESULTS.parent, "robustness small sets", description=(
         "test top-1 on small data sets the recipe was not tuned on: a plain PyTorch loop, the original and "
@@ -326,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="work folder (data, runs)")
     p.add_argument("--cases", default=",".join(TUNING_CASES), help=f"comma list of {', '.join(CASES)}")
-    p.add_argument("--table", action="store_true", help="only gather the cases' results/robustness/CASE.json "
+    p.add_argument("--table", action="store_true", help="only gather the cases' newest results/robustness/CASE_COMMIT.json "
                    "into one results/ table (docs/render.py renders it)")
     args = p.parse_args(argv)
     if args.table:
@@ -344,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         before = provenance([__file__, *argv])
         record = {**before, **run_case(case, out, lambda m: print(m, file=sys.stderr, flush=True))}
         record["load_average_after"] = os.getloadavg()
-        (RESULTS / f"{case}.json").write_text(json.dumps(record, indent=2) + "\n")
+        (RESULTS / f"{case}_{record['commit'][:7]}.json").write_text(json.dumps(record, indent=2) + "\n")
         print(table_row(record), flush=True)
     return 0
 

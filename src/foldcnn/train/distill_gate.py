@@ -26,10 +26,10 @@ from foldcnn.data.base import ArrayDataset
 from foldcnn.models import FoldedCNN
 from foldcnn.train.config import PLATEAU_WINDOW, TrainConfig
 from foldcnn.train.distributed import dist_info
-from foldcnn.train.loop import TrainResult, train_model
+from foldcnn.train.loop import TrainResult, smoothed, train_model
 from foldcnn.train.resume import TRAIN_STATE_FILE
 
-__all__ = ["CHECK_FRACTION", "CHECK_FILE", "PROBE_DIR", "check_epoch", "decide", "resume_state", "train_with_check"]
+__all__ = ["CHECK_FRACTION", "CHECK_FILE", "PROBE_DIR", "check_epoch", "decide", "final_choice", "resume_state", "train_with_check"]
 
 CHECK_FRACTION = 0.25  # the one-cycle peak: both runs have left the flat start behind
 CHECK_FILE, PROBE_DIR = "distill_check.json", "distill_check"
@@ -61,12 +61,32 @@ def decide(distilled_val: list[float], undistilled_val: list[float], epoch: int)
             "reason": reason + ("" if kept else "; distillation switched off, the run went on without the teacher")}
 
 
+def final_choice(distilled: TrainResult, undistilled: TrainResult) -> dict:
+    """Keep the distilled run unless the undistilled twin, trained to its own end on the same budget,
+    did better on validation: its best val top-1, then (a tie) its best smoothed val top-1."""
+    def key(r: TrainResult):
+        vals = [row["val_top1"] for row in r.history]
+        return round(r.best_val_top1, 5), round(max(smoothed(vals)), 5) if vals else 0.0
+
+    d, u = key(distilled), key(undistilled)
+    kept = d >= u
+    reason = (f"at the end the distilled run's best val top-1 was {d[0]:.2%} (epoch {distilled.best_epoch}), the "
+              f"undistilled twin's {u[0]:.2%} (epoch {undistilled.best_epoch})")
+    if d[0] == u[0]:
+        reason += f", best {PLATEAU_WINDOW}-epoch means {d[1]:.2%} and {u[1]:.2%}"
+    return {"distilled_best_val_top1": d[0], "undistilled_best_val_top1": u[0], "kept": kept,
+            "reason": reason + ("" if kept else "; the undistilled twin's weights were kept")}
+
+
 def train_with_check(model: FoldedCNN, train_ds: ArrayDataset, val_ds: ArrayDataset, cfg: TrainConfig,
                      out_dir: str | Path, teacher_logits: torch.Tensor | None, *, resume: bool = False,
-                     progress: bool = True, state_every_steps: int = 500, on_epoch=None
+                     progress: bool = True, state_every_steps: int = 500, on_epoch=None, finish_twin: bool = False
                      ) -> tuple[TrainResult, dict | None]:
     """train_model, with the early distillation check when ``cfg.distill_check`` and a teacher are on.
     ``on_epoch`` sees the run's own epochs (the distilled ones before the check), not the twin's.
+    ``finish_twin`` (small sets: the budget was extended): when the check kept the teacher, the twin
+    also trains to its end and the better of the two on validation is kept (``final_choice``, in the
+    record as ``final``); ``model`` then holds the twin's weights where it won.
 
     Returns (result, the check's record or None when no check ran)."""
     run = dict(progress=progress, state_every_steps=state_every_steps)
@@ -75,7 +95,7 @@ def train_with_check(model: FoldedCNN, train_ds: ArrayDataset, val_ds: ArrayData
     if teacher_logits is None or not cfg.distill_check or dist_info().enabled or cfg.epochs < 2:
         return train_model(model, train_ds, val_ds, cfg, out_dir=out, teacher_logits=teacher_logits,
                            resume=resume, **own), None
-    plain = replace(cfg, distill="none")
+    plain, start = replace(cfg, distill="none"), copy.deepcopy(model)
     record_path = out / CHECK_FILE
     if resume and record_path.is_file():
         record = json.loads(record_path.read_text())
@@ -98,4 +118,11 @@ def train_with_check(model: FoldedCNN, train_ds: ArrayDataset, val_ds: ArrayData
         atomic_write(record_path, json.dumps(record, indent=2).encode())
     cfg_run, teacher = (cfg, teacher_logits) if record["kept"] else (plain, None)
     result = train_model(model, train_ds, val_ds, cfg_run, out_dir=out, teacher_logits=teacher, resume=True, **own)
+    if finish_twin and record["kept"]:
+        twin = train_model(start, train_ds, val_ds, plain, out_dir=out / PROBE_DIR, resume=True, **run)
+        record["final"] = final_choice(result, twin)
+        atomic_write(record_path, json.dumps(record, indent=2).encode())
+        if not record["final"]["kept"]:
+            model.load_state_dict(start.state_dict())
+            result = twin
     return result, record

@@ -277,9 +277,9 @@ def run_training(model: ModelSpec, data: DataSpec, train: TrainConfig, run: RunO
     if not run.evaluate_only:
         result, check = train_with_check(net, splits.train, splits.val, train, out, t_logits, resume=run.resume,
                                          progress=progress, state_every_steps=run.state_every_steps,
-                                         on_epoch=run.on_epoch)
-        if check is not None and not check["kept"]:
-            say(f"fold {model.fold}: {check['reason']}")
+                                         on_epoch=run.on_epoch, finish_twin=budget["extended"])
+        for c in (c for c in (check, (check or {}).get("final")) if c and not c["kept"]):
+            say(f"fold {model.fold}: {c['reason']}")
     if not dist.is_main:
         return {"rank": dist.rank}
     manifest = _evaluate_and_describe(net, model.replace(name=name), splits, train, run, result, aids,

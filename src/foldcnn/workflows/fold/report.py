@@ -20,8 +20,9 @@ def render_report(r: dict) -> str:
                      f"{f['engine']} | {f['batch_size']} | {f['gain']:.2f}x |")
     for f in r["folded"]:
         check, more = f.get("distill_check"), f.get("still_improving") or {}
-        if check and not check["kept"]:
-            lines.append(f"\nFold {f['fold']}: {check['reason']}.")
+        for decision in (check, (check or {}).get("final")):
+            if decision and not decision["kept"]:
+                lines.append(f"\nFold {f['fold']}: {decision['reason']}.")
         if more.get("yes"):
             lines.append(f"\nFold {f['fold']} was still improving at its last epoch "
                          f"(+{more['val_top1_gain_points']:g} points of val top-1 over {more['over_epochs']} epochs).")
