@@ -51,19 +51,23 @@ def test_the_length_rule_catches_a_long_function(tmp_path):
 # declared twice is a copy: compose the config that owns it instead.
 SAME_NAME_DIFFERENT_OPTION = {
     "batch_size": "images per training step (TrainConfig) vs per inference call (PredictOptions)",
-    "threads": "torch threads while training (TrainConfig) vs the inference engine's threads (PredictOptions)",
+    "threads": "torch threads while training (TrainConfig) vs the inference engine's threads (PredictOptions) vs "
+               "the threads a load test starts each server with (ServeBenchConfig)",
     "device": "where training runs (TrainConfig) vs where inference runs (PredictOptions) vs where a bench sweep "
               "times (Preset, whose default is the preset's)",
     "precision": "training autocast, --train-precision (TrainConfig) vs inference precision (PredictOptions)",
     "seed": "the training seed (TrainConfig) vs the data seed, --data-seed (DataSpec)",
     "on_error": "unreadable training images are skipped by default (DataSpec); inference inputs raise by default "
                 "(PredictOptions)",
-    "fold": "a model's fold (ModelSpec) vs the folded model the demo compares with the original (DemoConfig)",
+    "fold": "a model's fold (ModelSpec) vs the folded model the demo or a load test compares with the original "
+            "(DemoConfig, ServeBenchConfig)",
     "epochs": "every stage's epochs (TrainConfig) vs the folded stages' own, None = by fold (FoldOptions)",
     "weight_decay": "every stage's (TrainConfig) vs the folded stages' own, None = by fold (FoldOptions)",
     "name": "the model's name (ModelSpec) vs a bench preset's name (Preset)",
     "folds": "the folds a fold run trains and chooses from (FoldOptions) vs the folds a bench sweep times (Preset)",
     "channel_multiples": "the roundings a search trains (FoldOptions) vs those a bench sweep times (Preset)",
+    "command": "what a training run's run.json records (RunOptions) vs what a load test's results record "
+               "(ServeBenchConfig); neither is a flag",
     "max_wait_ms": "how long a live stream's partial fold waits (ScrapeOptions, default 100) vs how long the server "
                    "holds a batch for more requests (ServeConfig, default 5)",
 }
@@ -112,6 +116,7 @@ OWN_MEANING = {
     ("bench", (), ("Preset", "PredictOptions")),
     ("serve", ("ServeConfig",), ("PredictOptions",)),
     ("scrape", ("ScrapeOptions",), ("PredictOptions",)),
+    ("serve-bench", ("ServeBenchConfig",), ()),
 ])
 def test_a_command_takes_its_configs_flags_from_them(command, complete, partial):
     """A flag of the command that spells a config field is the one the field generates (its help is

@@ -15,7 +15,7 @@ __all__ = ["PARSERS", "option", "flag_of", "is_cli_option"]
 
 # How a flag's text becomes a field's value, for fields that are not a plain str/int/float; the
 # command line (foldcnn.cli.options) holds one parser per name.
-PARSERS = ("size", "fractions", "ints", "width_mult", "width_mults", "names", "pairs", "json_object")
+PARSERS = ("size", "fractions", "ints", "width_mult", "width_mults", "names", "pairs", "json_object", "words")
 
 
 def option(default=MISSING, help: str = "", *, choices=None, flag: str | None = None, metavar: str | None = None,
@@ -26,7 +26,7 @@ def option(default=MISSING, help: str = "", *, choices=None, flag: str | None = 
     switch); ``cli=False`` keeps the field out of the command line (set in Python only); ``parse``
     names how the flag's text is read (one of ``PARSERS``: 'size' is HxW, 'fractions' three
     comma-separated shares, 'ints', 'width_mults' and 'names' comma lists, 'pairs' a comma list of
-    a/b pairs, 'json_object' a JSON object). A field without a
+    a/b pairs, 'json_object' a JSON object, 'words' shell words). A field without a
     default is a required flag."""
     if parse is not None and parse not in PARSERS:
         raise ValueError(f"parse must be one of {PARSERS}, got {parse!r}")  # a bug in a config class

@@ -119,3 +119,13 @@ def parse_pairs(text: str | None, flag: str) -> tuple[tuple[str, str], ...] | No
     if not pairs or any(len(p) != 2 or not all(p) for p in pairs):
         raise CLIError(f"{flag} takes backend/precision pairs like ort/fp32,ort/int8; got {text!r}")
     return tuple((a, b) for a, b in pairs)
+
+
+def parse_words(text: str | None, flag: str) -> tuple[str, ...]:
+    """"--backend ort --max-wait-ms 2" -> ('--backend', 'ort', '--max-wait-ms', '2'): shell words."""
+    import shlex
+
+    try:
+        return tuple(shlex.split(text or ""))
+    except ValueError as e:
+        raise CLIError(f"{flag} takes shell words, e.g. '--backend ort'; {e} in {text!r}") from None

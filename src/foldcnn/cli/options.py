@@ -24,12 +24,13 @@ from foldcnn.cli.common import (
     parse_size,
     parse_width_mult,
     parse_width_mults,
+    parse_words,
 )
 from foldcnn.errors import UsageError
 from foldcnn.infer.options import PredictOptions
 from foldcnn.options import PARSERS, flag_of, is_cli_option
 
-__all__ = ["add_json_flag", "add_options", "add_predict_options", "as_flags", "option_values",
+__all__ = ["add_json_flag", "add_options", "add_predict_options", "as_flags", "flags_of", "option_values",
            "predict_options", "write_json_output"]
 
 _TYPES = {"str": str, "int": int, "float": float}
@@ -69,6 +70,7 @@ _PARSERS = {
     "names": parse_names,
     "pairs": parse_pairs,
     "json_object": parse_model_kwargs,
+    "words": parse_words,
 }
 assert set(_PARSERS) == set(PARSERS)
 
@@ -94,6 +96,8 @@ def add_options(parser: argparse.ArgumentParser, cls, *, unsupported: dict[str, 
         if f.name in unsupported or not is_cli_option(f) or (only is not None and f.name not in only):
             continue
         default = defaults.get(f.name, _default(f))
+        if f.metadata.get("parse") and isinstance(default, (tuple, list)):
+            default = _as_text(f, default)  # shown as the flag spells it; option_values parses it back
         flag = flags.get(f.name) or flag_of(f)
         kwargs = {"dest": flag.lstrip("-").replace("-", "_") if f.name in flags else _dest(f),
                   "help": helps.get(f.name, f.metadata.get("help", ""))}
@@ -122,6 +126,35 @@ def option_values(args: argparse.Namespace, cls, given: dict | None = None) -> d
 def _parsed(f, value):
     parse = f.metadata.get("parse")
     return _PARSERS[parse](value, flag_of(f)) if parse is not None and isinstance(value, str) else value
+
+
+def flags_of(config) -> list[str]:
+    """The command-line words that give every flag field of ``config`` its value (what a result
+    records as the command that reproduces it): lists comma-joined, sizes HxW, shell words quoted."""
+    words: list[str] = []
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if not is_cli_option(f) or value is None:
+            continue
+        if isinstance(value, bool):
+            words += [flag_of(f)] if value != (f.default is True) else []
+            continue
+        words += [flag_of(f), _as_text(f, value)]
+    return words
+
+
+def _as_text(f, value) -> str:
+    """A field's value as its flag spells it (what the field's parser reads back)."""
+    import shlex
+
+    parse = f.metadata.get("parse")
+    if parse == "size":
+        return "x".join(map(str, value))
+    if parse == "words":
+        return shlex.join(value)
+    if isinstance(value, (tuple, list)):
+        return ",".join("/".join(v) if isinstance(v, tuple) else str(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def add_predict_options(parser: argparse.ArgumentParser, *, unsupported: dict[str, str] | None = None,

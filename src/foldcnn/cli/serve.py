@@ -301,32 +301,17 @@ def _add_serve(sub) -> None:
 
 
 def _cmd_serve_bench(args: argparse.Namespace) -> int:
-    import shlex
+    from dataclasses import replace
 
+    from foldcnn.cli.options import flags_of, write_json_output
+    from foldcnn.errors import UsageError
     from foldcnn.workflows.serve_bench import ServeBenchConfig, command_line, run_serve_bench
-    from foldcnn.cli.bench import _ints
-    from foldcnn.cli.options import write_json_output
 
-    if args.height_width is not None:
-        try:
-            h, w = (int(v) for v in args.height_width.lower().split("x"))
-        except ValueError:
-            raise CLIError(f"--input-size takes HxW (height x width), e.g. 19x25; got {args.height_width!r}") from None
-    else:
-        h, w = 19, 25
-    cfg = ServeBenchConfig(checkpoints=tuple(args.checkpoints), fold=args.fold, clients=_ints(args.clients, "--clients"),
-                           request_sizes=_ints(args.request_sizes, "--request-sizes"), protocol=args.protocol,
-                           requests=args.requests, seconds=args.seconds, heavy_clients=args.heavy_clients,
-                           heavy_images=args.heavy_images, victim_requests=args.victim_requests,
-                           image_size=(h, w), threads=args.threads, serve_flags=tuple(shlex.split(args.serve_flags)),
-                           command=command_line(["serve-bench", *args.checkpoints, "--fold", str(args.fold),
-                                                 "--clients", args.clients, "--request-sizes", args.request_sizes,
-                                                 "--protocol", args.protocol, "--requests", str(args.requests),
-                                                 "--seconds", f"{args.seconds:g}", "--heavy-clients",
-                                                 str(args.heavy_clients), "--heavy-images", str(args.heavy_images),
-                                                 "--victim-requests", str(args.victim_requests), "--input-size",
-                                                 f"{h}x{w}", "--threads", str(args.threads)]
-                                                + (["--serve-flags", args.serve_flags] if args.serve_flags else [])))
+    try:
+        cfg = ServeBenchConfig(**option_values(args, ServeBenchConfig, {"checkpoints": tuple(args.checkpoints)}))
+    except UsageError as e:
+        raise CLIError(as_flags(str(e), ServeBenchConfig)) from None
+    cfg = replace(cfg, command=command_line(["serve-bench", *cfg.checkpoints, *flags_of(cfg)]))
     print(f"{'model':<16} {'isolation':<9} {'img/req':>7} {'clients':>7} {'answered':>8} {'refused':>7} "
           f"{'req/s':>7} {'img/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'cpu ms/req':>10}")
 
@@ -359,6 +344,8 @@ def _cmd_serve_bench(args: argparse.Namespace) -> int:
 
 
 def _add_serve_bench(sub) -> None:
+    from foldcnn.workflows.serve_bench import ServeBenchConfig
+
     p = sub.add_parser("serve-bench", help="load-test foldcnn serve on loopback: concurrency sweep, request sizes, "
                        "heavy-client mix", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description="Starts one `foldcnn serve` per model on a free loopback port and drives it with "
@@ -368,22 +355,7 @@ def _add_serve_bench(sub) -> None:
                        "(command, date, CPU, commit, load) as JSON.")
     p.add_argument("checkpoints", nargs="*", help="checkpoints to serve side by side (default: random-weight "
                    "apex-squad-count at fold 1, at --fold, and at --fold with zeroed cross-slot weights)")
-    p.add_argument("--fold", type=int, default=4, help="fold of the default folded models")
-    p.add_argument("--clients", default="8,16,32,64", help="concurrent clients per step (comma list)")
-    p.add_argument("--request-sizes", default="1", help="images per request (comma list)")
-    p.add_argument("--protocol", choices=("v1", "v2"), default="v1",
-                   help="v1: POST /v1/classify (raw PNG, multipart for several); v2: KServe v2 binary BYTES tensor")
-    p.add_argument("--requests", type=int, default=2000, help="most requests per step and model")
-    p.add_argument("--seconds", type=float, default=10.0, help="longest a step runs per model")
-    p.add_argument("--heavy-clients", type=int, default=0, help="clients sending requests of heavy images (3999x4000 "
-                   "zero PNGs) while one client times one-image requests; 0: no heavy step")
-    p.add_argument("--heavy-images", type=int, default=25, help="heavy images per heavy request")
-    p.add_argument("--victim-requests", type=int, default=20, help="one-image requests timed under the heavy mix")
-    p.add_argument("--input-size", dest="height_width", default=None,
-                   help="HxW of the request images (default 19x25, the default models' input)")
-    p.add_argument("--threads", type=int, default=1, help="each server's compute threads")
-    p.add_argument("--serve-flags", default="", help="more `foldcnn serve` flags for every server, e.g. "
-                   "'--backend ort --max-wait-ms 2'")
+    add_options(p, ServeBenchConfig)
     p.add_argument("--out", default=None, help="write the run's whole document here ('-': standard output) "
                    "instead of results/serve-bench-PROTOCOL_CPU_COMMIT.json (foldcnn.results.write_result)")
     p.set_defaults(func=_cmd_serve_bench)

@@ -43,26 +43,33 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from foldcnn.errors import UsageError
+from foldcnn.options import option
 
 __all__ = ["ServeBenchConfig", "run_serve_bench", "bench_checkpoints"]
 
 
 @dataclass(frozen=True)
 class ServeBenchConfig:
-    checkpoints: tuple[str, ...] = ()  # empty: the three random-weight models of the module docstring
-    fold: int = 4
-    clients: tuple[int, ...] = (8, 16, 32, 64)
-    request_sizes: tuple[int, ...] = (1,)
-    protocol: str = "v1"  # v1: raw PNG / multipart; v2: KServe v2 binary BYTES tensor
-    requests: int = 2000  # per step and model, at most
-    seconds: float = 10.0  # per step and model, at most
-    heavy_clients: int = 0
-    heavy_images: int = 25
-    victim_requests: int = 20
-    image_size: tuple[int, int] = (19, 25)  # height, width of the request images
-    threads: int = 1  # the server's compute threads
-    serve_flags: tuple[str, ...] = ()  # more `foldcnn serve` flags, for every server
-    command: str = ""
+    """What `foldcnn serve-bench` runs; each field declares its flag."""
+
+    checkpoints: tuple[str, ...] = option((), cli=False)  # empty: the three random-weight models of the docstring
+    fold: int = option(4, "fold of the default folded models")
+    clients: tuple[int, ...] = option((8, 16, 32, 64), "concurrent clients per step (comma list)", parse="ints")
+    request_sizes: tuple[int, ...] = option((1,), "images per request (comma list)", parse="ints")
+    protocol: str = option("v1", "v1: POST /v1/classify (raw PNG, multipart for several); v2: KServe v2 binary BYTES "
+                           "tensor", choices=("v1", "v2"))
+    requests: int = option(2000, "most requests per step and model")
+    seconds: float = option(10.0, "longest a step runs per model")
+    heavy_clients: int = option(0, "clients sending requests of heavy images (3999x4000 zero PNGs) while one client "
+                                "times one-image requests; 0: no heavy step")
+    heavy_images: int = option(25, "heavy images per heavy request")
+    victim_requests: int = option(20, "one-image requests timed under the heavy mix")
+    image_size: tuple[int, int] = option((19, 25), "HxW of the request images (the default models' input)",
+                                         flag="--input-size", parse="size", metavar="HxW")
+    threads: int = option(1, "each server's compute threads")
+    serve_flags: tuple[str, ...] = option((), "more `foldcnn serve` flags for every server, e.g. '--backend ort "
+                                          "--max-wait-ms 2'", parse="words")
+    command: str = option("", cli=False)  # what the results record
 
     def __post_init__(self):
         if self.protocol not in ("v1", "v2"):
