@@ -5,8 +5,10 @@
 - an option is declared once: a field name two user-facing config classes both declare (fields made
   with ``foldcnn.options.option``) is allowed only where the two mean different things, listed below
   with why; a copied field (the same option in two configs) fails;
-- every command's flags come from the config fields where one exists: ``foldcnn train`` has no
-  hand-written flag for a field of the configs it builds.
+- every command's flags come from the config fields where one exists: a command has no
+  hand-written flag for a field of the configs it builds;
+- no run of six identical lines stands in two places in src/ (the project's ``duplicates`` tool
+  also finds runs of the same shape; this guard needs nothing but the source).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import ast
 import importlib
 import inspect
 import pkgutil
+import re
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 
@@ -151,3 +154,35 @@ def test_every_listed_name_is_still_declared_twice():
             if str(f.type).split(" ")[0] not in configs:
                 owners[f.name] = owners.get(f.name, 0) + 1
     assert sorted(k for k in SAME_NAME_DIFFERENT_OPTION if owners.get(k, 0) < 2) == []
+
+
+_IMPORT_LINE = re.compile(r"^(from |import |[A-Za-z_][A-Za-z0-9_]*,?$|\)$)")
+
+
+def _copied_runs(root: Path, width: int = 6) -> dict[tuple, list[str]]:
+    """Runs of ``width`` identical lines (stripped; blank and comment lines skipped) found in two
+    places or more, except import lists."""
+    seen: dict[tuple, list[str]] = {}
+    for path in sorted(root.rglob("*.py")):
+        lines = [(i + 1, t.strip()) for i, t in enumerate(path.read_text().splitlines())]
+        kept = [(i, t) for i, t in lines if t and not t.startswith("#")]
+        for k in range(len(kept) - width + 1):
+            run = tuple(t for _, t in kept[k:k + width])
+            if all(_IMPORT_LINE.match(t) for t in run) or sum(len(t) > 3 for t in run) < width:
+                continue
+            seen.setdefault(run, []).append(f"{path.relative_to(root.parent)}:{kept[k][0]}")
+    return {run: where for run, where in seen.items() if len(where) > 1}
+
+
+def test_no_six_lines_are_copied_in_src():
+    assert [where for where in _copied_runs(SRC).values()] == []
+
+
+def test_the_copy_rule_catches_a_copy(tmp_path):
+    body = "\n".join(f"    total = total + {i} * weight" for i in range(6))
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.py").write_text(f"def {name}(total, weight):\n{body}\n    return total\n")
+    found = _copied_runs(tmp_path)
+    assert [f"{tmp_path.name}/a.py:2", f"{tmp_path.name}/b.py:2"] in found.values()
+    (tmp_path / "b.py").write_text("def b(total, weight):\n    return total\n")  # the copy gone: nothing found
+    assert _copied_runs(tmp_path) == {}
