@@ -28,18 +28,29 @@ class DecoderDiedError(FoldcnnError, RuntimeError):
     """A decoding process died (crashed or was killed) while it held some inputs."""
 
 
-def process_pool(workers: int) -> ProcessPoolExecutor | None:
-    """``workers`` forked decoding processes, or None where fork is unavailable (then use threads).
+# What a decoding process runs (decode_segment and the file jobs), loaded once by the fork server.
+DECODER_MODULES = ["foldcnn.infer.sources"]
 
-    fork, not spawn: a spawned worker would import torch again (about a second); the children
-    run only Pillow / numpy code on file paths, never the engine, so the parent's engine
-    threads are of no concern to them.
+
+def process_pool(workers: int) -> ProcessPoolExecutor | None:
+    """``workers`` decoding processes, or None where they are unavailable (then use threads).
+
+    They are forked by a fork server: a clean, single-threaded process started once (per process,
+    about 0.2 s) with the decoding modules preloaded, which imports no torch. Not forked from this
+    process: a child forked while another thread held a video decoder frees that thread's
+    objects at birth, and FFmpeg's scaler then waits forever for slice threads the child does
+    not have (seen as a hung test). Not spawned either: a spawned worker would import torch
+    again (about a second) and each worker would pay for it. As with any fork server (Python's
+    default on Linux from 3.14), a script that decodes in processes keeps its top-level work
+    under ``if __name__ == "__main__":``; the ``foldcnn`` command and ``python -m`` already do.
     """
     import multiprocessing as mp
 
-    if workers < 1 or "fork" not in mp.get_all_start_methods() or os.name != "posix":
+    if workers < 1 or "forkserver" not in mp.get_all_start_methods() or os.name != "posix":
         return None
-    return ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"))
+    context = mp.get_context("forkserver")
+    context.set_forkserver_preload(DECODER_MODULES)
+    return ProcessPoolExecutor(workers, mp_context=context)
 
 
 def ordered_map(jobs: Iterator[Callable[[], T]], workers: int, depth: int | None = None,
@@ -159,7 +170,7 @@ def resolve_remote(job, fut):
 
 
 class LazyProcessPool:
-    """A process pool forked on the first ``submit`` (a one-image call never pays for it) and
+    """A process pool started on the first ``submit`` (a one-image call never pays for it) and
     kept for later calls; after a worker died it is replaced on the next ``submit``."""
 
     def __init__(self, workers: int) -> None:
@@ -188,4 +199,4 @@ class LazyProcessPool:
 def _can_fork() -> bool:
     import multiprocessing as mp
 
-    return "fork" in mp.get_all_start_methods()
+    return "forkserver" in mp.get_all_start_methods()
