@@ -67,22 +67,28 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def main() -> int:
+def server_parser(description: str, clients: int) -> tuple[argparse.ArgumentParser, list[str], list[str]]:
+    """The flags every serving experiment takes (checkpoint, label, clients, server source), and
+    this command line split at ``--``: (parser, its own arguments, flags for `foldcnn serve`)."""
     argv = sys.argv[1:]
     serve_flags = argv[argv.index("--") + 1:] if "--" in argv else []
     argv = argv[:argv.index("--")] if "--" in argv else argv
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=description.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--label", required=True, help="names the results file")
-    p.add_argument("--clients", type=int, default=16)
-    p.add_argument("--seconds", type=float, default=8.0)
+    p.add_argument("--clients", type=int, default=clients)
     p.add_argument("--server-src", help="src/ folder of the tree whose server to run (default: this tree)")
+    return p, argv, serve_flags
+
+
+def main() -> int:
+    p, argv, serve_flags = server_parser(__doc__, clients=16)
+    p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     args = p.parse_args(argv)
 
-    from foldcnn.bench.report import machine_info
-    from foldcnn.workflows.serve_bench import _commit, _free_port
-    from foldcnn.serve.loadgen import classify_request, http_request, png_bytes, run_step, send_one
+    from foldcnn.workflows.serve_bench import _free_port, wait_for_health
+    from foldcnn.serve.loadgen import classify_request, png_bytes, run_step
 
     port = _free_port()
     src = args.server_src or str(ROOT / "src")
@@ -91,16 +97,7 @@ def main() -> int:
                                "--threads", "1", "--log-level", "warning", *serve_flags], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if asyncio.run(send_one("127.0.0.1", port, http_request("GET", "/healthz"), 5))[0] == 200:
-                    break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the server did not start: {server.stderr.read()[-500:]}")
-            time.sleep(0.2)
+        wait_for_health(server, port, "the server")
         reqs = [classify_request([png_bytes(19, 25, s)]) for s in range(64)]
         asyncio.run(run_step("127.0.0.1", port, reqs, clients=args.clients, requests=500, seconds=5))  # warm-up
         load_before = [round(x, 2) for x in os.getloadavg()]
@@ -120,18 +117,26 @@ def main() -> int:
         server.terminate()
         server.wait(60)
     summary = step.summary()
-    doc = {"command": "python experiments/published/serve_profile.py " + " ".join(sys.argv[1:]),
+    write_document("profile", args, serve_flags, {
+        "load_before": load_before, "load_after": [round(x, 2) for x in os.getloadavg()], "requests": summary,
+        "server_cpu_ms_per_request": round(1000 * cpu / summary["answered"], 3),
+        "pyspy_samples": samples, "sample_share_percent_by_layer": layers})
+    return 0
+
+
+def write_document(kind: str, args, serve_flags: list[str], body: dict) -> None:
+    """results/serving/KIND-LABEL.json: the command, date, commit, CPU and settings, then ``body``."""
+    from foldcnn.bench.report import machine_info
+    from foldcnn.workflows.serve_bench import _commit
+
+    doc = {"command": f"python experiments/published/{Path(sys.argv[0]).name} " + " ".join(sys.argv[1:]),
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-           "commit": _commit(), "server_src": src, "cpu_model": machine_info()["cpu_model"],
-           "load_before": load_before, "load_after": [round(x, 2) for x in os.getloadavg()],
-           "serve_flags": serve_flags, "clients": args.clients, "requests": summary,
-           "server_cpu_ms_per_request": round(1000 * cpu / summary["answered"], 3),
-           "pyspy_samples": samples, "sample_share_percent_by_layer": layers}
-    out = ROOT / "results" / "serving" / f"profile-{args.label}.json"
+           "commit": _commit(), "server_src": args.server_src or str(ROOT / "src"),
+           "cpu_model": machine_info()["cpu_model"], "serve_flags": serve_flags, "clients": args.clients, **body}
+    out = ROOT / "results" / "serving" / f"{kind}-{args.label}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")
     print(json.dumps(doc, indent=2))
-    return 0
 
 
 if __name__ == "__main__":

@@ -16,9 +16,6 @@ The clients run in a spawned process of their own (foldcnn.serve.loadgen.ClientP
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import datetime
 import json
 import os
 import subprocess
@@ -95,9 +92,8 @@ def pause_stats(pauses: list) -> dict:
 
 def run_server(args, serve_flags: list[str], tmp: str) -> tuple[dict, dict]:
     """(the clients' latencies, the server's collections during the run)."""
-    from foldcnn.serve.loadgen import ClientProcess, classify_request, http_request, png_bytes, send_one, \
-        step_in_process
-    from foldcnn.workflows.serve_bench import _free_port
+    from foldcnn.serve.loadgen import ClientProcess, classify_request, png_bytes, step_in_process
+    from foldcnn.workflows.serve_bench import _free_port, wait_for_health
 
     port, out = _free_port(), Path(tmp) / "pauses.json"
     env = dict(os.environ, PYTHONPATH=args.server_src or str(ROOT / "src"), OMP_NUM_THREADS="1", STALLS_OUT=str(out))
@@ -105,16 +101,7 @@ def run_server(args, serve_flags: list[str], tmp: str) -> tuple[dict, dict]:
                                "--threads", "1", "--log-level", "warning", *serve_flags], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if asyncio.run(send_one("127.0.0.1", port, http_request("GET", "/healthz"), 5))[0] == 200:
-                    break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the server did not start: {server.stderr.read()[-500:]}")
-            time.sleep(0.2)
+        wait_for_health(server, port, "the server")
         reqs = [classify_request([png_bytes(19, 25, s)]) for s in range(64)]
         with ClientProcess() as clients:
             clients.call(step_in_process, "127.0.0.1", port, reqs, 8, 200, 5.0)  # warm-up
@@ -130,34 +117,20 @@ def run_server(args, serve_flags: list[str], tmp: str) -> tuple[dict, dict]:
 
 
 def main() -> int:
-    argv = sys.argv[1:]
-    serve_flags = argv[argv.index("--") + 1:] if "--" in argv else []
-    argv = argv[:argv.index("--")] if "--" in argv else argv
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--label", required=True, help="names the results file")
-    p.add_argument("--clients", type=int, default=64)
+    from serve_profile import server_parser, write_document  # this folder's sibling: what both share
+
+    p, argv, serve_flags = server_parser(__doc__, clients=64)
     p.add_argument("--requests", type=int, default=6000)
-    p.add_argument("--server-src", help="src/ folder of the tree whose server to run (default: this tree)")
     args = p.parse_args(argv)
 
-    from foldcnn.bench.report import machine_info
-    from foldcnn.workflows.serve_bench import _commit, _uptime
+    from foldcnn.workflows.serve_bench import _uptime
 
     uptime_before = _uptime()
     with tempfile.TemporaryDirectory() as tmp:
         latencies, collections = run_server(args, serve_flags, tmp)
-    doc = {"command": "python experiments/published/serve_stalls.py " + " ".join(sys.argv[1:]),
-           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-           "commit": _commit(), "server_src": args.server_src or str(ROOT / "src"),
-           "cpu_model": machine_info()["cpu_model"], "uptime_before": uptime_before,
-           "serve_flags": serve_flags, "clients": args.clients, "latencies": latencies,
-           "server_collections_during_the_step": collections,
-           "decode_3999x4000_png_gil": decode_gaps(), "uptime_after": _uptime()}
-    out = ROOT / "results" / "serving" / f"stalls-{args.label}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(json.dumps(doc, indent=2))
+    write_document("stalls", args, serve_flags, {
+        "uptime_before": uptime_before, "latencies": latencies, "server_collections_during_the_step": collections,
+        "decode_3999x4000_png_gil": decode_gaps(), "uptime_after": _uptime()})
     return 0
 
 

@@ -113,6 +113,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_health(proc: subprocess.Popen, port: int, label: str, timeout_s: float = 120.0) -> dict:
+    """The /healthz answer of the server ``proc`` started on loopback ``port``, once it gives one;
+    a server that exits or stays silent for ``timeout_s`` is one UsageError naming ``label``."""
+    import json
+
+    from foldcnn.serve.loadgen import http_request, send_one
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise UsageError(f"{label} exited: {proc.communicate()[1].strip()[-400:]}")
+        try:
+            status, body = asyncio.run(send_one("127.0.0.1", port, http_request("GET", "/healthz"), 5))
+            if status == 200:
+                return json.loads(body)
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise UsageError(f"{label} did not answer /healthz within {timeout_s:g} s")
+
+
 class _Server:
     """One `foldcnn serve` subprocess on loopback."""
 
@@ -125,23 +146,11 @@ class _Server:
         self.health = self._wait()
 
     def _wait(self) -> dict:
-        import json
-
-        from foldcnn.serve.loadgen import http_request, send_one
-
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise UsageError(f"foldcnn serve for {self.label} exited: {self.proc.communicate()[1].strip()[-400:]}")
-            try:
-                status, body = asyncio.run(send_one("127.0.0.1", self.port, http_request("GET", "/healthz"), 5))
-                if status == 200:
-                    return json.loads(body)
-            except OSError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise UsageError(f"foldcnn serve for {self.label} did not answer /healthz within 120 s")
+        try:
+            return wait_for_health(self.proc, self.port, f"foldcnn serve for {self.label}")
+        except UsageError:
+            self.stop()
+            raise
 
     def _pids(self) -> list[int]:
         """The server and its child processes (`foldcnn serve --processes N` forks them)."""
