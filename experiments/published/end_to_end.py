@@ -178,6 +178,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-startup", action="store_true")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--result", action="store_true", help="also write results/end-to-end-efficiency_CPU_COMMIT.json")
     ap.add_argument("--pillow-only", action="store_true",
                     help="decode PNGs with Pillow even where pyspng (the png extra) is installed")
     args = ap.parse_args()
@@ -263,6 +264,33 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "startup_s": startup, "cores": cores(),
                                                "args": vars(args)}, indent=2))
+    if args.result:
+        write_table(rows, startup, args.trials)
+
+
+LABELS = {"png": "PNG folder (libspng)", "arrays": ".npy arrays", "video": "video"}
+
+
+def write_table(rows: list[dict], startup: dict, trials: int) -> None:
+    """results/end-to-end-efficiency_CPU_COMMIT.json, the table docs/benchmarks.md renders."""
+    from foldcnn.results import write_result
+
+    columns = [{"title": "input", "cell": "{input}"}, {"title": "precision", "cell": "{precision}"},
+               {"title": "f", "cell": "{fold}"},
+               {"title": "decode, 1 core, images/s", "cell": "{decode_1core_images_per_s:,}"},
+               {"title": "model only", "cell": "{model_only_images_per_s:,}"},
+               {"title": f"end to end (median of {trials})", "cell": "{end_to_end_images_per_s:,}"},
+               {"title": "efficiency", "cell": "**{efficiency:.2f}**"}]
+    table = [{"input": LABELS[r["kind"]], "precision": r["precision"], "fold": r["fold"],
+              "decode_1core_images_per_s": round(r["decode_images_per_s_one_core"]),
+              "model_only_images_per_s": round(r["model_images_per_s"]),
+              "end_to_end_images_per_s": round(r["e2e_images_per_s"]), "efficiency": r["efficiency"]} for r in rows]
+    path = write_result("results", "end-to-end-efficiency", columns=columns, rows=table, startup_s=startup,
+                        description="foldcnn predict end to end against its parts: PNG folders, .npy arrays and a "
+                        "video, f=1 and f=4, ONNX Runtime fp32 and int8; efficiency = end-to-end images/s / "
+                        "(1 / (decode_s / cores + model_s))",
+                        command="python experiments/published/" + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
