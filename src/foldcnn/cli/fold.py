@@ -30,25 +30,18 @@ def _folds(args: argparse.Namespace) -> tuple[int, ...]:
 
 
 def _cmd_fold(args: argparse.Namespace) -> int:
-    from foldcnn.cli.options import as_flags, option_values
+    from foldcnn.cli.options import config_from_args
     from foldcnn.cli.train import train_config_from_args
-    from foldcnn.errors import UsageError
     from foldcnn.models.spec import ModelSpec
     from foldcnn.train.sources import DataSpec
     from foldcnn.workflows.fold import REPORT_JSON, REPORT_MD, FoldOptions, run_fold
 
     if args.data is None:
         raise CLIError("--data is required: a folder of class folders, or of train/, val/ and test/ subfolders")
-    specs = []
-    for cls, given in ((ModelSpec, {"name": args.model, "fold": 1, "width_mult": None}), (DataSpec, {}), (FoldOptions, {})):
-        try:
-            if cls is FoldOptions:
-                given = {"model": specs[0], "data": specs[1], "train": train_config_from_args(args, 1),
-                         "folds": _folds(args), "epochs": args.epochs, "weight_decay": args.weight_decay}
-            specs.append(cls(**option_values(args, cls, given)))
-        except UsageError as e:
-            raise CLIError(as_flags(str(e), cls)) from None
-    opts = specs[-1]
+    model = config_from_args(ModelSpec, args, {"name": args.model, "fold": 1, "width_mult": None})
+    opts = config_from_args(FoldOptions, args, {
+        "model": model, "data": config_from_args(DataSpec, args), "train": train_config_from_args(args, 1),
+        "folds": _folds(args), "epochs": args.epochs, "weight_decay": args.weight_decay})
     quiet = args.quiet
     report = run_fold(opts, args.out, resume=args.resume, progress=not quiet, command=["foldcnn", *sys.argv[1:]],
                       log=None if quiet else (lambda msg: print(f"foldcnn fold: {msg}", file=sys.stderr)),

@@ -30,7 +30,8 @@ from foldcnn.errors import UsageError
 from foldcnn.infer.options import PredictOptions
 from foldcnn.options import PARSERS, flag_of, is_cli_option
 
-__all__ = ["add_json_flag", "add_options", "add_predict_options", "as_flags", "flags_of", "option_values",
+__all__ = ["add_json_flag", "add_options", "add_predict_options", "as_flags", "config_from_args", "flags_of",
+           "option_values",
            "predict_options", "write_json_output"]
 
 _TYPES = {"str": str, "int": int, "float": float}
@@ -166,10 +167,16 @@ def add_predict_options(parser: argparse.ArgumentParser, *, unsupported: dict[st
 
 def predict_options(args: argparse.Namespace) -> PredictOptions:
     """The PredictOptions the parsed flags describe; an invalid combination is one sentence."""
+    return config_from_args(PredictOptions, args)
+
+
+def config_from_args(cls, args: argparse.Namespace, given: dict | None = None):
+    """``cls`` built from its flags (:func:`option_values`, ``given`` in place of some); a value it
+    refuses is one sentence naming the flag."""
     try:
-        return PredictOptions(**option_values(args, PredictOptions))
+        return cls(**option_values(args, cls, given))
     except UsageError as e:
-        raise CLIError(as_flags(str(e), PredictOptions)) from None
+        raise CLIError(as_flags(str(e), cls)) from None
 
 
 def as_flags(message: str, cls=PredictOptions) -> str:

@@ -10,8 +10,7 @@ from foldcnn.cli.options import (
     add_json_flag,
     add_options,
     add_predict_options,
-    as_flags,
-    option_values,
+    config_from_args,
     predict_options,
     write_json_output,
 )
@@ -156,16 +155,12 @@ def _write_all(args: argparse.Namespace, produced, layout, plot, fingerprint: di
 
 
 def _cmd_scrape(args: argparse.Namespace) -> int:
-    from foldcnn.errors import UsageError
     from foldcnn.scrape.layout import load_layout, parse_checkpoint_map
     from foldcnn.scrape.pipeline import ScrapeOptions, Scraper
 
     options = predict_options(args)
     _check_flags(args)
-    try:
-        scrape_opts = ScrapeOptions(**option_values(args, ScrapeOptions))
-    except UsageError as e:
-        raise CLIError(as_flags(str(e), ScrapeOptions)) from None
+    scrape_opts = config_from_args(ScrapeOptions, args)
     layout = load_layout(args.layout, parse_checkpoint_map(args.checkpoints))
     plot = None
     if args.plots:

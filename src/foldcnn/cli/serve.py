@@ -303,14 +303,10 @@ def _add_serve(sub) -> None:
 def _cmd_serve_bench(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from foldcnn.cli.options import flags_of, write_json_output
-    from foldcnn.errors import UsageError
+    from foldcnn.cli.options import config_from_args, flags_of, write_json_output
     from foldcnn.workflows.serve_bench import ServeBenchConfig, command_line, run_serve_bench
 
-    try:
-        cfg = ServeBenchConfig(**option_values(args, ServeBenchConfig, {"checkpoints": tuple(args.checkpoints)}))
-    except UsageError as e:
-        raise CLIError(as_flags(str(e), ServeBenchConfig)) from None
+    cfg = config_from_args(ServeBenchConfig, args, {"checkpoints": tuple(args.checkpoints)})
     cfg = replace(cfg, command=command_line(["serve-bench", *cfg.checkpoints, *flags_of(cfg)]))
     print(f"{'model':<16} {'isolation':<9} {'img/req':>7} {'clients':>7} {'answered':>8} {'refused':>7} "
           f"{'req/s':>7} {'img/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'cpu ms/req':>10}")

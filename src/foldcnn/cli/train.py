@@ -33,8 +33,7 @@ def train_config_from_args(args: argparse.Namespace, fold: int, **overrides):
 
 def _train_inputs(args: argparse.Namespace):
     """(ModelSpec, DataSpec, TrainConfig, RunOptions) from the flags; raises on bad combinations."""
-    from foldcnn.cli.options import as_flags, option_values
-    from foldcnn.errors import UsageError
+    from foldcnn.cli.options import config_from_args
     from foldcnn.models.spec import ModelSpec
     from foldcnn.train.config import RunOptions
     from foldcnn.train.run import DataSpec
@@ -45,14 +44,9 @@ def _train_inputs(args: argparse.Namespace):
         raise CLIError(f"--nproc must be >= 1, got {args.nproc}")
     if args.distill not in (None, "none") and args.teacher is None:
         raise CLIError("--distill needs --teacher CKPT (an unfolded checkpoint of the same task)")
-    specs = []
-    for cls, extra in ((ModelSpec, {}), (DataSpec, {}),
-                       (RunOptions, {"command": tuple(getattr(args, "command_line", ())) or None, "log": _note})):
-        try:
-            specs.append(cls(**option_values(args, cls), **extra))
-        except UsageError as e:
-            raise CLIError(as_flags(str(e), cls)) from None
-    model, data, run = specs
+    model, data = config_from_args(ModelSpec, args), config_from_args(DataSpec, args)
+    run = config_from_args(RunOptions, args, {"command": tuple(getattr(args, "command_line", ())) or None,
+                                              "log": _note})
     cfg = train_config_from_args(args, model.fold)
     for flag, value in (("--consistency", args.consistency), ("--cross-slot-decay", args.cross_slot_decay)):
         if value and model.fold == 1:

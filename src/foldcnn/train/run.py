@@ -256,10 +256,10 @@ def run_training(model: ModelSpec, data: DataSpec, train: TrainConfig, run: RunO
     the other ranks return ``{"rank": r}``.
     """
     dist = dist_info()
-    out, name = Path(run.out_dir), model.name or data.task
+    out, model = Path(run.out_dir), model.replace(name=model.name or data.task)  # None: the task's own model
     say = run.log if (run.log is not None and dist.is_main) else (lambda _msg: None)
     progress = not run.quiet and dist.is_main
-    state = _check_inputs(model.replace(name=name), data, train, run, is_main=dist.is_main)
+    state = _check_inputs(model, data, train, run, is_main=dist.is_main)
     splits = load_splits(data, progress=progress)
     for note in splits.meta.get("notes") or []:
         say(note)
@@ -268,7 +268,7 @@ def run_training(model: ModelSpec, data: DataSpec, train: TrainConfig, run: RunO
         say(f"{len(splits.train)} training images: {budget['epochs_asked']} epochs would be "
             f"{budget['epochs_asked'] * budget['steps_per_epoch']} steps; training up to {train.epochs} epochs "
             f"({budget['steps']} steps), stopping when validation stops improving")
-    net, aids = _prepare_model(model.replace(name=name), splits, train, state, run.resume,
+    net, aids = _prepare_model(model, splits, train, state, run.resume,
                                say if not run.evaluate_only else (lambda _msg: None))
     t_logits, distill_info = _teacher_logits(run.teacher, splits, train, out, run.allow_folded_teacher, dist.is_main)
     if dist.is_main:
@@ -282,7 +282,7 @@ def run_training(model: ModelSpec, data: DataSpec, train: TrainConfig, run: RunO
             say(f"fold {model.fold}: {c['reason']}")
     if not dist.is_main:
         return {"rank": dist.rank}
-    manifest = _evaluate_and_describe(net, model.replace(name=name), splits, train, run, result, aids,
+    manifest = _evaluate_and_describe(net, model, splits, train, run, result, aids,
                                       distill_info and {**distill_info, "check": check}, budget)
     _save(out, net, splits, train, manifest["summary"])
     atomic_write(out / "run.json", json.dumps(manifest, indent=2).encode())
