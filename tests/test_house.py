@@ -186,3 +186,34 @@ def test_the_copy_rule_catches_a_copy(tmp_path):
     assert [f"{tmp_path.name}/a.py:2", f"{tmp_path.name}/b.py:2"] in found.values()
     (tmp_path / "b.py").write_text("def b(total, weight):\n    return total\n")  # the copy gone: nothing found
     assert _copied_runs(tmp_path) == {}
+
+
+def _command_helps() -> dict[str, str]:
+    from foldcnn.cli import build_parser
+
+    out = {}
+
+    def walk(parser, name):
+        out[name] = parser.format_help()
+        for a in parser._actions:
+            if a.__class__.__name__ == "_SubParsersAction":
+                for sub_name, sub in a.choices.items():
+                    walk(sub, f"{name} {sub_name}".strip())
+
+    walk(build_parser(), "")
+    return out
+
+
+def test_help_shows_a_default_only_where_it_says_something():
+    """No command's --help says '(default: None)' or '(default: False)', nor names a default twice;
+    a real default (e.g. scrape's --hold 3) is still shown."""
+    import re
+
+    helps = _command_helps()
+    assert len(helps) > 15
+    for name, text in helps.items():
+        flat = " ".join(text.split())
+        assert "(default: None)" not in flat and "(default: False)" not in flat, name
+        for entry in re.split(r"\s(?=--?\w)", flat):
+            assert entry.count("(default") <= 1, f"{name}: {entry[:160]}"
+    assert "(default: 3)" in " ".join(helps["scrape"].split())

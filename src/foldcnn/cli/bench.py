@@ -6,7 +6,7 @@ import argparse
 import functools
 import sys
 
-from foldcnn.cli.common import CLIError, model_help, parse_model_kwargs, parse_width_mults
+from foldcnn.cli.common import HelpFormatter, CLIError, model_help, parse_model_kwargs, parse_width_mults
 from foldcnn.cli.common import parse_ints as _ints
 
 _TUNE_DESCRIPTION = (
@@ -198,7 +198,7 @@ def _add_bench(sub) -> None:
         "measures matmul peaks and memory bandwidth in the same run, and prints images/s, FLOP/s, "
         "arithmetic intensity, fraction of peak and the gain over the unfolded CNN. Presets: "
         + "; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="default",
                    help="the sweep to run; the flags below override its fields")
     p.add_argument("--quick", action="store_true", help="same as --preset quick (a few seconds)")
@@ -280,7 +280,7 @@ def _add_tune(sub) -> None:
 
     p = sub.add_parser("tune", help="measure this machine and pick the fastest fold, width rounding, batch, backend "
                        "and precision", description=_TUNE_DESCRIPTION,
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("model", nargs="?", help="zoo model name or package.module:Name (default: the checkpoint's model)")
     p.add_argument("--model-kwargs", help=model_help("kwargs"))
     p.add_argument("--checkpoint", help="checkpoint directory: its model, and accuracy notes from its "

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
+
 from foldcnn.errors import FoldcnnError
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default where it says something: not for a flag that is off (False), an
+    option with no default (None), or help that already names its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False) or "default" in text:
+            return text
+        return super()._get_help_string(action)
 
 
 class CLIError(FoldcnnError):

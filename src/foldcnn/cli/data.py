@@ -8,7 +8,7 @@ import shlex
 import sys
 import time
 
-from foldcnn.cli.common import CLIError, parse_size
+from foldcnn.cli.common import HelpFormatter, CLIError, parse_size
 from foldcnn.progress import progress_bar
 
 # -------------------------------------------------------------------------------------- data
@@ -73,7 +73,7 @@ def _add_data_game(data_sub) -> None:
 
     p = data_sub.add_parser(
         "game", help="synthetic game-screen text for the paper's game tasks (class-per-directory PNGs)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         description="Write DIR/{train,val,test}/<class>/<index>.png and DIR/manifest.json. "
         "The same arguments give byte-identical files.",
     )
@@ -126,7 +126,7 @@ def _video_parser(data_sub, kind: str, func, size: str, seed: str, own: dict, **
     """The parser of a generator that writes a video: its ``own`` flags (flag -> add_argument's
     keywords), --out, --input-size, --data-seed, --fps and the output flags; ``texts`` are
     add_parser's help and description."""
-    p = data_sub.add_parser(kind, formatter_class=argparse.ArgumentDefaultsHelpFormatter, **texts)
+    p = data_sub.add_parser(kind, formatter_class=HelpFormatter, **texts)
     for flag, kwargs in own.items():
         p.add_argument(flag, **kwargs)
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")

@@ -12,7 +12,7 @@ import argparse
 import sys
 from dataclasses import replace
 
-from foldcnn.cli.common import CLIError
+from foldcnn.cli.common import HelpFormatter, CLIError
 
 
 def _given(args: argparse.Namespace, **names: str) -> dict:
@@ -66,7 +66,7 @@ def _add_demo(sub) -> None:
     p = sub.add_parser(
         "demo", help="generate a game task, train the original and a folded CNN, compare accuracy and "
         "throughput, write a report (about 10 minutes on 2 CPU cores)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--out", default="foldcnn-demo", help="folder for report.md, plots and both checkpoints")
     add_options(p, DataSpec, only=("task", "train_size"), defaults={"task": None, "train_size": None},
                 helps={"task": f"game task to generate and learn (default {d.task})",

@@ -7,7 +7,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-from foldcnn.cli.common import CLIError
+from foldcnn.cli.common import HelpFormatter, CLIError
 
 # Largest |eager - onnx| logit difference accepted for fp32; exports agree to ~1e-6 in practice.
 FP32_TOLERANCE = 1e-3
@@ -99,7 +99,7 @@ def _remove_export(staging: Path) -> None:
 
 def _add_export(sub) -> None:
     p = sub.add_parser("export", help="export a checkpoint to ONNX (fp32 or int8) with a JSON sidecar",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("checkpoint", help="checkpoint directory (model.safetensors + config.json)")
     p.add_argument("--format", choices=("onnx",), default="onnx", help="export format")
     p.add_argument("--out", required=True, help="output file, e.g. model.onnx (the sidecar is <out>.json)")

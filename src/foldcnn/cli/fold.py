@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from foldcnn.cli.common import CLIError
+from foldcnn.cli.common import HelpFormatter, CLIError
 
 _DESCRIPTION = (
     "Evaluates (or trains, then evaluates) the original on the test split, trains each folded model with the "
@@ -84,7 +84,7 @@ def _add_fold(sub) -> None:
     from foldcnn.workflows.fold import FoldOptions
 
     p = sub.add_parser("fold", help="your CNN + your images -> a faster folded model, verified and exported (one "
-                       "command)", description=_DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       "command)", description=_DESCRIPTION, formatter_class=HelpFormatter)
     p.add_argument("model", help="your CNN as package.module:Name (an nn.Module class or a function returning one, "
                    "for one image; the current directory is importable) or a zoo model name")
     add_options(p, DataSpec, only=("data_dir", "split", "seed", "input_size"), group_title="data (DataSpec)")

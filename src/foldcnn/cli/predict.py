@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from foldcnn.cli.common import CLIError
+from foldcnn.cli.common import HelpFormatter, CLIError
 from foldcnn.cli.options import add_json_flag, add_predict_options, predict_options, write_json_output
 
 
@@ -171,7 +171,7 @@ def _partial_status(stats, allow_partial: bool) -> int:
 
 def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="classify images, a folder, a glob or a video with a checkpoint",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=HelpFormatter,
                        description="Writes one row per input image in input order: index, source, frame "
                        "(video frame number), class_name, class_index, confidence.")
     p.add_argument("checkpoint", help="checkpoint directory (model.safetensors + config.json), or an exported graph "

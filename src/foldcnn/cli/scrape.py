@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from foldcnn.cli.common import CLIError
+from foldcnn.cli.common import HelpFormatter, CLIError
 from foldcnn.cli.options import (
     add_json_flag,
     add_options,
@@ -203,7 +203,7 @@ def _add_scrape(sub) -> None:
 
     p = sub.add_parser(
         "scrape", help="read game streams once: every screen region through its folded CNN, to readings and events",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         description="Decodes each frame once, cuts every region of the layout from it and classifies each region's "
         "crops with its checkpoint, each (video, region) its own fold stream. Writes one row per (frame, region) "
         "in frame order: index, source, frame, class_name, class_index, confidence, region, time_s. "

@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 
-from foldcnn.cli.common import CLIError
+from foldcnn.cli.common import HelpFormatter, CLIError
 from foldcnn.cli.options import add_options, add_predict_options, as_flags, option_values, predict_options
 
 # PredictOptions the server does not take as flags, and why (foldcnn.cli.options).
@@ -271,7 +271,7 @@ def _add_serve(sub) -> None:
 
     d = ImageLimits()
     p = sub.add_parser("serve", help="serve a checkpoint over HTTP with fold-aware dynamic batching",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=HelpFormatter,
                        description="POST /v1/classify takes one image (raw image/* body), several (multipart "
                        "files) or JSON {\"images\": [base64...]}; POST /v2/models/NAME/infer speaks KServe v2 "
                        "(JSON or binary tensors; Triton clients); GET /healthz, GET /metrics (Prometheus). "
@@ -343,7 +343,7 @@ def _add_serve_bench(sub) -> None:
     from foldcnn.workflows.serve_bench import ServeBenchConfig
 
     p = sub.add_parser("serve-bench", help="load-test foldcnn serve on loopback: concurrency sweep, request sizes, "
-                       "heavy-client mix", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       "heavy-client mix", formatter_class=HelpFormatter,
                        description="Starts one `foldcnn serve` per model on a free loopback port and drives it with "
                        "closed-loop clients (one keep-alive connection each), step by step: every --clients value x "
                        "every --request-sizes value, each on every model in turn, each bounded by --requests and "

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from foldcnn.cli.common import (
+    HelpFormatter,
     CLIError,
 )
 
@@ -144,7 +145,7 @@ def _add_train(sub) -> None:
     from foldcnn.train.sources import DataSpec
 
     p = sub.add_parser("train", help="train a (folded) CNN on a generated task, an image folder or a video",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=HelpFormatter,
                        description="Give one data source: --task, --data or --video.")
     add_options(p, DataSpec, group_title="data (foldcnn.train.sources.DataSpec)")
     add_options(p, ModelSpec, group_title="model (foldcnn.models.spec.ModelSpec)")
@@ -228,7 +229,7 @@ def _add_eval(sub) -> None:
     from foldcnn.cli.options import add_json_flag, add_predict_options
 
     p = sub.add_parser("eval", help="accuracy of a checkpoint on a folder of class folders",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=HelpFormatter,
                        description="Classifies the folder's images in sorted order, folded f at a time in that "
                        "order, exactly as foldcnn predict does on the same files; --regroupings R also "
                        "classifies them in R random orders and reports how many images change class "
