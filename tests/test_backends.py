@@ -327,3 +327,16 @@ def test_gpu_backends_match_cpu_eager(model, name, precision):
         x = folded(model, n, seed=n)
         ref = reference(model, x)
         assert np.abs(b.run(x) - ref).max() <= tol * max(1.0, np.abs(ref).max())
+
+
+def test_engine_agreement_is_the_share_of_classes_fp32_gives(trained):
+    """eager fp32 agrees with itself exactly; a lower precision of a trained model agrees on almost
+    every image, counted image by image (an odd count is folded with a padded last fold)."""
+    from foldcnn.backends.agreement import MIN_AGREEMENT, engine_agreement
+
+    model, calibration, test = trained
+    images = test.images[:95]  # odd: the last fold is padded and its padding not counted
+    assert engine_agreement(model, images, "eager", "fp32") == 1.0
+    if ("ort", "int8") in available_backends("cpu"):
+        agree = engine_agreement(model, images, "ort", "int8", calibration=calibration)
+        assert MIN_AGREEMENT <= agree <= 1.0 and agree * 95 == round(agree * 95)

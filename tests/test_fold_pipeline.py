@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from foldcnn.checkpoints import load_checkpoint
 from foldcnn.workflows.fold import FoldOptions
@@ -135,3 +136,36 @@ def test_precision_restricts_the_engines_timed():
         restrict_precisions(pairs, ("bf16",))
     with pytest.raises(ValueError, match="precisions must be among"):
         FoldOptions("m:N", DataSpec(data_dir="x"), precisions=("fp64",))
+
+
+def _engines(*pairs):
+    return [{"engine": e, "backend": e.split("/")[0], "precision": e.split("/")[1], "batch_size": 64,
+             "images_per_s": s, "images_per_s_min": s, "images_per_s_max": s} for e, s in pairs]
+
+
+def test_a_lower_precision_stands_only_where_it_answers_as_fp32(monkeypatch):
+    """settle_precision keeps the fastest engine whose classes agree with fp32 on >= 99% of the
+    validation images: int8 at 95% gives way to the next engine, fp32 needs no check."""
+    import foldcnn.backends.agreement as agreement
+    import foldcnn.checkpoints as checkpoints
+    from foldcnn.workflows.fold.stages import settle_precision
+
+    said, asked = [], []
+    monkeypatch.setattr(checkpoints, "load_checkpoint", lambda path: type("C", (), {"model": torch.nn.Identity()}))
+
+    def fake(model, images, backend, precision, **kw):
+        asked.append(f"{backend}/{precision}")
+        return {"openvino/int8": 0.95, "openvino/bf16": 0.995}[f"{backend}/{precision}"]
+
+    monkeypatch.setattr(agreement, "engine_agreement", fake)
+    row = {"fold": 4, **_engines(("openvino/int8", 900.0))[0],
+           "engines": _engines(("openvino/int8", 900.0), ("openvino/bf16", 700.0), ("ort/fp32", 500.0))}
+    settle_precision(row, "ck", torch.zeros(4, 3, 8, 8, dtype=torch.uint8), 1, said.append)
+    assert row["engine"] == "openvino/bf16" and row["images_per_s"] == 700.0 and row["precision"] == "bf16"
+    assert row["agreement_checks"] == [{"engine": "openvino/int8", "agreement": 0.95},
+                                       {"engine": "openvino/bf16", "agreement": 0.995}]
+    assert asked == ["openvino/int8", "openvino/bf16"] and "95.0%" in said[0] and "openvino/bf16" in said[0]
+    fp32 = {"fold": 1, **_engines(("ort/fp32", 500.0))[0], "engines": _engines(("ort/fp32", 500.0))}
+    settle_precision(fp32, "ck", None, 1, said.append)  # fp32: nothing to check, nothing loaded
+    assert fp32["engine"] == "ort/fp32" and fp32["agreement_checks"] == [{"engine": "ort/fp32", "agreement": 1.0}]
+    assert asked == ["openvino/int8", "openvino/bf16"]

@@ -196,3 +196,27 @@ def test_ray_engine_trains_candidates_as_tune_trials(tmp_path):
         if row["status"] == "abandoned":
             assert "ASHA" in row["reason"] and not (out / row["name"] / "checkpoint" / "config.json").exists()
     assert (out / "search" / "ray" / "candidates").is_dir()
+
+
+def test_a_chosen_model_slower_than_the_original_at_agreeing_precisions_gives_way(monkeypatch):
+    """After the precision check, gains are taken again; a chosen model that is no faster than the
+    original once both run at precisions that answer as fp32 does is not chosen."""
+    import foldcnn.workflows.fold.search as search
+
+    settled = {"original": 1000.0, "f4-w1": 900.0}  # f4-w1 was 2000 on int8, which disagreed with fp32
+
+    def fake(row, checkpoint, images, threads, say):
+        row["images_per_s"] = settled[row["name"]]
+
+    monkeypatch.setattr(search, "settle_precision", fake)
+    s = search._Search.__new__(search._Search)
+    s._splits, s.say, s.opts = type("S", (), {"val": type("V", (), {"images": None})}), (lambda m: None), \
+        type("O", (), {"train": type("T", (), {"threads": 1})})
+    rows = [{"name": "original", "images_per_s": 1000.0, "gain": 1.0, "checkpoint": "o", "confirmed": True,
+             "status": "meets"},
+            {"name": "f4-w1", "images_per_s": 2000.0, "gain": 2.0, "checkpoint": "c", "confirmed": True,
+             "status": "chosen"},
+            {"name": "f4-w0.5", "images_per_s": 3000.0, "gain": 3.0, "checkpoint": None, "status": "abandoned"}]
+    chosen = s.settle(rows, rows[1])
+    assert chosen is rows[0] and rows[0]["status"] == "chosen" and rows[1]["status"] == "meets"
+    assert rows[1]["gain"] == 0.9 and rows[2]["gain"] == 3.0  # unconfirmed rows keep the first sweep's

@@ -10,7 +10,6 @@ architectures the checkpoint is not.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
 import torch
@@ -202,22 +201,13 @@ def _agreement(model: FoldedCNN, cal, backend: str, precision: str, device: str,
     """Prediction agreement of ``backend``/``precision`` with eager fp32 on the calibration images."""
     if cal is None:
         return "unknown: the checkpoint has no calibration images"
-    from foldcnn.backends import create_backend, prediction_agreement
-    from foldcnn.fold import fold_images, pad_to_fold
+    from foldcnn.backends.agreement import engine_agreement
 
-    images, n = pad_to_fold(cal, model.fold)
-    x = fold_images(images.float() / 255, model.fold).contiguous()
     try:
-        with create_backend(copy.deepcopy(model), "eager", device=device, max_batch=x.shape[0],
-                            threads=threads) as ref, \
-                create_backend(copy.deepcopy(model), backend, precision=precision, device=device,
-                               max_batch=x.shape[0], calibration=cal, threads=threads) as low:
-            a, b = ref.run(x), low.run(x)
+        agree = engine_agreement(model, cal, backend, precision, device=device, threads=threads)
     except Exception as e:  # noqa: BLE001 - the ranking stands without it
         return f"unknown: agreement not measured ({type(e).__name__})"
-    k = model.num_classes
-    agree = prediction_agreement(a.reshape(-1, k)[:n], b.reshape(-1, k)[:n])
-    return f"{agree:.1%} agreement with fp32 on {n} calibration images"
+    return f"{agree:.1%} agreement with fp32 on {len(cal)} calibration images"
 
 
 def predict_hint(result: TuneResult, row: dict | None = None) -> list[str]:

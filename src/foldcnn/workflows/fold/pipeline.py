@@ -31,7 +31,7 @@ from foldcnn.train.sources import check_data_spec
 from foldcnn.workflows.fold.options import FoldOptions
 from foldcnn.workflows.fold.report import render_report
 from foldcnn.workflows.fold.space import DEFAULT_WIDTHS, Candidate
-from foldcnn.workflows.fold.stages import ORIGINAL_STAGE, export_chosen, time_builds, train_stage
+from foldcnn.workflows.fold.stages import ORIGINAL_STAGE, export_chosen, settle_precision, time_builds, train_stage
 
 __all__ = ["FoldOptions", "run_fold", "REPORT_JSON", "REPORT_MD"]
 
@@ -98,6 +98,20 @@ def _choose(opts: FoldOptions, rows: list[dict], original: dict) -> tuple[dict |
     return chosen, why
 
 
+def _settle_precisions(opts: FoldOptions, original: dict, folded: list[dict], say) -> None:
+    """Each model's engine checked against fp32 on the validation images (int8 or bf16 stands only
+    where it answers as fp32 does, stages.settle_precision); the gains taken again."""
+    from foldcnn.train.sources import load_splits
+
+    if all(r["precision"] == "fp32" for r in (original, *folded)):
+        return
+    val = load_splits(opts.data).val.images
+    for r in (original, *folded):
+        settle_precision(r, r["checkpoint"], val, opts.train.threads, say)
+    for r in folded:
+        r["gain"] = round(r["images_per_s"] / original["images_per_s"], 3)
+
+
 def _check_inputs(opts: FoldOptions, out: Path, resume: bool, train_only: bool) -> None:
     """Everything that can fail before any work: the model's import, the data, the weights, --out."""
     model_entry(opts.model.name)  # a path that does not import fails before any work
@@ -144,6 +158,7 @@ def run_fold(opts: FoldOptions, out_dir: str | Path, *, resume: bool = False, pr
                "top1_drop_points": round(100 * (original["top1"] - runs[f]["summary"]["test_top1"]), 3),
                "gain": round(speed[f]["images_per_s"] / original["images_per_s"], 3), **speed[f],
                **_notes(runs[f])} for f in opts.folds]
+    _settle_precisions(opts, original, folded, say)
     chosen, why = _choose(opts, folded, original)
     say(why)
     target = chosen or original

@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
-__all__ = ["render_report"]
+__all__ = ["render_report", "render_search_report", "write_frontier"]
+
+
+def agreement_lines(rows: list[tuple[str, dict]]) -> list[str]:
+    """One line per model whose lower-precision engine was checked against fp32 on the validation images."""
+    out = []
+    for label, row in rows:
+        checks = [c for c in row.get("agreement_checks") or [] if not c["engine"].endswith("/fp32")]
+        if not checks:
+            continue
+        said = ", ".join(f"{c['engine']} {c['agreement']:.2%}" for c in checks)
+        out.append(f"- {label}: agreement with fp32 on the validation images: {said}; timed on {row['engine']}.")
+    if out:
+        out.insert(0, "\nA lower precision counts only where it gives fp32's class to at least 99% of the validation "
+                   "images:")
+    return out
 
 
 def render_report(r: dict) -> str:
@@ -26,6 +41,7 @@ def render_report(r: dict) -> str:
         if more.get("yes"):
             lines.append(f"\nFold {f['fold']} was still improving at its last epoch "
                          f"(+{more['val_top1_gain_points']:g} points of val top-1 over {more['over_epochs']} epochs).")
+    lines += agreement_lines([("original", o), *[(f"fold {f['fold']}", f) for f in r["folded"]]])
     peer = r.get("best_narrower_peer")
     if peer:
         lines += ["", f"Best narrower peer: the original at width x{peer['width_mult']:.3g} (fold 1) runs "
@@ -125,6 +141,7 @@ def render_search_report(r: dict) -> str:
     if abandoned:
         lines.append("")
     lines += [f"- {row['name']} abandoned: {row['reason']}." for row in abandoned]
+    lines += agreement_lines([(row["name"], row) for row in r["candidates"]])
     lines += ["", f"Cost: {cost['seconds']:,.0f} s in this invocation, {cost['train_seconds']:,.0f} s of training "
               f"in all; {cost['trained']} candidates trained to the full budget, {cost['abandoned']} abandoned, "
               f"{cost['untrained']} untrained."]

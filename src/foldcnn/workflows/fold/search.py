@@ -29,7 +29,7 @@ from foldcnn.models.base import resolve_channel_multiple
 from foldcnn.train.resume import TRAIN_STATE_FILE
 from foldcnn.workflows.fold.options import FoldOptions
 from foldcnn.workflows.fold.space import ORIGINAL, Candidate, abandon_reason, search_space
-from foldcnn.workflows.fold.stages import ORIGINAL_STAGE, stage_done, time_builds, train_stage
+from foldcnn.workflows.fold.stages import ORIGINAL_STAGE, settle_precision, stage_done, time_builds, train_stage
 
 __all__ = ["run_search", "ABANDONED"]
 
@@ -131,6 +131,24 @@ class _Search:
         row["status"] = "meets" if row["val_top1"] >= target - 1e-12 and flips_ok else "misses"
         return row["status"] == "meets"
 
+    def settle(self, rows: list[dict], chosen: dict) -> dict:
+        """The confirmed, trained rows' engines checked against fp32 on the validation images
+        (stages.settle_precision: int8 or bf16 stands only where it answers as fp32 does); their gains
+        taken again from the original's settled speed. A chosen model that ends no faster than the
+        original gives way to it. Returns the chosen row."""
+        for r in rows:
+            if r.get("confirmed") and r["checkpoint"] is not None:
+                settle_precision(r, r["checkpoint"], self.splits.val.images, self.opts.train.threads, self.say)
+        base = rows[0]["images_per_s"]
+        for r in rows:
+            if r.get("confirmed"):
+                r["gain"] = round(r["images_per_s"] / base, 3)
+        if chosen is not rows[0] and chosen["images_per_s"] <= base:
+            self.say(f"{chosen['name']} is no faster than the original once both run at a precision that answers as "
+                     "fp32 does: keeping the original")
+            chosen["status"], rows[0]["status"], chosen = "meets", "chosen", rows[0]
+        return chosen
+
     def _run(self, c: Candidate, stage: Path, target: float, reference: list[float]) -> dict:
         from foldcnn.train.run import RunOptions, run_training
 
@@ -193,7 +211,8 @@ def _confirm(opts: FoldOptions, rows: list[dict], chosen: dict, space: list[Cand
         for k in ("images_per_s", "gain", "engine"):  # the first sweep's, kept through later confirmations
             row.setdefault(f"screening_{k}", row[k])
         row.update({k: t[k] for k in ("images_per_s", "images_per_s_min", "images_per_s_max", "engine", "backend",
-                                      "precision", "batch_size")}, gain=round(t["images_per_s"] / base, 3),
+                                      "precision", "batch_size", "engines") if k in t},
+                   gain=round(t["images_per_s"] / base, 3),
                    confirmed=True)
     return seconds
 
@@ -219,7 +238,7 @@ def _row(c: Candidate, timing: dict, original_speed: float) -> dict:
             "images_per_s_min": timing.get("images_per_s_min"), "images_per_s_max": timing.get("images_per_s_max"),
             "gain": round(timing["images_per_s"] / original_speed, 3), "engine": timing["engine"],
             "backend": timing["backend"], "precision": timing["precision"], "batch_size": timing["batch_size"],
-            "val_top1": None, "test_top1": None, "flip_rate": None, "epochs_trained": 0, "train_seconds": 0.0,
+            "engines": timing.get("engines"), "val_top1": None, "test_top1": None, "flip_rate": None, "epochs_trained": 0, "train_seconds": 0.0,
             "checkpoint": None, "status": "untrained", "confirmed": False}
 
 
@@ -277,6 +296,7 @@ def run_search(opts: FoldOptions, out: Path, *, resume: bool, progress: bool, sa
         if search.judge(row, by_name[row["name"]], target, reference):
             chosen["status"], row["status"], chosen = "meets", "chosen", row
             confirmed += _confirm(opts, rows, chosen, space, kwargs, out, resume, progress, say)
+    chosen = search.settle(rows, chosen)
     for r in rows:
         if r["checkpoint"] is not None and not (Path(r["checkpoint"]) / CONFIG_FILE).is_file():
             raise RuntimeError(f"internal: {r['name']} names {r['checkpoint']}, which does not exist")

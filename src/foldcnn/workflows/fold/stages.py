@@ -11,7 +11,8 @@ from foldcnn.errors import UsageError
 from foldcnn.workflows.fold.options import FoldOptions
 from foldcnn.workflows.fold.space import Candidate
 
-__all__ = ["ORIGINAL_STAGE", "stage_done", "train_stage", "time_builds", "restrict_precisions", "export_chosen"]
+__all__ = ["ORIGINAL_STAGE", "stage_done", "train_stage", "time_builds", "settle_precision", "restrict_precisions",
+           "export_chosen"]
 
 ORIGINAL_STAGE = "original"
 
@@ -52,21 +53,57 @@ def time_builds(opts: FoldOptions, builds: list[Candidate], kwargs: dict, progre
                                                        width_mults=[b.width_mult])]
     outcome = run_sweep(list(dict.fromkeys(configs)), trials=opts.bench_trials, min_seconds=opts.bench_min_seconds,
                         threads=opts.train.threads or None, seed=opts.train.seed, group_by=None, progress=progress)
-    best: dict[tuple, dict] = {}
+    engines: dict[tuple, dict[str, dict]] = {}  # build -> engine -> its best batch
     for r in outcome.results:
         c, st = r.config, r.images_per_s
         wm = c.resolved_width_mult
-        key = (c.fold, round(wm, 6), None if wm == 1.0 else c.channel_multiple)
-        if key not in best or st.median > best[key]["images_per_s"]:
-            best[key] = {"images_per_s": round(st.median, 1), "images_per_s_min": round(st.min, 1),
-                         "images_per_s_max": round(st.max, 1), "engine": f"{c.backend}/{c.precision}",
-                         "backend": c.backend, "precision": c.precision, "batch_size": c.batch_size,
-                         "flops_per_image": r.flops_per_image}
+        key, engine = (c.fold, round(wm, 6), None if wm == 1.0 else c.channel_multiple), f"{c.backend}/{c.precision}"
+        mine = engines.setdefault(key, {})
+        if engine not in mine or st.median > mine[engine]["images_per_s"]:
+            mine[engine] = {"images_per_s": round(st.median, 1), "images_per_s_min": round(st.min, 1),
+                            "images_per_s_max": round(st.max, 1), "engine": engine, "backend": c.backend,
+                            "precision": c.precision, "batch_size": c.batch_size, "flops_per_image": r.flops_per_image}
+    best: dict[tuple, dict] = {}
+    for key, mine in engines.items():
+        ranked = sorted(mine.values(), key=lambda e: -e["images_per_s"])
+        best[key] = {**ranked[0], "engines": [{k: e[k] for k in ENGINE_KEYS} for e in ranked]}
     missing = [b.name for b in builds if b.key not in best]
     if missing:
         why = "; ".join(f"{c.label()}: {reason}" for c, reason in outcome.skipped[:3])
         raise UsageError(f"no engine could time {', '.join(missing)} here ({why})")
     return best
+
+
+ENGINE_KEYS = ("engine", "backend", "precision", "batch_size", "images_per_s", "images_per_s_min", "images_per_s_max")
+
+
+def settle_precision(row: dict, checkpoint: str | Path, images, threads: int | None, say) -> None:
+    """Keep ``row``'s engine when its precision is fp32 or answers as fp32 does on at least
+    MIN_AGREEMENT of ``images`` (validation images: a decision); otherwise take the fastest engine of
+    the same build that does (fp32 always does). ``row["agreement_checks"]`` records each engine
+    checked and its agreement; the row's speed fields become the kept engine's."""
+    from foldcnn.backends.agreement import MIN_AGREEMENT, engine_agreement
+    from foldcnn.checkpoints import load_checkpoint
+
+    model, checks = None, []
+    for e in row.get("engines") or [{k: row[k] for k in ENGINE_KEYS if k in row}]:
+        if e["precision"] == "fp32":
+            agree = 1.0
+        else:
+            model = model or load_checkpoint(checkpoint).model.eval()
+            agree = engine_agreement(model, images, e["backend"], e["precision"], threads=threads)
+        checks.append({"engine": e["engine"], "agreement": round(agree, 4)})
+        if agree >= MIN_AGREEMENT:
+            if e["engine"] != row["engine"]:
+                say(f"{row.get('name', 'fold ' + str(row['fold']))}: {row['engine']} agrees with fp32 on only "
+                    f"{checks[0]['agreement']:.1%} of the validation images (< {MIN_AGREEMENT:.0%}); "
+                    f"its speed is taken on {e['engine']}")
+            row.update({k: e[k] for k in ENGINE_KEYS if k in e})
+            break
+    else:
+        say(f"{row.get('name', 'fold ' + str(row['fold']))}: no engine allowed here agrees with fp32 on "
+            f"{MIN_AGREEMENT:.0%} of the validation images; its speed stays {row['engine']}'s")
+    row["agreement_checks"] = checks
 
 
 def restrict_precisions(backends, precisions: tuple[str, ...] | None) -> tuple[tuple[str, str], ...]:
