@@ -220,3 +220,15 @@ def test_a_chosen_model_slower_than_the_original_at_agreeing_precisions_gives_wa
     chosen = s.settle(rows, rows[1])
     assert chosen is rows[0] and rows[0]["status"] == "chosen" and rows[1]["status"] == "meets"
     assert rows[1]["gain"] == 0.9 and rows[2]["gain"] == 3.0  # unconfirmed rows keep the first sweep's
+
+
+def test_the_first_sweep_only_orders_so_it_is_lighter():
+    from foldcnn.train.sources import DataSpec
+    from foldcnn.workflows.fold import FoldOptions
+    from foldcnn.workflows.fold.search import screening
+
+    o = FoldOptions("m:N", DataSpec(data_dir="x"), bench_batch_sizes=(256, 1024), bench_trials=3, bench_min_seconds=0.3)
+    s = screening(o)
+    assert (s.bench_batch_sizes, s.bench_trials, s.bench_min_seconds) == ((1024,), 2, 0.15)
+    assert screening(FoldOptions("m:N", DataSpec(data_dir="x"), bench_trials=1)).bench_trials == 1
+    assert o.bench_trials == 3  # the user's options, which the confirming sweep reads, are left as given

@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
                       log=lambda msg: print(f"fold_search: {msg}", file=sys.stderr, flush=True))
     keep = ("name", "kind", "fold", "width_mult", "channel_multiple", "flops_per_image", "images_per_s",
             "images_per_s_min", "images_per_s_max", "gain", "engine", "batch_size", "val_top1", "test_top1",
-            "flip_rate", "epochs_trained", "train_seconds", "status", "reason")
+            "flip_rate", "epochs_trained", "train_seconds", "status", "reason", "agreement_checks", "confirmed",
+            "screening_images_per_s")
     record = {
         "what": "foldcnn fold --search", "command": ["python", *sys.argv], "date": started.isoformat(timespec="seconds"),
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -48,7 +48,9 @@ class FoldOptions:
     precisions: tuple[str, ...] | None = option(
         None, "the engines' precisions to time and choose from, comma-separated, e.g. fp32 (for a deployment that "
         "cannot quantize) or fp32,int8 (default: every precision here)", flag="--precision", parse="names")
-    bench_trials: int = option(3, "interleaved timing trials", flag="--trials")
+    bench_trials: int = option(3, "interleaved timing trials (--search: its first sweep, which only "
+                               "orders the training, takes half as many at the largest batch size; its confirming "
+                               "sweep at least 5)", flag="--trials")
     bench_min_seconds: float = option(0.3, "length of each timed block", flag="--min-seconds")
     search: bool = option(False, "find the fastest model on this machine within the budget: every fold x width "
                           "multiplier (narrower fold-1 CNNs too), timed first with random weights, trained fastest "

@@ -61,6 +61,16 @@ def check_builds(opts: FoldOptions, space: list[Candidate], kwargs: dict) -> Non
                              f"{name!r} cannot be ({why}), so its answers could still depend on fold-mates")
 
 
+def screening(opts: FoldOptions) -> FoldOptions:
+    """The first sweep only orders the training (the confirming sweep gives the ratios the report
+    states), so it is lighter: every engine, but only the largest of the batch sizes, half the
+    trials (at least one) and half the seconds per timed block."""
+    from dataclasses import replace
+
+    return replace(opts, bench_batch_sizes=(max(opts.bench_batch_sizes),),
+                   bench_trials=max(1, (opts.bench_trials + 1) // 2), bench_min_seconds=opts.bench_min_seconds / 2)
+
+
 def _timing(opts: FoldOptions, builds: list[Candidate], kwargs: dict, out: Path, resume: bool, progress: bool,
             say) -> dict[tuple, dict]:
     path = out / TIMING
@@ -71,7 +81,7 @@ def _timing(opts: FoldOptions, builds: list[Candidate], kwargs: dict, out: Path,
             return {b.key: saved[b.name] for b in builds}
     say(f"timing the original and {len(builds) - 1} candidates with random weights in one interleaved sweep")
     t0 = time.perf_counter()
-    best = time_builds(opts, builds, kwargs, progress)
+    best = time_builds(screening(opts), builds, kwargs, progress)
     saved = {b.name: {**best[b.key], "sweep_seconds": round(time.perf_counter() - t0, 1)} for b in builds}
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, json.dumps(saved, indent=2).encode())
