@@ -64,8 +64,9 @@ class FoldOptions:
                                          "change with their fold-mates (default: no limit)")
     invariant: bool = option(False, "--search: train the folded candidates with --cross-slot-decay inf, so answers "
                              "cannot depend on fold-mates")
-    abandon_margin: float = option(2.0, "--search: points of validation top-1 a candidate's curve may trail the "
-                                   "original's progress before it is abandoned at 1/4 or 1/2 of its epochs")
+    abandon_margin: float = option(1.0, "--search: points of validation top-1 granted beyond what a candidate's "
+                                   "curve may still gain (docs/search.md) before it is abandoned at 1/4 or 1/2 of "
+                                   "its epochs")
     engine: str = option("local", "--search: ray trains the candidates as Ray Tune trials side by side, stopped by "
                          "its ASHA scheduler (one trial per candidate)", choices=("local", "ray"))
     address: str | None = option(None, "--engine ray: the Ray cluster to join (default: a local one, started and "
