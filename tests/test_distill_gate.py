@@ -83,6 +83,28 @@ def test_a_run_killed_while_the_twin_trained_resumes_to_the_same_result(tmp_path
     assert all(torch.equal(a, b) for a, b in zip(_weights(cut).values(), _weights(whole).values()))
 
 
+def test_a_run_stopped_at_the_check_epoch_spares_the_twin(tmp_path):
+    """A search abandons a candidate from ``on_epoch`` at its first rung, the check's epoch: the
+    run's own epochs come first, so the undistilled twin is never trained."""
+    from foldcnn.train.distill_gate import PROBE_DIR
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_check(row):
+        if row["epoch"] == check_epoch(8):
+            raise Stop
+
+    torch.manual_seed(0)
+    model = create_model("lol-gold-fraction", fold=2, num_classes=3, input_size=(12, 12))
+    train, val = easy_dataset(40, 0, size=(12, 12)), easy_dataset(20, 1, size=(12, 12))
+    cfg = TrainConfig(epochs=8, batch_size=16, precision="fp32", threads=1, distill="kl")
+    with pytest.raises(Stop):
+        train_with_check(model, train, val, cfg, tmp_path / "run", torch.zeros(40, 3), progress=False,
+                         on_epoch=stop_at_check)
+    assert not (tmp_path / "run" / PROBE_DIR).exists() and not (tmp_path / "run" / CHECK_FILE).exists()
+
+
 def _small_runs(tmp_path, min_steps=None):
     """An original and a distilled f=2 model through run_training with the default budget of their fold
     (``min_steps`` replaces the floor); their run.json manifests."""

@@ -246,3 +246,16 @@ def test_the_first_sweep_only_orders_so_it_is_lighter():
     assert (s.bench_batch_sizes, s.bench_trials, s.bench_min_seconds) == ((1024,), 2, 0.15)
     assert screening(FoldOptions("m:N", DataSpec(data_dir="x"), bench_trials=1)).bench_trials == 1
     assert o.bench_trials == 3  # the user's options, which the confirming sweep reads, are left as given
+
+
+def test_the_confirming_sweep_times_the_engines_that_can_win():
+    from foldcnn.workflows.fold.search import _contenders
+
+    def engines(*names):
+        return [{"engine": n, "backend": n.split("/")[0], "precision": n.split("/")[1]} for n in names]
+
+    rows = [{"engines": engines("openvino/int8", "ort/int8", "openvino/bf16", "eager/bf16", "ort/fp32", "eager/fp32")},
+            {"engines": engines("openvino/bf16", "openvino/int8", "eager/bf16", "openvino/fp32", "ort/int8")}]
+    assert _contenders(rows) == (("openvino", "int8"), ("ort", "int8"), ("openvino", "bf16"), ("ort", "fp32"),
+                                 ("eager", "bf16"), ("openvino", "fp32"))
+    assert _contenders([*rows, {"engines": None}]) is None  # a first sweep without the list: every engine

@@ -102,11 +102,13 @@ def train_with_check(model: FoldedCNN, train_ds: ArrayDataset, val_ds: ArrayData
     else:
         epoch = check_epoch(cfg.epochs)
         probe_dir = out / PROBE_DIR
-        twin = train_model(copy.deepcopy(model), train_ds, val_ds, plain, out_dir=probe_dir, until_epoch=epoch,
-                           resume=resume and (probe_dir / TRAIN_STATE_FILE).is_file(), **run)
+        # the run's own epochs first: an ``on_epoch`` that stops it there (a search abandoning a
+        # candidate at this rung) spares the twin
         first = train_model(copy.deepcopy(model), train_ds, val_ds, cfg, out_dir=out, until_epoch=epoch,
                             teacher_logits=teacher_logits, resume=resume and (out / TRAIN_STATE_FILE).is_file(),
                             **own)
+        twin = train_model(copy.deepcopy(model), train_ds, val_ds, plain, out_dir=probe_dir, until_epoch=epoch,
+                           resume=resume and (probe_dir / TRAIN_STATE_FILE).is_file(), **run)
         record = decide([r["val_top1"] for r in first.history], [r["val_top1"] for r in twin.history], epoch)
         record["state_copied"] = record["kept"]
         atomic_write(record_path, json.dumps(record, indent=2).encode())

@@ -210,7 +210,8 @@ def _confirm(opts: FoldOptions, rows: list[dict], chosen: dict, space: list[Cand
     else:
         say(f"confirming the throughput of {', '.join(picked)} in a second interleaved sweep")
         t0 = time.perf_counter()
-        again = replace(opts, bench_trials=max(5, 2 * opts.bench_trials))
+        again = replace(opts, bench_trials=max(5, 2 * opts.bench_trials),
+                        bench_backends=opts.bench_backends or _contenders([picked[n] for n in picked]))
         timed = time_builds(again, [by_name[n] for n in picked], kwargs, progress)
         seconds = round(time.perf_counter() - t0, 1)
         best = {n: timed[by_name[n].key] for n in picked}
@@ -225,6 +226,26 @@ def _confirm(opts: FoldOptions, rows: list[dict], chosen: dict, space: list[Cand
                    gain=round(t["images_per_s"] / base, 3),
                    confirmed=True)
     return seconds
+
+
+# Engines per build the confirming sweep times again: the fastest few of the first sweep (its ranking
+# of engines is steadier than its ratios), and each build's fastest fp32 engine, which the
+# precision check falls back to.
+CONFIRM_ENGINES = 3
+
+
+def _contenders(rows: list[dict]) -> tuple[tuple[str, str], ...] | None:
+    """The (backend, precision) pairs the confirming sweep times: each row's CONFIRM_ENGINES fastest
+    of the first sweep and its fastest fp32 one; None (every engine) when the first sweep kept no list."""
+    pairs: dict[tuple[str, str], None] = {}
+    for r in rows:
+        engines = r.get("engines")
+        if not engines:
+            return None
+        fp32 = [e for e in engines if e["precision"] == "fp32"][:1]
+        for e in engines[:CONFIRM_ENGINES] + fp32:
+            pairs[(e["backend"], e["precision"])] = None
+    return tuple(pairs)
 
 
 def _check_ray(address: str | None) -> None:
