@@ -315,9 +315,23 @@ def run_search(opts: FoldOptions, out: Path, *, resume: bool, progress: bool, sa
             chosen = row
     chosen = chosen or original
     chosen["status"] = "chosen"
+    chosen, confirmed = _confirm_choice(search, rows, chosen, space, kwargs, target, reference)
+    for r in rows:
+        if r["checkpoint"] is not None and not (Path(r["checkpoint"]) / CONFIG_FILE).is_file():
+            raise RuntimeError(f"internal: {r['name']} names {r['checkpoint']}, which does not exist")
+    cost = _cost(opts, rows, time.perf_counter() - t0, timing[ORIGINAL.key].get("sweep_seconds"), confirmed)
+    return {"original": original, "candidates": rows, "chosen_row": chosen, "budget_val_top1": target,
+            "cost": cost, "verdict": verdict(rows, chosen, opts), "original_run": original_run}
+
+
+def _confirm_choice(search: _Search, rows: list[dict], chosen: dict, space: list[Candidate], kwargs: dict,
+                    target: float, reference: list[float]) -> tuple[dict, float]:
+    """Steps 7-8 of docs/search.md: the confirming sweep (an untrained candidate it puts ahead of the
+    chosen one is trained too), then the precision check. Returns (chosen row, sweep seconds)."""
+    opts, out, resume, progress, say = search.opts, search.out, search.resume, search.progress, search.say
     confirmed = _confirm(opts, rows, chosen, space, kwargs, out, resume, progress, say)
     by_name = {c.name: c for c in space}
-    for _ in range(len(space)):  # the confirming sweep may put an untrained candidate ahead: train it too
+    for _ in range(len(space)):
         ahead = [r for r in rows if r.get("confirmed") and r["status"] == "untrained"
                  and r["images_per_s"] > chosen["images_per_s"]]
         if not ahead:
@@ -327,13 +341,7 @@ def run_search(opts: FoldOptions, out: Path, *, resume: bool, progress: bool, sa
         if search.judge(row, by_name[row["name"]], target, reference):
             chosen["status"], row["status"], chosen = "meets", "chosen", row
             confirmed += _confirm(opts, rows, chosen, space, kwargs, out, resume, progress, say)
-    chosen = search.settle(rows, chosen)
-    for r in rows:
-        if r["checkpoint"] is not None and not (Path(r["checkpoint"]) / CONFIG_FILE).is_file():
-            raise RuntimeError(f"internal: {r['name']} names {r['checkpoint']}, which does not exist")
-    cost = _cost(opts, rows, time.perf_counter() - t0, timing[ORIGINAL.key].get("sweep_seconds"), confirmed)
-    return {"original": original, "candidates": rows, "chosen_row": chosen, "budget_val_top1": target,
-            "cost": cost, "verdict": verdict(rows, chosen, opts), "original_run": original_run}
+    return search.settle(rows, chosen), confirmed
 
 
 def _cost(opts: FoldOptions, rows: list[dict], seconds: float, timing_seconds, confirm_seconds) -> dict:
