@@ -222,7 +222,9 @@ def test_a_chosen_model_slower_than_the_original_at_agreeing_precisions_gives_wa
     def fake(row, checkpoint, images, threads, say):
         row["images_per_s"] = settled[row["name"]]
 
-    monkeypatch.setattr(search, "settle_precision", fake)
+    import foldcnn.workflows.fold.stages as stages
+
+    monkeypatch.setattr(stages, "settle_precision", fake)
     s = search._Search.__new__(search._Search)
     s._splits, s.say, s.opts = type("S", (), {"val": type("V", (), {"images": None})}), (lambda m: None), \
         type("O", (), {"train": type("T", (), {"threads": 1})})

@@ -31,7 +31,7 @@ from foldcnn.train.sources import check_data_spec
 from foldcnn.workflows.fold.options import FoldOptions
 from foldcnn.workflows.fold.report import render_report
 from foldcnn.workflows.fold.space import DEFAULT_WIDTHS, Candidate
-from foldcnn.workflows.fold.stages import ORIGINAL_STAGE, export_chosen, settle_precision, time_builds, train_stage
+from foldcnn.workflows.fold.stages import ORIGINAL_STAGE, export_chosen, settle_precisions, time_builds, train_stage
 
 __all__ = ["FoldOptions", "run_fold", "REPORT_JSON", "REPORT_MD"]
 
@@ -105,11 +105,7 @@ def _settle_precisions(opts: FoldOptions, original: dict, folded: list[dict], sa
 
     if all(r["precision"] == "fp32" for r in (original, *folded)):
         return
-    val = load_splits(opts.data).val.images
-    for r in (original, *folded):
-        settle_precision(r, r["checkpoint"], val, opts.train.threads, say)
-    for r in folded:
-        r["gain"] = round(r["images_per_s"] / original["images_per_s"], 3)
+    settle_precisions(original, folded, load_splits(opts.data).val.images, opts.train.threads, say)
 
 
 def _check_inputs(opts: FoldOptions, out: Path, resume: bool, train_only: bool) -> None:

@@ -29,7 +29,7 @@ from foldcnn.models.base import resolve_channel_multiple
 from foldcnn.train.resume import TRAIN_STATE_FILE
 from foldcnn.workflows.fold.options import FoldOptions
 from foldcnn.workflows.fold.space import ORIGINAL, Candidate, abandon_reason, search_space
-from foldcnn.workflows.fold.stages import ORIGINAL_STAGE, settle_precision, stage_done, time_builds, train_stage
+from foldcnn.workflows.fold.stages import ORIGINAL_STAGE, settle_precisions, stage_done, time_builds, train_stage
 
 __all__ = ["run_search", "ABANDONED"]
 
@@ -146,14 +146,9 @@ class _Search:
         (stages.settle_precision: int8 or bf16 stands only where it answers as fp32 does); their gains
         taken again from the original's settled speed. A chosen model that ends no faster than the
         original gives way to it. Returns the chosen row."""
-        for r in rows:
-            if r.get("confirmed") and r["checkpoint"] is not None:
-                settle_precision(r, r["checkpoint"], self.splits.val.images, self.opts.train.threads, self.say)
-        base = rows[0]["images_per_s"]
-        for r in rows:
-            if r.get("confirmed"):
-                r["gain"] = round(r["images_per_s"] / base, 3)
-        if chosen is not rows[0] and chosen["images_per_s"] <= base:
+        settle_precisions(rows[0], [r for r in rows[1:] if r.get("confirmed")], self.splits.val.images,
+                          self.opts.train.threads, self.say)
+        if chosen is not rows[0] and chosen["images_per_s"] <= rows[0]["images_per_s"]:
             self.say(f"{chosen['name']} is no faster than the original once both run at a precision that answers as "
                      "fp32 does: keeping the original")
             chosen["status"], rows[0]["status"], chosen = "meets", "chosen", rows[0]
