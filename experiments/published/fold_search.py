@@ -7,6 +7,8 @@ commit and load average (the machine may be shared: the load says how much).
     foldcnn data game apex-squad-count --out data/apex --train-size 2000 --val-size 400 --test-size 400 --data-seed 0
     python experiments/published/fold_search.py apex-squad-count --data data/apex --out runs/search-apex \\
         --name apex-squad-count-2000 --threads 1
+    python experiments/published/fold_search.py examples.my_cnn:MyCNN --model-kwargs '{"width": 16, "hidden": 64}' \\
+        --data data/apex --out runs/search-mycnn-apex --name my-cnn-apex-squad-count-3500 --threads 1
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import sys
 from pathlib import Path
 
 from foldcnn.bench.report import machine_info
+from foldcnn.models.spec import ModelSpec
 from foldcnn.train.config import TrainConfig
 from foldcnn.train.sources import DataSpec
 from foldcnn.workflows.fold import FoldOptions, run_fold
@@ -42,13 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--folds", default="1,2,4")
     p.add_argument("--max-accuracy-drop", type=float, default=1.0)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--model-kwargs", default="{}", help="JSON keyword arguments of the model's builder (your own CNN)")
     args = p.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
     started = datetime.datetime.now(datetime.timezone.utc)
     load_before = os.getloadavg()
-    opts = FoldOptions(args.model, DataSpec(data_dir=args.data), folds=tuple(int(f) for f in args.folds.split(",")),
+    opts = FoldOptions(ModelSpec(args.model, kwargs=json.loads(args.model_kwargs)), DataSpec(data_dir=args.data), folds=tuple(int(f) for f in args.folds.split(",")),
                        train=TrainConfig(distill="kl", threads=args.threads), max_accuracy_drop=args.max_accuracy_drop,
                        search=True)
     report = run_fold(opts, args.out, resume=args.resume, progress=False, command=["python", *sys.argv],
