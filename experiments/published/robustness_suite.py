@@ -4,6 +4,7 @@
     python experiments/published/robustness_suite.py --out runs/robustness            # the tuning cases
     python experiments/published/robustness_suite.py --out runs/robustness --cases parity-2   # the held-out case
     python experiments/published/robustness_suite.py --out runs/robustness --table --cases CASE,...  # the table
+    python experiments/published/robustness_suite.py --out runs/robustness --cases CASE --spread 0,1,2,3  # seed spread
 
 should give, per case, the four test top-1 numbers of docs/accuracy.md's section "Small data sets
 the recipe was not tuned on" (the original within 1 point of the plain loop, f=4 within 1.0 point
@@ -148,10 +149,12 @@ CASES = {
 
 
 # ---------------------------------------------------------------- the plain PyTorch loop
-def plain_loop(case: str, data: Path, *, lrs=(1e-3, 3e-3), steps: int = 4000, batch_size: int = 64) -> dict:
+def plain_loop(case: str, data: Path, *, lrs=(1e-3, 3e-3), steps: int = 4000, batch_size: int = 64,
+               seed: int = 0) -> dict:
     """The unfolded CNN on foldcnn's own split of ``data`` (same images), trained the ordinary way:
     AdamW (decay 5e-4), one-cycle over ``steps`` steps, shuffled batches, the best validation epoch's
-    weights; each learning rate of ``lrs``, the one best on validation reported."""
+    weights; each learning rate of ``lrs``, the one best on validation reported. ``seed`` sets the
+    initial weights and the batch order."""
     import torch
     import torch.nn.functional as F
 
@@ -176,11 +179,11 @@ def plain_loop(case: str, data: Path, *, lrs=(1e-3, 3e-3), steps: int = 4000, ba
 
     runs = []
     for lr in lrs:
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         model = build_original(spec["model"], {"num_classes": k})
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-        g = torch.Generator().manual_seed(0)
+        g = torch.Generator().manual_seed(seed)
         best, best_state, step = -1.0, None, 0
         while step < steps:
             model.train()
@@ -202,7 +205,37 @@ def plain_loop(case: str, data: Path, *, lrs=(1e-3, 3e-3), steps: int = 4000, ba
         runs.append({"lr": lr, "best_val_top1": round(best, 5), "test_top1": round(accuracy(model, xte, yte), 5)})
     chosen = max(runs, key=lambda r: r["best_val_top1"])
     return {"test_top1": chosen["test_top1"], "lr": chosen["lr"], "steps": steps, "batch_size": batch_size,
-            "runs": runs, "train_images": len(xtr), "val_images": len(xva), "test_images": len(xte), "classes": k}
+            "runs": runs, "train_images": len(xtr), "val_images": len(xva), "test_images": len(xte), "classes": k,
+            "seed": seed}
+
+
+def spread(case: str, out: Path, seeds: list[int], log) -> dict:
+    """The original (`foldcnn train --fold 1`, default flags) and the plain loop at each of ``seeds``
+    on the case's split: how far one run of either moves with its seed alone (the suite's targets
+    compare single runs)."""
+    spec = CASES[case]
+    data = out / "data" / case
+    if not data.is_dir():
+        spec["make"](data)
+    split = ["--split", spec["split"]] if spec["split"] else []
+    rows = []
+    for seed in seeds:
+        run_dir = out / case / f"original-seed{seed}"
+        cmd = [sys.executable, "-m", "foldcnn", "train", "--model", spec["model"], "--data", str(data), *split,
+               "--fold", "1", "--threads", "1", "--quiet", "--seed", str(seed), "--out", str(run_dir)]
+        if not (run_dir / "run.json").is_file():
+            _run(cmd + (["--overwrite"] if run_dir.is_dir() else []), log)
+        log(f"{case}: plain PyTorch loop, seed {seed}")
+        plain = plain_loop(case, data, seed=seed)
+        rows.append({"seed": seed, "original": _summary(run_dir / "run.json"), "plain_loop": plain,
+                     "original_command": cmd})
+    stats = {}
+    for key in ("original", "plain_loop"):
+        v = [100 * r[key]["test_top1"] for r in rows]
+        stats[key] = {"mean_pct": round(sum(v) / len(v), 2), "min_pct": round(min(v), 2), "max_pct": round(max(v), 2)}
+    stats["original_vs_plain_mean_points"] = round(stats["original"]["mean_pct"] - stats["plain_loop"]["mean_pct"], 2)
+    return {"case": case, "model": spec["model"], "split": spec["split"], "seeds": seeds, "runs": rows,
+            "test_top1": stats}
 
 
 # ---------------------------------------------------------------- one case
@@ -343,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cases", default=",".join(TUNING_CASES), help=f"comma list of {', '.join(CASES)}")
     p.add_argument("--table", action="store_true", help="only gather the cases' newest results/robustness/CASE_COMMIT.json "
                    "into one results/ table (docs/render.py renders it)")
+    p.add_argument("--spread", metavar="SEEDS", help="instead of the suite: the original and the plain loop at each of "
+                   "these seeds (e.g. 0,1,2,3), to results/robustness/CASE-spread_COMMIT.json")
     args = p.parse_args(argv)
     if args.table:
         print(write_table(args.cases.split(",")))
@@ -357,10 +392,16 @@ def main(argv: list[str] | None = None) -> int:
         if case not in CASES:
             p.error(f"unknown case {case!r}; the cases are {', '.join(CASES)}")
         before = provenance([__file__, *argv])
-        record = {**before, **run_case(case, out, lambda m: print(m, file=sys.stderr, flush=True))}
+        log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+        if args.spread:
+            record = {**before, **spread(case, out, [int(v) for v in args.spread.split(",")], log)}
+            name = f"{case}-spread"
+        else:
+            record = {**before, **run_case(case, out, log)}
+            name = case
         record["load_average_after"] = os.getloadavg()
-        (RESULTS / f"{case}_{record['commit'][:7]}.json").write_text(json.dumps(record, indent=2) + "\n")
-        print(table_row(record), flush=True)
+        (RESULTS / f"{name}_{record['commit'][:7]}.json").write_text(json.dumps(record, indent=2) + "\n")
+        print(json.dumps(record["test_top1"]) if args.spread else table_row(record), flush=True)
     return 0
 
 
