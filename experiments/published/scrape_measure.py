@@ -382,6 +382,8 @@ def write_results(result: dict, sets: dict, screens: Path, args) -> None:
     what = f"scrape-accuracy_{game}-60s-720p" if result["screens"]["frames"] == 1800 else f"scrape-accuracy_{game}"
     if (args.backend, args.precision) != ("eager", "fp32"):
         what += f"-{args.backend}-{args.precision}"
+    if args.tag:
+        what += f"-{args.tag}"
     cols = [dict(c, title=c["title"].format(hold=args.hold)) for c in ACCURACY_COLUMNS]
     if any("agreement_with_eager_fp32" in result[n] for n in sets):
         cols.append({"title": f"frames read as eager fp32 reads them ({args.backend} {args.precision})",
@@ -417,6 +419,7 @@ def _args() -> argparse.Namespace:
                     "with eager fp32 is measured too and the results files are named after the engine")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "results"), help="the results folder")
+    ap.add_argument("--tag", help="appended to the results files' names (e.g. which region models: 40k-cm32)")
     return ap.parse_args()
 
 
