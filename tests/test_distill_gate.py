@@ -83,26 +83,36 @@ def test_a_run_killed_while_the_twin_trained_resumes_to_the_same_result(tmp_path
     assert all(torch.equal(a, b) for a, b in zip(_weights(cut).values(), _weights(whole).values()))
 
 
-def test_a_run_stopped_at_the_check_epoch_spares_the_twin(tmp_path):
-    """A search abandons a candidate from ``on_epoch`` at its first rung, the check's epoch: the
-    run's own epochs come first, so the undistilled twin is never trained."""
+def test_the_check_epoch_is_judged_on_the_curve_the_run_goes_on_with(tmp_path):
+    """A search judges a candidate from ``on_epoch`` at its first rung, the check's epoch. That call
+    waits for the twin and the decision, then sees the winner's last epoch with ``metrics.jsonl``
+    holding the winner's curve: a teacher that drags the start down does not get the candidate
+    abandoned where its undistilled twin would go on well. Earlier epochs are seen as they end."""
     from foldcnn.train.distill_gate import PROBE_DIR
 
     class Stop(Exception):
         pass
 
-    def stop_at_check(row):
+    seen = []
+
+    def judge(row):
+        seen.append((row["epoch"], (tmp_path / "run" / PROBE_DIR).exists()))
         if row["epoch"] == check_epoch(8):
+            seen.append([json.loads(line)["val_top1"] for line in (tmp_path / "run" / "metrics.jsonl").open()])
             raise Stop
 
     torch.manual_seed(0)
     model = create_model("lol-gold-fraction", fold=2, num_classes=3, input_size=(12, 12))
     train, val = easy_dataset(40, 0, size=(12, 12)), easy_dataset(20, 1, size=(12, 12))
-    cfg = TrainConfig(epochs=8, batch_size=16, precision="fp32", threads=1, distill="kl")
+    wrong = 8.0 * F.one_hot((train.labels + 1) % 3, 3).float()  # a confident teacher, always wrong
+    cfg = TrainConfig(epochs=8, batch_size=16, precision="fp32", threads=1, distill="kl", distill_weight=0.9)
     with pytest.raises(Stop):
-        train_with_check(model, train, val, cfg, tmp_path / "run", torch.zeros(40, 3), progress=False,
-                         on_epoch=stop_at_check)
-    assert not (tmp_path / "run" / PROBE_DIR).exists() and not (tmp_path / "run" / CHECK_FILE).exists()
+        train_with_check(model, train, val, cfg, tmp_path / "run", wrong, progress=False, on_epoch=judge)
+    check = json.loads((tmp_path / "run" / CHECK_FILE).read_text())
+    twin = [json.loads(line)["val_top1"] for line in (tmp_path / "run" / PROBE_DIR / "metrics.jsonl").open()]
+    assert not check["kept"]  # the wrong teacher lost to its twin
+    assert seen[:-2] == [(1, False)]  # epoch 1 of the distilled run, before any twin existed
+    assert seen[-2] == (2, True) and seen[-1] == twin and len(twin) == check_epoch(8)
 
 
 def _small_runs(tmp_path, min_steps=None):

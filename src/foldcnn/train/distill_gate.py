@@ -26,7 +26,7 @@ from foldcnn.data.base import ArrayDataset
 from foldcnn.models import FoldedCNN
 from foldcnn.train.config import PLATEAU_WINDOW, TrainConfig
 from foldcnn.train.distributed import dist_info
-from foldcnn.train.loop import TrainResult, smoothed, train_model
+from foldcnn.train.loop import METRICS_FILE, TrainResult, smoothed, train_model
 from foldcnn.train.resume import TRAIN_STATE_FILE
 
 __all__ = ["CHECK_FRACTION", "CHECK_FILE", "PROBE_DIR", "check_epoch", "decide", "final_choice", "resume_state", "train_with_check"]
@@ -83,7 +83,11 @@ def train_with_check(model: FoldedCNN, train_ds: ArrayDataset, val_ds: ArrayData
                      progress: bool = True, state_every_steps: int = 500, on_epoch=None, finish_twin: bool = False
                      ) -> tuple[TrainResult, dict | None]:
     """train_model, with the early distillation check when ``cfg.distill_check`` and a teacher are on.
-    ``on_epoch`` sees the run's own epochs (the distilled ones before the check), not the twin's.
+    ``on_epoch`` sees the run's own epochs (the distilled ones before the check), not the twin's;
+    the check epoch's call waits until the twin has trained and the check has decided, and then sees
+    the winner's last epoch, with ``metrics.jsonl`` holding the winner's curve (a search judging a
+    candidate at that epoch judges the recipe the run goes on with: an undistilled twin well ahead
+    of a slow distilled start is not abandoned with it).
     ``finish_twin`` (small sets: the budget was extended): when the check kept the teacher, the twin
     also trains to its end and the better of the two on validation is kept (``final_choice``, in the
     record as ``final``); ``model`` then holds the twin's weights where it won.
@@ -102,16 +106,19 @@ def train_with_check(model: FoldedCNN, train_ds: ArrayDataset, val_ds: ArrayData
     else:
         epoch = check_epoch(cfg.epochs)
         probe_dir = out / PROBE_DIR
-        # the run's own epochs first: an ``on_epoch`` that stops it there (a search abandoning a
-        # candidate at this rung) spares the twin
+        before_check = (lambda row: row["epoch"] < epoch and on_epoch(row)) if on_epoch else None
         first = train_model(copy.deepcopy(model), train_ds, val_ds, cfg, out_dir=out, until_epoch=epoch,
                             teacher_logits=teacher_logits, resume=resume and (out / TRAIN_STATE_FILE).is_file(),
-                            **own)
+                            **dict(run, on_epoch=before_check))
         twin = train_model(copy.deepcopy(model), train_ds, val_ds, plain, out_dir=probe_dir, until_epoch=epoch,
                            resume=resume and (probe_dir / TRAIN_STATE_FILE).is_file(), **run)
         record = decide([r["val_top1"] for r in first.history], [r["val_top1"] for r in twin.history], epoch)
         record["state_copied"] = record["kept"]
         atomic_write(record_path, json.dumps(record, indent=2).encode())
+        if on_epoch and first.history:  # the check epoch's call, on the curve the run goes on with
+            winner = first if record["kept"] else twin
+            atomic_write(out / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in winner.history).encode())
+            on_epoch(winner.history[-1])
     if not record["state_copied"]:  # go on from the twin: its state, its metrics (a killed copy is redone)
         tmp = out / (TRAIN_STATE_FILE + ".twin")
         shutil.copyfile(out / PROBE_DIR / TRAIN_STATE_FILE, tmp)

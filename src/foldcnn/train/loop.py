@@ -41,6 +41,8 @@ from foldcnn.train.resume import check_fingerprint, load_train_state, pack_state
 from foldcnn.train.setup import TrainRun, check_train_inputs, setup_run
 from foldcnn.train.symmetry import plain_state_dict, pool_slot_statistics_, shrink_cross_slot_, untie_fold_slots_
 
+METRICS_FILE = "metrics.jsonl"  # one JSON row per finished epoch, beside the run's state
+
 
 @dataclass
 class TrainResult:
@@ -64,7 +66,7 @@ def _resume(run: TrainRun) -> None:
 def _start(run: TrainRun, progress: bool) -> None:
     """Rewrite ``metrics.jsonl`` from the (resumed) history, wrap DDP, start the clock and the bar."""
     if run.state_path is not None and run.dist.is_main:
-        run.log_path = run.state_path.parent / "metrics.jsonl"
+        run.log_path = run.state_path.parent / METRICS_FILE
         run.log_path.parent.mkdir(parents=True, exist_ok=True)
         run.log_path.write_text("".join(json.dumps(r) + "\n" for r in run.loop.history))
     run.net = run.model

@@ -26,6 +26,7 @@ from foldcnn.checkpoints import CONFIG_FILE, atomic_write
 from foldcnn.errors import UsageError
 from foldcnn.models import create_model
 from foldcnn.models.base import resolve_channel_multiple
+from foldcnn.train.loop import METRICS_FILE
 from foldcnn.train.resume import TRAIN_STATE_FILE
 from foldcnn.workflows.fold.options import FoldOptions
 from foldcnn.workflows.fold.space import ORIGINAL, Candidate, abandon_reason, search_space
@@ -42,7 +43,7 @@ class _Abandon(Exception):
 
 
 def _metrics(stage: Path) -> list[dict]:
-    path = stage / "metrics.jsonl"
+    path = stage / METRICS_FILE
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
