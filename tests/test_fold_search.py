@@ -261,3 +261,27 @@ def test_the_confirming_sweep_times_the_engines_that_can_win():
     assert _contenders(rows) == (("openvino", "int8"), ("ort", "int8"), ("openvino", "bf16"), ("ort", "fp32"),
                                  ("eager", "bf16"), ("openvino", "fp32"))
     assert _contenders([*rows, {"engines": None}]) is None  # a first sweep without the list: every engine
+
+
+def test_rungs_are_fractions_of_the_epochs_a_small_set_raises_the_budget_to(tmp_path, monkeypatch):
+    """On a small set run_training raises a candidate's epochs to the floor of steps; its learning
+    curve is judged at fractions of those epochs (as the distillation check is), not of the asked ones."""
+    from dataclasses import replace
+
+    import foldcnn.workflows.fold.search as search
+    from foldcnn.workflows.fold.options import FoldOptions
+
+    asked = FoldOptions.candidate_config
+    monkeypatch.setattr(FoldOptions, "candidate_config", lambda self, fold: replace(asked(self, fold), min_steps=40))
+    judged = {}
+
+    def spy(curve, epochs, *args):
+        judged.setdefault(epochs, len(curve))
+        return None
+
+    monkeypatch.setattr(search, "abandon_reason", spy)
+    rc, _, out = _search(tmp_path, "--widths", "1", "--folds", "4")
+    assert rc == 0
+    budget = json.loads((out / "f4-w1" / "run.json").read_text())["features"]["budget"]
+    assert budget["extended"] and budget["epochs"] > 4
+    assert set(judged) == {budget["epochs"]}

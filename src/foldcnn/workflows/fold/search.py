@@ -26,6 +26,7 @@ from foldcnn.checkpoints import CONFIG_FILE, atomic_write
 from foldcnn.errors import UsageError
 from foldcnn.models import create_model
 from foldcnn.models.base import resolve_channel_multiple
+from foldcnn.train.config import fit_budget
 from foldcnn.train.loop import METRICS_FILE
 from foldcnn.train.resume import TRAIN_STATE_FILE
 from foldcnn.workflows.fold.options import FoldOptions
@@ -161,15 +162,18 @@ class _Search:
         opts = self.opts
         cfg = opts.candidate_config(c.fold)
         continuing = self.resume and (stage / TRAIN_STATE_FILE).is_file()
+        # the epochs the run will have: on a small set run_training raises them to the floor of steps,
+        # and the rungs (and the distillation check's epoch) are fractions of those
+        epochs = fit_budget(cfg, len(self.splits.train), c.fold)[0].epochs
 
         def check(_row: dict) -> None:
-            reason = abandon_reason([r["val_top1"] for r in _metrics(stage)], cfg.epochs, reference, target,
+            reason = abandon_reason([r["val_top1"] for r in _metrics(stage)], epochs, reference, target,
                                     opts.abandon_margin)
             if reason:
                 raise _Abandon(reason)
 
         self.say(f"{c.name}: {'resuming' if continuing else 'training'} fold={c.fold} width x{c.width_mult:.3g} "
-                 f"({cfg.epochs} epochs)")
+                 f"({epochs} epochs)")
         teacher = self.out / ORIGINAL_STAGE / "checkpoint" if opts.train.distill != "none" else None
         try:
             run = RunOptions(stage, teacher=teacher, resume=continuing, overwrite=self.resume and not continuing,
