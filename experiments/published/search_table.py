@@ -6,6 +6,8 @@ narrower CNN beside it, and what the search cost against one f=4 training on the
         --name TASK-8000 --threads 1 --max-accuracy-drop 0.5          # per task; results/search/TASK-8000.json
     python experiments/published/search_table.py apex-squad-count sot-timer ... \\
         [--f4-run TASK=runs/fold-TASK/fold4 ...]    # a separate f=4 training of the same data, for the cost ratio
+    python experiments/published/search_table.py my-cnn-apex-squad-count my-cnn-sot-coin-count --suffix -3500 \
+        --name search_my-cnn-class-folders --description "..."    # another set of runs, its own results file
 
 Without ``--f4-run`` a task's f=4 seconds are the search's own: its f=4 candidate's training when one
 trained to the end, else the f=4 budget at the abandoned f=4 candidates' seconds per epoch (narrower
@@ -82,13 +84,14 @@ def main() -> None:
     ap.add_argument("--suffix", default="-8000")
     ap.add_argument("--f4-run", action="append", default=[], help="TASK=STAGE_DIR of a separate f=4 training")
     ap.add_argument("--out", default=str(ROOT / "results"))
+    ap.add_argument("--name", default="search_game-tasks", help="the results file's name (before _CPU_COMMIT.json)")
+    ap.add_argument("--description", default="foldcnn fold --search on the game tasks at the accuracy table's sizes "
+                    "(8,000 training, 1,000 validation, 4,000 test images), --max-accuracy-drop 0.5")
     args = ap.parse_args()
     f4 = {k: f4_seconds(Path(v)) for k, v in (s.split("=", 1) for s in args.f4_run)}
     rows = [row_of(t, json.loads((Path(args.results) / f"{t}{args.suffix}.json").read_text()), f4.get(t))
             for t in args.tasks]
-    path = write_result(Path(args.out), "search_game-tasks", description="foldcnn fold --search on the game tasks at "
-                        "the accuracy table's sizes (8,000 training, 1,000 validation, 4,000 test images), "
-                        "--max-accuracy-drop 0.5", columns=COLUMNS, rows=rows,
+    path = write_result(Path(args.out), args.name, description=args.description, columns=COLUMNS, rows=rows,
                         f4_runs={k: v for k, v in (s.split("=", 1) for s in args.f4_run)})
     print(path)
 
