@@ -26,7 +26,7 @@ from foldcnn.data.base import ArrayDataset
 from foldcnn.models import FoldedCNN
 from foldcnn.train.config import PLATEAU_WINDOW, TrainConfig
 from foldcnn.train.distributed import dist_info
-from foldcnn.train.loop import METRICS_FILE, TrainResult, smoothed, train_model
+from foldcnn.train.loop import TrainResult, smoothed, train_model, write_metrics
 from foldcnn.train.resume import TRAIN_STATE_FILE
 
 __all__ = ["CHECK_FRACTION", "CHECK_FILE", "PROBE_DIR", "check_epoch", "decide", "final_choice", "resume_state", "train_with_check"]
@@ -117,7 +117,7 @@ def train_with_check(model: FoldedCNN, train_ds: ArrayDataset, val_ds: ArrayData
         atomic_write(record_path, json.dumps(record, indent=2).encode())
         if on_epoch and first.history:  # the check epoch's call, on the curve the run goes on with
             winner = first if record["kept"] else twin
-            atomic_write(out / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in winner.history).encode())
+            write_metrics(out, winner.history)
             on_epoch(winner.history[-1])
     if not record["state_copied"]:  # go on from the twin: its state, its metrics (a killed copy is redone)
         tmp = out / (TRAIN_STATE_FILE + ".twin")

@@ -44,6 +44,20 @@ from foldcnn.train.symmetry import plain_state_dict, pool_slot_statistics_, shri
 METRICS_FILE = "metrics.jsonl"  # one JSON row per finished epoch, beside the run's state
 
 
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """A run's epoch rows from its ``metrics.jsonl`` ([] where it has none yet)."""
+    path = Path(run_dir) / METRICS_FILE
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def write_metrics(run_dir: str | Path, history: list[dict]) -> Path:
+    """``metrics.jsonl`` of ``run_dir`` rewritten to ``history`` (one JSON row per epoch)."""
+    path = Path(run_dir) / METRICS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in history))
+    return path
+
+
 @dataclass
 class TrainResult:
     best_epoch: int
@@ -66,9 +80,7 @@ def _resume(run: TrainRun) -> None:
 def _start(run: TrainRun, progress: bool) -> None:
     """Rewrite ``metrics.jsonl`` from the (resumed) history, wrap DDP, start the clock and the bar."""
     if run.state_path is not None and run.dist.is_main:
-        run.log_path = run.state_path.parent / METRICS_FILE
-        run.log_path.parent.mkdir(parents=True, exist_ok=True)
-        run.log_path.write_text("".join(json.dumps(r) + "\n" for r in run.loop.history))
+        run.log_path = write_metrics(run.state_path.parent, run.loop.history)
     run.net = run.model
     if run.dist.enabled:
         from torch.nn.parallel import DistributedDataParallel

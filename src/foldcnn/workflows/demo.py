@@ -206,6 +206,8 @@ def _plots(cfg: DemoConfig, result: DemoResult, out: Path) -> list[Path]:
         import matplotlib.pyplot as plt
     except ImportError:  # matplotlib is optional: the report says how to get the plots
         return []
+    from foldcnn.train.loop import read_metrics
+
     folder = out / "plots"
     folder.mkdir(parents=True, exist_ok=True)
     groups = [(f"{r['backend']} {r['precision']}\nmodel only", r["original_images_per_s"], r["folded_images_per_s"])
@@ -224,9 +226,8 @@ def _plots(cfg: DemoConfig, result: DemoResult, out: Path) -> list[Path]:
                              "images/s")
     fig, ax = plt.subplots(figsize=(6, 4))
     for fold, folder_name in ((1, "original"), (cfg.fold, f"folded-f{cfg.fold}")):
-        log = out / folder_name / "metrics.jsonl"
-        if log.is_file():
-            rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        rows = read_metrics(out / folder_name)
+        if rows:
             ax.plot([r["epoch"] for r in rows], [100 * r["val_top1"] for r in rows], marker="." if len(rows) < 30
                     else None, label=f"{'original' if fold == 1 else 'folded'} (f={fold})")
     ax.set_xlabel("epoch")

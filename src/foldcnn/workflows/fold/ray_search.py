@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from foldcnn.checkpoints import atomic_write
-from foldcnn.train.loop import METRICS_FILE
+from foldcnn.train.loop import read_metrics
 from foldcnn.workflows.fold.options import FoldOptions
 from foldcnn.workflows.fold.space import Candidate
 from foldcnn.workflows.fold.stages import ORIGINAL_STAGE, stage_done
@@ -71,7 +71,7 @@ def train_on_ray(opts: FoldOptions, todo: list[Candidate], out: Path, *, address
         stage = out / c.name
         if stage_done(stage):
             continue
-        curve = [json.loads(line) for line in (stage / METRICS_FILE).read_text().splitlines() if line.strip()]
+        curve = read_metrics(stage)
         row = {"status": "abandoned", "val_top1": max(x["val_top1"] for x in curve), "test_top1": None,
                "flip_rate": None, "epochs_trained": len(curve), "checkpoint": None,
                "train_seconds": round(sum(x["epoch_seconds"] for x in curve), 2),

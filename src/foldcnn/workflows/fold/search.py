@@ -27,7 +27,7 @@ from foldcnn.errors import UsageError
 from foldcnn.models import create_model
 from foldcnn.models.base import resolve_channel_multiple
 from foldcnn.train.config import fit_budget
-from foldcnn.train.loop import METRICS_FILE
+from foldcnn.train.loop import read_metrics
 from foldcnn.train.resume import TRAIN_STATE_FILE
 from foldcnn.workflows.fold.options import FoldOptions
 from foldcnn.workflows.fold.space import ORIGINAL, Candidate, abandon_reason, search_space
@@ -41,11 +41,6 @@ TIMING = Path("search") / "timing.json"
 
 class _Abandon(Exception):
     """Raised from the epoch hook to stop a candidate's training (its train_state.pt stays)."""
-
-
-def _metrics(stage: Path) -> list[dict]:
-    path = stage / METRICS_FILE
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
 def check_builds(opts: FoldOptions, space: list[Candidate], kwargs: dict) -> None:
@@ -167,7 +162,7 @@ class _Search:
         epochs = fit_budget(cfg, len(self.splits.train), c.fold)[0].epochs
 
         def check(_row: dict) -> None:
-            reason = abandon_reason([r["val_top1"] for r in _metrics(stage)], epochs, reference, target,
+            reason = abandon_reason([r["val_top1"] for r in read_metrics(stage)], epochs, reference, target,
                                     opts.abandon_margin)
             if reason:
                 raise _Abandon(reason)
@@ -180,7 +175,7 @@ class _Search:
                              quiet=not self.progress, command=self.command, log=self.say, on_epoch=check)
             return run_training(opts.model_spec(c.fold, c.width_mult, c.channel_multiple), opts.data, cfg, run)
         except _Abandon as a:
-            curve = _metrics(stage)
+            curve = read_metrics(stage)
             row = {"status": "abandoned", "reason": str(a), "val_top1": max(r["val_top1"] for r in curve),
                    "test_top1": None, "flip_rate": None, "epochs_trained": len(curve),
                    "train_seconds": round(sum(r["epoch_seconds"] for r in curve), 2), "checkpoint": None}
@@ -288,7 +283,7 @@ def run_search(opts: FoldOptions, out: Path, *, resume: bool, progress: bool, sa
     check_builds(opts, space, kwargs)
     timing = _timing(opts, [ORIGINAL, *space], kwargs, out, resume, progress, say)
     search = _Search(opts, out, resume, progress, say, command)
-    reference = [r["val_top1"] for r in _metrics(out / ORIGINAL_STAGE)]
+    reference = [r["val_top1"] for r in read_metrics(out / ORIGINAL_STAGE)]
     # measured as every candidate's is: the saved checkpoint on the validation split
     orig_val = search.validation(out / ORIGINAL_STAGE / "checkpoint", 1)[0]
     if not reference:  # the user's weights, evaluated only: no curve, so nothing is abandoned early
