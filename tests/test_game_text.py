@@ -105,6 +105,38 @@ def test_deterministic_by_seed_and_chunked_consistently():
     assert np.array_equal(imgs, a.images[CHUNK:].numpy()) and np.array_equal(labels, a.labels[CHUNK:].numpy())
 
 
+def test_other_share_gives_other_its_share_and_keeps_the_readout_classes_balanced():
+    k = game_task("lol-gold-int").num_classes
+    default = gt.balanced_labels(k, 500, 3)
+    assert np.array_equal(default, gt.balanced_labels(k, 500, 3, None))  # unset: today's data, unchanged
+    labels = gt.balanced_labels(k, 500, 3, other_share=0.1)
+    counts = np.bincount(labels, minlength=k)
+    assert counts[-1] == 50 and counts[:-1].sum() == 450 and counts[:-1].max() - counts[:-1].min() <= 1
+    ds = GameTextDataset("lol-gold-int", 300, seed=3, other_share=0.25)
+    assert ds.class_counts()[-1] == 75 and ds.meta["other_share"] == 0.25
+    assert "other_share" not in GameTextDataset("lol-gold-int", 4, seed=3).meta
+    imgs, labs = game_text_chunk("lol-gold-int", 1100, 3, 1, 0.25)  # chunks agree with the whole
+    whole_imgs, whole_labs = game_text_arrays("lol-gold-int", 1100, 3, other_share=0.25)
+    assert np.array_equal(labs, whole_labs[CHUNK:]) and np.array_equal(imgs, whole_imgs[CHUNK:])
+    for bad in (0.0, 1.0, -0.1):
+        with pytest.raises(ValueError, match="between 0 and 1"):
+            gt.balanced_labels(k, 10, 0, other_share=bad)
+
+
+def test_cli_other_share_in_every_split_and_the_manifest(tmp_path, capsys):
+    out = tmp_path / "ds"
+    args = ["data", "game", "apex-squad-count", "--out", str(out), "--train-size", "40", "--val-size", "20",
+            "--test-size", "10", "--quiet", "--other-share", "0.5"]
+    assert main(args) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["other_share"] == 0.5 and m["command"].endswith("--other-share 0.5")
+    assert [m["splits"][s]["class_counts"][OTHER] for s in ("train", "val", "test")] == [20, 10, 5]
+    assert len(os.listdir(out / "train" / OTHER)) == 20
+    assert main(args[:-1] + ["1.5", "--overwrite"]) == 2
+    assert "--other-share must be between 0 and 1" in capsys.readouterr().err
+    assert json.loads((out / "manifest.json").read_text()) == m  # refused before anything was replaced
+
+
 def test_images_are_distinct_within_and_across_splits():
     seen = set()
     for split in SPLITS:

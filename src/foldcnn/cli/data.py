@@ -46,19 +46,23 @@ def _cmd_data_game(args: argparse.Namespace) -> int:
     counts = {"train": args.train_size, "val": args.val_size, "test": args.test_size}
     if min(counts.values()) < 0 or args.workers < 1:
         raise CLIError("--train-size/--val-size/--test-size must be >= 0 and --workers >= 1")
+    if args.other_share is not None and not 0.0 < args.other_share < 1.0:
+        raise CLIError(f"--other-share must be between 0 and 1 (exclusive), e.g. 0.1; got {args.other_share}")
     if os.path.isdir(args.out) and os.listdir(args.out) and not args.overwrite:
         raise CLIError(f"{args.out} is not empty; choose an empty directory or pass --overwrite")
     # the command that reproduces the data (--workers and --overwrite do not change a byte)
     command = shlex.join(["foldcnn", "data", "game", args.task, "--out", args.out,
                           "--train-size", str(args.train_size), "--val-size", str(args.val_size),
-                          "--test-size", str(args.test_size), "--data-seed", str(args.data_seed)])
+                          "--test-size", str(args.test_size), "--data-seed", str(args.data_seed),
+                          *(["--other-share", str(args.other_share)] if args.other_share is not None else [])])
     rows = []
     with progress_bar(total=sum(counts.values()) * len(tasks), unit="img", file=sys.stderr,
                       disable=args.quiet, desc="game text") as bar:
         for task in tasks:
             root = args.out if args.task != "all" else os.path.join(args.out, task)
             m = write_game_text(task, root, counts, args.data_seed, workers=args.workers,
-                                overwrite=args.overwrite, command=command, progress=bar.update)
+                                overwrite=args.overwrite, command=command, progress=bar.update,
+                                other_share=args.other_share)
             rows.append((task, m["files"], m["data_sha256"], root))
     for task, files, sha, root in rows:
         print(f"{task:18} {files:>8} images  data_sha256 {sha[:16]}  {os.path.join(root, 'manifest.json')}")
@@ -83,6 +87,10 @@ def _add_data_game(data_sub) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (must be empty)")
     add_options(p, DataSpec, only=("train_size", "val_size", "test_size", "seed"),
                 defaults={"train_size": 10_000, "test_size": 1_000})  # as 'foldcnn train --task T' generates them
+    p.add_argument("--other-share", type=float, default=None, metavar="S",
+                   help="give the 'other' class this share of every split (0 < S < 1) instead of 1/K: "
+                   "a task with many classes sees few 'other' crops (1 in 111 for lol-gold-int) and its "
+                   "models misread HUD words as numbers; 0.1 is what the scrape guide uses (default: balanced)")
     p.add_argument("--workers", type=int, default=1, metavar="W", help="processes")
     _output_flags(p, _cmd_data_game, "the splits and manifest in a non-empty DIR")
 

@@ -29,6 +29,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from foldcnn.data.game_text import (
     CHUNK,
+    check_other_share,
     game_task,
     game_text_arrays,
     game_text_chunk,
@@ -53,10 +54,10 @@ def _png_bytes(image_chw: np.ndarray) -> bytes:
 
 
 def _write_chunk(task: str, split: str, n: int, seed: int, chunk: int, root: str,
-                 digits: int) -> list[tuple[str, str, int]]:
+                 digits: int, other_share: float | None = None) -> list[tuple[str, str, int]]:
     """Generate one chunk of a split and write it; returns (relative path, sha256, label)."""
     classes = game_task(task).classes
-    images, labels = game_text_chunk(task, n, seed, chunk)
+    images, labels = game_text_chunk(task, n, seed, chunk, other_share)
     out = []
     for j, (img, lab) in enumerate(zip(images, labels.tolist())):
         rel = f"{split}/{classes[lab]}/{chunk * CHUNK + j:0{digits}d}.png"
@@ -82,10 +83,12 @@ def _prepare(root: str, classes, overwrite: bool) -> None:
 
 def write_game_text(task: str, root: str, counts: dict[str, int], seed: int = 0, *,
                     workers: int = 1, overwrite: bool = False, command: str | None = None,
-                    progress: Callable[[int], None] | None = None) -> dict:
+                    progress: Callable[[int], None] | None = None, other_share: float | None = None) -> dict:
     """Write ``counts`` = {"train": n, "val": n, "test": n} images of ``task`` under ``root``
-    and ``root/manifest.json``; returns the manifest. ``progress(k)`` after every k images."""
+    and ``root/manifest.json``; returns the manifest. ``progress(k)`` after every k images;
+    ``other_share``: the share of 'other' images in every split (None: balanced classes)."""
     spec = game_task(task)
+    check_other_share(other_share)
     unknown = set(counts) - set(SPLITS)
     if unknown or any(int(v) < 0 for v in counts.values()):
         raise UsageError(f"counts must map {SPLITS} to counts >= 0, got {counts}")
@@ -94,7 +97,7 @@ def write_game_text(task: str, root: str, counts: dict[str, int], seed: int = 0,
     _prepare(root, spec.classes, overwrite)
     counts = {s: int(counts.get(s, 0)) for s in SPLITS}
     digits = max(6, len(str(max(counts.values()) - 1)))
-    jobs = [(task, s, n, split_seed(seed, s), c, root, digits)
+    jobs = [(task, s, n, split_seed(seed, s), c, root, digits, other_share)
             for s, n in counts.items() for c in range(-(-n // CHUNK))]
     records: list[tuple[str, str, int]] = []
     if workers == 1 or len(jobs) <= 1:
@@ -121,7 +124,7 @@ def write_game_text(task: str, root: str, counts: dict[str, int], seed: int = 0,
     from foldcnn import __version__
 
     manifest = {
-        **generator_meta(task, seed, fonts_detail=True),
+        **generator_meta(task, seed, fonts_detail=True, other_share=other_share),
         "foldcnn_version": __version__,
         "pillow_version": PIL.__version__,
         "numpy_version": np.__version__,

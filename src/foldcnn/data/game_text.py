@@ -8,7 +8,11 @@ fields may be clipped by the crop edge), background, colours, outline or shadow,
 JPEG artefacts are random. The ``other`` class holds crops with no valid readout: empty panels,
 placeholders ("--:--"), unrelated words, garbled text, readouts whose classified field is cut by
 the crop edge, and values outside the class list. Classes are balanced (counts differ by at most
-one) and the output is a pure function of (task, n, seed) and GENERATOR_VERSION.
+one) and the output is a pure function of (task, n, seed) and GENERATOR_VERSION. ``other_share``
+gives ``other`` that share of the images instead (the readout classes stay balanced among
+themselves): with many classes a balanced ``other`` is rare (1 image in 111 for lol-gold-int) while
+it has far more looks than any readout class, and a model trained on it misreads words such as
+``GOLD`` as digits (docs/scrape.md, "The other class").
 
 Speed: glyphs are rendered once per (face, size) (foldcnn.data.fonts); per image only the glyph
 masks are added into an alpha canvas; backgrounds and effects run vectorized over chunks of
@@ -197,27 +201,42 @@ def _seq(seed: int, *key: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=key))
 
 
-def balanced_labels(num_classes: int, n: int, seed: int) -> np.ndarray:
-    """n labels, every class n // K or n // K + 1 times, in a seeded random order."""
-    return _seq(seed, 0).permutation(np.arange(n, dtype=np.int64) % num_classes)
+def check_other_share(other_share: float | None) -> None:
+    if other_share is not None and not 0.0 < other_share < 1.0:
+        raise UsageError(f"the share of 'other' images must be between 0 and 1 (exclusive), got {other_share}")
 
 
-def game_text_chunk(task: str, n: int, seed: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
-    """Images [chunk * CHUNK, (chunk + 1) * CHUNK) of ``game_text_arrays(task, n, seed)``."""
+def balanced_labels(num_classes: int, n: int, seed: int, other_share: float | None = None) -> np.ndarray:
+    """n labels, every class n // K or n // K + 1 times, in a seeded random order. With
+    ``other_share``, the last class ('other') gets round(n * other_share) labels and the other
+    K - 1 classes share the rest evenly (counts differ by at most one)."""
+    if other_share is None:
+        return _seq(seed, 0).permutation(np.arange(n, dtype=np.int64) % num_classes)
+    check_other_share(other_share)
+    n_other = int(round(n * other_share))
+    labels = np.concatenate([np.arange(n - n_other, dtype=np.int64) % (num_classes - 1),
+                             np.full(n_other, num_classes - 1, np.int64)])
+    return _seq(seed, 0).permutation(labels)
+
+
+def game_text_chunk(task: str, n: int, seed: int, chunk: int,
+                    other_share: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Images [chunk * CHUNK, (chunk + 1) * CHUNK) of ``game_text_arrays(task, n, seed, other_share=...)``."""
     spec = game_task(task)
-    labels = balanced_labels(spec.num_classes, n, seed)[chunk * CHUNK : (chunk + 1) * CHUNK]
+    labels = balanced_labels(spec.num_classes, n, seed, other_share)[chunk * CHUNK : (chunk + 1) * CHUNK]
     return render_game_text(spec, labels, _seq(seed, 1, chunk)), labels
 
 
-def game_text_arrays(task: str, n: int, seed: int = 0,
-                     progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 images (N, 3, H, W) and int64 labels (N,); ``progress(k)`` after each k images."""
+def game_text_arrays(task: str, n: int, seed: int = 0, progress: Callable[[int], None] | None = None, *,
+                     other_share: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images (N, 3, H, W) and int64 labels (N,); ``progress(k)`` after each k images;
+    ``other_share``: see :func:`balanced_labels`."""
     spec = game_task(task)
     if n < 0:
         raise UsageError(f"n must be >= 0, got {n}")
     h, w = spec.size
     images = np.empty((n, 3, h, w), np.uint8)
-    labels = balanced_labels(spec.num_classes, n, seed)
+    labels = balanced_labels(spec.num_classes, n, seed, other_share)
     for c in range(-(-n // CHUNK)):
         s = slice(c * CHUNK, min(n, (c + 1) * CHUNK))
         images[s] = render_game_text(spec, labels[s], _seq(seed, 1, c))
@@ -226,13 +245,14 @@ def game_text_arrays(task: str, n: int, seed: int = 0,
     return images, labels
 
 
-def generator_meta(task: str, seed: int, *, fonts_detail: bool = False) -> dict:
+def generator_meta(task: str, seed: int, *, fonts_detail: bool = False, other_share: float | None = None) -> dict:
     spec = game_task(task)
     faces = font_faces()
     return {
         "generator": GENERATOR_VERSION,
         "task": task,
         "seed": int(seed),
+        **({} if other_share is None else {"other_share": float(other_share)}),
         "input_shape": [3, *spec.size],
         "text": spec.text_format,
         "class_field": spec.class_field,
@@ -245,14 +265,14 @@ def generator_meta(task: str, seed: int, *, fonts_detail: bool = False) -> dict:
 class GameTextDataset(ArrayDataset):
     """``n`` synthetic crops of a game task, uint8 (N, 3, H, W), labels (N,), classes, meta.
 
-    The same (task, n, seed) gives identical arrays; classes are balanced (counts differ by at
-    most one); ``classes[-1]`` is 'other'."""
+    The same (task, n, seed, other_share) gives identical arrays; classes are balanced (counts
+    differ by at most one) unless ``other_share`` gives 'other' its own share; ``classes[-1]`` is 'other'."""
 
     def __init__(self, task: str, n: int, seed: int = 0, *,
-                 progress: Callable[[int], None] | None = None):
+                 progress: Callable[[int], None] | None = None, other_share: float | None = None):
         spec = game_task(task)
-        images, labels = game_text_arrays(task, n, seed, progress)
-        meta = generator_meta(task, seed)
+        images, labels = game_text_arrays(task, n, seed, progress, other_share=other_share)
+        meta = generator_meta(task, seed, other_share=other_share)
         meta["n"] = int(n)
         super().__init__(torch.from_numpy(images), torch.from_numpy(labels), spec.classes, meta)
         self.task = task
