@@ -126,6 +126,16 @@ def test_advice_names_what_the_folded_run_measured_about_itself():
     assert "had stopped improving (best val at epoch 80 of 200)" in why and "--epochs" not in why
 
 
+def test_report_names_the_classes_a_model_reads_far_worse_than_its_top1():
+    from foldcnn.workflows.fold.report import weak_class_lines
+
+    rows = [("original", {"weak_classes": []}),
+            ("fold 4", {"weak_classes": [{"class": "other", "top1": 0.5833, "images": 36}]})]
+    lines = weak_class_lines(rows)
+    assert lines[-1] == "- fold 4: `other` 58.3% of 36." and len(lines) == 2 and "10 points below" in lines[0]
+    assert weak_class_lines([("original", {})]) == []
+
+
 def test_precision_restricts_the_engines_timed():
     from foldcnn.workflows.fold.stages import restrict_precisions
 

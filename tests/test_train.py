@@ -45,6 +45,21 @@ def test_metrics():
     assert m["top1"] == 0.75 and m["top5"] == 1.0
     assert m["per_class"] == {"a": 0.5, "b": 1.0, "c": 1.0}
     assert m["worst_confusions"] == [{"true": "a", "predicted": "b", "count": 1}]
+    assert m["class_images"] == {"a": 2, "b": 1, "c": 1}
+
+
+def test_weak_classes_are_those_far_below_top1_with_enough_images():
+    from foldcnn.train.metrics import weak_classes
+
+    # 'other' is 1 class in 10 and read at 50%: top-1 95% hides it
+    labels = torch.arange(200) % 10
+    logits = torch.nn.functional.one_hot(labels, 10).float()
+    logits[torch.nonzero(labels == 9)[:10, 0]] = torch.nn.functional.one_hot(torch.tensor(0), 10).float()
+    m = classification_metrics(logits, labels, [str(i) for i in range(9)] + ["other"])
+    assert m["top1"] == 0.95 and weak_classes(m) == [{"class": "other", "top1": 0.5, "images": 20}]
+    assert weak_classes(m, min_images=21) == []  # too few images of the class to call it weak
+    assert weak_classes(m, points=46) == []  # 45 points below top-1 is not 46
+    assert weak_classes({"top1": 0.9, "per_class": {"a": 0.1}}) == []  # older metrics: no class counts
 
 
 def test_shape_mismatch_is_caught_before_training():

@@ -18,12 +18,13 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, class_nam
     correct = pred == labels
     topk = logits.topk(min(5, k), dim=1).indices
     top5 = (topk == labels[:, None]).any(1)
-    per_class = {}
+    per_class, class_images = {}, {}
     counts = torch.bincount(labels, minlength=k)
     hits = torch.bincount(labels[correct], minlength=k)
     for c in range(k):
         if counts[c] > 0:
             per_class[names[c]] = round(hits[c].item() / counts[c].item(), 4)
+            class_images[names[c]] = int(counts[c])
     confusion = torch.bincount(labels * k + pred, minlength=k * k).reshape(k, k)
     confusion.fill_diagonal_(0)
     flat = confusion.flatten()
@@ -37,5 +38,22 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, class_nam
         "top1": round(correct.float().mean().item(), 5),
         "top5": round(top5.float().mean().item(), 5),
         "per_class": per_class,
+        "class_images": class_images,
         "worst_confusions": confusions,
     }
+
+
+WEAK_POINTS, WEAK_MIN_IMAGES = 10.0, 20
+
+
+def weak_classes(metrics: dict, points: float = WEAK_POINTS, min_images: int = WEAK_MIN_IMAGES,
+                 most: int = 5) -> list[dict]:
+    """The classes whose accuracy is at least ``points`` below top-1, among those with at least
+    ``min_images`` images (fewer make a class's accuracy noise), worst first: a high top-1 over
+    many balanced classes can hide one class the model has not learnt (e.g. a catch-all 'other').
+    Empty for metrics written before class counts were recorded."""
+    counts = metrics.get("class_images") or {}
+    weak = [{"class": name, "top1": acc, "images": counts[name]}
+            for name, acc in (metrics.get("per_class") or {}).items()
+            if counts.get(name, 0) >= min_images and acc <= metrics["top1"] - points / 100]
+    return sorted(weak, key=lambda w: w["top1"])[:most]

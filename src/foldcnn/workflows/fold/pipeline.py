@@ -27,6 +27,7 @@ from typing import Callable
 from foldcnn.checkpoints import atomic_write, read_state_dict
 from foldcnn.errors import OutputExistsError, UsageError
 from foldcnn.models import create_model, model_entry
+from foldcnn.train.metrics import weak_classes
 from foldcnn.train.sources import check_data_spec
 from foldcnn.workflows.fold.options import FoldOptions
 from foldcnn.workflows.fold.report import render_report
@@ -75,10 +76,12 @@ def _remedy(row: dict) -> str:
 
 
 def _notes(run: dict) -> dict:
-    """What a stage's run.json says about how its training ended: still improving, distillation check."""
+    """What a stage's run.json says about how its training ended (still improving, distillation
+    check) and which classes it reads far worse than the rest on the test split."""
     s, d = run["summary"], (run["features"].get("distillation") or {})
     return {"epochs_run": s.get("epochs_run"), "best_epoch": s.get("best_epoch"),
-            "still_improving": s.get("still_improving"), "distill_check": d.get("check")}
+            "still_improving": s.get("still_improving"), "distill_check": d.get("check"),
+            "weak_classes": weak_classes(run.get("test_metrics") or {})}
 
 
 def _choose(opts: FoldOptions, rows: list[dict], original: dict) -> tuple[dict | None, str]:
@@ -149,7 +152,8 @@ def run_fold(opts: FoldOptions, out_dir: str | Path, *, resume: bool = False, pr
     speed, narrower = _throughput(opts, runs, progress)
     stages.update(1)
     ck = {f: str(out / (ORIGINAL_STAGE if f == 1 else f"fold{f}") / "checkpoint") for f in runs}
-    original = {"fold": 1, "checkpoint": ck[1], "top1": runs[1]["summary"]["test_top1"], **speed[1]}
+    original = {"fold": 1, "checkpoint": ck[1], "top1": runs[1]["summary"]["test_top1"], **speed[1],
+                "weak_classes": weak_classes(runs[1].get("test_metrics") or {})}
     folded = [{"fold": f, "checkpoint": ck[f], "top1": runs[f]["summary"]["test_top1"],
                "top1_drop_points": round(100 * (original["top1"] - runs[f]["summary"]["test_top1"]), 3),
                "gain": round(speed[f]["images_per_s"] / original["images_per_s"], 3), **speed[f],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from foldcnn.train.metrics import WEAK_MIN_IMAGES, WEAK_POINTS
+
 __all__ = ["render_report", "render_search_report", "write_frontier"]
 
 
@@ -17,6 +19,21 @@ def agreement_lines(rows: list[tuple[str, dict]]) -> list[str]:
     if out:
         out.insert(0, "\nA lower precision counts only where it gives fp32's class to at least 99% of the validation "
                    "images:")
+    return out
+
+
+def weak_class_lines(rows: list[tuple[str, dict]]) -> list[str]:
+    """One line per model with classes read far worse than its top-1 (train.metrics.weak_classes)."""
+    out = []
+    for label, row in rows:
+        weak = row.get("weak_classes") or []
+        if weak:
+            said = ", ".join(f"`{w['class']}` {w['top1']:.1%} of {w['images']}" for w in weak)
+            out.append(f"- {label}: {said}.")
+    if out:
+        out.insert(0, f"\nClasses read at least {WEAK_POINTS:g} points below the model's test top-1 (test images "
+                   f"of the class, classes with {WEAK_MIN_IMAGES} or more): top-1 averages over classes and hides "
+                   "them; more training images of these classes is the remedy to try.")
     return out
 
 
@@ -41,6 +58,7 @@ def render_report(r: dict) -> str:
         if more.get("yes"):
             lines.append(f"\nFold {f['fold']} was still improving at its last epoch "
                          f"(+{more['val_top1_gain_points']:g} points of val top-1 over {more['over_epochs']} epochs).")
+    lines += weak_class_lines([("original", o), *[(f"fold {f['fold']}", f) for f in r["folded"]]])
     lines += agreement_lines([("original", o), *[(f"fold {f['fold']}", f) for f in r["folded"]]])
     peer = r.get("best_narrower_peer")
     if peer:
@@ -141,6 +159,7 @@ def render_search_report(r: dict) -> str:
     if abandoned:
         lines.append("")
     lines += [f"- {row['name']} abandoned: {row['reason']}." for row in abandoned]
+    lines += weak_class_lines([(row["name"], row) for row in r["candidates"]])
     lines += agreement_lines([(row["name"], row) for row in r["candidates"]])
     lines += ["", f"Cost: {cost['seconds']:,.0f} s in this invocation, {cost['train_seconds']:,.0f} s of training "
               f"in all; {cost['trained']} candidates trained to the full budget, {cost['abandoned']} abandoned, "

@@ -28,6 +28,7 @@ from foldcnn.models import create_model
 from foldcnn.models.base import resolve_channel_multiple
 from foldcnn.train.config import fit_budget
 from foldcnn.train.loop import read_metrics
+from foldcnn.train.metrics import weak_classes
 from foldcnn.train.resume import TRAIN_STATE_FILE
 from foldcnn.workflows.fold.options import FoldOptions
 from foldcnn.workflows.fold.space import ORIGINAL, Candidate, abandon_reason, search_space
@@ -127,7 +128,7 @@ class _Search:
         s = run["summary"]
         return {"status": "trained", "val_top1": top1, "test_top1": s["test_top1"], "flip_rate": flips,
                 "epochs_trained": s["epochs_run"], "train_seconds": s["train_seconds"],
-                "checkpoint": str(stage / "checkpoint")}
+                "checkpoint": str(stage / "checkpoint"), "weak_classes": weak_classes(run.get("test_metrics") or {})}
 
     def judge(self, row: dict, c: Candidate, target: float, reference: list[float]) -> bool:
         """Train (or read back) ``c`` into ``row`` and set its status; whether it meets the budget."""
@@ -293,7 +294,8 @@ def run_search(opts: FoldOptions, out: Path, *, resume: bool, progress: bool, sa
     original = {**_row(ORIGINAL, timing[ORIGINAL.key], o_speed), "val_top1": orig_val, "status": "meets",
                 "test_top1": original_run["summary"]["test_top1"], "checkpoint": str(out / ORIGINAL_STAGE / "checkpoint"),
                 "epochs_trained": original_run["summary"]["epochs_run"],
-                "train_seconds": original_run["summary"]["train_seconds"]}
+                "train_seconds": original_run["summary"]["train_seconds"],
+                "weak_classes": weak_classes(original_run.get("test_metrics") or {})}
     order = sorted(space, key=lambda c: -timing[c.key]["images_per_s"])
     if opts.engine == "ray":  # every candidate faster than the original, as Tune trials side by side
         from foldcnn.workflows.fold.ray_search import train_on_ray
