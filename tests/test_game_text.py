@@ -260,3 +260,25 @@ def test_exported_splits_are_the_images_a_generated_task_run_uses(tmp_path, monk
             assert np.array_equal(np.asarray(png).transpose(2, 0, 1), img)
     with pytest.raises(ValueError, match="split must be one of"):
         split_seed(0, "holdout")
+
+
+def test_a_generated_task_run_takes_the_same_other_share_as_data_game(tmp_path):
+    """`foldcnn train --task T --other-share S` trains on what `foldcnn data game T --other-share S` writes;
+    the option is refused where it cannot apply."""
+    from foldcnn.train.sources import DataSpec, load_splits
+
+    out = tmp_path / "ds"
+    assert main(["data", "game", "sot-timer", "--out", str(out), "--train-size", "30", "--val-size", "10",
+                 "--test-size", "10", "--data-seed", "2", "--other-share", "0.3", "--quiet"]) == 0
+    splits = load_splits(DataSpec(task="sot-timer", train_size=30, val_size=10, test_size=10, seed=2, other_share=0.3))
+    assert splits.meta["other_share"] == 0.3 and int((splits.train.labels == 26).sum()) == 9
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["splits"]["train"]["class_counts"][OTHER] == 9
+    ds = splits.test
+    for i, (img, lab) in enumerate(zip(ds.images.numpy(), ds.labels.numpy())):
+        png = Image.open(out / "test" / game_task_classes("sot-timer")[lab] / f"{i:06d}.png")
+        assert np.array_equal(np.asarray(png).transpose(2, 0, 1), img)
+    with pytest.raises(ValueError, match="generated task"):
+        DataSpec(data_dir=str(out), other_share=0.1)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        DataSpec(task="sot-timer", other_share=2.0)

@@ -85,12 +85,8 @@ def _add_data_game(data_sub) -> None:
     p.add_argument("task", metavar="TASK", choices=tasks + ["all"],
                    help=f"one of {', '.join(tasks)}; or 'all' (each into DIR/<task>/)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (must be empty)")
-    add_options(p, DataSpec, only=("train_size", "val_size", "test_size", "seed"),
+    add_options(p, DataSpec, only=("train_size", "val_size", "test_size", "seed", "other_share"),
                 defaults={"train_size": 10_000, "test_size": 1_000})  # as 'foldcnn train --task T' generates them
-    p.add_argument("--other-share", type=float, default=None, metavar="S",
-                   help="give the 'other' class this share of every split (0 < S < 1) instead of 1/K: "
-                   "a task with many classes sees few 'other' crops (1 in 111 for lol-gold-int) and its "
-                   "models misread HUD words as numbers; 0.1 is what the scrape guide uses (default: balanced)")
     p.add_argument("--workers", type=int, default=1, metavar="W", help="processes")
     _output_flags(p, _cmd_data_game, "the splits and manifest in a non-empty DIR")
 

@@ -39,6 +39,10 @@ class DataSpec:
     test_size: int = option(2000, "generated test images", metavar="N")
     seed: int = option(0, "seed of the generated data, or of the split of a folder of class folders",
                        flag="--data-seed")
+    other_share: float | None = option(
+        None, "give the generated task's 'other' class this share of every split (0 < S < 1) instead of 1/K: a task "
+        "with many classes sees few 'other' crops (1 in 111 for lol-gold-int) and its models misread HUD words as "
+        "numbers; 0.1 is what the scrape guide uses (default: balanced)", metavar="S")
     input_size: tuple[int, int] | None = option(
         None, "resize folder images (or video frames; default 50x50) to HxW (default: their own size; mixed sizes "
         "in a folder of class folders: the most common)", parse="size", metavar="HxW")
@@ -63,6 +67,13 @@ class DataSpec:
         if self.task is not None and self.input_size is not None:
             raise UsageError("input_size (--input-size) resizes folder or video images; a generated task "
                              "has its own fixed size")
+        if self.other_share is not None:
+            if self.task is None:
+                raise UsageError("other_share (--other-share) shapes a generated task's data (--task); a folder "
+                                 "or video has the classes it has")
+            from foldcnn.data.game_text import check_other_share
+
+            check_other_share(self.other_share)
         if self.task is not None and min(self.train_size, self.val_size, self.test_size) < 1:
             raise UsageError("generated train/val/test sizes must be >= 1")
         if self.on_error not in ("skip", "raise"):
@@ -174,8 +185,12 @@ def load_splits(spec: DataSpec, *, progress: bool = False) -> Splits:
         from foldcnn.data.game_text import GameTextDataset
 
         sizes = {"train": spec.train_size, "val": spec.val_size, "test": spec.test_size}
-        parts = {k: GameTextDataset(spec.task, n, seed=split_seed(spec.seed, k)) for k, n in sizes.items()}
-        return Splits(**parts, meta={"source": "generated", "task": spec.task, "seed": spec.seed, "sizes": sizes})
+        parts = {k: GameTextDataset(spec.task, n, seed=split_seed(spec.seed, k), other_share=spec.other_share)
+                 for k, n in sizes.items()}
+        meta = {"source": "generated", "task": spec.task, "seed": spec.seed, "sizes": sizes}
+        if spec.other_share is not None:
+            meta["other_share"] = spec.other_share
+        return Splits(**parts, meta=meta)
     if spec.data_dir is not None and not _is_video_folder(Path(spec.data_dir)):
         return _folder_splits(spec, progress)
     return _video_splits(spec, progress)
