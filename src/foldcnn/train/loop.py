@@ -196,7 +196,8 @@ def _end_epoch(run: TrainRun, val_ds: ArrayDataset, epoch: int, t0: float) -> di
     elif cfg.patience and loop.best_epoch > 0 and epoch + 1 - loop.best_epoch >= cfg.patience:
         loop.stopped = True
     loop.history.append(row)
-    if plateau_reached([r["val_top1"] for r in loop.history], cfg.epochs, cfg.plateau_patience):
+    if cfg.plateau_patience and epoch + 1 >= PLATEAU_AFTER * cfg.epochs and \
+            plateau_epochs([r["val_top1"] for r in loop.history]) >= cfg.plateau_patience:
         loop.stopped = True
     loop.epoch, loop.step, loop.loss_sum, loop.seen, loop.correct = epoch + 1, 0, 0.0, 0, 0
     loop.train_seconds = run.seconds_before + time.perf_counter() - run.t_start
@@ -217,15 +218,6 @@ def plateau_epochs(val_top1: list[float], window: int = PLATEAU_WINDOW) -> int:
     """Epochs since the smoothed validation top-1 last reached a new best (0: the last epoch did)."""
     s = smoothed(val_top1, window)
     return len(s) - 1 - max(range(len(s)), key=lambda i: (s[i], -i)) if s else 0
-
-
-def plateau_reached(val_top1: list[float], epochs: int, patience: int) -> bool:
-    """Whether plateau stopping ends a run of ``epochs`` epochs after these: judged from
-    PLATEAU_AFTER of the epochs on, the smoothed best is ``patience`` epochs old, counting only the
-    judged epochs: a best from before (the high-rate middle of the one-cycle schedule) gives the
-    annealing ``patience`` epochs to beat it instead of ending the run the moment judging starts."""
-    judged = len(val_top1) - math.ceil(PLATEAU_AFTER * epochs) + 1
-    return patience > 0 and judged > 0 and min(plateau_epochs(val_top1), judged) >= patience
 
 
 def _finish(run: TrainRun) -> TrainResult:
