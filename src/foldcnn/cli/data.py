@@ -40,14 +40,14 @@ def _add_data(sub) -> None:
 # ------------------------------------------------------------------------------ data game
 def _cmd_data_game(args: argparse.Namespace) -> int:
     from foldcnn.data.game_export import write_game_text
+    from foldcnn.data.game_text import check_other_share
     from foldcnn.data.game_tasks import list_game_tasks
 
     tasks = list_game_tasks() if args.task == "all" else [args.task]
     counts = {"train": args.train_size, "val": args.val_size, "test": args.test_size}
     if min(counts.values()) < 0 or args.workers < 1:
         raise CLIError("--train-size/--val-size/--test-size must be >= 0 and --workers >= 1")
-    if args.other_share is not None and not 0.0 < args.other_share < 1.0:
-        raise CLIError(f"--other-share must be between 0 and 1 (exclusive), e.g. 0.1; got {args.other_share}")
+    check_other_share(args.other_share)  # before anything in --out is replaced
     if os.path.isdir(args.out) and os.listdir(args.out) and not args.overwrite:
         raise CLIError(f"{args.out} is not empty; choose an empty directory or pass --overwrite")
     # the command that reproduces the data (--workers and --overwrite do not change a byte)

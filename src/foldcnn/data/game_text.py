@@ -202,8 +202,9 @@ def _seq(seed: int, *key: int) -> np.random.Generator:
 
 
 def check_other_share(other_share: float | None) -> None:
+    """Refuse a share of 'other' images (``--other-share``) outside (0, 1)."""
     if other_share is not None and not 0.0 < other_share < 1.0:
-        raise UsageError(f"the share of 'other' images must be between 0 and 1 (exclusive), got {other_share}")
+        raise UsageError(f"--other-share must be between 0 and 1 (exclusive), e.g. 0.1; got {other_share}")
 
 
 def balanced_labels(num_classes: int, n: int, seed: int, other_share: float | None = None) -> np.ndarray:

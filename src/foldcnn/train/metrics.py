@@ -46,12 +46,13 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, class_nam
 WEAK_POINTS, WEAK_MIN_IMAGES = 10.0, 20
 
 
-def weak_classes(metrics: dict, points: float = WEAK_POINTS, min_images: int = WEAK_MIN_IMAGES,
+def weak_classes(metrics: dict | None, points: float = WEAK_POINTS, min_images: int = WEAK_MIN_IMAGES,
                  most: int = 5) -> list[dict]:
     """The classes whose accuracy is at least ``points`` below top-1, among those with at least
     ``min_images`` images (fewer make a class's accuracy noise), worst first: a high top-1 over
     many balanced classes can hide one class the model has not learnt (e.g. a catch-all 'other').
-    Empty for metrics written before class counts were recorded."""
+    Empty without metrics, or for metrics written before class counts were recorded."""
+    metrics = metrics or {}
     counts = metrics.get("class_images") or {}
     weak = [{"class": name, "top1": acc, "images": counts[name]}
             for name, acc in (metrics.get("per_class") or {}).items()

@@ -81,7 +81,7 @@ def _notes(run: dict) -> dict:
     s, d = run["summary"], (run["features"].get("distillation") or {})
     return {"epochs_run": s.get("epochs_run"), "best_epoch": s.get("best_epoch"),
             "still_improving": s.get("still_improving"), "distill_check": d.get("check"),
-            "weak_classes": weak_classes(run.get("test_metrics") or {})}
+            "weak_classes": weak_classes(run.get("test_metrics"))}
 
 
 def _choose(opts: FoldOptions, rows: list[dict], original: dict) -> tuple[dict | None, str]:
@@ -153,7 +153,7 @@ def run_fold(opts: FoldOptions, out_dir: str | Path, *, resume: bool = False, pr
     stages.update(1)
     ck = {f: str(out / (ORIGINAL_STAGE if f == 1 else f"fold{f}") / "checkpoint") for f in runs}
     original = {"fold": 1, "checkpoint": ck[1], "top1": runs[1]["summary"]["test_top1"], **speed[1],
-                "weak_classes": weak_classes(runs[1].get("test_metrics") or {})}
+                "weak_classes": weak_classes(runs[1].get("test_metrics"))}
     folded = [{"fold": f, "checkpoint": ck[f], "top1": runs[f]["summary"]["test_top1"],
                "top1_drop_points": round(100 * (original["top1"] - runs[f]["summary"]["test_top1"]), 3),
                "gain": round(speed[f]["images_per_s"] / original["images_per_s"], 3), **speed[f],

@@ -128,7 +128,7 @@ class _Search:
         s = run["summary"]
         return {"status": "trained", "val_top1": top1, "test_top1": s["test_top1"], "flip_rate": flips,
                 "epochs_trained": s["epochs_run"], "train_seconds": s["train_seconds"],
-                "checkpoint": str(stage / "checkpoint"), "weak_classes": weak_classes(run.get("test_metrics") or {})}
+                "checkpoint": str(stage / "checkpoint"), "weak_classes": weak_classes(run.get("test_metrics"))}
 
     def judge(self, row: dict, c: Candidate, target: float, reference: list[float]) -> bool:
         """Train (or read back) ``c`` into ``row`` and set its status; whether it meets the budget."""
@@ -295,7 +295,7 @@ def run_search(opts: FoldOptions, out: Path, *, resume: bool, progress: bool, sa
                 "test_top1": original_run["summary"]["test_top1"], "checkpoint": str(out / ORIGINAL_STAGE / "checkpoint"),
                 "epochs_trained": original_run["summary"]["epochs_run"],
                 "train_seconds": original_run["summary"]["train_seconds"],
-                "weak_classes": weak_classes(original_run.get("test_metrics") or {})}
+                "weak_classes": weak_classes(original_run.get("test_metrics"))}
     order = sorted(space, key=lambda c: -timing[c.key]["images_per_s"])
     if opts.engine == "ray":  # every candidate faster than the original, as Tune trials side by side
         from foldcnn.workflows.fold.ray_search import train_on_ray
